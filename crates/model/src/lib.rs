@@ -1,1 +1,38 @@
-//! rustorch-model
+//! Models: hyper-parameters from GGUF metadata, weights by name, backends and the forward pass.
+
+pub mod backend;
+pub mod config;
+pub mod cpu;
+pub mod debug;
+pub mod ftype;
+pub mod llama;
+pub mod quantize;
+
+pub use backend::{AttnShape, Backend, Device};
+pub use config::{Arch, Config, SUPPORTED_ARCHITECTURES};
+pub use cpu::CpuBackend;
+pub use debug::Debug;
+pub use llama::{LlamaModel, Logits, RunState, N_UBATCH};
+
+/// Errors of loading and running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(rustorch_gguf::GgufError),
+    #[error("unsupported architecture '{arch}' (supported: {supported})")]
+    UnsupportedArchitecture { arch: String, supported: String },
+    #[error("invalid model hyper-parameters: {0}")]
+    InvalidConfig(String),
+    #[error("tensor '{0}' is missing from the model file")]
+    MissingTensor(String),
+    #[error("tensor '{name}' has shape {actual}, expected {expected}")]
+    TensorShape { name: String, expected: String, actual: String },
+    #[error("tensor '{name}' has type {ty}, which the {backend} backend cannot compute with")]
+    UnsupportedType { name: String, ty: rustorch_gguf::GgmlType, backend: &'static str },
+    #[error("quantize: {0}")]
+    Quantize(String),
+    #[error("{0}")]
+    Backend(String),
+    #[error("prompt of {n_tokens} tokens does not fit the context of {n_ctx} tokens")]
+    ContextFull { n_tokens: usize, n_ctx: usize },
+}

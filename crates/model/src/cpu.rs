@@ -1,0 +1,333 @@
+//! The CPU backend: weights are views into the memory-mapped file, activations are `Vec<f32>`,
+//! the KV cache is f16 (as llama.cpp's default), and every op is split over rayon's pool.
+//!
+//! Matmuls quantize the activations once per call to the 8-bit format ggml pairs with the weight
+//! type, then take integer-domain dot products per (weight row, token), as ggml does; that keeps our
+//! logits close to llama.cpp's, not only to the real-valued product.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use half::f16;
+use rayon::prelude::*;
+use rustorch_gguf::{GgmlType, GgufFile};
+use rustorch_quant::dispatch;
+
+use crate::backend::{AttnShape, Backend, Device};
+use crate::ModelError;
+
+/// A weight on the CPU: rows of a tensor in the mapped file, or a small f32 vector (norms).
+pub enum CpuWeight {
+    Mapped { file: Arc<GgufFile>, index: usize, ty: GgmlType, rows: usize, cols: usize },
+    F32(Vec<f32>),
+}
+
+impl CpuWeight {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            CpuWeight::Mapped { file, index, .. } => file.tensor_data(&file.tensors()[*index]),
+            CpuWeight::F32(v) => bytemuck::cast_slice(v),
+        }
+    }
+
+    fn as_f32(&self) -> &[f32] {
+        match self {
+            CpuWeight::F32(v) => v,
+            CpuWeight::Mapped { .. } => unreachable!("vector weights are uploaded as F32"),
+        }
+    }
+}
+
+/// KV cache: per layer, `[n_ctx, kv_dim]` keys and values in f16.
+pub struct CpuKv {
+    k: Vec<Vec<f16>>,
+    v: Vec<Vec<f16>>,
+    kv_dim: usize,
+}
+
+#[derive(Default)]
+pub struct CpuBackend {
+    /// Activations quantized for the current matmul: `[n, row_bytes]`.
+    act: Vec<u8>,
+    /// Matmul result in weight-row-major order `[out_dim, n]`, transposed into the output.
+    tmp: Vec<f32>,
+}
+
+thread_local! {
+    /// Attention scores of one (token, head): grows to the context length once per thread.
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+impl CpuBackend {
+    pub fn new() -> CpuBackend {
+        CpuBackend::default()
+    }
+}
+
+fn grow<T: Clone + Default>(v: &mut Vec<T>, len: usize) {
+    if v.len() < len {
+        v.resize(len, T::default());
+    }
+}
+
+impl Backend for CpuBackend {
+    type Buf = Vec<f32>;
+    type Weight = CpuWeight;
+    type Kv = CpuKv;
+
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+
+    fn upload(&mut self, file: &Arc<GgufFile>, name: &str) -> Result<CpuWeight, ModelError> {
+        let index = file
+            .tensors()
+            .iter()
+            .position(|t| t.name == name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        let info = &file.tensors()[index];
+        let unsupported = || ModelError::UnsupportedType { name: name.to_string(), ty: info.ty, backend: "cpu" };
+        if info.dims.len() == 1 {
+            let n = info.dims[0] as usize;
+            let mut v = vec![0f32; n];
+            let data = file.tensor_data(info);
+            match info.ty {
+                GgmlType::F32 => {
+                    for (x, b) in v.iter_mut().zip(data.chunks_exact(4)) {
+                        *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    }
+                }
+                ty if dispatch::is_supported(ty) => {
+                    dispatch::dequantize_row(ty, data, &mut v).map_err(|_| unsupported())?
+                }
+                _ => return Err(unsupported()),
+            }
+            return Ok(CpuWeight::F32(v));
+        }
+        if info.dims.len() != 2 {
+            return Err(ModelError::TensorShape {
+                name: name.to_string(),
+                expected: "a matrix".into(),
+                actual: format!("{:?}", info.dims),
+            });
+        }
+        if !(dispatch::is_supported(info.ty) && dispatch::vec_dot_type(info.ty).is_some()) {
+            return Err(unsupported());
+        }
+        Ok(CpuWeight::Mapped {
+            file: Arc::clone(file),
+            index,
+            ty: info.ty,
+            rows: info.dims[1] as usize,
+            cols: info.dims[0] as usize,
+        })
+    }
+
+    fn alloc(&mut self, len: usize) -> Result<Vec<f32>, ModelError> {
+        Ok(vec![0.0; len])
+    }
+
+    fn alloc_kv(&mut self, n_layer: usize, n_ctx: usize, kv_dim: usize) -> Result<CpuKv, ModelError> {
+        let len = n_ctx.checked_mul(kv_dim).ok_or_else(|| ModelError::Backend("KV cache size overflows".into()))?;
+        Ok(CpuKv {
+            k: (0..n_layer).map(|_| vec![f16::ZERO; len]).collect(),
+            v: (0..n_layer).map(|_| vec![f16::ZERO; len]).collect(),
+            kv_dim,
+        })
+    }
+
+    fn embed(&mut self, table: &CpuWeight, tokens: &[u32], out: &mut Vec<f32>) -> Result<(), ModelError> {
+        let CpuWeight::Mapped { ty, rows, cols, .. } = table else {
+            return Err(ModelError::Backend("embedding table must be a matrix".into()));
+        };
+        let row_bytes = ty.row_bytes(*cols as u64).expect("validated at upload") as usize;
+        let data = table.bytes();
+        for (t, &tok) in tokens.iter().enumerate() {
+            let tok = tok as usize;
+            if tok >= *rows {
+                return Err(ModelError::Backend(format!("token id {tok} is outside the vocabulary of {rows}")));
+            }
+            let src = &data[tok * row_bytes..(tok + 1) * row_bytes];
+            dispatch::dequantize_row(*ty, src, &mut out[t * cols..(t + 1) * cols])
+                .map_err(|e| ModelError::Backend(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn rms_norm(&mut self, x: &Vec<f32>, weight: &CpuWeight, eps: f32, n: usize, dim: usize, out: &mut Vec<f32>) {
+        let w = weight.as_f32();
+        out[..n * dim].par_chunks_mut(dim).zip(x[..n * dim].par_chunks(dim)).for_each(|(o, x)| {
+            // ggml sums the squares in double precision.
+            let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+            let mean = (sum / dim as f64) as f32;
+            let scale = 1.0 / (mean + eps).sqrt();
+            for ((o, &x), &w) in o.iter_mut().zip(x).zip(w) {
+                *o = x * scale * w;
+            }
+        });
+    }
+
+    fn matmul(&mut self, w: &CpuWeight, x: &Vec<f32>, n: usize, out: &mut Vec<f32>) -> Result<(), ModelError> {
+        let CpuWeight::Mapped { ty, rows, cols, .. } = w else {
+            return Err(ModelError::Backend("matmul needs a matrix weight".into()));
+        };
+        let (ty, rows, cols) = (*ty, *rows, *cols);
+        let err = |e: rustorch_quant::QuantError| ModelError::Backend(e.to_string());
+        let vt = dispatch::vec_dot_type(ty).expect("validated at upload");
+        let w_row = ty.row_bytes(cols as u64).expect("validated at upload") as usize;
+        let a_row = vt.row_bytes(cols as u64).ok_or_else(|| {
+            ModelError::Backend(format!("row length {cols} is not a multiple of {}'s block", vt))
+        })? as usize;
+
+        grow(&mut self.act, n * a_row);
+        let act = &mut self.act[..n * a_row];
+        act.par_chunks_mut(a_row).zip(x[..n * cols].par_chunks(cols)).try_for_each(|(a, x)| {
+            if vt == GgmlType::F32 {
+                a.copy_from_slice(bytemuck::cast_slice(x));
+                Ok(())
+            } else {
+                dispatch::quantize_row(vt, x, a)
+            }
+        })
+        .map_err(err)?;
+        let act = &self.act[..n * a_row];
+        let wdata = w.bytes();
+
+        let dot_rows = |dst: &mut [f32], r0: usize| -> Result<(), rustorch_quant::QuantError> {
+            for (i, d) in dst.chunks_mut(n).enumerate() {
+                let wr = &wdata[(r0 + i) * w_row..(r0 + i + 1) * w_row];
+                for (t, d) in d.iter_mut().enumerate() {
+                    *d = dispatch::vec_dot(ty, wr, &act[t * a_row..(t + 1) * a_row])?;
+                }
+            }
+            Ok(())
+        };
+        const ROWS_PER_TASK: usize = 16;
+        if n == 1 {
+            out[..rows]
+                .par_chunks_mut(ROWS_PER_TASK)
+                .enumerate()
+                .try_for_each(|(c, dst)| dot_rows(dst, c * ROWS_PER_TASK))
+                .map_err(err)?;
+        } else {
+            grow(&mut self.tmp, rows * n);
+            let tmp = &mut self.tmp[..rows * n];
+            tmp.par_chunks_mut(ROWS_PER_TASK * n)
+                .enumerate()
+                .try_for_each(|(c, dst)| dot_rows(dst, c * ROWS_PER_TASK))
+                .map_err(err)?;
+            out[..n * rows].par_chunks_mut(rows).enumerate().for_each(|(t, o)| {
+                for (r, o) in o.iter_mut().enumerate() {
+                    *o = tmp[r * n + t];
+                }
+            });
+        }
+        Ok(())
+    }
+
+    fn rope(&mut self, x: &mut Vec<f32>, n: usize, n_heads: usize, shape: &AttnShape, pos0: usize) {
+        let hd = shape.head_dim;
+        // ggml: theta_i = pos * base^(-2i/n_rot), built by repeated multiplication in f32.
+        let theta_scale = shape.rope_freq_base.powf(-2.0 / shape.n_rot as f32);
+        x[..n * n_heads * hd].par_chunks_mut(n_heads * hd).enumerate().for_each(|(t, row)| {
+            let pos = (pos0 + t) as f32;
+            for head in row.chunks_mut(hd) {
+                let mut theta = pos;
+                for pair in head[..shape.n_rot].chunks_exact_mut(2) {
+                    let (sin, cos) = theta.sin_cos();
+                    let (x0, x1) = (pair[0], pair[1]);
+                    pair[0] = x0 * cos - x1 * sin;
+                    pair[1] = x0 * sin + x1 * cos;
+                    theta *= theta_scale;
+                }
+            }
+        });
+    }
+
+    fn kv_store(&mut self, kv: &mut CpuKv, layer: usize, k: &Vec<f32>, v: &Vec<f32>, n: usize, pos0: usize) {
+        let d = kv.kv_dim;
+        let range = pos0 * d..(pos0 + n) * d;
+        for (dst, &src) in kv.k[layer][range.clone()].iter_mut().zip(&k[..n * d]) {
+            *dst = f16::from_f32(src);
+        }
+        for (dst, &src) in kv.v[layer][range].iter_mut().zip(&v[..n * d]) {
+            *dst = f16::from_f32(src);
+        }
+    }
+
+    fn attention(
+        &mut self,
+        q: &Vec<f32>,
+        kv: &CpuKv,
+        layer: usize,
+        n: usize,
+        pos0: usize,
+        shape: &AttnShape,
+        out: &mut Vec<f32>,
+    ) {
+        let hd = shape.head_dim;
+        let n_head = shape.n_head;
+        let group = shape.n_head / shape.n_head_kv;
+        let kv_dim = kv.kv_dim;
+        let (keys, values) = (&kv.k[layer], &kv.v[layer]);
+        let scale = 1.0 / (hd as f32).sqrt();
+        out[..n * n_head * hd].par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
+            let (t, h) = (i / n_head, i % n_head);
+            let q = &q[i * hd..(i + 1) * hd];
+            let kvh = h / group;
+            let n_pos = pos0 + t + 1; // causal: this token sees positions 0..=pos0+t
+            SCORES.with(|s| {
+                let mut s = s.borrow_mut();
+                grow(&mut s, n_pos);
+                let scores = &mut s[..n_pos];
+                let mut max = f32::NEG_INFINITY;
+                for (p, sc) in scores.iter_mut().enumerate() {
+                    let k = &keys[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];
+                    let dot: f32 = q.iter().zip(k).map(|(&a, &b)| a * b.to_f32()).sum();
+                    *sc = dot * scale;
+                    max = max.max(*sc);
+                }
+                let mut sum = 0f32;
+                for sc in scores.iter_mut() {
+                    *sc = (*sc - max).exp();
+                    sum += *sc;
+                }
+                let inv = 1.0 / sum;
+                o.fill(0.0);
+                for (p, &sc) in scores.iter().enumerate() {
+                    let v = &values[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];
+                    let wgt = sc * inv;
+                    for (o, &v) in o.iter_mut().zip(v) {
+                        *o += wgt * v.to_f32();
+                    }
+                }
+            });
+        });
+    }
+
+    fn swiglu(&mut self, gate: &mut Vec<f32>, up: &Vec<f32>, len: usize) {
+        gate[..len].par_chunks_mut(4096).zip(up[..len].par_chunks(4096)).for_each(|(g, u)| {
+            for (g, &u) in g.iter_mut().zip(u) {
+                *g = *g / (1.0 + (-*g).exp()) * u;
+            }
+        });
+    }
+
+    fn add(&mut self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) {
+        for (x, &y) in x[..len].iter_mut().zip(&y[..len]) {
+            *x += y;
+        }
+    }
+
+    fn copy_within(&mut self, x: &mut Vec<f32>, src: usize, dst: usize, len: usize) {
+        x.copy_within(src..src + len, dst);
+    }
+
+    fn read(&mut self, x: &Vec<f32>, offset: usize, out: &mut [f32]) -> Result<(), ModelError> {
+        let src = x
+            .get(offset..offset + out.len())
+            .ok_or_else(|| ModelError::Backend("read past the end of a buffer".into()))?;
+        out.copy_from_slice(src);
+        Ok(())
+    }
+}
