@@ -11,6 +11,11 @@
 //! - `kquants`: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K
 //! - `dispatch`: byte-slice entry points chosen by [`GgmlType`] at run time
 
+pub mod dispatch;
+pub mod float;
+pub mod legacy;
+
+pub use dispatch::QuantError;
 pub use rustorch_gguf::{GgmlType, QK_K};
 
 /// A block quantization format: a fixed number of weights packed into a fixed number of bytes.
