@@ -1,1 +1,96 @@
-fn main() {}
+//! `rustorch`: run GGUF language models from the command line.
+
+mod common;
+mod generate;
+mod inspect;
+mod perplexity;
+mod quantize;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "rustorch", version, about = "Run GGUF language models: generate, chat, quantize, inspect")]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Without a subcommand: interactive chat.
+    #[command(flatten)]
+    chat: generate::ChatArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a raw prompt (no chat template), streaming it to stdout.
+    Run(generate::RunArgs),
+    /// Interactive chat using the model's own chat template.
+    Chat(generate::ChatArgs),
+    /// Print the token ids of a text as a JSON list.
+    Tokenize(TokenizeArgs),
+    /// Perplexity of a text file, computed as llama-perplexity does.
+    Perplexity(perplexity::PerplexityArgs),
+    /// Logits of a text run as one batch: argmax, top-two margin and top-K per position, as JSON.
+    Logits(perplexity::LogitsArgs),
+    /// Describe a GGUF file: architecture, sizes, tokenizer, tensors.
+    Inspect(inspect::InspectArgs),
+    /// Requantize a GGUF file to another file type, as llama-quantize does.
+    Quantize(quantize::QuantizeArgs),
+}
+
+#[derive(Args)]
+struct TokenizeArgs {
+    #[command(flatten)]
+    model: common::ModelArg,
+    /// Text to tokenize.
+    #[arg(short, long)]
+    prompt: String,
+    /// Treat control-token text (e.g. `<|im_start|>`) as plain text.
+    #[arg(long)]
+    no_parse_special: bool,
+    /// Do not add BOS/EOS even when the vocabulary asks for them.
+    #[arg(long)]
+    no_add_special: bool,
+}
+
+fn tokenize(args: TokenizeArgs) -> anyhow::Result<()> {
+    let (_, tok) = common::open_with_tokenizer(&args.model.path()?)?;
+    let ids = tok.encode(&args.prompt, !args.no_add_special, !args.no_parse_special);
+    let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    println!("[{}]", list.join(", "));
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Run(a)) => generate::run(a),
+        Some(Command::Chat(a)) => generate::chat(a),
+        Some(Command::Tokenize(a)) => tokenize(a),
+        Some(Command::Perplexity(a)) => perplexity::perplexity(a),
+        Some(Command::Logits(a)) => perplexity::logits(a),
+        Some(Command::Inspect(a)) => inspect::inspect(a),
+        Some(Command::Quantize(a)) => quantize::quantize(a),
+        None => generate::chat(cli.chat),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the whole cause chain, newlines folded.
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Where the default model lives (fetched by `scripts/fetch-models.sh`).
+pub fn models_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("RUSTORCH_MODELS") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache/rustorch/models")
+}

@@ -7,12 +7,14 @@ pub mod debug;
 pub mod ftype;
 pub mod llama;
 pub mod quantize;
+pub mod runner;
 
 pub use backend::{AttnShape, Backend, Device};
 pub use config::{Arch, Config, SUPPORTED_ARCHITECTURES};
 pub use cpu::CpuBackend;
 pub use debug::Debug;
 pub use llama::{LlamaModel, Logits, RunState, N_UBATCH};
+pub use runner::{load, Model};
 
 /// Errors of loading and running a model.
 #[derive(Debug, thiserror::Error)]

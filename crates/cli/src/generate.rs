@@ -1,0 +1,219 @@
+//! `run` (raw prompt completion) and `chat` (interactive, with the model's chat template).
+
+use std::io::{BufRead, Write};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use rustorch_engine::chat_template::{ChatMessage, ChatTemplate};
+use rustorch_engine::sampler::SamplerConfig;
+use rustorch_engine::session::{Session, StopReason};
+
+use crate::common::{self, ModelArg, RuntimeArgs};
+
+#[derive(Args, Clone)]
+pub struct SamplingArgs {
+    /// Tokens to generate (-1: until end of generation or a full context)
+    #[arg(short = 'n', long = "max-tokens", visible_alias = "n-predict", default_value_t = -1, allow_negative_numbers = true)]
+    pub n_predict: i64,
+    /// Temperature; 0 is greedy
+    #[arg(long, default_value_t = 0.8)]
+    pub temp: f32,
+    /// Keep the K most likely tokens (0: all)
+    #[arg(long = "top-k", default_value_t = 40)]
+    pub top_k: usize,
+    /// Keep the most likely tokens whose probabilities add up to P (1: all)
+    #[arg(long = "top-p", default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens less likely than P times the most likely one (0: off)
+    #[arg(long = "min-p", default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Penalty for repeating a token of the recent window (1: off)
+    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Window of recent tokens the repetition penalty looks at
+    #[arg(long = "repeat-last-n", default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// Random seed [default: from the clock]
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Context size in tokens (0: the model's training context)
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
+    pub ctx: usize,
+}
+
+impl SamplingArgs {
+    fn sampler(&self) -> anyhow::Result<SamplerConfig> {
+        let seed = self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+        });
+        let cfg = SamplerConfig {
+            temp: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            seed,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn max_tokens(&self) -> anyhow::Result<usize> {
+        match self.n_predict {
+            -1 => Ok(usize::MAX),
+            n if n >= 0 => Ok(n as usize),
+            n => bail!("invalid value {n} for --max-tokens: expected -1 or a count >= 0"),
+        }
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// Prompt, fed as is (no chat template); control-token text is parsed as special tokens
+    #[arg(short = 'p', long)]
+    pub prompt: String,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// System message for the conversation
+    #[arg(long)]
+    pub system: Option<String>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// Opens the model and returns the session and the file's chat template, if it has one.
+fn open_session(model: &ModelArg, sampling: &SamplingArgs, runtime: &RuntimeArgs) -> anyhow::Result<(Session, Option<String>)> {
+    runtime.init_threads()?;
+    let sampler = sampling.sampler()?;
+    let path = model.path()?;
+    let (file, tok) = common::open_with_tokenizer(&path)?;
+    let n_ctx_train = rustorch_model::Config::from_gguf(&file).with_context(|| path.display().to_string())?.n_ctx_train;
+    let n_ctx = if sampling.ctx == 0 { n_ctx_train } else { sampling.ctx };
+    let template = file.opt_str("tokenizer.chat_template")?.map(str::to_string);
+    let model = rustorch_model::load(file, runtime.backend, n_ctx).with_context(|| path.display().to_string())?;
+    Ok((Session::new(model, tok, sampler), template))
+}
+
+fn print_timings(s: &Session) {
+    let t = &s.timings;
+    eprintln!(
+        "\n[timings] prompt: {} tokens, {:.1} tok/s | generation: {} tokens, {:.1} tok/s",
+        t.prompt_tokens,
+        t.prompt_tps(),
+        t.gen_tokens,
+        t.gen_tps()
+    );
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let max_tokens = args.sampling.max_tokens()?;
+    let (mut session, _) = open_session(&args.model, &args.sampling, &args.runtime)?;
+    let ids = session.tokenizer().encode(&args.prompt, true, true);
+    if ids.is_empty() {
+        bail!("the prompt is empty");
+    }
+    if !session.fits(ids.len()) {
+        bail!("the prompt is {} tokens long, longer than the context of {} tokens (raise -c)", ids.len(), session.n_ctx());
+    }
+    session.feed(&ids)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut io_err = None;
+    let (_, reason) = session.generate(max_tokens, |text| {
+        if io_err.is_none() {
+            if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+                io_err = Some(e);
+            }
+        }
+    })?;
+    if let Some(e) = io_err {
+        return Err(e).context("writing to stdout");
+    }
+    writeln!(out).ok();
+    if reason == StopReason::ContextFull {
+        eprintln!("[stopped: the context of {} tokens is full]", session.n_ctx());
+    }
+    print_timings(&session);
+    Ok(())
+}
+
+pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
+    let max_tokens = args.sampling.max_tokens()?;
+    let (mut session, source) = open_session(&args.model, &args.sampling, &args.runtime)?;
+    let tok = session.tokenizer();
+    let bos = tok.bos().map(|id| tok.token_text(id).to_string()).unwrap_or_default();
+    let eos = tok.eos().map(|id| tok.token_text(id).to_string()).unwrap_or_default();
+    let source = match source {
+        Some(s) => s,
+        None => {
+            eprintln!("[the model has no chat template; using ChatML]");
+            CHATML.to_string()
+        }
+    };
+    let template = ChatTemplate::new(&source, &bos, &eos).context("chat template")?;
+
+    let mut messages: Vec<ChatMessage> = Vec::new();
+    if let Some(system) = &args.system {
+        messages.push(ChatMessage { role: "system".into(), content: system.clone() });
+    }
+    // The text of the conversation as it is in the KV cache.
+    let mut rendered = String::new();
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        eprint!("> ");
+        std::io::stderr().flush().ok();
+        let Some(line) = lines.next() else { break };
+        let line = line.context("reading stdin")?;
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            continue;
+        }
+        messages.push(ChatMessage { role: "user".into(), content: line.to_string() });
+        let full = template.render(&messages, true).context("chat template")?;
+        let delta = match full.strip_prefix(&rendered) {
+            Some(d) => d.to_string(),
+            None => bail!("the chat template re-rendered earlier turns differently; cannot continue the cached conversation"),
+        };
+        let first = session.n_past() == 0;
+        let ids = session.tokenizer().encode(&delta, first, true);
+        if !session.fits(ids.len() + 1) {
+            eprintln!("[the context of {} tokens is full: start a new chat]", session.n_ctx());
+            break;
+        }
+        session.feed(&ids)?;
+        rendered = full;
+        let stdout = std::io::stdout();
+        let mut reply = String::new();
+        let (_, reason) = session.generate(max_tokens, |text| {
+            reply.push_str(text);
+            let mut out = stdout.lock();
+            out.write_all(text.as_bytes()).ok();
+            out.flush().ok();
+        })?;
+        println!();
+        rendered.push_str(&reply);
+        messages.push(ChatMessage { role: "assistant".into(), content: reply });
+        if reason == StopReason::ContextFull {
+            eprintln!("[the context of {} tokens is full: start a new chat]", session.n_ctx());
+            break;
+        }
+    }
+    print_timings(&session);
+    Ok(())
+}
+
+const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
