@@ -13,9 +13,11 @@
 
 pub mod dispatch;
 pub mod float;
+pub mod kquants;
 pub mod legacy;
 
 pub use dispatch::QuantError;
+pub use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 pub use rustorch_gguf::{GgmlType, QK_K};
 
 /// A block quantization format: a fixed number of weights packed into a fixed number of bytes.
