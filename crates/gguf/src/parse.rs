@@ -133,11 +133,6 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Header, GgufError> {
     let n_tensors = cur.u64(&header)?;
     let n_kv_at = cur.offset();
     let n_kv = cur.u64(&header)?;
-    // Early, coarse checks against the whole rest of the file; each is redone exactly below, just
-    // before its items are allocated.
-    cur.check_count(n_tensors, MIN_TENSOR_INFO_BYTES, n_tensors_at, &|| {
-        "tensor count".to_owned()
-    })?;
     let n_kv = cur.check_count(n_kv, MIN_KV_BYTES, n_kv_at, &|| "kv count".to_owned())?;
 
     let mut metadata = Vec::with_capacity(n_kv);
