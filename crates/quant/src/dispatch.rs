@@ -12,6 +12,7 @@ use std::mem::size_of;
 use half::{bf16, f16};
 use thiserror::Error;
 
+use crate::kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 use crate::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 use crate::{BlockFormat, GgmlType};
 
@@ -69,7 +70,12 @@ fn kernels(ty: GgmlType) -> Option<Kernels> {
         T::Q5_1 => Kernels::of::<BlockQ5_1>(),
         T::Q8_0 => Kernels::of::<BlockQ8_0>(),
         T::Q8_1 => Kernels::of::<BlockQ8_1>(),
-        // TODO(kquants): Q2_K Q3_K Q4_K Q5_K Q6_K Q8_K once `kquants` is declared in lib.rs.
+        T::Q2_K => Kernels::of::<BlockQ2K>(),
+        T::Q3_K => Kernels::of::<BlockQ3K>(),
+        T::Q4_K => Kernels::of::<BlockQ4K>(),
+        T::Q5_K => Kernels::of::<BlockQ5K>(),
+        T::Q6_K => Kernels::of::<BlockQ6K>(),
+        T::Q8_K => Kernels::of::<BlockQ8K>(),
         _ => return None,
     })
 }
@@ -204,6 +210,12 @@ mod tests {
         check::<BlockQ5_1>();
         check::<BlockQ8_0>();
         check::<BlockQ8_1>();
+        check::<BlockQ2K>();
+        check::<BlockQ3K>();
+        check::<BlockQ4K>();
+        check::<BlockQ5K>();
+        check::<BlockQ6K>();
+        check::<BlockQ8K>();
         for &ty in GgmlType::ALL {
             if let Some(k) = kernels(ty) {
                 assert!(
@@ -227,10 +239,41 @@ mod tests {
             (T::Q5_0, T::Q8_0),
             (T::Q5_1, T::Q8_1),
             (T::Q8_0, T::Q8_0),
+            (T::Q2_K, T::Q8_K),
+            (T::Q3_K, T::Q8_K),
+            (T::Q4_K, T::Q8_K),
+            (T::Q5_K, T::Q8_K),
+            (T::Q6_K, T::Q8_K),
         ] {
             assert_eq!(vec_dot_type(ty), Some(dot), "{ty}");
         }
         assert_eq!(vec_dot_type(T::IQ2_XXS), None);
+
+        let supported: Vec<GgmlType> = GgmlType::ALL
+            .iter()
+            .copied()
+            .filter(|&t| is_supported(t))
+            .collect();
+        assert_eq!(
+            supported,
+            [
+                T::F32,
+                T::F16,
+                T::Q4_0,
+                T::Q4_1,
+                T::Q5_0,
+                T::Q5_1,
+                T::Q8_0,
+                T::Q8_1,
+                T::Q2_K,
+                T::Q3_K,
+                T::Q4_K,
+                T::Q5_K,
+                T::Q6_K,
+                T::Q8_K,
+                T::BF16
+            ]
+        );
     }
 
     #[test]
