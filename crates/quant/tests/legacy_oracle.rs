@@ -17,6 +17,7 @@
 //! - Dots: weights from case `c`, activations of the paired type quantized by the reference from
 //!   case `(c + 7) % 10`, through `ggml_vec_dot_*_generic`; for F32/F16/BF16 the scalar branch of
 //!   `ggml_vec_dot_{f32,f16,bf16}` (f32 products summed in f64).
+//!
 //! Every hash is sha256 over the concatenation of all cases, as `sha256sum` prints it.
 
 use bytemuck::Zeroable;
