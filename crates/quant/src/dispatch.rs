@@ -90,6 +90,8 @@ pub fn is_supported(ty: GgmlType) -> bool {
 }
 
 /// The activation type ggml pairs with weights of type `ty` in a dot product (`vec_dot_type`).
+/// The activation formats Q8_1 and Q8_K, which have no dot of their own in ggml, pair with
+/// themselves here.
 pub fn vec_dot_type(ty: GgmlType) -> Option<GgmlType> {
     kernels(ty).map(|k| k.dot_type)
 }
