@@ -1,1 +1,3 @@
 //! rustorch-engine
+pub mod chat_template;
+pub mod sampler;

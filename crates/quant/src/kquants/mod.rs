@@ -28,6 +28,9 @@ pub use q8k::BlockQ8K;
 
 use half::f16;
 
+// ggml's own fp32 -> fp16 (canonical NaN), shared with the float formats.
+use crate::float::fp32_to_fp16;
+
 /// Bytes of the packed 6-bit scales and mins of Q4_K / Q5_K (and Q3_K's 6-bit scales).
 pub const K_SCALE_SIZE: usize = 12;
 
@@ -42,32 +45,6 @@ const GROUP_MAX_EPS: f32 = 1e-15;
 pub(crate) fn nearest_int(fval: f32) -> i32 {
     let val = fval + 12_582_912.0;
     (val.to_bits() as i32 & 0x007f_ffff) - 0x0040_0000
-}
-
-/// ggml's `ggml_compute_fp32_to_fp16`. Round to nearest even like `half::f16::from_f32`; ported
-/// so that NaN maps to ggml's canonical 0x7E00 (with sign) rather than keeping payload bits.
-pub(crate) fn fp16_from_f32(f: f32) -> f16 {
-    let scale_to_inf = f32::from_bits(0x7780_0000); // 2^112
-    let scale_to_zero = f32::from_bits(0x0880_0000); // 2^-110
-    let mut base = (f.abs() * scale_to_inf) * scale_to_zero;
-
-    let w = f.to_bits();
-    let shl1_w = w.wrapping_add(w);
-    let sign = w & 0x8000_0000;
-    let bias = (shl1_w & 0xFF00_0000).max(0x7100_0000);
-
-    base += f32::from_bits((bias >> 1) + 0x0780_0000);
-    let bits = base.to_bits();
-    let exp_bits = (bits >> 13) & 0x0000_7C00;
-    let mantissa_bits = bits & 0x0000_0FFF;
-    let nonsign = exp_bits + mantissa_bits;
-    let h = (sign >> 16)
-        | if shl1_w > 0xFF00_0000 {
-            0x7E00
-        } else {
-            nonsign
-        };
-    f16::from_bits(h as u16)
 }
 
 /// Scale for symmetric quants in `[-nmax, nmax - 1]`, searched around `-nmax / max` to minimise the
@@ -345,8 +322,8 @@ fn quantize_scale_min_k4(scales: &[f32; 8], mins: &[f32; 8]) -> ([u8; K_SCALE_SI
         ls[j] = (nearest_int(inv_scale * scales[j]) as u8).min(63);
         lm[j] = (nearest_int(inv_min * mins[j]) as u8).min(63);
     }
-    let d = fp16_from_f32(max_scale / 63.0);
-    let dmin = fp16_from_f32(max_min / 63.0);
+    let d = fp32_to_fp16(max_scale / 63.0);
+    let dmin = fp32_to_fp16(max_min / 63.0);
     (pack_scale_min_k4(&ls, &lm), d, dmin)
 }
 
@@ -399,25 +376,6 @@ mod tests {
         assert_eq!(nearest_int(-2.4999), -2);
         assert_eq!(nearest_int(4194303.0), 4194303);
         assert_eq!(nearest_int(-4194303.0), -4194303);
-    }
-
-    #[test]
-    fn fp16_matches_half_for_finite_values() {
-        let mut s = 0x1234_5678u32;
-        for _ in 0..200_000 {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            let f = f32::from_bits(s);
-            if f.is_finite() {
-                assert_eq!(
-                    fp16_from_f32(f).to_bits(),
-                    f16::from_f32(f).to_bits(),
-                    "{f:e}"
-                );
-            }
-        }
-        assert_eq!(fp16_from_f32(f32::NAN).to_bits() & 0x7FFF, 0x7E00);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::{fp16_from_f32, make_qkx2_quants, nearest_int, BlockQ8K, Qkx2Search};
+use super::{fp32_to_fp16, make_qkx2_quants, nearest_int, BlockQ8K, Qkx2Search};
 use crate::{BlockFormat, GgmlType, QK_K};
 
 /// `block_q2_K`.
@@ -88,19 +88,19 @@ impl BlockFormat for BlockQ2K {
                 for (s, &scale) in y.scales.iter_mut().zip(&scales) {
                     *s = nearest_int(iscale * scale) as u8;
                 }
-                y.d = fp16_from_f32(max_scale / Q4SCALE);
+                y.d = fp32_to_fp16(max_scale / Q4SCALE);
             } else {
                 y.scales = [0; QK_K / 16];
-                y.d = fp16_from_f32(0.0);
+                y.d = fp32_to_fp16(0.0);
             }
             if max_min > 0.0 {
                 let iscale = Q4SCALE / max_min;
                 for (s, &min) in y.scales.iter_mut().zip(&mins) {
                     *s |= (nearest_int(iscale * min) << 4) as u8;
                 }
-                y.dmin = fp16_from_f32(max_min / Q4SCALE);
+                y.dmin = fp32_to_fp16(max_min / Q4SCALE);
             } else {
-                y.dmin = fp16_from_f32(0.0);
+                y.dmin = fp32_to_fp16(0.0);
             }
 
             // Requantize against the scales as rounded to 4 bits and f16. A sub-block whose scale

@@ -6,7 +6,7 @@ use bytemuck::{Pod, Zeroable};
 use half::f16;
 
 use super::q2k::{get_2bit, pack_2bit};
-use super::{accumulate_lanes, dot_lanes, fp16_from_f32, make_q3_quants, nearest_int, BlockQ8K};
+use super::{accumulate_lanes, dot_lanes, fp32_to_fp16, make_q3_quants, nearest_int, BlockQ8K};
 use crate::{BlockFormat, GgmlType, QK_K};
 
 /// `block_q3_K`.
@@ -88,9 +88,9 @@ impl BlockFormat for BlockQ3K {
                     ls >>= 4;
                     y.scales[j % 4 + 8] |= (ls << (2 * (j / 4))) as u8;
                 }
-                y.d = fp16_from_f32(1.0 / iscale);
+                y.d = fp32_to_fp16(1.0 / iscale);
             } else {
-                y.d = fp16_from_f32(0.0);
+                y.d = fp32_to_fp16(0.0);
             }
 
             // Requantize against the 6-bit, f16-rounded scales; a zero scale keeps the first guess.

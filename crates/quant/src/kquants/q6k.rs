@@ -5,8 +5,7 @@ use bytemuck::{Pod, Zeroable};
 use half::f16;
 
 use super::{
-    accumulate_lanes, dot_lanes, fp16_from_f32, make_qx_quants, nearest_int, BlockQ8K,
-    GROUP_MAX_EPS,
+    accumulate_lanes, dot_lanes, fp32_to_fp16, make_qx_quants, nearest_int, BlockQ8K, GROUP_MAX_EPS,
 };
 use crate::{BlockFormat, GgmlType, QK_K};
 
@@ -73,7 +72,7 @@ impl BlockFormat for BlockQ6K {
             }
 
             let iscale = -128.0 / max_scale;
-            y.d = fp16_from_f32(1.0 / iscale);
+            y.d = fp32_to_fp16(1.0 / iscale);
             for (s, &scale) in y.scales.iter_mut().zip(&scales) {
                 // ggml stores MIN(127, int) into an int8_t: truncate, like C.
                 *s = nearest_int(iscale * scale).min(127) as i8;

@@ -1,0 +1,299 @@
+//! Chat templates rendered as Hugging Face does. Every expected string below was also
+//! produced by Jinja2 3.1 in Hugging Face's environment (ImmutableSandboxedEnvironment,
+//! trim_blocks, lstrip_blocks, loopcontrols, its tojson / raise_exception / strftime_now).
+
+use rustorch_engine::chat_template::{ChatMessage, ChatTemplate, TemplateError};
+
+/// `tokenizer.chat_template` of SmolLM2-135M-Instruct.Q4_1.gguf, byte for byte (its string
+/// literals hold real newlines, written `\n` here).
+const SMOLLM2: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// google/gemma-3-*-it `chat_template` (gemma-3-270m-q4_k_m.gguf, a base model, has none).
+/// Here the `\n` are Jinja escapes inside the template text.
+const GEMMA3: &str = r#"{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- if messages[0]['content'] is string -%}
+        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+    {%- else -%}
+        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}
+    {%- endif -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {%- if (message['role'] == 'assistant') -%}
+        {%- set role = "model" -%}
+    {%- else -%}
+        {%- set role = message['role'] -%}
+    {%- endif -%}
+    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else "") }}
+    {%- if message['content'] is string -%}
+        {{ message['content'] | trim }}
+    {%- elif message['content'] is iterable -%}
+        {%- for item in message['content'] -%}
+            {%- if item['type'] == 'image' -%}
+                {{ '<start_of_image>' }}
+            {%- elif item['type'] == 'text' -%}
+                {{ item['text'] | trim }}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- else -%}
+        {{ raise_exception("Invalid content type") }}
+    {%- endif -%}
+    {{ '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{'<start_of_turn>model\n'}}
+{%- endif -%}
+"#;
+
+/// meta-llama/Meta-Llama-3-8B-Instruct (real newlines in its literals).
+const LLAMA3: &str = "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
+
+/// meta-llama/Llama-2-7b-chat-hf: `[INST]`, `<<SYS>>`, Python's `.strip()`, raise_exception.
+const LLAMA2: &str = r#"{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\n' + system_message + '\n<</SYS>>\n\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}"#;
+
+/// The rest of what real templates use: whitespace control with indented blocks, namespace,
+/// loop controls, Python methods, tojson, strftime_now, `tools is not none`.
+const FEATURES: &str = r#"{#- exercises what chat templates use beyond plain loops -#}
+{%- set ns = namespace(n=0, sys="") %}
+{%- for m in messages %}
+    {%- if m.role == 'system' %}
+        {%- set ns.sys = m.content.strip() %}
+        {%- continue %}
+    {%- endif %}
+    {%- set ns.n = ns.n + 1 %}
+    {%- if ns.n > 3 %}{% break %}{% endif %}
+<{{ m.role | upper }}>
+    {% if m.content.startswith('/') %}
+        command: {{ m.content[1:].split(' ') | tojson }}
+    {% else %}
+        text: {{ m.content | tojson }}
+    {% endif %}
+{% endfor %}
+sys={{ ns.sys }} count={{ ns.n }} date={{ strftime_now('%d %b %Y') }}
+{{ {'b': 1, 'a': [1.5, none, true, 'x"y'], 'u': 'é\n'} | tojson }}
+{{ {'b': 1, 'a': [1e-05, {}]} | tojson(indent=2) }}
+{%- for k, v in {'x': 1, 'y': 2}.items() %} {{ k }}={{ v }}{% endfor %}
+{{ messages[0].get('role') }} {{ 'a,b,c'.split(',') | join('|') }} {{ '  pad  '.rstrip() }}!
+{{ bos_token }}{{ eos_token }}
+{% if tools is not none %}tools!{% endif %}{% if add_generation_prompt %}GEN{% endif %}
+"#;
+
+fn sys(c: &str) -> ChatMessage {
+    ChatMessage::system(c)
+}
+fn user(c: &str) -> ChatMessage {
+    ChatMessage::user(c)
+}
+fn asst(c: &str) -> ChatMessage {
+    ChatMessage::assistant(c)
+}
+
+fn smollm2() -> ChatTemplate {
+    ChatTemplate::new(SMOLLM2, "<|im_start|>", "<|im_end|>").unwrap()
+}
+
+#[test]
+fn smollm2_default_system_prompt() {
+    let t = smollm2();
+    assert_eq!(
+        t.render(&[user("Hi")], true).unwrap(),
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    );
+    assert_eq!(
+        t.render(&[user("Hi"), asst("Hello!")], false).unwrap(),
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n"
+    );
+}
+
+#[test]
+fn smollm2_own_system_prompt_and_turns() {
+    let msgs = [sys("Be brief."), user("Hi"), asst("Hello!"), user("2+2?")];
+    assert_eq!(
+        smollm2().render(&msgs, true).unwrap(),
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"
+    );
+}
+
+#[test]
+fn smollm2_template_from_the_gguf() {
+    // Checks the constant above against the file when the model is present.
+    let Some(home) = std::env::var_os("HOME") else {
+        return;
+    };
+    let path =
+        std::path::Path::new(&home).join(".cache/rustorch/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let Ok(bytes) = std::fs::read(&path) else {
+        return;
+    };
+    let key = b"tokenizer.chat_template";
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("key in file");
+    // GGUF string value: key, u32 type (8 = string), u64 length, bytes.
+    let p = at + key.len();
+    assert_eq!(u32::from_le_bytes(bytes[p..p + 4].try_into().unwrap()), 8);
+    let n = u64::from_le_bytes(bytes[p + 4..p + 12].try_into().unwrap()) as usize;
+    assert_eq!(
+        std::str::from_utf8(&bytes[p + 12..p + 12 + n]).unwrap(),
+        SMOLLM2
+    );
+}
+
+#[test]
+fn gemma3() {
+    let t = ChatTemplate::new(GEMMA3, "<bos>", "<eos>").unwrap();
+    assert_eq!(
+        t.render(&[user("Hi")], true).unwrap(),
+        "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
+    );
+    // The system prompt goes into the first user turn; content is trimmed.
+    let msgs = [
+        sys("Be brief."),
+        user("  Hi  "),
+        asst("Hello!"),
+        user("2+2?"),
+    ];
+    assert_eq!(
+        t.render(&msgs, true).unwrap(),
+        "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n<start_of_turn>user\n2+2?<end_of_turn>\n<start_of_turn>model\n"
+    );
+    match t.render(&[user("Hi"), user("again")], true) {
+        Err(TemplateError::Raised(m)) => {
+            assert_eq!(
+                m,
+                "Conversation roles must alternate user/assistant/user/assistant/..."
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn llama3() {
+    let t = ChatTemplate::new(LLAMA3, "<|begin_of_text|>", "<|eot_id|>").unwrap();
+    let msgs = [sys("Be brief."), user(" Hi\n"), asst("Hello!")];
+    assert_eq!(
+        t.render(&msgs, true).unwrap(),
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    );
+}
+
+#[test]
+fn llama2_inst() {
+    let t = ChatTemplate::new(LLAMA2, "<s>", "</s>").unwrap();
+    let msgs = [
+        sys("Be brief."),
+        user(" Hi "),
+        asst(" Hello! "),
+        user("2+2?"),
+    ];
+    assert_eq!(
+        t.render(&msgs, false).unwrap(),
+        "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\n Hi [/INST] Hello! </s><s>[INST] 2+2? [/INST]"
+    );
+    for bad in [vec![user("Hi"), user("again")], vec![asst("Hi")]] {
+        let err = t.render(&bad, false).unwrap_err();
+        assert!(matches!(err, TemplateError::Raised(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "chat template rejected the conversation: Conversation roles must alternate user/assistant/user/assistant/..."
+        );
+    }
+}
+
+#[test]
+fn python_compat_features() {
+    // 2024-07-26 09:30:00 UTC.
+    let t = ChatTemplate::new(FEATURES, "<B>", "<E>")
+        .unwrap()
+        .with_fixed_time(1_721_986_200);
+    let msgs = [
+        sys("  sys prompt "),
+        user("/cmd a b"),
+        asst("ok\t\"quoted\" ünï"),
+        user("x"),
+        user("y"),
+        user("z"),
+    ];
+    assert_eq!(
+        t.render(&msgs, true).unwrap(),
+        "<USER>\n        command: [\"cmd\", \"a\", \"b\"]\n<ASSISTANT>\n        text: \"ok\\t\\\"quoted\\\" ünï\"\n<USER>\n        text: \"x\"\nsys=sys prompt count=4 date=26 Jul 2024\n{\"b\": 1, \"a\": [1.5, null, true, \"x\\\"y\"], \"u\": \"é\\n\"}\n{\n  \"b\": 1,\n  \"a\": [\n    1e-05,\n    {}\n  ]\n} x=1 y=2system a|b|c   pad!\n<B><E>\nGEN"
+    );
+}
+
+#[test]
+fn tojson_options() {
+    let src = "{{ messages[0] | tojson(sort_keys=true) }}|{{ messages | tojson(separators=[',', ':']) }}|{{ 'é' | tojson(ensure_ascii=true) }}|{{ [1, 2] | tojson(indent='\t') }}";
+    let t = ChatTemplate::new(src, "", "").unwrap();
+    assert_eq!(
+        t.render(&[user("<a & b>")], false).unwrap(),
+        "{\"content\": \"<a & b>\", \"role\": \"user\"}|[{\"role\":\"user\",\"content\":\"<a & b>\"}]|\"\\u00e9\"|[\n\t1,\n\t2\n]"
+    );
+}
+
+#[test]
+fn render_delta_keeps_the_prefix() {
+    let t = smollm2();
+    let prev = vec![user("Hi"), asst("Hello!")];
+    let mut new = prev.clone();
+    new.push(user("2+2?"));
+    let delta = t.render_delta(&prev, &new, true).unwrap();
+    assert_eq!(
+        delta,
+        "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"
+    );
+    assert_eq!(
+        t.render(&prev, false).unwrap() + &delta,
+        t.render(&new, true).unwrap()
+    );
+    // No previous conversation: the whole rendering.
+    assert_eq!(
+        t.render_delta(&[], &new, true).unwrap(),
+        t.render(&new, true).unwrap()
+    );
+}
+
+#[test]
+fn render_delta_detects_a_rewritten_prefix() {
+    // SmolLM2 prints its default system prompt only while the first message is not a system
+    // one, so adding a system message in front rewrites the start.
+    let t = smollm2();
+    let prev = [user("Hi"), asst("Hello!")];
+    let new = [sys("S"), user("Hi"), asst("Hello!"), user("More")];
+    match t.render_delta(&prev, &new, true) {
+        Err(TemplateError::NotAPrefix { at }) => assert_eq!(at, "<|im_start|>system\n".len()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn errors_are_typed() {
+    let err = ChatTemplate::new("{% for m in messages %}", "", "").unwrap_err();
+    assert!(matches!(err, TemplateError::Syntax(_)), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with("chat template does not compile: "),
+        "{err}"
+    );
+    let t = ChatTemplate::new("{{ messages | frobnicate }}", "", "");
+    let err = match t {
+        Ok(t) => t.render(&[user("x")], false).unwrap_err(),
+        Err(e) => e,
+    };
+    assert!(!matches!(err, TemplateError::Raised(_)), "{err:?}");
+}
+
+#[test]
+fn strftime_now_reads_the_clock() {
+    let t = ChatTemplate::new("{{ strftime_now('%Y') }}", "", "").unwrap();
+    let year: i32 = t.render(&[], false).unwrap().parse().unwrap();
+    assert!(year >= 2025, "{year}");
+}
