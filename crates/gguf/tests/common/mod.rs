@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-use rustorch_gguf::{GgufError, GgufFile};
+use rustorch_gguf::{Array, GgmlType, GgufError, GgufFile, GgufWriter, TensorSpec, Value};
 
 pub const T_U8: u32 = 0;
 pub const T_I8: u32 = 1;
@@ -242,4 +242,87 @@ macro_rules! assert_parse_err {
         );
         e
     }};
+}
+
+// ---------------------------------------------------------------- writer fixtures
+
+pub fn kv(k: &str, v: Value) -> (String, Value) {
+    (k.to_owned(), v)
+}
+
+/// Every value type, empty and nested arrays included.
+pub fn all_values() -> Vec<(String, Value)> {
+    vec![
+        kv("general.architecture", Value::String("llama".into())),
+        kv("t.u8", Value::U8(200)),
+        kv("t.i8", Value::I8(-100)),
+        kv("t.u16", Value::U16(60000)),
+        kv("t.i16", Value::I16(-30000)),
+        kv("t.u32", Value::U32(4_000_000_000)),
+        kv("t.i32", Value::I32(-2_000_000_000)),
+        kv("t.f32", Value::F32(-0.15625)),
+        kv("t.f32_inf", Value::F32(f32::INFINITY)),
+        kv("t.bool_t", Value::Bool(true)),
+        kv("t.bool_f", Value::Bool(false)),
+        kv("t.string", Value::String("héllo ✓ \u{0} \n".into())),
+        kv("t.string_empty", Value::String(String::new())),
+        kv("t.u64", Value::U64(u64::MAX)),
+        kv("t.i64", Value::I64(i64::MIN)),
+        kv("t.f64", Value::F64(1e300)),
+        kv("a.u8", Value::Array(Array::U8(vec![0, 1, 255]))),
+        kv("a.i8", Value::Array(Array::I8(vec![-128, 127]))),
+        kv("a.u16", Value::Array(Array::U16(vec![1, 65535]))),
+        kv("a.i16", Value::Array(Array::I16(vec![-1, 2]))),
+        kv("a.u32", Value::Array(Array::U32(vec![7; 100]))),
+        kv("a.i32", Value::Array(Array::I32(vec![-1, 0, 1]))),
+        kv("a.f32", Value::Array(Array::F32(vec![0.5, -2.0, 1e-30]))),
+        kv("a.bool", Value::Array(Array::Bool(vec![true, false, true]))),
+        kv(
+            "a.string",
+            Value::Array(Array::String(vec!["a".into(), "".into(), "ü".into()])),
+        ),
+        kv("a.u64", Value::Array(Array::U64(vec![u64::MAX, 0]))),
+        kv("a.i64", Value::Array(Array::I64(vec![i64::MIN, i64::MAX]))),
+        kv(
+            "a.f64",
+            Value::Array(Array::F64(vec![std::f64::consts::PI])),
+        ),
+        kv("a.empty", Value::Array(Array::F32(vec![]))),
+        kv(
+            "a.nested",
+            Value::Array(Array::Array(vec![
+                Array::I32(vec![1, 2]),
+                Array::String(vec!["x".into()]),
+                Array::Array(vec![Array::U8(vec![9]), Array::Bool(vec![])]),
+                Array::Array(vec![]),
+            ])),
+        ),
+    ]
+}
+
+/// Several tensors of several types, one with no elements; `fill` gives each its bytes.
+pub fn specs() -> Vec<TensorSpec> {
+    vec![
+        TensorSpec::new("token_embd.weight", &[64, 3], GgmlType::Q4_0),
+        TensorSpec::new("blk.0.attn_norm.weight", &[5], GgmlType::F32),
+        TensorSpec::new("blk.0.ffn_up.weight", &[256, 2, 1], GgmlType::Q4_K),
+        TensorSpec::new("blk.0.ffn_down.weight", &[32, 1, 1, 3], GgmlType::Q8_0),
+        TensorSpec::new("empty", &[0, 4], GgmlType::I8),
+        TensorSpec::new("output.weight", &[7, 2], GgmlType::F16),
+        TensorSpec::new("bf", &[3], GgmlType::BF16),
+    ]
+}
+
+pub fn fill(i: usize, n: u64) -> Vec<u8> {
+    (0..n)
+        .map(|j| (j as usize * 31 + i * 7 + 1) as u8)
+        .collect()
+}
+
+pub fn write(metadata: &[(String, Value)], tensors: &[TensorSpec]) -> Vec<u8> {
+    let mut w = GgufWriter::new(Vec::new(), metadata, tensors).unwrap();
+    for (i, t) in tensors.iter().enumerate() {
+        w.write_tensor_data(&fill(i, t.n_bytes().unwrap())).unwrap();
+    }
+    w.finish().unwrap()
 }
