@@ -153,7 +153,8 @@ fn writer_rejects_bad_metadata() {
 #[test]
 fn writer_rejects_bad_tensors() {
     let t = |name: &str, dims: &[u64], ty| TensorSpec::new(name, dims, ty);
-    let cases: Vec<(Vec<TensorSpec>, fn(&GgufError) -> bool)> = vec![
+    type Case = (Vec<TensorSpec>, fn(&GgufError) -> bool);
+    let cases: Vec<Case> = vec![
         (
             vec![t("x", &[32], GgmlType::F32), t("x", &[32], GgmlType::F16)],
             |e| matches!(e, GgufError::DuplicateTensor { name } if name == "x"),
