@@ -1,0 +1,71 @@
+//! Incremental detokenization for generation: token pieces are bytes, and a character may be
+//! split across tokens (byte-fallback tokens, byte-level BPE), so text is released only once
+//! its characters are complete.
+
+use crate::Tokenizer;
+
+/// Turns generated ids into text as they come. Pieces are concatenated as llama.cpp's CLI
+/// prints them (`token_to_piece`, no leading-space stripping or space clean-up).
+pub struct StreamDecoder<'a> {
+    tokenizer: &'a Tokenizer,
+    special: bool,
+    pending: Vec<u8>,
+}
+
+impl<'a> StreamDecoder<'a> {
+    /// Control tokens render as nothing, as in llama.cpp's default output.
+    pub fn new(tokenizer: &'a Tokenizer) -> StreamDecoder<'a> {
+        Self::with_special(tokenizer, false)
+    }
+
+    /// `special`: render control tokens (e.g. `<|im_end|>`) as their text.
+    pub fn with_special(tokenizer: &'a Tokenizer, special: bool) -> StreamDecoder<'a> {
+        StreamDecoder {
+            tokenizer,
+            special,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Adds one token; returns the text completed by it (possibly empty).
+    pub fn push(&mut self, id: u32) -> String {
+        self.pending
+            .extend_from_slice(self.tokenizer.piece(id, self.special));
+        let mut out = String::new();
+        let mut rest: &[u8] = &self.pending;
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(s) => {
+                    out.push_str(s);
+                    rest = &[];
+                    break;
+                }
+                Err(e) => {
+                    let (valid, after) = rest.split_at(e.valid_up_to());
+                    out.push_str(std::str::from_utf8(valid).expect("checked by valid_up_to"));
+                    match e.error_len() {
+                        // bytes that can never start a character: replace them, go on
+                        Some(bad) => {
+                            out.push('\u{FFFD}');
+                            rest = &after[bad..];
+                        }
+                        // a character still waiting for its continuation bytes
+                        None => {
+                            rest = after;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.pending = rest.to_vec();
+        out
+    }
+
+    /// Whatever is left at the end (an incomplete character becomes U+FFFD).
+    pub fn flush(&mut self) -> String {
+        let out = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        out
+    }
+}
