@@ -28,3 +28,14 @@ pub mod keys {
 
 /// Alignment used when `general.alignment` is absent.
 pub const DEFAULT_ALIGNMENT: u64 = 32;
+
+#[cfg(test)]
+mod tests {
+    /// The engine shares one opened model between threads.
+    #[test]
+    fn file_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<crate::GgufFile>();
+        check::<crate::GgufError>();
+    }
+}

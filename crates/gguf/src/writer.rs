@@ -91,9 +91,13 @@ impl<W: Write> GgufWriter<W> {
         }
         self.out.write_all(data)?;
         self.written += data.len() as u64;
-        let padding = pad_len(self.written, self.alignment);
-        self.out.write_all(&ZEROS[..padding as usize])?;
+        let mut padding = pad_len(self.written, self.alignment);
         self.written += padding;
+        while padding > 0 {
+            let n = padding.min(ZEROS.len() as u64);
+            self.out.write_all(&ZEROS[..n as usize])?;
+            padding -= n;
+        }
         self.next += 1;
         Ok(())
     }
@@ -117,8 +121,7 @@ impl<W: Write> GgufWriter<W> {
     }
 }
 
-/// Alignment is a u32, so padding is always shorter than this.
-static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+static ZEROS: [u8; 4096] = [0; 4096];
 
 fn pad_len(pos: u64, alignment: u64) -> u64 {
     (alignment - pos % alignment) % alignment
@@ -145,7 +148,7 @@ fn encode_header(
             })
         }
     };
-    if !alignment.is_power_of_two() || alignment > ZEROS.len() as u64 {
+    if !alignment.is_power_of_two() {
         return Err(GgufError::BadAlignment { alignment });
     }
 

@@ -208,15 +208,15 @@ fn array_counts_larger_than_the_file() {
 
 /// `depth` nested arrays around an array of one u8.
 fn nested(depth: usize) -> Vec<u8> {
-    let mut p = u32le(T_U8);
+    // Each outer level is "element type ARRAY, count 1", followed by its single element.
+    let mut p = Vec::new();
+    for _ in 1..depth {
+        p.extend(u32le(T_ARRAY));
+        p.extend(u64le(1));
+    }
+    p.extend(u32le(T_U8));
     p.extend(u64le(1));
     p.push(7);
-    for _ in 1..depth {
-        let mut outer = u32le(T_ARRAY);
-        outer.extend(u64le(1));
-        outer.extend(p);
-        p = outer;
-    }
     p
 }
 

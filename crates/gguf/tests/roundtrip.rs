@@ -42,7 +42,7 @@ fn roundtrip_every_value_type() {
 
 #[test]
 fn roundtrip_custom_alignment_through_a_file() {
-    for alignment in [1u32, 8, 64, 4096] {
+    for alignment in [1u32, 8, 64, 8192] {
         let mut metadata = all_values();
         metadata.insert(3, kv("general.alignment", Value::U32(alignment)));
         let dir = tempfile::tempdir().unwrap();
@@ -123,7 +123,7 @@ fn writer_rejects_bad_metadata() {
         new_err(&empty, &[]),
         GgufError::EmptyKey { index: 0, .. }
     ));
-    for a in [0, 3, 1 << 20] {
+    for a in [0, 3, 96] {
         let bad = [kv("general.alignment", Value::U32(a))];
         assert!(
             matches!(new_err(&bad, &[]), GgufError::BadAlignment { .. }),
