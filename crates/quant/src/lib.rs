@@ -10,9 +10,11 @@
 //! - `legacy`: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1
 //! - `kquants`: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K
 //! - `dispatch`: byte-slice entry points chosen by [`GgmlType`] at run time
+//! - `kernels`: fast CPU matrix kernels (SIMD chosen at run time), tested against the above
 
 pub mod dispatch;
 pub mod float;
+pub mod kernels;
 pub mod kquants;
 pub mod legacy;
 
