@@ -102,10 +102,14 @@ impl Session {
             return Ok(());
         }
         if !self.fits(ids.len()) {
-            return Err(SessionError::ContextFull { needed: self.tokens.len() + ids.len(), n_ctx: self.model.n_ctx() });
+            return Err(SessionError::ContextFull {
+                needed: self.tokens.len() + ids.len(),
+                n_ctx: self.model.n_ctx(),
+            });
         }
         let t0 = Instant::now();
-        self.model.eval(ids, self.tokens.len(), Logits::Last, &mut self.logits)?;
+        self.model
+            .eval(ids, self.tokens.len(), Logits::Last, &mut self.logits)?;
         self.tokens.extend_from_slice(ids);
         self.timings.prompt_tokens += ids.len();
         self.timings.prompt_time += t0.elapsed();
@@ -120,7 +124,9 @@ impl Session {
         mut on_text: impl FnMut(&str),
     ) -> Result<(Vec<u32>, StopReason), SessionError> {
         if self.tokens.is_empty() {
-            return Err(SessionError::Model(ModelError::Backend("nothing to continue: feed a prompt first".into())));
+            return Err(SessionError::Model(ModelError::Backend(
+                "nothing to continue: feed a prompt first".into(),
+            )));
         }
         let mut decoder = StreamDecoder::new(&self.tokenizer);
         let mut out = Vec::with_capacity(max_tokens.min(self.model.n_ctx()));
@@ -143,7 +149,8 @@ impl Session {
             }
             // Evaluated even when it is the last one, so the cache always holds every token and a
             // later turn can continue from here.
-            self.model.eval(&[id], self.tokens.len(), Logits::Last, &mut self.logits)?;
+            self.model
+                .eval(&[id], self.tokens.len(), Logits::Last, &mut self.logits)?;
             self.tokens.push(id);
         };
         let tail = decoder.flush();
