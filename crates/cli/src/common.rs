@@ -44,7 +44,12 @@ pub struct RuntimeArgs {
 }
 
 fn parse_device(s: &str) -> Result<Device, String> {
-    Device::parse(s).ok_or_else(|| format!("unknown backend '{s}' (expected one of: {})", Device::NAMES.join(", ")))
+    Device::parse(s).ok_or_else(|| {
+        format!(
+            "unknown backend '{s}' (expected one of: {})",
+            Device::NAMES.join(", ")
+        )
+    })
 }
 
 impl RuntimeArgs {
@@ -57,9 +62,14 @@ impl RuntimeArgs {
 pub fn init_threads(threads: Option<u32>) -> anyhow::Result<()> {
     let n = match threads {
         Some(n) => n as usize,
-        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
     };
-    rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("starting the thread pool")?;
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .context("starting the thread pool")?;
     Ok(())
 }
 
@@ -70,6 +80,7 @@ pub fn open(path: &Path) -> anyhow::Result<Arc<GgufFile>> {
 
 pub fn open_with_tokenizer(path: &Path) -> anyhow::Result<(Arc<GgufFile>, Tokenizer)> {
     let file = open(path)?;
-    let tok = Tokenizer::from_gguf(&file).with_context(|| format!("{}: tokenizer", path.display()))?;
+    let tok =
+        Tokenizer::from_gguf(&file).with_context(|| format!("{}: tokenizer", path.display()))?;
     Ok((file, tok))
 }

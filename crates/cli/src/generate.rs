@@ -44,7 +44,10 @@ pub struct SamplingArgs {
 impl SamplingArgs {
     fn sampler(&self) -> anyhow::Result<SamplerConfig> {
         let seed = self.seed.unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
         });
         let cfg = SamplerConfig {
             temp: self.temp,
@@ -95,15 +98,26 @@ pub struct ChatArgs {
 }
 
 /// Opens the model and returns the session and the file's chat template, if it has one.
-fn open_session(model: &ModelArg, sampling: &SamplingArgs, runtime: &RuntimeArgs) -> anyhow::Result<(Session, Option<String>)> {
+fn open_session(
+    model: &ModelArg,
+    sampling: &SamplingArgs,
+    runtime: &RuntimeArgs,
+) -> anyhow::Result<(Session, Option<String>)> {
     runtime.init_threads()?;
     let sampler = sampling.sampler()?;
     let path = model.path()?;
     let (file, tok) = common::open_with_tokenizer(&path)?;
-    let n_ctx_train = rustorch_model::Config::from_gguf(&file).with_context(|| path.display().to_string())?.n_ctx_train;
-    let n_ctx = if sampling.ctx == 0 { n_ctx_train } else { sampling.ctx };
+    let n_ctx_train = rustorch_model::Config::from_gguf(&file)
+        .with_context(|| path.display().to_string())?
+        .n_ctx_train;
+    let n_ctx = if sampling.ctx == 0 {
+        n_ctx_train
+    } else {
+        sampling.ctx
+    };
     let template = file.opt_str("tokenizer.chat_template")?.map(str::to_string);
-    let model = rustorch_model::load(file, runtime.backend, n_ctx).with_context(|| path.display().to_string())?;
+    let model = rustorch_model::load(file, runtime.backend, n_ctx)
+        .with_context(|| path.display().to_string())?;
     Ok((Session::new(model, tok, sampler), template))
 }
 
@@ -126,7 +140,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         bail!("the prompt is empty");
     }
     if !session.fits(ids.len()) {
-        bail!("the prompt is {} tokens long, longer than the context of {} tokens (raise -c)", ids.len(), session.n_ctx());
+        bail!(
+            "the prompt is {} tokens long, longer than the context of {} tokens (raise -c)",
+            ids.len(),
+            session.n_ctx()
+        );
     }
     session.feed(&ids)?;
     let stdout = std::io::stdout();
@@ -144,7 +162,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     writeln!(out).ok();
     if reason == StopReason::ContextFull {
-        eprintln!("[stopped: the context of {} tokens is full]", session.n_ctx());
+        eprintln!(
+            "[stopped: the context of {} tokens is full]",
+            session.n_ctx()
+        );
     }
     print_timings(&session);
     Ok(())
@@ -154,8 +175,14 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
     let max_tokens = args.sampling.max_tokens()?;
     let (mut session, source) = open_session(&args.model, &args.sampling, &args.runtime)?;
     let tok = session.tokenizer();
-    let bos = tok.bos().map(|id| tok.token_text(id).to_string()).unwrap_or_default();
-    let eos = tok.eos().map(|id| tok.token_text(id).to_string()).unwrap_or_default();
+    let bos = tok
+        .bos()
+        .map(|id| tok.token_text(id).to_string())
+        .unwrap_or_default();
+    let eos = tok
+        .eos()
+        .map(|id| tok.token_text(id).to_string())
+        .unwrap_or_default();
     let source = match source {
         Some(s) => s,
         None => {
@@ -167,7 +194,10 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
 
     let mut messages: Vec<ChatMessage> = Vec::new();
     if let Some(system) = &args.system {
-        messages.push(ChatMessage { role: "system".into(), content: system.clone() });
+        messages.push(ChatMessage {
+            role: "system".into(),
+            content: system.clone(),
+        });
     }
     // The text of the conversation as it is in the KV cache.
     let mut rendered = String::new();
@@ -182,7 +212,10 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
         if line.is_empty() {
             continue;
         }
-        messages.push(ChatMessage { role: "user".into(), content: line.to_string() });
+        messages.push(ChatMessage {
+            role: "user".into(),
+            content: line.to_string(),
+        });
         let full = template.render(&messages, true).context("chat template")?;
         let delta = match full.strip_prefix(&rendered) {
             Some(d) => d.to_string(),
@@ -191,7 +224,10 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
         let first = session.n_past() == 0;
         let ids = session.tokenizer().encode(&delta, first, true);
         if !session.fits(ids.len() + 1) {
-            eprintln!("[the context of {} tokens is full: start a new chat]", session.n_ctx());
+            eprintln!(
+                "[the context of {} tokens is full: start a new chat]",
+                session.n_ctx()
+            );
             break;
         }
         session.feed(&ids)?;
@@ -206,9 +242,15 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
         })?;
         println!();
         rendered.push_str(&reply);
-        messages.push(ChatMessage { role: "assistant".into(), content: reply });
+        messages.push(ChatMessage {
+            role: "assistant".into(),
+            content: reply,
+        });
         if reason == StopReason::ContextFull {
-            eprintln!("[the context of {} tokens is full: start a new chat]", session.n_ctx());
+            eprintln!(
+                "[the context of {} tokens is full: start a new chat]",
+                session.n_ctx()
+            );
             break;
         }
     }

@@ -53,11 +53,18 @@ fn report(path: &str, f: &GgufFile, with_metadata: bool) -> anyhow::Result<Repor
         Some(a) => f.opt_u64(&format!("{a}.context_length"))?,
         None => None,
     };
-    let file_type = f.opt_u32("general.file_type")?.map(|id| format!("{} ({id})", file_type_name(id)));
+    let file_type = f
+        .opt_u32("general.file_type")?
+        .map(|id| format!("{} ({id})", file_type_name(id)));
     let tensors: Vec<TensorRow> = f
         .tensors()
         .iter()
-        .map(|t| TensorRow { name: t.name.clone(), shape: t.dims.clone(), ty: t.ty.name().to_string(), bytes: t.n_bytes })
+        .map(|t| TensorRow {
+            name: t.name.clone(),
+            shape: t.dims.clone(),
+            ty: t.ty.name().to_string(),
+            bytes: t.n_bytes,
+        })
         .collect();
     Ok(Report {
         file: path.to_string(),
@@ -68,10 +75,17 @@ fn report(path: &str, f: &GgufFile, with_metadata: bool) -> anyhow::Result<Repor
         file_type,
         context_length,
         tokenizer: f.opt_str("tokenizer.ggml.model")?.map(str::to_string),
-        vocab_size: f.opt_str_array("tokenizer.ggml.tokens")?.map(<[String]>::len),
+        vocab_size: f
+            .opt_str_array("tokenizer.ggml.tokens")?
+            .map(<[String]>::len),
         tensor_bytes: f.tensors().iter().map(|t| t.n_bytes).sum(),
         tensors,
-        metadata: with_metadata.then(|| f.metadata().iter().map(|(k, v)| (k.clone(), short(v))).collect()),
+        metadata: with_metadata.then(|| {
+            f.metadata()
+                .iter()
+                .map(|(k, v)| (k.clone(), short(v)))
+                .collect()
+        }),
     })
 }
 
@@ -110,13 +124,26 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     let na = || "-".to_string();
     println!("file:           {}", r.file);
     println!("gguf version:   {}", r.gguf_version);
-    println!("architecture:   {}", r.architecture.clone().unwrap_or_else(na));
+    println!(
+        "architecture:   {}",
+        r.architecture.clone().unwrap_or_else(na)
+    );
     println!("name:           {}", r.name.clone().unwrap_or_else(na));
-    println!("parameters:     {} ({:.1}M)", r.parameters, r.parameters as f64 / 1e6);
+    println!(
+        "parameters:     {} ({:.1}M)",
+        r.parameters,
+        r.parameters as f64 / 1e6
+    );
     println!("file type:      {}", r.file_type.clone().unwrap_or_else(na));
-    println!("context length: {}", r.context_length.map_or_else(na, |c| c.to_string()));
+    println!(
+        "context length: {}",
+        r.context_length.map_or_else(na, |c| c.to_string())
+    );
     println!("tokenizer:      {}", r.tokenizer.clone().unwrap_or_else(na));
-    println!("vocab size:     {}", r.vocab_size.map_or_else(na, |c| c.to_string()));
+    println!(
+        "vocab size:     {}",
+        r.vocab_size.map_or_else(na, |c| c.to_string())
+    );
     println!("tensor data:    {}", human(r.tensor_bytes));
     if let Some(md) = &r.metadata {
         println!("\nmetadata ({} keys):", md.len());
@@ -124,12 +151,24 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
             println!("  {k:<44} {v}");
         }
     }
-    let w = r.tensors.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
+    let w = r
+        .tensors
+        .iter()
+        .map(|t| t.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     println!("\n{} tensors:", r.tensors.len());
-    println!("  {:<w$}  {:<20}  {:<7}  {:>12}", "name", "shape", "type", "bytes");
+    println!(
+        "  {:<w$}  {:<20}  {:<7}  {:>12}",
+        "name", "shape", "type", "bytes"
+    );
     for t in &r.tensors {
         let shape = format!("{:?}", t.shape);
-        println!("  {:<w$}  {:<20}  {:<7}  {:>12}", t.name, shape, t.ty, t.bytes);
+        println!(
+            "  {:<w$}  {:<20}  {:<7}  {:>12}",
+            t.name, shape, t.ty, t.bytes
+        );
     }
     Ok(())
 }

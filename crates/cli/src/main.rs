@@ -12,7 +12,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "rustorch", version, about = "Run GGUF language models: generate, chat, quantize, inspect")]
+#[command(
+    name = "rustorch",
+    version,
+    about = "Run GGUF language models: generate, chat, quantize, inspect"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -91,6 +95,8 @@ pub fn models_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("RUSTORCH_MODELS") {
         return PathBuf::from(dir);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache/rustorch/models")
 }

@@ -52,10 +52,12 @@ fn log_softmax(logits: &[f32], tok: usize) -> f64 {
 pub fn perplexity(args: PerplexityArgs) -> anyhow::Result<()> {
     args.runtime.init_threads()?;
     let path = args.model.path()?;
-    let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?;
     let (file, tok) = common::open_with_tokenizer(&path)?;
     let n_ctx = args.ctx as usize;
-    let mut model = rustorch_model::load(file, args.runtime.backend, n_ctx).with_context(|| path.display().to_string())?;
+    let mut model = rustorch_model::load(file, args.runtime.backend, n_ctx)
+        .with_context(|| path.display().to_string())?;
     let n_vocab = model.config().n_vocab;
 
     // As llama-perplexity: tokenized once (BOS if the vocabulary adds it, special text not parsed),
@@ -64,14 +66,25 @@ pub fn perplexity(args: PerplexityArgs) -> anyhow::Result<()> {
     let tokens = tok.encode(&text, true, false);
     let n_chunk_max = tokens.len() / n_ctx;
     if n_chunk_max == 0 {
-        bail!("{} tokenizes to {} tokens, fewer than one chunk of {n_ctx}", args.file.display(), tokens.len());
+        bail!(
+            "{} tokenizes to {} tokens, fewer than one chunk of {n_ctx}",
+            args.file.display(),
+            tokens.len()
+        );
     }
-    let n_chunk = args.chunks.map_or(n_chunk_max, |c| (c as usize).min(n_chunk_max));
+    let n_chunk = args
+        .chunks
+        .map_or(n_chunk_max, |c| (c as usize).min(n_chunk_max));
     let first = n_ctx / 2;
     let bos = if tok.add_bos() { tok.bos() } else { None };
 
     let bar = ProgressBar::new(n_chunk as u64);
-    bar.set_style(ProgressStyle::with_template("perplexity {bar:40} {pos}/{len} chunks [{elapsed_precise}<{eta_precise}] {msg}").unwrap());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "perplexity {bar:40} {pos}/{len} chunks [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .unwrap(),
+    );
     let (mut nll, mut nll2, mut count) = (0f64, 0f64, 0usize);
     let mut chunk_ppl = Vec::with_capacity(n_chunk);
     let mut logits = Vec::new();
@@ -83,7 +96,10 @@ pub fn perplexity(args: PerplexityArgs) -> anyhow::Result<()> {
         }
         model.eval(&chunk, 0, Logits::All, &mut logits)?;
         for j in first..n_ctx - 1 {
-            let v = -log_softmax(&logits[j * n_vocab..(j + 1) * n_vocab], tokens[i * n_ctx + j + 1] as usize);
+            let v = -log_softmax(
+                &logits[j * n_vocab..(j + 1) * n_vocab],
+                tokens[i * n_ctx + j + 1] as usize,
+            );
             nll += v;
             nll2 += v * v;
         }
@@ -96,12 +112,25 @@ pub fn perplexity(args: PerplexityArgs) -> anyhow::Result<()> {
     let mean = nll / count as f64;
     let ppl = mean.exp();
     let var = nll2 / count as f64 - mean * mean;
-    let stderr = if var > 0.0 && count > 1 { (var / (count - 1) as f64).sqrt() * ppl } else { 0.0 };
+    let stderr = if var > 0.0 && count > 1 {
+        (var / (count - 1) as f64).sqrt() * ppl
+    } else {
+        0.0
+    };
     if args.json {
-        let report = PerplexityReport { ppl, ppl_stderr: stderr, chunks: n_chunk, ctx: n_ctx, tokens_scored: count, chunk_ppl };
+        let report = PerplexityReport {
+            ppl,
+            ppl_stderr: stderr,
+            chunks: n_chunk,
+            ctx: n_ctx,
+            tokens_scored: count,
+            chunk_ppl,
+        };
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("PPL = {ppl:.4} +/- {stderr:.5} ({n_chunk} chunks of {n_ctx} tokens, {count} scored)");
+        println!(
+            "PPL = {ppl:.4} +/- {stderr:.5} ({n_chunk} chunks of {n_ctx} tokens, {count} scored)"
+        );
     }
     Ok(())
 }
@@ -111,7 +140,12 @@ pub struct LogitsArgs {
     #[command(flatten)]
     model: ModelArg,
     /// Text to run
-    #[arg(short = 'p', long, conflicts_with = "file", required_unless_present = "file")]
+    #[arg(
+        short = 'p',
+        long,
+        conflicts_with = "file",
+        required_unless_present = "file"
+    )]
     prompt: Option<String>,
     /// File whose text to run
     #[arg(short = 'f', long = "file")]
@@ -143,7 +177,11 @@ struct Position {
 fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
     let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
     let k = k.min(idx.len());
-    let cmp = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
+    let cmp = |a: &u32, b: &u32| {
+        logits[*b as usize]
+            .total_cmp(&logits[*a as usize])
+            .then(a.cmp(b))
+    };
     if k < idx.len() {
         idx.select_nth_unstable_by(k, cmp);
         idx.truncate(k);
@@ -157,7 +195,9 @@ pub fn logits(args: LogitsArgs) -> anyhow::Result<()> {
     let path = args.model.path()?;
     let text = match (&args.prompt, &args.file) {
         (Some(p), _) => p.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+        (None, Some(f)) => {
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        }
         (None, None) => bail!("give -p TEXT or -f FILE"),
     };
     let (file, tok) = common::open_with_tokenizer(&path)?;
@@ -166,7 +206,8 @@ pub fn logits(args: LogitsArgs) -> anyhow::Result<()> {
     if ids.is_empty() {
         bail!("the text is empty");
     }
-    let mut model = rustorch_model::load(file, args.runtime.backend, ids.len()).with_context(|| path.display().to_string())?;
+    let mut model = rustorch_model::load(file, args.runtime.backend, ids.len())
+        .with_context(|| path.display().to_string())?;
     let n_vocab = model.config().n_vocab;
     let mut logits = Vec::new();
     let mut positions = Vec::with_capacity(ids.len());

@@ -30,7 +30,10 @@ pub struct QuantizeArgs {
 fn parse_ftype(s: &str) -> Result<FileType, String> {
     FileType::parse(s).ok_or_else(|| {
         let names: Vec<&str> = FileType::ALL.iter().map(|t| t.name()).collect();
-        format!("unknown file type '{s}' (expected one of: {})", names.join(", "))
+        format!(
+            "unknown file type '{s}' (expected one of: {})",
+            names.join(", ")
+        )
     })
 }
 
@@ -40,7 +43,8 @@ pub fn quantize(args: QuantizeArgs) -> anyhow::Result<()> {
         bail!("the output file must differ from the input file");
     }
     let file = common::open(&args.input)?;
-    let plan = quantize::plan(&file, args.ftype, args.allow_requantize).with_context(|| args.input.display().to_string())?;
+    let plan = quantize::plan(&file, args.ftype, args.allow_requantize)
+        .with_context(|| args.input.display().to_string())?;
     let converted = plan.tensors.iter().filter(|t| t.from != t.to).count();
     eprintln!(
         "quantizing {} -> {} as {} ({} of {} tensors converted, {} row-length fallbacks)",
@@ -53,7 +57,10 @@ pub fn quantize(args: QuantizeArgs) -> anyhow::Result<()> {
     );
     let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} [{elapsed_precise}<{eta_precise}]").unwrap(),
+        ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} [{elapsed_precise}<{eta_precise}]",
+        )
+        .unwrap(),
     );
     let tmp = args.output.with_extension("gguf.partial");
     let result = quantize::write(&file, &plan, &tmp, |done, total| {
@@ -65,7 +72,8 @@ pub fn quantize(args: QuantizeArgs) -> anyhow::Result<()> {
         std::fs::remove_file(&tmp).ok();
         return Err(e).with_context(|| format!("writing {}", args.output.display()));
     }
-    std::fs::rename(&tmp, &args.output).with_context(|| format!("writing {}", args.output.display()))?;
+    std::fs::rename(&tmp, &args.output)
+        .with_context(|| format!("writing {}", args.output.display()))?;
     let in_bytes: u64 = file.tensors().iter().map(|t| t.n_bytes).sum();
     let out_bytes = std::fs::metadata(&args.output)?.len();
     eprintln!(

@@ -10,8 +10,13 @@ fn smollm() -> String {
 }
 
 fn parse_ids(s: &str) -> Vec<u64> {
-    let v: Value = serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not a JSON list: {s:?}: {e}"));
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect()
+    let v: Value =
+        serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not a JSON list: {s:?}: {e}"));
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect()
 }
 
 fn check_tokenize(file: &str, key: &str) {
@@ -21,7 +26,12 @@ fn check_tokenize(file: &str, key: &str) {
     assert!(!cases.is_empty());
     for case in cases {
         let text = case["text"].as_str().unwrap();
-        let want: Vec<u64> = case["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+        let want: Vec<u64> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect();
         let out = common::rustorch_ok(&["tokenize", "-m", path.to_str().unwrap(), "-p", text]);
         assert_eq!(parse_ids(&out), want, "{key}: tokenize {text:?}");
     }
@@ -74,8 +84,14 @@ fn teacher_forced_argmax_matches_llama_cpp() {
     let conf_rate = confident_agree as f64 / confident as f64;
     let all_rate = agree as f64 / n as f64;
     eprintln!("teacher-forced agreement: {confident_agree}/{confident} confident ({conf_rate:.4}), {agree}/{n} all ({all_rate:.4})");
-    assert!(conf_rate >= 0.99, "argmax agreement where llama.cpp's margin >= 0.5: {conf_rate:.4}");
-    assert!(all_rate >= 0.95, "argmax agreement at all positions: {all_rate:.4}");
+    assert!(
+        conf_rate >= 0.99,
+        "argmax agreement where llama.cpp's margin >= 0.5: {conf_rate:.4}"
+    );
+    assert!(
+        all_rate >= 0.95,
+        "argmax agreement at all positions: {all_rate:.4}"
+    );
 
     // Values, not only ranks: the top-5 logits of the first 64 positions.
     let top5 = tf["top5_first64"].as_array().unwrap();
@@ -93,23 +109,53 @@ fn teacher_forced_argmax_matches_llama_cpp() {
         }
     }
     eprintln!("largest top-5 logit difference over the first 64 positions: {max_err:.4}");
-    assert!(max_err < 0.5, "top-5 logits differ from llama.cpp's by {max_err}");
+    assert!(
+        max_err < 0.5,
+        "top-5 logits differ from llama.cpp's by {max_err}"
+    );
 }
 
 #[test]
 fn greedy_text_starts_with_llama_cpp_stable_prefix() {
     let reference = common::reference_json("llamacpp.json");
-    for case in reference["greedy_ids"][common::SMOLLM_KEY].as_array().unwrap() {
+    for case in reference["greedy_ids"][common::SMOLLM_KEY]
+        .as_array()
+        .unwrap()
+    {
         let prompt = case["prompt"].as_str().unwrap();
         let prefix = case["stable_prefix_text"].as_str().unwrap();
-        let out = common::rustorch_ok(&["run", "-m", &smollm(), "-p", prompt, "-n", "32", "--temp", "0", "-t", "2"]);
-        assert!(out.starts_with(prefix), "prompt {prompt:?}: got {out:?}, want a start of {prefix:?}");
+        let out = common::rustorch_ok(&[
+            "run",
+            "-m",
+            &smollm(),
+            "-p",
+            prompt,
+            "-n",
+            "32",
+            "--temp",
+            "0",
+            "-t",
+            "2",
+        ]);
+        assert!(
+            out.starts_with(prefix),
+            "prompt {prompt:?}: got {out:?}, want a start of {prefix:?}"
+        );
     }
 }
 
 fn perplexity(model: &str) -> f64 {
     let text = common::reference_dir().join("texts/GPL-3");
-    let out = common::rustorch_ok(&["perplexity", "-m", model, "-f", text.to_str().unwrap(), "-c", "512", "--json"]);
+    let out = common::rustorch_ok(&[
+        "perplexity",
+        "-m",
+        model,
+        "-f",
+        text.to_str().unwrap(),
+        "-c",
+        "512",
+        "--json",
+    ]);
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["chunks"], 14);
     v["ppl"].as_f64().unwrap()
@@ -117,14 +163,22 @@ fn perplexity(model: &str) -> f64 {
 
 fn assert_close(ours: f64, theirs: f64, what: &str) {
     let rel = (ours - theirs).abs() / theirs;
-    eprintln!("{what}: PPL ours {ours:.4}, llama.cpp {theirs:.4} ({:.3}%)", rel * 100.0);
-    assert!(rel <= 0.01, "{what}: perplexity {ours:.4} is not within 1% of llama.cpp's {theirs:.4}");
+    eprintln!(
+        "{what}: PPL ours {ours:.4}, llama.cpp {theirs:.4} ({:.3}%)",
+        rel * 100.0
+    );
+    assert!(
+        rel <= 0.01,
+        "{what}: perplexity {ours:.4} is not within 1% of llama.cpp's {theirs:.4}"
+    );
 }
 
 #[test]
 fn perplexity_matches_llama_cpp_q4_1() {
     let reference = common::reference_json("llamacpp.json");
-    let want = reference["perplexity"][common::SMOLLM_KEY][0]["ppl"].as_f64().unwrap();
+    let want = reference["perplexity"][common::SMOLLM_KEY][0]["ppl"]
+        .as_f64()
+        .unwrap();
     assert_close(perplexity(&smollm()), want, "SmolLM2 Q4_1");
 }
 
@@ -132,10 +186,23 @@ fn perplexity_matches_llama_cpp_q4_1() {
 fn perplexity_matches_llama_cpp_requantized() {
     let reference = common::reference_json("llamacpp.json");
     let dir = tempfile::tempdir().unwrap();
-    for entry in reference["perplexity"]["smollm2-135m-requantized"].as_array().unwrap() {
+    for entry in reference["perplexity"]["smollm2-135m-requantized"]
+        .as_array()
+        .unwrap()
+    {
         let quant = entry["quant"].as_str().unwrap();
         let out = dir.path().join(format!("{quant}.gguf"));
-        common::rustorch_ok(&["quantize", "--allow-requantize", &smollm(), out.to_str().unwrap(), quant]);
-        assert_close(perplexity(out.to_str().unwrap()), entry["ppl"].as_f64().unwrap(), &format!("SmolLM2 {quant}"));
+        common::rustorch_ok(&[
+            "quantize",
+            "--allow-requantize",
+            &smollm(),
+            out.to_str().unwrap(),
+            quant,
+        ]);
+        assert_close(
+            perplexity(out.to_str().unwrap()),
+            entry["ppl"].as_f64().unwrap(),
+            &format!("SmolLM2 {quant}"),
+        );
     }
 }

@@ -13,7 +13,13 @@ fn check(ftype: &str) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join(format!("out-{ftype}.gguf"));
     let src = common::model(common::SMOLLM);
-    common::rustorch_ok(&["quantize", "--allow-requantize", src.to_str().unwrap(), out.to_str().unwrap(), ftype]);
+    common::rustorch_ok(&[
+        "quantize",
+        "--allow-requantize",
+        src.to_str().unwrap(),
+        out.to_str().unwrap(),
+        ftype,
+    ]);
 
     let file = GgufFile::open(&out).unwrap();
     let want = want.as_object().unwrap();
@@ -23,12 +29,23 @@ fn check(ftype: &str) {
         let w = &want[&t.name];
         let hash = hex(&Sha256::digest(file.tensor_data(t)))[..16].to_string();
         let ty = t.ty.name().to_uppercase();
-        let (wty, whash) = (w["type"].as_str().unwrap().to_uppercase(), w["sha256"].as_str().unwrap());
+        let (wty, whash) = (
+            w["type"].as_str().unwrap().to_uppercase(),
+            w["sha256"].as_str().unwrap(),
+        );
         if ty != wty || hash != whash {
-            mismatches.push(format!("{}: ours {ty} {hash}, llama.cpp {wty} {whash}", t.name));
+            mismatches.push(format!(
+                "{}: ours {ty} {hash}, llama.cpp {wty} {whash}",
+                t.name
+            ));
         }
     }
-    assert!(mismatches.is_empty(), "{ftype}: {} tensors differ:\n{}", mismatches.len(), mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "{ftype}: {} tensors differ:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -60,7 +77,12 @@ fn refuses_to_requantize_without_the_flag() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.gguf");
     let src = common::model(common::SMOLLM);
-    let o = common::rustorch(&["quantize", src.to_str().unwrap(), out.to_str().unwrap(), "Q8_0"]);
+    let o = common::rustorch(&[
+        "quantize",
+        src.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "Q8_0",
+    ]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--allow-requantize"), "{err}");

@@ -48,7 +48,8 @@ impl Device {
         match self {
             Device::Cpu => Ok(()),
             Device::Cuda => Err(ModelError::Backend(
-                "the cuda backend is not available in this build (rebuild with `--features cuda`)".into(),
+                "the cuda backend is not available in this build (rebuild with `--features cuda`)"
+                    .into(),
             )),
             Device::Metal | Device::Vulkan => Err(ModelError::Backend(format!(
                 "the {} backend is not available in this build (rebuild with `--features wgpu`)",
@@ -85,18 +86,50 @@ pub trait Backend {
     /// An activation buffer of `len` f32 values.
     fn alloc(&mut self, len: usize) -> Result<Self::Buf, ModelError>;
     /// A KV cache for `n_layer` layers of `n_ctx` positions of width `kv_dim`.
-    fn alloc_kv(&mut self, n_layer: usize, n_ctx: usize, kv_dim: usize) -> Result<Self::Kv, ModelError>;
+    fn alloc_kv(
+        &mut self,
+        n_layer: usize,
+        n_ctx: usize,
+        kv_dim: usize,
+    ) -> Result<Self::Kv, ModelError>;
 
     /// `out[t] = table[tokens[t]]`, rows read from the (quantized) embedding table.
-    fn embed(&mut self, table: &Self::Weight, tokens: &[u32], out: &mut Self::Buf) -> Result<(), ModelError>;
+    fn embed(
+        &mut self,
+        table: &Self::Weight,
+        tokens: &[u32],
+        out: &mut Self::Buf,
+    ) -> Result<(), ModelError>;
     /// `out[t] = x[t] / rms(x[t]) * weight`, rows of width `dim`.
-    fn rms_norm(&mut self, x: &Self::Buf, weight: &Self::Weight, eps: f32, n: usize, dim: usize, out: &mut Self::Buf);
+    fn rms_norm(
+        &mut self,
+        x: &Self::Buf,
+        weight: &Self::Weight,
+        eps: f32,
+        n: usize,
+        dim: usize,
+        out: &mut Self::Buf,
+    );
     /// `out[t] = W · x[t]` for `n` rows; `W` is `[out_dim, in_dim]` (ggml: ne0 = in_dim).
-    fn matmul(&mut self, w: &Self::Weight, x: &Self::Buf, n: usize, out: &mut Self::Buf) -> Result<(), ModelError>;
+    fn matmul(
+        &mut self,
+        w: &Self::Weight,
+        x: &Self::Buf,
+        n: usize,
+        out: &mut Self::Buf,
+    ) -> Result<(), ModelError>;
     /// Rotates `n_heads` heads of each of `n` rows in place; row `t` is at position `pos0 + t`.
     fn rope(&mut self, x: &mut Self::Buf, n: usize, n_heads: usize, shape: &AttnShape, pos0: usize);
     /// Writes keys and values of `n` tokens at positions `pos0..pos0+n` of layer `layer`.
-    fn kv_store(&mut self, kv: &mut Self::Kv, layer: usize, k: &Self::Buf, v: &Self::Buf, n: usize, pos0: usize);
+    fn kv_store(
+        &mut self,
+        kv: &mut Self::Kv,
+        layer: usize,
+        k: &Self::Buf,
+        v: &Self::Buf,
+        n: usize,
+        pos0: usize,
+    );
     /// Causal grouped-query attention of `n` queries at `pos0..pos0+n` over the cache.
     fn attention(
         &mut self,

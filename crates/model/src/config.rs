@@ -108,10 +108,14 @@ impl Config {
             )));
         }
         if !(rms_eps.is_finite() && rms_eps > 0.0) {
-            return Err(invalid(format!("layer_norm_rms_epsilon {rms_eps} must be positive")));
+            return Err(invalid(format!(
+                "layer_norm_rms_epsilon {rms_eps} must be positive"
+            )));
         }
         if !(rope_freq_base.is_finite() && rope_freq_base > 0.0) {
-            return Err(invalid(format!("rope.freq_base {rope_freq_base} must be positive")));
+            return Err(invalid(format!(
+                "rope.freq_base {rope_freq_base} must be positive"
+            )));
         }
         let embd = file
             .tensor("token_embd.weight")

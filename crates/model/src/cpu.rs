@@ -18,7 +18,13 @@ use crate::ModelError;
 
 /// A weight on the CPU: rows of a tensor in the mapped file, or a small f32 vector (norms).
 pub enum CpuWeight {
-    Mapped { file: Arc<GgufFile>, index: usize, ty: GgmlType, rows: usize, cols: usize },
+    Mapped {
+        file: Arc<GgufFile>,
+        index: usize,
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+    },
     F32(Vec<f32>),
 }
 
@@ -86,7 +92,11 @@ impl Backend for CpuBackend {
             .position(|t| t.name == name)
             .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
         let info = &file.tensors()[index];
-        let unsupported = || ModelError::UnsupportedType { name: name.to_string(), ty: info.ty, backend: "cpu" };
+        let unsupported = || ModelError::UnsupportedType {
+            name: name.to_string(),
+            ty: info.ty,
+            backend: "cpu",
+        };
         if info.dims.len() == 1 {
             let n = info.dims[0] as usize;
             let mut v = vec![0f32; n];
@@ -127,8 +137,15 @@ impl Backend for CpuBackend {
         Ok(vec![0.0; len])
     }
 
-    fn alloc_kv(&mut self, n_layer: usize, n_ctx: usize, kv_dim: usize) -> Result<CpuKv, ModelError> {
-        let len = n_ctx.checked_mul(kv_dim).ok_or_else(|| ModelError::Backend("KV cache size overflows".into()))?;
+    fn alloc_kv(
+        &mut self,
+        n_layer: usize,
+        n_ctx: usize,
+        kv_dim: usize,
+    ) -> Result<CpuKv, ModelError> {
+        let len = n_ctx
+            .checked_mul(kv_dim)
+            .ok_or_else(|| ModelError::Backend("KV cache size overflows".into()))?;
         Ok(CpuKv {
             k: (0..n_layer).map(|_| vec![f16::ZERO; len]).collect(),
             v: (0..n_layer).map(|_| vec![f16::ZERO; len]).collect(),
@@ -136,16 +153,25 @@ impl Backend for CpuBackend {
         })
     }
 
-    fn embed(&mut self, table: &CpuWeight, tokens: &[u32], out: &mut Vec<f32>) -> Result<(), ModelError> {
+    fn embed(
+        &mut self,
+        table: &CpuWeight,
+        tokens: &[u32],
+        out: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
         let CpuWeight::Mapped { ty, rows, cols, .. } = table else {
-            return Err(ModelError::Backend("embedding table must be a matrix".into()));
+            return Err(ModelError::Backend(
+                "embedding table must be a matrix".into(),
+            ));
         };
         let row_bytes = ty.row_bytes(*cols as u64).expect("validated at upload") as usize;
         let data = table.bytes();
         for (t, &tok) in tokens.iter().enumerate() {
             let tok = tok as usize;
             if tok >= *rows {
-                return Err(ModelError::Backend(format!("token id {tok} is outside the vocabulary of {rows}")));
+                return Err(ModelError::Backend(format!(
+                    "token id {tok} is outside the vocabulary of {rows}"
+                )));
             }
             let src = &data[tok * row_bytes..(tok + 1) * row_bytes];
             dispatch::dequantize_row(*ty, src, &mut out[t * cols..(t + 1) * cols])
@@ -154,20 +180,37 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn rms_norm(&mut self, x: &Vec<f32>, weight: &CpuWeight, eps: f32, n: usize, dim: usize, out: &mut Vec<f32>) {
+    fn rms_norm(
+        &mut self,
+        x: &Vec<f32>,
+        weight: &CpuWeight,
+        eps: f32,
+        n: usize,
+        dim: usize,
+        out: &mut Vec<f32>,
+    ) {
         let w = weight.as_f32();
-        out[..n * dim].par_chunks_mut(dim).zip(x[..n * dim].par_chunks(dim)).for_each(|(o, x)| {
-            // ggml sums the squares in double precision.
-            let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
-            let mean = (sum / dim as f64) as f32;
-            let scale = 1.0 / (mean + eps).sqrt();
-            for ((o, &x), &w) in o.iter_mut().zip(x).zip(w) {
-                *o = x * scale * w;
-            }
-        });
+        out[..n * dim]
+            .par_chunks_mut(dim)
+            .zip(x[..n * dim].par_chunks(dim))
+            .for_each(|(o, x)| {
+                // ggml sums the squares in double precision.
+                let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+                let mean = (sum / dim as f64) as f32;
+                let scale = 1.0 / (mean + eps).sqrt();
+                for ((o, &x), &w) in o.iter_mut().zip(x).zip(w) {
+                    *o = x * scale * w;
+                }
+            });
     }
 
-    fn matmul(&mut self, w: &CpuWeight, x: &Vec<f32>, n: usize, out: &mut Vec<f32>) -> Result<(), ModelError> {
+    fn matmul(
+        &mut self,
+        w: &CpuWeight,
+        x: &Vec<f32>,
+        n: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
         let CpuWeight::Mapped { ty, rows, cols, .. } = w else {
             return Err(ModelError::Backend("matmul needs a matrix weight".into()));
         };
@@ -176,20 +219,25 @@ impl Backend for CpuBackend {
         let vt = dispatch::vec_dot_type(ty).expect("validated at upload");
         let w_row = ty.row_bytes(cols as u64).expect("validated at upload") as usize;
         let a_row = vt.row_bytes(cols as u64).ok_or_else(|| {
-            ModelError::Backend(format!("row length {cols} is not a multiple of {}'s block", vt))
+            ModelError::Backend(format!(
+                "row length {cols} is not a multiple of {}'s block",
+                vt
+            ))
         })? as usize;
 
         grow(&mut self.act, n * a_row);
         let act = &mut self.act[..n * a_row];
-        act.par_chunks_mut(a_row).zip(x[..n * cols].par_chunks(cols)).try_for_each(|(a, x)| {
-            if vt == GgmlType::F32 {
-                a.copy_from_slice(bytemuck::cast_slice(x));
-                Ok(())
-            } else {
-                dispatch::quantize_row(vt, x, a)
-            }
-        })
-        .map_err(err)?;
+        act.par_chunks_mut(a_row)
+            .zip(x[..n * cols].par_chunks(cols))
+            .try_for_each(|(a, x)| {
+                if vt == GgmlType::F32 {
+                    a.copy_from_slice(bytemuck::cast_slice(x));
+                    Ok(())
+                } else {
+                    dispatch::quantize_row(vt, x, a)
+                }
+            })
+            .map_err(err)?;
         let act = &self.act[..n * a_row];
         let wdata = w.bytes();
 
@@ -216,11 +264,14 @@ impl Backend for CpuBackend {
                 .enumerate()
                 .try_for_each(|(c, dst)| dot_rows(dst, c * ROWS_PER_TASK))
                 .map_err(err)?;
-            out[..n * rows].par_chunks_mut(rows).enumerate().for_each(|(t, o)| {
-                for (r, o) in o.iter_mut().enumerate() {
-                    *o = tmp[r * n + t];
-                }
-            });
+            out[..n * rows]
+                .par_chunks_mut(rows)
+                .enumerate()
+                .for_each(|(t, o)| {
+                    for (r, o) in o.iter_mut().enumerate() {
+                        *o = tmp[r * n + t];
+                    }
+                });
         }
         Ok(())
     }
@@ -229,22 +280,33 @@ impl Backend for CpuBackend {
         let hd = shape.head_dim;
         // ggml: theta_i = pos * base^(-2i/n_rot), built by repeated multiplication in f32.
         let theta_scale = shape.rope_freq_base.powf(-2.0 / shape.n_rot as f32);
-        x[..n * n_heads * hd].par_chunks_mut(n_heads * hd).enumerate().for_each(|(t, row)| {
-            let pos = (pos0 + t) as f32;
-            for head in row.chunks_mut(hd) {
-                let mut theta = pos;
-                for pair in head[..shape.n_rot].chunks_exact_mut(2) {
-                    let (sin, cos) = theta.sin_cos();
-                    let (x0, x1) = (pair[0], pair[1]);
-                    pair[0] = x0 * cos - x1 * sin;
-                    pair[1] = x0 * sin + x1 * cos;
-                    theta *= theta_scale;
+        x[..n * n_heads * hd]
+            .par_chunks_mut(n_heads * hd)
+            .enumerate()
+            .for_each(|(t, row)| {
+                let pos = (pos0 + t) as f32;
+                for head in row.chunks_mut(hd) {
+                    let mut theta = pos;
+                    for pair in head[..shape.n_rot].chunks_exact_mut(2) {
+                        let (sin, cos) = theta.sin_cos();
+                        let (x0, x1) = (pair[0], pair[1]);
+                        pair[0] = x0 * cos - x1 * sin;
+                        pair[1] = x0 * sin + x1 * cos;
+                        theta *= theta_scale;
+                    }
                 }
-            }
-        });
+            });
     }
 
-    fn kv_store(&mut self, kv: &mut CpuKv, layer: usize, k: &Vec<f32>, v: &Vec<f32>, n: usize, pos0: usize) {
+    fn kv_store(
+        &mut self,
+        kv: &mut CpuKv,
+        layer: usize,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        n: usize,
+        pos0: usize,
+    ) {
         let d = kv.kv_dim;
         let range = pos0 * d..(pos0 + n) * d;
         for (dst, &src) in kv.k[layer][range.clone()].iter_mut().zip(&k[..n * d]) {
@@ -271,46 +333,52 @@ impl Backend for CpuBackend {
         let kv_dim = kv.kv_dim;
         let (keys, values) = (&kv.k[layer], &kv.v[layer]);
         let scale = 1.0 / (hd as f32).sqrt();
-        out[..n * n_head * hd].par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
-            let (t, h) = (i / n_head, i % n_head);
-            let q = &q[i * hd..(i + 1) * hd];
-            let kvh = h / group;
-            let n_pos = pos0 + t + 1; // causal: this token sees positions 0..=pos0+t
-            SCORES.with(|s| {
-                let mut s = s.borrow_mut();
-                grow(&mut s, n_pos);
-                let scores = &mut s[..n_pos];
-                let mut max = f32::NEG_INFINITY;
-                for (p, sc) in scores.iter_mut().enumerate() {
-                    let k = &keys[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];
-                    let dot: f32 = q.iter().zip(k).map(|(&a, &b)| a * b.to_f32()).sum();
-                    *sc = dot * scale;
-                    max = max.max(*sc);
-                }
-                let mut sum = 0f32;
-                for sc in scores.iter_mut() {
-                    *sc = (*sc - max).exp();
-                    sum += *sc;
-                }
-                let inv = 1.0 / sum;
-                o.fill(0.0);
-                for (p, &sc) in scores.iter().enumerate() {
-                    let v = &values[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];
-                    let wgt = sc * inv;
-                    for (o, &v) in o.iter_mut().zip(v) {
-                        *o += wgt * v.to_f32();
+        out[..n * n_head * hd]
+            .par_chunks_mut(hd)
+            .enumerate()
+            .for_each(|(i, o)| {
+                let (t, h) = (i / n_head, i % n_head);
+                let q = &q[i * hd..(i + 1) * hd];
+                let kvh = h / group;
+                let n_pos = pos0 + t + 1; // causal: this token sees positions 0..=pos0+t
+                SCORES.with(|s| {
+                    let mut s = s.borrow_mut();
+                    grow(&mut s, n_pos);
+                    let scores = &mut s[..n_pos];
+                    let mut max = f32::NEG_INFINITY;
+                    for (p, sc) in scores.iter_mut().enumerate() {
+                        let k = &keys[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];
+                        let dot: f32 = q.iter().zip(k).map(|(&a, &b)| a * b.to_f32()).sum();
+                        *sc = dot * scale;
+                        max = max.max(*sc);
                     }
-                }
+                    let mut sum = 0f32;
+                    for sc in scores.iter_mut() {
+                        *sc = (*sc - max).exp();
+                        sum += *sc;
+                    }
+                    let inv = 1.0 / sum;
+                    o.fill(0.0);
+                    for (p, &sc) in scores.iter().enumerate() {
+                        let v = &values[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];
+                        let wgt = sc * inv;
+                        for (o, &v) in o.iter_mut().zip(v) {
+                            *o += wgt * v.to_f32();
+                        }
+                    }
+                });
             });
-        });
     }
 
     fn swiglu(&mut self, gate: &mut Vec<f32>, up: &Vec<f32>, len: usize) {
-        gate[..len].par_chunks_mut(4096).zip(up[..len].par_chunks(4096)).for_each(|(g, u)| {
-            for (g, &u) in g.iter_mut().zip(u) {
-                *g = *g / (1.0 + (-*g).exp()) * u;
-            }
-        });
+        gate[..len]
+            .par_chunks_mut(4096)
+            .zip(up[..len].par_chunks(4096))
+            .for_each(|(g, u)| {
+                for (g, &u) in g.iter_mut().zip(u) {
+                    *g = *g / (1.0 + (-*g).exp()) * u;
+                }
+            });
     }
 
     fn add(&mut self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) {

@@ -17,11 +17,19 @@ impl Debug {
     /// Enabled by the environment variable `RUSTORCH_DEBUG` (any value but `0` or empty).
     pub fn from_env() -> Debug {
         let enabled = std::env::var("RUSTORCH_DEBUG").is_ok_and(|v| !v.is_empty() && v != "0");
-        Debug { enabled, layer: None, host: Vec::new() }
+        Debug {
+            enabled,
+            layer: None,
+            host: Vec::new(),
+        }
     }
 
     pub fn disabled() -> Debug {
-        Debug { enabled: false, layer: None, host: Vec::new() }
+        Debug {
+            enabled: false,
+            layer: None,
+            host: Vec::new(),
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -37,7 +45,14 @@ impl Debug {
     }
 
     /// Shows `n` rows of width `width` of `buf` under `name`.
-    pub fn show<B: Backend>(&mut self, b: &mut B, name: &str, buf: &B::Buf, n: usize, width: usize) -> Result<(), ModelError> {
+    pub fn show<B: Backend>(
+        &mut self,
+        b: &mut B,
+        name: &str,
+        buf: &B::Buf,
+        n: usize,
+        width: usize,
+    ) -> Result<(), ModelError> {
         if !self.enabled {
             return Ok(());
         }

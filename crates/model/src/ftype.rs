@@ -262,7 +262,10 @@ impl Category {
     }
 
     fn is_attn_v_like(self) -> bool {
-        matches!(self, Category::AttnV | Category::AttnQkv | Category::AttnKvB)
+        matches!(
+            self,
+            Category::AttnV | Category::AttnQkv | Category::AttnKvB
+        )
     }
 }
 
@@ -336,7 +339,11 @@ pub struct TypeChooser {
 
 impl TypeChooser {
     /// `names` are all tensor names of the file (the counts and the tied-embedding check need them).
-    pub fn new<'a>(ftype: FileType, model: ModelFacts, names: impl IntoIterator<Item = &'a str>) -> Self {
+    pub fn new<'a>(
+        ftype: FileType,
+        model: ModelFacts,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
         let mut n_attention_wv = 0;
         let mut has_tied_embeddings = true;
         for name in names {
@@ -381,7 +388,9 @@ impl TypeChooser {
         let m = &self.model;
         let falcon = m.is_falcon();
 
-        if category == Category::Output || (self.has_tied_embeddings && category == Category::TokenEmbd) {
+        if category == Category::Output
+            || (self.has_tied_embeddings && category == Category::TokenEmbd)
+        {
             let nx = t.dims[0];
             if falcon || nx % new_type.block_size() as u64 != 0 {
                 new_type = G::Q8_0;
@@ -395,10 +404,16 @@ impl TypeChooser {
                 F::Q2_K => new_type = if m.n_gqa() >= 4 { G::Q4_K } else { G::Q3_K },
                 F::Q2_K_S if m.n_gqa() >= 4 => new_type = G::Q4_K,
                 F::Q3_K_M => {
-                    new_type = if self.i_attention_wv < 2 { G::Q5_K } else { G::Q4_K };
+                    new_type = if self.i_attention_wv < 2 {
+                        G::Q5_K
+                    } else {
+                        G::Q4_K
+                    };
                 }
                 F::Q3_K_L => new_type = G::Q5_K,
-                F::Q4_K_M | F::Q5_K_M if use_more_bits(self.i_attention_wv, self.n_attention_wv) => {
+                F::Q4_K_M | F::Q5_K_M
+                    if use_more_bits(self.i_attention_wv, self.n_attention_wv) =>
+                {
                     new_type = G::Q6_K;
                 }
                 F::Q4_K_S if self.i_attention_wv < 4 => new_type = G::Q5_K,
@@ -457,7 +472,10 @@ impl TypeChooser {
         } else if category == Category::AttnOutput {
             if !falcon {
                 if m.n_expert == 8 {
-                    if matches!(ftype, F::Q2_K | F::Q3_K_S | F::Q3_K_M | F::Q4_K_S | F::Q4_K_M) {
+                    if matches!(
+                        ftype,
+                        F::Q2_K | F::Q3_K_S | F::Q3_K_M | F::Q4_K_S | F::Q4_K_M
+                    ) {
                         new_type = G::Q5_K;
                     }
                 } else {
@@ -492,9 +510,11 @@ impl TypeChooser {
         }
         self.n_fallback += 1;
         let ret = match target {
-            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::Q2_0 => {
-                GgmlType::Q4_0
-            }
+            GgmlType::Q2_K
+            | GgmlType::Q3_K
+            | GgmlType::TQ1_0
+            | GgmlType::TQ2_0
+            | GgmlType::Q2_0 => GgmlType::Q4_0,
             GgmlType::Q4_K => GgmlType::Q5_0,
             GgmlType::Q5_K => GgmlType::Q5_1,
             GgmlType::Q6_K => GgmlType::Q8_0,
@@ -513,7 +533,9 @@ fn layer_of(name: &str) -> i64 {
     let Some(rest) = name.strip_prefix("blk.") else {
         return -1;
     };
-    let digits: &str = &rest[..rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len())];
+    let digits: &str = &rest[..rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len())];
     if digits.is_empty() || !rest[digits.len()..].starts_with('.') {
         return -1;
     }
@@ -539,14 +561,35 @@ mod tests {
     fn use_more_bits_matches_llama_cpp() {
         // n = 30: n/8 = 3, 7n/8 = 26; layers 0..3, 26..30 and (i-3)%3==2 → 5, 8, 11, ...
         let more: Vec<usize> = (0..30).filter(|&i| use_more_bits(i, 30)).collect();
-        assert_eq!(more, vec![0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 26, 27, 28, 29]);
+        assert_eq!(
+            more,
+            vec![0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 26, 27, 28, 29]
+        );
     }
 
     #[test]
     fn order_is_layer_then_name() {
-        let names = ["blk.10.a", "blk.2.b", "output.weight", "blk.2.a", "token_embd.weight"];
-        let order: Vec<&str> = llama_tensor_order(&names).into_iter().map(|i| names[i]).collect();
-        assert_eq!(order, ["output.weight", "token_embd.weight", "blk.2.a", "blk.2.b", "blk.10.a"]);
+        let names = [
+            "blk.10.a",
+            "blk.2.b",
+            "output.weight",
+            "blk.2.a",
+            "token_embd.weight",
+        ];
+        let order: Vec<&str> = llama_tensor_order(&names)
+            .into_iter()
+            .map(|i| names[i])
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "output.weight",
+                "token_embd.weight",
+                "blk.2.a",
+                "blk.2.b",
+                "blk.10.a"
+            ]
+        );
     }
 
     #[test]

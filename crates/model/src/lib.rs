@@ -28,9 +28,17 @@ pub enum ModelError {
     #[error("tensor '{0}' is missing from the model file")]
     MissingTensor(String),
     #[error("tensor '{name}' has shape {actual}, expected {expected}")]
-    TensorShape { name: String, expected: String, actual: String },
+    TensorShape {
+        name: String,
+        expected: String,
+        actual: String,
+    },
     #[error("tensor '{name}' has type {ty}, which the {backend} backend cannot compute with")]
-    UnsupportedType { name: String, ty: rustorch_gguf::GgmlType, backend: &'static str },
+    UnsupportedType {
+        name: String,
+        ty: rustorch_gguf::GgmlType,
+        backend: &'static str,
+    },
     #[error("quantize: {0}")]
     Quantize(String),
     #[error("{0}")]

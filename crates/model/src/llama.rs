@@ -66,12 +66,19 @@ pub struct LlamaModel<B: Backend> {
 }
 
 fn check_shape(file: &GgufFile, name: &str, want: &[usize]) -> Result<(), ModelError> {
-    let info = file.tensor(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
-    let ok = info.dims.len() == want.len() && info.dims.iter().zip(want).all(|(&a, &b)| a == b as u64);
+    let info = file
+        .tensor(name)
+        .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+    let ok =
+        info.dims.len() == want.len() && info.dims.iter().zip(want).all(|(&a, &b)| a == b as u64);
     if ok {
         Ok(())
     } else {
-        Err(ModelError::TensorShape { name: name.to_string(), expected: format!("{want:?}"), actual: format!("{:?}", info.dims) })
+        Err(ModelError::TensorShape {
+            name: name.to_string(),
+            expected: format!("{want:?}"),
+            actual: format!("{:?}", info.dims),
+        })
     }
 }
 
@@ -119,7 +126,11 @@ impl<B: Backend> LlamaModel<B> {
         let weights = Weights {
             token_embd: backend.upload(file, "token_embd.weight")?,
             output_norm: backend.upload(file, "output_norm.weight")?,
-            output: if has_output { Some(backend.upload(file, "output.weight")?) } else { None },
+            output: if has_output {
+                Some(backend.upload(file, "output.weight")?)
+            } else {
+                None
+            },
             layers,
         };
         Ok(LlamaModel { config, weights })
@@ -148,7 +159,13 @@ impl<B: Backend> LlamaModel<B> {
 
     fn attn_shape(&self) -> AttnShape {
         let c = &self.config;
-        AttnShape { n_head: c.n_head, n_head_kv: c.n_head_kv, head_dim: c.head_dim, n_rot: c.n_rot, rope_freq_base: c.rope_freq_base }
+        AttnShape {
+            n_head: c.n_head,
+            n_head_kv: c.n_head_kv,
+            head_dim: c.head_dim,
+            n_rot: c.n_rot,
+            rope_freq_base: c.rope_freq_base,
+        }
     }
 
     /// Runs `tokens` (at most [`N_UBATCH`]) at positions `pos0..`, writing keys and values into
@@ -166,7 +183,10 @@ impl<B: Backend> LlamaModel<B> {
         let c = &self.config;
         let w = &self.weights;
         let n = tokens.len();
-        assert!(n > 0 && n <= N_UBATCH, "forward takes 1..={N_UBATCH} tokens");
+        assert!(
+            n > 0 && n <= N_UBATCH,
+            "forward takes 1..={N_UBATCH} tokens"
+        );
         let (e, kvd, ff) = (c.n_embd, c.kv_dim(), c.n_ff);
         let shape = self.attn_shape();
 
@@ -228,7 +248,13 @@ impl<B: Backend> LlamaModel<B> {
     }
 
     /// Copies logits of row `row` of the last forward call into `out` (`n_vocab` values).
-    pub fn read_logits(&self, b: &mut B, s: &RunState<B>, row: usize, out: &mut [f32]) -> Result<(), ModelError> {
+    pub fn read_logits(
+        &self,
+        b: &mut B,
+        s: &RunState<B>,
+        row: usize,
+        out: &mut [f32],
+    ) -> Result<(), ModelError> {
         b.read(&s.logits, row * self.config.n_vocab, out)
     }
 }

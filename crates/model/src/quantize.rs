@@ -36,14 +36,26 @@ pub fn model_facts(file: &GgufFile) -> Result<ModelFacts, ModelError> {
     let key = |k: &str| format!("{arch}.{k}");
     let n_layer = file.get_u32(&key("block_count"))? as usize;
     let n_head = file.opt_u32(&key("attention.head_count"))?.unwrap_or(0) as usize;
-    let n_head_kv = file.opt_u32(&key("attention.head_count_kv"))?.map_or(n_head, |v| v as usize);
+    let n_head_kv = file
+        .opt_u32(&key("attention.head_count_kv"))?
+        .map_or(n_head, |v| v as usize);
     let n_expert = file.opt_u32(&key("expert_count"))?.unwrap_or(0) as usize;
-    Ok(ModelFacts { arch, n_layer, n_head, n_head_kv, n_expert })
+    Ok(ModelFacts {
+        arch,
+        n_layer,
+        n_head,
+        n_head_kv,
+        n_expert,
+    })
 }
 
 /// Decides every tensor's output type without touching tensor data. Refuses to requantize an
 /// already quantized tensor unless `allow_requantize`.
-pub fn plan(file: &GgufFile, ftype: FileType, allow_requantize: bool) -> Result<QuantizePlan, ModelError> {
+pub fn plan(
+    file: &GgufFile,
+    ftype: FileType,
+    allow_requantize: bool,
+) -> Result<QuantizePlan, ModelError> {
     let facts = model_facts(file)?;
     let infos = file.tensors();
     let names: Vec<&str> = infos.iter().map(|t| t.name.as_str()).collect();
@@ -51,7 +63,11 @@ pub fn plan(file: &GgufFile, ftype: FileType, allow_requantize: bool) -> Result<
     let mut tensors = Vec::with_capacity(infos.len());
     for i in llama_tensor_order(&names) {
         let t = &infos[i];
-        let to = chooser.choose(&TensorFacts { name: &t.name, dims: &t.dims, ty: t.ty });
+        let to = chooser.choose(&TensorFacts {
+            name: &t.name,
+            dims: &t.dims,
+            ty: t.ty,
+        });
         if to != t.ty {
             if t.ty.is_quantized() && !allow_requantize {
                 return Err(ModelError::Quantize(format!(
@@ -67,10 +83,19 @@ pub fn plan(file: &GgufFile, ftype: FileType, allow_requantize: bool) -> Result<
                 )));
             }
             if !dispatch::is_supported(to) {
-                return Err(ModelError::Quantize(format!("tensor {}: cannot quantize to type {to}", t.name)));
+                return Err(ModelError::Quantize(format!(
+                    "tensor {}: cannot quantize to type {to}",
+                    t.name
+                )));
             }
         }
-        tensors.push(TensorPlan { input: i, name: t.name.clone(), from: t.ty, to, dims: t.dims.clone() });
+        tensors.push(TensorPlan {
+            input: i,
+            name: t.name.clone(),
+            from: t.ty,
+            to,
+            dims: t.dims.clone(),
+        });
     }
 
     // Metadata: the input's, in order, without split keys; then quantization_version and file_type
@@ -81,24 +106,42 @@ pub fn plan(file: &GgufFile, ftype: FileType, allow_requantize: bool) -> Result<
         .filter(|(k, _)| {
             !matches!(
                 k.as_str(),
-                "split.no" | "split.count" | "split.tensors.count" | "general.quantization_version" | "general.file_type"
+                "split.no"
+                    | "split.count"
+                    | "split.tensors.count"
+                    | "general.quantization_version"
+                    | "general.file_type"
             )
         })
         .cloned()
         .collect();
     metadata.push(("general.quantization_version".into(), Value::U32(2)));
     metadata.push(("general.file_type".into(), Value::U32(ftype.id())));
-    Ok(QuantizePlan { tensors, metadata, n_fallback: chooser.n_fallback })
+    Ok(QuantizePlan {
+        tensors,
+        metadata,
+        n_fallback: chooser.n_fallback,
+    })
 }
 
 /// Rows converted per parallel work item: enough to amortize the hand-off, few enough to balance.
 const ROWS_PER_TASK: usize = 16;
 
 /// Converts one tensor's data (`src`, of type `from`) to `to`, on the current rayon pool.
-pub fn convert_tensor(src: &[u8], from: GgmlType, to: GgmlType, row_len: usize) -> Result<Vec<u8>, ModelError> {
-    let bad = |what: &str| ModelError::Quantize(format!("{what} (row length {row_len}, {from} -> {to})"));
-    let src_row = from.row_bytes(row_len as u64).ok_or_else(|| bad("row is not a whole number of blocks"))? as usize;
-    let dst_row = to.row_bytes(row_len as u64).ok_or_else(|| bad("row is not a whole number of blocks"))? as usize;
+pub fn convert_tensor(
+    src: &[u8],
+    from: GgmlType,
+    to: GgmlType,
+    row_len: usize,
+) -> Result<Vec<u8>, ModelError> {
+    let bad =
+        |what: &str| ModelError::Quantize(format!("{what} (row length {row_len}, {from} -> {to})"));
+    let src_row = from
+        .row_bytes(row_len as u64)
+        .ok_or_else(|| bad("row is not a whole number of blocks"))? as usize;
+    let dst_row = to
+        .row_bytes(row_len as u64)
+        .ok_or_else(|| bad("row is not a whole number of blocks"))? as usize;
     if src_row == 0 || src.len() % src_row != 0 {
         return Err(bad("tensor data is not a whole number of rows"));
     }
@@ -142,7 +185,11 @@ pub fn write(
     let specs: Vec<TensorSpec> = plan
         .tensors
         .iter()
-        .map(|t| TensorSpec { name: t.name.clone(), dims: t.dims.clone(), ty: t.to })
+        .map(|t| TensorSpec {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ty: t.to,
+        })
         .collect();
     let mut writer = GgufWriter::create(out, &plan.metadata, &specs)?;
     let infos = file.tensors();

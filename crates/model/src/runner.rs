@@ -21,7 +21,13 @@ pub trait Model: Send {
     /// Evaluates `tokens` at positions `pos0..pos0 + tokens.len()` (any length; split into batches
     /// internally). With `Logits::All`, `out` receives `tokens.len() * n_vocab` logits; with
     /// `Logits::Last`, the last token's `n_vocab`.
-    fn eval(&mut self, tokens: &[u32], pos0: usize, logits: Logits, out: &mut Vec<f32>) -> Result<(), ModelError>;
+    fn eval(
+        &mut self,
+        tokens: &[u32],
+        pos0: usize,
+        logits: Logits,
+        out: &mut Vec<f32>,
+    ) -> Result<(), ModelError>;
 }
 
 struct Runner<B: Backend> {
@@ -51,10 +57,19 @@ where
         self.n_ctx
     }
 
-    fn eval(&mut self, tokens: &[u32], pos0: usize, logits: Logits, out: &mut Vec<f32>) -> Result<(), ModelError> {
+    fn eval(
+        &mut self,
+        tokens: &[u32],
+        pos0: usize,
+        logits: Logits,
+        out: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
         let end = pos0 + tokens.len();
         if end > self.n_ctx {
-            return Err(ModelError::ContextFull { n_tokens: end, n_ctx: self.n_ctx });
+            return Err(ModelError::ContextFull {
+                n_tokens: end,
+                n_ctx: self.n_ctx,
+            });
         }
         let n_vocab = self.model.config.n_vocab;
         let rows = match logits {
@@ -67,18 +82,40 @@ where
             let last_chunk = start + chunk.len() == tokens.len();
             if logits == Logits::Last && !last_chunk {
                 // Intermediate batches only fill the cache; their logits are not read.
-                self.model.forward(&mut self.backend, &mut self.state, &mut self.kv, chunk, pos0 + start, Logits::Last, &mut self.dbg)?;
+                self.model.forward(
+                    &mut self.backend,
+                    &mut self.state,
+                    &mut self.kv,
+                    chunk,
+                    pos0 + start,
+                    Logits::Last,
+                    &mut self.dbg,
+                )?;
                 continue;
             }
-            self.model.forward(&mut self.backend, &mut self.state, &mut self.kv, chunk, pos0 + start, logits, &mut self.dbg)?;
+            self.model.forward(
+                &mut self.backend,
+                &mut self.state,
+                &mut self.kv,
+                chunk,
+                pos0 + start,
+                logits,
+                &mut self.dbg,
+            )?;
             match logits {
                 Logits::All => {
                     let dst = &mut out[start * n_vocab..(start + chunk.len()) * n_vocab];
                     for (r, row) in dst.chunks_mut(n_vocab).enumerate() {
-                        self.model.read_logits(&mut self.backend, &self.state, r, row)?;
+                        self.model
+                            .read_logits(&mut self.backend, &self.state, r, row)?;
                     }
                 }
-                Logits::Last => self.model.read_logits(&mut self.backend, &self.state, 0, &mut out[..n_vocab])?,
+                Logits::Last => self.model.read_logits(
+                    &mut self.backend,
+                    &self.state,
+                    0,
+                    &mut out[..n_vocab],
+                )?,
             }
         }
         Ok(())
@@ -87,18 +124,35 @@ where
 
 /// Loads the model in `file` onto `device` with a KV cache of `n_ctx` positions (0: the trained
 /// context length).
-pub fn load(file: Arc<GgufFile>, device: Device, n_ctx: usize) -> Result<Box<dyn Model>, ModelError> {
+pub fn load(
+    file: Arc<GgufFile>,
+    device: Device,
+    n_ctx: usize,
+) -> Result<Box<dyn Model>, ModelError> {
     device.check_available()?;
     let config = Config::from_gguf(&file)?;
-    let n_ctx = if n_ctx == 0 { config.n_ctx_train } else { n_ctx };
+    let n_ctx = if n_ctx == 0 {
+        config.n_ctx_train
+    } else {
+        n_ctx
+    };
     match (device, config.arch) {
         (Device::Cpu, Arch::Llama) => {
             let mut backend = CpuBackend::new();
             let model = LlamaModel::load(&mut backend, &file, config)?;
             let state = model.new_state(&mut backend)?;
             let kv = model.new_kv(&mut backend, n_ctx)?;
-            Ok(Box::new(Runner { backend, model, state, kv, n_ctx, dbg: Debug::from_env() }))
+            Ok(Box::new(Runner {
+                backend,
+                model,
+                state,
+                kv,
+                n_ctx,
+                dbg: Debug::from_env(),
+            }))
         }
-        (other, _) => other.check_available().map(|_| unreachable!("only the CPU backend is built")),
+        (other, _) => other
+            .check_available()
+            .map(|_| unreachable!("only the CPU backend is built")),
     }
 }

@@ -18,10 +18,16 @@ pub fn repo_root() -> PathBuf {
 pub fn model(name: &str) -> PathBuf {
     let dir = match std::env::var_os("RUSTORCH_MODELS") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/rustorch/models"),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/rustorch/models")
+        }
     };
     let p = dir.join(name);
-    assert!(p.exists(), "test model {} is missing: run scripts/fetch-models.sh", p.display());
+    assert!(
+        p.exists(),
+        "test model {} is missing: run scripts/fetch-models.sh",
+        p.display()
+    );
     p
 }
 
@@ -31,7 +37,11 @@ pub fn reference_dir() -> PathBuf {
         return PathBuf::from(d);
     }
     let p = repo_root().join("../shared/reference");
-    assert!(p.exists(), "llama.cpp reference outputs not found at {} (set RUSTORCH_REFERENCE)", p.display());
+    assert!(
+        p.exists(),
+        "llama.cpp reference outputs not found at {} (set RUSTORCH_REFERENCE)",
+        p.display()
+    );
     p
 }
 
@@ -43,7 +53,10 @@ pub fn reference_json(name: &str) -> serde_json::Value {
 
 /// Runs the `rustorch` binary with `args`.
 pub fn rustorch(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rustorch")).args(args).output().expect("running rustorch")
+    Command::new(env!("CARGO_BIN_EXE_rustorch"))
+        .args(args)
+        .output()
+        .expect("running rustorch")
 }
 
 /// Runs `rustorch` and returns stdout, asserting success.

@@ -1,6 +1,23 @@
-//! x86-64 kernels: AVX2 + FMA + F16C, and the same code with AVX-512 VNNI dot products.
+//! x86-64 kernels: AVX2 + FMA + F16C, and the same source compiled again with AVX-512 VNNI.
+//!
+//! Every kernel is written once, generic over [`Dot`] (how 8-bit and 16-bit products are summed
+//! into 32-bit lanes) and inlined into two `#[target_feature]` entry points, [`gemm_avx2`] and
+//! [`gemm_vnni`]. The VNNI build turns `maddubs + madd + add` into one `vpdpbusd` and `madd + add`
+//! into one `vpdpwssd`, and gets AVX-512VL's 32 vector registers; vectors stay 256 bits wide.
+//!
+//! A type's kernel ([`RowKernel::dot_row`]) dots one weight row with up to four activation rows,
+//! so each weight block is loaded and unpacked once per four tokens. [`gemm_tiled`] walks the
+//! tile: activation rows in groups that stay in L2, every weight row against each group.
+
+mod float;
+mod kquants;
+mod legacy;
+mod quantize;
+
+use std::arch::x86_64::*;
 
 use super::{Isa, MatKernel};
+use crate::GgmlType;
 
 pub(super) fn is_available(isa: Isa) -> bool {
     let avx2 = is_x86_feature_detected!("avx2")
@@ -18,6 +35,234 @@ pub(super) fn is_available(isa: Isa) -> bool {
     }
 }
 
-pub(super) fn table(_isa: Isa) -> &'static [MatKernel] {
-    &[]
+pub(super) fn table(isa: Isa) -> &'static [MatKernel] {
+    static AVX2: [MatKernel; 13] = kernels(Isa::Avx2);
+    static VNNI: [MatKernel; 13] = kernels(Isa::Avx512Vnni);
+    match isa {
+        Isa::Avx2 => &AVX2,
+        Isa::Avx512Vnni => &VNNI,
+        _ => &[],
+    }
+}
+
+const fn kernels(isa: Isa) -> [MatKernel; 13] {
+    [
+        kernel::<legacy::Q8_0>(isa),
+        kernel::<legacy::Q4_0>(isa),
+        kernel::<legacy::Q4_1>(isa),
+        kernel::<legacy::Q5_0>(isa),
+        kernel::<legacy::Q5_1>(isa),
+        kernel::<kquants::Q2K>(isa),
+        kernel::<kquants::Q3K>(isa),
+        kernel::<kquants::Q4K>(isa),
+        kernel::<kquants::Q5K>(isa),
+        kernel::<kquants::Q6K>(isa),
+        kernel::<float::F32>(isa),
+        kernel::<float::F16>(isa),
+        kernel::<float::Bf16>(isa),
+    ]
+}
+
+const fn kernel<K: RowKernel>(isa: Isa) -> MatKernel {
+    let gemm: super::GemmFn = match isa {
+        Isa::Avx512Vnni => gemm_vnni::<K>,
+        _ => gemm_avx2::<K>,
+    };
+    let quantize: super::QuantizeFn = match K::ACT {
+        GgmlType::Q8_0 => quantize::q8_0,
+        GgmlType::Q8_1 => quantize::q8_1,
+        GgmlType::Q8_K => quantize::q8_k,
+        _ => quantize::f32_copy,
+    };
+    MatKernel::new(K::WEIGHT, K::ACT, isa, quantize, gemm)
+}
+
+/// Sums of products into 32-bit lanes, per ISA.
+trait Dot {
+    /// `acc` plus, in each 32-bit lane, the sum of its four `u8 × i8` byte products. The AVX2
+    /// version goes through `maddubs`, whose 16-bit pair sums saturate: callers keep
+    /// `u <= 128` and `s` in `[-127, 127]`, or `u <= 63`.
+    unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i;
+    /// `acc` plus, in each 32-bit lane, the sum of its two `i16 × i16` products.
+    unsafe fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i;
+}
+
+/// AVX2: `maddubs` to 16-bit pair sums, `madd` with ones to 32-bit, then add.
+struct Avx2;
+
+impl Dot for Avx2 {
+    #[inline(always)]
+    unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        let pairs = _mm256_maddubs_epi16(u, s);
+        _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    }
+    #[inline(always)]
+    unsafe fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
+    }
+}
+
+/// AVX-512 VNNI on 256-bit vectors: one instruction each, no saturation.
+struct Vnni;
+
+impl Dot for Vnni {
+    #[inline(always)]
+    unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, u, s)
+    }
+    #[inline(always)]
+    unsafe fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_dpwssd_epi32(acc, a, b)
+    }
+}
+
+/// One weight type's kernel.
+trait RowKernel {
+    const WEIGHT: GgmlType;
+    /// The activation format: Q8_0, Q8_1, Q8_K or F32.
+    const ACT: GgmlType;
+
+    /// Dots the weight row at `w` with the `NT` activation rows at `a`, all `n_cols` values long.
+    ///
+    /// # Safety
+    /// The CPU has the features of `D` (and AVX2, FMA, F16C); `w` points to a whole weight row
+    /// and each `a[t]` to a whole activation row of `n_cols` values, which is whole blocks.
+    unsafe fn dot_row<D: Dot, const NT: usize>(
+        w: *const u8,
+        a: [*const u8; NT],
+        n_cols: usize,
+    ) -> [f32; NT];
+}
+
+/// Activation rows are walked in groups of about this many bytes, so that a group stays in L2
+/// while every weight row of the tile passes over it.
+const ACT_GROUP_BYTES: usize = 192 * 1024;
+
+/// The gemm driver shared by every type and ISA.
+///
+/// # Safety
+/// `w`, `act` and `out` have the lengths the shape implies (checked by `MatKernel::gemm`), and the
+/// CPU has the features of `D`.
+#[inline(always)]
+unsafe fn gemm_tiled<K: RowKernel, D: Dot>(
+    w: &[u8],
+    n_rows: usize,
+    act: &[u8],
+    n_tok: usize,
+    n_cols: usize,
+    out: &mut [f32],
+) {
+    let w_row = w.len() / n_rows.max(1);
+    let a_row = act.len() / n_tok.max(1);
+    let group = (ACT_GROUP_BYTES / a_row.max(1) / 4 * 4).max(4);
+    let (w, act, out) = (w.as_ptr(), act.as_ptr(), out.as_mut_ptr());
+    let a = |t: usize| act.add(t * a_row);
+    for t0 in (0..n_tok).step_by(group) {
+        let t1 = n_tok.min(t0 + group);
+        for r in 0..n_rows {
+            let wr = w.add(r * w_row);
+            let o = out.add(r * n_tok);
+            let mut t = t0;
+            while t + 4 <= t1 {
+                let s = K::dot_row::<D, 4>(wr, [a(t), a(t + 1), a(t + 2), a(t + 3)], n_cols);
+                o.add(t).copy_from_nonoverlapping(s.as_ptr(), 4);
+                t += 4;
+            }
+            match t1 - t {
+                3 => {
+                    let s = K::dot_row::<D, 3>(wr, [a(t), a(t + 1), a(t + 2)], n_cols);
+                    o.add(t).copy_from_nonoverlapping(s.as_ptr(), 3);
+                }
+                2 => {
+                    let s = K::dot_row::<D, 2>(wr, [a(t), a(t + 1)], n_cols);
+                    o.add(t).copy_from_nonoverlapping(s.as_ptr(), 2);
+                }
+                1 => *o.add(t) = K::dot_row::<D, 1>(wr, [a(t)], n_cols)[0],
+                _ => {}
+            }
+        }
+    }
+}
+
+/// `gemm` for AVX2 + FMA + F16C.
+///
+/// # Safety
+/// As [`gemm_tiled`]; the CPU has AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_avx2<K: RowKernel>(
+    w: &[u8],
+    n_rows: usize,
+    act: &[u8],
+    n_tok: usize,
+    n_cols: usize,
+    out: &mut [f32],
+) {
+    gemm_tiled::<K, Avx2>(w, n_rows, act, n_tok, n_cols, out)
+}
+
+/// `gemm` for AVX-512 VNNI (plus what the AVX2 build needs).
+///
+/// # Safety
+/// As [`gemm_tiled`]; the CPU has AVX2, FMA, F16C, AVX-512 F, BW, VL and VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn gemm_vnni<K: RowKernel>(
+    w: &[u8],
+    n_rows: usize,
+    act: &[u8],
+    n_tok: usize,
+    n_cols: usize,
+    out: &mut [f32],
+) {
+    gemm_tiled::<K, Vnni>(w, n_rows, act, n_tok, n_cols, out)
+}
+
+// ---- helpers shared by the type kernels ------------------------------------------------------
+
+/// 32 bytes from `p`, unaligned.
+#[inline(always)]
+unsafe fn load(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p.cast())
+}
+
+/// 16 bytes from `p`, unaligned.
+#[inline(always)]
+unsafe fn load128(p: *const u8) -> __m128i {
+    _mm_loadu_si128(p.cast())
+}
+
+/// The little-endian f16 at `p`, as f32 in every lane.
+#[inline(always)]
+unsafe fn splat_f16(p: *const u8) -> __m256 {
+    _mm256_cvtph_ps(_mm_set1_epi16(p.cast::<i16>().read_unaligned()))
+}
+
+/// The little-endian f32 at `p` in every lane.
+#[inline(always)]
+unsafe fn splat_f32(p: *const u8) -> __m256 {
+    _mm256_set1_ps(p.cast::<f32>().read_unaligned())
+}
+
+/// The little-endian u32 at `p`.
+#[inline(always)]
+unsafe fn read_u32(p: *const u8) -> u32 {
+    u32::from_le(p.cast::<u32>().read_unaligned())
+}
+
+/// Sum of the eight lanes.
+#[inline(always)]
+unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// Lane sums of each accumulator.
+#[inline(always)]
+unsafe fn hsums<const NT: usize>(acc: [__m256; NT]) -> [f32; NT] {
+    let mut out = [0.0; NT];
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = hsum(a);
+    }
+    out
 }
