@@ -21,12 +21,11 @@ fn have_gguf_py() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        let msg = "python3 cannot `import gguf`: the gguf-py cross-check is skipped \
-                   (install it with `pip install gguf==0.19.0`)";
+        let msg = "python3 cannot `import gguf` (install it with `pip install gguf==0.19.0`)";
         if std::env::var("RUSTORCH_REQUIRE_PY_GGUF").as_deref() == Ok("1") {
-            panic!("{msg}, but RUSTORCH_REQUIRE_PY_GGUF=1 requires it");
+            panic!("{msg}; RUSTORCH_REQUIRE_PY_GGUF=1 requires the gguf-py cross-check");
         }
-        eprintln!("SKIPPED: {msg}");
+        eprintln!("SKIPPED gguf-py cross-check: {msg}");
     }
     ok
 }
