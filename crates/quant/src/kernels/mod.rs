@@ -160,7 +160,7 @@ pub fn mat_kernel_for(ty: GgmlType, isa: Isa) -> Option<&'static MatKernel> {
 fn row_bytes(ty: GgmlType, n_cols: usize, what: &str) -> usize {
     let block = ty.block_size();
     assert!(
-        n_cols % block == 0,
+        n_cols.is_multiple_of(block),
         "{what}: {n_cols} columns are not a whole number of {ty} blocks of {block}"
     );
     (n_cols / block)
