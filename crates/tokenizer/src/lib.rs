@@ -10,6 +10,7 @@
 //! flags, special ids and end-of-generation set follow llama.cpp's loader ([`vocab`]).
 
 mod bpe;
+mod map_order;
 mod meta;
 mod partition;
 mod presets;

@@ -2,6 +2,7 @@
 //! special ids with their per-model defaults, flags, the end-of-generation set, the special-token
 //! list used to split text, and each token's piece.
 
+use crate::map_order;
 use crate::meta::{keys, Metadata};
 use crate::presets::{self, tweak, PreType};
 use crate::TokenizerError;
@@ -392,9 +393,9 @@ impl Vocab {
     /// EOT/EOM/FIM ids by text when the metadata has none, the "unused" flag, the EOG set,
     /// and the attribute overrides that go with them.
     fn detect_special_tokens(&mut self) {
-        // llama.cpp walks its hash map and takes the first hit in hash order; we take the first
-        // text in its list that exists, which is the same whenever only one exists.
-        let find = |v: &Vocab, texts: &[&str]| texts.iter().find_map(|t| v.text_to_token(t));
+        // llama.cpp walks its hash map and takes the first token on the list in the map's
+        // iteration order, which we reproduce when it matters (two or more on the list).
+        let mut positions: Option<Option<Vec<u32>>> = None;
         let mut s = self.special;
         for (slot, texts) in [
             (&mut s.eot, EOT_TEXTS),
@@ -406,11 +407,24 @@ impl Vocab {
             (&mut s.fim_rep, FIM_REP_TEXTS),
             (&mut s.fim_sep, FIM_SEP_TEXTS),
         ] {
-            if slot.is_none() {
-                if let Some(id) = find(self, texts) {
-                    *slot = Some(id);
-                    self.tokens[id as usize].attr |= attr::CONTROL;
+            if slot.is_some() {
+                continue;
+            }
+            let found: Vec<u32> = texts.iter().filter_map(|t| self.text_to_token(t)).collect();
+            let chosen = if found.len() > 1 {
+                let pos = positions.get_or_insert_with(|| {
+                    map_order::iteration_positions(self.tokens.iter().map(|t| t.text.as_str()))
+                });
+                match pos {
+                    Some(pos) => found.iter().copied().min_by_key(|&id| pos[id as usize]),
+                    None => found.first().copied(),
                 }
+            } else {
+                found.first().copied()
+            };
+            if let Some(id) = chosen {
+                *slot = Some(id);
+                self.tokens[id as usize].attr |= attr::CONTROL;
             }
         }
         self.special = s;
