@@ -292,6 +292,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tokenizer_is_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Tokenizer>();
+    }
+
+    #[test]
     fn clean_spaces_passes() {
         let c = |s: &str| String::from_utf8(clean_up_spaces(s.as_bytes().to_vec())).unwrap();
         assert_eq!(c("Hello , world !"), "Hello, world!");

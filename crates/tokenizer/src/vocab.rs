@@ -486,7 +486,7 @@ impl Vocab {
         let name = meta
             .str_value(keys::GENERAL_NAME)?
             .unwrap_or("")
-            .to_lowercase();
+            .to_ascii_lowercase();
         let pre = meta.str_value(keys::PRE)?.unwrap_or("");
         let arch = meta.str_value(keys::GENERAL_ARCH)?.unwrap_or("");
         let any = |s: &str, subs: &[&str]| subs.iter().any(|x| s.contains(x));
