@@ -1,5 +1,6 @@
 //! `rustorch`: run GGUF language models from the command line.
 
+mod bench;
 mod common;
 mod generate;
 mod inspect;
@@ -40,6 +41,10 @@ enum Command {
     Logits(perplexity::LogitsArgs),
     /// Describe a GGUF file: architecture, sizes, tokenizer, tensors.
     Inspect(inspect::InspectArgs),
+    /// Measure prompt processing and generation speed, as llama-bench does.
+    Bench(bench::BenchArgs),
+    /// Write a GGUF model of a real shape with deterministic pseudo-random weights.
+    Synth(bench::SynthArgs),
     /// Requantize a GGUF file to another file type, as llama-quantize does.
     Quantize(quantize::QuantizeArgs),
 }
@@ -90,6 +95,8 @@ fn main() -> ExitCode {
         Some(Command::Logits(a)) => perplexity::logits(a),
         Some(Command::Inspect(a)) => inspect::inspect(a),
         Some(Command::Quantize(a)) => quantize::quantize(a),
+        Some(Command::Bench(a)) => bench::bench(a),
+        Some(Command::Synth(a)) => bench::synth(a),
         None => generate::chat(cli.chat),
     };
     match result {

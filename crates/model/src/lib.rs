@@ -8,6 +8,7 @@ pub mod ftype;
 pub mod llama;
 pub mod quantize;
 pub mod runner;
+pub mod synth;
 
 pub use backend::{AttnShape, Backend, Device};
 pub use config::{Arch, Config, SUPPORTED_ARCHITECTURES};
