@@ -1,11 +1,487 @@
-//! aarch64 kernels: NEON, with `sdot` where the CPU has the dot-product extension.
+//! aarch64 kernels: Q8_0, Q4_K and Q6_K on NEON, with `sdot` where the CPU has the dot-product
+//! extension (FEAT_DotProd). Other types fall back to the scalar kernels (see `mat_kernel`).
+//!
+//! The structure follows `x86/`: one generic kernel per type, dotting a weight row with up to four
+//! activation rows, inlined into `#[target_feature]` entry points for each [`Dot`]. 8-bit weights
+//! are made signed (`q - 32` for Q6_K), so both operands of a product are `i8`. `sdot` is written
+//! as inline assembly because `vdotq_s32` is not stable yet.
+//!
+//! Activation quantizers are exact, like the x86 ones: `fcvtas` is C's `roundf` with a saturating
+//! conversion, the narrowing moves saturate (Q8_0) or truncate (Q8_K) as Rust's `as i8` does.
 
-use super::MatKernel;
+use std::arch::aarch64::*;
+use std::arch::asm;
+use std::mem::{offset_of, size_of};
+
+use super::{Isa, MatKernel};
+use crate::float::{fp16_to_fp32, fp32_to_fp16};
+use crate::kquants::{BlockQ4K, BlockQ6K, BlockQ8K};
+use crate::legacy::BlockQ8_0;
+use crate::{GgmlType, QK_K};
 
 pub(super) fn is_available() -> bool {
     std::arch::is_aarch64_feature_detected!("neon")
 }
 
 pub(super) fn table() -> &'static [MatKernel] {
-    &[]
+    static SDOT: [MatKernel; 3] = kernels(true);
+    static NO_SDOT: [MatKernel; 3] = kernels(false);
+    if std::arch::is_aarch64_feature_detected!("dotprod") {
+        &SDOT
+    } else {
+        &NO_SDOT
+    }
+}
+
+const fn kernels(sdot: bool) -> [MatKernel; 3] {
+    [
+        kernel::<Q8_0>(sdot, quantize_q8_0),
+        kernel::<Q4K>(sdot, quantize_q8_k),
+        kernel::<Q6K>(sdot, quantize_q8_k),
+    ]
+}
+
+const fn kernel<K: RowKernel>(sdot: bool, quantize: super::QuantizeFn) -> MatKernel {
+    let gemm: super::GemmFn = if sdot { gemm_sdot::<K> } else { gemm_neon::<K> };
+    MatKernel::new(K::WEIGHT, K::ACT, Isa::Neon, quantize, gemm)
+}
+
+/// `i8 × i8` products summed four at a time into 32-bit lanes.
+trait Dot {
+    /// `acc` plus, in each 32-bit lane, the sum of four byte products of `a` and `b` (which four
+    /// differs between implementations; callers only use the sum of all lanes). Products of
+    /// -128 by -128 may overflow the plain NEON version's 16-bit pair sums.
+    unsafe fn dot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t;
+}
+
+/// `sdot` (FEAT_DotProd).
+struct SDot;
+
+impl Dot for SDot {
+    #[inline(always)]
+    unsafe fn dot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        asm!(
+            ".arch_extension dotprod",
+            "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+            acc = inout(vreg) acc,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+        acc
+    }
+}
+
+/// Plain NEON: widening multiplies, then pairwise adds.
+struct Mull;
+
+impl Dot for Mull {
+    #[inline(always)]
+    unsafe fn dot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+        let hi = vmull_high_s8(a, b);
+        vpadalq_s16(acc, vpaddq_s16(lo, hi))
+    }
+}
+
+/// One weight type's kernel.
+trait RowKernel {
+    const WEIGHT: GgmlType;
+    const ACT: GgmlType;
+
+    /// Dots the weight row at `w` with the `NT` activation rows at `a`, all `n_cols` values long.
+    ///
+    /// # Safety
+    /// The CPU has NEON (and dot-product if `D` is [`SDot`]); `w` points to a whole weight row and
+    /// each `a[t]` to a whole activation row of `n_cols` values, which is whole blocks.
+    unsafe fn dot_row<D: Dot, const NT: usize>(
+        w: *const u8,
+        a: [*const u8; NT],
+        n_cols: usize,
+    ) -> [f32; NT];
+}
+
+/// The gemm driver: every weight row against groups of four activation rows.
+///
+/// # Safety
+/// `w`, `act` and `out` have the lengths the shape implies (checked by `MatKernel::gemm`), and the
+/// CPU has the features of `D`.
+#[inline(always)]
+unsafe fn gemm_tiled<K: RowKernel, D: Dot>(
+    w: &[u8],
+    n_rows: usize,
+    act: &[u8],
+    n_tok: usize,
+    n_cols: usize,
+    out: &mut [f32],
+) {
+    // As on x86: walk activation rows in groups that stay in L2.
+    const ACT_GROUP_BYTES: usize = 192 * 1024;
+    let w_row = w.len() / n_rows.max(1);
+    let a_row = act.len() / n_tok.max(1);
+    let group = (ACT_GROUP_BYTES / a_row.max(1) / 4 * 4).max(4);
+    let (w, act, out) = (w.as_ptr(), act.as_ptr(), out.as_mut_ptr());
+    let a = |t: usize| act.add(t * a_row);
+    for t0 in (0..n_tok).step_by(group) {
+        let t1 = n_tok.min(t0 + group);
+        for r in 0..n_rows {
+            let wr = w.add(r * w_row);
+            let o = out.add(r * n_tok);
+            let mut t = t0;
+            while t + 4 <= t1 {
+                let s = K::dot_row::<D, 4>(wr, [a(t), a(t + 1), a(t + 2), a(t + 3)], n_cols);
+                o.add(t).copy_from_nonoverlapping(s.as_ptr(), 4);
+                t += 4;
+            }
+            match t1 - t {
+                3 => {
+                    let s = K::dot_row::<D, 3>(wr, [a(t), a(t + 1), a(t + 2)], n_cols);
+                    o.add(t).copy_from_nonoverlapping(s.as_ptr(), 3);
+                }
+                2 => {
+                    let s = K::dot_row::<D, 2>(wr, [a(t), a(t + 1)], n_cols);
+                    o.add(t).copy_from_nonoverlapping(s.as_ptr(), 2);
+                }
+                1 => *o.add(t) = K::dot_row::<D, 1>(wr, [a(t)], n_cols)[0],
+                _ => {}
+            }
+        }
+    }
+}
+
+/// `gemm` with `sdot`.
+///
+/// # Safety
+/// As [`gemm_tiled`]; the CPU has NEON and the dot-product extension.
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn gemm_sdot<K: RowKernel>(
+    w: &[u8],
+    n_rows: usize,
+    act: &[u8],
+    n_tok: usize,
+    n_cols: usize,
+    out: &mut [f32],
+) {
+    gemm_tiled::<K, SDot>(w, n_rows, act, n_tok, n_cols, out)
+}
+
+/// `gemm` on plain NEON.
+///
+/// # Safety
+/// As [`gemm_tiled`]; the CPU has NEON.
+#[target_feature(enable = "neon")]
+unsafe fn gemm_neon<K: RowKernel>(
+    w: &[u8],
+    n_rows: usize,
+    act: &[u8],
+    n_tok: usize,
+    n_cols: usize,
+    out: &mut [f32],
+) {
+    gemm_tiled::<K, Mull>(w, n_rows, act, n_tok, n_cols, out)
+}
+
+// ---- helpers ---------------------------------------------------------------------------------
+
+#[inline(always)]
+unsafe fn load_s8(p: *const u8) -> int8x16_t {
+    vld1q_s8(p.cast())
+}
+
+#[inline(always)]
+unsafe fn load_u8(p: *const u8) -> uint8x16_t {
+    vld1q_u8(p)
+}
+
+/// The little-endian f16 at `p`, as f32.
+#[inline(always)]
+unsafe fn read_f16(p: *const u8) -> f32 {
+    fp16_to_fp32(half::f16::from_bits(u16::from_le(
+        p.cast::<u16>().read_unaligned(),
+    )))
+}
+
+#[inline(always)]
+unsafe fn read_f32(p: *const u8) -> f32 {
+    f32::from_bits(u32::from_le(p.cast::<u32>().read_unaligned()))
+}
+
+#[inline(always)]
+unsafe fn read_u32(p: *const u8) -> u32 {
+    u32::from_le(p.cast::<u32>().read_unaligned())
+}
+
+/// Lane sums of each accumulator, plus `extra`.
+#[inline(always)]
+unsafe fn hsums<const NT: usize>(acc: [float32x4_t; NT], extra: [f32; NT]) -> [f32; NT] {
+    let mut out = extra;
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o += vaddvq_f32(a);
+    }
+    out
+}
+
+const Q8_0_BYTES: usize = size_of::<BlockQ8_0>();
+const Q8_0_QS: usize = offset_of!(BlockQ8_0, qs);
+const Q8K_BYTES: usize = size_of::<BlockQ8K>();
+const Q8K_QS: usize = offset_of!(BlockQ8K, qs);
+
+// ---- Q8_0 ------------------------------------------------------------------------------------
+
+struct Q8_0;
+
+impl RowKernel for Q8_0 {
+    const WEIGHT: GgmlType = GgmlType::Q8_0;
+    const ACT: GgmlType = GgmlType::Q8_0;
+
+    #[inline(always)]
+    unsafe fn dot_row<D: Dot, const NT: usize>(
+        w: *const u8,
+        a: [*const u8; NT],
+        n_cols: usize,
+    ) -> [f32; NT] {
+        let mut acc = [vdupq_n_f32(0.0); NT];
+        for b in 0..n_cols / 32 {
+            let x = w.add(b * Q8_0_BYTES);
+            let q = [load_s8(x.add(Q8_0_QS)), load_s8(x.add(Q8_0_QS + 16))];
+            let dx = read_f16(x);
+            for t in 0..NT {
+                let y = a[t].add(b * Q8_0_BYTES);
+                let sum = D::dot(vdupq_n_s32(0), q[0], load_s8(y.add(Q8_0_QS)));
+                let sum = D::dot(sum, q[1], load_s8(y.add(Q8_0_QS + 16)));
+                acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(sum), dx * read_f16(y));
+            }
+        }
+        hsums(acc, [0.0; NT])
+    }
+}
+
+// ---- Q4_K ------------------------------------------------------------------------------------
+
+struct Q4K;
+
+/// The eight 6-bit scales and mins of a Q4_K block as `[sc0..sc8, m0..m8]` (ggml's `utmp`
+/// shuffle of `get_scale_min_k4`'s packing).
+#[inline(always)]
+unsafe fn scales_mins_k4(p: *const u8) -> [u8; 16] {
+    let (u0, u1, u2) = (read_u32(p), read_u32(p.add(4)), read_u32(p.add(8)));
+    let (low6, low4, top2) = (0x3f3f_3f3f, 0x0f0f_0f0f, 0x0303_0303);
+    let words = [
+        u0 & low6,
+        (u2 & low4) | (((u0 >> 6) & top2) << 4),
+        u1 & low6,
+        ((u2 >> 4) & low4) | (((u1 >> 6) & top2) << 4),
+    ];
+    let mut out = [0u8; 16];
+    for (o, w) in out.chunks_exact_mut(4).zip(words) {
+        o.copy_from_slice(&w.to_le_bytes());
+    }
+    out
+}
+
+impl RowKernel for Q4K {
+    const WEIGHT: GgmlType = GgmlType::Q4_K;
+    const ACT: GgmlType = GgmlType::Q8_K;
+
+    #[inline(always)]
+    unsafe fn dot_row<D: Dot, const NT: usize>(
+        w: *const u8,
+        a: [*const u8; NT],
+        n_cols: usize,
+    ) -> [f32; NT] {
+        let m4 = vdupq_n_u8(0x0F);
+        let mut acc = [vdupq_n_f32(0.0); NT];
+        let mut acc_min = [0.0f32; NT];
+        for b in 0..n_cols / QK_K {
+            let x = w.add(b * size_of::<BlockQ4K>());
+            let sm = scales_mins_k4(x.add(offset_of!(BlockQ4K, scales)));
+            let mins = vmovl_u8(vld1_u8(sm.as_ptr().add(8)));
+            let mins = vreinterpretq_s16_u16(mins);
+            let mut sumi = [vdupq_n_s32(0); NT];
+            for j in 0..QK_K / 64 {
+                // Weight 64j + l is the low nibble of qs[32j + l], 64j + 32 + l the high one.
+                let bits = [
+                    load_u8(x.add(offset_of!(BlockQ4K, qs) + 32 * j)),
+                    load_u8(x.add(offset_of!(BlockQ4K, qs) + 32 * j + 16)),
+                ];
+                let lo = [
+                    vreinterpretq_s8_u8(vandq_u8(bits[0], m4)),
+                    vreinterpretq_s8_u8(vandq_u8(bits[1], m4)),
+                ];
+                let hi = [
+                    vreinterpretq_s8_u8(vshrq_n_u8::<4>(bits[0])),
+                    vreinterpretq_s8_u8(vshrq_n_u8::<4>(bits[1])),
+                ];
+                let (sc_lo, sc_hi) = (i32::from(sm[2 * j]), i32::from(sm[2 * j + 1]));
+                for t in 0..NT {
+                    let q8 = a[t].add(b * Q8K_BYTES + Q8K_QS + 64 * j);
+                    let s_lo = D::dot(vdupq_n_s32(0), lo[0], load_s8(q8));
+                    let s_lo = D::dot(s_lo, lo[1], load_s8(q8.add(16)));
+                    let s_hi = D::dot(vdupq_n_s32(0), hi[0], load_s8(q8.add(32)));
+                    let s_hi = D::dot(s_hi, hi[1], load_s8(q8.add(48)));
+                    sumi[t] = vmlaq_n_s32(sumi[t], s_lo, sc_lo);
+                    sumi[t] = vmlaq_n_s32(sumi[t], s_hi, sc_hi);
+                }
+            }
+            let d = read_f16(x.add(offset_of!(BlockQ4K, d)));
+            let dmin = read_f16(x.add(offset_of!(BlockQ4K, dmin)));
+            for t in 0..NT {
+                let y = a[t].add(b * Q8K_BYTES);
+                let dy = read_f32(y.add(offset_of!(BlockQ8K, d)));
+                // Σ_j bsums[j] · m[j / 2]: pair the 16-value sums into 32-value ones first.
+                let bsums = y.add(offset_of!(BlockQ8K, bsums)).cast::<i16>();
+                let pairs = vpaddq_s16(vld1q_s16(bsums), vld1q_s16(bsums.add(8)));
+                let prod = vmull_s16(vget_low_s16(pairs), vget_low_s16(mins));
+                let prod = vmlal_high_s16(prod, pairs, mins);
+                acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(sumi[t]), d * dy);
+                acc_min[t] -= dmin * dy * vaddvq_s32(prod) as f32;
+            }
+        }
+        hsums(acc, acc_min)
+    }
+}
+
+// ---- Q6_K ------------------------------------------------------------------------------------
+
+struct Q6K;
+
+impl RowKernel for Q6K {
+    const WEIGHT: GgmlType = GgmlType::Q6_K;
+    const ACT: GgmlType = GgmlType::Q8_K;
+
+    #[inline(always)]
+    unsafe fn dot_row<D: Dot, const NT: usize>(
+        w: *const u8,
+        a: [*const u8; NT],
+        n_cols: usize,
+    ) -> [f32; NT] {
+        let m4 = vdupq_n_u8(0x0F);
+        let m3 = vdupq_n_u8(3);
+        let bias = vdupq_n_s8(32);
+        let mut acc = [vdupq_n_f32(0.0); NT];
+        for b in 0..n_cols / QK_K {
+            let x = w.add(b * size_of::<BlockQ6K>());
+            let scales = x.add(offset_of!(BlockQ6K, scales)).cast::<i8>();
+            let mut sumi = [vdupq_n_s32(0); NT];
+            for h in 0..QK_K / 128 {
+                let ql = x.add(offset_of!(BlockQ6K, ql) + 64 * h);
+                let qh = x.add(offset_of!(BlockQ6K, qh) + 32 * h);
+                // Weight 128h + 32i + l: low 4 bits in ql[64h + 32(i % 2) + l] (nibble i / 2),
+                // high 2 bits in qh[32h + l] (bits 2i, 2i + 1). Sixteen of them share a scale.
+                for i in 0..4 {
+                    for k in 0..2 {
+                        let low = load_u8(ql.add(32 * (i % 2) + 16 * k));
+                        let low = if i < 2 {
+                            vandq_u8(low, m4)
+                        } else {
+                            vshrq_n_u8::<4>(low)
+                        };
+                        let shift = vdupq_n_s8(-2 * i as i8);
+                        let high = vandq_u8(vshlq_u8(load_u8(qh.add(16 * k)), shift), m3);
+                        let u = vorrq_u8(low, vshlq_n_u8::<4>(high));
+                        let q = vsubq_s8(vreinterpretq_s8_u8(u), bias);
+                        let sc = i32::from(*scales.add(8 * h + 2 * i + k));
+                        for t in 0..NT {
+                            let q8 = a[t].add(b * Q8K_BYTES + Q8K_QS + 128 * h + 32 * i + 16 * k);
+                            let s = D::dot(vdupq_n_s32(0), q, load_s8(q8));
+                            sumi[t] = vmlaq_n_s32(sumi[t], s, sc);
+                        }
+                    }
+                }
+            }
+            let d = read_f16(x.add(offset_of!(BlockQ6K, d)));
+            for t in 0..NT {
+                let dy = read_f32(a[t].add(b * Q8K_BYTES + offset_of!(BlockQ8K, d)));
+                acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(sumi[t]), d * dy);
+            }
+        }
+        hsums(acc, [0.0; NT])
+    }
+}
+
+// ---- activation quantizers -------------------------------------------------------------------
+
+/// `quantize_row_q8_0_ref`.
+///
+/// # Safety
+/// NEON is available; `out` holds `x.len() / 32` blocks.
+#[target_feature(enable = "neon")]
+unsafe fn quantize_q8_0(x: &[f32], out: &mut [u8]) {
+    for (x, y) in x.chunks_exact(32).zip(out.chunks_exact_mut(Q8_0_BYTES)) {
+        let p = x.as_ptr();
+        let mut v = [vdupq_n_f32(0.0); 8];
+        let mut m = vdupq_n_f32(0.0);
+        for (i, vi) in v.iter_mut().enumerate() {
+            *vi = vld1q_f32(p.add(4 * i));
+            m = vmaxnmq_f32(m, vabsq_f32(*vi));
+        }
+        let d = vmaxnmvq_f32(m) / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut codes = [0i8; 32];
+        for i in 0..4 {
+            // `fcvtas`: round half away from zero (C's roundf), saturating, NaN to 0; then
+            // saturating narrows, as Rust's `f32 as i8`.
+            let c0 = vcvtaq_s32_f32(vmulq_n_f32(v[2 * i], id));
+            let c1 = vcvtaq_s32_f32(vmulq_n_f32(v[2 * i + 1], id));
+            let c16 = vcombine_s16(vqmovn_s32(c0), vqmovn_s32(c1));
+            vst1_s8(codes.as_mut_ptr().add(8 * i), vqmovn_s16(c16));
+        }
+        y[..2].copy_from_slice(&fp32_to_fp16(d).to_bits().to_le_bytes());
+        y[2..].copy_from_slice(bytemuck::cast_slice(&codes));
+    }
+}
+
+/// ggml's `nearest_int(v).min(127)`: the low mantissa bits of `v + 1.5 * 2^23`.
+#[inline(always)]
+unsafe fn nearest_int_min127(v: float32x4_t) -> int32x4_t {
+    let bits = vreinterpretq_s32_f32(vaddq_f32(v, vdupq_n_f32(12_582_912.0)));
+    let n = vsubq_s32(
+        vandq_s32(bits, vdupq_n_s32(0x007f_ffff)),
+        vdupq_n_s32(0x0040_0000),
+    );
+    vminq_s32(n, vdupq_n_s32(127))
+}
+
+/// `quantize_row_q8_K_ref`.
+///
+/// # Safety
+/// NEON is available; `out` holds `x.len() / 256` blocks.
+#[target_feature(enable = "neon")]
+unsafe fn quantize_q8_k(x: &[f32], out: &mut [u8]) {
+    for (x, y) in x.chunks_exact(QK_K).zip(out.chunks_exact_mut(Q8K_BYTES)) {
+        let p = x.as_ptr();
+        let mut m = vdupq_n_f32(0.0);
+        for i in 0..QK_K / 4 {
+            m = vmaxnmq_f32(m, vabsq_f32(vld1q_f32(p.add(4 * i))));
+        }
+        let amax = vmaxnmvq_f32(m);
+        if amax == 0.0 {
+            y.fill(0);
+            continue;
+        }
+        // The reference keeps the first element of largest magnitude, with its sign.
+        let max = *x
+            .iter()
+            .find(|v| v.abs() == amax)
+            .expect("the maximum is an element");
+        let iscale = -127.0 / max;
+        let mut codes = [0i8; QK_K];
+        for i in 0..QK_K / 8 {
+            // Truncating narrows, as Rust's `i32 as i8`.
+            let c0 = nearest_int_min127(vmulq_n_f32(vld1q_f32(p.add(8 * i)), iscale));
+            let c1 = nearest_int_min127(vmulq_n_f32(vld1q_f32(p.add(8 * i + 4)), iscale));
+            let c16 = vcombine_s16(vmovn_s32(c0), vmovn_s32(c1));
+            vst1_s8(codes.as_mut_ptr().add(8 * i), vmovn_s16(c16));
+        }
+        let mut bsums = [0i16; QK_K / 16];
+        for (s, q) in bsums.iter_mut().zip(codes.chunks_exact(16)) {
+            *s = vaddlvq_s8(vld1q_s8(q.as_ptr()));
+        }
+        y[offset_of!(BlockQ8K, d)..][..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+        y[Q8K_QS..][..QK_K].copy_from_slice(bytemuck::cast_slice(&codes));
+        let bsums_at = offset_of!(BlockQ8K, bsums);
+        for (o, s) in y[bsums_at..].chunks_exact_mut(2).zip(bsums) {
+            o.copy_from_slice(&s.to_le_bytes());
+        }
+    }
 }

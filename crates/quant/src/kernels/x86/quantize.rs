@@ -63,25 +63,37 @@ unsafe fn pack_i8(c: [__m256i; 4]) -> __m256i {
 /// The low byte of each 32-bit lane of four vectors (Rust's `as i8`), 32 bytes in order.
 #[inline(always)]
 unsafe fn pack_low_bytes(c: [__m256i; 4]) -> __m256i {
-    let c = c.map(|c| _mm256_and_si256(c, _mm256_set1_epi32(0xFF)));
-    let bytes = _mm256_packus_epi16(
-        _mm256_packus_epi32(c[0], c[1]),
-        _mm256_packus_epi32(c[2], c[3]),
-    );
+    let low = _mm256_set1_epi32(0xFF);
+    let lo = _mm256_packus_epi32(_mm256_and_si256(c[0], low), _mm256_and_si256(c[1], low));
+    let hi = _mm256_packus_epi32(_mm256_and_si256(c[2], low), _mm256_and_si256(c[3], low));
+    let bytes = _mm256_packus_epi16(lo, hi);
     _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
 }
 
 /// One 32-value block of `quantize_row_q8_0_ref` / `q8_1_ref`: `(d, codes)`, codes as i32 lanes.
 #[inline(always)]
 unsafe fn q8_block(x: *const f32) -> (f32, [__m256i; 4]) {
-    let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(x.add(8 * i)));
+    // No closures here (`array::map`, `from_fn`): they are not always inlined, and a vector
+    // passed to a function without this one's target features goes through memory.
+    let v = [
+        _mm256_loadu_ps(x),
+        _mm256_loadu_ps(x.add(8)),
+        _mm256_loadu_ps(x.add(16)),
+        _mm256_loadu_ps(x.add(24)),
+    ];
     let m = _mm256_max_ps(
         _mm256_max_ps(abs(v[0]), abs(v[1])),
         _mm256_max_ps(abs(v[2]), abs(v[3])),
     );
     let d = hmax(m) / 127.0;
     let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
-    (d, v.map(|v| round_away_i8(_mm256_mul_ps(v, id))))
+    let codes = [
+        round_away_i8(_mm256_mul_ps(v[0], id)),
+        round_away_i8(_mm256_mul_ps(v[1], id)),
+        round_away_i8(_mm256_mul_ps(v[2], id)),
+        round_away_i8(_mm256_mul_ps(v[3], id)),
+    ];
+    (d, codes)
 }
 
 /// `quantize_row_q8_0_ref`.
@@ -140,13 +152,15 @@ pub(super) unsafe fn q8_k(x: &[f32], out: &mut [u8]) {
         }
         // The reference keeps the first element of largest magnitude, with its sign.
         let amax_v = _mm256_set1_ps(amax);
-        let first = (0..QK_K / 8)
-            .find_map(|i| {
-                let eq = _mm256_cmp_ps(abs(_mm256_loadu_ps(x.add(8 * i))), amax_v, _CMP_EQ_OQ);
-                let mask = _mm256_movemask_ps(eq);
-                (mask != 0).then(|| 8 * i + mask.trailing_zeros() as usize)
-            })
-            .expect("the maximum is one of the elements");
+        let mut first = 0;
+        for i in 0..QK_K / 8 {
+            let eq = _mm256_cmp_ps(abs(_mm256_loadu_ps(x.add(8 * i))), amax_v, _CMP_EQ_OQ);
+            let mask = _mm256_movemask_ps(eq);
+            if mask != 0 {
+                first = 8 * i + mask.trailing_zeros() as usize;
+                break;
+            }
+        }
         let iscale = -127.0 / *x.add(first);
         let iscale_v = _mm256_set1_ps(iscale);
 
@@ -155,15 +169,16 @@ pub(super) unsafe fn q8_k(x: &[f32], out: &mut [u8]) {
         let mut sums = [_mm256_setzero_si256(); 8];
         for (j, sum) in sums.iter_mut().enumerate() {
             // ggml's `nearest_int`: the low mantissa bits of `v + 1.5 * 2^23`, then `min(127)`.
-            let codes: [__m256i; 4] = std::array::from_fn(|i| {
+            let mut codes = [_mm256_setzero_si256(); 4];
+            for (i, c) in codes.iter_mut().enumerate() {
                 let v = _mm256_mul_ps(iscale_v, _mm256_loadu_ps(x.add(32 * j + 8 * i)));
                 let bits = _mm256_castps_si256(_mm256_add_ps(v, _mm256_set1_ps(12_582_912.0)));
                 let n = _mm256_sub_epi32(
                     _mm256_and_si256(bits, _mm256_set1_epi32(0x007f_ffff)),
                     _mm256_set1_epi32(0x0040_0000),
                 );
-                _mm256_min_epi32(n, _mm256_set1_epi32(127))
-            });
+                *c = _mm256_min_epi32(n, _mm256_set1_epi32(127));
+            }
             // Finite codes lie in [-127, 127], but an overflowing `iscale` (subnormal input) makes
             // them wrap through `as i8` in the reference, so truncate rather than saturate.
             let bytes = pack_low_bytes(codes);
@@ -172,8 +187,12 @@ pub(super) unsafe fn q8_k(x: &[f32], out: &mut [u8]) {
             *sum = _mm256_madd_epi16(_mm256_maddubs_epi16(ones, bytes), _mm256_set1_epi16(1));
         }
         // Two rounds of pairwise adds leave, per 128-bit half, one sum of 16 codes per vector.
-        let h: [__m256i; 4] =
-            std::array::from_fn(|k| _mm256_hadd_epi32(sums[2 * k], sums[2 * k + 1]));
+        let h = [
+            _mm256_hadd_epi32(sums[0], sums[1]),
+            _mm256_hadd_epi32(sums[2], sums[3]),
+            _mm256_hadd_epi32(sums[4], sums[5]),
+            _mm256_hadd_epi32(sums[6], sums[7]),
+        ];
         let lo = _mm256_hadd_epi32(h[0], h[1]); // bsums 0, 2, 4, 6 | 1, 3, 5, 7
         let hi = _mm256_hadd_epi32(h[2], h[3]); // bsums 8, 10, 12, 14 | 9, 11, 13, 15
         let packed = _mm256_packs_epi32(lo, hi); // evens | odds, as i16 (|bsum| <= 2032)

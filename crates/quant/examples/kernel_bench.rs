@@ -1,0 +1,138 @@
+//! Single-thread speed of `MatKernel::gemm` per ISA.
+//!
+//! ```text
+//! cargo run -p rustorch-quant --release --example kernel_bench [-- q4_K q8_0 ...]
+//! ```
+//!
+//! For each weight type (default: q4_K) a 5632 x 2048 matrix (TinyLlama's `ffn_up`: 5632 rows of
+//! 2048 values) is multiplied, in tiles of 64 rows as the CPU backend calls it, by
+//! - one activation row (decode, memory-bound): weight bytes streamed per second, once with the
+//!   matrix hot in cache and once cycling through copies totalling more than any L3 (cold);
+//! - 64 activation rows (prompt processing, compute-bound): 2 · rows · cols · tokens per second.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use rustorch_quant::dispatch::quantize_row;
+use rustorch_quant::kernels::{mat_kernel_for, Isa, MatKernel};
+use rustorch_quant::GgmlType;
+
+const N_ROWS: usize = 5632;
+const N_COLS: usize = 2048;
+const TILE_ROWS: usize = 64;
+const COLD_BYTES: usize = 512 << 20;
+
+/// A deterministic spread of values (no `rand` outside dev-dependencies).
+fn values(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// `gemm` over all rows of `w`, tile by tile.
+fn run(k: &MatKernel, w: &[u8], act: &[u8], n_tok: usize, out: &mut [f32]) {
+    let w_tile = TILE_ROWS * k.weight_row_bytes(N_COLS);
+    for (wt, ot) in w.chunks(w_tile).zip(out.chunks_mut(TILE_ROWS * n_tok)) {
+        let rows = ot.len() / n_tok;
+        k.gemm(wt, rows, act, n_tok, N_COLS, ot);
+    }
+}
+
+/// Seconds per call of `f`: the best of several batches filling at least `budget` in total.
+fn time(budget: Duration, mut f: impl FnMut()) -> f64 {
+    f();
+    let start = Instant::now();
+    let mut best = f64::INFINITY;
+    while start.elapsed() < budget {
+        let t = Instant::now();
+        f();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    best
+}
+
+fn bench(ty: GgmlType, isa: Isa) {
+    let Some(k) = mat_kernel_for(ty, isa) else {
+        return;
+    };
+    let row_bytes = k.weight_row_bytes(N_COLS);
+    let mut w = vec![0u8; N_ROWS * row_bytes];
+    let x = values(N_ROWS * N_COLS, 1);
+    for (xr, wr) in x.chunks(N_COLS).zip(w.chunks_mut(row_bytes)) {
+        quantize_row(ty, xr, wr).unwrap();
+    }
+    let a_bytes = k.act_row_bytes(N_COLS);
+    let mut act = vec![0u8; 64 * a_bytes];
+    for (t, row) in act.chunks_mut(a_bytes).enumerate() {
+        k.quantize_act(&values(N_COLS, 100 + t as u32), row);
+    }
+    let budget = Duration::from_millis(if isa == Isa::Scalar { 300 } else { 1000 });
+
+    let mut out = vec![0f32; N_ROWS * 64];
+    let hot = time(budget, || {
+        run(k, &w, &act[..a_bytes], 1, &mut out[..N_ROWS])
+    });
+
+    let copies = COLD_BYTES.div_ceil(w.len());
+    let cold_set: Vec<Vec<u8>> = (0..copies).map(|_| w.clone()).collect();
+    let mut i = 0;
+    let cold = time(budget, || {
+        i = (i + 1) % copies;
+        run(k, &cold_set[i], &act[..a_bytes], 1, &mut out[..N_ROWS]);
+    });
+    drop(cold_set);
+
+    let prompt = time(budget, || run(k, &w, &act, 64, &mut out));
+    black_box(&out);
+
+    let gbs = |s: f64| w.len() as f64 / s / 1e9;
+    let gflops = 2.0 * (N_ROWS * N_COLS * 64) as f64 / prompt / 1e9;
+    let quant = time(Duration::from_millis(100), || {
+        k.quantize_act(black_box(&x[..N_COLS]), &mut act[..a_bytes]);
+    });
+    println!(
+        "{:>5} {:>10}  n_tok=1: {:6.1} GB/s hot {:6.1} GB/s cold ({:7.1} us)   \
+         n_tok=64: {:6.1} GFLOP/s ({:6.2} ms)   quantize_act: {:5.2} us",
+        ty.name(),
+        isa.name(),
+        gbs(hot),
+        gbs(cold),
+        cold * 1e6,
+        gflops,
+        prompt * 1e3,
+        quant * 1e6,
+    );
+}
+
+fn main() {
+    let types: Vec<GgmlType> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .map(|name| {
+            *GgmlType::ALL
+                .iter()
+                .find(|t| t.name().eq_ignore_ascii_case(&name))
+                .unwrap_or_else(|| panic!("unknown type {name}"))
+        })
+        .collect();
+    let types = if types.is_empty() {
+        vec![GgmlType::Q4_K]
+    } else {
+        types
+    };
+    println!(
+        "{N_ROWS} x {N_COLS} weights, tiles of {TILE_ROWS} rows, one thread; \
+         best of repeated runs"
+    );
+    for ty in types {
+        for isa in Isa::ALL {
+            bench(ty, isa);
+        }
+    }
+}
