@@ -12,6 +12,7 @@ use half::f16;
 use rayon::prelude::*;
 use rustorch_gguf::{GgmlType, GgufFile};
 use rustorch_quant::dispatch;
+use rustorch_quant::kernels::mat_kernel;
 
 use crate::backend::{AttnShape, Backend, Device};
 use crate::ModelError;
@@ -121,7 +122,7 @@ impl Backend for CpuBackend {
                 actual: format!("{:?}", info.dims),
             });
         }
-        if !(dispatch::is_supported(info.ty) && dispatch::vec_dot_type(info.ty).is_some()) {
+        if mat_kernel(info.ty).is_none() {
             return Err(unsupported());
         }
         Ok(CpuWeight::Mapped {
@@ -214,56 +215,44 @@ impl Backend for CpuBackend {
         let CpuWeight::Mapped { ty, rows, cols, .. } = w else {
             return Err(ModelError::Backend("matmul needs a matrix weight".into()));
         };
-        let (ty, rows, cols) = (*ty, *rows, *cols);
-        let err = |e: rustorch_quant::QuantError| ModelError::Backend(e.to_string());
-        let vt = dispatch::vec_dot_type(ty).expect("validated at upload");
+        let (rows, cols) = (*rows, *cols);
+        let kernel = mat_kernel(*ty)
+            .ok_or_else(|| ModelError::Backend(format!("no matmul kernel for {ty}")))?;
         let w_row = ty.row_bytes(cols as u64).expect("validated at upload") as usize;
-        let a_row = vt.row_bytes(cols as u64).ok_or_else(|| {
+        let a_row = kernel.act_type().row_bytes(cols as u64).ok_or_else(|| {
             ModelError::Backend(format!(
                 "row length {cols} is not a multiple of {}'s block",
-                vt
+                kernel.act_type()
             ))
         })? as usize;
 
+        // Activations are quantized once per matmul, then every weight row meets every token.
         grow(&mut self.act, n * a_row);
-        let act = &mut self.act[..n * a_row];
-        act.par_chunks_mut(a_row)
+        self.act[..n * a_row]
+            .par_chunks_mut(a_row)
             .zip(x[..n * cols].par_chunks(cols))
-            .try_for_each(|(a, x)| {
-                if vt == GgmlType::F32 {
-                    a.copy_from_slice(bytemuck::cast_slice(x));
-                    Ok(())
-                } else {
-                    dispatch::quantize_row(vt, x, a)
-                }
-            })
-            .map_err(err)?;
+            .for_each(|(a, x)| kernel.quantize_act(x, a));
         let act = &self.act[..n * a_row];
         let wdata = w.bytes();
 
-        let dot_rows = |dst: &mut [f32], r0: usize| -> Result<(), rustorch_quant::QuantError> {
-            for (i, d) in dst.chunks_mut(n).enumerate() {
-                let wr = &wdata[(r0 + i) * w_row..(r0 + i + 1) * w_row];
-                for (t, d) in d.iter_mut().enumerate() {
-                    *d = dispatch::vec_dot(ty, wr, &act[t * a_row..(t + 1) * a_row])?;
-                }
-            }
-            Ok(())
+        // Threads take tiles of weight rows; the tile's weights stay in cache across all tokens.
+        let rows_per_task = if n == 1 { 64 } else { 16 };
+        let gemm = |c: usize, dst: &mut [f32]| {
+            let r0 = c * rows_per_task;
+            let nr = dst.len() / n;
+            kernel.gemm(&wdata[r0 * w_row..(r0 + nr) * w_row], nr, act, n, cols, dst);
         };
-        const ROWS_PER_TASK: usize = 16;
         if n == 1 {
             out[..rows]
-                .par_chunks_mut(ROWS_PER_TASK)
+                .par_chunks_mut(rows_per_task)
                 .enumerate()
-                .try_for_each(|(c, dst)| dot_rows(dst, c * ROWS_PER_TASK))
-                .map_err(err)?;
+                .for_each(|(c, dst)| gemm(c, dst));
         } else {
             grow(&mut self.tmp, rows * n);
             let tmp = &mut self.tmp[..rows * n];
-            tmp.par_chunks_mut(ROWS_PER_TASK * n)
+            tmp.par_chunks_mut(rows_per_task * n)
                 .enumerate()
-                .try_for_each(|(c, dst)| dot_rows(dst, c * ROWS_PER_TASK))
-                .map_err(err)?;
+                .for_each(|(c, dst)| gemm(c, dst));
             out[..n * rows]
                 .par_chunks_mut(rows)
                 .enumerate()
