@@ -190,6 +190,10 @@ impl Tokenizer {
     pub fn eot(&self) -> Option<u32> {
         self.vocab.special.eot
     }
+    /// End of message (`<|eom_id|>`), where the vocabulary has one.
+    pub fn eom(&self) -> Option<u32> {
+        self.vocab.special.eom
+    }
     pub fn unk(&self) -> Option<u32> {
         self.vocab.special.unk
     }
