@@ -8,6 +8,11 @@
 //!
 //! Before either runs, special tokens are cut out of the text ([`partition`]); the vocabulary's
 //! flags, special ids and end-of-generation set follow llama.cpp's loader ([`vocab`]).
+//!
+//! Checked three ways: `tests/reference.rs` against `llama-tokenize` outputs in
+//! `shared/reference`; `tests/llama_vocab_suite.rs` against llama.cpp's own vocabulary test
+//! files (with `LLAMA_CPP_VOCABS`); and `tools/llama-diff/`, which compiles llama.cpp's
+//! `llama-vocab.cpp` and compares everything (ids, pieces, special ids, EOG) on random texts.
 
 mod bpe;
 mod map_order;

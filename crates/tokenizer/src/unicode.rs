@@ -103,15 +103,21 @@ pub(crate) fn byte_to_char(b: u8) -> char {
 
 /// Inverse of [`byte_to_char`].
 pub(crate) fn char_to_byte(c: char) -> Option<u8> {
+    static STAND_INS: OnceLock<[u8; 68]> = OnceLock::new();
     match c as u32 {
         0x21..=0x7E | 0xA1..=0xAC | 0xAE..=0xFF => Some(c as u32 as u8),
-        0x100..=0x143 => {
-            let k = c as u32 - 0x100;
-            // the k-th byte (in order) that is not printable
-            (0u16..256)
-                .map(|b| b as u8)
-                .filter(|b| !matches!(b, 0x21..=0x7E | 0xA1..=0xAC | 0xAE..=0xFF))
-                .nth(k as usize)
+        k @ 0x100..=0x143 => {
+            let table = STAND_INS.get_or_init(|| {
+                let mut t = [0u8; 68];
+                for b in 0..=255u8 {
+                    let c = byte_to_char(b) as u32;
+                    if c >= 0x100 {
+                        t[(c - 0x100) as usize] = b;
+                    }
+                }
+                t
+            });
+            Some(table[(k - 0x100) as usize])
         }
         _ => None,
     }

@@ -225,3 +225,56 @@ fn long_runs_stay_fast() {
         }
     }
 }
+
+/// Random code points from every plane, mixed with special-token text: nothing panics, and the
+/// stream decoder gives the same text as `decode` (neither model strips or cleans spaces).
+#[test]
+fn random_text_never_panics() {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let specials = [
+        "<|im_start|>",
+        "<end_of_turn>",
+        "</s>",
+        "<bos>",
+        "  ",
+        "\n\n",
+        "\t",
+    ];
+    for (name, tok) in both() {
+        for _ in 0..300 {
+            let mut text = String::new();
+            for _ in 0..next() % 40 {
+                let r = next();
+                if r % 10 == 0 {
+                    text.push_str(specials[(r / 10 % specials.len() as u64) as usize]);
+                } else if let Some(c) = char::from_u32(match r % 4 {
+                    0 => (r >> 8) as u32 % 0x80,
+                    1 => (r >> 8) as u32 % 0x3000,
+                    _ => (r >> 8) as u32 % 0x110000,
+                }) {
+                    text.push(c);
+                }
+            }
+            for (add, parse) in [(true, true), (false, false)] {
+                let ids = tok.encode(&text, add, parse);
+                assert!(
+                    ids.iter().all(|&id| (id as usize) < tok.n_vocab()),
+                    "{name}"
+                );
+                for special in [false, true] {
+                    let whole = tok.decode(&ids, special);
+                    let mut d = StreamDecoder::with_special(tok, special);
+                    let mut streamed: String = ids.iter().map(|&id| d.push(id)).collect();
+                    streamed.push_str(&d.flush());
+                    assert_eq!(streamed, whole, "{name}: {text:?}");
+                }
+            }
+        }
+    }
+}
