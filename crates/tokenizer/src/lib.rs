@@ -1,13 +1,13 @@
 //! Tokenizers built from GGUF metadata that give exactly llama.cpp's token ids (commit 0c1e570).
 //!
 //! - SentencePiece (`tokenizer.ggml.model = "llama"`): score-driven merges with `<0xXX>` byte
-//!   fallback, spaces escaped to U+2581 ([`spm`]).
+//!   fallback, spaces escaped to U+2581 (`spm.rs`).
 //! - Byte-level BPE (`"gpt2"`) and SentencePiece-style BPE (`"gemma4"`): a pre-tokenizer chosen
-//!   by `tokenizer.ggml.pre` splits the text into words ([`pretokenize`], [`presets`]), then
-//!   merges by rank ([`bpe`]).
+//!   by `tokenizer.ggml.pre` splits the text into words (`pretokenize.rs`, `presets.rs`), then
+//!   merges by rank (`bpe.rs`).
 //!
-//! Before either runs, special tokens are cut out of the text ([`partition`]); the vocabulary's
-//! flags, special ids and end-of-generation set follow llama.cpp's loader ([`vocab`]).
+//! Before either runs, special tokens are cut out of the text (`partition.rs`); the vocabulary's
+//! flags, special ids and end-of-generation set follow llama.cpp's loader (`vocab.rs`).
 //!
 //! Checked three ways: `tests/reference.rs` against `llama-tokenize` outputs in
 //! `shared/reference`; `tests/llama_vocab_suite.rs` against llama.cpp's own vocabulary test
