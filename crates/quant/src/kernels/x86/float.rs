@@ -70,6 +70,7 @@ impl<W: Float> RowKernel for W {
     unsafe fn dot_row<D: Dot, const NT: usize>(
         w: *const u8,
         a: [*const u8; NT],
+        _s: [*const f32; NT],
         n_cols: usize,
     ) -> [f32; NT] {
         let a = a.map(|p| p.cast::<f32>());

@@ -144,6 +144,7 @@ impl RowKernel for Q4K {
     unsafe fn dot_row<D: Dot, const NT: usize>(
         w: *const u8,
         a: [*const u8; NT],
+        _s: [*const f32; NT],
         n_cols: usize,
     ) -> [f32; NT] {
         dot_k4::<D, NT, { size_of::<BlockQ4K>() }, false>(w, a, n_cols)
@@ -157,6 +158,7 @@ impl RowKernel for Q5K {
     unsafe fn dot_row<D: Dot, const NT: usize>(
         w: *const u8,
         a: [*const u8; NT],
+        _s: [*const f32; NT],
         n_cols: usize,
     ) -> [f32; NT] {
         dot_k4::<D, NT, { size_of::<BlockQ5K>() }, true>(w, a, n_cols)
@@ -170,6 +172,7 @@ impl RowKernel for Q6K {
     unsafe fn dot_row<D: Dot, const NT: usize>(
         w: *const u8,
         a: [*const u8; NT],
+        _s: [*const f32; NT],
         n_cols: usize,
     ) -> [f32; NT] {
         let m4 = _mm256_set1_epi8(0x0F);
@@ -236,6 +239,7 @@ impl RowKernel for Q3K {
     unsafe fn dot_row<D: Dot, const NT: usize>(
         w: *const u8,
         a: [*const u8; NT],
+        _s: [*const f32; NT],
         n_cols: usize,
     ) -> [f32; NT] {
         let m3 = _mm256_set1_epi8(3);
@@ -281,6 +285,7 @@ impl RowKernel for Q2K {
     unsafe fn dot_row<D: Dot, const NT: usize>(
         w: *const u8,
         a: [*const u8; NT],
+        _s: [*const f32; NT],
         n_cols: usize,
     ) -> [f32; NT] {
         let m3 = _mm256_set1_epi8(3);

@@ -8,7 +8,7 @@
 use std::arch::x86_64::*;
 use std::mem::{offset_of, size_of};
 
-use super::{hsum, hsums, load, load128, read_u32, Dot, RowKernel};
+use super::{hsum, hsums, load, load128, read_u32, splat_f16, Dot, RowKernel};
 use crate::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 use crate::GgmlType;
 
@@ -118,30 +118,23 @@ const _: () = assert!(offset_of!(BlockQ8_1, d) == 0 && offset_of!(BlockQ8_1, s) 
 const Q8_0_BYTES: usize = size_of::<BlockQ8_0>();
 const Q8_1_BYTES: usize = size_of::<BlockQ8_1>();
 
-/// The little-endian f16 at `p` as f32 in lane 0 (the other lanes are zero).
-#[inline(always)]
-unsafe fn f16_lane0(p: *const u8) -> __m128 {
-    _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
-        p.cast::<u16>().read_unaligned(),
-    )))
-}
-
 /// Signed weights against Q8_0, one block: `acc[t] += d_w d_a Σ w·a`.
 #[inline(always)]
 unsafe fn block_signed<B: Block, D: Dot, const NT: usize>(
     x: *const u8,
     a: &[*const u8; NT],
+    s: &[*const f32; NT],
     b: usize,
     acc: &mut [__m256; NT],
 ) {
     let q = B::weights(x);
     let abs_q = _mm256_sign_epi8(q, q);
-    let dx = f16_lane0(x);
+    let dx = splat_f16(x);
     for t in 0..NT {
         let y = a[t].add(b * Q8_0_BYTES);
         let signed_a = _mm256_sign_epi8(load(y.add(offset_of!(BlockQ8_0, qs))), q);
         let sum = D::dpbusd(_mm256_setzero_si256(), abs_q, signed_a);
-        let d = _mm256_broadcastss_ps(_mm_mul_ss(dx, f16_lane0(y)));
+        let d = _mm256_mul_ps(dx, _mm256_broadcast_ss(&*s[t].add(2 * b)));
         acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc[t]);
     }
 }
@@ -152,6 +145,7 @@ unsafe fn block_signed<B: Block, D: Dot, const NT: usize>(
 unsafe fn block_min<B: Block, D: Dot, const NT: usize>(
     x: *const u8,
     a: &[*const u8; NT],
+    s: &[*const f32; NT],
     b: usize,
     acc: &mut [__m256; NT],
     acc_min: &mut [__m128; NT],
@@ -160,7 +154,7 @@ unsafe fn block_min<B: Block, D: Dot, const NT: usize>(
     let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(read_u32(x) as i32)); // [d_w, m_w, 0, 0]
     for t in 0..NT {
         let y = a[t].add(b * Q8_1_BYTES);
-        let ds = _mm_cvtph_ps(_mm_cvtsi32_si128(read_u32(y) as i32)); // [d_a, s_a, 0, 0]
+        let ds = _mm_castpd_ps(_mm_load_sd(s[t].add(2 * b).cast())); // [d_a, s_a, 0, 0]
         let prod = _mm_mul_ps(dm, ds);
         let sum = D::dpbusd(
             _mm256_setzero_si256(),
@@ -183,19 +177,20 @@ const fn two_chains(nt: usize) -> bool {
 unsafe fn dot_signed<B: Block, D: Dot, const NT: usize>(
     w: *const u8,
     a: [*const u8; NT],
+    s: [*const f32; NT],
     n_cols: usize,
 ) -> [f32; NT] {
     let mut acc = [[_mm256_setzero_ps(); NT]; 2];
     let (nb, mut b) = (n_cols / 32, 0);
     if two_chains(NT) {
         while b + 2 <= nb {
-            block_signed::<B, D, NT>(w.add(b * B::BYTES), &a, b, &mut acc[0]);
-            block_signed::<B, D, NT>(w.add((b + 1) * B::BYTES), &a, b + 1, &mut acc[1]);
+            block_signed::<B, D, NT>(w.add(b * B::BYTES), &a, &s, b, &mut acc[0]);
+            block_signed::<B, D, NT>(w.add((b + 1) * B::BYTES), &a, &s, b + 1, &mut acc[1]);
             b += 2;
         }
     }
     for b in b..nb {
-        block_signed::<B, D, NT>(w.add(b * B::BYTES), &a, b, &mut acc[0]);
+        block_signed::<B, D, NT>(w.add(b * B::BYTES), &a, &s, b, &mut acc[0]);
     }
     let [mut even, odd] = acc;
     for (e, o) in even.iter_mut().zip(odd) {
@@ -209,6 +204,7 @@ unsafe fn dot_signed<B: Block, D: Dot, const NT: usize>(
 unsafe fn dot_min<B: Block, D: Dot, const NT: usize>(
     w: *const u8,
     a: [*const u8; NT],
+    s: [*const f32; NT],
     n_cols: usize,
 ) -> [f32; NT] {
     let mut acc = [[_mm256_setzero_ps(); NT]; 2];
@@ -218,14 +214,14 @@ unsafe fn dot_min<B: Block, D: Dot, const NT: usize>(
     if two_chains(NT) {
         while b + 2 <= nb {
             let x = w.add(b * B::BYTES);
-            block_min::<B, D, NT>(x, &a, b, &mut acc[0], &mut acc_min);
+            block_min::<B, D, NT>(x, &a, &s, b, &mut acc[0], &mut acc_min);
             let x = w.add((b + 1) * B::BYTES);
-            block_min::<B, D, NT>(x, &a, b + 1, &mut acc[1], &mut acc_min);
+            block_min::<B, D, NT>(x, &a, &s, b + 1, &mut acc[1], &mut acc_min);
             b += 2;
         }
     }
     for b in b..nb {
-        block_min::<B, D, NT>(w.add(b * B::BYTES), &a, b, &mut acc[0], &mut acc_min);
+        block_min::<B, D, NT>(w.add(b * B::BYTES), &a, &s, b, &mut acc[0], &mut acc_min);
     }
     let mut out = [0.0; NT];
     for t in 0..NT {
@@ -240,13 +236,15 @@ macro_rules! row_kernel {
         impl RowKernel for $block {
             const WEIGHT: GgmlType = <$block as Block>::WEIGHT;
             const ACT: GgmlType = GgmlType::$act;
+            const ACT_SCALES: bool = true;
             #[inline(always)]
             unsafe fn dot_row<D: Dot, const NT: usize>(
                 w: *const u8,
                 a: [*const u8; NT],
+                s: [*const f32; NT],
                 n_cols: usize,
             ) -> [f32; NT] {
-                $dot::<Self, D, NT>(w, a, n_cols)
+                $dot::<Self, D, NT>(w, a, s, n_cols)
             }
         }
     };

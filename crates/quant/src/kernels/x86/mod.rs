@@ -134,16 +134,57 @@ trait RowKernel {
     /// The activation format: Q8_0, Q8_1, Q8_K or F32.
     const ACT: GgmlType;
 
+    /// Whether the kernel wants the f16 header of each 32-value activation block (`d`, and
+    /// `s` for Q8_1) as f32, converted once per `gemm` call rather than once per weight row.
+    const ACT_SCALES: bool = false;
+
     /// Dots the weight row at `w` with the `NT` activation rows at `a`, all `n_cols` values long.
+    /// With [`Self::ACT_SCALES`], `s[t]` holds `[d, s]` of each block of row `t` as f32.
     ///
     /// # Safety
     /// The CPU has the features of `D` (and AVX2, FMA, F16C); `w` points to a whole weight row
-    /// and each `a[t]` to a whole activation row of `n_cols` values, which is whole blocks.
+    /// and each `a[t]` to a whole activation row of `n_cols` values, which is whole blocks;
+    /// with `ACT_SCALES`, each `s[t]` points to `2 * n_cols / 32` floats.
     unsafe fn dot_row<D: Dot, const NT: usize>(
         w: *const u8,
         a: [*const u8; NT],
+        s: [*const f32; NT],
         n_cols: usize,
     ) -> [f32; NT];
+}
+
+std::thread_local! {
+    /// [`RowKernel::ACT_SCALES`] of the current `gemm` call; kept to avoid allocating per call.
+    static ACT_SCALE_BUF: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// `[d, s]` (s = 0 for Q8_0) of every 32-value block of `n_tok` activation rows, as f32.
+///
+/// # Safety
+/// F16C is available; `act` holds `n_tok` rows of `a_row` bytes of Q8_0 or Q8_1 blocks.
+#[inline(always)]
+unsafe fn convert_act_scales(
+    act: &[u8],
+    a_row: usize,
+    n_cols: usize,
+    has_s: bool,
+    out: &mut Vec<f32>,
+) {
+    let nb = n_cols / 32;
+    let block = a_row / nb.max(1);
+    out.clear();
+    out.reserve(2 * nb * (act.len() / a_row.max(1)));
+    for row in act.chunks_exact(a_row.max(1)) {
+        for b in row.chunks_exact(block.max(1)) {
+            let ds = _mm_cvtph_ps(_mm_cvtsi32_si128(read_u32(b.as_ptr()) as i32));
+            out.push(_mm_cvtss_f32(ds));
+            out.push(if has_s {
+                _mm_cvtss_f32(_mm_movehdup_ps(ds))
+            } else {
+                0.0
+            });
+        }
+    }
 }
 
 /// Activation rows are walked in groups of about this many bytes, so that a group stays in L2
@@ -167,8 +208,14 @@ unsafe fn gemm_tiled<K: RowKernel, D: Dot>(
     let w_row = w.len() / n_rows.max(1);
     let a_row = act.len() / n_tok.max(1);
     let group = (ACT_GROUP_BYTES / a_row.max(1) / 4 * 4).max(4);
-    let (w, act, out) = (w.as_ptr(), act.as_ptr(), out.as_mut_ptr());
+    let mut scales = ACT_SCALE_BUF.take();
+    if K::ACT_SCALES {
+        convert_act_scales(act, a_row, n_cols, K::ACT == GgmlType::Q8_1, &mut scales);
+    }
+    let s_row = if K::ACT_SCALES { 2 * (n_cols / 32) } else { 0 };
+    let (w, act, out, sc) = (w.as_ptr(), act.as_ptr(), out.as_mut_ptr(), scales.as_ptr());
     let a = |t: usize| act.add(t * a_row);
+    let s = |t: usize| sc.add(t * s_row);
     for t0 in (0..n_tok).step_by(group) {
         let t1 = n_tok.min(t0 + group);
         for r in 0..n_rows {
@@ -176,24 +223,27 @@ unsafe fn gemm_tiled<K: RowKernel, D: Dot>(
             let o = out.add(r * n_tok);
             let mut t = t0;
             while t + 4 <= t1 {
-                let s = K::dot_row::<D, 4>(wr, [a(t), a(t + 1), a(t + 2), a(t + 3)], n_cols);
-                o.add(t).copy_from_nonoverlapping(s.as_ptr(), 4);
+                let rows = [a(t), a(t + 1), a(t + 2), a(t + 3)];
+                let v = K::dot_row::<D, 4>(wr, rows, [s(t), s(t + 1), s(t + 2), s(t + 3)], n_cols);
+                o.add(t).copy_from_nonoverlapping(v.as_ptr(), 4);
                 t += 4;
             }
             match t1 - t {
                 3 => {
-                    let s = K::dot_row::<D, 3>(wr, [a(t), a(t + 1), a(t + 2)], n_cols);
-                    o.add(t).copy_from_nonoverlapping(s.as_ptr(), 3);
+                    let rows = [a(t), a(t + 1), a(t + 2)];
+                    let v = K::dot_row::<D, 3>(wr, rows, [s(t), s(t + 1), s(t + 2)], n_cols);
+                    o.add(t).copy_from_nonoverlapping(v.as_ptr(), 3);
                 }
                 2 => {
-                    let s = K::dot_row::<D, 2>(wr, [a(t), a(t + 1)], n_cols);
-                    o.add(t).copy_from_nonoverlapping(s.as_ptr(), 2);
+                    let v = K::dot_row::<D, 2>(wr, [a(t), a(t + 1)], [s(t), s(t + 1)], n_cols);
+                    o.add(t).copy_from_nonoverlapping(v.as_ptr(), 2);
                 }
-                1 => *o.add(t) = K::dot_row::<D, 1>(wr, [a(t)], n_cols)[0],
+                1 => *o.add(t) = K::dot_row::<D, 1>(wr, [a(t)], [s(t)], n_cols)[0],
                 _ => {}
             }
         }
     }
+    ACT_SCALE_BUF.set(scales);
 }
 
 /// `gemm` for AVX2 + FMA + F16C.
