@@ -93,26 +93,28 @@ fn teacher_forced_argmax_matches_llama_cpp() {
         "argmax agreement at all positions: {all_rate:.4}"
     );
 
-    // Values, not only ranks: the top-5 logits of the first 64 positions.
+    // Values, not only ranks: the top-5 logits of the first 64 positions. llama.cpp's own two CPU
+    // attention paths (flash attention on / off) differ from each other by 0.27 on average over
+    // these values (largest 1.43): 8-bit activations make a 135M model sensitive to rounding order.
     let top5 = tf["top5_first64"].as_array().unwrap();
-    let mut max_err = 0f64;
+    let (mut sum, mut count, mut max_err) = (0f64, 0usize, 0f64);
     for (i, want) in top5.iter().enumerate() {
         let ours_top = positions[i]["top"].as_array().unwrap();
-        let want_ids = want["ids"].as_array().or_else(|| want[0].as_array());
-        let want_vals = want["logits"].as_array().or_else(|| want[1].as_array());
-        if let (Some(ids), Some(vals)) = (want_ids, want_vals) {
-            for (id, val) in ids.iter().zip(vals) {
-                if let Some(o) = ours_top.iter().find(|o| o[0] == *id) {
-                    max_err = max_err.max((o[1].as_f64().unwrap() - val.as_f64().unwrap()).abs());
-                }
+        let ids = want["ids"].as_array().unwrap();
+        let vals = want["logits"].as_array().unwrap();
+        for (id, val) in ids.iter().zip(vals) {
+            if let Some(o) = ours_top.iter().find(|o| o[0] == *id) {
+                let d = (o[1].as_f64().unwrap() - val.as_f64().unwrap()).abs();
+                sum += d;
+                count += 1;
+                max_err = max_err.max(d);
             }
         }
     }
-    eprintln!("largest top-5 logit difference over the first 64 positions: {max_err:.4}");
-    assert!(
-        max_err < 0.5,
-        "top-5 logits differ from llama.cpp's by {max_err}"
-    );
+    let mean_err = sum / count as f64;
+    eprintln!("top-5 logits of the first 64 positions: mean difference {mean_err:.4}, largest {max_err:.4}");
+    assert!(count >= 250, "too few of llama.cpp's top-5 ids are in ours: {count}");
+    assert!(mean_err < 0.3, "top-5 logits differ from llama.cpp's by {mean_err:.4} on average");
 }
 
 #[test]
@@ -205,4 +207,54 @@ fn perplexity_matches_llama_cpp_requantized() {
             &format!("SmolLM2 {quant}"),
         );
     }
+}
+
+/// More llama.cpp facts, made by `scripts/llamacpp-reference.py` (other prompts, another text).
+fn extra() -> Value {
+    let p = common::repo_root().join("tests/data/llamacpp-extra.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+#[test]
+fn greedy_text_on_more_prompts() {
+    for case in extra()["greedy_ids"].as_array().unwrap() {
+        let prompt = case["prompt"].as_str().unwrap();
+        let prefix = case["stable_prefix_text"].as_str().unwrap();
+        let out = common::rustorch_ok(&["run", "-m", &smollm(), "-p", prompt, "-n", "32", "--temp", "0"]);
+        assert!(out.starts_with(prefix), "prompt {prompt:?}: got {out:?}, want a start of {prefix:?}");
+    }
+}
+
+#[test]
+fn teacher_forced_on_another_text() {
+    let tf = &extra()["teacher_forced"];
+    let text = common::repo_root().join(tf["text"].as_str().unwrap());
+    let out = common::rustorch_ok(&["logits", "-m", &smollm(), "-f", text.to_str().unwrap(), "--max-tokens", "512", "--json"]);
+    let ours: Value = serde_json::from_str(&out).unwrap();
+    let positions = ours["positions"].as_array().unwrap();
+    let (argmax, margins) = (tf["argmax"].as_array().unwrap(), tf["margins"].as_array().unwrap());
+    assert_eq!(positions.len(), argmax.len());
+    let (mut confident, mut confident_agree, mut agree) = (0usize, 0usize, 0usize);
+    for (i, p) in positions.iter().enumerate() {
+        assert_eq!(p["id"], tf["input_ids"][i], "input id at {i}");
+        let same = p["argmax"] == argmax[i];
+        agree += same as usize;
+        if margins[i].as_f64().unwrap() >= 0.5 {
+            confident += 1;
+            confident_agree += same as usize;
+        }
+    }
+    let (conf_rate, all_rate) = (confident_agree as f64 / confident as f64, agree as f64 / positions.len() as f64);
+    eprintln!("teacher-forced (MPL-2.0): {conf_rate:.4} confident, {all_rate:.4} all");
+    assert!(conf_rate >= 0.99 && all_rate >= 0.95, "agreement {conf_rate:.4} confident, {all_rate:.4} all");
+}
+
+#[test]
+fn perplexity_on_another_text() {
+    let p = &extra()["perplexity"];
+    let text = common::repo_root().join(p["text"].as_str().unwrap());
+    let out = common::rustorch_ok(&["perplexity", "-m", &smollm(), "-f", text.to_str().unwrap(), "-c", "512", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["chunks"], p["chunks"]);
+    assert_close(v["ppl"].as_f64().unwrap(), p["ppl"].as_f64().unwrap(), "SmolLM2 Q4_1 on MPL-2.0");
 }
