@@ -79,6 +79,9 @@ const fn kernel<K: RowKernel>(isa: Isa) -> MatKernel {
 
 /// Sums of products into 32-bit lanes, per ISA.
 trait Dot {
+    /// Whether to dot eight activation rows per weight row pass rather than four (with the
+    /// 32 registers of AVX-512 the accumulators of eight still fit).
+    const WIDE: bool;
     /// `acc` plus, in each 32-bit lane, the sum of its four `u8 × i8` byte products. The AVX2
     /// version goes through `maddubs`, whose 16-bit pair sums saturate: callers keep
     /// `u <= 128` and `s` in `[-127, 127]`, or `u <= 63`.
@@ -91,6 +94,7 @@ trait Dot {
 struct Avx2;
 
 impl Dot for Avx2 {
+    const WIDE: bool = false;
     #[inline(always)]
     unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
         let pairs = _mm256_maddubs_epi16(u, s);
@@ -106,6 +110,7 @@ impl Dot for Avx2 {
 struct Vnni;
 
 impl Dot for Vnni {
+    const WIDE: bool = true;
     #[inline(always)]
     unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
         _mm256_dpbusd_epi32(acc, u, s)
@@ -213,37 +218,68 @@ unsafe fn gemm_tiled<K: RowKernel, D: Dot>(
         convert_act_scales(act, a_row, n_cols, K::ACT == GgmlType::Q8_1, &mut scales);
     }
     let s_row = if K::ACT_SCALES { 2 * (n_cols / 32) } else { 0 };
-    let (w, act, out, sc) = (w.as_ptr(), act.as_ptr(), out.as_mut_ptr(), scales.as_ptr());
-    let a = |t: usize| act.add(t * a_row);
-    let s = |t: usize| sc.add(t * s_row);
+    let v = Views {
+        act: act.as_ptr(),
+        a_row,
+        scales: scales.as_ptr(),
+        s_row,
+        n_cols,
+    };
+    let (w, out) = (w.as_ptr(), out.as_mut_ptr());
     for t0 in (0..n_tok).step_by(group) {
         let t1 = n_tok.min(t0 + group);
         for r in 0..n_rows {
-            let wr = w.add(r * w_row);
-            let o = out.add(r * n_tok);
+            let (wr, o) = (w.add(r * w_row), out.add(r * n_tok));
             let mut t = t0;
+            if D::WIDE {
+                while t + 8 <= t1 {
+                    tile::<K, D, 8>(wr, &v, t, o);
+                    t += 8;
+                }
+            }
             while t + 4 <= t1 {
-                let rows = [a(t), a(t + 1), a(t + 2), a(t + 3)];
-                let v = K::dot_row::<D, 4>(wr, rows, [s(t), s(t + 1), s(t + 2), s(t + 3)], n_cols);
-                o.add(t).copy_from_nonoverlapping(v.as_ptr(), 4);
+                tile::<K, D, 4>(wr, &v, t, o);
                 t += 4;
             }
             match t1 - t {
-                3 => {
-                    let rows = [a(t), a(t + 1), a(t + 2)];
-                    let v = K::dot_row::<D, 3>(wr, rows, [s(t), s(t + 1), s(t + 2)], n_cols);
-                    o.add(t).copy_from_nonoverlapping(v.as_ptr(), 3);
-                }
-                2 => {
-                    let v = K::dot_row::<D, 2>(wr, [a(t), a(t + 1)], [s(t), s(t + 1)], n_cols);
-                    o.add(t).copy_from_nonoverlapping(v.as_ptr(), 2);
-                }
-                1 => *o.add(t) = K::dot_row::<D, 1>(wr, [a(t)], [s(t)], n_cols)[0],
+                3 => tile::<K, D, 3>(wr, &v, t, o),
+                2 => tile::<K, D, 2>(wr, &v, t, o),
+                1 => tile::<K, D, 1>(wr, &v, t, o),
                 _ => {}
             }
         }
     }
     ACT_SCALE_BUF.set(scales);
+}
+
+/// Where the activation rows and their converted scales are.
+struct Views {
+    act: *const u8,
+    a_row: usize,
+    scales: *const f32,
+    s_row: usize,
+    n_cols: usize,
+}
+
+/// `out[t..t + NT]` of one weight row.
+///
+/// # Safety
+/// As [`RowKernel::dot_row`], for activation rows `t..t + NT` of `v`; `o` has `t + NT` values.
+#[inline(always)]
+unsafe fn tile<K: RowKernel, D: Dot, const NT: usize>(
+    w: *const u8,
+    v: &Views,
+    t: usize,
+    o: *mut f32,
+) {
+    let mut rows = [std::ptr::null(); NT];
+    let mut scales = [std::ptr::null(); NT];
+    for i in 0..NT {
+        rows[i] = v.act.add((t + i) * v.a_row);
+        scales[i] = v.scales.add((t + i) * v.s_row);
+    }
+    let dots = K::dot_row::<D, NT>(w, rows, scales, v.n_cols);
+    o.add(t).copy_from_nonoverlapping(dots.as_ptr(), NT);
 }
 
 /// `gemm` for AVX2 + FMA + F16C.
