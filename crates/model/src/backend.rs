@@ -85,12 +85,13 @@ pub trait Backend {
     fn upload(&mut self, file: &Arc<GgufFile>, name: &str) -> Result<Self::Weight, ModelError>;
     /// An activation buffer of `len` f32 values.
     fn alloc(&mut self, len: usize) -> Result<Self::Buf, ModelError>;
-    /// A KV cache for `n_layer` layers of `n_ctx` positions of width `kv_dim`.
+    /// A KV cache for `n_layer` layers of `n_ctx` positions of `n_head_kv` heads of `head_dim`.
     fn alloc_kv(
         &mut self,
         n_layer: usize,
         n_ctx: usize,
-        kv_dim: usize,
+        n_head_kv: usize,
+        head_dim: usize,
     ) -> Result<Self::Kv, ModelError>;
 
     /// `out[t] = table[tokens[t]]`, rows read from the (quantized) embedding table.

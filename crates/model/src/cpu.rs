@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 use rustorch_gguf::{GgmlType, GgufFile};
 use rustorch_quant::dispatch;
@@ -45,11 +46,14 @@ impl CpuWeight {
     }
 }
 
-/// KV cache: per layer, `[n_ctx, kv_dim]` keys and values in f16.
+/// KV cache, f16 as llama.cpp's default. Per layer and KV head, keys are `[n_ctx, head_dim]` and
+/// values transposed, `[head_dim, n_ctx]`, so that attention reads both as contiguous rows.
 pub struct CpuKv {
-    k: Vec<Vec<f16>>,
-    v: Vec<Vec<f16>>,
+    k: Vec<Vec<f16>>, // (layer) -> (n_head_kv, n_ctx, head_dim)
+    v: Vec<Vec<f16>>, // (layer) -> (n_head_kv, head_dim, n_ctx)
+    n_ctx: usize,
     kv_dim: usize,
+    head_dim: usize,
 }
 
 #[derive(Default)]
@@ -58,11 +62,22 @@ pub struct CpuBackend {
     act: Vec<u8>,
     /// Matmul result in weight-row-major order `[out_dim, n]`, transposed into the output.
     tmp: Vec<f32>,
+    /// Attention output by head, `[n_head, head_dim, n]`, transposed into the output.
+    att: Vec<f32>,
+}
+
+/// Per-thread attention scratch, grown to the largest call once.
+#[derive(Default)]
+struct AttnScratch {
+    k: Vec<f32>,      // (n_kv, head_dim) one head's keys in f32
+    vt: Vec<f32>,     // (head_dim, n_kv) its values, transposed
+    q: Vec<f32>,      // (n, head_dim) one head's queries
+    scores: Vec<f32>, // (n_kv, n)
+    p: Vec<f32>,      // (n, n_kv) softmax probabilities, zero past each query's position
 }
 
 thread_local! {
-    /// Attention scores of one (token, head): grows to the context length once per thread.
-    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static ATTN: RefCell<AttnScratch> = RefCell::new(AttnScratch::default());
 }
 
 impl CpuBackend {
@@ -142,15 +157,19 @@ impl Backend for CpuBackend {
         &mut self,
         n_layer: usize,
         n_ctx: usize,
-        kv_dim: usize,
+        n_head_kv: usize,
+        head_dim: usize,
     ) -> Result<CpuKv, ModelError> {
+        let kv_dim = n_head_kv * head_dim;
         let len = n_ctx
             .checked_mul(kv_dim)
             .ok_or_else(|| ModelError::Backend("KV cache size overflows".into()))?;
         Ok(CpuKv {
             k: (0..n_layer).map(|_| vec![f16::ZERO; len]).collect(),
             v: (0..n_layer).map(|_| vec![f16::ZERO; len]).collect(),
+            n_ctx,
             kv_dim,
+            head_dim,
         })
     }
 
@@ -296,13 +315,24 @@ impl Backend for CpuBackend {
         n: usize,
         pos0: usize,
     ) {
-        let d = kv.kv_dim;
-        let range = pos0 * d..(pos0 + n) * d;
-        for (dst, &src) in kv.k[layer][range.clone()].iter_mut().zip(&k[..n * d]) {
-            *dst = f16::from_f32(src);
-        }
-        for (dst, &src) in kv.v[layer][range].iter_mut().zip(&v[..n * d]) {
-            *dst = f16::from_f32(src);
+        let (kv_dim, n_ctx, head_dim) = (kv.kv_dim, kv.n_ctx, kv.head_dim);
+        let (keys, vals) = (&mut kv.k[layer], &mut kv.v[layer]);
+        for t in 0..n {
+            let pos = pos0 + t;
+            for (kvh, (kr, vr)) in k[t * kv_dim..(t + 1) * kv_dim]
+                .chunks(head_dim)
+                .zip(v[t * kv_dim..(t + 1) * kv_dim].chunks(head_dim))
+                .enumerate()
+            {
+                let kdst =
+                    &mut keys[(kvh * n_ctx + pos) * head_dim..(kvh * n_ctx + pos + 1) * head_dim];
+                for (d, &x) in kdst.iter_mut().zip(kr) {
+                    *d = f16::from_f32(x);
+                }
+                for (d, &x) in vr.iter().enumerate() {
+                    vals[(kvh * head_dim + d) * n_ctx + pos] = f16::from_f32(x);
+                }
+            }
         }
     }
 
@@ -316,46 +346,88 @@ impl Backend for CpuBackend {
         shape: &AttnShape,
         out: &mut Vec<f32>,
     ) {
-        let hd = shape.head_dim;
-        let n_head = shape.n_head;
+        let (hd, n_head, n_ctx) = (shape.head_dim, shape.n_head, kv.n_ctx);
         let group = shape.n_head / shape.n_head_kv;
-        let kv_dim = kv.kv_dim;
-        let (keys, values) = (&kv.k[layer], &kv.v[layer]);
+        let n_kv = pos0 + n; // cache positions any query of this batch sees
         let scale = 1.0 / (hd as f32).sqrt();
-        out[..n * n_head * hd]
-            .par_chunks_mut(hd)
+        let dot = mat_kernel(GgmlType::F32).expect("f32 kernel");
+        let (keys, vals) = (&kv.k[layer], &kv.v[layer]);
+        grow(&mut self.att, n_head * hd * n);
+        // One task per query head: scores = K·q for all queries at once, a causal softmax, then
+        // Vᵀ·p, both as f32 matmuls. q and p are rounded to f16 first, as llama.cpp's f16 KV
+        // matmuls round their f32 operand.
+        self.att[..n_head * hd * n]
+            .par_chunks_mut(hd * n)
             .enumerate()
-            .for_each(|(i, o)| {
-                let (t, h) = (i / n_head, i % n_head);
-                let q = &q[i * hd..(i + 1) * hd];
+            .for_each(|(h, dst)| {
                 let kvh = h / group;
-                let n_pos = pos0 + t + 1; // causal: this token sees positions 0..=pos0+t
-                SCORES.with(|s| {
-                    let mut s = s.borrow_mut();
-                    grow(&mut s, n_pos);
-                    let scores = &mut s[..n_pos];
-                    let mut max = f32::NEG_INFINITY;
-                    for (p, sc) in scores.iter_mut().enumerate() {
-                        let k = &keys[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];
-                        let dot: f32 = q.iter().zip(k).map(|(&a, &b)| a * b.to_f32()).sum();
-                        *sc = dot * scale;
-                        max = max.max(*sc);
+                ATTN.with(|s| {
+                    let s = &mut *s.borrow_mut();
+                    grow(&mut s.k, n_kv * hd);
+                    grow(&mut s.vt, hd * n_kv);
+                    grow(&mut s.q, n * hd);
+                    grow(&mut s.scores, n_kv * n);
+                    grow(&mut s.p, n * n_kv);
+                    keys[kvh * n_ctx * hd..(kvh * n_ctx + n_kv) * hd]
+                        .convert_to_f32_slice(&mut s.k[..n_kv * hd]);
+                    for d in 0..hd {
+                        let src = &vals[(kvh * hd + d) * n_ctx..(kvh * hd + d) * n_ctx + n_kv];
+                        src.convert_to_f32_slice(&mut s.vt[d * n_kv..(d + 1) * n_kv]);
                     }
-                    let mut sum = 0f32;
-                    for sc in scores.iter_mut() {
-                        *sc = (*sc - max).exp();
-                        sum += *sc;
-                    }
-                    let inv = 1.0 / sum;
-                    o.fill(0.0);
-                    for (p, &sc) in scores.iter().enumerate() {
-                        let v = &values[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];
-                        let wgt = sc * inv;
-                        for (o, &v) in o.iter_mut().zip(v) {
-                            *o += wgt * v.to_f32();
+                    for t in 0..n {
+                        let src = &q[(t * n_head + h) * hd..(t * n_head + h + 1) * hd];
+                        for (d, &x) in s.q[t * hd..(t + 1) * hd].iter_mut().zip(src) {
+                            *d = f16::from_f32(x).to_f32();
                         }
                     }
+                    let scores = &mut s.scores[..n_kv * n];
+                    dot.gemm(
+                        bytemuck::cast_slice(&s.k[..n_kv * hd]),
+                        n_kv,
+                        bytemuck::cast_slice(&s.q[..n * hd]),
+                        n,
+                        hd,
+                        scores,
+                    );
+                    for t in 0..n {
+                        let seen = pos0 + t + 1; // causal: positions 0..=pos0+t
+                        let p = &mut s.p[t * n_kv..(t + 1) * n_kv];
+                        let mut max = f32::NEG_INFINITY;
+                        for (j, p) in p[..seen].iter_mut().enumerate() {
+                            *p = scores[j * n + t] * scale;
+                            max = max.max(*p);
+                        }
+                        let mut sum = 0f64;
+                        for p in p[..seen].iter_mut() {
+                            *p = (*p - max).exp();
+                            sum += *p as f64;
+                        }
+                        let inv = (1.0 / sum) as f32;
+                        for p in p[..seen].iter_mut() {
+                            *p = f16::from_f32(*p * inv).to_f32();
+                        }
+                        p[seen..].fill(0.0);
+                    }
+                    dot.gemm(
+                        bytemuck::cast_slice(&s.vt[..hd * n_kv]),
+                        hd,
+                        bytemuck::cast_slice(&s.p[..n * n_kv]),
+                        n,
+                        n_kv,
+                        dst,
+                    );
                 });
+            });
+        let att = &self.att[..n_head * hd * n];
+        out[..n * n_head * hd]
+            .par_chunks_mut(n_head * hd)
+            .enumerate()
+            .for_each(|(t, row)| {
+                for (h, o) in row.chunks_mut(hd).enumerate() {
+                    for (d, o) in o.iter_mut().enumerate() {
+                        *o = att[(h * hd + d) * n + t];
+                    }
+                }
             });
     }
 

@@ -154,7 +154,12 @@ impl<B: Backend> LlamaModel<B> {
     }
 
     pub fn new_kv(&self, backend: &mut B, n_ctx: usize) -> Result<B::Kv, ModelError> {
-        backend.alloc_kv(self.config.n_layer, n_ctx, self.config.kv_dim())
+        backend.alloc_kv(
+            self.config.n_layer,
+            n_ctx,
+            self.config.n_head_kv,
+            self.config.head_dim,
+        )
     }
 
     fn attn_shape(&self) -> AttnShape {

@@ -105,16 +105,31 @@ impl Shape {
         let u = |v: usize| Value::U32(v as u32);
         let mut md = vec![
             ("general.architecture".to_string(), s("llama")),
-            ("general.name".to_string(), s(&format!("rustorch synthetic {}", self.name))),
+            (
+                "general.name".to_string(),
+                s(&format!("rustorch synthetic {}", self.name)),
+            ),
             ("llama.block_count".to_string(), u(self.n_layer)),
             ("llama.context_length".to_string(), u(self.n_ctx)),
             ("llama.embedding_length".to_string(), u(self.n_embd)),
             ("llama.feed_forward_length".to_string(), u(self.n_ff)),
             ("llama.attention.head_count".to_string(), u(self.n_head)),
-            ("llama.attention.head_count_kv".to_string(), u(self.n_head_kv)),
-            ("llama.rope.freq_base".to_string(), Value::F32(self.rope_freq_base)),
-            ("llama.rope.dimension_count".to_string(), u(self.n_embd / self.n_head)),
-            ("llama.attention.layer_norm_rms_epsilon".to_string(), Value::F32(1e-5)),
+            (
+                "llama.attention.head_count_kv".to_string(),
+                u(self.n_head_kv),
+            ),
+            (
+                "llama.rope.freq_base".to_string(),
+                Value::F32(self.rope_freq_base),
+            ),
+            (
+                "llama.rope.dimension_count".to_string(),
+                u(self.n_embd / self.n_head),
+            ),
+            (
+                "llama.attention.layer_norm_rms_epsilon".to_string(),
+                Value::F32(1e-5),
+            ),
             ("llama.vocab_size".to_string(), u(self.n_vocab)),
             ("general.file_type".to_string(), Value::U32(ftype.id())),
             ("general.quantization_version".to_string(), Value::U32(2)),
@@ -123,14 +138,29 @@ impl Shape {
         md.extend([
             ("tokenizer.ggml.model".to_string(), s("llama")),
             ("tokenizer.ggml.pre".to_string(), s("default")),
-            ("tokenizer.ggml.tokens".to_string(), Value::Array(Array::String(tokens))),
-            ("tokenizer.ggml.scores".to_string(), Value::Array(Array::F32(scores))),
-            ("tokenizer.ggml.token_type".to_string(), Value::Array(Array::I32(types))),
+            (
+                "tokenizer.ggml.tokens".to_string(),
+                Value::Array(Array::String(tokens)),
+            ),
+            (
+                "tokenizer.ggml.scores".to_string(),
+                Value::Array(Array::F32(scores)),
+            ),
+            (
+                "tokenizer.ggml.token_type".to_string(),
+                Value::Array(Array::I32(types)),
+            ),
             ("tokenizer.ggml.bos_token_id".to_string(), Value::U32(1)),
             ("tokenizer.ggml.eos_token_id".to_string(), Value::U32(2)),
             ("tokenizer.ggml.unknown_token_id".to_string(), Value::U32(0)),
-            ("tokenizer.ggml.add_bos_token".to_string(), Value::Bool(true)),
-            ("tokenizer.ggml.add_eos_token".to_string(), Value::Bool(false)),
+            (
+                "tokenizer.ggml.add_bos_token".to_string(),
+                Value::Bool(true),
+            ),
+            (
+                "tokenizer.ggml.add_eos_token".to_string(),
+                Value::Bool(false),
+            ),
         ]);
         md
     }
@@ -166,7 +196,9 @@ fn synthetic_vocab(n: usize) -> (Vec<String>, Vec<f32>, Vec<i32>) {
     }
     tokens.truncate(n);
     types.truncate(n);
-    let scores = (0..n).map(|i| if i < 259 { 0.0 } else { -((i - 259) as f32) }).collect();
+    let scores = (0..n)
+        .map(|i| if i < 259 { 0.0 } else { -((i - 259) as f32) })
+        .collect();
     (tokens, scores, types)
 }
 
@@ -179,7 +211,9 @@ fn splitmix(mut z: u64) -> u64 {
 }
 
 fn fnv(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// One row of weights: roughly normal (sum of four uniforms), standard deviation `std`.
@@ -187,7 +221,12 @@ fn fill_row(seed: u64, std: f32, out: &mut [f32]) {
     let mut state = seed;
     for x in out.iter_mut() {
         state = splitmix(state);
-        let u = [state as u16, (state >> 16) as u16, (state >> 32) as u16, (state >> 48) as u16];
+        let u = [
+            state as u16,
+            (state >> 16) as u16,
+            (state >> 32) as u16,
+            (state >> 48) as u16,
+        ];
         let sum: f32 = u.iter().map(|&v| v as f32 / 65535.0).sum::<f32>() - 2.0;
         // Four uniforms on [0,1) have variance 1/3: scale to `std`.
         *x = sum * std * 1.732_050_8;
@@ -196,7 +235,12 @@ fn fill_row(seed: u64, std: f32, out: &mut [f32]) {
 
 /// Writes a synthetic model of `shape` quantized as `ftype` to `out`. `progress(done, total)` counts
 /// tensors.
-pub fn write(shape: &Shape, ftype: FileType, out: &Path, mut progress: impl FnMut(usize, usize)) -> Result<(), ModelError> {
+pub fn write(
+    shape: &Shape,
+    ftype: FileType,
+    out: &Path,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<(), ModelError> {
     let tensors = shape.tensors();
     let names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
     let facts = ModelFacts {
@@ -211,10 +255,21 @@ pub fn write(shape: &Shape, ftype: FileType, out: &Path, mut progress: impl FnMu
     let mut types = vec![GgmlType::F32; tensors.len()];
     for &i in &order {
         let (name, dims) = &tensors[i];
-        types[i] = chooser.choose(&TensorFacts { name, dims, ty: GgmlType::F32 });
+        types[i] = chooser.choose(&TensorFacts {
+            name,
+            dims,
+            ty: GgmlType::F32,
+        });
     }
-    let specs: Vec<TensorSpec> =
-        tensors.iter().zip(&types).map(|((n, d), &ty)| TensorSpec { name: n.clone(), dims: d.clone(), ty }).collect();
+    let specs: Vec<TensorSpec> = tensors
+        .iter()
+        .zip(&types)
+        .map(|((n, d), &ty)| TensorSpec {
+            name: n.clone(),
+            dims: d.clone(),
+            ty,
+        })
+        .collect();
     let mut writer = GgufWriter::create(out, &shape.metadata(ftype), &specs)?;
     for (i, ((name, dims), &ty)) in tensors.iter().zip(&types).enumerate() {
         let row_len = dims[0] as usize;
@@ -223,9 +278,16 @@ pub fn write(shape: &Shape, ftype: FileType, out: &Path, mut progress: impl FnMu
             vec![1.0; row_len]
         } else {
             let seed = fnv(name);
-            let std = 0.02 / ((shape.n_layer as f32) / 8.0).sqrt().max(1.0) * if name.contains("token_embd") { 2.0 } else { 1.0 };
+            let std = 0.02 / ((shape.n_layer as f32) / 8.0).sqrt().max(1.0)
+                * if name.contains("token_embd") {
+                    2.0
+                } else {
+                    1.0
+                };
             let mut v = vec![0f32; row_len * n_rows];
-            v.par_chunks_mut(row_len).enumerate().for_each(|(r, row)| fill_row(splitmix(seed ^ r as u64), std, row));
+            v.par_chunks_mut(row_len)
+                .enumerate()
+                .for_each(|(r, row)| fill_row(splitmix(seed ^ r as u64), std, row));
             v
         };
         let bytes: &[u8] = bytemuck::cast_slice(&data);
