@@ -1,5 +1,5 @@
 //! F32, F16 and BF16 weights against F32 activations: convert eight weights to f32, then one FMA
-//! per token. Two accumulators per token keep two FMA chains in flight.
+//! per token and row. Two weight rows go together, so that each activation load feeds two FMAs.
 
 use std::arch::x86_64::*;
 
@@ -65,6 +65,7 @@ impl Float for Bf16 {
 impl<W: Float> RowKernel for W {
     const WEIGHT: GgmlType = W::WEIGHT;
     const ACT: GgmlType = GgmlType::F32;
+    const ROWS: usize = 2;
 
     #[inline(always)]
     unsafe fn dot_row<D: Dot, const NT: usize>(
@@ -73,23 +74,49 @@ impl<W: Float> RowKernel for W {
         _s: [*const f32; NT],
         n_cols: usize,
     ) -> [f32; NT] {
+        Self::dot_rows::<D, 1, NT>([w], a, _s, n_cols)[0]
+    }
+
+    /// Each step loads 16 weights of each row and 16 activations of each token, then does
+    /// `2 R NT` FMAs. With few accumulators (`R · NT <= 4`) each gets two, alternating halves,
+    /// so that enough FMA chains are in flight.
+    #[inline(always)]
+    unsafe fn dot_rows<D: Dot, const R: usize, const NT: usize>(
+        w: [*const u8; R],
+        a: [*const u8; NT],
+        _s: [*const f32; NT],
+        n_cols: usize,
+    ) -> [[f32; NT]; R] {
+        let two = R * NT <= 4;
         let a = a.map(|p| p.cast::<f32>());
-        let mut acc = [[_mm256_setzero_ps(); 2]; NT];
+        let mut acc = [[[_mm256_setzero_ps(); 2]; NT]; R];
         let mut i = 0;
         while i + 16 <= n_cols {
-            let w0 = W::load8(w.add(i * W::SIZE));
-            let w1 = W::load8(w.add((i + 8) * W::SIZE));
+            let mut w0 = [_mm256_setzero_ps(); R];
+            let mut w1 = [_mm256_setzero_ps(); R];
+            for r in 0..R {
+                w0[r] = W::load8(w[r].add(i * W::SIZE));
+                w1[r] = W::load8(w[r].add((i + 8) * W::SIZE));
+            }
             for t in 0..NT {
-                acc[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(a[t].add(i)), acc[t][0]);
-                acc[t][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(a[t].add(i + 8)), acc[t][1]);
+                let a0 = _mm256_loadu_ps(a[t].add(i));
+                let a1 = _mm256_loadu_ps(a[t].add(i + 8));
+                for r in 0..R {
+                    let acc = &mut acc[r][t];
+                    acc[0] = _mm256_fmadd_ps(w0[r], a0, acc[0]);
+                    let k = usize::from(two);
+                    acc[k] = _mm256_fmadd_ps(w1[r], a1, acc[k]);
+                }
             }
             i += 16;
         }
-        let mut out = [0.0; NT];
-        for t in 0..NT {
-            out[t] = hsum(_mm256_add_ps(acc[t][0], acc[t][1]));
-            for k in i..n_cols {
-                out[t] += W::load1(w.add(k * W::SIZE)) * a[t].add(k).read_unaligned();
+        let mut out = [[0.0; NT]; R];
+        for r in 0..R {
+            for t in 0..NT {
+                out[r][t] = hsum(_mm256_add_ps(acc[r][t][0], acc[r][t][1]));
+                for k in i..n_cols {
+                    out[r][t] += W::load1(w[r].add(k * W::SIZE)) * a[t].add(k).read_unaligned();
+                }
             }
         }
         out

@@ -62,7 +62,7 @@ unsafe fn mul_scaled<D: Dot>(sumi: __m256i, u: __m256i, q8: *const u8, sc16: __m
     D::dpwssd(sumi, _mm256_maddubs_epi16(u, load(q8)), sc16)
 }
 
-/// Q4_K and Q5_K: `u(j, x)` gives the unsigned weights of 32-weight sub-block `j` of block `x`.
+/// Q4_K (`Q5 = false`) and Q5_K (`Q5 = true`, the fifth bits from `qh`), blocks of `BYTES`.
 #[inline(always)]
 unsafe fn dot_k4<D: Dot, const NT: usize, const BYTES: usize, const Q5: bool>(
     w: *const u8,

@@ -5,9 +5,11 @@
 //! [`gemm_vnni`]. The VNNI build turns `maddubs + madd + add` into one `vpdpbusd` and `madd + add`
 //! into one `vpdpwssd`, and gets AVX-512VL's 32 vector registers; vectors stay 256 bits wide.
 //!
-//! A type's kernel ([`RowKernel::dot_row`]) dots one weight row with up to four activation rows,
-//! so each weight block is loaded and unpacked once per four tokens. [`gemm_tiled`] walks the
-//! tile: activation rows in groups that stay in L2, every weight row against each group.
+//! A type's kernel ([`RowKernel::dot_row`]) dots one weight row with `NT` activation rows, so each
+//! weight block is loaded and unpacked once per `NT` tokens: 4 with AVX2, 8 with AVX-512's
+//! registers, fewer for the last tokens. [`gemm_tiled`] walks the tile: activation rows in groups
+//! that stay in L2, every weight row against each group. With one token this is the decode
+//! mat-vec, each weight row streamed once.
 
 mod float;
 mod kquants;
@@ -156,6 +158,28 @@ trait RowKernel {
         s: [*const f32; NT],
         n_cols: usize,
     ) -> [f32; NT];
+
+    /// Weight rows per pass the kernel is best at: 2 lets a kernel share each activation load
+    /// between two rows (the float kernels, whose activations are four bytes a value).
+    const ROWS: usize = 1;
+
+    /// [`Self::dot_row`] for `R` weight rows at once.
+    ///
+    /// # Safety
+    /// As [`Self::dot_row`], for each of the `R` rows.
+    #[inline(always)]
+    unsafe fn dot_rows<D: Dot, const R: usize, const NT: usize>(
+        w: [*const u8; R],
+        a: [*const u8; NT],
+        s: [*const f32; NT],
+        n_cols: usize,
+    ) -> [[f32; NT]; R] {
+        let mut out = [[0.0; NT]; R];
+        for (o, w) in out.iter_mut().zip(w) {
+            *o = Self::dot_row::<D, NT>(w, a, s, n_cols);
+        }
+        out
+    }
 }
 
 std::thread_local! {
@@ -228,25 +252,18 @@ unsafe fn gemm_tiled<K: RowKernel, D: Dot>(
     let (w, out) = (w.as_ptr(), out.as_mut_ptr());
     for t0 in (0..n_tok).step_by(group) {
         let t1 = n_tok.min(t0 + group);
-        for r in 0..n_rows {
-            let (wr, o) = (w.add(r * w_row), out.add(r * n_tok));
-            let mut t = t0;
-            if D::WIDE {
-                while t + 8 <= t1 {
-                    tile::<K, D, 8>(wr, &v, t, o);
-                    t += 8;
-                }
+        let mut r = 0;
+        // Pairs only pay with several tokens; one token is a memory-bound stream per row.
+        if K::ROWS == 2 && t1 - t0 > 1 {
+            while r + 2 <= n_rows {
+                let ws = [w.add(r * w_row), w.add((r + 1) * w_row)];
+                let os = [out.add(r * n_tok), out.add((r + 1) * n_tok)];
+                row_pass::<K, D, 2>(ws, os, &v, t0, t1);
+                r += 2;
             }
-            while t + 4 <= t1 {
-                tile::<K, D, 4>(wr, &v, t, o);
-                t += 4;
-            }
-            match t1 - t {
-                3 => tile::<K, D, 3>(wr, &v, t, o),
-                2 => tile::<K, D, 2>(wr, &v, t, o),
-                1 => tile::<K, D, 1>(wr, &v, t, o),
-                _ => {}
-            }
+        }
+        for r in r..n_rows {
+            row_pass::<K, D, 1>([w.add(r * w_row)], [out.add(r * n_tok)], &v, t0, t1);
         }
     }
     ACT_SCALE_BUF.set(scales);
@@ -261,16 +278,49 @@ struct Views {
     n_cols: usize,
 }
 
-/// `out[t..t + NT]` of one weight row.
+/// `out[t0..t1]` of `R` weight rows.
 ///
 /// # Safety
-/// As [`RowKernel::dot_row`], for activation rows `t..t + NT` of `v`; `o` has `t + NT` values.
+/// As [`RowKernel::dot_row`], for weight rows `w`, activation rows `t0..t1` of `v`; each of `o`
+/// has `t1` values.
 #[inline(always)]
-unsafe fn tile<K: RowKernel, D: Dot, const NT: usize>(
-    w: *const u8,
+unsafe fn row_pass<K: RowKernel, D: Dot, const R: usize>(
+    w: [*const u8; R],
+    o: [*mut f32; R],
+    v: &Views,
+    t0: usize,
+    t1: usize,
+) {
+    let mut t = t0;
+    if D::WIDE {
+        while t + 8 <= t1 {
+            tile::<K, D, R, 8>(w, v, t, o);
+            t += 8;
+        }
+    }
+    while t + 4 <= t1 {
+        tile::<K, D, R, 4>(w, v, t, o);
+        t += 4;
+    }
+    match t1 - t {
+        3 => tile::<K, D, R, 3>(w, v, t, o),
+        2 => tile::<K, D, R, 2>(w, v, t, o),
+        1 => tile::<K, D, R, 1>(w, v, t, o),
+        _ => {}
+    }
+}
+
+/// `out[t..t + NT]` of `R` weight rows.
+///
+/// # Safety
+/// As [`RowKernel::dot_row`], for activation rows `t..t + NT` of `v`; each of `o` has `t + NT`
+/// values.
+#[inline(always)]
+unsafe fn tile<K: RowKernel, D: Dot, const R: usize, const NT: usize>(
+    w: [*const u8; R],
     v: &Views,
     t: usize,
-    o: *mut f32,
+    o: [*mut f32; R],
 ) {
     let mut rows = [std::ptr::null(); NT];
     let mut scales = [std::ptr::null(); NT];
@@ -278,8 +328,10 @@ unsafe fn tile<K: RowKernel, D: Dot, const NT: usize>(
         rows[i] = v.act.add((t + i) * v.a_row);
         scales[i] = v.scales.add((t + i) * v.s_row);
     }
-    let dots = K::dot_row::<D, NT>(w, rows, scales, v.n_cols);
-    o.add(t).copy_from_nonoverlapping(dots.as_ptr(), NT);
+    let dots = K::dot_rows::<D, R, NT>(w, rows, scales, v.n_cols);
+    for (o, d) in o.iter().zip(&dots) {
+        o.add(t).copy_from_nonoverlapping(d.as_ptr(), NT);
+    }
 }
 
 /// `gemm` for AVX2 + FMA + F16C.
