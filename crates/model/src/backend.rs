@@ -119,6 +119,20 @@ pub trait Backend {
         n: usize,
         out: &mut Self::Buf,
     ) -> Result<(), ModelError>;
+    /// Several matmuls of the same input (q/k/v, gate/up): `outs[i] = ws[i] · x`. Backends may
+    /// fuse them into one pass; the default runs them one by one.
+    fn matmuls(
+        &mut self,
+        ws: &[&Self::Weight],
+        x: &Self::Buf,
+        n: usize,
+        outs: &mut [&mut Self::Buf],
+    ) -> Result<(), ModelError> {
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            self.matmul(w, x, n, out)?;
+        }
+        Ok(())
+    }
     /// Rotates `n_heads` heads of each of `n` rows in place; row `t` is at position `pos0 + t`.
     fn rope(&mut self, x: &mut Self::Buf, n: usize, n_heads: usize, shape: &AttnShape, pos0: usize);
     /// Writes keys and values of `n` tokens at positions `pos0..pos0+n` of layer `layer`.

@@ -13,7 +13,7 @@ use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 use rustorch_gguf::{GgmlType, GgufFile};
 use rustorch_quant::dispatch;
-use rustorch_quant::kernels::mat_kernel;
+use rustorch_quant::kernels::{mat_kernel, MatKernel};
 
 use crate::backend::{AttnShape, Backend, Device};
 use crate::ModelError;
@@ -56,10 +56,29 @@ pub struct CpuKv {
     head_dim: usize,
 }
 
+/// Weights that may share one input in [`Backend::matmuls`] (q/k/v, gate/up).
+const MAX_GROUP: usize = 4;
+
+/// One weight of a grouped matmul.
+#[derive(Clone, Copy)]
+struct Job {
+    kernel: &'static MatKernel,
+    rows: usize,
+    cols: usize,
+    /// Bytes of one weight row.
+    w_row: usize,
+    /// Bytes of one quantized activation row.
+    act_bytes: usize,
+    /// First row of this weight's output in the joint result.
+    first: usize,
+}
+
 #[derive(Default)]
 pub struct CpuBackend {
-    /// Activations quantized for the current matmul: `[n, row_bytes]`.
-    act: Vec<u8>,
+    /// Activations quantized for the current matmul, per activation format: `[n, row_bytes]`.
+    acts: [(Option<GgmlType>, Vec<u8>); 3],
+    /// Which of `acts` already hold this call's input.
+    acts_fresh: [bool; 3],
     /// Matmul result in weight-row-major order `[out_dim, n]`, transposed into the output.
     tmp: Vec<f32>,
     /// Attention output by head, `[n_head, head_dim, n]`, transposed into the output.
@@ -231,55 +250,138 @@ impl Backend for CpuBackend {
         n: usize,
         out: &mut Vec<f32>,
     ) -> Result<(), ModelError> {
-        let CpuWeight::Mapped { ty, rows, cols, .. } = w else {
-            return Err(ModelError::Backend("matmul needs a matrix weight".into()));
-        };
-        let (rows, cols) = (*rows, *cols);
-        let kernel = mat_kernel(*ty)
-            .ok_or_else(|| ModelError::Backend(format!("no matmul kernel for {ty}")))?;
-        let w_row = ty.row_bytes(cols as u64).expect("validated at upload") as usize;
-        let a_row = kernel.act_type().row_bytes(cols as u64).ok_or_else(|| {
-            ModelError::Backend(format!(
-                "row length {cols} is not a multiple of {}'s block",
-                kernel.act_type()
-            ))
-        })? as usize;
+        self.matmuls(&[w], x, n, &mut [out])
+    }
 
-        // Activations are quantized once per matmul, then every weight row meets every token.
-        grow(&mut self.act, n * a_row);
-        self.act[..n * a_row]
-            .par_chunks_mut(a_row)
-            .zip(x[..n * cols].par_chunks(cols))
-            .for_each(|(a, x)| kernel.quantize_act(x, a));
-        let act = &self.act[..n * a_row];
-        let wdata = w.bytes();
+    fn matmuls(
+        &mut self,
+        ws: &[&CpuWeight],
+        x: &Vec<f32>,
+        n: usize,
+        outs: &mut [&mut Vec<f32>],
+    ) -> Result<(), ModelError> {
+        assert_eq!(ws.len(), outs.len());
+        assert!(
+            ws.len() <= MAX_GROUP,
+            "at most {MAX_GROUP} matmuls share an input"
+        );
+        // Per weight: kernel, rows, cols, bytes per weight row, first row in the joint output.
+        let mut jobs: [Option<Job>; MAX_GROUP] = [None; MAX_GROUP];
+        let mut total_rows = 0;
+        for (slot, w) in jobs.iter_mut().zip(ws) {
+            let CpuWeight::Mapped { ty, rows, cols, .. } = w else {
+                return Err(ModelError::Backend("matmul needs a matrix weight".into()));
+            };
+            let kernel = mat_kernel(*ty)
+                .ok_or_else(|| ModelError::Backend(format!("no matmul kernel for {ty}")))?;
+            let act_bytes = kernel.act_type().row_bytes(*cols as u64).ok_or_else(|| {
+                ModelError::Backend(format!(
+                    "row length {cols} is not a multiple of {}'s block",
+                    kernel.act_type()
+                ))
+            })? as usize;
+            *slot = Some(Job {
+                kernel,
+                rows: *rows,
+                cols: *cols,
+                w_row: ty.row_bytes(*cols as u64).expect("validated at upload") as usize,
+                act_bytes,
+                first: total_rows,
+            });
+            total_rows += rows;
+        }
+        let jobs = &jobs[..ws.len()];
 
-        // Threads take tiles of weight rows; the tile's weights stay in cache across all tokens.
-        let rows_per_task = if n == 1 { 64 } else { 16 };
-        let gemm = |c: usize, dst: &mut [f32]| {
-            let r0 = c * rows_per_task;
-            let nr = dst.len() / n;
-            kernel.gemm(&wdata[r0 * w_row..(r0 + nr) * w_row], nr, act, n, cols, dst);
+        // Activations are quantized once per activation format, then every weight row meets every
+        // token.
+        for job in jobs.iter().flatten() {
+            let at = job.kernel.act_type();
+            let slot = match self.acts.iter().position(|(t, _)| *t == Some(at)) {
+                Some(i) => i,
+                None => {
+                    let i = self
+                        .acts
+                        .iter()
+                        .position(|(t, _)| t.is_none())
+                        .expect("at most 3 activation formats");
+                    self.acts[i].0 = Some(at);
+                    i
+                }
+            };
+            if self.acts_fresh[slot] {
+                continue;
+            }
+            let buf = &mut self.acts[slot].1;
+            grow(buf, n * job.act_bytes);
+            buf[..n * job.act_bytes]
+                .par_chunks_mut(job.act_bytes)
+                .zip(x[..n * job.cols].par_chunks(job.cols))
+                .for_each(|(a, x)| job.kernel.quantize_act(x, a));
+            self.acts_fresh[slot] = true;
+        }
+        self.acts_fresh = [false; 3];
+        let acts = &self.acts;
+        let act_of = |job: &Job| -> &[u8] {
+            let at = Some(job.kernel.act_type());
+            let buf = &acts
+                .iter()
+                .find(|(t, _)| *t == at)
+                .expect("quantized above")
+                .1;
+            &buf[..n * job.act_bytes]
         };
-        if n == 1 {
-            out[..rows]
-                .par_chunks_mut(rows_per_task)
-                .enumerate()
-                .for_each(|(c, dst)| gemm(c, dst));
-        } else {
-            grow(&mut self.tmp, rows * n);
-            let tmp = &mut self.tmp[..rows * n];
-            tmp.par_chunks_mut(rows_per_task * n)
-                .enumerate()
-                .for_each(|(c, dst)| gemm(c, dst));
-            out[..n * rows]
-                .par_chunks_mut(rows)
-                .enumerate()
-                .for_each(|(t, o)| {
-                    for (r, o) in o.iter_mut().enumerate() {
-                        *o = tmp[r * n + t];
-                    }
-                });
+
+        // Threads take tiles of rows of the joint output `[total_rows, n]`; a tile that spans two
+        // weights is computed in two pieces. A tile's weights stay in cache across all tokens.
+        let rows_per_task = if n == 1 { 32 } else { 16 };
+        grow(&mut self.tmp, total_rows * n);
+        let tmp = &mut self.tmp[..total_rows * n];
+        tmp.par_chunks_mut(rows_per_task * n)
+            .enumerate()
+            .for_each(|(c, dst)| {
+                let (mut g, end) = (c * rows_per_task, c * rows_per_task + dst.len() / n);
+                let mut dst = dst;
+                while g < end {
+                    let (i, job) = jobs
+                        .iter()
+                        .enumerate()
+                        .find_map(|(i, j)| {
+                            j.as_ref()
+                                .filter(|j| g >= j.first && g < j.first + j.rows)
+                                .map(|j| (i, j))
+                        })
+                        .expect("row in range");
+                    let r0 = g - job.first;
+                    let nr = (job.rows - r0).min(end - g);
+                    let (now, rest) = dst.split_at_mut(nr * n);
+                    let wdata = ws[i].bytes();
+                    job.kernel.gemm(
+                        &wdata[r0 * job.w_row..(r0 + nr) * job.w_row],
+                        nr,
+                        act_of(job),
+                        n,
+                        job.cols,
+                        now,
+                    );
+                    dst = rest;
+                    g += nr;
+                }
+            });
+        let tmp = &self.tmp[..total_rows * n];
+        for (job, out) in jobs.iter().flatten().zip(outs.iter_mut()) {
+            let part = &tmp[job.first * n..(job.first + job.rows) * n];
+            if n == 1 {
+                out[..job.rows].copy_from_slice(part);
+            } else {
+                out[..n * job.rows]
+                    .par_chunks_mut(job.rows)
+                    .enumerate()
+                    .for_each(|(t, o)| {
+                        for (r, o) in o.iter_mut().enumerate() {
+                            *o = part[r * n + t];
+                        }
+                    });
+            }
         }
         Ok(())
     }

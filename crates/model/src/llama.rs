@@ -202,9 +202,12 @@ impl<B: Backend> LlamaModel<B> {
             // attention
             b.rms_norm(&s.x, &l.attn_norm, c.rms_eps, n, e, &mut s.xb);
             dbg.show(b, "attn_norm", &s.xb, n, e)?;
-            b.matmul(&l.wq, &s.xb, n, &mut s.q)?;
-            b.matmul(&l.wk, &s.xb, n, &mut s.k)?;
-            b.matmul(&l.wv, &s.xb, n, &mut s.v)?;
+            b.matmuls(
+                &[&l.wq, &l.wk, &l.wv],
+                &s.xb,
+                n,
+                &mut [&mut s.q, &mut s.k, &mut s.v],
+            )?;
             b.rope(&mut s.q, n, c.n_head, &shape, pos0);
             b.rope(&mut s.k, n, c.n_head_kv, &shape, pos0);
             dbg.show(b, "q", &s.q, n, e)?;
@@ -220,8 +223,12 @@ impl<B: Backend> LlamaModel<B> {
             // feed-forward
             b.rms_norm(&s.x, &l.ffn_norm, c.rms_eps, n, e, &mut s.xb);
             dbg.show(b, "ffn_norm", &s.xb, n, e)?;
-            b.matmul(&l.w_gate, &s.xb, n, &mut s.gate)?;
-            b.matmul(&l.w_up, &s.xb, n, &mut s.up)?;
+            b.matmuls(
+                &[&l.w_gate, &l.w_up],
+                &s.xb,
+                n,
+                &mut [&mut s.gate, &mut s.up],
+            )?;
             b.swiglu(&mut s.gate, &s.up, n * ff);
             dbg.show(b, "ffn_swiglu", &s.gate, n, ff)?;
             b.matmul(&l.w_down, &s.gate, n, &mut s.proj)?;
