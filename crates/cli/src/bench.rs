@@ -52,7 +52,11 @@ struct TestResult {
 fn mean_sd(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
     let mean = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
     (mean, var.sqrt())
 }
 
@@ -65,14 +69,23 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let file = common::open(&path)?;
     let model_size: u64 = file.tensors().iter().map(|t| t.n_bytes).sum();
     let n_params: u64 = file.tensors().iter().map(|t| t.n_elements).sum();
-    let ftype = file.opt_u32("general.file_type")?.map(rustorch_model::ftype::file_type_name).unwrap_or("?");
-    let arch = file.opt_str("general.architecture")?.unwrap_or("?").to_string();
+    let ftype = file
+        .opt_u32("general.file_type")?
+        .map(rustorch_model::ftype::file_type_name)
+        .unwrap_or("?");
+    let arch = file
+        .opt_str("general.architecture")?
+        .unwrap_or("?")
+        .to_string();
     let n_ctx = args.n_prompt.max(args.n_gen).max(1);
-    let mut model = rustorch_model::load(file, args.runtime.backend, n_ctx).with_context(|| path.display().to_string())?;
+    let mut model = rustorch_model::load(file, args.runtime.backend, n_ctx)
+        .with_context(|| path.display().to_string())?;
     let n_vocab = model.config().n_vocab;
     let n_threads = rayon::current_num_threads();
     // Token ids as llama-bench uses: arbitrary ids below the vocabulary size.
-    let tokens: Vec<u32> = (0..n_ctx as u32).map(|i| (i * 7919 + 13) % n_vocab as u32).collect();
+    let tokens: Vec<u32> = (0..n_ctx as u32)
+        .map(|i| (i * 7919 + 13) % n_vocab as u32)
+        .collect();
     let mut logits = Vec::new();
 
     let mut results = Vec::new();
@@ -119,7 +132,11 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     println!("| model | size | params | backend | threads | test | t/s |");
     println!("| --- | ---: | ---: | --- | ---: | ---: | ---: |");
     for r in &results {
-        let test = if r.n_prompt > 0 { format!("pp{}", r.n_prompt) } else { format!("tg{}", r.n_gen) };
+        let test = if r.n_prompt > 0 {
+            format!("pp{}", r.n_prompt)
+        } else {
+            format!("tg{}", r.n_gen)
+        };
         println!(
             "| {} | {:.2} MiB | {:.2} M | {} | {} | {} | {:.2} ± {:.2} |",
             r.model_type,
@@ -154,7 +171,10 @@ pub struct SynthArgs {
 fn parse_shape(s: &str) -> Result<Shape, String> {
     Shape::by_name(s).ok_or_else(|| {
         let names: Vec<&str> = SHAPES.iter().map(|s| s.name).collect();
-        format!("unknown shape '{s}' (expected one of: {})", names.join(", "))
+        format!(
+            "unknown shape '{s}' (expected one of: {})",
+            names.join(", ")
+        )
     })
 }
 
@@ -165,7 +185,12 @@ fn parse_ftype(s: &str) -> Result<FileType, String> {
 pub fn synth(args: SynthArgs) -> anyhow::Result<()> {
     common::init_threads(args.threads)?;
     let bar = ProgressBar::new(0);
-    bar.set_style(ProgressStyle::with_template("synth {bar:40} {pos}/{len} tensors [{elapsed_precise}<{eta_precise}]").unwrap());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "synth {bar:40} {pos}/{len} tensors [{elapsed_precise}<{eta_precise}]",
+        )
+        .unwrap(),
+    );
     let tmp = args.output.with_extension("gguf.partial");
     let result = rustorch_model::synth::write(&args.shape, args.ftype, &tmp, |done, total| {
         bar.set_length(total as u64);
@@ -176,7 +201,8 @@ pub fn synth(args: SynthArgs) -> anyhow::Result<()> {
         std::fs::remove_file(&tmp).ok();
         return Err(e).with_context(|| format!("writing {}", args.output.display()));
     }
-    std::fs::rename(&tmp, &args.output).with_context(|| format!("writing {}", args.output.display()))?;
+    std::fs::rename(&tmp, &args.output)
+        .with_context(|| format!("writing {}", args.output.display()))?;
     eprintln!(
         "wrote {} ({}, {}, {:.1} MiB)",
         args.output.display(),

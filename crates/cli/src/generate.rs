@@ -28,7 +28,11 @@ pub struct SamplingArgs {
     #[arg(long = "min-p", default_value_t = 0.05, allow_negative_numbers = true)]
     pub min_p: f32,
     /// Penalty for repeating a token of the recent window (1: off)
-    #[arg(long = "repeat-penalty", default_value_t = 1.0, allow_negative_numbers = true)]
+    #[arg(
+        long = "repeat-penalty",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
     pub repeat_penalty: f32,
     /// Window of recent tokens the repetition penalty looks at
     #[arg(long = "repeat-last-n", default_value_t = 64)]

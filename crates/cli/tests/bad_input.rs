@@ -9,10 +9,21 @@ fn assert_one_line_error(args: &[&str]) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success(), "{args:?} succeeded: {stderr}");
     let code = out.status.code();
-    assert!(matches!(code, Some(1) | Some(2)), "{args:?}: exit status {code:?} (a panic exits 101): {stderr}");
-    assert!(out.stdout.is_empty(), "{args:?} printed to stdout: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        matches!(code, Some(1) | Some(2)),
+        "{args:?}: exit status {code:?} (a panic exits 101): {stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{args:?} printed to stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "{args:?}: expected one line on stderr, got: {stderr}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "{args:?}: expected one line on stderr, got: {stderr}"
+    );
     assert!(lines[0].starts_with("error: "), "{stderr}");
     lines[0].to_string()
 }
@@ -63,7 +74,17 @@ fn bad_flag_values() {
 fn prompt_longer_than_the_context() {
     let m = common::model(common::SMOLLM);
     let prompt = "word ".repeat(100);
-    let e = assert_one_line_error(&["run", "-m", m.to_str().unwrap(), "-p", &prompt, "-c", "16", "-n", "4"]);
+    let e = assert_one_line_error(&[
+        "run",
+        "-m",
+        m.to_str().unwrap(),
+        "-p",
+        &prompt,
+        "-c",
+        "16",
+        "-n",
+        "4",
+    ]);
     assert!(e.contains("context"), "{e}");
 }
 
@@ -81,5 +102,8 @@ fn unknown_architecture() {
     let p = dir.path().join("lxama.gguf");
     std::fs::write(&p, &bytes).unwrap();
     let e = assert_one_line_error(&["run", "-m", p.to_str().unwrap(), "-p", "hi", "-n", "2"]);
-    assert!(e.contains("lxama") && e.contains("llama"), "names the architecture and the supported ones: {e}");
+    assert!(
+        e.contains("lxama") && e.contains("llama"),
+        "names the architecture and the supported ones: {e}"
+    );
 }

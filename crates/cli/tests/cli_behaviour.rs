@@ -18,76 +18,179 @@ fn with_stdin(args: &[&str], input: &str) -> std::process::Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
 #[test]
 fn chat_answers_each_line_of_stdin() {
-    let out = with_stdin(&["chat", "-m", &smollm(), "-n", "12", "--temp", "0"], "What is the capital of France?\nAnd of Italy?\n");
+    let out = with_stdin(
+        &["chat", "-m", &smollm(), "-n", "12", "--temp", "0"],
+        "What is the capital of France?\nAnd of Italy?\n",
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let replies: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(replies.len() >= 2, "two replies expected: {stdout:?}");
     // (The reply's wording is not checked: llama.cpp's own greedy first token here is a near-tie.)
-    assert!(!stdout.contains("<|im_start|>") && !stdout.contains("<|im_end|>"), "control tokens leak: {stdout:?}");
+    assert!(
+        !stdout.contains("<|im_start|>") && !stdout.contains("<|im_end|>"),
+        "control tokens leak: {stdout:?}"
+    );
 }
 
 #[test]
 fn no_subcommand_is_chat() {
     // The seed system's own invocation.
-    let out = with_stdin(&["--model", &smollm(), "--backend", "cpu", "--max-tokens", "5"], "Hello\n");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = with_stdin(
+        &[
+            "--model",
+            &smollm(),
+            "--backend",
+            "cpu",
+            "--max-tokens",
+            "5",
+        ],
+        "Hello\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
 }
 
 #[test]
 fn chat_reports_a_full_context() {
-    let out = with_stdin(&["chat", "-m", &smollm(), "-c", "48", "--temp", "0"], "Tell me a long story about a dragon.\nMore.\n");
+    let out = with_stdin(
+        &["chat", "-m", &smollm(), "-c", "48", "--temp", "0"],
+        "Tell me a long story about a dragon.\nMore.\n",
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("context") && stderr.contains("full"), "{stderr}");
+    assert!(
+        stderr.contains("context") && stderr.contains("full"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn same_seed_same_text() {
     let m = smollm();
-    let args = ["run", "-m", &m, "-p", "Once upon a time", "-n", "24", "--temp", "1.0", "--seed", "42"];
+    let args = [
+        "run",
+        "-m",
+        &m,
+        "-p",
+        "Once upon a time",
+        "-n",
+        "24",
+        "--temp",
+        "1.0",
+        "--seed",
+        "42",
+    ];
     let a = common::rustorch_ok(&args);
     let b = common::rustorch_ok(&args);
     assert_eq!(a, b);
-    let c = common::rustorch_ok(&["run", "-m", &m, "-p", "Once upon a time", "-n", "24", "--temp", "1.0", "--seed", "7"]);
+    let c = common::rustorch_ok(&[
+        "run",
+        "-m",
+        &m,
+        "-p",
+        "Once upon a time",
+        "-n",
+        "24",
+        "--temp",
+        "1.0",
+        "--seed",
+        "7",
+    ]);
     assert_ne!(a, c, "different seeds gave the same 24 tokens");
 }
 
 #[test]
 fn debug_activations_go_to_stderr_only() {
     let out = Command::new(env!("CARGO_BIN_EXE_rustorch"))
-        .args(["run", "-m", &smollm(), "-p", "Hello", "-n", "2", "--temp", "0"])
+        .args([
+            "run",
+            "-m",
+            &smollm(),
+            "-p",
+            "Hello",
+            "-n",
+            "2",
+            "--temp",
+            "0",
+        ])
         .env("RUSTORCH_DEBUG", "1")
         .output()
         .unwrap();
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for name in ["attn_norm-0", "q-0", "k-0", "v-0", "kqv_out-0", "ffn_inp-0", "ffn_out-29", "result_output"] {
-        assert!(stderr.contains(name), "{name} missing from the debug output");
+    for name in [
+        "attn_norm-0",
+        "q-0",
+        "k-0",
+        "v-0",
+        "kqv_out-0",
+        "ffn_inp-0",
+        "ffn_out-29",
+        "result_output",
+    ] {
+        assert!(
+            stderr.contains(name),
+            "{name} missing from the debug output"
+        );
     }
     assert!(stderr.contains("rms"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains("[debug]"));
-    let quiet = common::rustorch(&["run", "-m", &smollm(), "-p", "Hello", "-n", "2", "--temp", "0"]);
+    let quiet = common::rustorch(&[
+        "run",
+        "-m",
+        &smollm(),
+        "-p",
+        "Hello",
+        "-n",
+        "2",
+        "--temp",
+        "0",
+    ]);
     assert!(!String::from_utf8_lossy(&quiet.stderr).contains("[debug]"));
-    assert_eq!(quiet.stdout, out.stdout, "debug output changed the generated text");
+    assert_eq!(
+        quiet.stdout, out.stdout,
+        "debug output changed the generated text"
+    );
 }
 
 #[test]
 fn inspect_describes_the_file() {
     let text = common::rustorch_ok(&["inspect", &smollm()]);
-    for want in ["llama", "134515008", "Q4_1", "8192", "gpt2", "49152", "blk.0.attn_q.weight", "token_embd.weight"] {
-        assert!(text.to_lowercase().contains(&want.to_lowercase()), "{want} missing:\n{text}");
+    for want in [
+        "llama",
+        "134515008",
+        "Q4_1",
+        "8192",
+        "gpt2",
+        "49152",
+        "blk.0.attn_q.weight",
+        "token_embd.weight",
+    ] {
+        assert!(
+            text.to_lowercase().contains(&want.to_lowercase()),
+            "{want} missing:\n{text}"
+        );
     }
-    let json: serde_json::Value = serde_json::from_str(&common::rustorch_ok(&["inspect", "--json", &smollm()])).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&common::rustorch_ok(&["inspect", "--json", &smollm()])).unwrap();
     assert_eq!(json["architecture"], "llama");
     assert_eq!(json["parameters"], 134515008u64);
     assert_eq!(json["vocab_size"], 49152);

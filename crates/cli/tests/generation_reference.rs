@@ -113,8 +113,14 @@ fn teacher_forced_argmax_matches_llama_cpp() {
     }
     let mean_err = sum / count as f64;
     eprintln!("top-5 logits of the first 64 positions: mean difference {mean_err:.4}, largest {max_err:.4}");
-    assert!(count >= 250, "too few of llama.cpp's top-5 ids are in ours: {count}");
-    assert!(mean_err < 0.3, "top-5 logits differ from llama.cpp's by {mean_err:.4} on average");
+    assert!(
+        count >= 250,
+        "too few of llama.cpp's top-5 ids are in ours: {count}"
+    );
+    assert!(
+        mean_err < 0.3,
+        "top-5 logits differ from llama.cpp's by {mean_err:.4} on average"
+    );
 }
 
 #[test]
@@ -220,8 +226,21 @@ fn greedy_text_on_more_prompts() {
     for case in extra()["greedy_ids"].as_array().unwrap() {
         let prompt = case["prompt"].as_str().unwrap();
         let prefix = case["stable_prefix_text"].as_str().unwrap();
-        let out = common::rustorch_ok(&["run", "-m", &smollm(), "-p", prompt, "-n", "32", "--temp", "0"]);
-        assert!(out.starts_with(prefix), "prompt {prompt:?}: got {out:?}, want a start of {prefix:?}");
+        let out = common::rustorch_ok(&[
+            "run",
+            "-m",
+            &smollm(),
+            "-p",
+            prompt,
+            "-n",
+            "32",
+            "--temp",
+            "0",
+        ]);
+        assert!(
+            out.starts_with(prefix),
+            "prompt {prompt:?}: got {out:?}, want a start of {prefix:?}"
+        );
     }
 }
 
@@ -229,10 +248,22 @@ fn greedy_text_on_more_prompts() {
 fn teacher_forced_on_another_text() {
     let tf = &extra()["teacher_forced"];
     let text = common::repo_root().join(tf["text"].as_str().unwrap());
-    let out = common::rustorch_ok(&["logits", "-m", &smollm(), "-f", text.to_str().unwrap(), "--max-tokens", "512", "--json"]);
+    let out = common::rustorch_ok(&[
+        "logits",
+        "-m",
+        &smollm(),
+        "-f",
+        text.to_str().unwrap(),
+        "--max-tokens",
+        "512",
+        "--json",
+    ]);
     let ours: Value = serde_json::from_str(&out).unwrap();
     let positions = ours["positions"].as_array().unwrap();
-    let (argmax, margins) = (tf["argmax"].as_array().unwrap(), tf["margins"].as_array().unwrap());
+    let (argmax, margins) = (
+        tf["argmax"].as_array().unwrap(),
+        tf["margins"].as_array().unwrap(),
+    );
     assert_eq!(positions.len(), argmax.len());
     let (mut confident, mut confident_agree, mut agree) = (0usize, 0usize, 0usize);
     for (i, p) in positions.iter().enumerate() {
@@ -244,17 +275,36 @@ fn teacher_forced_on_another_text() {
             confident_agree += same as usize;
         }
     }
-    let (conf_rate, all_rate) = (confident_agree as f64 / confident as f64, agree as f64 / positions.len() as f64);
+    let (conf_rate, all_rate) = (
+        confident_agree as f64 / confident as f64,
+        agree as f64 / positions.len() as f64,
+    );
     eprintln!("teacher-forced (MPL-2.0): {conf_rate:.4} confident, {all_rate:.4} all");
-    assert!(conf_rate >= 0.99 && all_rate >= 0.95, "agreement {conf_rate:.4} confident, {all_rate:.4} all");
+    assert!(
+        conf_rate >= 0.99 && all_rate >= 0.95,
+        "agreement {conf_rate:.4} confident, {all_rate:.4} all"
+    );
 }
 
 #[test]
 fn perplexity_on_another_text() {
     let p = &extra()["perplexity"];
     let text = common::repo_root().join(p["text"].as_str().unwrap());
-    let out = common::rustorch_ok(&["perplexity", "-m", &smollm(), "-f", text.to_str().unwrap(), "-c", "512", "--json"]);
+    let out = common::rustorch_ok(&[
+        "perplexity",
+        "-m",
+        &smollm(),
+        "-f",
+        text.to_str().unwrap(),
+        "-c",
+        "512",
+        "--json",
+    ]);
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["chunks"], p["chunks"]);
-    assert_close(v["ppl"].as_f64().unwrap(), p["ppl"].as_f64().unwrap(), "SmolLM2 Q4_1 on MPL-2.0");
+    assert_close(
+        v["ppl"].as_f64().unwrap(),
+        p["ppl"].as_f64().unwrap(),
+        "SmolLM2 Q4_1 on MPL-2.0",
+    );
 }

@@ -20,7 +20,11 @@
 //! x86 kernels rely on (`maddubs` saturates at ±32767 and the sign trick cannot negate -128);
 //! other bytes give wrong sums, never undefined behaviour.
 //!
+//! `gemm` allocates nothing once a thread has run it: the x86 Q8_0 / Q8_1 kernels convert the
+//! activations' f16 scales once per call into a buffer kept per thread.
+//!
 //! Set `RUSTORCH_ISA=scalar|avx2|avx512vnni|neon` to cap the choice (benchmarks, bisecting).
+//! The AVX-512 kernels need Rust 1.89 (stable AVX-512 intrinsics and target features).
 
 #[cfg(target_arch = "aarch64")]
 mod neon;
