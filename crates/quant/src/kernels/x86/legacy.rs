@@ -17,7 +17,7 @@ trait Block {
     const WEIGHT: GgmlType;
     const BYTES: usize;
     /// The 32 weights: `i8` for the Q8_0-paired formats, `u8` (0..=31) for the Q8_1 ones.
-    unsafe fn weights(x: *const u8) -> __m256i;
+    unsafe fn weights<D: Dot>(x: *const u8) -> __m256i;
 }
 
 /// 32 nibbles from 16 bytes: the low nibbles (weights 0..16), then the high ones (16..32).
@@ -26,23 +26,6 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
     let b = load128(p);
     let both = _mm256_set_m128i(_mm_srli_epi16(b, 4), b);
     _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
-}
-
-/// Byte `j` is 0xFF where bit `j` of the little-endian u32 at `p` is set, else 0.
-#[inline(always)]
-unsafe fn bit_bytes(p: *const u8) -> __m256i {
-    let spread = _mm256_shuffle_epi8(
-        _mm256_set1_epi32(read_u32(p) as i32),
-        _mm256_set_epi64x(
-            0x0303_0303_0303_0303,
-            0x0202_0202_0202_0202,
-            0x0101_0101_0101_0101,
-            0,
-        ),
-    );
-    // Set every bit but the one each byte stands for; the byte is all ones iff that bit was set.
-    let others = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
-    _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi8(-1))
 }
 
 pub(super) struct Q8_0;
@@ -55,7 +38,7 @@ impl Block for Q8_0 {
     const WEIGHT: GgmlType = GgmlType::Q8_0;
     const BYTES: usize = size_of::<BlockQ8_0>();
     #[inline(always)]
-    unsafe fn weights(x: *const u8) -> __m256i {
+    unsafe fn weights<D: Dot>(x: *const u8) -> __m256i {
         load(x.add(offset_of!(BlockQ8_0, qs)))
     }
 }
@@ -64,7 +47,7 @@ impl Block for Q4_0 {
     const WEIGHT: GgmlType = GgmlType::Q4_0;
     const BYTES: usize = size_of::<BlockQ4_0>();
     #[inline(always)]
-    unsafe fn weights(x: *const u8) -> __m256i {
+    unsafe fn weights<D: Dot>(x: *const u8) -> __m256i {
         _mm256_sub_epi8(
             nibbles(x.add(offset_of!(BlockQ4_0, qs))),
             _mm256_set1_epi8(8),
@@ -76,10 +59,10 @@ impl Block for Q5_0 {
     const WEIGHT: GgmlType = GgmlType::Q5_0;
     const BYTES: usize = size_of::<BlockQ5_0>();
     #[inline(always)]
-    unsafe fn weights(x: *const u8) -> __m256i {
+    unsafe fn weights<D: Dot>(x: *const u8) -> __m256i {
         // (nibble | bit << 4) - 16: the nibble itself where the bit is set, else nibble | 0xF0.
         let high = _mm256_andnot_si256(
-            bit_bytes(x.add(offset_of!(BlockQ5_0, qh))),
+            D::bit_bytes(x.add(offset_of!(BlockQ5_0, qh))),
             _mm256_set1_epi8(0xF0u8 as i8),
         );
         _mm256_or_si256(nibbles(x.add(offset_of!(BlockQ5_0, qs))), high)
@@ -90,7 +73,7 @@ impl Block for Q4_1 {
     const WEIGHT: GgmlType = GgmlType::Q4_1;
     const BYTES: usize = size_of::<BlockQ4_1>();
     #[inline(always)]
-    unsafe fn weights(x: *const u8) -> __m256i {
+    unsafe fn weights<D: Dot>(x: *const u8) -> __m256i {
         nibbles(x.add(offset_of!(BlockQ4_1, qs)))
     }
 }
@@ -99,9 +82,9 @@ impl Block for Q5_1 {
     const WEIGHT: GgmlType = GgmlType::Q5_1;
     const BYTES: usize = size_of::<BlockQ5_1>();
     #[inline(always)]
-    unsafe fn weights(x: *const u8) -> __m256i {
+    unsafe fn weights<D: Dot>(x: *const u8) -> __m256i {
         let high = _mm256_and_si256(
-            bit_bytes(x.add(offset_of!(BlockQ5_1, qh))),
+            D::bit_bytes(x.add(offset_of!(BlockQ5_1, qh))),
             _mm256_set1_epi8(0x10),
         );
         _mm256_or_si256(nibbles(x.add(offset_of!(BlockQ5_1, qs))), high)
@@ -127,7 +110,7 @@ unsafe fn block_signed<B: Block, D: Dot, const NT: usize>(
     b: usize,
     acc: &mut [__m256; NT],
 ) {
-    let q = B::weights(x);
+    let q = B::weights::<D>(x);
     let abs_q = _mm256_sign_epi8(q, q);
     let dx = splat_f16(x);
     for t in 0..NT {
@@ -150,7 +133,7 @@ unsafe fn block_min<B: Block, D: Dot, const NT: usize>(
     acc: &mut [__m256; NT],
     acc_min: &mut [__m128; NT],
 ) {
-    let q = B::weights(x);
+    let q = B::weights::<D>(x);
     let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(read_u32(x) as i32)); // [d_w, m_w, 0, 0]
     for t in 0..NT {
         let y = a[t].add(b * Q8_1_BYTES);

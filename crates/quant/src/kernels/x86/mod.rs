@@ -90,6 +90,8 @@ trait Dot {
     unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i;
     /// `acc` plus, in each 32-bit lane, the sum of its two `i16 × i16` products.
     unsafe fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i;
+    /// Byte `j` is 0xFF where bit `j` of the little-endian u32 at `p` is set, else 0.
+    unsafe fn bit_bytes(p: *const u8) -> __m256i;
 }
 
 /// AVX2: `maddubs` to 16-bit pair sums, `madd` with ones to 32-bit, then add.
@@ -105,6 +107,21 @@ impl Dot for Avx2 {
     #[inline(always)]
     unsafe fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
         _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
+    }
+    #[inline(always)]
+    unsafe fn bit_bytes(p: *const u8) -> __m256i {
+        let spread = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(read_u32(p) as i32),
+            _mm256_set_epi64x(
+                0x0303_0303_0303_0303,
+                0x0202_0202_0202_0202,
+                0x0101_0101_0101_0101,
+                0,
+            ),
+        );
+        // Set every bit but the one each byte stands for; the byte is all ones iff that bit was set.
+        let others = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+        _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi8(-1))
     }
 }
 
@@ -132,6 +149,12 @@ impl Dot for Vnni {
             options(pure, nomem, nostack, preserves_flags)
         );
         acc
+    }
+    /// AVX-512BW: the bits are a byte mask already.
+    #[inline]
+    #[target_feature(enable = "avx512bw,avx512vl")]
+    unsafe fn bit_bytes(p: *const u8) -> __m256i {
+        _mm256_movm_epi8(read_u32(p))
     }
 }
 
