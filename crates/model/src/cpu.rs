@@ -1,5 +1,5 @@
 //! The CPU backend: weights are views into the memory-mapped file, activations are `Vec<f32>`,
-//! the KV cache is f16 (as llama.cpp's default), and every op is split over rayon's pool.
+//! the KV cache is f16 (as llama.cpp's default), and every op is split over the backend's thread pool (`threads`).
 //!
 //! Matmuls quantize the activations once per call to the 8-bit format ggml pairs with the weight
 //! type, then take integer-domain dot products per (weight row, token), as ggml does; that keeps our
@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
-use rayon::prelude::*;
 use rustorch_gguf::{GgmlType, GgufFile};
 use rustorch_quant::dispatch;
 use rustorch_quant::kernels::{mat_kernel, MatKernel};
 
 use crate::backend::{AttnShape, Backend, Device};
+use crate::threads::{for_each_chunk, Pool};
 use crate::ModelError;
 
 /// A weight on the CPU: rows of a tensor in the mapped file, or a small f32 vector (norms).
@@ -73,8 +73,8 @@ struct Job {
     first: usize,
 }
 
-#[derive(Default)]
 pub struct CpuBackend {
+    pool: Pool,
     /// Activations quantized for the current matmul, per activation format: `[n, row_bytes]`.
     acts: [(Option<GgmlType>, Vec<u8>); 3],
     /// Which of `acts` already hold this call's input.
@@ -100,8 +100,15 @@ thread_local! {
 }
 
 impl CpuBackend {
-    pub fn new() -> CpuBackend {
-        CpuBackend::default()
+    /// A backend computing on `n_threads` threads.
+    pub fn new(n_threads: usize) -> CpuBackend {
+        CpuBackend {
+            pool: Pool::new(n_threads),
+            acts: Default::default(),
+            acts_fresh: [false; 3],
+            tmp: Vec::new(),
+            att: Vec::new(),
+        }
     }
 }
 
@@ -229,18 +236,16 @@ impl Backend for CpuBackend {
         out: &mut Vec<f32>,
     ) {
         let w = weight.as_f32();
-        out[..n * dim]
-            .par_chunks_mut(dim)
-            .zip(x[..n * dim].par_chunks(dim))
-            .for_each(|(o, x)| {
-                // ggml sums the squares in double precision.
-                let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
-                let mean = (sum / dim as f64) as f32;
-                let scale = 1.0 / (mean + eps).sqrt();
-                for ((o, &x), &w) in o.iter_mut().zip(x).zip(w) {
-                    *o = x * scale * w;
-                }
-            });
+        for_each_chunk(&self.pool, &mut out[..n * dim], dim, |t, o| {
+            let x = &x[t * dim..(t + 1) * dim];
+            // ggml sums the squares in double precision.
+            let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+            let mean = (sum / dim as f64) as f32;
+            let scale = 1.0 / (mean + eps).sqrt();
+            for ((o, &x), &w) in o.iter_mut().zip(x).zip(w) {
+                *o = x * scale * w;
+            }
+        });
     }
 
     fn matmul(
@@ -313,10 +318,10 @@ impl Backend for CpuBackend {
             }
             let buf = &mut self.acts[slot].1;
             grow(buf, n * job.act_bytes);
-            buf[..n * job.act_bytes]
-                .par_chunks_mut(job.act_bytes)
-                .zip(x[..n * job.cols].par_chunks(job.cols))
-                .for_each(|(a, x)| job.kernel.quantize_act(x, a));
+            let (ab, cols) = (job.act_bytes, job.cols);
+            for_each_chunk(&self.pool, &mut buf[..n * ab], ab, |t, a| {
+                job.kernel.quantize_act(&x[t * cols..(t + 1) * cols], a)
+            });
             self.acts_fresh[slot] = true;
         }
         self.acts_fresh = [false; 3];
@@ -336,51 +341,46 @@ impl Backend for CpuBackend {
         let rows_per_task = if n == 1 { 32 } else { 16 };
         grow(&mut self.tmp, total_rows * n);
         let tmp = &mut self.tmp[..total_rows * n];
-        tmp.par_chunks_mut(rows_per_task * n)
-            .enumerate()
-            .for_each(|(c, dst)| {
-                let (mut g, end) = (c * rows_per_task, c * rows_per_task + dst.len() / n);
-                let mut dst = dst;
-                while g < end {
-                    let (i, job) = jobs
-                        .iter()
-                        .enumerate()
-                        .find_map(|(i, j)| {
-                            j.as_ref()
-                                .filter(|j| g >= j.first && g < j.first + j.rows)
-                                .map(|j| (i, j))
-                        })
-                        .expect("row in range");
-                    let r0 = g - job.first;
-                    let nr = (job.rows - r0).min(end - g);
-                    let (now, rest) = dst.split_at_mut(nr * n);
-                    let wdata = ws[i].bytes();
-                    job.kernel.gemm(
-                        &wdata[r0 * job.w_row..(r0 + nr) * job.w_row],
-                        nr,
-                        act_of(job),
-                        n,
-                        job.cols,
-                        now,
-                    );
-                    dst = rest;
-                    g += nr;
-                }
-            });
+        for_each_chunk(&self.pool, tmp, rows_per_task * n, |c, dst| {
+            let (mut g, end) = (c * rows_per_task, c * rows_per_task + dst.len() / n);
+            let mut dst = dst;
+            while g < end {
+                let (i, job) = jobs
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, j)| {
+                        j.as_ref()
+                            .filter(|j| g >= j.first && g < j.first + j.rows)
+                            .map(|j| (i, j))
+                    })
+                    .expect("row in range");
+                let r0 = g - job.first;
+                let nr = (job.rows - r0).min(end - g);
+                let (now, rest) = dst.split_at_mut(nr * n);
+                let wdata = ws[i].bytes();
+                job.kernel.gemm(
+                    &wdata[r0 * job.w_row..(r0 + nr) * job.w_row],
+                    nr,
+                    act_of(job),
+                    n,
+                    job.cols,
+                    now,
+                );
+                dst = rest;
+                g += nr;
+            }
+        });
         let tmp = &self.tmp[..total_rows * n];
         for (job, out) in jobs.iter().flatten().zip(outs.iter_mut()) {
             let part = &tmp[job.first * n..(job.first + job.rows) * n];
             if n == 1 {
                 out[..job.rows].copy_from_slice(part);
             } else {
-                out[..n * job.rows]
-                    .par_chunks_mut(job.rows)
-                    .enumerate()
-                    .for_each(|(t, o)| {
-                        for (r, o) in o.iter_mut().enumerate() {
-                            *o = part[r * n + t];
-                        }
-                    });
+                for_each_chunk(&self.pool, &mut out[..n * job.rows], job.rows, |t, o| {
+                    for (r, o) in o.iter_mut().enumerate() {
+                        *o = part[r * n + t];
+                    }
+                });
             }
         }
         Ok(())
@@ -390,10 +390,11 @@ impl Backend for CpuBackend {
         let hd = shape.head_dim;
         // ggml: theta_i = pos * base^(-2i/n_rot), built by repeated multiplication in f32.
         let theta_scale = shape.rope_freq_base.powf(-2.0 / shape.n_rot as f32);
-        x[..n * n_heads * hd]
-            .par_chunks_mut(n_heads * hd)
-            .enumerate()
-            .for_each(|(t, row)| {
+        for_each_chunk(
+            &self.pool,
+            &mut x[..n * n_heads * hd],
+            n_heads * hd,
+            |t, row| {
                 let pos = (pos0 + t) as f32;
                 for head in row.chunks_mut(hd) {
                     let mut theta = pos;
@@ -405,7 +406,8 @@ impl Backend for CpuBackend {
                         theta *= theta_scale;
                     }
                 }
-            });
+            },
+        );
     }
 
     fn kv_store(
@@ -458,10 +460,11 @@ impl Backend for CpuBackend {
         // One task per query head: scores = K·q for all queries at once, a causal softmax, then
         // Vᵀ·p, both as f32 matmuls. q and p are rounded to f16 first, as llama.cpp's f16 KV
         // matmuls round their f32 operand.
-        self.att[..n_head * hd * n]
-            .par_chunks_mut(hd * n)
-            .enumerate()
-            .for_each(|(h, dst)| {
+        for_each_chunk(
+            &self.pool,
+            &mut self.att[..n_head * hd * n],
+            hd * n,
+            |h, dst| {
                 let kvh = h / group;
                 ATTN.with(|s| {
                     let s = &mut *s.borrow_mut();
@@ -519,29 +522,30 @@ impl Backend for CpuBackend {
                         dst,
                     );
                 });
-            });
+            },
+        );
         let att = &self.att[..n_head * hd * n];
-        out[..n * n_head * hd]
-            .par_chunks_mut(n_head * hd)
-            .enumerate()
-            .for_each(|(t, row)| {
+        for_each_chunk(
+            &self.pool,
+            &mut out[..n * n_head * hd],
+            n_head * hd,
+            |t, row| {
                 for (h, o) in row.chunks_mut(hd).enumerate() {
                     for (d, o) in o.iter_mut().enumerate() {
                         *o = att[(h * hd + d) * n + t];
                     }
                 }
-            });
+            },
+        );
     }
 
     fn swiglu(&mut self, gate: &mut Vec<f32>, up: &Vec<f32>, len: usize) {
-        gate[..len]
-            .par_chunks_mut(4096)
-            .zip(up[..len].par_chunks(4096))
-            .for_each(|(g, u)| {
-                for (g, &u) in g.iter_mut().zip(u) {
-                    *g = *g / (1.0 + (-*g).exp()) * u;
-                }
-            });
+        for_each_chunk(&self.pool, &mut gate[..len], 4096, |c, g| {
+            let u = &up[c * 4096..c * 4096 + g.len()];
+            for (g, &u) in g.iter_mut().zip(u) {
+                *g = *g / (1.0 + (-*g).exp()) * u;
+            }
+        });
     }
 
     fn add(&mut self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) {

@@ -9,6 +9,7 @@ pub mod llama;
 pub mod quantize;
 pub mod runner;
 pub mod synth;
+pub mod threads;
 
 pub use backend::{AttnShape, Backend, Device};
 pub use config::{Arch, Config, SUPPORTED_ARCHITECTURES};

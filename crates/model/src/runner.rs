@@ -138,7 +138,7 @@ pub fn load(
     };
     match (device, config.arch) {
         (Device::Cpu, Arch::Llama) => {
-            let mut backend = CpuBackend::new();
+            let mut backend = CpuBackend::new(rayon::current_num_threads());
             let model = LlamaModel::load(&mut backend, &file, config)?;
             let state = model.new_state(&mut backend)?;
             let kv = model.new_kv(&mut backend, n_ctx)?;
