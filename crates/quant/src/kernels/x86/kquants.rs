@@ -62,6 +62,41 @@ unsafe fn mul_scaled<D: Dot>(sumi: __m256i, u: __m256i, q8: *const u8, sc16: __m
     D::dpwssd(sumi, _mm256_maddubs_epi16(u, load(q8)), sc16)
 }
 
+/// Per-token integer sums of a block. With one or two tokens the `dpwssd`s of a block would form
+/// one dependency chain per token, and their latency (not their throughput) would bound the dot;
+/// there the sums alternate between two chains.
+struct Sums<const NT: usize>([[__m256i; 2]; NT]);
+
+impl<const NT: usize> Sums<NT> {
+    #[inline(always)]
+    unsafe fn new(init: [__m256i; NT]) -> Self {
+        let mut sums = [[_mm256_setzero_si256(); 2]; NT];
+        for (s, i) in sums.iter_mut().zip(init) {
+            s[0] = i;
+        }
+        Sums(sums)
+    }
+
+    /// `sum[t] += sc16 · (u · a)` on chain `chain % 2` (only chain 0 with more tokens).
+    #[inline(always)]
+    unsafe fn add<D: Dot>(
+        &mut self,
+        t: usize,
+        chain: usize,
+        u: __m256i,
+        q8: *const u8,
+        sc16: __m256i,
+    ) {
+        let c = if NT <= 2 { chain % 2 } else { 0 };
+        self.0[t][c] = mul_scaled::<D>(self.0[t][c], u, q8, sc16);
+    }
+
+    #[inline(always)]
+    unsafe fn total(&self, t: usize) -> __m256i {
+        _mm256_add_epi32(self.0[t][0], self.0[t][1])
+    }
+}
+
 /// Q4_K (`Q5 = false`) and Q5_K (`Q5 = true`, the fifth bits from `qh`), blocks of `BYTES`.
 #[inline(always)]
 unsafe fn dot_k4<D: Dot, const NT: usize, const BYTES: usize, const Q5: bool>(
@@ -85,7 +120,7 @@ unsafe fn dot_k4<D: Dot, const NT: usize, const BYTES: usize, const Q5: bool>(
         let sc16 = _mm256_cvtepu8_epi16(sm);
         let scales = _mm256_permute4x64_epi64(sc16, 0b01_00_01_00); // sc0..8 in both halves
         let mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)); // m0 m0 m1 m1 .. m7 m7
-        let mut sumi = [_mm256_setzero_si256(); NT];
+        let mut sumi = Sums::<NT>::new([_mm256_setzero_si256(); NT]);
         let mut qh = if Q5 {
             load(x.add(offset_of!(BlockQ5K, qh)))
         } else {
@@ -104,10 +139,10 @@ unsafe fn dot_k4<D: Dot, const NT: usize, const BYTES: usize, const Q5: bool>(
                 qh = _mm256_srli_epi16(qh, 2);
             }
             let (sc_lo, sc_hi) = (splat_i16(scales, 2 * j), splat_i16(scales, 2 * j + 1));
-            for t in 0..NT {
-                let q8 = a[t].add(b * Q8K_BYTES + Q8K_QS + 64 * j);
-                sumi[t] = mul_scaled::<D>(sumi[t], lo, q8, sc_lo);
-                sumi[t] = mul_scaled::<D>(sumi[t], hi, q8.add(32), sc_hi);
+            for (t, y) in a.iter().enumerate() {
+                let q8 = y.add(b * Q8K_BYTES + Q8K_QS + 64 * j);
+                sumi.add::<D>(t, 0, lo, q8, sc_lo);
+                sumi.add::<D>(t, 1, hi, q8.add(32), sc_hi);
             }
         }
         let d = splat_f16(x.add(offset_of!(BlockQ4K, d)));
@@ -116,7 +151,11 @@ unsafe fn dot_k4<D: Dot, const NT: usize, const BYTES: usize, const Q5: bool>(
             let y = a[t].add(b * Q8K_BYTES);
             let dy = splat_f32(y.add(Q8K_D));
             let min_sum = _mm256_madd_epi16(load(y.add(Q8K_BSUMS)), mins);
-            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+            acc[t] = _mm256_fmadd_ps(
+                _mm256_mul_ps(d, dy),
+                _mm256_cvtepi32_ps(sumi.total(t)),
+                acc[t],
+            );
             acc[t] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dy), _mm256_cvtepi32_ps(min_sum), acc[t]);
         }
     }
@@ -182,7 +221,7 @@ impl RowKernel for Q6K {
             let x = w.add(b * size_of::<BlockQ6K>());
             let sc = load128(x.add(offset_of!(BlockQ6K, scales)));
             // Weights are stored as q + 32: subtract 32 · Σ sc·bsum.
-            let mut sumi = offset_sums::<NT, 5>(&a, b, _mm256_cvtepi8_epi16(sc));
+            let mut sumi = Sums::new(offset_sums::<NT, 5>(&a, b, _mm256_cvtepi8_epi16(sc)));
             for h in 0..QK_K / 128 {
                 // Weight 128h + 32i + l: low 4 bits in ql[64h + 32(i % 2) + l] (nibble i / 2),
                 // high 2 bits in qh[32h + l] (bits 2i, 2i + 1).
@@ -201,16 +240,20 @@ impl RowKernel for Q6K {
                     qh = _mm256_srli_epi16(qh, 2);
                     let u = _mm256_or_si256(low, high);
                     let sc16 = scale_pair(sc, 4 * h + i);
-                    for t in 0..NT {
-                        let q8 = a[t].add(b * Q8K_BYTES + Q8K_QS + 128 * h + 32 * i);
-                        sumi[t] = mul_scaled::<D>(sumi[t], u, q8, sc16);
+                    for (t, y) in a.iter().enumerate() {
+                        let q8 = y.add(b * Q8K_BYTES + Q8K_QS + 128 * h + 32 * i);
+                        sumi.add::<D>(t, i, u, q8, sc16);
                     }
                 }
             }
             let d = splat_f16(x.add(offset_of!(BlockQ6K, d)));
             for t in 0..NT {
                 let dy = splat_f32(a[t].add(b * Q8K_BYTES + Q8K_D));
-                acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+                acc[t] = _mm256_fmadd_ps(
+                    _mm256_mul_ps(d, dy),
+                    _mm256_cvtepi32_ps(sumi.total(t)),
+                    acc[t],
+                );
             }
         }
         hsums(acc)
@@ -249,7 +292,7 @@ impl RowKernel for Q3K {
             let x = w.add(b * size_of::<BlockQ3K>());
             let sc = scales_q3k(x.add(offset_of!(BlockQ3K, scales)));
             // Weights are stored as q + 4 (2 low bits, the high bit meaning +4): subtract 4 Σ sc·bsum.
-            let mut sumi = offset_sums::<NT, 2>(&a, b, _mm256_cvtepi8_epi16(sc));
+            let mut sumi = Sums::new(offset_sums::<NT, 2>(&a, b, _mm256_cvtepi8_epi16(sc)));
             // Bit 4h + i of hmask[l] is the high bit of weight 128h + 32i + l.
             let mut hmask = load(x.add(offset_of!(BlockQ3K, hmask)));
             for h in 0..QK_K / 128 {
@@ -262,16 +305,20 @@ impl RowKernel for Q3K {
                     hmask = _mm256_srli_epi16(hmask, 1);
                     let u = _mm256_or_si256(low, high);
                     let sc16 = scale_pair(sc, 4 * h + i);
-                    for t in 0..NT {
-                        let q8 = a[t].add(b * Q8K_BYTES + Q8K_QS + 128 * h + 32 * i);
-                        sumi[t] = mul_scaled::<D>(sumi[t], u, q8, sc16);
+                    for (t, y) in a.iter().enumerate() {
+                        let q8 = y.add(b * Q8K_BYTES + Q8K_QS + 128 * h + 32 * i);
+                        sumi.add::<D>(t, i, u, q8, sc16);
                     }
                 }
             }
             let d = splat_f16(x.add(offset_of!(BlockQ3K, d)));
             for t in 0..NT {
                 let dy = splat_f32(a[t].add(b * Q8K_BYTES + Q8K_D));
-                acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+                acc[t] = _mm256_fmadd_ps(
+                    _mm256_mul_ps(d, dy),
+                    _mm256_cvtepi32_ps(sumi.total(t)),
+                    acc[t],
+                );
             }
         }
         hsums(acc)
@@ -297,7 +344,7 @@ impl RowKernel for Q2K {
             let packed = load128(x.add(offset_of!(BlockQ2K, scales)));
             let sc = _mm_and_si128(packed, m4);
             let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), m4));
-            let mut sumi = [_mm256_setzero_si256(); NT];
+            let mut sumi = Sums::<NT>::new([_mm256_setzero_si256(); NT]);
             for h in 0..QK_K / 128 {
                 // Weight 128h + 32i + l: bits 2i, 2i + 1 of qs[32h + l].
                 let mut qs = load(x.add(offset_of!(BlockQ2K, qs) + 32 * h));
@@ -305,9 +352,9 @@ impl RowKernel for Q2K {
                     let u = _mm256_and_si256(qs, m3);
                     qs = _mm256_srli_epi16(qs, 2);
                     let sc16 = scale_pair(sc, 4 * h + i);
-                    for t in 0..NT {
-                        let q8 = a[t].add(b * Q8K_BYTES + Q8K_QS + 128 * h + 32 * i);
-                        sumi[t] = mul_scaled::<D>(sumi[t], u, q8, sc16);
+                    for (t, y) in a.iter().enumerate() {
+                        let q8 = y.add(b * Q8K_BYTES + Q8K_QS + 128 * h + 32 * i);
+                        sumi.add::<D>(t, i, u, q8, sc16);
                     }
                 }
             }
@@ -317,7 +364,11 @@ impl RowKernel for Q2K {
                 let y = a[t].add(b * Q8K_BYTES);
                 let dy = splat_f32(y.add(Q8K_D));
                 let min_sum = _mm256_madd_epi16(load(y.add(Q8K_BSUMS)), mins);
-                acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+                acc[t] = _mm256_fmadd_ps(
+                    _mm256_mul_ps(d, dy),
+                    _mm256_cvtepi32_ps(sumi.total(t)),
+                    acc[t],
+                );
                 acc[t] =
                     _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dy), _mm256_cvtepi32_ps(min_sum), acc[t]);
             }
