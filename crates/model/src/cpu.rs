@@ -11,6 +11,7 @@ use std::sync::Arc;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rustorch_gguf::{GgmlType, GgufFile};
+use rustorch_quant::act::quantize_act_ggml_x86;
 use rustorch_quant::dispatch;
 use rustorch_quant::kernels::{mat_kernel, MatKernel};
 
@@ -320,7 +321,13 @@ impl Backend for CpuBackend {
             grow(buf, n * job.act_bytes);
             let (ab, cols) = (job.act_bytes, job.cols);
             for_each_chunk(&self.pool, &mut buf[..n * ab], ab, |t, a| {
-                job.kernel.quantize_act(&x[t * cols..(t + 1) * cols], a)
+                {
+                    let x = &x[t * cols..(t + 1) * cols];
+                    // ggml's x86 rounding for Q8_0/Q8_1 activations (see `rustorch_quant::act`).
+                    if !quantize_act_ggml_x86(job.kernel.act_type(), x, a) {
+                        job.kernel.quantize_act(x, a)
+                    }
+                }
             });
             self.acts_fresh[slot] = true;
         }
@@ -452,54 +459,65 @@ impl Backend for CpuBackend {
     ) {
         let (hd, n_head, n_ctx) = (shape.head_dim, shape.n_head, kv.n_ctx);
         let group = shape.n_head / shape.n_head_kv;
-        let n_kv = pos0 + n; // cache positions any query of this batch sees
         let scale = 1.0 / (hd as f32).sqrt();
         let dot = mat_kernel(GgmlType::F32).expect("f32 kernel");
         let (keys, vals) = (&kv.k[layer], &kv.v[layer]);
-        grow(&mut self.att, n_head * hd * n);
-        // One task per query head: scores = K·q for all queries at once, a causal softmax, then
-        // Vᵀ·p, both as f32 matmuls. q and p are rounded to f16 first, as llama.cpp's f16 KV
-        // matmuls round their f32 operand.
+        // One task per (KV head, tile of tokens): the queries of every head sharing that KV head,
+        // for the tile's tokens, go through one scores = K·Q matmul, a causal softmax, and one
+        // Vᵀ·P matmul, so each KV head's cache is read (and widened from f16) once per tile. q and p
+        // are rounded to f16 first, as llama.cpp's f16 KV matmuls round their f32 operand.
+        let tile = (256 / group).clamp(1, n);
+        let n_tiles = n.div_ceil(tile);
+        let chunk = hd * group * tile; // (head_dim, group, tile) per task
+        grow(&mut self.att, shape.n_head_kv * n_tiles * chunk);
         for_each_chunk(
             &self.pool,
-            &mut self.att[..n_head * hd * n],
-            hd * n,
-            |h, dst| {
-                let kvh = h / group;
+            &mut self.att[..shape.n_head_kv * n_tiles * chunk],
+            chunk,
+            |c, dst| {
+                let (kvh, t0) = (c / n_tiles, (c % n_tiles) * tile);
+                let tn = tile.min(n - t0);
+                let n_q = group * tn; // query rows: head-major, then token
+                let n_kv = pos0 + t0 + tn; // cache positions the tile's last token sees
                 ATTN.with(|s| {
                     let s = &mut *s.borrow_mut();
                     grow(&mut s.k, n_kv * hd);
                     grow(&mut s.vt, hd * n_kv);
-                    grow(&mut s.q, n * hd);
-                    grow(&mut s.scores, n_kv * n);
-                    grow(&mut s.p, n * n_kv);
+                    grow(&mut s.q, n_q * hd);
+                    grow(&mut s.scores, n_kv * n_q);
+                    grow(&mut s.p, n_q * n_kv);
                     keys[kvh * n_ctx * hd..(kvh * n_ctx + n_kv) * hd]
                         .convert_to_f32_slice(&mut s.k[..n_kv * hd]);
                     for d in 0..hd {
                         let src = &vals[(kvh * hd + d) * n_ctx..(kvh * hd + d) * n_ctx + n_kv];
                         src.convert_to_f32_slice(&mut s.vt[d * n_kv..(d + 1) * n_kv]);
                     }
-                    for t in 0..n {
-                        let src = &q[(t * n_head + h) * hd..(t * n_head + h + 1) * hd];
-                        for (d, &x) in s.q[t * hd..(t + 1) * hd].iter_mut().zip(src) {
-                            *d = f16::from_f32(x).to_f32();
+                    for g in 0..group {
+                        let h = kvh * group + g;
+                        for t in 0..tn {
+                            let src =
+                                &q[((t0 + t) * n_head + h) * hd..((t0 + t) * n_head + h + 1) * hd];
+                            let row = g * tn + t;
+                            for (d, &x) in s.q[row * hd..(row + 1) * hd].iter_mut().zip(src) {
+                                *d = f16::from_f32(x).to_f32();
+                            }
                         }
                     }
-                    let scores = &mut s.scores[..n_kv * n];
+                    let scores = &mut s.scores[..n_kv * n_q];
                     dot.gemm(
                         bytemuck::cast_slice(&s.k[..n_kv * hd]),
                         n_kv,
-                        bytemuck::cast_slice(&s.q[..n * hd]),
-                        n,
+                        bytemuck::cast_slice(&s.q[..n_q * hd]),
+                        n_q,
                         hd,
                         scores,
                     );
-                    for t in 0..n {
-                        let seen = pos0 + t + 1; // causal: positions 0..=pos0+t
-                        let p = &mut s.p[t * n_kv..(t + 1) * n_kv];
+                    for row in 0..n_q {
+                        let seen = pos0 + t0 + row % tn + 1; // causal: positions 0..=pos0+t
+                        let p = &mut s.p[row * n_kv..(row + 1) * n_kv];
                         let mut max = f32::NEG_INFINITY;
                         for (j, p) in p[..seen].iter_mut().enumerate() {
-                            *p = scores[j * n + t] * scale;
+                            *p = scores[j * n_q + row] * scale;
                             max = max.max(*p);
                         }
                         let mut sum = 0f64;
@@ -516,23 +534,27 @@ impl Backend for CpuBackend {
                     dot.gemm(
                         bytemuck::cast_slice(&s.vt[..hd * n_kv]),
                         hd,
-                        bytemuck::cast_slice(&s.p[..n * n_kv]),
-                        n,
+                        bytemuck::cast_slice(&s.p[..n_q * n_kv]),
+                        n_q,
                         n_kv,
-                        dst,
+                        &mut dst[..hd * n_q],
                     );
                 });
             },
         );
-        let att = &self.att[..n_head * hd * n];
+        let att = &self.att[..shape.n_head_kv * n_tiles * chunk];
         for_each_chunk(
             &self.pool,
             &mut out[..n * n_head * hd],
             n_head * hd,
             |t, row| {
+                let (t0, tt) = ((t / tile) * tile, t % tile);
+                let tn = tile.min(n - t0);
                 for (h, o) in row.chunks_mut(hd).enumerate() {
+                    let (kvh, g) = (h / group, h % group);
+                    let base = (kvh * n_tiles + t0 / tile) * chunk;
                     for (d, o) in o.iter_mut().enumerate() {
-                        *o = att[(h * hd + d) * n + t];
+                        *o = att[base + d * group * tn + g * tn + tt];
                     }
                 }
             },

@@ -12,6 +12,7 @@
 //! - `dispatch`: byte-slice entry points chosen by [`GgmlType`] at run time
 //! - `kernels`: fast CPU matrix kernels (SIMD chosen at run time), tested against the above
 
+pub mod act;
 pub mod dispatch;
 pub mod float;
 pub mod kernels;

@@ -1,0 +1,118 @@
+//! Activation quantization as ggml's x86 CPU backend does it (`quantize_row_q8_0` / `q8_1` in
+//! `ggml-cpu/arch/x86/quants.c`), for the engine's matmuls.
+//!
+//! ggml's reference quantizers (`quantize_row_q8_0_ref`, reproduced bit for bit in
+//! [`crate::legacy`]) scale by `1 / d` and round halves away from zero; the SIMD ones that
+//! llama.cpp actually runs on x86 for activations scale by `127 / amax` and round halves to even.
+//! The two differ in the last bit of some codes, and a 135M model turns that into logit differences
+//! of a few tenths. Quantizing activations this way makes our logits at a position with no
+//! attention history identical to llama.cpp's (checked end to end against its reference).
+//! Weight files are unaffected: `quantize` uses the reference quantizers.
+
+use half::f16;
+
+use crate::legacy::{BlockQ8_0, BlockQ8_1, QK8_0};
+use crate::GgmlType;
+
+fn block(x: &[f32], qs: &mut [i8; QK8_0]) -> (f32, i32) {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let mut sum = 0i32;
+    for (q, &v) in qs.iter_mut().zip(x) {
+        let r = (v * id).round_ties_even() as i32;
+        sum += r;
+        *q = r as i8;
+    }
+    (d, sum)
+}
+
+/// Quantizes one activation row into Q8_0 or Q8_1 blocks the way ggml's x86 backend does.
+/// Returns `false` (writing nothing) for other formats, where the reference quantizer is what ggml
+/// runs. `x.len()` must be a multiple of 32 and `out` exactly the row's bytes.
+pub fn quantize_act_ggml_x86(ty: GgmlType, x: &[f32], out: &mut [u8]) -> bool {
+    assert!(
+        x.len() % QK8_0 == 0,
+        "row length {} is not a multiple of {QK8_0}",
+        x.len()
+    );
+    match ty {
+        GgmlType::Q8_0 => {
+            let blocks: &mut [BlockQ8_0] = bytemuck::cast_slice_mut(out);
+            assert_eq!(blocks.len() * QK8_0, x.len());
+            for (b, x) in blocks.iter_mut().zip(x.chunks_exact(QK8_0)) {
+                let (d, _) = block(x, &mut b.qs);
+                b.d = f16::from_f32(d);
+            }
+            true
+        }
+        GgmlType::Q8_1 => {
+            let blocks: &mut [BlockQ8_1] = bytemuck::cast_slice_mut(out);
+            assert_eq!(blocks.len() * QK8_0, x.len());
+            for (b, x) in blocks.iter_mut().zip(x.chunks_exact(QK8_0)) {
+                let (d, sum) = block(x, &mut b.qs);
+                b.d = f16::from_f32(d);
+                b.s = f16::from_f32(d * sum as f32);
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch;
+
+    #[test]
+    fn halves_round_to_even_and_scale_is_127_over_amax() {
+        // amax 127 makes id exactly 1: codes are the inputs rounded half to even.
+        let mut x = [0f32; 32];
+        x[0] = 127.0;
+        x[1] = 2.5;
+        x[2] = -3.5;
+        x[3] = 0.5;
+        let mut out = vec![0u8; 34];
+        assert!(quantize_act_ggml_x86(GgmlType::Q8_0, &x, &mut out));
+        let b: &[BlockQ8_0] = bytemuck::cast_slice(&out);
+        assert_eq!(&b[0].qs[..4], &[127, 2, -4, 0]);
+        assert_eq!(b[0].d.to_f32(), 1.0);
+    }
+
+    #[test]
+    fn close_to_the_reference_quantizer() {
+        let mut state = 0x1234_5678u32;
+        let x: Vec<f32> = (0..4096)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state as f32 / u32::MAX as f32 - 0.5) * 8.0
+            })
+            .collect();
+        for ty in [GgmlType::Q8_0, GgmlType::Q8_1] {
+            let bytes = ty.row_bytes(x.len() as u64).unwrap() as usize;
+            let (mut ours, mut reference) = (vec![0u8; bytes], vec![0u8; bytes]);
+            assert!(quantize_act_ggml_x86(ty, &x, &mut ours));
+            dispatch::quantize_row(ty, &x, &mut reference).unwrap();
+            let (mut a, mut b) = (vec![0f32; x.len()], vec![0f32; x.len()]);
+            dispatch::dequantize_row(ty, &ours, &mut a).unwrap();
+            dispatch::dequantize_row(ty, &reference, &mut b).unwrap();
+            // Same scale; codes differ by at most one step where rounding differs.
+            for (blk, (a, b)) in a.chunks(32).zip(b.chunks(32)).enumerate() {
+                let amax = x[blk * 32..(blk + 1) * 32]
+                    .iter()
+                    .fold(0f32, |m, v| m.max(v.abs()));
+                for (a, b) in a.iter().zip(b) {
+                    assert!((a - b).abs() <= amax / 127.0 * 1.01, "{ty}: {a} vs {b}");
+                }
+            }
+            assert!(!quantize_act_ggml_x86(
+                GgmlType::Q8_K,
+                &x[..256],
+                &mut vec![0u8; 292]
+            ));
+        }
+    }
+}
