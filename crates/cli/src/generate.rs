@@ -41,8 +41,8 @@ pub struct SamplingArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Context size in tokens (0: the model's training context)
-    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
-    pub ctx: usize,
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
+    pub ctx: u32,
 }
 
 impl SamplingArgs {
@@ -117,7 +117,7 @@ fn open_session(
     let n_ctx = if sampling.ctx == 0 {
         n_ctx_train
     } else {
-        sampling.ctx
+        sampling.ctx as usize
     };
     let template = file.opt_str("tokenizer.chat_template")?.map(str::to_string);
     let model = rustorch_model::load(file, runtime.backend, n_ctx)

@@ -191,9 +191,21 @@ impl Backend for CpuBackend {
         let len = n_ctx
             .checked_mul(kv_dim)
             .ok_or_else(|| ModelError::Backend("KV cache size overflows".into()))?;
+        // A context too large for memory is an error, not an abort.
+        let zeros = || -> Result<Vec<f16>, ModelError> {
+            let mut v = Vec::new();
+            v.try_reserve_exact(len).map_err(|_| {
+                let mib = (2 * n_layer * len * 2) >> 20;
+                ModelError::Backend(format!(
+                    "cannot allocate the KV cache for a context of {n_ctx} tokens ({mib} MiB): use a smaller -c"
+                ))
+            })?;
+            v.resize(len, f16::ZERO);
+            Ok(v)
+        };
         Ok(CpuKv {
-            k: (0..n_layer).map(|_| vec![f16::ZERO; len]).collect(),
-            v: (0..n_layer).map(|_| vec![f16::ZERO; len]).collect(),
+            k: (0..n_layer).map(|_| zeros()).collect::<Result<_, _>>()?,
+            v: (0..n_layer).map(|_| zeros()).collect::<Result<_, _>>()?,
             n_ctx,
             kv_dim,
             head_dim,
