@@ -163,7 +163,7 @@ pub struct SynthArgs {
     /// File type of the weights
     #[arg(long = "type", default_value = "Q4_K_M", value_parser = parse_ftype)]
     ftype: FileType,
-    /// Threads [default: the number of cores]
+    /// Threads [default: the number of physical cores]
     #[arg(short = 't', long = "threads", value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Option<u32>,
 }

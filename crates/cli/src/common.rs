@@ -35,7 +35,7 @@ impl ModelArg {
 
 #[derive(Args, Clone)]
 pub struct RuntimeArgs {
-    /// Threads [default: the number of cores]
+    /// Threads [default: the number of physical cores]
     #[arg(short = 't', long = "threads", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: Option<u32>,
     /// Backend: cpu, cuda, metal or vulkan
@@ -62,9 +62,7 @@ impl RuntimeArgs {
 pub fn init_threads(threads: Option<u32>) -> anyhow::Result<()> {
     let n = match threads {
         Some(n) => n as usize,
-        None => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+        None => physical_cores(),
     };
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
@@ -83,4 +81,37 @@ pub fn open_with_tokenizer(path: &Path) -> anyhow::Result<(Arc<GgufFile>, Tokeni
     let tok =
         Tokenizer::from_gguf(&file).with_context(|| format!("{}: tokenizer", path.display()))?;
     Ok((file, tok))
+}
+
+/// Physical cores (hyper-threads rarely help memory-bound decode): distinct (package, core) pairs
+/// in /proc/cpuinfo on Linux, else the logical CPUs the process may use.
+pub fn physical_cores() -> usize {
+    let logical = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return logical;
+    };
+    let mut cores = std::collections::HashSet::new();
+    let (mut package, mut core) = (None, None);
+    for line in info.lines().chain(std::iter::once("")) {
+        if line.trim().is_empty() {
+            if let (Some(p), Some(c)) = (package.take(), core.take()) {
+                cores.insert((p, c));
+            }
+            continue;
+        }
+        let mut kv = line.splitn(2, ':').map(str::trim);
+        match (kv.next(), kv.next()) {
+            (Some("physical id"), Some(v)) => package = Some(v.to_string()),
+            (Some("core id"), Some(v)) => core = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    // The affinity mask may allow fewer CPUs than the machine has.
+    if cores.is_empty() {
+        logical
+    } else {
+        cores.len().min(logical)
+    }
 }

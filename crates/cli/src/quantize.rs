@@ -22,7 +22,7 @@ pub struct QuantizeArgs {
     /// Allow requantizing tensors that are already quantized (quality suffers)
     #[arg(long)]
     allow_requantize: bool,
-    /// Threads [default: the number of cores]
+    /// Threads [default: the number of physical cores]
     #[arg(short = 't', long = "threads", value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Option<u32>,
 }
