@@ -226,7 +226,13 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
             None => bail!("the chat template re-rendered earlier turns differently; cannot continue the cached conversation"),
         };
         let first = session.n_past() == 0;
-        let ids = session.tokenizer().encode(&delta, first, true);
+        // A template that writes BOS itself, for a vocabulary that adds it: only one BOS (as
+        // llama.cpp does).
+        let text = match delta.strip_prefix(bos.as_str()) {
+            Some(rest) if first && !bos.is_empty() && session.tokenizer().add_bos() => rest,
+            _ => delta.as_str(),
+        };
+        let ids = session.tokenizer().encode(text, first, true);
         if !session.fits(ids.len() + 1) {
             eprintln!(
                 "[the context of {} tokens is full: start a new chat]",
