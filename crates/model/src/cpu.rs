@@ -357,7 +357,18 @@ impl Backend for CpuBackend {
 
         // Threads take tiles of rows of the joint output `[total_rows, n]`; a tile that spans two
         // weights is computed in two pieces. A tile's weights stay in cache across all tokens.
-        let rows_per_task = if n == 1 { 32 } else { 16 };
+        // Decode streams the weights once: two long runs of rows per thread keep the hardware
+        // prefetchers busy and the threads finishing together (measured best here: 4 tiles for 2
+        // threads beat 8 or 16). Prompts: small tiles whose weights stay in cache across tokens.
+        let rows_per_task = if n == 1 {
+            total_rows
+                .div_ceil(2 * self.pool.n_threads())
+                .div_ceil(8)
+                .max(1)
+                * 8
+        } else {
+            16
+        };
         grow(&mut self.tmp, total_rows * n);
         let tmp = &mut self.tmp[..total_rows * n];
         for_each_chunk(&self.pool, tmp, rows_per_task * n, |c, dst| {
