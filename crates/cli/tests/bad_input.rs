@@ -68,6 +68,16 @@ fn bad_flag_values() {
     assert_one_line_error(&["run", "-m", m, "-p", "hi", "--backend", "cuda"]);
     assert_one_line_error(&["run", "-m", m, "-p", "hi", "--backend", "metal"]);
     assert_one_line_error(&["quantize", m, "/tmp/never-written.gguf", "Q7_X"]);
+    // llama-quantize refuses Q2_K_S without an importance matrix; so do we.
+    let e = assert_one_line_error(&[
+        "quantize",
+        "--allow-requantize",
+        m,
+        "/tmp/never-written.gguf",
+        "Q2_K_S",
+    ]);
+    assert!(e.contains("importance matrix"), "{e}");
+    assert!(!std::path::Path::new("/tmp/never-written.gguf").exists());
 }
 
 #[test]

@@ -18,7 +18,11 @@ const HK: u64 = 1;
 const V: u64 = 512;
 
 fn hex16(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().take(8).map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// (name, ggml dims) in the script's order.
@@ -57,11 +61,25 @@ fn write_source(path: &std::path::Path, want_hashes: &Json) {
         let bytes: Vec<u8> = if dims.len() == 1 {
             (0..n).flat_map(|_| 1f32.to_le_bytes()).collect()
         } else {
-            (0..n).flat_map(|_| f16::from_f32(next()).to_le_bytes()).collect()
+            (0..n)
+                .flat_map(|_| f16::from_f32(next()).to_le_bytes())
+                .collect()
         };
-        assert_eq!(hex16(&bytes), want_hashes[name], "generated source tensor {name} differs from the script's");
-        let ty = if dims.len() == 1 { GgmlType::F32 } else { GgmlType::F16 };
-        specs.push(TensorSpec { name: name.clone(), dims: dims.clone(), ty });
+        assert_eq!(
+            hex16(&bytes),
+            want_hashes[name],
+            "generated source tensor {name} differs from the script's"
+        );
+        let ty = if dims.len() == 1 {
+            GgmlType::F32
+        } else {
+            GgmlType::F16
+        };
+        specs.push(TensorSpec {
+            name: name.clone(),
+            dims: dims.clone(),
+            ty,
+        });
         data.push(bytes);
     }
     let u = |v: u64| Value::U32(v as u32);
@@ -73,20 +91,35 @@ fn write_source(path: &std::path::Path, want_hashes: &Json) {
     types.extend(std::iter::repeat(6).take(256));
     types.extend(std::iter::repeat(1).take(n_tok - 259));
     let md = vec![
-        ("general.architecture".to_string(), Value::String("llama".into())),
+        (
+            "general.architecture".to_string(),
+            Value::String("llama".into()),
+        ),
         ("llama.block_count".into(), u(N_LAYER)),
         ("llama.context_length".into(), u(512)),
         ("llama.embedding_length".into(), u(E)),
         ("llama.feed_forward_length".into(), u(FF)),
         ("llama.attention.head_count".into(), u(H)),
         ("llama.attention.head_count_kv".into(), u(HK)),
-        ("llama.attention.layer_norm_rms_epsilon".into(), Value::F32(1e-5)),
+        (
+            "llama.attention.layer_norm_rms_epsilon".into(),
+            Value::F32(1e-5),
+        ),
         ("llama.rope.dimension_count".into(), u(E / H)),
         ("general.file_type".into(), u(1)),
         ("tokenizer.ggml.model".into(), Value::String("llama".into())),
-        ("tokenizer.ggml.tokens".into(), Value::Array(Array::String(tokens))),
-        ("tokenizer.ggml.scores".into(), Value::Array(Array::F32(vec![0.0; n_tok]))),
-        ("tokenizer.ggml.token_type".into(), Value::Array(Array::I32(types))),
+        (
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(Array::String(tokens)),
+        ),
+        (
+            "tokenizer.ggml.scores".into(),
+            Value::Array(Array::F32(vec![0.0; n_tok])),
+        ),
+        (
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(Array::I32(types)),
+        ),
     ];
     let mut w = GgufWriter::create(path, &md, &specs).unwrap();
     for d in &data {
@@ -98,7 +131,8 @@ fn write_source(path: &std::path::Path, want_hashes: &Json) {
 #[test]
 fn every_file_type_matches_llama_quantize() {
     let reference: Json = serde_json::from_str(
-        &std::fs::read_to_string(common::repo_root().join("tests/data/quantize-mini.json")).unwrap(),
+        &std::fs::read_to_string(common::repo_root().join("tests/data/quantize-mini.json"))
+            .unwrap(),
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -109,7 +143,12 @@ fn every_file_type_matches_llama_quantize() {
     let mut failures = Vec::new();
     for (ftype, want) in files {
         let out = dir.path().join(format!("mini-{ftype}.gguf"));
-        common::rustorch_ok(&["quantize", src.to_str().unwrap(), out.to_str().unwrap(), ftype]);
+        common::rustorch_ok(&[
+            "quantize",
+            src.to_str().unwrap(),
+            out.to_str().unwrap(),
+            ftype,
+        ]);
         let file = GgufFile::open(&out).unwrap();
         let want = want.as_object().unwrap();
         assert_eq!(file.tensors().len(), want.len(), "{ftype}: tensor count");
@@ -117,9 +156,17 @@ fn every_file_type_matches_llama_quantize() {
             let (ty, hash) = (t.ty.name().to_uppercase(), hex16(file.tensor_data(t)));
             let w = &want[&t.name];
             if ty != w["type"].as_str().unwrap().to_uppercase() || hash != w["sha256"] {
-                failures.push(format!("{ftype} {}: ours {ty} {hash}, llama.cpp {}", t.name, w));
+                failures.push(format!(
+                    "{ftype} {}: ours {ty} {hash}, llama.cpp {}",
+                    t.name, w
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "{} tensors differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} tensors differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -89,6 +89,19 @@ pub fn plan(
                 )));
             }
         }
+        // As llama-quantize: the Q2_K tensors of a Q2_K_S file are only usable with an importance
+        // matrix, which `quantize` does not take.
+        if ftype == FileType::Q2_K_S
+            && to == GgmlType::Q2_K
+            && t.name != "token_embd.weight"
+            && t.name != "output.weight"
+        {
+            return Err(ModelError::Quantize(format!(
+                "Q2_K_S needs an importance matrix (tensor {} would be Q2_K), which rustorch quantize \
+                 does not take; use Q2_K",
+                t.name
+            )));
+        }
         tensors.push(TensorPlan {
             input: i,
             name: t.name.clone(),
