@@ -129,6 +129,8 @@ impl Session {
             )));
         }
         let mut decoder = StreamDecoder::new(&self.tokenizer);
+        // Reused for every token's text: nothing allocates per token once it has grown.
+        let mut text = String::with_capacity(64);
         let mut out = Vec::with_capacity(max_tokens.min(self.model.n_ctx()));
         let t0 = Instant::now();
         let reason = loop {
@@ -140,7 +142,8 @@ impl Session {
                 break StopReason::EndOfGeneration;
             }
             out.push(id);
-            let text = decoder.push(id);
+            text.clear();
+            decoder.push_into(id, &mut text);
             if !text.is_empty() {
                 on_text(&text);
             }

@@ -29,9 +29,16 @@ impl<'a> StreamDecoder<'a> {
 
     /// Adds one token; returns the text completed by it (possibly empty).
     pub fn push(&mut self, id: u32) -> String {
+        let mut out = String::new();
+        self.push_into(id, &mut out);
+        out
+    }
+
+    /// Adds one token and appends the text it completes to `out`. Allocates nothing once `out`
+    /// and the pending buffer have grown to a token's size, so a generation loop can reuse `out`.
+    pub fn push_into(&mut self, id: u32, out: &mut String) {
         self.pending
             .extend_from_slice(self.tokenizer.piece(id, self.special));
-        let mut out = String::new();
         let mut rest: &[u8] = &self.pending;
         loop {
             match std::str::from_utf8(rest) {
@@ -58,8 +65,9 @@ impl<'a> StreamDecoder<'a> {
                 }
             }
         }
-        self.pending = rest.to_vec();
-        out
+        // Keep only the incomplete tail, in place.
+        let consumed = self.pending.len() - rest.len();
+        self.pending.drain(..consumed);
     }
 
     /// Whatever is left at the end (an incomplete character becomes U+FFFD).
