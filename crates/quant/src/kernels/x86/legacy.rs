@@ -1,14 +1,16 @@
 //! Q8_0, Q4_0, Q5_0 (signed weights, Q8_0 activations) and Q4_1, Q5_1 (unsigned weights with a
 //! min, Q8_1 activations).
 //!
-//! One 32-weight block is one vector. Signed weights use the sign trick (`|w| · (a · sign w)`)
-//! to fit `u8 × i8` products; unsigned ones go straight in. Each block's integer sum is scaled by
-//! `d_w · d_a` into a float accumulator per token; Q4_1 / Q5_1 add `m_w · s_a` per block.
+//! One 32-weight block is one vector. Q8_0 weights use the sign trick (`|w| · (a · sign w)`)
+//! to fit `u8 × i8` products; the 4- and 5-bit codes go in unsigned, Q4_0 / Q5_0's offset
+//! (`code - 8`, `code - 16`) folded in through the activation blocks' precomputed code sums.
+//! Each block's integer sum is scaled by `d_w · d_a` into a float accumulator per token;
+//! Q4_1 / Q5_1 add `m_w · s_a` per block.
 
 use std::arch::x86_64::*;
 use std::mem::{offset_of, size_of};
 
-use super::{hsum, hsums, load, load128, read_u32, splat_f16, Dot, RowKernel};
+use super::{hsum, hsums, load, read_u32, splat_f16, Dot, RowKernel};
 use crate::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 use crate::GgmlType;
 
@@ -16,16 +18,31 @@ use crate::GgmlType;
 trait Block {
     const WEIGHT: GgmlType;
     const BYTES: usize;
-    /// The 32 weights: `i8` for the Q8_0-paired formats, `u8` (0..=31) for the Q8_1 ones.
+    /// Q4_0 / Q5_0: `weights` are unsigned codes, the weights themselves are `code - OFFSET`.
+    const OFFSET: f32 = 0.0;
+    /// The 32 weights: `i8` for Q8_0, `u8` codes (0..=31) for the others.
     unsafe fn weights<D: Dot>(x: *const u8) -> __m256i;
 }
 
 /// 32 nibbles from 16 bytes: the low nibbles (weights 0..16), then the high ones (16..32).
-#[inline(always)]
+#[inline]
+#[target_feature(enable = "avx2")]
 unsafe fn nibbles(p: *const u8) -> __m256i {
-    let b = load128(p);
-    let both = _mm256_set_m128i(_mm_srli_epi16(b, 4), b);
-    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+    // The 16 bytes in both halves, the upper half shifted right by 4.
+    // Through `asm!`: otherwise LLVM merges these loads with the group's scale loads into a few
+    // wide ones and rebuilds each block with cross-lane shuffles, which is far slower.
+    let both: __m256i;
+    // SAFETY: `p` points to 16 readable bytes (the caller's contract); AVX2 is enabled.
+    unsafe {
+        std::arch::asm!(
+            "vbroadcasti128 {v}, xmmword ptr [{p}]",
+            v = out(ymm_reg) both,
+            p = in(reg) p,
+            options(pure, readonly, nostack, preserves_flags)
+        );
+    }
+    let shifted = _mm256_srlv_epi64(both, _mm256_set_epi64x(4, 4, 0, 0));
+    _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F))
 }
 
 pub(super) struct Q8_0;
@@ -46,24 +63,22 @@ impl Block for Q8_0 {
 impl Block for Q4_0 {
     const WEIGHT: GgmlType = GgmlType::Q4_0;
     const BYTES: usize = size_of::<BlockQ4_0>();
+    const OFFSET: f32 = 8.0;
     #[inline(always)]
     unsafe fn weights<D: Dot>(x: *const u8) -> __m256i {
-        _mm256_sub_epi8(
-            nibbles(x.add(offset_of!(BlockQ4_0, qs))),
-            _mm256_set1_epi8(8),
-        )
+        nibbles(x.add(offset_of!(BlockQ4_0, qs)))
     }
 }
 
 impl Block for Q5_0 {
     const WEIGHT: GgmlType = GgmlType::Q5_0;
     const BYTES: usize = size_of::<BlockQ5_0>();
+    const OFFSET: f32 = 16.0;
     #[inline(always)]
     unsafe fn weights<D: Dot>(x: *const u8) -> __m256i {
-        // (nibble | bit << 4) - 16: the nibble itself where the bit is set, else nibble | 0xF0.
-        let high = _mm256_andnot_si256(
+        let high = _mm256_and_si256(
             D::bit_bytes(x.add(offset_of!(BlockQ5_0, qh))),
-            _mm256_set1_epi8(0xF0u8 as i8),
+            _mm256_set1_epi8(0x10),
         );
         _mm256_or_si256(nibbles(x.add(offset_of!(BlockQ5_0, qs))), high)
     }
@@ -117,7 +132,7 @@ unsafe fn block_signed<B: Block, D: Dot, const NT: usize>(
         let y = a[t].add(b * Q8_0_BYTES);
         let signed_a = _mm256_sign_epi8(load(y.add(offset_of!(BlockQ8_0, qs))), q);
         let sum = D::dpbusd(_mm256_setzero_si256(), abs_q, signed_a);
-        let d = _mm256_mul_ps(dx, _mm256_broadcast_ss(&*s[t].add(2 * b)));
+        let d = _mm256_mul_ps(dx, _mm256_broadcast_ss(&*s[t].add(b)));
         acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc[t]);
     }
 }
@@ -182,6 +197,72 @@ unsafe fn dot_signed<B: Block, D: Dot, const NT: usize>(
     hsums(even)
 }
 
+/// Offset weights (`code - OFFSET`, codes in `0..32`) against Q8_0:
+/// `Σ_b d_w d_a (Σ code·a - OFFSET Σ a)`.
+///
+/// Blocks go in groups of eight: their eight `d_w` are gathered and multiplied with the eight
+/// `d_a` at once, and `OFFSET Σ a` (from the sums [`super::convert_act_scales`] precomputed)
+/// is one multiply-add per group and token. What is left per block and token is one `dpbusd`, its
+/// conversion to float and one multiply-add; with few tokens these alternate between chains.
+#[inline(always)]
+unsafe fn dot_offset<B: Block, D: Dot, const NT: usize>(
+    w: *const u8,
+    a: [*const u8; NT],
+    s: [*const f32; NT],
+    n_cols: usize,
+) -> [f32; NT] {
+    const CHAINS: usize = 4;
+    // One or two tokens: the multiply-adds of consecutive blocks go to 4 / NT chains.
+    let chains = if NT <= 2 { CHAINS / NT } else { 1 };
+    let nb = n_cols / 32;
+    let mut acc = [[_mm256_setzero_ps(); NT]; CHAINS];
+    let mut acc_off = [_mm256_setzero_ps(); NT];
+    let mut b = 0;
+    while b + 8 <= nb {
+        let x = w.add(b * B::BYTES);
+        let dw = D::f16x8(x, B::BYTES);
+        let mut scale = [_mm256_setzero_ps(); NT];
+        for t in 0..NT {
+            let sc = _mm256_mul_ps(dw, _mm256_loadu_ps(s[t].add(b)));
+            acc_off[t] = _mm256_fmadd_ps(sc, _mm256_loadu_ps(s[t].add(nb + b)), acc_off[t]);
+            scale[t] = sc;
+        }
+        for i in 0..8 {
+            let q = B::weights::<D>(x.add(i * B::BYTES));
+            let c = i % chains;
+            for t in 0..NT {
+                let y = a[t].add((b + i) * Q8_0_BYTES + offset_of!(BlockQ8_0, qs));
+                let sum = D::dpbusd(_mm256_setzero_si256(), q, load(y));
+                let sc = _mm256_permutevar8x32_ps(scale[t], _mm256_set1_epi32(i as i32));
+                acc[c][t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(sum), acc[c][t]);
+            }
+        }
+        b += 8;
+    }
+    let mut tail = [0f32; NT];
+    for b in b..nb {
+        let x = w.add(b * B::BYTES);
+        let q = B::weights::<D>(x);
+        let dw = splat_f16(x);
+        for t in 0..NT {
+            let y = a[t].add(b * Q8_0_BYTES + offset_of!(BlockQ8_0, qs));
+            let sum = D::dpbusd(_mm256_setzero_si256(), q, load(y));
+            let sc = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*s[t].add(b)));
+            acc[0][t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(sum), acc[0][t]);
+            tail[t] += _mm256_cvtss_f32(sc) * *s[t].add(nb + b);
+        }
+    }
+    let mut out = [0.0; NT];
+    for t in 0..NT {
+        let mut v = acc[0][t];
+        for c in acc.iter().skip(1) {
+            v = _mm256_add_ps(v, c[t]);
+        }
+        out[t] = hsum(v) - B::OFFSET * (hsum(acc_off[t]) + tail[t]);
+    }
+    out
+}
+
 /// Unsigned weights with a min against Q8_1: `Σ_b (d_w d_a Σ q·a + m_w s_a)`.
 #[inline(always)]
 unsafe fn dot_min<B: Block, D: Dot, const NT: usize>(
@@ -234,7 +315,7 @@ macro_rules! row_kernel {
 }
 
 row_kernel!(Q8_0, Q8_0, dot_signed);
-row_kernel!(Q4_0, Q8_0, dot_signed);
-row_kernel!(Q5_0, Q8_0, dot_signed);
+row_kernel!(Q4_0, Q8_0, dot_offset);
+row_kernel!(Q5_0, Q8_0, dot_offset);
 row_kernel!(Q4_1, Q8_1, dot_min);
 row_kernel!(Q5_1, Q8_1, dot_min);
