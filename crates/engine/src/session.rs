@@ -130,7 +130,7 @@ impl Session {
         }
         let mut decoder = StreamDecoder::new(&self.tokenizer);
         // Reused for every token's text: nothing allocates per token once it has grown.
-        let mut text = String::with_capacity(64);
+        let mut text = String::with_capacity(256);
         let mut out = Vec::with_capacity(max_tokens.min(self.model.n_ctx()));
         let t0 = Instant::now();
         let reason = loop {

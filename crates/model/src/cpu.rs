@@ -504,11 +504,13 @@ impl Backend for CpuBackend {
                 let n_kv = pos0 + t0 + tn; // cache positions the tile's last token sees
                 ATTN.with(|s| {
                     let s = &mut *s.borrow_mut();
-                    grow(&mut s.k, n_kv * hd);
-                    grow(&mut s.vt, hd * n_kv);
-                    grow(&mut s.q, n_q * hd);
-                    grow(&mut s.scores, n_kv * n_q);
-                    grow(&mut s.p, n_q * n_kv);
+                    // Sized for the whole context at once, so decoding never grows them token by
+                    // token (`n_q` is at most `group` when decoding).
+                    grow(&mut s.k, n_ctx * hd);
+                    grow(&mut s.vt, hd * n_ctx);
+                    grow(&mut s.q, n_q.max(group) * hd);
+                    grow(&mut s.scores, n_kv.max(n_ctx) * n_q.max(group));
+                    grow(&mut s.p, n_q.max(group) * n_kv.max(n_ctx));
                     keys[kvh * n_ctx * hd..(kvh * n_ctx + n_kv) * hd]
                         .convert_to_f32_slice(&mut s.k[..n_kv * hd]);
                     for d in 0..hd {

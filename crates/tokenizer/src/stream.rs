@@ -23,7 +23,8 @@ impl<'a> StreamDecoder<'a> {
         StreamDecoder {
             tokenizer,
             special,
-            pending: Vec::new(),
+            // Longer than any token's piece in practice, so pushing never grows it.
+            pending: Vec::with_capacity(256),
         }
     }
 
