@@ -197,13 +197,25 @@ unsafe fn dot_signed<B: Block, D: Dot, const NT: usize>(
     hsums(even)
 }
 
+/// Lane `i`: the sum of the lanes of `v[i]`.
+#[inline(always)]
+unsafe fn block_sums8(v: [__m256i; 8]) -> __m256i {
+    let lo = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    let hi = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256(lo, hi, 0x20),
+        _mm256_permute2x128_si256(lo, hi, 0x31),
+    )
+}
+
 /// Offset weights (`code - OFFSET`, codes in `0..32`) against Q8_0:
 /// `Σ_b d_w d_a (Σ code·a - OFFSET Σ a)`.
 ///
 /// Blocks go in groups of eight: their eight `d_w` are gathered and multiplied with the eight
 /// `d_a` at once, and `OFFSET Σ a` (from the sums [`super::convert_act_scales`] precomputed)
-/// is one multiply-add per group and token. What is left per block and token is one `dpbusd`, its
-/// conversion to float and one multiply-add; with few tokens these alternate between chains.
+/// is one multiply-add per group and token. What is left per block and token is one `dpbusd`;
+/// with one or two tokens the eight sums are reduced into one vector and scaled together, with
+/// more each is converted and scaled on its own (the tokens' chains keep the FMAs busy).
 #[inline(always)]
 unsafe fn dot_offset<B: Block, D: Dot, const NT: usize>(
     w: *const u8,
@@ -211,11 +223,8 @@ unsafe fn dot_offset<B: Block, D: Dot, const NT: usize>(
     s: [*const f32; NT],
     n_cols: usize,
 ) -> [f32; NT] {
-    const CHAINS: usize = 4;
-    // One or two tokens: the multiply-adds of consecutive blocks go to 4 / NT chains.
-    let chains = if NT <= 2 { CHAINS / NT } else { 1 };
     let nb = n_cols / 32;
-    let mut acc = [[_mm256_setzero_ps(); NT]; CHAINS];
+    let mut acc = [_mm256_setzero_ps(); NT];
     let mut acc_off = [_mm256_setzero_ps(); NT];
     let mut b = 0;
     while b + 8 <= nb {
@@ -227,14 +236,30 @@ unsafe fn dot_offset<B: Block, D: Dot, const NT: usize>(
             acc_off[t] = _mm256_fmadd_ps(sc, _mm256_loadu_ps(s[t].add(nb + b)), acc_off[t]);
             scale[t] = sc;
         }
-        for i in 0..8 {
-            let q = B::weights::<D>(x.add(i * B::BYTES));
-            let c = i % chains;
+        let mut q = [_mm256_setzero_si256(); 8];
+        for (i, q) in q.iter_mut().enumerate() {
+            *q = B::weights::<D>(x.add(i * B::BYTES));
+        }
+        if NT <= 2 {
+            // Few tokens: reduce the eight blocks' sums into one vector, then scale it at once.
             for t in 0..NT {
-                let y = a[t].add((b + i) * Q8_0_BYTES + offset_of!(BlockQ8_0, qs));
-                let sum = D::dpbusd(_mm256_setzero_si256(), q, load(y));
-                let sc = _mm256_permutevar8x32_ps(scale[t], _mm256_set1_epi32(i as i32));
-                acc[c][t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(sum), acc[c][t]);
+                let y = a[t].add(b * Q8_0_BYTES + offset_of!(BlockQ8_0, qs));
+                let mut v = [_mm256_setzero_si256(); 8];
+                for (i, v) in v.iter_mut().enumerate() {
+                    *v = D::dpbusd(_mm256_setzero_si256(), q[i], load(y.add(i * Q8_0_BYTES)));
+                }
+                let sums = _mm256_cvtepi32_ps(block_sums8(v));
+                acc[t] = _mm256_fmadd_ps(scale[t], sums, acc[t]);
+            }
+        } else {
+            // Enough tokens for independent chains: scale each block's sum by its own factor.
+            for (i, &q) in q.iter().enumerate() {
+                let at = (b + i) * Q8_0_BYTES + offset_of!(BlockQ8_0, qs);
+                for t in 0..NT {
+                    let sum = D::dpbusd(_mm256_setzero_si256(), q, load(a[t].add(at)));
+                    let sc = _mm256_permutevar8x32_ps(scale[t], _mm256_set1_epi32(i as i32));
+                    acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(sum), acc[t]);
+                }
             }
         }
         b += 8;
@@ -248,17 +273,13 @@ unsafe fn dot_offset<B: Block, D: Dot, const NT: usize>(
             let y = a[t].add(b * Q8_0_BYTES + offset_of!(BlockQ8_0, qs));
             let sum = D::dpbusd(_mm256_setzero_si256(), q, load(y));
             let sc = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*s[t].add(b)));
-            acc[0][t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(sum), acc[0][t]);
+            acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(sum), acc[t]);
             tail[t] += _mm256_cvtss_f32(sc) * *s[t].add(nb + b);
         }
     }
     let mut out = [0.0; NT];
     for t in 0..NT {
-        let mut v = acc[0][t];
-        for c in acc.iter().skip(1) {
-            v = _mm256_add_ps(v, c[t]);
-        }
-        out[t] = hsum(v) - B::OFFSET * (hsum(acc_off[t]) + tail[t]);
+        out[t] = hsum(acc[t]) - B::OFFSET * (hsum(acc_off[t]) + tail[t]);
     }
     out
 }
