@@ -232,6 +232,27 @@ fn gemm_matches_reference_on_random_bits() {
     }
 }
 
+/// Tiles of many rows: kernels may take rows in groups (x86 Q4_0 repacks eight at a time with
+/// four tokens or more); the groups and the rows after the last one must all be right.
+#[test]
+fn row_groups_and_leftover_rows() {
+    let mut rng = rng("row_groups_and_leftover_rows");
+    for isa in isas() {
+        for ty in QUANTIZED {
+            let Some(kernel) = mat_kernel_for(ty, isa) else {
+                continue;
+            };
+            let (n_rows, n_cols) = (19, 768);
+            let w = quantized_row(ty, &random_values(&mut rng, n_rows * n_cols));
+            for n_tok in [1, 3, 4, 9, 13, 16] {
+                check_gemm(&mut rng, kernel, &w, n_rows, n_cols, n_tok);
+            }
+            let w = random_bits_rows(&mut rng, ty, 16, 256);
+            check_gemm(&mut rng, kernel, &w, 16, 256, 12);
+        }
+    }
+}
+
 #[test]
 fn float_rows_of_any_length() {
     let mut rng = rng("float_rows_of_any_length");

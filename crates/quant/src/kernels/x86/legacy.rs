@@ -27,7 +27,7 @@ trait Block {
 /// 32 nibbles from 16 bytes: the low nibbles (weights 0..16), then the high ones (16..32).
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn nibbles(p: *const u8) -> __m256i {
+pub(super) unsafe fn nibbles(p: *const u8) -> __m256i {
     // The 16 bytes in both halves, the upper half shifted right by 4.
     // Through `asm!`: otherwise LLVM merges these loads with the group's scale loads into a few
     // wide ones and rebuilds each block with cross-lane shuffles, which is far slower.
@@ -317,11 +317,12 @@ unsafe fn dot_min<B: Block, D: Dot, const NT: usize>(
 }
 
 macro_rules! row_kernel {
-    ($block:ty, $act:ident, $dot:ident) => {
+    ($block:ty, $act:ident, $dot:ident, $repack:expr) => {
         impl RowKernel for $block {
             const WEIGHT: GgmlType = <$block as Block>::WEIGHT;
             const ACT: GgmlType = GgmlType::$act;
             const ACT_SCALES: bool = true;
+            const REPACK8: bool = $repack;
             #[inline(always)]
             unsafe fn dot_row<D: Dot, const NT: usize>(
                 w: *const u8,
@@ -335,8 +336,8 @@ macro_rules! row_kernel {
     };
 }
 
-row_kernel!(Q8_0, Q8_0, dot_signed);
-row_kernel!(Q4_0, Q8_0, dot_offset);
-row_kernel!(Q5_0, Q8_0, dot_offset);
-row_kernel!(Q4_1, Q8_1, dot_min);
-row_kernel!(Q5_1, Q8_1, dot_min);
+row_kernel!(Q8_0, Q8_0, dot_signed, false);
+row_kernel!(Q4_0, Q8_0, dot_offset, true);
+row_kernel!(Q5_0, Q8_0, dot_offset, false);
+row_kernel!(Q4_1, Q8_1, dot_min, false);
+row_kernel!(Q5_1, Q8_1, dot_min, false);

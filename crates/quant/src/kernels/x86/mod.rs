@@ -9,12 +9,15 @@
 //! weight block is loaded and unpacked once per `NT` tokens: 4 with AVX2, 8 with AVX-512's
 //! registers, fewer for the last tokens. [`gemm_tiled`] walks the tile: activation rows in groups
 //! that stay in L2, every weight row against each group. With one token this is the decode
-//! mat-vec, each weight row streamed once.
+//! mat-vec, each weight row streamed once. Q4_0 with four tokens or more first takes the rows in
+//! groups of eight, repacked into a per-thread scratch buffer so that one `dpbusd` lane is one
+//! row ([`repack`]).
 
 mod float;
 mod kquants;
 mod legacy;
 mod quantize;
+mod repack;
 
 use std::arch::x86_64::*;
 
@@ -242,6 +245,10 @@ trait RowKernel {
         n_cols: usize,
     ) -> [f32; NT];
 
+    /// Whether [`repack::gemm_rows8`] (Q4_0 only) takes rows in groups of eight when there are
+    /// [`REPACK_MIN_TOKENS`] tokens or more.
+    const REPACK8: bool = false;
+
     /// Weight rows per pass the kernel is best at: 2 lets a kernel share each activation load
     /// between two rows (the float kernels, whose activations are four bytes a value).
     const ROWS: usize = 1;
@@ -373,6 +380,9 @@ unsafe fn f16x8_inserted(p: *const u8, stride: usize) -> __m256 {
     ))
 }
 
+/// Tokens from which repacking eight weight rows pays for itself ([`RowKernel::REPACK8`]).
+const REPACK_MIN_TOKENS: usize = 4;
+
 /// Activation rows are walked in groups of about this many bytes, so that a group stays in L2
 /// while every weight row of the tile passes over it.
 const ACT_GROUP_BYTES: usize = 192 * 1024;
@@ -406,7 +416,11 @@ unsafe fn gemm_tiled<K: RowKernel, D: Dot>(
         s_row,
         n_cols,
     };
-    let (w, out) = (w.as_ptr(), out.as_mut_ptr());
+    let (mut w, mut out, mut n_rows) = (w.as_ptr(), out.as_mut_ptr(), n_rows);
+    if K::REPACK8 && n_tok >= REPACK_MIN_TOKENS {
+        let done = repack::gemm_rows8::<D>(w, w_row, n_rows, &v, n_tok, out);
+        (w, out, n_rows) = (w.add(done * w_row), out.add(done * n_tok), n_rows - done);
+    }
     for t0 in (0..n_tok).step_by(group) {
         let t1 = n_tok.min(t0 + group);
         let mut r = 0;

@@ -1,0 +1,177 @@
+//! Q4_0 with many tokens: eight weight rows at a time, repacked so that each 32-bit lane of a
+//! `dpbusd` belongs to one row.
+//!
+//! The unpacked codes of a block of eight rows are transposed in 4-byte chunks: vector `k` holds
+//! codes `4k..4k + 4` of row `r` in lane `r`. Dotted with the activation's bytes `4k..4k + 4`
+//! broadcast to every lane, eight `dpbusd`s leave the eight rows' integer block sums side by side,
+//! so that converting and scaling them (by the rows' eight `d_w` times the token's `d_a`) is one
+//! vector operation for eight rows instead of one per row. The repacked rows (in a buffer kept per
+//! thread) then meet every token of the call. The weights in memory are untouched; only the
+//! scratch copy is reordered.
+
+use std::arch::x86_64::*;
+use std::mem::{offset_of, size_of};
+
+use super::legacy::nibbles;
+use super::{load, Dot, Views};
+use crate::legacy::{BlockQ4_0, BlockQ8_0};
+
+const Q4_0_BYTES: usize = size_of::<BlockQ4_0>();
+const Q8_0_BYTES: usize = size_of::<BlockQ8_0>();
+const Q8_0_QS: usize = offset_of!(BlockQ8_0, qs);
+/// Bytes of one repacked block of eight rows: eight f32 `d_w`, then eight vectors of codes.
+const PACKED: usize = 32 + 8 * 32;
+
+std::thread_local! {
+    /// The repacked block rows of the current `gemm` call; kept to avoid allocating per call.
+    static PACK_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Lane `r` of vector `k` of the result: lane `k` of `c[r]`.
+#[inline(always)]
+unsafe fn transpose8(c: [__m256i; 8]) -> [__m256i; 8] {
+    let t: [__m256i; 8] = [
+        _mm256_unpacklo_epi32(c[0], c[1]),
+        _mm256_unpackhi_epi32(c[0], c[1]),
+        _mm256_unpacklo_epi32(c[2], c[3]),
+        _mm256_unpackhi_epi32(c[2], c[3]),
+        _mm256_unpacklo_epi32(c[4], c[5]),
+        _mm256_unpackhi_epi32(c[4], c[5]),
+        _mm256_unpacklo_epi32(c[6], c[7]),
+        _mm256_unpackhi_epi32(c[6], c[7]),
+    ];
+    let u: [__m256i; 8] = [
+        _mm256_unpacklo_epi64(t[0], t[2]),
+        _mm256_unpackhi_epi64(t[0], t[2]),
+        _mm256_unpacklo_epi64(t[1], t[3]),
+        _mm256_unpackhi_epi64(t[1], t[3]),
+        _mm256_unpacklo_epi64(t[4], t[6]),
+        _mm256_unpackhi_epi64(t[4], t[6]),
+        _mm256_unpacklo_epi64(t[5], t[7]),
+        _mm256_unpackhi_epi64(t[5], t[7]),
+    ];
+    let mut out = [_mm256_setzero_si256(); 8];
+    for k in 0..4 {
+        out[k] = _mm256_permute2x128_si256(u[k], u[k + 4], 0x20);
+        out[k + 4] = _mm256_permute2x128_si256(u[k], u[k + 4], 0x31);
+    }
+    out
+}
+
+/// Repacks eight rows of `nb` Q4_0 blocks (`w_row` bytes apart from `w`) into `out`.
+///
+/// # Safety
+/// AVX2 and F16C are available; `w` points to eight rows of `nb` blocks and `out` to
+/// `nb * PACKED` writable bytes.
+#[inline(always)]
+unsafe fn repack8(w: *const u8, w_row: usize, nb: usize, out: *mut u8) {
+    for b in 0..nb {
+        let x = w.add(b * Q4_0_BYTES);
+        let dst = out.add(b * PACKED);
+        let d = super::f16x8_inserted(x, w_row);
+        _mm256_storeu_ps(dst.cast(), d);
+        let mut c = [_mm256_setzero_si256(); 8];
+        for (r, c) in c.iter_mut().enumerate() {
+            *c = nibbles(x.add(r * w_row + offset_of!(BlockQ4_0, qs)));
+        }
+        for (k, v) in transpose8(c).into_iter().enumerate() {
+            _mm256_storeu_si256(dst.add(32 + 32 * k).cast(), v);
+        }
+    }
+}
+
+/// `out[r * n_tok + t]` for the eight repacked rows at `p` and tokens `t..t + NT` of `v`.
+///
+/// # Safety
+/// As [`gemm_rows8`]; `p` holds `nb` repacked blocks; tokens `t..t + NT` exist.
+#[inline(always)]
+unsafe fn tile8<D: Dot, const NT: usize>(
+    p: *const u8,
+    nb: usize,
+    v: &Views,
+    t: usize,
+    n_tok: usize,
+    out: *mut f32,
+) {
+    let a: [*const u8; NT] = std::array::from_fn(|i| v.act.add((t + i) * v.a_row + Q8_0_QS));
+    let s: [*const f32; NT] = std::array::from_fn(|i| v.scales.add((t + i) * v.s_row));
+    let mut acc = [_mm256_setzero_ps(); NT];
+    for b in 0..nb {
+        let pb = p.add(b * PACKED);
+        let dw = _mm256_loadu_ps(pb.cast());
+        let mut q = [_mm256_setzero_si256(); 8];
+        for (k, q) in q.iter_mut().enumerate() {
+            *q = load(pb.add(32 + 32 * k));
+        }
+        for i in 0..NT {
+            let y = a[i].add(b * Q8_0_BYTES);
+            let chunk = |k: usize| _mm256_set1_epi32(y.add(4 * k).cast::<i32>().read_unaligned());
+            let mut even = D::dpbusd(_mm256_setzero_si256(), q[0], chunk(0));
+            let mut odd = D::dpbusd(_mm256_setzero_si256(), q[1], chunk(1));
+            for k in (2..8).step_by(2) {
+                even = D::dpbusd(even, q[k], chunk(k));
+                odd = D::dpbusd(odd, q[k + 1], chunk(k + 1));
+            }
+            let sum = _mm256_cvtepi32_ps(_mm256_add_epi32(even, odd));
+            // Σ (code - 8) a = Σ code·a - 8 Σ a; both integers, exact in f32.
+            let sum_a = _mm256_broadcast_ss(&*s[i].add(v.n_cols / 32 + b));
+            let sum = _mm256_fnmadd_ps(_mm256_set1_ps(8.0), sum_a, sum);
+            let scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*s[i].add(b)));
+            acc[i] = _mm256_fmadd_ps(scale, sum, acc[i]);
+        }
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), *acc);
+        for (r, &x) in lanes.iter().enumerate() {
+            *out.add(r * n_tok + t + i) = x;
+        }
+    }
+}
+
+/// Q4_0 rows in groups of eight against all `n_tok` tokens of `v`; returns how many rows (a
+/// multiple of eight) it wrote to `out`.
+///
+/// # Safety
+/// As `gemm_tiled`: `w` holds `n_rows` rows of `w_row` bytes, `out` `n_rows * n_tok` floats, `v`
+/// describes `n_tok` Q8_0 rows with their converted scales; the CPU has the features of `D`.
+#[inline(always)]
+pub(super) unsafe fn gemm_rows8<D: Dot>(
+    w: *const u8,
+    w_row: usize,
+    n_rows: usize,
+    v: &Views,
+    n_tok: usize,
+    out: *mut f32,
+) -> usize {
+    let nb = v.n_cols / 32;
+    let groups = n_rows / 8;
+    if groups == 0 {
+        return 0;
+    }
+    let mut buf = PACK_BUF.take();
+    buf.clear();
+    buf.resize(nb * PACKED, 0);
+    for g in 0..groups {
+        let (w, out) = (w.add(8 * g * w_row), out.add(8 * g * n_tok));
+        repack8(w, w_row, nb, buf.as_mut_ptr());
+        let p = buf.as_ptr();
+        let mut t = 0;
+        if D::WIDE {
+            while t + 8 <= n_tok {
+                tile8::<D, 8>(p, nb, v, t, n_tok, out);
+                t += 8;
+            }
+        }
+        while t + 4 <= n_tok {
+            tile8::<D, 4>(p, nb, v, t, n_tok, out);
+            t += 4;
+        }
+        while t < n_tok {
+            tile8::<D, 1>(p, nb, v, t, n_tok, out);
+            t += 1;
+        }
+    }
+    PACK_BUF.set(buf);
+    8 * groups
+}
