@@ -29,7 +29,7 @@ pub(super) struct Q6K;
 /// The eight 6-bit scales and mins of a Q4_K / Q5_K block as bytes `[sc0..sc8, m0..m8]`
 /// (ggml's `utmp` shuffle of `get_scale_min_k4`'s packing).
 #[inline(always)]
-unsafe fn scales_mins_k4(p: *const u8) -> __m128i {
+pub(super) unsafe fn scales_mins_k4(p: *const u8) -> __m128i {
     let (u0, u1, u2) = (read_u32(p), read_u32(p.add(4)), read_u32(p.add(8)));
     let (low6, low4, top2) = (0x3f3f_3f3f, 0x0f0f_0f0f, 0x0303_0303);
     let sc_lo = u0 & low6;
@@ -179,6 +179,7 @@ unsafe fn offset_sums<const NT: usize, const SHIFT: i32>(
 impl RowKernel for Q4K {
     const WEIGHT: GgmlType = GgmlType::Q4_K;
     const ACT: GgmlType = GgmlType::Q8_K;
+    const REPACK8: bool = true;
     #[inline(always)]
     unsafe fn dot_row<D: Dot, const NT: usize>(
         w: *const u8,

@@ -9,7 +9,7 @@
 //! weight block is loaded and unpacked once per `NT` tokens: 4 with AVX2, 8 with AVX-512's
 //! registers, fewer for the last tokens. [`gemm_tiled`] walks the tile: activation rows in groups
 //! that stay in L2, every weight row against each group. With one token this is the decode
-//! mat-vec, each weight row streamed once. Q4_0 with four tokens or more first takes the rows in
+//! mat-vec, each weight row streamed once. Q4_0 and Q4_K with four tokens or more first take the rows in
 //! groups of eight, repacked into a per-thread scratch buffer so that one `dpbusd` lane is one
 //! row ([`repack`]).
 
@@ -18,6 +18,7 @@ mod kquants;
 mod legacy;
 mod quantize;
 mod repack;
+mod repack_k4;
 
 use std::arch::x86_64::*;
 
@@ -245,7 +246,8 @@ trait RowKernel {
         n_cols: usize,
     ) -> [f32; NT];
 
-    /// Whether [`repack::gemm_rows8`] (Q4_0 only) takes rows in groups of eight when there are
+    /// Whether [`repack::gemm_rows8`] (Q4_0) or [`repack_k4::gemm_rows8`] (Q4_K) takes rows in
+    /// groups of eight when there are
     /// [`REPACK_MIN_TOKENS`] tokens or more.
     const REPACK8: bool = false;
 
@@ -418,7 +420,10 @@ unsafe fn gemm_tiled<K: RowKernel, D: Dot>(
     };
     let (mut w, mut out, mut n_rows) = (w.as_ptr(), out.as_mut_ptr(), n_rows);
     if K::REPACK8 && n_tok >= REPACK_MIN_TOKENS {
-        let done = repack::gemm_rows8::<D>(w, w_row, n_rows, &v, n_tok, out);
+        let done = match K::WEIGHT {
+            GgmlType::Q4_K => repack_k4::gemm_rows8::<D>(w, w_row, n_rows, &v, n_tok, out),
+            _ => repack::gemm_rows8::<D>(w, w_row, n_rows, &v, n_tok, out),
+        };
         (w, out, n_rows) = (w.add(done * w_row), out.add(done * n_tok), n_rows - done);
     }
     for t0 in (0..n_tok).step_by(group) {

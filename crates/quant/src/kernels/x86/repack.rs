@@ -29,7 +29,7 @@ std::thread_local! {
 
 /// Lane `r` of vector `k` of the result: lane `k` of `c[r]`.
 #[inline(always)]
-unsafe fn transpose8(c: [__m256i; 8]) -> [__m256i; 8] {
+pub(super) unsafe fn transpose8(c: [__m256i; 8]) -> [__m256i; 8] {
     let t: [__m256i; 8] = [
         _mm256_unpacklo_epi32(c[0], c[1]),
         _mm256_unpackhi_epi32(c[0], c[1]),

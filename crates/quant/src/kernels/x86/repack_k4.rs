@@ -1,0 +1,195 @@
+//! Q4_K with many tokens: eight weight rows at a time, repacked as [`super::repack`] does for
+//! Q4_0 (one row per 32-bit lane of a `dpbusd`).
+//!
+//! Per super-block of eight rows the scratch copy holds the rows' `d` and `dmin` as f32, each
+//! sub-block's eight 6-bit scales as i32 lanes and its eight mins as i16 pairs, then the codes
+//! of each sub-block transposed in 4-byte chunks. Per token and sub-block, eight `dpbusd`s give
+//! the eight rows' integer sums, one `vpmulld` weights them by the rows' scales, and one `madd`
+//! of the mins with the token's two 16-value activation sums (`bsums`) gives the min term; the
+//! float work is once per super-block for eight rows.
+
+use std::arch::x86_64::*;
+use std::mem::{offset_of, size_of};
+
+use super::kquants::scales_mins_k4;
+use super::repack::transpose8;
+use super::{f16x8_inserted, load, Dot, Views};
+use crate::kquants::{BlockQ4K, BlockQ8K};
+use crate::QK_K;
+
+const Q4K_BYTES: usize = size_of::<BlockQ4K>();
+const Q8K_BYTES: usize = size_of::<BlockQ8K>();
+const Q8K_D: usize = offset_of!(BlockQ8K, d);
+const Q8K_QS: usize = offset_of!(BlockQ8K, qs);
+const Q8K_BSUMS: usize = offset_of!(BlockQ8K, bsums);
+
+// Offsets in one repacked super-block of eight rows.
+const P_D: usize = 0;
+const P_DMIN: usize = 32;
+/// Eight vectors (one per sub-block): the rows' scales as i32.
+const P_SC: usize = 64;
+/// Eight vectors: the rows' mins, each as two equal i16 in its 32-bit lane.
+const P_M: usize = P_SC + 8 * 32;
+/// 8 sub-blocks x 8 chunk vectors: lane `r` of vector `8s + k` is codes `4k..4k + 4` of
+/// sub-block `s` of row `r`.
+const P_QS: usize = P_M + 8 * 32;
+const PACKED: usize = P_QS + 64 * 32;
+
+std::thread_local! {
+    /// The repacked super-blocks of the current `gemm` call; kept to avoid allocating per call.
+    static PACK_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Repacks eight rows of `nb` Q4_K super-blocks (`w_row` bytes apart from `w`) into `out`.
+///
+/// # Safety
+/// AVX2 and F16C are available; `w` points to eight rows of `nb` super-blocks and `out` to
+/// `nb * PACKED` writable bytes.
+#[inline(always)]
+unsafe fn repack8(w: *const u8, w_row: usize, nb: usize, out: *mut u8) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    for b in 0..nb {
+        let x = w.add(b * Q4K_BYTES);
+        let dst = out.add(b * PACKED);
+        let d = f16x8_inserted(x.add(offset_of!(BlockQ4K, d)), w_row);
+        let dmin = f16x8_inserted(x.add(offset_of!(BlockQ4K, dmin)), w_row);
+        _mm256_storeu_ps(dst.add(P_D).cast(), d);
+        _mm256_storeu_ps(dst.add(P_DMIN).cast(), dmin);
+        for r in 0..8 {
+            let mut sm = [0u8; 16];
+            let packed = scales_mins_k4(x.add(r * w_row + offset_of!(BlockQ4K, scales)));
+            _mm_storeu_si128(sm.as_mut_ptr().cast(), packed);
+            for s in 0..8 {
+                let sc = dst.add(P_SC + 32 * s + 4 * r).cast::<i32>();
+                sc.write_unaligned(i32::from(sm[s]));
+                let m = i32::from(sm[8 + s]);
+                dst.add(P_M + 32 * s + 4 * r)
+                    .cast::<i32>()
+                    .write_unaligned(m | (m << 16));
+            }
+        }
+        for g in 0..QK_K / 64 {
+            let mut lo = [_mm256_setzero_si256(); 8];
+            let mut hi = [_mm256_setzero_si256(); 8];
+            for r in 0..8 {
+                let bits = load(x.add(r * w_row + offset_of!(BlockQ4K, qs) + 32 * g));
+                lo[r] = _mm256_and_si256(bits, m4);
+                hi[r] = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+            }
+            for (s, c) in [(2 * g, lo), (2 * g + 1, hi)] {
+                for (k, v) in transpose8(c).into_iter().enumerate() {
+                    _mm256_storeu_si256(dst.add(P_QS + 32 * (8 * s + k)).cast(), v);
+                }
+            }
+        }
+    }
+}
+
+/// `out[r * n_tok + t]` for the eight repacked rows at `p` and tokens `t..t + NT` of `v`.
+///
+/// # Safety
+/// As [`gemm_rows8`]; `p` holds `nb` repacked super-blocks; tokens `t..t + NT` exist.
+#[inline(always)]
+unsafe fn tile8<D: Dot, const NT: usize>(
+    p: *const u8,
+    nb: usize,
+    v: &Views,
+    t: usize,
+    n_tok: usize,
+    out: *mut f32,
+) {
+    let a: [*const u8; NT] = std::array::from_fn(|i| v.act.add((t + i) * v.a_row));
+    let mut acc = [_mm256_setzero_ps(); NT];
+    for b in 0..nb {
+        let pb = p.add(b * PACKED);
+        let mut isum = [_mm256_setzero_si256(); NT];
+        let mut msum = [_mm256_setzero_si256(); NT];
+        for s in 0..QK_K / 32 {
+            let mut q = [_mm256_setzero_si256(); 8];
+            for (k, q) in q.iter_mut().enumerate() {
+                *q = load(pb.add(P_QS + 32 * (8 * s + k)));
+            }
+            let sc = load(pb.add(P_SC + 32 * s));
+            let m = load(pb.add(P_M + 32 * s));
+            for i in 0..NT {
+                let y = a[i].add(b * Q8K_BYTES);
+                let qs = y.add(Q8K_QS + 32 * s);
+                let chunk =
+                    |k: usize| _mm256_set1_epi32(qs.add(4 * k).cast::<i32>().read_unaligned());
+                let mut even = D::dpbusd(_mm256_setzero_si256(), q[0], chunk(0));
+                let mut odd = D::dpbusd(_mm256_setzero_si256(), q[1], chunk(1));
+                for k in (2..8).step_by(2) {
+                    even = D::dpbusd(even, q[k], chunk(k));
+                    odd = D::dpbusd(odd, q[k + 1], chunk(k + 1));
+                }
+                let sum = _mm256_add_epi32(even, odd);
+                isum[i] = _mm256_add_epi32(isum[i], _mm256_mullo_epi32(sum, sc));
+                // The sub-block's two 16-value sums, as an i16 pair in every lane.
+                let bs = y.add(Q8K_BSUMS + 4 * s).cast::<i32>().read_unaligned();
+                msum[i] = D::dpwssd(msum[i], m, _mm256_set1_epi32(bs));
+            }
+        }
+        let d = _mm256_loadu_ps(pb.add(P_D).cast());
+        let dmin = _mm256_loadu_ps(pb.add(P_DMIN).cast());
+        for i in 0..NT {
+            let dy = _mm256_broadcast_ss(&*a[i].add(b * Q8K_BYTES + Q8K_D).cast::<f32>());
+            let mins = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(msum[i]));
+            let sum = _mm256_fmsub_ps(d, _mm256_cvtepi32_ps(isum[i]), mins);
+            acc[i] = _mm256_fmadd_ps(dy, sum, acc[i]);
+        }
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), *acc);
+        for (r, &x) in lanes.iter().enumerate() {
+            *out.add(r * n_tok + t + i) = x;
+        }
+    }
+}
+
+/// Q4_K rows in groups of eight against all `n_tok` tokens of `v`; returns how many rows (a
+/// multiple of eight) it wrote to `out`.
+///
+/// # Safety
+/// As `gemm_tiled`: `w` holds `n_rows` rows of `w_row` bytes, `out` `n_rows * n_tok` floats, `v`
+/// describes `n_tok` Q8_K rows; the CPU has the features of `D`.
+#[inline(always)]
+pub(super) unsafe fn gemm_rows8<D: Dot>(
+    w: *const u8,
+    w_row: usize,
+    n_rows: usize,
+    v: &Views,
+    n_tok: usize,
+    out: *mut f32,
+) -> usize {
+    let nb = v.n_cols / QK_K;
+    let groups = n_rows / 8;
+    if groups == 0 {
+        return 0;
+    }
+    let mut buf = PACK_BUF.take();
+    buf.clear();
+    buf.resize(nb * PACKED, 0);
+    for g in 0..groups {
+        let (w, out) = (w.add(8 * g * w_row), out.add(8 * g * n_tok));
+        repack8(w, w_row, nb, buf.as_mut_ptr());
+        let p = buf.as_ptr();
+        let mut t = 0;
+        if D::WIDE {
+            while t + 8 <= n_tok {
+                tile8::<D, 8>(p, nb, v, t, n_tok, out);
+                t += 8;
+            }
+        }
+        while t + 4 <= n_tok {
+            tile8::<D, 4>(p, nb, v, t, n_tok, out);
+            t += 4;
+        }
+        while t < n_tok {
+            tile8::<D, 1>(p, nb, v, t, n_tok, out);
+            t += 1;
+        }
+    }
+    PACK_BUF.set(buf);
+    8 * groups
+}
