@@ -22,6 +22,23 @@ const Q8_0_QS: usize = offset_of!(BlockQ8_0, qs);
 /// Bytes of one repacked block of eight rows: eight f32 `d_w`, then eight vectors of codes.
 const PACKED: usize = 32 + 8 * 32;
 
+/// `$body` for `$i` in `0..$n` (`$n` at most 8), written out: LLVM does not unroll these token
+/// loops by itself, and then keeps their accumulators in memory.
+macro_rules! unroll8 {
+    ($n:expr, |$i:ident| $body:block) => {
+        unroll8!(@ $n, $i, $body, 0, 1, 2, 3, 4, 5, 6, 7)
+    };
+    (@ $n:expr, $i:ident, $body:block, $($k:literal),*) => {
+        $(
+            if $k < $n {
+                let $i: usize = $k;
+                $body
+            }
+        )*
+    };
+}
+pub(super) use unroll8;
+
 std::thread_local! {
     /// The repacked block rows of the current `gemm` call; kept to avoid allocating per call.
     static PACK_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
@@ -103,7 +120,7 @@ unsafe fn tile8<D: Dot, const NT: usize>(
         for (k, q) in q.iter_mut().enumerate() {
             *q = load(pb.add(32 + 32 * k));
         }
-        for i in 0..NT {
+        unroll8!(NT, |i| {
             let y = a[i].add(b * Q8_0_BYTES);
             let chunk = |k: usize| _mm256_set1_epi32(y.add(4 * k).cast::<i32>().read_unaligned());
             let mut even = D::dpbusd(_mm256_setzero_si256(), q[0], chunk(0));
@@ -118,7 +135,7 @@ unsafe fn tile8<D: Dot, const NT: usize>(
             let sum = _mm256_fnmadd_ps(_mm256_set1_ps(8.0), sum_a, sum);
             let scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*s[i].add(b)));
             acc[i] = _mm256_fmadd_ps(scale, sum, acc[i]);
-        }
+        });
     }
     for (i, acc) in acc.iter().enumerate() {
         let mut lanes = [0f32; 8];

@@ -12,7 +12,7 @@ use std::arch::x86_64::*;
 use std::mem::{offset_of, size_of};
 
 use super::kquants::scales_mins_k4;
-use super::repack::transpose8;
+use super::repack::{transpose8, unroll8};
 use super::{f16x8_inserted, load, Dot, Views};
 use crate::kquants::{BlockQ4K, BlockQ8K};
 use crate::QK_K;
@@ -111,7 +111,7 @@ unsafe fn tile8<D: Dot, const NT: usize>(
             }
             let sc = load(pb.add(P_SC + 32 * s));
             let m = load(pb.add(P_M + 32 * s));
-            for i in 0..NT {
+            unroll8!(NT, |i| {
                 let y = a[i].add(b * Q8K_BYTES);
                 let qs = y.add(Q8K_QS + 32 * s);
                 let chunk =
@@ -127,7 +127,7 @@ unsafe fn tile8<D: Dot, const NT: usize>(
                 // The sub-block's two 16-value sums, as an i16 pair in every lane.
                 let bs = y.add(Q8K_BSUMS + 4 * s).cast::<i32>().read_unaligned();
                 msum[i] = D::dpwssd(msum[i], m, _mm256_set1_epi32(bs));
-            }
+            });
         }
         let d = _mm256_loadu_ps(pb.add(P_D).cast());
         let dmin = _mm256_loadu_ps(pb.add(P_DMIN).cast());
