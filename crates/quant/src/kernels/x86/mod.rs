@@ -9,9 +9,9 @@
 //! weight block is loaded and unpacked once per `NT` tokens: 4 with AVX2, 8 with AVX-512's
 //! registers, fewer for the last tokens. [`gemm_tiled`] walks the tile: activation rows in groups
 //! that stay in L2, every weight row against each group. With one token this is the decode
-//! mat-vec, each weight row streamed once. Q4_0 and Q4_K with four tokens or more first take the rows in
-//! groups of eight, repacked into a per-thread scratch buffer so that one `dpbusd` lane is one
-//! row ([`repack`]).
+//! mat-vec, each weight row streamed once. Q4_0, Q4_K and Q6_K with four tokens or more first
+//! take the rows in groups of eight, repacked into a per-thread scratch buffer so that one
+//! `dpbusd` lane is one row ([`repack`], [`repack_k4`], [`repack_k6`]).
 
 mod float;
 mod kquants;
@@ -19,6 +19,7 @@ mod legacy;
 mod quantize;
 mod repack;
 mod repack_k4;
+mod repack_k6;
 
 use std::arch::x86_64::*;
 
@@ -246,8 +247,8 @@ trait RowKernel {
         n_cols: usize,
     ) -> [f32; NT];
 
-    /// Whether [`repack::gemm_rows8`] (Q4_0) or [`repack_k4::gemm_rows8`] (Q4_K) takes rows in
-    /// groups of eight when there are
+    /// Whether [`repack::gemm_rows8`] (Q4_0), [`repack_k4::gemm_rows8`] (Q4_K) or
+    /// [`repack_k6::gemm_rows8`] (Q6_K) takes rows in groups of eight when there are
     /// [`REPACK_MIN_TOKENS`] tokens or more.
     const REPACK8: bool = false;
 
@@ -422,6 +423,7 @@ unsafe fn gemm_tiled<K: RowKernel, D: Dot>(
     if K::REPACK8 && n_tok >= REPACK_MIN_TOKENS {
         let done = match K::WEIGHT {
             GgmlType::Q4_K => repack_k4::gemm_rows8::<D>(w, w_row, n_rows, &v, n_tok, out),
+            GgmlType::Q6_K => repack_k6::gemm_rows8::<D>(w, w_row, n_rows, &v, n_tok, out),
             _ => repack::gemm_rows8::<D>(w, w_row, n_rows, &v, n_tok, out),
         };
         (w, out, n_rows) = (w.add(done * w_row), out.add(done * n_tok), n_rows - done);
