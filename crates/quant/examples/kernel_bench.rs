@@ -12,15 +12,17 @@
 //!
 //! Measured on the dev box (AMD EPYC, Zen 4, 2 cores shared with other jobs, so ±10%), best of
 //! repeated runs; "ggml" is llama.cpp 0c1e570's `vec_dot` built `-march=native`, called per row
-//! pair in the same tiling (its repacked GEMM path was not measured):
+//! pair in the same tiling (its repacked GEMM path was not measured). Q4_0, Q4_K and Q6_K with 64
+//! tokens run the kernels' own eight-row repacking (`kernels/x86/repack*.rs`):
 //!
 //! | type | n_tok=1 GB/s: avx2 / avx512vnni / ggml | n_tok=64 GFLOP/s: avx2 / avx512vnni / ggml |
 //! |------|-----------------------------------------|--------------------------------------------|
-//! | q4_K | 21.2 / 22.8 / 21.8 | 105 / 151 / 76 |
-//! | q6_K | 26.8 / 29.4 / 30.2 |  93 / 144 / 73 |
+//! | q4_0 | 20.1 / 23.1 / —    | 137 / 234 / —  |
+//! | q4_K | 20.8 / 22.2 / 21.8 | 138 / 248 / 76 |
+//! | q6_K | 26.6 / 29.7 / 30.2 | 134 / 206 / 73 |
 //! | q8_0 | 31.3 / 34.9 / 31.8 |  74 /  93 / 59 |
 //! | q4_1 | 17.8 / 19.1 / 14.1 |  80 /  94 / 45 |
-//! | q5_0 | 11.9 / 15.2 / 15.1 |  62 /  86 / 29 |
+//! | q5_0 | 16.3 / 20.8 / 15.1 |  70 / 109 / 29 |
 //! | f16  | 33.8 / 32.9 / —    |  75 /  74 / —  |
 
 use std::hint::black_box;
