@@ -247,8 +247,7 @@ trait RowKernel {
         n_cols: usize,
     ) -> [f32; NT];
 
-    /// Whether [`repack::gemm_rows8`] (Q4_0), [`repack_k4::gemm_rows8`] (Q4_K) or
-    /// [`repack_k6::gemm_rows8`] (Q6_K) takes rows in groups of eight when there are
+    /// Whether [`repack::gemm_rows8`] (for Q4_0, Q4_K or Q6_K) takes rows in groups of eight when there are
     /// [`REPACK_MIN_TOKENS`] tokens or more.
     const REPACK8: bool = false;
 
@@ -422,9 +421,13 @@ unsafe fn gemm_tiled<K: RowKernel, D: Dot>(
     let (mut w, mut out, mut n_rows) = (w.as_ptr(), out.as_mut_ptr(), n_rows);
     if K::REPACK8 && n_tok >= REPACK_MIN_TOKENS {
         let done = match K::WEIGHT {
-            GgmlType::Q4_K => repack_k4::gemm_rows8::<D>(w, w_row, n_rows, &v, n_tok, out),
-            GgmlType::Q6_K => repack_k6::gemm_rows8::<D>(w, w_row, n_rows, &v, n_tok, out),
-            _ => repack::gemm_rows8::<D>(w, w_row, n_rows, &v, n_tok, out),
+            GgmlType::Q4_K => {
+                repack::gemm_rows8::<repack_k4::Q4KRows, D>(w, w_row, n_rows, &v, n_tok, out)
+            }
+            GgmlType::Q6_K => {
+                repack::gemm_rows8::<repack_k6::Q6KRows, D>(w, w_row, n_rows, &v, n_tok, out)
+            }
+            _ => repack::gemm_rows8::<repack::Q4_0Rows, D>(w, w_row, n_rows, &v, n_tok, out),
         };
         (w, out, n_rows) = (w.add(done * w_row), out.add(done * n_tok), n_rows - done);
     }

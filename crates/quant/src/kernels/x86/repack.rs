@@ -146,14 +146,41 @@ unsafe fn tile8<D: Dot, const NT: usize>(
     }
 }
 
-/// Q4_0 rows in groups of eight against all `n_tok` tokens of `v`; returns how many rows (a
+/// A weight format whose rows the prompt kernels take eight at a time: repacked into a per-thread
+/// scratch so one dot-product lane serves one row, then dotted with every token.
+pub(super) trait Rows8 {
+    /// Weights per repacked block.
+    const BLOCK: usize;
+    /// Bytes of one repacked block of eight rows.
+    const PACKED: usize;
+    /// Repacks eight rows of `nb` blocks (`w_row` bytes apart from `w`) into `out`.
+    ///
+    /// # Safety
+    /// AVX2 and F16C are available; `w` points to eight rows of `nb` blocks and `out` to
+    /// `nb * PACKED` writable bytes.
+    unsafe fn repack8(w: *const u8, w_row: usize, nb: usize, out: *mut u8);
+    /// Eight repacked rows (`p`, `nb` blocks) against tokens `t..t + NT` of `v`, into `out`.
+    ///
+    /// # Safety
+    /// As [`gemm_rows8`]; `p` holds `nb` repacked blocks; tokens `t..t + NT` exist.
+    unsafe fn tile8<D: Dot, const NT: usize>(
+        p: *const u8,
+        nb: usize,
+        v: &Views,
+        t: usize,
+        n_tok: usize,
+        out: *mut f32,
+    );
+}
+
+/// Rows of `R` in groups of eight against all `n_tok` tokens of `v`; returns how many rows (a
 /// multiple of eight) it wrote to `out`.
 ///
 /// # Safety
 /// As `gemm_tiled`: `w` holds `n_rows` rows of `w_row` bytes, `out` `n_rows * n_tok` floats, `v`
-/// describes `n_tok` Q8_0 rows with their converted scales; the CPU has the features of `D`.
+/// describes `n_tok` activation rows; the CPU has the features of `D`.
 #[inline(always)]
-pub(super) unsafe fn gemm_rows8<D: Dot>(
+pub(super) unsafe fn gemm_rows8<R: Rows8, D: Dot>(
     w: *const u8,
     w_row: usize,
     n_rows: usize,
@@ -161,34 +188,57 @@ pub(super) unsafe fn gemm_rows8<D: Dot>(
     n_tok: usize,
     out: *mut f32,
 ) -> usize {
-    let nb = v.n_cols / 32;
+    let nb = v.n_cols / R::BLOCK;
     let groups = n_rows / 8;
     if groups == 0 {
         return 0;
     }
     let mut buf = PACK_BUF.take();
     buf.clear();
-    buf.resize(nb * PACKED, 0);
+    buf.resize(nb * R::PACKED, 0);
     for g in 0..groups {
         let (w, out) = (w.add(8 * g * w_row), out.add(8 * g * n_tok));
-        repack8(w, w_row, nb, buf.as_mut_ptr());
+        R::repack8(w, w_row, nb, buf.as_mut_ptr());
         let p = buf.as_ptr();
         let mut t = 0;
         if D::WIDE {
             while t + 8 <= n_tok {
-                tile8::<D, 8>(p, nb, v, t, n_tok, out);
+                R::tile8::<D, 8>(p, nb, v, t, n_tok, out);
                 t += 8;
             }
         }
         while t + 4 <= n_tok {
-            tile8::<D, 4>(p, nb, v, t, n_tok, out);
+            R::tile8::<D, 4>(p, nb, v, t, n_tok, out);
             t += 4;
         }
         while t < n_tok {
-            tile8::<D, 1>(p, nb, v, t, n_tok, out);
+            R::tile8::<D, 1>(p, nb, v, t, n_tok, out);
             t += 1;
         }
     }
     PACK_BUF.set(buf);
     8 * groups
+}
+
+/// Q4_0 rows for the eight-row prompt kernel.
+pub(super) struct Q4_0Rows;
+
+impl super::repack::Rows8 for Q4_0Rows {
+    const BLOCK: usize = 32;
+    const PACKED: usize = PACKED;
+    #[inline(always)]
+    unsafe fn repack8(w: *const u8, w_row: usize, nb: usize, out: *mut u8) {
+        repack8(w, w_row, nb, out)
+    }
+    #[inline(always)]
+    unsafe fn tile8<D: Dot, const NT: usize>(
+        p: *const u8,
+        nb: usize,
+        v: &Views,
+        t: usize,
+        n_tok: usize,
+        out: *mut f32,
+    ) {
+        tile8::<D, NT>(p, nb, v, t, n_tok, out)
+    }
 }

@@ -33,11 +33,6 @@ const P_SC2: usize = P_SC + 16 * 32;
 const P_QS: usize = P_SC2 + 8 * 32;
 const PACKED: usize = P_QS + 64 * 32;
 
-std::thread_local! {
-    /// The repacked super-blocks of the current `gemm` call; kept to avoid allocating per call.
-    static PACK_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
-}
-
 /// Repacks eight rows of `nb` Q6_K super-blocks (`w_row` bytes apart from `w`) into `out`.
 ///
 /// # Safety
@@ -158,49 +153,25 @@ unsafe fn tile8<D: Dot, const NT: usize>(
     }
 }
 
-/// Q6_K rows in groups of eight against all `n_tok` tokens of `v`; returns how many rows (a
-/// multiple of eight) it wrote to `out`.
-///
-/// # Safety
-/// As `gemm_tiled`: `w` holds `n_rows` rows of `w_row` bytes, `out` `n_rows * n_tok` floats, `v`
-/// describes `n_tok` Q8_K rows; the CPU has the features of `D`.
-#[inline(always)]
-pub(super) unsafe fn gemm_rows8<D: Dot>(
-    w: *const u8,
-    w_row: usize,
-    n_rows: usize,
-    v: &Views,
-    n_tok: usize,
-    out: *mut f32,
-) -> usize {
-    let nb = v.n_cols / QK_K;
-    let groups = n_rows / 8;
-    if groups == 0 {
-        return 0;
+/// Q6_K rows for the eight-row prompt kernel.
+pub(super) struct Q6KRows;
+
+impl super::repack::Rows8 for Q6KRows {
+    const BLOCK: usize = QK_K;
+    const PACKED: usize = PACKED;
+    #[inline(always)]
+    unsafe fn repack8(w: *const u8, w_row: usize, nb: usize, out: *mut u8) {
+        repack8(w, w_row, nb, out)
     }
-    let mut buf = PACK_BUF.take();
-    buf.clear();
-    buf.resize(nb * PACKED, 0);
-    for g in 0..groups {
-        let (w, out) = (w.add(8 * g * w_row), out.add(8 * g * n_tok));
-        repack8(w, w_row, nb, buf.as_mut_ptr());
-        let p = buf.as_ptr();
-        let mut t = 0;
-        if D::WIDE {
-            while t + 8 <= n_tok {
-                tile8::<D, 8>(p, nb, v, t, n_tok, out);
-                t += 8;
-            }
-        }
-        while t + 4 <= n_tok {
-            tile8::<D, 4>(p, nb, v, t, n_tok, out);
-            t += 4;
-        }
-        while t < n_tok {
-            tile8::<D, 1>(p, nb, v, t, n_tok, out);
-            t += 1;
-        }
+    #[inline(always)]
+    unsafe fn tile8<D: Dot, const NT: usize>(
+        p: *const u8,
+        nb: usize,
+        v: &Views,
+        t: usize,
+        n_tok: usize,
+        out: *mut f32,
+    ) {
+        tile8::<D, NT>(p, nb, v, t, n_tok, out)
     }
-    PACK_BUF.set(buf);
-    8 * groups
 }
