@@ -88,8 +88,8 @@ fn write_source(path: &std::path::Path, want_hashes: &Json) {
     tokens.extend((0..256).map(|i| format!("<0x{i:02X}>")));
     tokens.extend((0..n_tok - 259).map(|i| format!("\u{2581}t{i}")));
     let mut types = vec![2, 3, 3];
-    types.extend(std::iter::repeat(6).take(256));
-    types.extend(std::iter::repeat(1).take(n_tok - 259));
+    types.extend(std::iter::repeat_n(6, 256));
+    types.extend(std::iter::repeat_n(1, n_tok - 259));
     let md = vec![
         (
             "general.architecture".to_string(),

@@ -142,6 +142,7 @@ pub trait Backend {
         pos0: usize,
     );
     /// Causal grouped-query attention of `n` queries at `pos0..pos0+n` over the cache.
+    #[allow(clippy::too_many_arguments)] // one op's operands, as the other ops take them
     fn attention(
         &mut self,
         q: &Self::Buf,

@@ -190,11 +190,7 @@ pub struct ModelFacts {
 
 impl ModelFacts {
     fn n_gqa(&self) -> usize {
-        if self.n_head_kv == 0 {
-            1
-        } else {
-            self.n_head / self.n_head_kv
-        }
+        self.n_head.checked_div(self.n_head_kv).unwrap_or(1)
     }
 
     fn is_falcon(&self) -> bool {
@@ -392,7 +388,7 @@ impl TypeChooser {
             || (self.has_tied_embeddings && category == Category::TokenEmbd)
         {
             let nx = t.dims[0];
-            if falcon || nx % new_type.block_size() as u64 != 0 {
+            if falcon || !nx.is_multiple_of(new_type.block_size() as u64) {
                 new_type = G::Q8_0;
             } else if new_type != G::Q8_0 {
                 new_type = G::Q6_K;
@@ -436,11 +432,7 @@ impl TypeChooser {
             let (i_layer, n_layer) = (self.i_ffn_down, m.n_layer);
             match ftype {
                 F::Q2_K => new_type = G::Q3_K,
-                F::Q2_K_S => {
-                    if i_layer < n_layer / 8 {
-                        new_type = G::Q4_K;
-                    }
-                }
+                F::Q2_K_S if i_layer < n_layer / 8 => new_type = G::Q4_K,
                 F::Q3_K_M => {
                     new_type = if i_layer < n_layer / 16 {
                         G::Q5_K
@@ -505,7 +497,7 @@ impl TypeChooser {
     /// type with 32-weight blocks, and F16 if even that does not fit.
     fn fallback(&mut self, t: &TensorFacts, target: GgmlType) -> GgmlType {
         let ncols = t.dims[0];
-        if ncols % target.block_size() as u64 == 0 {
+        if ncols.is_multiple_of(target.block_size() as u64) {
             return target;
         }
         self.n_fallback += 1;
@@ -520,7 +512,7 @@ impl TypeChooser {
             GgmlType::Q6_K => GgmlType::Q8_0,
             other => other,
         };
-        if ncols % ret.block_size() as u64 != 0 {
+        if !ncols.is_multiple_of(ret.block_size() as u64) {
             GgmlType::F16
         } else {
             ret

@@ -175,6 +175,7 @@ impl<B: Backend> LlamaModel<B> {
 
     /// Runs `tokens` (at most [`N_UBATCH`]) at positions `pos0..`, writing keys and values into
     /// `kv`, and leaves the requested logits in the state (read them with [`Self::read_logits`]).
+    #[allow(clippy::too_many_arguments)] // the model, its state, the cache and the batch
     pub fn forward(
         &self,
         b: &mut B,

@@ -155,7 +155,7 @@ pub fn convert_tensor(
     let dst_row = to
         .row_bytes(row_len as u64)
         .ok_or_else(|| bad("row is not a whole number of blocks"))? as usize;
-    if src_row == 0 || src.len() % src_row != 0 {
+    if src_row == 0 || !src.len().is_multiple_of(src_row) {
         return Err(bad("tensor data is not a whole number of rows"));
     }
     let n_rows = src.len() / src_row;

@@ -187,7 +187,7 @@ fn synthetic_vocab(n: usize) -> (Vec<String>, Vec<f32>, Vec<i32>) {
                 break;
             }
         }
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             piece.insert(0, '\u{2581}');
         }
         tokens.push(piece);

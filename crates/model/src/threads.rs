@@ -153,7 +153,7 @@ fn worker(s: &Shared) {
             epoch = s.epoch.load(Ordering::Acquire);
             spins = spins.wrapping_add(1);
             // Reading the clock costs more than a poll: look at it now and then.
-            if spins % 256 == 0 && start.elapsed() >= SPIN {
+            if spins.is_multiple_of(256) && start.elapsed() >= SPIN {
                 break;
             }
         }

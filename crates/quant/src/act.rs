@@ -34,7 +34,7 @@ fn block(x: &[f32], qs: &mut [i8; QK8_0]) -> (f32, i32) {
 /// runs. `x.len()` must be a multiple of 32 and `out` exactly the row's bytes.
 pub fn quantize_act_ggml_x86(ty: GgmlType, x: &[f32], out: &mut [u8]) -> bool {
     assert!(
-        x.len() % QK8_0 == 0,
+        x.len().is_multiple_of(QK8_0),
         "row length {} is not a multiple of {QK8_0}",
         x.len()
     );

@@ -182,7 +182,7 @@ impl Crafted {
             b.extend(u64le(t.offset));
         }
         let infos_end = b.len();
-        while b.len() as u64 % self.alignment != 0 {
+        while !(b.len() as u64).is_multiple_of(self.alignment) {
             b.push(0);
         }
         let data_offset = b.len();
