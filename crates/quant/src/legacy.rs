@@ -386,6 +386,32 @@ impl BlockFormat for BlockQ5_1 {
     }
 }
 
+/// `qs * d` for each 8-bit block given as `(d, qs)`: Q8_0 and Q8_1 store the same codes.
+fn q8_dequantize<'a>(blocks: impl Iterator<Item = (f16, &'a [i8; QK8_0])>, out: &mut [f32]) {
+    for ((d, qs), y) in blocks.zip(out.chunks_exact_mut(QK8_0)) {
+        let d = fp16_to_fp32(d);
+        for (o, &q) in y.iter_mut().zip(qs) {
+            *o = f32::from(q) * d;
+        }
+    }
+}
+
+/// Dot of two rows of 8-bit blocks, `(d, qs)` each, in ggml's order: `sumi * (d_x * d_y)` per block.
+fn q8_dot<'a>(
+    pairs: impl Iterator<Item = ((f16, &'a [i8; QK8_0]), (f16, &'a [i8; QK8_0]))>,
+) -> f32 {
+    let mut sumf = 0.0f32;
+    for ((dx, qx), (dy, qy)) in pairs {
+        let sumi: i32 = qx
+            .iter()
+            .zip(qy)
+            .map(|(&p, &q)| i32::from(p) * i32::from(q))
+            .sum();
+        sumf += sumi as f32 * (fp16_to_fp32(dx) * fp16_to_fp32(dy));
+    }
+    sumf
+}
+
 impl BlockFormat for BlockQ8_0 {
     const TYPE: GgmlType = GgmlType::Q8_0;
     const BLOCK: usize = QK8_0;
@@ -406,26 +432,12 @@ impl BlockFormat for BlockQ8_0 {
 
     fn dequantize(blocks: &[Self], out: &mut [f32]) {
         check_lengths::<Self>(blocks.len(), out.len());
-        for (x, y) in blocks.iter().zip(out.chunks_exact_mut(QK8_0)) {
-            let d = fp16_to_fp32(x.d);
-            for (o, &q) in y.iter_mut().zip(&x.qs) {
-                *o = f32::from(q) * d;
-            }
-        }
+        q8_dequantize(blocks.iter().map(|x| (x.d, &x.qs)), out);
     }
 
     fn vec_dot(w: &[Self], a: &[BlockQ8_0]) -> f32 {
         assert_eq!(w.len(), a.len());
-        let mut sumf = 0.0f32;
-        for (x, y) in w.iter().zip(a) {
-            let sumi: i32 =
-                x.qs.iter()
-                    .zip(&y.qs)
-                    .map(|(&p, &q)| i32::from(p) * i32::from(q))
-                    .sum();
-            sumf += sumi as f32 * (fp16_to_fp32(x.d) * fp16_to_fp32(y.d));
-        }
-        sumf
+        q8_dot(w.iter().zip(a).map(|(x, y)| ((x.d, &x.qs), (y.d, &y.qs))))
     }
 }
 
@@ -457,25 +469,11 @@ impl BlockFormat for BlockQ8_1 {
 
     fn dequantize(blocks: &[Self], out: &mut [f32]) {
         check_lengths::<Self>(blocks.len(), out.len());
-        for (x, y) in blocks.iter().zip(out.chunks_exact_mut(QK8_1)) {
-            let d = fp16_to_fp32(x.d);
-            for (o, &q) in y.iter_mut().zip(&x.qs) {
-                *o = f32::from(q) * d;
-            }
-        }
+        q8_dequantize(blocks.iter().map(|x| (x.d, &x.qs)), out);
     }
 
     fn vec_dot(w: &[Self], a: &[BlockQ8_1]) -> f32 {
         assert_eq!(w.len(), a.len());
-        let mut sumf = 0.0f32;
-        for (x, y) in w.iter().zip(a) {
-            let sumi: i32 =
-                x.qs.iter()
-                    .zip(&y.qs)
-                    .map(|(&p, &q)| i32::from(p) * i32::from(q))
-                    .sum();
-            sumf += sumi as f32 * (fp16_to_fp32(x.d) * fp16_to_fp32(y.d));
-        }
-        sumf
+        q8_dot(w.iter().zip(a).map(|(x, y)| ((x.d, &x.qs), (y.d, &y.qs))))
     }
 }
