@@ -38,7 +38,7 @@ pub struct RuntimeArgs {
     /// Threads [default: the number of physical cores]
     #[arg(short = 't', long = "threads", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: Option<u32>,
-    /// Backend: cpu, cuda, metal or vulkan
+    /// Backend: cpu, cuda, metal, vulkan, or gpu (CUDA, then Metal/Vulkan, whichever is built and present)
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     pub backend: Device,
 }

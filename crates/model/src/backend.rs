@@ -19,10 +19,12 @@ pub enum Device {
     Cuda,
     Metal,
     Vulkan,
+    /// Any GPU: CUDA, then Metal or Vulkan, whichever is built and present ([`Device::resolve`]).
+    Gpu,
 }
 
 impl Device {
-    pub const NAMES: &'static [&'static str] = &["cpu", "cuda", "metal", "vulkan"];
+    pub const NAMES: &'static [&'static str] = &["cpu", "cuda", "metal", "vulkan", "gpu"];
 
     pub fn parse(s: &str) -> Option<Device> {
         match s.to_ascii_lowercase().as_str() {
@@ -30,6 +32,7 @@ impl Device {
             "cuda" => Some(Device::Cuda),
             "metal" => Some(Device::Metal),
             "vulkan" => Some(Device::Vulkan),
+            "gpu" => Some(Device::Gpu),
             _ => None,
         }
     }
@@ -40,18 +43,44 @@ impl Device {
             Device::Cuda => "cuda",
             Device::Metal => "metal",
             Device::Vulkan => "vulkan",
+            Device::Gpu => "gpu",
         }
     }
 
-    /// Whether this build can run on the device at all.
-    pub fn check_available(self) -> Result<(), ModelError> {
-        match self {
-            Device::Cpu => Ok(()),
-            other => Err(ModelError::Backend(format!(
-                "the {} backend is not available in this build (backends compiled in: cpu)",
-                other.name()
-            ))),
+    /// The backends this build was compiled with.
+    pub fn compiled() -> Vec<Device> {
+        let mut v = vec![Device::Cpu];
+        if cfg!(feature = "cuda") {
+            v.push(Device::Cuda);
         }
+        if cfg!(feature = "wgpu") {
+            v.push(if cfg!(target_os = "macos") {
+                Device::Metal
+            } else {
+                Device::Vulkan
+            });
+        }
+        v
+    }
+
+    /// Whether this build can run on the device at all (whether a device is present is found out
+    /// when the backend starts).
+    pub fn check_available(self) -> Result<(), ModelError> {
+        if self == Device::Gpu || Device::compiled().contains(&self) {
+            return Ok(());
+        }
+        let names: Vec<&str> = Device::compiled().iter().map(|d| d.name()).collect();
+        let why = match self {
+            Device::Cuda => "build with --features cuda",
+            Device::Metal if !cfg!(target_os = "macos") => "Metal needs macOS",
+            Device::Vulkan if cfg!(target_os = "macos") => "on macOS use --backend metal",
+            _ => "build with --features wgpu",
+        };
+        Err(ModelError::Backend(format!(
+            "the {} backend is not available in this build ({why}; backends compiled in: {})",
+            self.name(),
+            names.join(", ")
+        )))
     }
 }
 

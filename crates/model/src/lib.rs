@@ -3,6 +3,8 @@
 pub mod backend;
 pub mod config;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod debug;
 pub mod ftype;
 pub mod llama;
@@ -10,6 +12,8 @@ pub mod quantize;
 pub mod runner;
 pub mod synth;
 pub mod threads;
+#[cfg(feature = "wgpu")]
+pub mod wgpu;
 
 pub use backend::{AttnShape, Backend, Device};
 pub use config::{Arch, Config, SUPPORTED_ARCHITECTURES};

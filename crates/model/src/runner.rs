@@ -151,8 +151,35 @@ pub fn load(
                 dbg: Debug::from_env(),
             }))
         }
-        (other, _) => other
-            .check_available()
-            .map(|_| unreachable!("only the CPU backend is built")),
+        #[cfg(feature = "cuda")]
+        (Device::Cuda, Arch::Llama) => crate::cuda::load(file, config, n_ctx),
+        #[cfg(feature = "wgpu")]
+        (Device::Metal | Device::Vulkan, Arch::Llama) => crate::wgpu::load(file, config, n_ctx),
+        (Device::Gpu, _) => load(file, pick_gpu()?, n_ctx),
+        (other, _) => Err(ModelError::Backend(format!(
+            "the {} backend is not available in this build",
+            other.name()
+        ))),
     }
+}
+
+/// `--backend gpu`: CUDA where it is built and a driver is present, then Metal or Vulkan.
+fn pick_gpu() -> Result<Device, ModelError> {
+    #[cfg(feature = "cuda")]
+    if crate::cuda::present() {
+        return Ok(Device::Cuda);
+    }
+    #[cfg(feature = "wgpu")]
+    if crate::wgpu::present() {
+        return Ok(if cfg!(target_os = "macos") {
+            Device::Metal
+        } else {
+            Device::Vulkan
+        });
+    }
+    let built: Vec<&str> = Device::compiled().iter().map(|d| d.name()).collect();
+    Err(ModelError::Backend(format!(
+        "--backend gpu found no usable GPU (backends compiled in: {})",
+        built.join(", ")
+    )))
 }
