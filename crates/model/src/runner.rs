@@ -30,13 +30,14 @@ pub trait Model: Send {
     ) -> Result<(), ModelError>;
 }
 
-struct Runner<B: Backend> {
-    backend: B,
-    model: LlamaModel<B>,
-    state: RunState<B>,
-    kv: B::Kv,
-    n_ctx: usize,
-    dbg: Debug,
+/// A model on backend `B`, with its run state and KV cache; every backend's `load` builds one.
+pub(crate) struct Runner<B: Backend> {
+    pub(crate) backend: B,
+    pub(crate) model: LlamaModel<B>,
+    pub(crate) state: RunState<B>,
+    pub(crate) kv: B::Kv,
+    pub(crate) n_ctx: usize,
+    pub(crate) dbg: Debug,
 }
 
 impl<B: Backend + Send> Model for Runner<B>

@@ -1,0 +1,593 @@
+//! [`Backend`] on wgpu: each op records one or two dispatches (see [`super::context`]).
+
+use std::sync::Arc;
+
+use rustorch_gguf::{GgmlType, GgufFile};
+use rustorch_quant::dispatch;
+
+use super::context::{Bind, Context, Options, TOKEN_CAP};
+use super::shaders::{self, MATMUL_NT};
+use crate::backend::{AttnShape, Backend, Device};
+use crate::ModelError;
+
+/// f32 activations in a GPU buffer.
+pub struct WgpuBuf {
+    buf: wgpu::Buffer,
+    id: u64,
+    /// Capacity in f32 values.
+    len: usize,
+    /// Values the last op wrote from offset 0: what a read fetches at once.
+    written: usize,
+}
+
+impl WgpuBuf {
+    fn bind(&self) -> Bind<'_> {
+        Bind {
+            buf: &self.buf,
+            id: self.id,
+        }
+    }
+}
+
+/// A weight on the GPU: a matrix in its block format, or an f32 vector (norms).
+pub struct WgpuWeight {
+    buf: wgpu::Buffer,
+    id: u64,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    /// Pipelines of a matrix: decode matmul, prompt matmul, embedding.
+    pipes: Option<[usize; 3]>,
+}
+
+impl WgpuWeight {
+    fn bind(&self) -> Bind<'_> {
+        Bind {
+            buf: &self.buf,
+            id: self.id,
+        }
+    }
+
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+}
+
+/// The KV cache: per layer, keys and values as `(n_head_kv, n_ctx, head_dim)` f32.
+pub struct WgpuKv {
+    k: Vec<WgpuBuf>,
+    v: Vec<WgpuBuf>,
+    n_ctx: usize,
+    kv_dim: usize,
+    head_dim: usize,
+}
+
+/// Largest number of key splits of one decode attention.
+const MAX_SPLIT: usize = 32;
+
+pub struct WgpuBackend {
+    cx: Context,
+    /// Attention partials of split-K decode: `(n_head, MAX_SPLIT, head_dim + 2)`.
+    part: Option<WgpuBuf>,
+    /// The last read: buffer id, first value, values.
+    cache: Option<(u64, usize, Vec<f32>)>,
+}
+
+/// Workgroups for `n` items of `per` each, folded into y past 32768 (the kernels' convention).
+fn fold(n: usize, per: usize) -> [u32; 3] {
+    let g = n.div_ceil(per).max(1);
+    [g.min(32768) as u32, g.div_ceil(32768) as u32, 1]
+}
+
+impl WgpuBackend {
+    pub fn new(opts: Options) -> Result<WgpuBackend, ModelError> {
+        Ok(WgpuBackend {
+            cx: Context::new(&opts)?,
+            part: None,
+            cache: None,
+        })
+    }
+
+    /// The adapter's name, type and driver.
+    pub fn adapter(&self) -> &str {
+        &self.cx.adapter
+    }
+
+    /// Whether the kernels use subgroup operations.
+    pub fn subgroups(&self) -> bool {
+        self.cx.subgroups
+    }
+
+    fn buf(&mut self, label: &str, len: usize) -> Result<WgpuBuf, ModelError> {
+        let buf = self
+            .cx
+            .buffer(label, len as u64 * 4, wgpu::BufferUsages::empty())?;
+        Ok(WgpuBuf {
+            buf,
+            id: self.cx.next_id(),
+            len,
+            written: len,
+        })
+    }
+
+    /// Uploads a `[rows, cols]` matrix of type `ty` from its GGUF bytes.
+    pub fn upload_matrix(
+        &mut self,
+        name: &str,
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: &[u8],
+    ) -> Result<WgpuWeight, ModelError> {
+        let unsupported = || ModelError::UnsupportedType {
+            name: name.to_string(),
+            ty,
+            backend: "wgpu",
+        };
+        let block = if matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K) {
+            256
+        } else {
+            32
+        };
+        if !shaders::FORMATS.contains(&ty) {
+            return Err(unsupported());
+        }
+        if !cols.is_multiple_of(block) {
+            return Err(ModelError::Backend(format!(
+                "{name}: rows of {cols} are not whole {ty} blocks of {block}"
+            )));
+        }
+        let words = shaders::repack(ty, data).ok_or_else(unsupported)?;
+        let buf = self
+            .cx
+            .buffer(name, words.len() as u64 * 4, wgpu::BufferUsages::empty())?;
+        self.cx.write(&buf, 0, bytemuck::cast_slice(&words));
+        let sg = self.cx.subgroups;
+        let k1 = format!("matmul/{ty}/nt=1/sg={sg}");
+        let k8 = format!("matmul/{ty}/nt={MATMUL_NT}/sg={sg}");
+        let p1 = self.cx.pipe(&k1, &[false, false, true], || {
+            shaders::compose(shaders::MATMUL, Some(ty), sg, 1)
+        })?;
+        let p8 = self.cx.pipe(&k8, &[false, false, true], || {
+            shaders::compose(shaders::MATMUL, Some(ty), sg, MATMUL_NT)
+        })?;
+        let pe = self
+            .cx
+            .pipe(&format!("embed/{ty}"), &[false, false, true], || {
+                shaders::compose(shaders::EMBED, Some(ty), false, 1)
+            })?;
+        Ok(WgpuWeight {
+            buf,
+            id: self.cx.next_id(),
+            ty,
+            rows,
+            cols,
+            pipes: Some([p1, p8, pe]),
+        })
+    }
+
+    /// Uploads an f32 vector.
+    pub fn upload_vector(&mut self, name: &str, v: &[f32]) -> Result<WgpuWeight, ModelError> {
+        let buf = self
+            .cx
+            .buffer(name, v.len() as u64 * 4, wgpu::BufferUsages::empty())?;
+        self.cx.write(&buf, 0, bytemuck::cast_slice(v));
+        Ok(WgpuWeight {
+            buf,
+            id: self.cx.next_id(),
+            ty: GgmlType::F32,
+            rows: 1,
+            cols: v.len(),
+            pipes: None,
+        })
+    }
+
+    /// Copies host values into a buffer (tests, and anything that starts from the host).
+    pub fn write(&mut self, x: &mut WgpuBuf, offset: usize, v: &[f32]) -> Result<(), ModelError> {
+        if offset + v.len() > x.len {
+            return Err(ModelError::Backend("write past the end of a buffer".into()));
+        }
+        // Queue writes land before the next submission: submit what is recorded first so the
+        // write is ordered after it.
+        self.cx.flush()?;
+        self.cx
+            .write(&x.buf, offset as u64 * 4, bytemuck::cast_slice(v));
+        self.cache = None;
+        Ok(())
+    }
+
+    fn simple(&mut self, key: &str, src: &str, writes: &[bool]) -> usize {
+        let sg = self.cx.subgroups;
+        match self.cx.pipe(&format!("{key}/sg={sg}"), writes, || {
+            shaders::compose(src, None, sg, 1)
+        }) {
+            Ok(p) => p,
+            Err(e) => {
+                self.cx.deferred.get_or_insert(e);
+                usize::MAX
+            }
+        }
+    }
+
+    fn record(&mut self, pipe: usize, bufs: &[Bind], params: &[u32], size: [u32; 3]) {
+        self.cache = None;
+        if pipe != usize::MAX {
+            self.cx.dispatch(pipe, bufs, params, size);
+        }
+    }
+
+    fn fail(&mut self, msg: String) {
+        self.cx.deferred.get_or_insert(ModelError::Backend(msg));
+    }
+
+    /// Index of the largest of the first `n` values of `x` (first on ties), computed on the GPU.
+    pub fn argmax(&mut self, x: &WgpuBuf, n: usize) -> Result<u32, ModelError> {
+        let mut out = self.buf("argmax", 1)?;
+        let p = self.simple("argmax", shaders::ARGMAX, &[false, true]);
+        self.record(p, &[x.bind(), out.bind()], &[n as u32], [1, 1, 1]);
+        out.written = 1;
+        let bytes = self.cx.read(&out.buf, 0, 4)?;
+        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+}
+
+impl Backend for WgpuBackend {
+    type Buf = WgpuBuf;
+    type Weight = WgpuWeight;
+    type Kv = WgpuKv;
+
+    fn device(&self) -> Device {
+        self.cx.kind
+    }
+
+    fn upload(&mut self, file: &Arc<GgufFile>, name: &str) -> Result<WgpuWeight, ModelError> {
+        let info = file
+            .tensor(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        let data = file.tensor_data(info);
+        match info.dims.len() {
+            1 => {
+                let mut v = vec![0f32; info.dims[0] as usize];
+                if info.ty == GgmlType::F32 {
+                    for (x, b) in v.iter_mut().zip(data.chunks_exact(4)) {
+                        *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    }
+                } else {
+                    dispatch::dequantize_row(info.ty, data, &mut v).map_err(|_| {
+                        ModelError::UnsupportedType {
+                            name: name.to_string(),
+                            ty: info.ty,
+                            backend: "wgpu",
+                        }
+                    })?;
+                }
+                self.upload_vector(name, &v)
+            }
+            2 => self.upload_matrix(
+                name,
+                info.ty,
+                info.dims[1] as usize,
+                info.dims[0] as usize,
+                data,
+            ),
+            _ => Err(ModelError::TensorShape {
+                name: name.to_string(),
+                expected: "a matrix".into(),
+                actual: format!("{:?}", info.dims),
+            }),
+        }
+    }
+
+    fn alloc(&mut self, len: usize) -> Result<WgpuBuf, ModelError> {
+        self.buf("activations", len)
+    }
+
+    fn alloc_kv(
+        &mut self,
+        n_layer: usize,
+        n_ctx: usize,
+        n_head_kv: usize,
+        head_dim: usize,
+    ) -> Result<WgpuKv, ModelError> {
+        let kv_dim = n_head_kv * head_dim;
+        let len = n_ctx
+            .checked_mul(kv_dim)
+            .ok_or_else(|| ModelError::Backend("KV cache size overflows".into()))?;
+        let mut k = Vec::with_capacity(n_layer);
+        let mut v = Vec::with_capacity(n_layer);
+        for _ in 0..n_layer {
+            let mut one = || {
+                self.buf("kv cache", len).map_err(|e| {
+                    ModelError::Backend(format!(
+                        "cannot allocate the KV cache for a context of {n_ctx} tokens ({e}): use a smaller -c"
+                    ))
+                })
+            };
+            k.push(one()?);
+            v.push(one()?);
+        }
+        Ok(WgpuKv {
+            k,
+            v,
+            n_ctx,
+            kv_dim,
+            head_dim,
+        })
+    }
+
+    fn embed(
+        &mut self,
+        table: &WgpuWeight,
+        tokens: &[u32],
+        out: &mut WgpuBuf,
+    ) -> Result<(), ModelError> {
+        let Some([_, _, pipe]) = table.pipes else {
+            return Err(ModelError::Backend(
+                "embedding table must be a matrix".into(),
+            ));
+        };
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= table.rows) {
+            return Err(ModelError::Backend(format!(
+                "token id {t} is outside the vocabulary of {}",
+                table.rows
+            )));
+        }
+        if tokens.len() * table.cols > out.len {
+            return Err(ModelError::Backend("embed: output buffer too small".into()));
+        }
+        if self.cx.token_host.len() + tokens.len() > TOKEN_CAP {
+            self.cx.flush()?;
+        }
+        let tok0 = self.cx.token_host.len();
+        self.cx.token_host.extend_from_slice(tokens);
+        let tokens_bind = Bind {
+            buf: &self.cx.tokens.clone(),
+            id: self.cx.tokens_id,
+        };
+        let params = [
+            table.rows as u32,
+            table.cols as u32,
+            tokens.len() as u32,
+            tok0 as u32,
+        ];
+        let size = [
+            (table.cols / 32).div_ceil(64) as u32,
+            tokens.len() as u32,
+            1,
+        ];
+        self.cache = None;
+        self.cx.dispatch(
+            pipe,
+            &[table.bind(), tokens_bind, out.bind()],
+            &params,
+            size,
+        );
+        out.written = tokens.len() * table.cols;
+        Ok(())
+    }
+
+    fn rms_norm(
+        &mut self,
+        x: &WgpuBuf,
+        weight: &WgpuWeight,
+        eps: f32,
+        n: usize,
+        dim: usize,
+        out: &mut WgpuBuf,
+    ) {
+        let p = self.simple("rms_norm", shaders::RMS_NORM, &[false, false, true]);
+        self.record(
+            p,
+            &[x.bind(), weight.bind(), out.bind()],
+            &[dim as u32, eps.to_bits()],
+            [n as u32, 1, 1],
+        );
+        out.written = n * dim;
+    }
+
+    fn matmul(
+        &mut self,
+        w: &WgpuWeight,
+        x: &WgpuBuf,
+        n: usize,
+        out: &mut WgpuBuf,
+    ) -> Result<(), ModelError> {
+        let Some([p1, p8, _]) = w.pipes else {
+            return Err(ModelError::Backend("matmul needs a matrix weight".into()));
+        };
+        if n * w.cols > x.len || n * w.rows > out.len {
+            return Err(ModelError::Backend(format!(
+                "matmul of [{}, {}] over {n} rows: buffer too small",
+                w.rows, w.cols
+            )));
+        }
+        let (pipe, nt) = if n == 1 {
+            (p1, 1)
+        } else {
+            (p8, MATMUL_NT as usize)
+        };
+        let size = [
+            w.rows.min(32768) as u32,
+            n.div_ceil(nt) as u32,
+            w.rows.div_ceil(32768) as u32,
+        ];
+        self.record(
+            pipe,
+            &[w.bind(), x.bind(), out.bind()],
+            &[w.rows as u32, w.cols as u32, n as u32],
+            size,
+        );
+        out.written = n * w.rows;
+        Ok(())
+    }
+
+    fn rope(&mut self, x: &mut WgpuBuf, n: usize, n_heads: usize, shape: &AttnShape, pos0: usize) {
+        let p = self.simple("rope", shaders::ROPE, &[true]);
+        let theta_scale = shape.rope_freq_base.powf(-2.0 / shape.n_rot as f32);
+        let params = [
+            n as u32,
+            n_heads as u32,
+            shape.head_dim as u32,
+            shape.n_rot as u32,
+            pos0 as u32,
+            theta_scale.to_bits(),
+        ];
+        let size = [
+            (shape.n_rot / 2).div_ceil(64) as u32,
+            (n * n_heads) as u32,
+            1,
+        ];
+        self.record(p, &[x.bind()], &params, size);
+    }
+
+    fn kv_store(
+        &mut self,
+        kv: &mut WgpuKv,
+        layer: usize,
+        k: &WgpuBuf,
+        v: &WgpuBuf,
+        n: usize,
+        pos0: usize,
+    ) {
+        if pos0 + n > kv.n_ctx {
+            self.fail(format!("kv_store past the context of {}", kv.n_ctx));
+            return;
+        }
+        let p = self.simple("kv_store", shaders::KV_STORE, &[false, false, true, true]);
+        let params = [
+            n as u32,
+            kv.kv_dim as u32,
+            kv.head_dim as u32,
+            kv.n_ctx as u32,
+            pos0 as u32,
+        ];
+        let size = [kv.kv_dim.div_ceil(64) as u32, n as u32, 1];
+        self.record(
+            p,
+            &[k.bind(), v.bind(), kv.k[layer].bind(), kv.v[layer].bind()],
+            &params,
+            size,
+        );
+    }
+
+    fn attention(
+        &mut self,
+        q: &WgpuBuf,
+        kv: &WgpuKv,
+        layer: usize,
+        n: usize,
+        pos0: usize,
+        shape: &AttnShape,
+        out: &mut WgpuBuf,
+    ) {
+        let hd = shape.head_dim;
+        if hd > 256 || shape.n_head % shape.n_head_kv != 0 {
+            self.fail(format!(
+                "attention: head_dim {hd} > 256 or uneven GQA groups"
+            ));
+            return;
+        }
+        if self.part.is_none() {
+            match self.buf("attention partials", shape.n_head * MAX_SPLIT * (hd + 2)) {
+                Ok(b) => self.part = Some(b),
+                Err(e) => {
+                    self.cx.deferred.get_or_insert(e);
+                    return;
+                }
+            }
+        }
+        // Decode: split the keys so that every head's few workgroups become many; the prompt
+        // already has a workgroup per (head, token).
+        let n_kv = pos0 + n;
+        let n_split = if n == 1 {
+            n_kv.div_ceil(64).min(MAX_SPLIT)
+        } else {
+            1
+        };
+        let split_len = n_kv.div_ceil(n_split).div_ceil(64) * 64;
+        let pa = self.simple(
+            "attention",
+            shaders::ATTENTION,
+            &[false, false, false, true, true],
+        );
+        let scale = 1.0 / (hd as f32).sqrt();
+        let params = [
+            shape.n_head as u32,
+            shape.n_head_kv as u32,
+            hd as u32,
+            kv.n_ctx as u32,
+            pos0 as u32,
+            n_split as u32,
+            split_len as u32,
+            scale.to_bits(),
+        ];
+        let part = self.part.take().expect("allocated above");
+        self.record(
+            pa,
+            &[
+                q.bind(),
+                kv.k[layer].bind(),
+                kv.v[layer].bind(),
+                out.bind(),
+                part.bind(),
+            ],
+            &params,
+            [shape.n_head as u32, n as u32, n_split as u32],
+        );
+        if n_split > 1 {
+            let pc = self.simple("attn_combine", shaders::ATTN_COMBINE, &[false, true]);
+            self.record(
+                pc,
+                &[part.bind(), out.bind()],
+                &[shape.n_head as u32, hd as u32, n_split as u32],
+                [shape.n_head as u32, n as u32, 1],
+            );
+        }
+        self.part = Some(part);
+        out.written = n * shape.n_head * hd;
+    }
+
+    fn swiglu(&mut self, gate: &mut WgpuBuf, up: &WgpuBuf, len: usize) {
+        let p = self.simple("swiglu", shaders::SWIGLU, &[true, false]);
+        self.record(p, &[gate.bind(), up.bind()], &[len as u32], fold(len, 256));
+    }
+
+    fn add(&mut self, x: &mut WgpuBuf, y: &WgpuBuf, len: usize) {
+        let p = self.simple("add", shaders::ADD, &[true, false]);
+        self.record(p, &[x.bind(), y.bind()], &[len as u32], fold(len, 256));
+    }
+
+    fn copy_within(&mut self, x: &mut WgpuBuf, src: usize, dst: usize, len: usize) {
+        let p = self.simple("copy", shaders::COPY, &[true]);
+        self.record(
+            p,
+            &[x.bind()],
+            &[len as u32, src as u32, dst as u32],
+            fold(len, 256),
+        );
+        x.written = x.written.max(dst + len);
+    }
+
+    fn read(&mut self, x: &WgpuBuf, offset: usize, out: &mut [f32]) -> Result<(), ModelError> {
+        let end = offset + out.len();
+        if end > x.len {
+            return Err(ModelError::Backend("read past the end of a buffer".into()));
+        }
+        if let Some((id, first, data)) = &self.cache {
+            if *id == x.id && offset >= *first && end <= first + data.len() {
+                out.copy_from_slice(&data[offset - first..end - first]);
+                return Ok(());
+            }
+        }
+        // Fetch what the last op wrote from here on, so that reading logits row by row costs
+        // one transfer.
+        let last = end.max(x.written.min(x.len));
+        let bytes = self
+            .cx
+            .read(&x.buf, offset as u64 * 4, (last - offset) as u64 * 4)?;
+        let data: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes[..(last - offset) * 4]);
+        out.copy_from_slice(&data[..out.len()]);
+        self.cache = Some((x.id, offset, data));
+        Ok(())
+    }
+}

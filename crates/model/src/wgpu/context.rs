@@ -1,0 +1,524 @@
+//! The wgpu device and the op recorder: pipelines, cached bind groups, per-op parameters in one
+//! uniform buffer, one submission per step, and reads back to the host with a time limit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::backend::Device;
+use crate::ModelError;
+
+/// Parameter slots of one submission; a step of a 32-layer model records about 500 ops.
+const MAX_SLOTS: u32 = 2048;
+/// Bytes of one op's parameters (16 words).
+const PARAM_BYTES: u64 = 64;
+/// Token ids one submission can carry (several prompt batches may share one submission).
+pub(crate) const TOKEN_CAP: usize = 8 * crate::llama::N_UBATCH;
+
+/// How the backend picks and uses its adapter.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Use subgroup operations where the adapter offers them (else workgroup memory only).
+    pub subgroups: bool,
+    /// Pick the first adapter whose name contains this (case-insensitive).
+    pub adapter: Option<String>,
+    /// Longest wait for the GPU to finish one submission.
+    pub timeout: Duration,
+}
+
+impl Options {
+    /// Defaults, overridden by `RUSTORCH_WGPU_ADAPTER`, `RUSTORCH_WGPU_SUBGROUPS=0` and
+    /// `RUSTORCH_WGPU_TIMEOUT` (seconds).
+    pub fn from_env() -> Options {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Options {
+            subgroups: env("RUSTORCH_WGPU_SUBGROUPS").is_none_or(|v| v != "0"),
+            adapter: env("RUSTORCH_WGPU_ADAPTER"),
+            timeout: Duration::from_secs(
+                env("RUSTORCH_WGPU_TIMEOUT")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(600),
+            ),
+        }
+    }
+}
+
+fn backends() -> wgpu::Backends {
+    if cfg!(target_os = "macos") {
+        wgpu::Backends::METAL
+    } else {
+        wgpu::Backends::VULKAN
+    }
+}
+
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(&wgpu::InstanceDescriptor {
+        backends: backends(),
+        ..Default::default()
+    })
+}
+
+pub(crate) fn present() -> bool {
+    !instance().enumerate_adapters(backends()).is_empty()
+}
+
+fn err(msg: impl Into<String>) -> ModelError {
+    ModelError::Backend(msg.into())
+}
+
+/// A compiled kernel and the layout of its bindings.
+struct Pipe {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+}
+
+/// A buffer as the recorder sees it: the handle and an id for the bind group cache.
+#[derive(Clone, Copy)]
+pub(crate) struct Bind<'a> {
+    pub buf: &'a wgpu::Buffer,
+    pub id: u64,
+}
+
+enum Op {
+    Dispatch {
+        pipe: usize,
+        group: wgpu::BindGroup,
+        offset: u32,
+        size: [u32; 3],
+    },
+    Copy {
+        src: wgpu::Buffer,
+        src_off: u64,
+        dst: wgpu::Buffer,
+        size: u64,
+    },
+}
+
+pub(crate) struct Context {
+    pub device: wgpu::Device,
+    queue: wgpu::Queue,
+    pub kind: Device,
+    /// Adapter name and driver, for messages and benchmarks.
+    pub adapter: String,
+    pub subgroups: bool,
+    pub limits: wgpu::Limits,
+    timeout: Duration,
+    pipes: Vec<Pipe>,
+    pipe_ids: HashMap<String, usize>,
+    groups: HashMap<(usize, [u64; 6]), wgpu::BindGroup>,
+    params: wgpu::Buffer,
+    param_host: Vec<u8>,
+    align: u32,
+    n_slots: u32,
+    pub tokens: wgpu::Buffer,
+    pub tokens_id: u64,
+    pub token_host: Vec<u32>,
+    ops: Vec<Op>,
+    staging: Option<wgpu::Buffer>,
+    next_id: u64,
+    /// Uncaptured errors and device loss, reported by the next flush.
+    errors: Arc<Mutex<Vec<String>>>,
+    /// An error met while recording (ops return no `Result`), reported by the next read.
+    pub deferred: Option<ModelError>,
+}
+
+impl Context {
+    pub fn new(opts: &Options) -> Result<Context, ModelError> {
+        let instance = instance();
+        let api = if cfg!(target_os = "macos") {
+            "Metal"
+        } else {
+            "Vulkan"
+        };
+        let adapter = match &opts.adapter {
+            Some(want) => {
+                let all = instance.enumerate_adapters(backends());
+                let names: Vec<String> = all.iter().map(|a| a.get_info().name).collect();
+                all.into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&want.to_lowercase()))
+                    .ok_or_else(|| {
+                        err(format!(
+                            "no {api} adapter matches RUSTORCH_WGPU_ADAPTER='{want}' (adapters: {})",
+                            names.join(", ")
+                        ))
+                    })?
+            }
+            None => pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+            }))
+            .map_err(|e| {
+                err(format!(
+                    "no {api} GPU adapter found ({e}); install a {api} driver{}",
+                    if cfg!(target_os = "macos") {
+                        ""
+                    } else {
+                        " (e.g. mesa-vulkan-drivers, or the GPU vendor's)"
+                    }
+                ))
+            })?,
+        };
+        let info = adapter.get_info();
+        let subgroups = opts.subgroups && adapter.features().contains(wgpu::Features::SUBGROUP);
+        let limits = adapter.limits();
+        let features = if subgroups {
+            wgpu::Features::SUBGROUP
+        } else {
+            wgpu::Features::empty()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("rustorch"),
+            required_features: features,
+            required_limits: limits.clone(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            ..Default::default()
+        }))
+        .map_err(|e| err(format!("cannot open GPU '{}': {e}", info.name)))?;
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&errors);
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().unwrap().push(e.to_string());
+        }));
+        let sink = Arc::clone(&errors);
+        device.set_device_lost_callback(move |reason, msg| {
+            sink.lock()
+                .unwrap()
+                .push(format!("GPU device lost ({reason:?}): {msg}"));
+        });
+        let align = limits
+            .min_uniform_buffer_offset_alignment
+            .max(PARAM_BYTES as u32);
+        let params = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("params"),
+            size: MAX_SLOTS as u64 * align as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let tokens = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("tokens"),
+            size: (TOKEN_CAP * 4) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(Context {
+            device,
+            queue,
+            kind: if cfg!(target_os = "macos") {
+                Device::Metal
+            } else {
+                Device::Vulkan
+            },
+            adapter: format!(
+                "{} ({:?}, {} {})",
+                info.name, info.device_type, info.driver, info.driver_info
+            ),
+            subgroups,
+            limits,
+            timeout: opts.timeout,
+            pipes: Vec::new(),
+            pipe_ids: HashMap::new(),
+            groups: HashMap::new(),
+            params,
+            param_host: vec![0; (MAX_SLOTS * align) as usize],
+            align,
+            n_slots: 0,
+            tokens,
+            tokens_id: 1,
+            token_host: Vec::new(),
+            ops: Vec::new(),
+            staging: None,
+            next_id: 1,
+            errors,
+            deferred: None,
+        })
+    }
+
+    pub fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Fails with the first error the device reported since the last check.
+    fn check(&self) -> Result<(), ModelError> {
+        let mut errors = self.errors.lock().unwrap();
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let all = errors.join("; ");
+        errors.clear();
+        Err(err(format!("GPU error: {all}")))
+    }
+
+    /// A storage buffer of `bytes` (at least 4), zeroed, or an error if the device cannot hold it.
+    pub fn buffer(
+        &mut self,
+        label: &str,
+        bytes: u64,
+        extra: wgpu::BufferUsages,
+    ) -> Result<wgpu::Buffer, ModelError> {
+        let bytes = bytes.max(4).div_ceil(4) * 4;
+        let max = self
+            .limits
+            .max_buffer_size
+            .min(self.limits.max_storage_buffer_binding_size as u64);
+        if bytes > max {
+            return Err(err(format!(
+                "{label}: a buffer of {} MiB exceeds this GPU's limit of {} MiB",
+                bytes >> 20,
+                max >> 20
+            )));
+        }
+        self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST
+                | extra,
+            mapped_at_creation: false,
+        });
+        if let Some(e) = pollster::block_on(self.device.pop_error_scope()) {
+            return Err(err(format!(
+                "{label}: out of GPU memory allocating {} MiB ({e})",
+                bytes >> 20
+            )));
+        }
+        self.check()?;
+        Ok(buf)
+    }
+
+    pub fn write(&self, buf: &wgpu::Buffer, offset: u64, data: &[u8]) {
+        self.queue.write_buffer(buf, offset, data);
+    }
+
+    /// The pipeline `key`, compiled from `src()` on first use. `writes[i]`: whether binding
+    /// `i + 1` (a storage buffer) is written; binding 0 is the op's parameters.
+    pub fn pipe(
+        &mut self,
+        key: &str,
+        writes: &[bool],
+        src: impl FnOnce() -> String,
+    ) -> Result<usize, ModelError> {
+        if let Some(&i) = self.pipe_ids.get(key) {
+            return Ok(i);
+        }
+        let mut entries = vec![wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: true,
+                min_binding_size: wgpu::BufferSize::new(PARAM_BYTES),
+            },
+            count: None,
+        }];
+        for (i, &w) in writes.iter().enumerate() {
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding: i as u32 + 1,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only: !w },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            });
+        }
+        self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(key),
+                source: wgpu::ShaderSource::Wgsl(src().into()),
+            });
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(key),
+                entries: &entries,
+            });
+        let pl = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(key),
+                bind_group_layouts: &[&layout],
+                push_constant_ranges: &[],
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(key),
+                layout: Some(&pl),
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        if let Some(e) = pollster::block_on(self.device.pop_error_scope()) {
+            return Err(err(format!("shader '{key}' does not build: {e}")));
+        }
+        self.pipes.push(Pipe { pipeline, layout });
+        self.pipe_ids.insert(key.to_string(), self.pipes.len() - 1);
+        Ok(self.pipes.len() - 1)
+    }
+
+    /// Records one dispatch of `pipe` over `bufs` (bindings 1..) with parameter words `params`.
+    pub fn dispatch(&mut self, pipe: usize, bufs: &[Bind], params: &[u32], size: [u32; 3]) {
+        if self.n_slots == MAX_SLOTS {
+            if let Err(e) = self.flush() {
+                self.deferred.get_or_insert(e);
+            }
+        }
+        assert!(params.len() * 4 <= PARAM_BYTES as usize && bufs.len() <= 6);
+        let off = (self.n_slots * self.align) as usize;
+        self.param_host[off..off + params.len() * 4].copy_from_slice(bytemuck::cast_slice(params));
+        let mut ids = [0u64; 6];
+        for (i, b) in bufs.iter().enumerate() {
+            ids[i] = b.id;
+        }
+        let group = self
+            .groups
+            .entry((pipe, ids))
+            .or_insert_with(|| {
+                let mut entries = vec![wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &self.params,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(PARAM_BYTES),
+                    }),
+                }];
+                for (i, b) in bufs.iter().enumerate() {
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: i as u32 + 1,
+                        resource: b.buf.as_entire_binding(),
+                    });
+                }
+                self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: None,
+                    layout: &self.pipes[pipe].layout,
+                    entries: &entries,
+                })
+            })
+            .clone();
+        self.ops.push(Op::Dispatch {
+            pipe,
+            group,
+            offset: off as u32,
+            size,
+        });
+        self.n_slots += 1;
+    }
+
+    /// Submits everything recorded so far in one command buffer.
+    pub fn flush(&mut self) -> Result<(), ModelError> {
+        if self.ops.is_empty() {
+            return self.check();
+        }
+        let used = (self.n_slots * self.align) as usize;
+        self.queue
+            .write_buffer(&self.params, 0, &self.param_host[..used.max(4)]);
+        if !self.token_host.is_empty() {
+            self.queue
+                .write_buffer(&self.tokens, 0, bytemuck::cast_slice(&self.token_host));
+        }
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("step"),
+            });
+        let mut i = 0;
+        while i < self.ops.len() {
+            if let Op::Copy {
+                src,
+                src_off,
+                dst,
+                size,
+            } = &self.ops[i]
+            {
+                enc.copy_buffer_to_buffer(src, *src_off, dst, 0, *size);
+                i += 1;
+                continue;
+            }
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: None,
+            });
+            while let Some(Op::Dispatch {
+                pipe,
+                group,
+                offset,
+                size,
+            }) = self.ops.get(i)
+            {
+                pass.set_pipeline(&self.pipes[*pipe].pipeline);
+                pass.set_bind_group(0, group, &[*offset]);
+                pass.dispatch_workgroups(size[0], size[1], size[2]);
+                i += 1;
+            }
+        }
+        self.queue.submit([enc.finish()]);
+        self.ops.clear();
+        self.n_slots = 0;
+        self.token_host.clear();
+        self.check()
+    }
+
+    /// Copies `bytes` bytes of `src` from `offset` to the host, after everything recorded.
+    pub fn read(
+        &mut self,
+        src: &wgpu::Buffer,
+        offset: u64,
+        bytes: u64,
+    ) -> Result<Vec<u8>, ModelError> {
+        if let Some(e) = self.deferred.take() {
+            self.ops.clear();
+            self.n_slots = 0;
+            self.token_host.clear();
+            return Err(e);
+        }
+        let bytes = bytes.div_ceil(4) * 4;
+        if self.staging.as_ref().is_none_or(|s| s.size() < bytes) {
+            self.staging = Some(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("staging"),
+                size: bytes.next_power_of_two(),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
+        let staging = self.staging.clone().expect("made above");
+        self.ops.push(Op::Copy {
+            src: src.clone(),
+            src_off: offset,
+            dst: staging.clone(),
+            size: bytes,
+        });
+        self.flush()?;
+        let slice = staging.slice(..bytes);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        let waited = self.device.poll(wgpu::PollType::Wait {
+            submission_index: None,
+            timeout: Some(self.timeout),
+        });
+        self.check()?;
+        if let Err(e) = waited {
+            return Err(err(format!(
+                "the GPU did not finish within {} s ({e}); set RUSTORCH_WGPU_TIMEOUT to wait longer",
+                self.timeout.as_secs()
+            )));
+        }
+        match rx.try_recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(err(format!("cannot read GPU memory back: {e}"))),
+            Err(_) => return Err(err("the GPU read-back did not complete")),
+        }
+        let data = slice.get_mapped_range().to_vec();
+        staging.unmap();
+        Ok(data)
+    }
+}

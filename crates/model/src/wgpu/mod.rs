@@ -1,0 +1,55 @@
+//! The portable GPU backend: WGSL compute shaders run through wgpu, on Metal (macOS) and Vulkan
+//! (everywhere else).
+//!
+//! - Weights are uploaded once in their GGUF block formats (only padded to whole 32-bit words,
+//!   [`shaders::repack`]) and decoded inside the matmul and embedding kernels.
+//! - Activations, the attention partials and the KV cache (f32, `(n_head_kv, n_ctx, head_dim)`
+//!   per layer) live in GPU buffers allocated once.
+//! - Every op of a forward pass is recorded ([`context::Context`]) and nothing is submitted until
+//!   a result is read: one command buffer and one submission per step, with each op's parameters in
+//!   one uniform buffer at dynamic offsets and bind groups cached across steps.
+//! - Workgroup sums use subgroup operations where the adapter has them, workgroup memory where not.
+//! - A missing adapter, a lost device, a validation or out-of-memory error, or a GPU that does not
+//!   answer within the time limit is an error naming the problem, never a hang.
+
+mod backend;
+mod context;
+pub mod shaders;
+
+use std::sync::Arc;
+
+use rustorch_gguf::GgufFile;
+
+use crate::config::Config;
+use crate::debug::Debug;
+use crate::llama::LlamaModel;
+use crate::runner::{Model, Runner};
+use crate::ModelError;
+
+pub use backend::{WgpuBackend, WgpuBuf, WgpuKv, WgpuWeight};
+pub use context::Options;
+
+/// Whether an adapter of this platform's GPU API (Metal or Vulkan) is present.
+pub fn present() -> bool {
+    context::present()
+}
+
+/// Loads a Llama-family model onto the first (or `RUSTORCH_WGPU_ADAPTER`-named) GPU adapter.
+pub fn load(
+    file: Arc<GgufFile>,
+    config: Config,
+    n_ctx: usize,
+) -> Result<Box<dyn Model>, ModelError> {
+    let mut backend = WgpuBackend::new(Options::from_env())?;
+    let model = LlamaModel::load(&mut backend, &file, config)?;
+    let state = model.new_state(&mut backend)?;
+    let kv = model.new_kv(&mut backend, n_ctx)?;
+    Ok(Box::new(Runner {
+        backend,
+        model,
+        state,
+        kv,
+        n_ctx,
+        dbg: Debug::from_env(),
+    }))
+}

@@ -1,0 +1,12 @@
+// Q4_1 (20 bytes, already word-aligned): word 0 = d | m << 16, words 1..5 = qs; value q * d + m.
+const BW: u32 = 5u;
+const CPB: u32 = 1u;
+
+fn load_chunk(blk: u32, sub: u32, w: ptr<function, array<vec4<f32>, 8>>) {
+    let dm = unpack2x16float(wq[blk]);
+    for (var j = 0u; j < 4u; j++) {
+        let q = wq[blk + 1u + j];
+        (*w)[j] = vec4<f32>(nib_lo(q)) * dm.x + dm.y;
+        (*w)[j + 4u] = vec4<f32>(nib_hi(q)) * dm.x + dm.y;
+    }
+}

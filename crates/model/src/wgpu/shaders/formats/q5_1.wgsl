@@ -1,0 +1,17 @@
+// Q5_1 (24 bytes, already word-aligned): word 0 = d | m << 16, word 1 = qh, words 2..6 = qs;
+// value q * d + m.
+const BW: u32 = 6u;
+const CPB: u32 = 1u;
+
+fn load_chunk(blk: u32, sub: u32, w: ptr<function, array<vec4<f32>, 8>>) {
+    let dm = unpack2x16float(wq[blk]);
+    let qh = wq[blk + 1u];
+    for (var j = 0u; j < 4u; j++) {
+        let q = wq[blk + 2u + j];
+        let sh = vec4<u32>(4u * j) + vec4<u32>(0u, 1u, 2u, 3u);
+        let h_lo = ((vec4<u32>(qh) >> sh) & vec4<u32>(1u)) << vec4<u32>(4u);
+        let h_hi = ((vec4<u32>(qh) >> (sh + vec4<u32>(16u))) & vec4<u32>(1u)) << vec4<u32>(4u);
+        (*w)[j] = vec4<f32>(nib_lo(q) | h_lo) * dm.x + dm.y;
+        (*w)[j + 4u] = vec4<f32>(nib_hi(q) | h_hi) * dm.x + dm.y;
+    }
+}

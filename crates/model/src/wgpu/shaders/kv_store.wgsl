@@ -1,0 +1,29 @@
+// Copies keys and values of n tokens into one layer's cache at positions pos0.. .
+// Cache layout: (n_head_kv, n_ctx, head_dim) for both keys and values.
+struct Params {
+    n: u32,
+    kv_dim: u32,
+    head_dim: u32,
+    n_ctx: u32,
+    pos0: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> k: array<f32>; // (n, kv_dim)
+@group(0) @binding(2) var<storage, read> v: array<f32>; // (n, kv_dim)
+@group(0) @binding(3) var<storage, read_write> kc: array<f32>;
+@group(0) @binding(4) var<storage, read_write> vc: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    let t = gid.y;
+    if (i >= p.kv_dim || t >= p.n) {
+        return;
+    }
+    let h = i / p.head_dim;
+    let d = i % p.head_dim;
+    let dst = (h * p.n_ctx + p.pos0 + t) * p.head_dim + d;
+    kc[dst] = k[t * p.kv_dim + i];
+    vc[dst] = v[t * p.kv_dim + i];
+}

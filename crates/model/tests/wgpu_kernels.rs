@@ -1,0 +1,287 @@
+//! Every wgpu kernel against the CPU scalar reference on fresh random inputs, on whatever Vulkan
+//! (or Metal) adapter is present (lavapipe in CI), with and without subgroup operations; and every
+//! shader translated to Metal Shading Language by naga.
+#![cfg(feature = "wgpu")]
+
+use half::f16;
+use rustorch_gguf::GgmlType;
+use rustorch_model::cpu::CpuWeight;
+use rustorch_model::wgpu::{shaders, Options, WgpuBackend, WgpuBuf};
+use rustorch_model::{AttnShape, Backend, CpuBackend};
+use rustorch_quant::dispatch;
+
+/// A small deterministic generator (xorshift), values roughly uniform in [-1, 1).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+    }
+
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.next()).collect()
+    }
+}
+
+fn gpu(subgroups: bool) -> WgpuBackend {
+    let opts = Options {
+        subgroups,
+        ..Options::from_env()
+    };
+    WgpuBackend::new(opts).unwrap_or_else(|e| {
+        panic!(
+            "no GPU adapter for the wgpu tests ({e}); CI installs mesa-vulkan-drivers (lavapipe)"
+        )
+    })
+}
+
+fn upload(b: &mut WgpuBackend, v: &[f32]) -> WgpuBuf {
+    let mut buf = b.alloc(v.len()).unwrap();
+    b.write(&mut buf, 0, v).unwrap();
+    buf
+}
+
+fn download(b: &mut WgpuBackend, x: &WgpuBuf, len: usize) -> Vec<f32> {
+    let mut out = vec![0.0; len];
+    b.read(x, 0, &mut out).unwrap();
+    out
+}
+
+/// Largest |a - b| relative to `scale`, with the index where it occurs.
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= tol * (1.0 + w.abs()),
+            "{what}: element {i}: gpu {g} vs reference {w}"
+        );
+    }
+}
+
+/// Bytes of `rows` rows of `w` in format `ty`, through the quant crate's reference quantizer.
+fn quantize(ty: GgmlType, w: &[f32], rows: usize) -> Vec<u8> {
+    let cols = w.len() / rows;
+    match ty {
+        GgmlType::F32 => bytemuck::cast_slice(w).to_vec(),
+        GgmlType::F16 => w
+            .iter()
+            .flat_map(|&x| f16::from_f32(x).to_le_bytes())
+            .collect(),
+        _ => {
+            let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
+            let mut out = vec![0u8; rows * row_bytes];
+            for (src, dst) in w.chunks(cols).zip(out.chunks_mut(row_bytes)) {
+                dispatch::quantize_row(ty, src, dst).unwrap();
+            }
+            out
+        }
+    }
+}
+
+fn dequantize(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; rows * cols];
+    let row_bytes = bytes.len() / rows;
+    for (src, dst) in bytes.chunks(row_bytes).zip(out.chunks_mut(cols)) {
+        dispatch::dequantize_row(ty, src, dst).unwrap();
+    }
+    out
+}
+
+#[test]
+fn matmul_and_embed_decode_every_format() {
+    for subgroups in [false, true] {
+        let mut b = gpu(subgroups);
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        // Rows not a multiple of the workgroup, two K super-blocks per row.
+        let (rows, cols) = (37, 512);
+        for &ty in shaders::FORMATS {
+            let w = rng.vec(rows * cols);
+            let bytes = quantize(ty, &w, rows);
+            // The reference is the quant crate's dequantized weights, in f64.
+            let wd = dequantize(ty, &bytes, rows, cols);
+            let weight = b.upload_matrix("w", ty, rows, cols, &bytes).unwrap();
+            // Decode (1 token), one partial prompt tile (3), and two tiles (11).
+            for n in [1, 3, 11] {
+                let x = rng.vec(n * cols);
+                let xb = upload(&mut b, &x);
+                let mut out = b.alloc(n * rows).unwrap();
+                b.matmul(&weight, &xb, n, &mut out).unwrap();
+                let got = download(&mut b, &out, n * rows);
+                for t in 0..n {
+                    for r in 0..rows {
+                        let (mut dot, mut mag) = (0f64, 0f64);
+                        for c in 0..cols {
+                            let p = wd[r * cols + c] as f64 * x[t * cols + c] as f64;
+                            dot += p;
+                            mag += p.abs();
+                        }
+                        let g = got[t * rows + r] as f64;
+                        assert!(
+                            (g - dot).abs() <= 1e-5 * mag + 1e-6,
+                            "{ty} matmul (subgroups {subgroups}, n {n}) row {r} token {t}: gpu {g} vs reference {dot}"
+                        );
+                    }
+                }
+            }
+            let tokens = [5u32, 0, 36, 5];
+            let mut out = b.alloc(tokens.len() * cols).unwrap();
+            b.embed(&weight, &tokens, &mut out).unwrap();
+            let got = download(&mut b, &out, tokens.len() * cols);
+            for (t, &tok) in tokens.iter().enumerate() {
+                let tok = tok as usize;
+                assert_eq!(
+                    &got[t * cols..(t + 1) * cols],
+                    &wd[tok * cols..(tok + 1) * cols],
+                    "{ty} embedding of token {tok}"
+                );
+            }
+            let mut out = b.alloc(cols).unwrap();
+            let bad = b.embed(&weight, &[rows as u32], &mut out);
+            assert!(bad.is_err(), "{ty}: a token past the table is an error");
+        }
+    }
+}
+
+#[test]
+fn unsupported_formats_are_a_clear_error() {
+    let mut b = gpu(true);
+    let bytes = vec![0u8; GgmlType::Q2_K.row_bytes(256).unwrap() as usize];
+    let err = b
+        .upload_matrix("blk.0.attn_q.weight", GgmlType::Q2_K, 1, 256, &bytes)
+        .err()
+        .expect("Q2_K has no wgpu kernel");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("blk.0.attn_q.weight") && msg.to_lowercase().contains("q2_k"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn elementwise_ops_match_the_cpu_backend() {
+    for subgroups in [false, true] {
+        let mut b = gpu(subgroups);
+        let mut cpu = CpuBackend::new(1);
+        let mut rng = Rng(42);
+        let (n, dim) = (5, 576);
+
+        // RMSNorm
+        let x = rng.vec(n * dim);
+        let wv = rng.vec(dim);
+        let mut want = vec![0.0; n * dim];
+        cpu.rms_norm(&x, &CpuWeight::F32(wv.clone()), 1e-5, n, dim, &mut want);
+        let w = b.upload_vector("norm", &wv).unwrap();
+        let xg = upload(&mut b, &x);
+        let mut out = b.alloc(n * dim).unwrap();
+        b.rms_norm(&xg, &w, 1e-5, n, dim, &mut out);
+        assert_close("rms_norm", &download(&mut b, &out, n * dim), &want, 1e-5);
+
+        // RoPE, partial rotation (n_rot < head_dim) at an offset position.
+        let shape = AttnShape {
+            n_head: 9,
+            n_head_kv: 3,
+            head_dim: 64,
+            n_rot: 48,
+            rope_freq_base: 10000.0,
+        };
+        let mut want = x.clone();
+        cpu.rope(&mut want, n, 9, &shape, 123);
+        let mut xg = upload(&mut b, &x);
+        b.rope(&mut xg, n, 9, &shape, 123);
+        assert_close("rope", &download(&mut b, &xg, n * dim), &want, 1e-4);
+
+        // SwiGLU, add, copy_within
+        let (g, u) = (rng.vec(n * dim), rng.vec(n * dim));
+        let mut want = g.clone();
+        cpu.swiglu(&mut want, &u, n * dim);
+        let mut gg = upload(&mut b, &g);
+        let ug = upload(&mut b, &u);
+        b.swiglu(&mut gg, &ug, n * dim);
+        assert_close("swiglu", &download(&mut b, &gg, n * dim), &want, 1e-5);
+        let mut want = g.clone();
+        cpu.add(&mut want, &u, n * dim);
+        let mut gg = upload(&mut b, &g);
+        b.add(&mut gg, &ug, n * dim);
+        assert_close("add", &download(&mut b, &gg, n * dim), &want, 1e-6);
+        let mut want = g.clone();
+        cpu.copy_within(&mut want, 4 * dim, 0, dim);
+        b.copy_within(&mut gg, 4 * dim, 0, dim);
+        let mut back = vec![0.0; dim];
+        b.read(&gg, 0, &mut back).unwrap();
+        let mut gg = upload(&mut b, &g);
+        b.copy_within(&mut gg, 4 * dim, 0, dim);
+        assert_close("copy_within", &download(&mut b, &gg, n * dim), &want, 0.0);
+
+        // Argmax, with the maximum late in a long row.
+        let mut v = rng.vec(49152);
+        v[40000] = 5.0;
+        let vg = upload(&mut b, &v);
+        assert_eq!(b.argmax(&vg, v.len()).unwrap(), 40000);
+    }
+}
+
+#[test]
+fn attention_matches_the_cpu_backend() {
+    // GQA 8:2, a prompt of 300 tokens (causal mask across several 64-key tiles), then one decode
+    // step at position 300 (split-K over the cache) and one at 301.
+    let shape = AttnShape {
+        n_head: 8,
+        n_head_kv: 2,
+        head_dim: 64,
+        n_rot: 64,
+        rope_freq_base: 10000.0,
+    };
+    let (e, kvd, n_ctx) = (8 * 64, 2 * 64, 512);
+    for subgroups in [false, true] {
+        let mut b = gpu(subgroups);
+        let mut cpu = CpuBackend::new(2);
+        let mut rng = Rng(7);
+        let mut ckv = cpu.alloc_kv(1, n_ctx, 2, 64).unwrap();
+        let mut gkv = b.alloc_kv(1, n_ctx, 2, 64).unwrap();
+        for (pos0, n) in [(0, 300), (300, 1), (301, 1)] {
+            let q = rng.vec(n * e);
+            // Scaled so that the softmax is far from uniform.
+            let k: Vec<f32> = rng.vec(n * kvd).iter().map(|x| 3.0 * x).collect();
+            let v = rng.vec(n * kvd);
+            cpu.kv_store(&mut ckv, 0, &k, &v, n, pos0);
+            let mut want = vec![0.0; n * e];
+            cpu.attention(&q, &ckv, 0, n, pos0, &shape, &mut want);
+            let (qg, kg, vg) = (upload(&mut b, &q), upload(&mut b, &k), upload(&mut b, &v));
+            b.kv_store(&mut gkv, 0, &kg, &vg, n, pos0);
+            let mut out = b.alloc(n * e).unwrap();
+            b.attention(&qg, &gkv, 0, n, pos0, &shape, &mut out);
+            // The CPU keeps the cache in f16 and rounds q and p to f16; the GPU keeps f32.
+            assert_close(
+                &format!("attention at {pos0} (subgroups {subgroups})"),
+                &download(&mut b, &out, n * e),
+                &want,
+                2e-2,
+            );
+        }
+    }
+}
+
+#[test]
+fn every_shader_translates_to_msl() {
+    for (name, src) in shaders::all_modules() {
+        let module = naga::front::wgsl::parse_str(&src)
+            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
+        let info = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
+        let options = naga::back::msl::Options {
+            lang_version: (2, 4),
+            ..Default::default()
+        };
+        let pipeline = naga::back::msl::PipelineOptions::default();
+        let (msl, _) = naga::back::msl::write_string(&module, &info, &options, &pipeline)
+            .unwrap_or_else(|e| panic!("{name}: MSL: {e}"));
+        assert!(msl.contains("kernel void"), "{name}: no kernel in the MSL");
+    }
+}
