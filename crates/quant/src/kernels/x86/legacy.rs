@@ -15,11 +15,13 @@ use crate::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, Block
 use crate::GgmlType;
 
 /// A 32-weight legacy block: where it is, and how its weights unpack into 32 bytes in order.
-trait Block {
+pub(super) trait Block {
     const WEIGHT: GgmlType;
     const BYTES: usize;
     /// Q4_0 / Q5_0: `weights` are unsigned codes, the weights themselves are `code - OFFSET`.
     const OFFSET: f32 = 0.0;
+    /// Q8_0: `weights` are signed bytes.
+    const SIGNED: bool = false;
     /// The 32 weights: `i8` for Q8_0, `u8` codes (0..=31) for the others.
     unsafe fn weights<D: Dot>(x: *const u8) -> __m256i;
 }
@@ -54,6 +56,7 @@ pub(super) struct Q5_1;
 impl Block for Q8_0 {
     const WEIGHT: GgmlType = GgmlType::Q8_0;
     const BYTES: usize = size_of::<BlockQ8_0>();
+    const SIGNED: bool = true;
     #[inline(always)]
     unsafe fn weights<D: Dot>(x: *const u8) -> __m256i {
         load(x.add(offset_of!(BlockQ8_0, qs)))
@@ -336,8 +339,9 @@ macro_rules! row_kernel {
     };
 }
 
-row_kernel!(Q8_0, Q8_0, dot_signed, false);
+row_kernel!(Q8_0, Q8_0, dot_signed, true);
 row_kernel!(Q4_0, Q8_0, dot_offset, true);
-row_kernel!(Q5_0, Q8_0, dot_offset, false);
+row_kernel!(Q5_0, Q8_0, dot_offset, true);
+// Not repacked: see `repack`'s module docs.
 row_kernel!(Q4_1, Q8_1, dot_min, false);
 row_kernel!(Q5_1, Q8_1, dot_min, false);

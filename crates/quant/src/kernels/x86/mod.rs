@@ -9,8 +9,8 @@
 //! weight block is loaded and unpacked once per `NT` tokens: 4 with AVX2, 8 with AVX-512's
 //! registers, fewer for the last tokens. [`gemm_tiled`] walks the tile: activation rows in groups
 //! that stay in L2, every weight row against each group. With one token this is the decode
-//! mat-vec, each weight row streamed once. Q4_0, Q4_K and Q6_K with four tokens or more first
-//! take the rows in groups of eight, repacked into a per-thread scratch buffer so that one
+//! mat-vec, each weight row streamed once. Q4_0, Q5_0, Q8_0 (VNNI only), Q4_K and Q6_K with four
+//! tokens or more first take the rows in groups of eight, repacked into a per-thread scratch buffer so that one
 //! `dpbusd` lane is one row ([`repack`], [`repack_k4`], [`repack_k6`]).
 
 mod float;
@@ -89,6 +89,8 @@ trait Dot {
     /// Whether to dot eight activation rows per weight row pass rather than four (with the
     /// 32 registers of AVX-512 the accumulators of eight still fit).
     const WIDE: bool;
+    /// Whether [`Self::dpbusd`] sums any `u8 × i8` products exactly (no saturating step).
+    const EXACT_U8: bool;
     /// `acc` plus, in each 32-bit lane, the sum of its four `u8 × i8` byte products. The AVX2
     /// version goes through `maddubs`, whose 16-bit pair sums saturate: callers keep
     /// `u <= 128` and `s` in `[-127, 127]`, or `u <= 63`.
@@ -113,6 +115,7 @@ struct Avx2;
 
 impl Dot for Avx2 {
     const WIDE: bool = false;
+    const EXACT_U8: bool = false;
     #[inline(always)]
     unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
         let pairs = _mm256_maddubs_epi16(u, s);
@@ -144,6 +147,7 @@ struct Vnni;
 
 impl Dot for Vnni {
     const WIDE: bool = true;
+    const EXACT_U8: bool = true;
     #[inline(always)]
     unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
         _mm256_dpbusd_epi32(acc, u, s)
@@ -247,7 +251,7 @@ trait RowKernel {
         n_cols: usize,
     ) -> [f32; NT];
 
-    /// Whether [`repack::gemm_rows8`] (for Q4_0, Q4_K or Q6_K) takes rows in groups of eight when there are
+    /// Whether [`repack::gemm_rows8`] (Q4_0, Q5_0, Q8_0, Q4_K, Q6_K) takes rows in groups of eight when there are
     /// [`REPACK_MIN_TOKENS`] tokens or more.
     const REPACK8: bool = false;
 
@@ -427,7 +431,14 @@ unsafe fn gemm_tiled<K: RowKernel, D: Dot>(
             GgmlType::Q6_K => {
                 repack::gemm_rows8::<repack_k6::Q6KRows, D>(w, w_row, n_rows, &v, n_tok, out)
             }
-            _ => repack::gemm_rows8::<repack::Q4_0Rows, D>(w, w_row, n_rows, &v, n_tok, out),
+            GgmlType::Q4_0 => legacy_rows8::<legacy::Q4_0, D>(w, w_row, n_rows, &v, n_tok, out),
+            GgmlType::Q5_0 => legacy_rows8::<legacy::Q5_0, D>(w, w_row, n_rows, &v, n_tok, out),
+            // Q8_0's codes reach 255 once made unsigned: only VNNI's `dpbusd` sums them without
+            // saturating.
+            GgmlType::Q8_0 if D::EXACT_U8 => {
+                legacy_rows8::<legacy::Q8_0, D>(w, w_row, n_rows, &v, n_tok, out)
+            }
+            _ => 0,
         };
         (w, out, n_rows) = (w.add(done * w_row), out.add(done * n_tok), n_rows - done);
     }
@@ -448,6 +459,22 @@ unsafe fn gemm_tiled<K: RowKernel, D: Dot>(
         }
     }
     ACT_SCALE_BUF.set(scales);
+}
+
+/// [`repack::gemm_rows8`] for a legacy type.
+///
+/// # Safety
+/// As [`repack::gemm_rows8`].
+#[inline(always)]
+unsafe fn legacy_rows8<B: legacy::Block, D: Dot>(
+    w: *const u8,
+    w_row: usize,
+    n_rows: usize,
+    v: &Views,
+    n_tok: usize,
+    out: *mut f32,
+) -> usize {
+    repack::gemm_rows8::<repack::LegacyRows<B>, D>(w, w_row, n_rows, v, n_tok, out)
 }
 
 /// Where the activation rows and their converted scales are.

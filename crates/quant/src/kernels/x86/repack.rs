@@ -1,5 +1,11 @@
-//! Q4_0 with many tokens: eight weight rows at a time, repacked so that each 32-bit lane of a
-//! `dpbusd` belongs to one row.
+//! Q4_0, Q5_0 and Q8_0 with many tokens: eight weight rows at a time, repacked so that each 32-bit
+//! lane of a `dpbusd` belongs to one row.
+//!
+//! Q4_1 and Q5_1 are not repacked, by choice: their row kernel sums in the order of ggml's x86
+//! `vec_dot_q4_1_q8_1`, which keeps the SmolLM2 Q4_1 reference model's logits equal to llama.cpp's
+//! to the bit. A repacked Q4_1 (tried: 1.8x the prompt speed) is as accurate but rounds in another
+//! order, and that model is sensitive enough to flip a 0.33-logit near-tie in a reference greedy
+//! output. They are ahead of llama.cpp without it.
 //!
 //! The unpacked codes of a block of eight rows are transposed in 4-byte chunks: vector `k` holds
 //! codes `4k..4k + 4` of row `r` in lane `r`. Dotted with the activation's bytes `4k..4k + 4`
@@ -12,15 +18,14 @@
 use std::arch::x86_64::*;
 use std::mem::{offset_of, size_of};
 
-use super::legacy::nibbles;
-use super::{load, Dot, Views};
-use crate::legacy::{BlockQ4_0, BlockQ8_0};
+use std::marker::PhantomData;
 
-const Q4_0_BYTES: usize = size_of::<BlockQ4_0>();
+use super::legacy::Block;
+use super::{load, Dot, Views};
+use crate::legacy::BlockQ8_0;
+
 const Q8_0_BYTES: usize = size_of::<BlockQ8_0>();
 const Q8_0_QS: usize = offset_of!(BlockQ8_0, qs);
-/// Bytes of one repacked block of eight rows: eight f32 `d_w`, then eight vectors of codes.
-const PACKED: usize = 32 + 8 * 32;
 
 /// `$body` for `$i` in `0..$n` (`$n` at most 8), written out: LLVM does not unroll these token
 /// loops by itself, and then keeps their accumulators in memory.
@@ -75,21 +80,31 @@ pub(super) unsafe fn transpose8(c: [__m256i; 8]) -> [__m256i; 8] {
     out
 }
 
-/// Repacks eight rows of `nb` Q4_0 blocks (`w_row` bytes apart from `w`) into `out`.
+/// Bytes of one repacked block of eight legacy rows: the rows' `d_w` as f32, then eight vectors of
+/// codes.
+const PACKED: usize = 32 + 8 * 32;
+
+/// Repacks eight rows of `nb` blocks of `B` (`w_row` bytes apart from `w`) into `out`. Q8_0's
+/// signed weights are stored as `w + 128`, an unsigned code with offset 128.
 ///
 /// # Safety
 /// AVX2 and F16C are available; `w` points to eight rows of `nb` blocks and `out` to
 /// `nb * PACKED` writable bytes.
 #[inline(always)]
-unsafe fn repack8(w: *const u8, w_row: usize, nb: usize, out: *mut u8) {
+unsafe fn repack8<B: Block>(w: *const u8, w_row: usize, nb: usize, out: *mut u8) {
     for b in 0..nb {
-        let x = w.add(b * Q4_0_BYTES);
+        let x = w.add(b * B::BYTES);
         let dst = out.add(b * PACKED);
-        let d = super::f16x8_inserted(x, w_row);
-        _mm256_storeu_ps(dst.cast(), d);
+        _mm256_storeu_ps(dst.cast(), super::f16x8_inserted(x, w_row));
         let mut c = [_mm256_setzero_si256(); 8];
         for (r, c) in c.iter_mut().enumerate() {
-            *c = nibbles(x.add(r * w_row + offset_of!(BlockQ4_0, qs)));
+            // The unpacking does not depend on the dot-product ISA.
+            let q = B::weights::<super::Avx2>(x.add(r * w_row));
+            *c = if B::SIGNED {
+                _mm256_xor_si256(q, _mm256_set1_epi8(-128))
+            } else {
+                q
+            };
         }
         for (k, v) in transpose8(c).into_iter().enumerate() {
             _mm256_storeu_si256(dst.add(32 + 32 * k).cast(), v);
@@ -99,10 +114,14 @@ unsafe fn repack8(w: *const u8, w_row: usize, nb: usize, out: *mut u8) {
 
 /// `out[r * n_tok + t]` for the eight repacked rows at `p` and tokens `t..t + NT` of `v`.
 ///
+/// Per block and token: eight `dpbusd`s give the eight rows' `Σ code·a`, less `OFFSET Σ a` (an
+/// integer from the activations' precomputed sums, so the difference is exact), scaled by
+/// `d_w d_a`.
+///
 /// # Safety
 /// As [`gemm_rows8`]; `p` holds `nb` repacked blocks; tokens `t..t + NT` exist.
 #[inline(always)]
-unsafe fn tile8<D: Dot, const NT: usize>(
+unsafe fn tile8<B: Block, D: Dot, const NT: usize>(
     p: *const u8,
     nb: usize,
     v: &Views,
@@ -110,6 +129,7 @@ unsafe fn tile8<D: Dot, const NT: usize>(
     n_tok: usize,
     out: *mut f32,
 ) {
+    let offset = if B::SIGNED { 128.0 } else { B::OFFSET };
     let a: [*const u8; NT] = std::array::from_fn(|i| v.act.add((t + i) * v.a_row + Q8_0_QS));
     let s: [*const f32; NT] = std::array::from_fn(|i| v.scales.add((t + i) * v.s_row));
     let mut acc = [_mm256_setzero_ps(); NT];
@@ -130,9 +150,9 @@ unsafe fn tile8<D: Dot, const NT: usize>(
                 odd = D::dpbusd(odd, q[k + 1], chunk(k + 1));
             }
             let sum = _mm256_cvtepi32_ps(_mm256_add_epi32(even, odd));
-            // Σ (code - 8) a = Σ code·a - 8 Σ a; both integers, exact in f32.
+            // Σ (code - offset) a = Σ code·a - offset Σ a; both integers, exact in f32.
             let sum_a = _mm256_broadcast_ss(&*s[i].add(v.n_cols / 32 + b));
-            let sum = _mm256_fnmadd_ps(_mm256_set1_ps(8.0), sum_a, sum);
+            let sum = _mm256_fnmadd_ps(_mm256_set1_ps(offset), sum_a, sum);
             let scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*s[i].add(b)));
             acc[i] = _mm256_fmadd_ps(scale, sum, acc[i]);
         });
@@ -220,15 +240,15 @@ pub(super) unsafe fn gemm_rows8<R: Rows8, D: Dot>(
     8 * groups
 }
 
-/// Q4_0 rows for the eight-row prompt kernel.
-pub(super) struct Q4_0Rows;
+/// Rows of a Q8_0-paired legacy type (Q4_0, Q5_0, Q8_0) for the eight-row prompt kernel.
+pub(super) struct LegacyRows<B>(PhantomData<B>);
 
-impl super::repack::Rows8 for Q4_0Rows {
+impl<B: Block> Rows8 for LegacyRows<B> {
     const BLOCK: usize = 32;
     const PACKED: usize = PACKED;
     #[inline(always)]
     unsafe fn repack8(w: *const u8, w_row: usize, nb: usize, out: *mut u8) {
-        repack8(w, w_row, nb, out)
+        repack8::<B>(w, w_row, nb, out)
     }
     #[inline(always)]
     unsafe fn tile8<D: Dot, const NT: usize>(
@@ -239,6 +259,6 @@ impl super::repack::Rows8 for Q4_0Rows {
         n_tok: usize,
         out: *mut f32,
     ) {
-        tile8::<D, NT>(p, nb, v, t, n_tok, out)
+        tile8::<B, D, NT>(p, nb, v, t, n_tok, out)
     }
 }
