@@ -28,6 +28,26 @@ pub trait Model: Send {
         logits: Logits,
         out: &mut Vec<f32>,
     ) -> Result<(), ModelError>;
+
+    /// Evaluates one token at `pos` and returns the id of its largest logit (the first on ties):
+    /// greedy decoding. Backends that find it on the device override this, so only the id crosses
+    /// to the host.
+    fn eval_argmax(&mut self, token: u32, pos: usize) -> Result<u32, ModelError> {
+        let mut out = Vec::new();
+        self.eval(&[token], pos, Logits::Last, &mut out)?;
+        Ok(argmax(&out))
+    }
+}
+
+/// Index of the largest value, the first on ties (0 for an empty slice).
+pub fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
 }
 
 /// A model on backend `B`, with its run state and KV cache; every backend's `load` builds one.

@@ -1,0 +1,440 @@
+//! The GPU: context, one stream, device buffers, the compiled kernels and cuBLAS.
+//!
+//! Buffers are raw device allocations (`cuMemAlloc`) used through their addresses: kernels take
+//! plain pointers, so a captured graph replays on the same addresses, and nothing here records
+//! events per launch (cudarc's safe slices would, which a graph capture cannot hold).
+
+use std::ffi::c_void;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cudarc::cublas::{result as blas, sys as blas_sys};
+use cudarc::driver::{result as drv, sys, CudaContext, CudaFunction, CudaModule, CudaStream};
+use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
+
+use crate::ModelError;
+
+const SOURCE: &str = include_str!("kernels.cu");
+
+/// Kernel names in `kernels.cu`, loaded once; [`Kernels`] indexes them by the same order.
+const KERNELS: &[&str] = &[
+    "dequant_f16",
+    "dequant_f32",
+    "embed",
+    "matvec",
+    "quantize_q8_1",
+    "rms_norm",
+    "swiglu_f16",
+    "rope_kv",
+    "attn_decode",
+    "attn_reduce",
+    "softmax_causal",
+    "heads_to_rows",
+    "argmax",
+];
+
+/// The kernels by name.
+pub(crate) struct Kernels {
+    pub dequant_f16: CudaFunction,
+    pub dequant_f32: CudaFunction,
+    pub embed: CudaFunction,
+    pub matvec: CudaFunction,
+    pub quantize_q8_1: CudaFunction,
+    pub rms_norm: CudaFunction,
+    pub swiglu_f16: CudaFunction,
+    pub rope_kv: CudaFunction,
+    pub attn_decode: CudaFunction,
+    pub attn_reduce: CudaFunction,
+    pub softmax_causal: CudaFunction,
+    pub heads_to_rows: CudaFunction,
+    pub argmax: CudaFunction,
+    _module: Arc<CudaModule>,
+}
+
+/// A driver error as a [`ModelError`] that says what was being done.
+pub(crate) fn drv_err(what: &str, e: drv::DriverError) -> ModelError {
+    let msg = e
+        .error_string()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| format!("{:?}", e.0));
+    ModelError::Backend(format!("cuda: {what}: {msg}"))
+}
+
+/// A device allocation, freed on drop.
+pub struct DevBuf {
+    pub(crate) ptr: sys::CUdeviceptr,
+    bytes: usize,
+    ctx: Arc<CudaContext>,
+}
+
+impl DevBuf {
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+    /// The address `offset` bytes in.
+    pub(crate) fn at(&self, offset: usize) -> u64 {
+        debug_assert!(offset <= self.bytes);
+        self.ptr + offset as u64
+    }
+}
+
+impl Drop for DevBuf {
+    fn drop(&mut self) {
+        if self.bytes > 0 && self.ctx.bind_to_thread().is_ok() {
+            // SAFETY: `ptr` came from cuMemAlloc in this context and is freed once; the stream is
+            // synchronized by `Gpu::drop`/`CudaModel::drop` before buffers go.
+            unsafe {
+                let _ = drv::free_sync(self.ptr);
+            }
+        }
+    }
+}
+
+/// A kernel argument: its address is what cuLaunchKernel takes.
+pub(crate) trait KArg {
+    fn addr(&self) -> *mut c_void;
+}
+macro_rules! karg {
+    ($($t:ty),*) => {$(
+        impl KArg for $t {
+            fn addr(&self) -> *mut c_void {
+                self as *const $t as *mut c_void
+            }
+        }
+    )*};
+}
+karg!(u64, i32, f32);
+
+/// cuBLAS, when its library is present (the prompt path's GEMMs).
+pub(crate) struct Blas {
+    pub handle: blas_sys::cublasHandle_t,
+}
+
+impl Drop for Blas {
+    fn drop(&mut self) {
+        // SAFETY: the handle was created by `Blas::new` and is destroyed once.
+        unsafe {
+            let _ = blas::destroy_handle(self.handle);
+        }
+    }
+}
+
+/// The device, its stream and the compiled kernels.
+pub struct Gpu {
+    pub(crate) ctx: Arc<CudaContext>,
+    pub(crate) stream: Arc<CudaStream>,
+    pub(crate) k: Kernels,
+    pub(crate) blas: Option<Blas>,
+    name: String,
+}
+
+impl Gpu {
+    /// Opens GPU 0 and compiles (or loads the cached) kernels.
+    pub fn new() -> Result<Gpu, ModelError> {
+        if let Some(e) = super::driver_missing() {
+            return Err(e);
+        }
+        let ctx = CudaContext::new(0).map_err(|e| drv_err("opening GPU 0", e))?;
+        let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(|e| drv_err("reading the compute capability", e))?;
+        if major < 7 {
+            return Err(ModelError::Backend(format!(
+                "cuda: {name} (compute capability {major}.{minor}) is too old; the kernels need 7.0 or newer"
+            )));
+        }
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| drv_err("creating a stream", e))?;
+        let ptx = ptx_for(major, minor)?;
+        let module = ctx
+            .load_module(Ptx::from_src(ptx))
+            .map_err(|e| drv_err("loading the kernels", e))?;
+        let f = |n: &str| {
+            module
+                .load_function(n)
+                .map_err(|e| drv_err(&format!("kernel {n}"), e))
+        };
+        let k = Kernels {
+            dequant_f16: f(KERNELS[0])?,
+            dequant_f32: f(KERNELS[1])?,
+            embed: f(KERNELS[2])?,
+            matvec: f(KERNELS[3])?,
+            quantize_q8_1: f(KERNELS[4])?,
+            rms_norm: f(KERNELS[5])?,
+            swiglu_f16: f(KERNELS[6])?,
+            rope_kv: f(KERNELS[7])?,
+            attn_decode: f(KERNELS[8])?,
+            attn_reduce: f(KERNELS[9])?,
+            softmax_causal: f(KERNELS[10])?,
+            heads_to_rows: f(KERNELS[11])?,
+            argmax: f(KERNELS[12])?,
+            _module: module,
+        };
+        // SAFETY: only dlopen of the library.
+        let blas = if unsafe { blas_sys::is_culib_present() } {
+            let handle = blas::create_handle()
+                .map_err(|e| ModelError::Backend(format!("cuda: creating a cuBLAS handle: {e:?}")))?;
+            // SAFETY: both handles are valid; the driver stream is the runtime stream type.
+            unsafe { blas::set_stream(handle, stream.cu_stream() as _) }
+                .map_err(|e| ModelError::Backend(format!("cuda: cuBLAS stream: {e:?}")))?;
+            Some(Blas { handle })
+        } else {
+            None
+        };
+        Ok(Gpu {
+            ctx,
+            stream,
+            k,
+            blas,
+            name,
+        })
+    }
+
+    /// The card's name, as the driver gives it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether prompts can use cuBLAS (else they run token by token through the decode path).
+    pub fn has_blas(&self) -> bool {
+        self.blas.is_some()
+    }
+
+    /// `bytes` of device memory; running out is an error that says how much was asked for and what
+    /// for.
+    pub fn alloc(&self, bytes: usize, what: &str) -> Result<DevBuf, ModelError> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| drv_err("binding the context", e))?;
+        if bytes == 0 {
+            return Ok(DevBuf {
+                ptr: 0,
+                bytes: 0,
+                ctx: self.ctx.clone(),
+            });
+        }
+        // SAFETY: a plain allocation of `bytes` in the bound context.
+        let ptr = unsafe { drv::malloc_sync(bytes) }.map_err(|e| {
+            if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+                let free = drv::mem_get_info().map(|(f, _)| f >> 20).unwrap_or(0);
+                ModelError::Backend(format!(
+                    "cuda: out of GPU memory allocating {} MiB for {what} ({free} MiB free); \
+                     use a smaller context (-c) or a smaller model",
+                    bytes >> 20
+                ))
+            } else {
+                drv_err(&format!("allocating {what}"), e)
+            }
+        })?;
+        Ok(DevBuf {
+            ptr,
+            bytes,
+            ctx: self.ctx.clone(),
+        })
+    }
+
+    /// A device buffer holding `data`.
+    pub fn upload<T: Copy>(&self, data: &[T], what: &str) -> Result<DevBuf, ModelError> {
+        let buf = self.alloc(std::mem::size_of_val(data), what)?;
+        if buf.bytes > 0 {
+            // On the stream, not the legacy default stream: a synchronous copy from pageable
+            // memory may still be in flight when it returns, and kernels run on this stream.
+            self.write(&buf, 0, data)?;
+            self.sync()?;
+        }
+        Ok(buf)
+    }
+
+    /// Queues a copy of `data` to `dst` (at byte `offset`) on the stream.
+    pub(crate) fn write<T: Copy>(
+        &self,
+        dst: &DevBuf,
+        offset: usize,
+        data: &[T],
+    ) -> Result<(), ModelError> {
+        assert!(offset + std::mem::size_of_val(data) <= dst.bytes);
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| drv_err("binding the context", e))?;
+        // SAFETY: the range lies inside `dst` (asserted); a pageable source is staged by the driver
+        // before the call returns.
+        unsafe { drv::memcpy_htod_async(dst.at(offset), data, self.stream.cu_stream()) }
+            .map_err(|e| drv_err("copying to the GPU", e))
+    }
+
+    /// Copies `out.len()` values from `src` (at byte `offset`) to the host, waiting for the stream.
+    pub(crate) fn read<T: Copy>(
+        &self,
+        src: &DevBuf,
+        offset: usize,
+        out: &mut [T],
+    ) -> Result<(), ModelError> {
+        assert!(offset + std::mem::size_of_val(out) <= src.bytes);
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| drv_err("binding the context", e))?;
+        // SAFETY: the range lies inside `src` (asserted); the stream is synchronized before `out`
+        // is used.
+        unsafe { drv::memcpy_dtoh_async(out, src.at(offset), self.stream.cu_stream()) }
+            .map_err(|e| drv_err("copying from the GPU", e))?;
+        self.sync()
+    }
+
+    /// Waits for all queued work; reports a kernel fault.
+    pub fn sync(&self) -> Result<(), ModelError> {
+        self.stream
+            .synchronize()
+            .map_err(|e| drv_err("running the kernels", e))
+    }
+
+    /// Queues kernel `f` on the stream.
+    pub(crate) fn launch(
+        &self,
+        f: &CudaFunction,
+        grid: (u32, u32, u32),
+        block: u32,
+        args: &[&dyn KArg],
+    ) -> Result<(), ModelError> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| drv_err("binding the context", e))?;
+        let mut ptrs: Vec<*mut c_void> = args.iter().map(|a| a.addr()).collect();
+        // SAFETY: every kernel's parameters are the pointers and scalars `args` lists in the order
+        // of its CUDA signature (each call site mirrors `kernels.cu`); pointers are live device
+        // buffers of the sizes the kernels index.
+        unsafe {
+            drv::launch_kernel(
+                f.cu_function(),
+                grid,
+                (block, 1, 1),
+                0,
+                self.stream.cu_stream(),
+                &mut ptrs,
+            )
+        }
+        .map_err(|e| drv_err("launching a kernel", e))
+    }
+
+    /// `C = op(A) · op(B)` in cuBLAS's column-major terms (see [`super::model`] for the row-major
+    /// reading): f16 inputs, f32 accumulation, output `c_f16 ? f16 : f32`; `batch` copies with the
+    /// given element strides.
+    #[allow(clippy::too_many_arguments)] // a GEMM's operands
+    pub(crate) fn gemm(
+        &self,
+        trans_a: bool,
+        (m, n, k): (usize, usize, usize),
+        (a, lda, stride_a): (u64, usize, usize),
+        (b, ldb, stride_b): (u64, usize, usize),
+        beta: f32,
+        (c, ldc, stride_c, c_f16): (u64, usize, usize, bool),
+        batch: usize,
+    ) -> Result<(), ModelError> {
+        let blas = self
+            .blas
+            .as_ref()
+            .ok_or_else(|| ModelError::Backend("cuda: cuBLAS is not available".into()))?;
+        let alpha = 1f32;
+        let op = |t: bool| {
+            if t {
+                blas_sys::cublasOperation_t::CUBLAS_OP_T
+            } else {
+                blas_sys::cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        let f16 = blas_sys::cudaDataType::CUDA_R_16F;
+        let c_type = if c_f16 {
+            f16
+        } else {
+            blas_sys::cudaDataType::CUDA_R_32F
+        };
+        let i = |v: usize| v as i32;
+        // SAFETY: the pointers are live device buffers holding the matrices the sizes describe
+        // (checked by the callers' buffer sizing); alpha/beta are host values (the default pointer
+        // mode).
+        unsafe {
+            blas::gemm_strided_batched_ex(
+                blas.handle,
+                op(trans_a),
+                blas_sys::cublasOperation_t::CUBLAS_OP_N,
+                i(m),
+                i(n),
+                i(k),
+                &alpha as *const f32 as *const c_void,
+                a as *const c_void,
+                f16,
+                i(lda),
+                stride_a as i64,
+                b as *const c_void,
+                f16,
+                i(ldb),
+                stride_b as i64,
+                &beta as *const f32 as *const c_void,
+                c as *mut c_void,
+                c_type,
+                i(ldc),
+                stride_c as i64,
+                i(batch),
+                blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(|e| ModelError::Backend(format!("cuda: cuBLAS GEMM: {e:?}")))
+    }
+}
+
+impl Drop for Gpu {
+    fn drop(&mut self) {
+        let _ = self.stream.synchronize();
+    }
+}
+
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for p in parts {
+        for &b in p.iter() {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        h = (h ^ 0xff).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("rustorch").join("cuda"))
+}
+
+/// The kernels' PTX for compute capability `major.minor`: from the cache, else compiled by NVRTC
+/// and cached. The cache is an optimisation only: a cache that cannot be read or written means
+/// compiling again, never an error.
+fn ptx_for(major: i32, minor: i32) -> Result<String, ModelError> {
+    let arch = format!("sm_{major}{minor}");
+    let key = fnv1a(&[SOURCE.as_bytes(), arch.as_bytes()]);
+    let path = cache_dir().map(|d| d.join(format!("kernels-{arch}-{key:016x}.ptx")));
+    if let Some(ptx) = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+        return Ok(ptx);
+    }
+    let opts = CompileOptions {
+        // NVRTC takes the architecture as a &'static str; one string per process is leaked.
+        arch: Some(Box::leak(arch.clone().into_boxed_str())),
+        options: vec!["--std=c++17".into()],
+        ..Default::default()
+    };
+    let ptx = compile_ptx_with_opts(SOURCE, opts)
+        .map_err(|e| ModelError::Backend(format!("cuda: compiling the kernels for {arch}: {e}")))?
+        .to_src();
+    if let Some(p) = &path {
+        if let Some(dir) = p.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let tmp = p.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, &ptx).is_ok() {
+            let _ = std::fs::rename(&tmp, p);
+        }
+    }
+    Ok(ptx)
+}

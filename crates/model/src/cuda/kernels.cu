@@ -1,0 +1,645 @@
+// rustorch CUDA kernels, compiled at load time by NVRTC (no CUDA headers needed: half <-> float and
+// dp4a go through inline PTX). Weight rows are in their GGUF block formats; the block byte layouts
+// are ggml's (see rustorch_quant for the scalar reference of each).
+//
+// Activation format of the mat-vec kernels ("q8_1 split"): int8 codes `aq[ncols]` and per block of 32
+// a float2 `(d, s)` with `x ≈ d * q` and `s = d * sum(q)`; the codes are 4-byte aligned, so dp4a
+// reads them directly.
+
+typedef unsigned char u8;
+typedef signed char i8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+#define T_F32 0
+#define T_F16 1
+#define T_Q4_0 2
+#define T_Q4_1 3
+#define T_Q5_0 6
+#define T_Q5_1 7
+#define T_Q8_0 8
+#define T_Q4_K 12
+#define T_Q5_K 13
+#define T_Q6_K 14
+
+#define NEG_BIG (-1e30f)
+
+__device__ __forceinline__ float h2f(u16 h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+__device__ __forceinline__ u16 f2h(float f) {
+    u16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+// f16 at a 2-byte aligned address.
+__device__ __forceinline__ float ldh(const u8* p) { return h2f(*(const u16*)p); }
+// 32 bits at a 2-byte aligned address (blocks of 18, 22, 34 and 210 bytes are only 2-aligned).
+__device__ __forceinline__ u32 ld2(const u8* p) {
+    const u16* q = (const u16*)p;
+    return (u32)q[0] | ((u32)q[1] << 16);
+}
+__device__ __forceinline__ u32 ld4(const u8* p) { return *(const u32*)p; }
+__device__ __forceinline__ int dp4a(int a, int b, int c) {
+    int r;
+    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+}
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+__device__ __forceinline__ int block_elems(int t) { return t >= T_Q4_K ? 256 : (t <= T_F16 ? 1 : 32); }
+__device__ __forceinline__ int block_bytes(int t) {
+    switch (t) {
+    case T_F32: return 4;
+    case T_F16: return 2;
+    case T_Q4_0: return 18;
+    case T_Q4_1: return 20;
+    case T_Q5_0: return 22;
+    case T_Q5_1: return 24;
+    case T_Q8_0: return 34;
+    case T_Q4_K: return 144;
+    case T_Q5_K: return 176;
+    default: return 210; // T_Q6_K
+    }
+}
+__device__ __forceinline__ u64 row_bytes(int t, int ncols) {
+    return (u64)(ncols / block_elems(t)) * (u64)block_bytes(t);
+}
+
+// ggml's get_scale_min_k4: the 6-bit scale and min of sub-block j of a Q4_K/Q5_K block.
+__device__ __forceinline__ void scale_min_k4(int j, const u8* q, int* sc, int* m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+// Element i of a row of type t (the dequantize path: embeddings, prompt GEMM weights, tests).
+__device__ float dq(int t, const u8* row, int i) {
+    switch (t) {
+    case T_F32: return ((const float*)row)[i];
+    case T_F16: return h2f(((const u16*)row)[i]);
+    case T_Q4_0: {
+        const u8* b = row + (i >> 5) * 18;
+        int j = i & 31;
+        int q = j < 16 ? (b[2 + j] & 15) : (b[2 + j - 16] >> 4);
+        return ldh(b) * (float)(q - 8);
+    }
+    case T_Q4_1: {
+        const u8* b = row + (i >> 5) * 20;
+        int j = i & 31;
+        int q = j < 16 ? (b[4 + j] & 15) : (b[4 + j - 16] >> 4);
+        return ldh(b) * (float)q + ldh(b + 2);
+    }
+    case T_Q5_0: {
+        const u8* b = row + (i >> 5) * 22;
+        int j = i & 31;
+        u32 qh = ld2(b + 2);
+        int lo = j < 16 ? (b[6 + j] & 15) : (b[6 + j - 16] >> 4);
+        int q = lo | (((qh >> j) & 1) << 4);
+        return ldh(b) * (float)(q - 16);
+    }
+    case T_Q5_1: {
+        const u8* b = row + (i >> 5) * 24;
+        int j = i & 31;
+        u32 qh = ld4(b + 4);
+        int lo = j < 16 ? (b[8 + j] & 15) : (b[8 + j - 16] >> 4);
+        int q = lo | (((qh >> j) & 1) << 4);
+        return ldh(b) * (float)q + ldh(b + 2);
+    }
+    case T_Q8_0: {
+        const u8* b = row + (i >> 5) * 34;
+        return ldh(b) * (float)(i8)b[2 + (i & 31)];
+    }
+    case T_Q4_K: {
+        const u8* b = row + (i >> 8) * 144;
+        int r = i & 255, c = r >> 6, rr = r & 63;
+        int sub = 2 * c + (rr >= 32);
+        u8 byte = b[16 + c * 32 + (rr & 31)];
+        int q = rr < 32 ? (byte & 15) : (byte >> 4);
+        int sc, m;
+        scale_min_k4(sub, b + 4, &sc, &m);
+        return ldh(b) * (float)sc * (float)q - ldh(b + 2) * (float)m;
+    }
+    case T_Q5_K: {
+        const u8* b = row + (i >> 8) * 176;
+        int r = i & 255, c = r >> 6, rr = r & 63, l = rr & 31;
+        int sub = 2 * c + (rr >= 32);
+        u8 byte = b[48 + c * 32 + l];
+        int q = (rr < 32 ? (byte & 15) : (byte >> 4)) + (((b[16 + l] >> sub) & 1) << 4);
+        int sc, m;
+        scale_min_k4(sub, b + 4, &sc, &m);
+        return ldh(b) * (float)sc * (float)q - ldh(b + 2) * (float)m;
+    }
+    default: { // T_Q6_K
+        const u8* b = row + (i >> 8) * 210;
+        int r = i & 255, h = r >> 7, rr = r & 127, k = rr >> 5, l = rr & 31;
+        u8 qlb = b[h * 64 + l + (k & 1) * 32];
+        int lo = k < 2 ? (qlb & 15) : (qlb >> 4);
+        int hi = (b[128 + h * 32 + l] >> (2 * k)) & 3;
+        int q = (lo | (hi << 4)) - 32;
+        float sc = (float)(i8)b[192 + h * 8 + (l >> 4) + 2 * k];
+        return ldh(b + 208) * sc * (float)q;
+    }
+    }
+}
+
+// rows x cols weights of type t -> f16 (prompt GEMMs) or f32 (tests).
+extern "C" __global__ void dequant_f16(const u8* w, int t, int rows, int cols, u16* out) {
+    u64 total = (u64)rows * cols;
+    u64 rb = row_bytes(t, cols);
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x) {
+        u64 r = i / cols;
+        int c = (int)(i - r * cols);
+        out[i] = f2h(dq(t, w + r * rb, c));
+    }
+}
+extern "C" __global__ void dequant_f32(const u8* w, int t, int rows, int cols, float* out) {
+    u64 total = (u64)rows * cols;
+    u64 rb = row_bytes(t, cols);
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x) {
+        u64 r = i / cols;
+        int c = (int)(i - r * cols);
+        out[i] = dq(t, w + r * rb, c);
+    }
+}
+
+// out[t] = table[tokens[t]]; tokens are io[1..] (io[0] is the position of the first token).
+extern "C" __global__ void embed(const u8* w, int t, int cols, const int* io, float* out) {
+    int row = io[1 + blockIdx.x];
+    const u8* src = w + (u64)row * row_bytes(t, cols);
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) out[(u64)blockIdx.x * cols + c] = dq(t, src, c);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quantized dot products: one lane takes one 32-weight chunk `c` of a row against the matching
+// q8_1 activation block (`a`: its 8 words of codes, `ds`: (d, d * sum)).
+
+__device__ __forceinline__ u32 spread4(u32 x) { // 4 bits -> bit 4 of each of 4 bytes
+    return ((x & 1) << 4) | ((x & 2) << 11) | ((x & 4) << 18) | ((x & 8) << 25);
+}
+
+template <int T> __device__ __forceinline__ float dot_chunk(const u8* row, int c, const int* a, float2 ds);
+
+template <> __device__ __forceinline__ float dot_chunk<T_Q4_0>(const u8* row, int c, const int* a, float2 ds) {
+    const u8* b = row + c * 18;
+    int s = 0;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        u32 v = ld2(b + 2 + 4 * k);
+        s = dp4a(v & 0x0F0F0F0F, a[k], s);
+        s = dp4a((v >> 4) & 0x0F0F0F0F, a[k + 4], s);
+    }
+    return ldh(b) * (ds.x * (float)s - 8.f * ds.y);
+}
+template <> __device__ __forceinline__ float dot_chunk<T_Q4_1>(const u8* row, int c, const int* a, float2 ds) {
+    const u8* b = row + c * 20;
+    int s = 0;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        u32 v = ld4(b + 4 + 4 * k);
+        s = dp4a(v & 0x0F0F0F0F, a[k], s);
+        s = dp4a((v >> 4) & 0x0F0F0F0F, a[k + 4], s);
+    }
+    return ldh(b) * ds.x * (float)s + ldh(b + 2) * ds.y;
+}
+template <> __device__ __forceinline__ float dot_chunk<T_Q5_0>(const u8* row, int c, const int* a, float2 ds) {
+    const u8* b = row + c * 22;
+    u32 qh = ld2(b + 2);
+    int s = 0;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        u32 v = ld2(b + 6 + 4 * k);
+        u32 lo = (v & 0x0F0F0F0F) | spread4((qh >> (4 * k)) & 15);
+        u32 hi = ((v >> 4) & 0x0F0F0F0F) | spread4((qh >> (4 * k + 16)) & 15);
+        s = dp4a(lo, a[k], s);
+        s = dp4a(hi, a[k + 4], s);
+    }
+    return ldh(b) * (ds.x * (float)s - 16.f * ds.y);
+}
+template <> __device__ __forceinline__ float dot_chunk<T_Q5_1>(const u8* row, int c, const int* a, float2 ds) {
+    const u8* b = row + c * 24;
+    u32 qh = ld4(b + 4);
+    int s = 0;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        u32 v = ld4(b + 8 + 4 * k);
+        u32 lo = (v & 0x0F0F0F0F) | spread4((qh >> (4 * k)) & 15);
+        u32 hi = ((v >> 4) & 0x0F0F0F0F) | spread4((qh >> (4 * k + 16)) & 15);
+        s = dp4a(lo, a[k], s);
+        s = dp4a(hi, a[k + 4], s);
+    }
+    return ldh(b) * ds.x * (float)s + ldh(b + 2) * ds.y;
+}
+template <> __device__ __forceinline__ float dot_chunk<T_Q8_0>(const u8* row, int c, const int* a, float2 ds) {
+    const u8* b = row + c * 34;
+    int s = 0;
+#pragma unroll
+    for (int k = 0; k < 8; k++) s = dp4a(ld2(b + 2 + 4 * k), a[k], s);
+    return ldh(b) * ds.x * (float)s;
+}
+template <> __device__ __forceinline__ float dot_chunk<T_Q4_K>(const u8* row, int c, const int* a, float2 ds) {
+    const u8* b = row + (c >> 3) * 144;
+    int sub = c & 7;
+    const u8* q = b + 16 + (sub >> 1) * 32;
+    int shift = (sub & 1) * 4;
+    int s = 0;
+#pragma unroll
+    for (int k = 0; k < 8; k++) s = dp4a((ld4(q + 4 * k) >> shift) & 0x0F0F0F0F, a[k], s);
+    int sc, m;
+    scale_min_k4(sub, b + 4, &sc, &m);
+    return ldh(b) * (float)sc * ds.x * (float)s - ldh(b + 2) * (float)m * ds.y;
+}
+template <> __device__ __forceinline__ float dot_chunk<T_Q5_K>(const u8* row, int c, const int* a, float2 ds) {
+    const u8* b = row + (c >> 3) * 176;
+    int sub = c & 7;
+    const u8* ql = b + 48 + (sub >> 1) * 32;
+    const u8* qh = b + 16;
+    int shift = (sub & 1) * 4;
+    int s = 0;
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        u32 v = ((ld4(ql + 4 * k) >> shift) & 0x0F0F0F0F) | (((ld4(qh + 4 * k) >> sub) & 0x01010101) << 4);
+        s = dp4a(v, a[k], s);
+    }
+    int sc, m;
+    scale_min_k4(sub, b + 4, &sc, &m);
+    return ldh(b) * (float)sc * ds.x * (float)s - ldh(b + 2) * (float)m * ds.y;
+}
+template <> __device__ __forceinline__ float dot_chunk<T_Q6_K>(const u8* row, int c, const int* a, float2 ds) {
+    const u8* b = row + (c >> 3) * 210;
+    int sub = c & 7, h = sub >> 2, k4 = sub & 3;
+    const u8* ql = b + h * 64 + (k4 & 1) * 32;
+    const u8* qh = b + 128 + h * 32;
+    int sl = (k4 >> 1) * 4, sh = 2 * k4;
+    int s0 = 0, s1 = 0;
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        u32 v = ((ld2(ql + 4 * k) >> sl) & 0x0F0F0F0F) | (((ld2(qh + 4 * k) >> sh) & 0x03030303) << 4);
+        int p = dp4a(v, a[k], 0) - 32 * dp4a(0x01010101, a[k], 0);
+        if (k < 4) s0 += p; else s1 += p;
+    }
+    float sc0 = (float)(i8)b[192 + h * 8 + 2 * k4];
+    float sc1 = (float)(i8)b[192 + h * 8 + 2 * k4 + 1];
+    return ldh(b + 208) * ds.x * (sc0 * (float)s0 + sc1 * (float)s1);
+}
+// f16 weights (every format without a quantized kernel is widened to f16 at upload).
+template <> __device__ __forceinline__ float dot_chunk<T_F16>(const u8* row, int c, const int* a, float2 ds) {
+    const u32* w = (const u32*)(row + c * 64);
+    float s = 0.f;
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        int av = a[k];
+        u32 w0 = w[2 * k], w1 = w[2 * k + 1];
+        s += h2f((u16)(w0 & 0xFFFF)) * (float)(i8)(av & 0xFF);
+        s += h2f((u16)(w0 >> 16)) * (float)(i8)((av >> 8) & 0xFF);
+        s += h2f((u16)(w1 & 0xFFFF)) * (float)(i8)((av >> 16) & 0xFF);
+        s += h2f((u16)(w1 >> 16)) * (float)(i8)((av >> 24) & 0xFF);
+    }
+    return ds.x * s;
+}
+
+template <int T>
+__device__ __forceinline__ float row_dot(const u8* row, int nch, const int* aq, const float2* ads, int lane) {
+    float s = 0.f;
+    for (int c = lane; c < nch; c += 32) s += dot_chunk<T>(row, c, aq + c * 8, ads[c]);
+    return s;
+}
+__device__ float row_dot_t(int t, const u8* row, int nch, const int* aq, const float2* ads, int lane) {
+    switch (t) {
+    case T_Q4_0: return row_dot<T_Q4_0>(row, nch, aq, ads, lane);
+    case T_Q4_1: return row_dot<T_Q4_1>(row, nch, aq, ads, lane);
+    case T_Q5_0: return row_dot<T_Q5_0>(row, nch, aq, ads, lane);
+    case T_Q5_1: return row_dot<T_Q5_1>(row, nch, aq, ads, lane);
+    case T_Q8_0: return row_dot<T_Q8_0>(row, nch, aq, ads, lane);
+    case T_Q4_K: return row_dot<T_Q4_K>(row, nch, aq, ads, lane);
+    case T_Q5_K: return row_dot<T_Q5_K>(row, nch, aq, ads, lane);
+    case T_Q6_K: return row_dot<T_Q6_K>(row, nch, aq, ads, lane);
+    default: return row_dot<T_F16>(row, nch, aq, ads, lane);
+    }
+}
+
+// Mat-vec of up to three weights sharing one quantized input (q/k/v), one warp per output row.
+// mode 0: o = W·x; mode 1: o += W·x (residual); mode 2: o0 = silu(W0·x) * (W1·x) over r0 rows.
+extern "C" __global__ void matvec(const u8* w0, int t0, int r0, float* o0,
+                                  const u8* w1, int t1, int r1, float* o1,
+                                  const u8* w2, int t2, int r2, float* o2,
+                                  const i8* aq, const float2* ads, int ncols, int mode) {
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int row = blockIdx.x * (blockDim.x >> 5) + warp;
+    int nch = ncols >> 5;
+    const int* a = (const int*)aq;
+    if (mode == 2) {
+        if (row >= r0) return;
+        float g = warp_sum(row_dot_t(t0, w0 + (u64)row * row_bytes(t0, ncols), nch, a, ads, lane));
+        float u = warp_sum(row_dot_t(t1, w1 + (u64)row * row_bytes(t1, ncols), nch, a, ads, lane));
+        if (lane == 0) o0[row] = g / (1.f + expf(-g)) * u;
+        return;
+    }
+    const u8* w;
+    int t;
+    float* o;
+    if (row < r0) {
+        w = w0; t = t0; o = o0;
+    } else if (row < r0 + r1) {
+        row -= r0; w = w1; t = t1; o = o1;
+    } else if (row < r0 + r1 + r2) {
+        row -= r0 + r1; w = w2; t = t2; o = o2;
+    } else {
+        return;
+    }
+    float s = warp_sum(row_dot_t(t, w + (u64)row * row_bytes(t, ncols), nch, a, ads, lane));
+    if (lane == 0) o[row] = mode == 1 ? o[row] + s : s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activations.
+
+// One warp quantizes the 32 values held one per lane into q8_1 block `blk`.
+__device__ __forceinline__ void quant_lane(float v, int lane, u64 blk, i8* aq, float2* ads) {
+    float amax = warp_max(fabsf(v));
+    float d = amax / 127.f;
+    float id = d != 0.f ? 1.f / d : 0.f;
+    int q = (int)roundf(v * id);
+    float sum = warp_sum((float)q);
+    aq[blk * 32 + lane] = (i8)q;
+    if (lane == 0) ads[blk] = make_float2(d, d * sum);
+}
+
+// x (n_total values, a multiple of 32) -> q8_1; one warp per block of 32.
+extern "C" __global__ void quantize_q8_1(const float* x, int n_total, i8* aq, float2* ads) {
+    int lane = threadIdx.x & 31;
+    u64 blk = (u64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (blk * 32 >= (u64)n_total) return;
+    quant_lane(x[blk * 32 + lane], lane, blk, aq, ads);
+}
+
+// RMSNorm of row blockIdx.x (width dim, a multiple of 32) times w, written to any of: f32, f16,
+// q8_1 (the next mat-vec's input). Rows are read from x at row offset `x_row0 + blockIdx.x`.
+extern "C" __global__ void rms_norm(const float* x, int x_row0, const float* w, float eps, int dim,
+                                    float* of32, u16* of16, i8* aq, float2* ads) {
+    __shared__ float red[32];
+    const float* xr = x + (u64)(x_row0 + blockIdx.x) * dim;
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = warp_sum(ss);
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+    if (lane == 0) red[warp] = ss;
+    __syncthreads();
+    if (warp == 0) {
+        float v = lane < nw ? red[lane] : 0.f;
+        v = warp_sum(v);
+        if (lane == 0) red[0] = v;
+    }
+    __syncthreads();
+    float scale = 1.f / sqrtf(red[0] / (float)dim + eps);
+    u64 ob = (u64)blockIdx.x * dim;
+    for (int base = warp * 32; base < dim; base += blockDim.x) {
+        int e = base + lane;
+        float y = xr[e] * scale * w[e];
+        if (of32) of32[ob + e] = y;
+        if (of16) of16[ob + e] = f2h(y);
+        if (aq) quant_lane(y, lane, (ob + base) >> 5, aq, ads);
+    }
+}
+
+// out = silu(g) * u as f16 (prompt path).
+extern "C" __global__ void swiglu_f16(const float* g, const float* u, u16* out, int n) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        float x = g[i];
+        out[i] = f2h(x / (1.f + expf(-x)) * u[i]);
+    }
+}
+
+// RoPE (ggml's adjacent-pair layout) of q and k of n tokens at positions io[0] + t, then: q as f16
+// in head-major layout qh[head][t][hd]; k (rotated) and v into the layer's f16 cache
+// [kv_head][n_ctx][hd]. grid (n, n_head + n_head_kv), block hd / 2 (one pair per thread).
+extern "C" __global__ void rope_kv(const float* q, const float* k, const float* v, int n, int n_head,
+                                   int n_head_kv, int hd, int n_rot, float theta_scale, const int* io,
+                                   u16* qh, u16* kc, u16* vc, int n_ctx) {
+    int t = blockIdx.x, hh = blockIdx.y, i = threadIdx.x;
+    int pos = io[0] + t;
+    float c = 1.f, s = 0.f;
+    if (2 * i < n_rot) {
+        float theta = (float)pos; // as ggml: theta_i = pos * scale^i by repeated products in f32
+        for (int j = 0; j < i; j++) theta *= theta_scale;
+        sincosf(theta, &s, &c);
+    }
+    if (hh < n_head) {
+        const float* src = q + ((u64)t * n_head + hh) * hd + 2 * i;
+        float x0 = src[0], x1 = src[1];
+        u16* dst = qh + ((u64)hh * n + t) * hd + 2 * i;
+        dst[0] = f2h(x0 * c - x1 * s);
+        dst[1] = f2h(x0 * s + x1 * c);
+    } else {
+        int kvh = hh - n_head, kv_dim = n_head_kv * hd;
+        const float* src = k + (u64)t * kv_dim + kvh * hd + 2 * i;
+        float x0 = src[0], x1 = src[1];
+        u64 at = ((u64)kvh * n_ctx + pos) * hd + 2 * i;
+        kc[at] = f2h(x0 * c - x1 * s);
+        kc[at + 1] = f2h(x0 * s + x1 * c);
+        const float* vs = v + (u64)t * kv_dim + kvh * hd + 2 * i;
+        vc[at] = f2h(vs[0]);
+        vc[at + 1] = f2h(vs[1]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decode attention (flash-decoding): block (kv_head, split, head group of <= 8) walks its share of
+// the io[0] + 1 cached positions with an online softmax for every query head of the group; 4 warps
+// take keys in turn, then merge. hd is a multiple of 32, at most 128. Partials: part[head][split] =
+// (acc[hd], max, sum).
+#define AD_WARPS 4
+#define AD_G 8
+#define AD_E 4
+extern "C" __global__ void attn_decode(const u16* qh, const u16* kc, const u16* vc, const int* io,
+                                       int n_ctx, int n_head, int n_head_kv, int hd, float scale,
+                                       float* part) {
+    __shared__ float sm_m[AD_WARPS][AD_G], sm_l[AD_WARPS][AD_G];
+    __shared__ float sm_acc[AD_WARPS][AD_G][AD_E * 32];
+    int kvh = blockIdx.x, split = blockIdx.y, n_split = gridDim.y;
+    int group = n_head / n_head_kv;
+    int g0 = blockIdx.z * AD_G;
+    int ng = min(AD_G, group - g0);
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int E = hd >> 5;
+    int n_kv = io[0] + 1;
+    int chunk = (n_kv + n_split - 1) / n_split;
+    int j0 = split * chunk, j1 = min(n_kv, j0 + chunk);
+
+    float q[AD_G][AD_E], acc[AD_G][AD_E], m[AD_G], l[AD_G];
+#pragma unroll
+    for (int h = 0; h < AD_G; h++) {
+        m[h] = NEG_BIG;
+        l[h] = 0.f;
+#pragma unroll
+        for (int e = 0; e < AD_E; e++) {
+            acc[h][e] = 0.f;
+            q[h][e] = (h < ng && e < E) ? h2f(qh[(u64)(kvh * group + g0 + h) * hd + lane * E + e]) : 0.f;
+        }
+    }
+    const u16* kb = kc + (u64)kvh * n_ctx * hd;
+    const u16* vb = vc + (u64)kvh * n_ctx * hd;
+    for (int j = j0 + warp; j < j1; j += AD_WARPS) {
+        float kv[AD_E], vv[AD_E];
+#pragma unroll
+        for (int e = 0; e < AD_E; e++) {
+            kv[e] = e < E ? h2f(kb[(u64)j * hd + lane * E + e]) : 0.f;
+            vv[e] = e < E ? h2f(vb[(u64)j * hd + lane * E + e]) : 0.f;
+        }
+#pragma unroll
+        for (int h = 0; h < AD_G; h++) {
+            if (h >= ng) break;
+            float p = 0.f;
+#pragma unroll
+            for (int e = 0; e < AD_E; e++) p += q[h][e] * kv[e];
+            float sc = warp_sum(p) * scale;
+            float mn = fmaxf(m[h], sc);
+            float corr = expf(m[h] - mn), w = expf(sc - mn);
+            l[h] = l[h] * corr + w;
+#pragma unroll
+            for (int e = 0; e < AD_E; e++) acc[h][e] = acc[h][e] * corr + w * vv[e];
+            m[h] = mn;
+        }
+    }
+#pragma unroll
+    for (int h = 0; h < AD_G; h++) {
+        if (lane == 0) {
+            sm_m[warp][h] = m[h];
+            sm_l[warp][h] = l[h];
+        }
+#pragma unroll
+        for (int e = 0; e < AD_E; e++)
+            if (e < E) sm_acc[warp][h][lane * E + e] = acc[h][e];
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < ng * hd; idx += blockDim.x) {
+        int h = idx / hd, d = idx - h * hd;
+        float mm = NEG_BIG;
+        for (int w = 0; w < AD_WARPS; w++) mm = fmaxf(mm, sm_m[w][h]);
+        float ll = 0.f, a = 0.f;
+        for (int w = 0; w < AD_WARPS; w++) {
+            float f = expf(sm_m[w][h] - mm);
+            ll += sm_l[w][h] * f;
+            a += sm_acc[w][h][d] * f;
+        }
+        int head = kvh * group + g0 + h;
+        float* dst = part + ((u64)head * n_split + split) * (hd + 2);
+        dst[d] = a;
+        if (d == 0) {
+            dst[hd] = mm;
+            dst[hd + 1] = ll;
+        }
+    }
+}
+
+// Merges the splits of head blockIdx.x (block hd threads) and writes the head's output as f32
+// and/or q8_1 (the input of the output projection).
+extern "C" __global__ void attn_reduce(const float* part, int n_split, int hd, float* of32, i8* aq,
+                                       float2* ads) {
+    int head = blockIdx.x, d = threadIdx.x;
+    const float* p = part + (u64)head * n_split * (hd + 2);
+    float mm = NEG_BIG;
+    for (int s = 0; s < n_split; s++) mm = fmaxf(mm, p[s * (hd + 2) + hd]);
+    float ll = 0.f, a = 0.f;
+    for (int s = 0; s < n_split; s++) {
+        float f = expf(p[s * (hd + 2) + hd] - mm);
+        ll += p[s * (hd + 2) + hd + 1] * f;
+        a += p[s * (hd + 2) + d] * f;
+    }
+    float o = a / ll;
+    u64 e = (u64)head * hd + d;
+    if (of32) of32[e] = o;
+    if (aq) quant_lane(o, d & 31, e >> 5, aq, ads);
+}
+
+// Prompt attention, between the two batched GEMMs: scores s (rows = head-major (head, t), n_kv
+// columns) -> probabilities p (f16), causal: row t sees positions 0..=pos0 + t.
+extern "C" __global__ void softmax_causal(const float* s, u16* p, int n, int n_kv, int pos0, float scale) {
+    __shared__ float red[32];
+    u64 r = blockIdx.x;
+    int t = (int)(r % n);
+    int seen = pos0 + t + 1;
+    const float* sr = s + r * n_kv;
+    u16* pr = p + r * n_kv;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+    float mx = NEG_BIG;
+    for (int j = threadIdx.x; j < seen; j += blockDim.x) mx = fmaxf(mx, sr[j] * scale);
+    mx = warp_max(mx);
+    if (lane == 0) red[warp] = mx;
+    __syncthreads();
+    if (warp == 0) {
+        float v = lane < nw ? red[lane] : NEG_BIG;
+        v = warp_max(v);
+        if (lane == 0) red[0] = v;
+    }
+    __syncthreads();
+    mx = red[0];
+    __syncthreads();
+    float sum = 0.f;
+    for (int j = threadIdx.x; j < seen; j += blockDim.x) sum += expf(sr[j] * scale - mx);
+    sum = warp_sum(sum);
+    if (lane == 0) red[warp] = sum;
+    __syncthreads();
+    if (warp == 0) {
+        float v = lane < nw ? red[lane] : 0.f;
+        v = warp_sum(v);
+        if (lane == 0) red[0] = v;
+    }
+    __syncthreads();
+    float inv = 1.f / red[0];
+    for (int j = threadIdx.x; j < n_kv; j += blockDim.x)
+        pr[j] = j < seen ? f2h(expf(sr[j] * scale - mx) * inv) : (u16)0;
+}
+
+// o[head][t][hd] -> att[t][head * hd] (f16), the output projection's input.
+extern "C" __global__ void heads_to_rows(const u16* o, u16* att, int n, int n_head, int hd) {
+    u64 total = (u64)n * n_head * hd;
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x) {
+        int d = (int)(i % hd);
+        u64 th = i / hd;
+        int h = (int)(th % n_head);
+        u64 t = th / n_head;
+        att[i] = o[((u64)h * n + t) * hd + d];
+    }
+}
+
+// Index of the largest of n values (the first on ties) -> out[0]. One block of 1024 threads.
+extern "C" __global__ void argmax(const float* x, int n, int* out) {
+    __shared__ float sv[1024];
+    __shared__ int si[1024];
+    float best = -3.4e38f;
+    int bi = 0x7fffffff;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float v = x[i];
+        if (v > best) { best = v; bi = i; }
+    }
+    sv[threadIdx.x] = best;
+    si[threadIdx.x] = bi;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) {
+            float v = sv[threadIdx.x + s];
+            int i = si[threadIdx.x + s];
+            if (v > sv[threadIdx.x] || (v == sv[threadIdx.x] && i < si[threadIdx.x])) {
+                sv[threadIdx.x] = v;
+                si[threadIdx.x] = i;
+            }
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[0] = si[0];
+}

@@ -1,0 +1,199 @@
+//! Single kernels run on host data, for the tests that hold each kernel against the scalar
+//! reference of `rustorch_quant` or the CPU backend. Each call uploads its inputs, runs, and
+//! reads the result back; none of this is on the inference path.
+
+use rustorch_gguf::GgmlType;
+
+use super::gpu::Gpu;
+use super::model::{self, upload_matrix, Attn};
+use crate::backend::AttnShape;
+use crate::ModelError;
+
+/// Dequantizes `rows × cols` weights of type `ty` on the GPU (the path of embeddings and prompt
+/// GEMM weights). Only formats the kernels read directly are accepted.
+pub fn dequantize(
+    gpu: &Gpu,
+    ty: GgmlType,
+    data: &[u8],
+    rows: usize,
+    cols: usize,
+) -> Result<Vec<f32>, ModelError> {
+    let kt = model::kernel_type(ty)
+        .ok_or_else(|| ModelError::Backend(format!("no cuda kernel reads {ty} directly")))?;
+    let w = gpu.upload(data, "weights")?;
+    let out = gpu.alloc(rows * cols * 4, "output")?;
+    gpu.launch(
+        &gpu.k.dequant_f32,
+        ((rows * cols).div_ceil(256).min(1 << 16) as u32, 1, 1),
+        256,
+        &[&w.ptr, &kt, &(rows as i32), &(cols as i32), &out.ptr],
+    )?;
+    let mut v = vec![0f32; rows * cols];
+    gpu.read(&out, 0, &mut v)?;
+    Ok(v)
+}
+
+/// Quantizes `x` (a multiple of 32 values) to the kernels' q8_1 layout: codes and `(d, d·Σq)`
+/// per block.
+pub fn quantize_q8_1(gpu: &Gpu, x: &[f32]) -> Result<(Vec<i8>, Vec<[f32; 2]>), ModelError> {
+    let n = x.len();
+    let xb = gpu.upload(x, "input")?;
+    let aq = gpu.alloc(n, "codes")?;
+    let ads = gpu.alloc(n / 32 * 8, "scales")?;
+    model::quantize(gpu, xb.ptr, n, aq.ptr, ads.ptr)?;
+    let mut q = vec![0i8; n];
+    let mut ds = vec![[0f32; 2]; n / 32];
+    gpu.read(&aq, 0, &mut q)?;
+    gpu.read(&ads, 0, &mut ds)?;
+    Ok((q, ds))
+}
+
+/// `W · x` through the decode mat-vec (activation quantized to q8_1 on the GPU first). Formats
+/// without a kernel go through the upload's f16 widening, as a model's weights do.
+pub fn matvec(
+    gpu: &Gpu,
+    ty: GgmlType,
+    data: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+) -> Result<Vec<f32>, ModelError> {
+    let w = upload_matrix(gpu, "weights", ty, data, rows, cols)?;
+    let xb = gpu.upload(x, "input")?;
+    let aq = gpu.alloc(cols, "codes")?;
+    let ads = gpu.alloc(cols / 32 * 8, "scales")?;
+    let out = gpu.alloc(rows * 4, "output")?;
+    model::quantize(gpu, xb.ptr, cols, aq.ptr, ads.ptr)?;
+    model::matvec(gpu, &[(&w, out.ptr)], &aq, &ads, 0)?;
+    let mut v = vec![0f32; rows];
+    gpu.read(&out, 0, &mut v)?;
+    Ok(v)
+}
+
+/// `silu(G · x) * (U · x)`: the fused gate/up mat-vec.
+pub fn matvec_swiglu(
+    gpu: &Gpu,
+    (ty_g, gate): (GgmlType, &[u8]),
+    (ty_u, up): (GgmlType, &[u8]),
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+) -> Result<Vec<f32>, ModelError> {
+    let g = upload_matrix(gpu, "gate", ty_g, gate, rows, cols)?;
+    let u = upload_matrix(gpu, "up", ty_u, up, rows, cols)?;
+    let xb = gpu.upload(x, "input")?;
+    let aq = gpu.alloc(cols, "codes")?;
+    let ads = gpu.alloc(cols / 32 * 8, "scales")?;
+    let out = gpu.alloc(rows * 4, "output")?;
+    model::quantize(gpu, xb.ptr, cols, aq.ptr, ads.ptr)?;
+    model::matvec(gpu, &[(&g, out.ptr), (&u, 0)], &aq, &ads, 2)?;
+    let mut v = vec![0f32; rows];
+    gpu.read(&out, 0, &mut v)?;
+    Ok(v)
+}
+
+/// RMSNorm of `n` rows of width `dim`: the f32 output and the q8_1 codes/scales it also writes.
+#[allow(clippy::type_complexity)] // three outputs of one kernel
+pub fn rms_norm(
+    gpu: &Gpu,
+    x: &[f32],
+    w: &[f32],
+    eps: f32,
+    n: usize,
+    dim: usize,
+) -> Result<(Vec<f32>, Vec<i8>, Vec<[f32; 2]>), ModelError> {
+    let xb = gpu.upload(x, "input")?;
+    let wb = gpu.upload(w, "weight")?;
+    let out = gpu.alloc(n * dim * 4, "output")?;
+    let aq = gpu.alloc(n * dim, "codes")?;
+    let ads = gpu.alloc(n * dim / 32 * 8, "scales")?;
+    model::rms_norm(
+        gpu,
+        xb.ptr,
+        0,
+        &wb,
+        eps,
+        (n, dim),
+        (out.ptr, 0),
+        (aq.ptr, ads.ptr),
+    )?;
+    let mut v = vec![0f32; n * dim];
+    let mut q = vec![0i8; n * dim];
+    let mut ds = vec![[0f32; 2]; n * dim / 32];
+    gpu.read(&out, 0, &mut v)?;
+    gpu.read(&aq, 0, &mut q)?;
+    gpu.read(&ads, 0, &mut ds)?;
+    Ok((v, q, ds))
+}
+
+/// Decode attention of the last of `n` tokens: q (`n × n_head × head_dim`), k and v (`n × kv_dim`)
+/// before RoPE; all `n` go through RoPE into an f16 cache of `n_ctx` positions, then the last
+/// token's query attends over positions `0..n` with `n_split` splits. Returns its output
+/// (`n_head × head_dim`).
+#[allow(clippy::too_many_arguments)] // the op's operands
+pub fn attention_decode(
+    gpu: &Gpu,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    n: usize,
+    shape: &AttnShape,
+    n_ctx: usize,
+    n_split: usize,
+) -> Result<Vec<f32>, ModelError> {
+    let a = Attn {
+        n_head: shape.n_head,
+        n_head_kv: shape.n_head_kv,
+        hd: shape.head_dim,
+        n_rot: shape.n_rot,
+        freq_base: shape.rope_freq_base,
+        n_ctx,
+        n_split,
+    };
+    a.check()?;
+    let (e, kvd) = (a.n_head * a.hd, a.n_head_kv * a.hd);
+    let (qb, kb, vb) = (
+        gpu.upload(q, "q")?,
+        gpu.upload(k, "k")?,
+        gpu.upload(v, "v")?,
+    );
+    let qh = gpu.alloc(n * e * 2, "rotated q")?;
+    let kc = gpu.alloc(a.n_head_kv * n_ctx * a.hd * 2, "k cache")?;
+    let vc = gpu.alloc(a.n_head_kv * n_ctx * a.hd * 2, "v cache")?;
+    let io = gpu.upload(&[0i32, (n - 1) as i32], "positions")?;
+    let part = gpu.alloc(a.n_head * n_split * (a.hd + 2) * 4, "partials")?;
+    let out = gpu.alloc(e * 4, "output")?;
+    let aq = gpu.alloc(e, "codes")?;
+    let ads = gpu.alloc(e / 32 * 8, "scales")?;
+    // All n tokens into the cache (position 0 onwards).
+    model::rope_kv(
+        gpu,
+        &a,
+        n,
+        (qb.ptr, kb.ptr, vb.ptr),
+        io.ptr,
+        qh.ptr,
+        (kc.ptr, vc.ptr),
+    )?;
+    // Then the last token alone at position n - 1 (io + 4 bytes), as a decode step runs it.
+    let last = (
+        qb.at((n - 1) * e * 4),
+        kb.at((n - 1) * kvd * 4),
+        vb.at((n - 1) * kvd * 4),
+    );
+    let io_last = io.at(4);
+    model::rope_kv(gpu, &a, 1, last, io_last, qh.ptr, (kc.ptr, vc.ptr))?;
+    model::attn_decode(
+        gpu,
+        &a,
+        qh.ptr,
+        (kc.ptr, vc.ptr),
+        io_last,
+        part.ptr,
+        out.ptr,
+        (aq.ptr, ads.ptr),
+    )?;
+    let mut o = vec![0f32; e];
+    gpu.read(&out, 0, &mut o)?;
+    Ok(o)
+}

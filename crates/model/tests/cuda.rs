@@ -1,0 +1,453 @@
+//! The CUDA backend against the scalar references (`rustorch_quant`) and the CPU backend, on fresh
+//! random inputs. Needs a GPU: without a driver each test says so and returns, unless
+//! `RUSTORCH_REQUIRE_CUDA=1` (the device script sets it), which makes a missing GPU a failure.
+//! `RUSTORCH_TEST_TINYLLAMA=path` points the TinyLlama-shaped model test at a file made by
+//! `rustorch synth`; without it that test synthesizes its own.
+#![cfg(feature = "cuda")]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustorch_gguf::{GgmlType, GgufFile};
+use rustorch_model::cuda::{self, testing, Gpu};
+use rustorch_model::ftype::FileType;
+use rustorch_model::synth::{self, Shape};
+use rustorch_model::{AttnShape, Backend, CpuBackend, Device, Logits};
+use rustorch_quant::dispatch;
+
+fn gpu() -> Option<Gpu> {
+    if !cuda::present() {
+        assert!(
+            std::env::var("RUSTORCH_REQUIRE_CUDA").map_or(true, |v| v != "1"),
+            "RUSTORCH_REQUIRE_CUDA=1 but no CUDA GPU is present"
+        );
+        eprintln!("no CUDA GPU: skipped");
+        return None;
+    }
+    Some(Gpu::new().expect("CUDA backend starts"))
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    fn f(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.f() * scale).collect()
+    }
+    fn seed() -> Rng {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        eprintln!("seed {t}");
+        Rng(t)
+    }
+}
+
+fn quantize(ty: GgmlType, x: &[f32], cols: usize) -> Vec<u8> {
+    let rb = ty.row_bytes(cols as u64).unwrap() as usize;
+    let mut out = vec![0u8; x.len() / cols * rb];
+    for (src, dst) in x.chunks(cols).zip(out.chunks_mut(rb)) {
+        dispatch::quantize_row(ty, src, dst).unwrap();
+    }
+    out
+}
+
+fn dequantize_ref(ty: GgmlType, data: &[u8], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; rows * cols];
+    dispatch::dequantize_row(ty, data, &mut out).unwrap();
+    out
+}
+
+const FAST: &[GgmlType] = &[
+    GgmlType::F16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+/// Formats widened to f16 at upload.
+const WIDENED: &[GgmlType] = &[
+    GgmlType::F32,
+    GgmlType::BF16,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+];
+
+#[test]
+fn dequantize_matches_scalar_reference() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::seed();
+    let (rows, cols) = (9, 768);
+    for &ty in FAST {
+        let x = rng.vec(rows * cols, 2.0);
+        let data = quantize(ty, &x, cols);
+        let want = dequantize_ref(ty, &data, rows, cols);
+        let got = testing::dequantize(&gpu, ty, &data, rows, cols).unwrap();
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        eprintln!("dequantize {ty}: max |err| {err:.3e} (max |w| {scale:.3})");
+        // Equal up to the rounding of a fused multiply-add.
+        assert!(err <= scale * 1e-6, "{ty}: max error {err} (scale {scale})");
+    }
+}
+
+#[test]
+fn q8_1_activation_quantization() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::seed();
+    let x = rng.vec(4096, 3.0);
+    let (q, ds) = testing::quantize_q8_1(&gpu, &x).unwrap();
+    let reference = quantize(GgmlType::Q8_1, &x, 32);
+    for (b, (chunk, ds)) in x.chunks(32).zip(&ds).enumerate() {
+        let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        assert!((ds[0] - d).abs() <= d * 1e-6, "block {b}: d {} vs {d}", ds[0]);
+        let codes = &q[b * 32..(b + 1) * 32];
+        let sum: i32 = codes.iter().map(|&c| c as i32).sum();
+        assert!((ds[1] - d * sum as f32).abs() <= d.abs() * 1e-3 + 1e-6);
+        // Codes as the scalar Q8_1 quantizer makes them (bytes 4.. of each 36-byte block), up to a
+        // rounding tie.
+        let ref_codes = &reference[b * 36 + 4..b * 36 + 36];
+        for (j, (&c, &r)) in codes.iter().zip(ref_codes).enumerate() {
+            assert!(
+                (c as i32 - r as i8 as i32).abs() <= 1,
+                "block {b} [{j}]: {c} vs {}",
+                r as i8
+            );
+            assert!((c as f32 * d - chunk[j]).abs() <= d * 0.5001 + 1e-7);
+        }
+    }
+}
+
+/// Bound on `|W·x_q - W·x|` from quantizing x to q8_1 (half a step per value), plus `rel` of
+/// `Σ|w x|` for rounding elsewhere.
+fn matvec_bound(w_row: &[f32], x: &[f32], rel: f64) -> f64 {
+    let mut bound = 0f64;
+    let mut mag = 0f64;
+    for (wb, xb) in w_row.chunks(32).zip(x.chunks(32)) {
+        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+        let step = amax / 127.0;
+        bound += wb.iter().map(|&w| w.abs() as f64).sum::<f64>() * step * 0.5;
+        mag += wb
+            .iter()
+            .zip(xb)
+            .map(|(&w, &x)| (w * x).abs() as f64)
+            .sum::<f64>();
+    }
+    bound * 1.01 + mag * rel + 1e-6
+}
+
+#[test]
+fn matvec_matches_scalar_reference() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::seed();
+    // 2816 columns: 88 chunks of 32, not a multiple of a warp's 32 lanes; 67 rows: not a multiple
+    // of the 4 rows a block takes.
+    for &(rows, cols) in &[(67usize, 2816usize), (130, 512)] {
+        for &ty in FAST.iter().chain(WIDENED) {
+            let w = rng.vec(rows * cols, 1.0);
+            let x = rng.vec(cols, 2.0);
+            let data = quantize(ty, &w, cols);
+            let wq = dequantize_ref(ty, &data, rows, cols);
+            let got = testing::matvec(&gpu, ty, &data, rows, cols, &x).unwrap();
+            // f16 widening rounds each weight by up to 2^-11 relative.
+            let rel = if FAST.contains(&ty) { 1e-5 } else { 1e-3 };
+            let mut worst = 0f64;
+            for r in 0..rows {
+                let row = &wq[r * cols..(r + 1) * cols];
+                let exact: f64 = row.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64).sum();
+                let err = (got[r] as f64 - exact).abs();
+                let bound = matvec_bound(row, &x, rel);
+                worst = worst.max(err / bound);
+                assert!(
+                    err <= bound,
+                    "{ty} {rows}x{cols} row {r}: {} vs {exact} (|err| {err:.3e} > bound {bound:.3e})",
+                    got[r]
+                );
+            }
+            eprintln!("matvec {ty} {rows}x{cols}: worst error {worst:.3} of the bound");
+        }
+    }
+}
+
+#[test]
+fn fused_gate_up_silu() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::seed();
+    let (rows, cols) = (100, 1024);
+    for &(tg, tu) in &[
+        (GgmlType::Q4_K, GgmlType::Q4_K),
+        (GgmlType::Q4_0, GgmlType::Q6_K),
+    ] {
+        let (g, u, x) = (
+            rng.vec(rows * cols, 1.0),
+            rng.vec(rows * cols, 1.0),
+            rng.vec(cols, 1.0),
+        );
+        let (gd, ud) = (quantize(tg, &g, cols), quantize(tu, &u, cols));
+        let got = testing::matvec_swiglu(&gpu, (tg, &gd), (tu, &ud), rows, cols, &x).unwrap();
+        let gate = testing::matvec(&gpu, tg, &gd, rows, cols, &x).unwrap();
+        let up = testing::matvec(&gpu, tu, &ud, rows, cols, &x).unwrap();
+        for r in 0..rows {
+            let want = gate[r] / (1.0 + (-gate[r]).exp()) * up[r];
+            assert!(
+                (got[r] - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                "{tg}/{tu} row {r}: {} vs {want}",
+                got[r]
+            );
+        }
+    }
+}
+
+#[test]
+fn rms_norm_matches_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::seed();
+    let (n, dim, eps) = (5, 576, 1e-5);
+    let x = rng.vec(n * dim, 3.0);
+    let w = rng.vec(dim, 1.5);
+    let (got, q, ds) = testing::rms_norm(&gpu, &x, &w, eps, n, dim).unwrap();
+    let mut cpu = CpuBackend::new(1);
+    let file = std::env::temp_dir().join(format!("rustorch-cuda-norm-{}.gguf", std::process::id()));
+    // The CPU op takes an uploaded weight: make a one-tensor file for it.
+    let spec = rustorch_gguf::TensorSpec {
+        name: "w".into(),
+        dims: vec![dim as u64],
+        ty: GgmlType::F32,
+    };
+    let mut writer = rustorch_gguf::GgufWriter::create(&file, &[], &[spec]).unwrap();
+    writer
+        .write_tensor_data(bytemuck::cast_slice(&w))
+        .unwrap();
+    writer.finish().unwrap();
+    let gguf = Arc::new(GgufFile::open(&file).unwrap());
+    let wt = cpu.upload(&gguf, "w").unwrap();
+    let mut want = vec![0f32; n * dim];
+    cpu.rms_norm(&x, &wt, eps, n, dim, &mut want);
+    std::fs::remove_file(&file).ok();
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+        assert!((a - b).abs() <= 1e-5 * scale, "[{i}] {a} vs {b}");
+    }
+    // The q8_1 side output is the same values, quantized.
+    for (b, ds) in ds.iter().enumerate() {
+        for j in 0..32 {
+            let i = b * 32 + j;
+            assert!((q[i] as f32 * ds[0] - got[i]).abs() <= ds[0] * 0.5001 + 1e-6);
+        }
+    }
+}
+
+#[test]
+fn decode_attention_matches_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::seed();
+    let shapes = [
+        (32, 4, 64, 10000.0f32), // TinyLlama
+        (9, 3, 64, 100000.0),    // SmolLM2
+        (8, 8, 128, 10000.0),    // no GQA, 128-wide heads
+        (24, 2, 32, 500000.0),   // 12 query heads per KV head (two head groups)
+    ];
+    for &(n_head, n_head_kv, hd, base) in &shapes {
+        let shape = AttnShape {
+            n_head,
+            n_head_kv,
+            head_dim: hd,
+            n_rot: hd,
+            rope_freq_base: base,
+        };
+        for &(n, n_split) in &[(1usize, 4usize), (7, 1), (100, 16), (333, 64)] {
+            let n_ctx = n + 5;
+            let (e, kvd) = (n_head * hd, n_head_kv * hd);
+            let q = rng.vec(n * e, 1.0);
+            let k = rng.vec(n * kvd, 1.0);
+            let v = rng.vec(n * kvd, 1.0);
+            let got =
+                testing::attention_decode(&gpu, &q, &k, &v, n, &shape, n_ctx, n_split).unwrap();
+            let mut cpu = CpuBackend::new(2);
+            let mut kv = cpu.alloc_kv(1, n_ctx, n_head_kv, hd).unwrap();
+            let (mut qc, mut kc) = (q.clone(), k.clone());
+            cpu.rope(&mut qc, n, n_head, &shape, 0);
+            cpu.rope(&mut kc, n, n_head_kv, &shape, 0);
+            cpu.kv_store(&mut kv, 0, &kc, &v, n, 0);
+            let mut out = vec![0f32; n * e];
+            cpu.attention(&qc, &kv, 0, n, 0, &shape, &mut out);
+            let want = &out[(n - 1) * e..];
+            let err = got
+                .iter()
+                .zip(want)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            eprintln!("attention {n_head}/{n_head_kv}x{hd} n={n} splits={n_split}: max |err| {err:.2e}");
+            // Both round q to f16; the CPU also rounds the probabilities to f16.
+            assert!(err <= 4e-3, "max error {err}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Whole model: CUDA vs CPU logits, both computed here.
+
+fn synth_file(shape: &str, ftype: FileType) -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "rustorch-cuda-test-{shape}-{}-{}.gguf",
+        ftype.name(),
+        std::process::id()
+    ));
+    let s = Shape::by_name(shape).unwrap();
+    synth::write(&s, ftype, &path, |_, _| {}).unwrap();
+    path
+}
+
+struct Agreement {
+    rel_err: f64,
+    decisive: usize,
+    agree: usize,
+}
+
+/// Teacher-forced logits of `tokens` on both backends; `decode` runs the CUDA side one token at a
+/// time (the graph path) instead of as one prompt batch.
+fn compare(cpu: &[f32], gpu: &[f32], n_vocab: usize) -> Agreement {
+    let (mut num, mut den) = (0f64, 0f64);
+    let (mut decisive, mut agree) = (0, 0);
+    for (c, g) in cpu.chunks(n_vocab).zip(gpu.chunks(n_vocab)) {
+        for (a, b) in c.iter().zip(g) {
+            num += ((a - b) as f64).powi(2);
+            den += (*a as f64).powi(2);
+        }
+        let best = rustorch_model::runner::argmax(c) as usize;
+        let second = c
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != best)
+            .fold(f32::NEG_INFINITY, |m, (_, &v)| m.max(v));
+        if c[best] - second >= 0.5 {
+            decisive += 1;
+            agree += (rustorch_model::runner::argmax(g) as usize == best) as usize;
+        }
+    }
+    Agreement {
+        rel_err: (num / den).sqrt(),
+        decisive,
+        agree,
+    }
+}
+
+fn model_vs_cpu(path: &std::path::Path, label: &str, n_tokens: usize) {
+    let file = Arc::new(GgufFile::open(path).unwrap());
+    let n_ctx = n_tokens + 32;
+    let mut cpu = rustorch_model::load(file.clone(), Device::Cpu, n_ctx).unwrap();
+    let mut gpu = rustorch_model::load(file, Device::Cuda, n_ctx).unwrap();
+    let n_vocab = cpu.config().n_vocab;
+    let mut rng = Rng::seed();
+    let tokens: Vec<u32> = (0..n_tokens)
+        .map(|_| (rng.next() % n_vocab as u64) as u32)
+        .collect();
+    let (mut want, mut got, mut got_step) = (Vec::new(), Vec::new(), Vec::new());
+    cpu.eval(&tokens, 0, Logits::All, &mut want).unwrap();
+    gpu.eval(&tokens, 0, Logits::All, &mut got).unwrap();
+    // The same tokens one at a time (the decode graph), cache rewritten from position 0.
+    let mut row = Vec::new();
+    for (i, &t) in tokens.iter().enumerate() {
+        gpu.eval(&[t], i, Logits::Last, &mut row).unwrap();
+        got_step.extend_from_slice(&row);
+    }
+    for (what, g) in [("prompt", &got), ("decode", &got_step)] {
+        let a = compare(&want, g, n_vocab);
+        eprintln!(
+            "{label} {what}: logits rel. error {:.4}, argmax agrees at {}/{} positions with CPU gap >= 0.5",
+            a.rel_err, a.agree, a.decisive
+        );
+        assert!(a.rel_err < 0.05, "{label} {what}: relative error {}", a.rel_err);
+        assert!(
+            a.agree as f64 >= 0.99 * a.decisive as f64,
+            "{label} {what}: argmax agrees at {}/{}",
+            a.agree,
+            a.decisive
+        );
+    }
+
+    // Greedy generation: identical ids up to the first position where the CPU's top two are
+    // within 0.5 (a near-tie either backend may break its own way).
+    let prompt = &tokens[..8];
+    let mut out = Vec::new();
+    cpu.eval(prompt, 0, Logits::Last, &mut out).unwrap();
+    gpu.eval(prompt, 0, Logits::Last, &mut row).unwrap();
+    let mut next_cpu = rustorch_model::runner::argmax(&out);
+    let mut next_gpu = rustorch_model::runner::argmax(&row);
+    let mut same = 0;
+    for pos in prompt.len()..prompt.len() + 24 {
+        let mut sorted = out.clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        if sorted[0] - sorted[1] < 0.5 {
+            break;
+        }
+        assert_eq!(next_cpu, next_gpu, "{label}: greedy ids part at position {pos}");
+        same += 1;
+        cpu.eval(&[next_cpu], pos, Logits::Last, &mut out).unwrap();
+        next_gpu = gpu.eval_argmax(next_gpu, pos).unwrap();
+        next_cpu = rustorch_model::runner::argmax(&out);
+    }
+    eprintln!("{label}: greedy ids agree for {same} steps (until the first near-tie or 24)");
+}
+
+#[test]
+fn smollm2_shapes_match_cpu() {
+    let Some(_gpu) = gpu() else { return };
+    for ftype in [
+        FileType::Q8_0,
+        FileType::Q4_0,
+        FileType::Q4_1,
+        FileType::Q5_0,
+        FileType::Q4_K_M,
+        FileType::Q5_K_M,
+        FileType::Q6_K,
+        FileType::Q3_K_M,
+    ] {
+        let path = synth_file("smollm2-135m", ftype);
+        model_vs_cpu(&path, &format!("smollm2-135m {}", ftype.name()), 40);
+        std::fs::remove_file(&path).ok();
+    }
+}
+
+#[test]
+fn tinyllama_shape_matches_cpu() {
+    let Some(_gpu) = gpu() else { return };
+    let (path, made) = match std::env::var_os("RUSTORCH_TEST_TINYLLAMA") {
+        Some(p) => (PathBuf::from(p), false),
+        None => (synth_file("tinyllama-1.1b", FileType::Q4_K_M), true),
+    };
+    model_vs_cpu(&path, "tinyllama-1.1b", 40);
+    if made {
+        std::fs::remove_file(&path).ok();
+    }
+}
+
+#[test]
+fn context_overflow_and_bad_token_are_errors() {
+    let Some(_gpu) = gpu() else { return };
+    let path = synth_file("smollm2-135m", FileType::Q8_0);
+    let file = Arc::new(GgufFile::open(&path).unwrap());
+    let mut m = rustorch_model::load(file, Device::Cuda, 16).unwrap();
+    let mut out = Vec::new();
+    let err = m.eval(&[1; 17], 0, Logits::Last, &mut out).unwrap_err();
+    assert!(err.to_string().contains("does not fit"), "{err}");
+    let err = m.eval(&[1_000_000], 0, Logits::Last, &mut out).unwrap_err();
+    assert!(err.to_string().contains("outside the vocabulary"), "{err}");
+    std::fs::remove_file(&path).ok();
+}
