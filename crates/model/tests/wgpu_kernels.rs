@@ -285,3 +285,137 @@ fn every_shader_translates_to_msl() {
         assert!(msl.contains("kernel void"), "{name}: no kernel in the MSL");
     }
 }
+
+/// `W · x[t]` in f64 over dequantized weights, as `(n, rows)`.
+fn reference_matmul(wd: &[f32], x: &[f32], rows: usize, cols: usize, n: usize) -> Vec<f32> {
+    let mut out = vec![0f32; n * rows];
+    for t in 0..n {
+        for r in 0..rows {
+            let dot: f64 = (0..cols)
+                .map(|c| wd[r * cols + c] as f64 * x[t * cols + c] as f64)
+                .sum();
+            out[t * rows + r] = dot as f32;
+        }
+    }
+    out
+}
+
+#[test]
+fn fused_matmuls_match_the_reference() {
+    // q/k/v of one format in one dispatch (with a differently typed third weight split off),
+    // gate/up folded with SwiGLU, and the residual add folded into the matmul before it.
+    let cols = 256;
+    for subgroups in [false, true] {
+        let mut b = gpu(subgroups);
+        let mut rng = Rng(99);
+        for n in [1, 10] {
+            for types in [
+                [GgmlType::Q4_K, GgmlType::Q4_K, GgmlType::Q4_K],
+                [GgmlType::Q4_K, GgmlType::Q4_K, GgmlType::Q6_K],
+            ] {
+                let rows = [96, 32, 32];
+                let mut ws = Vec::new();
+                let mut wds = Vec::new();
+                for (&ty, &r) in types.iter().zip(&rows) {
+                    let w = rng.vec(r * cols);
+                    let bytes = quantize(ty, &w, r);
+                    wds.push(dequantize(ty, &bytes, r, cols));
+                    ws.push(b.upload_matrix("w", ty, r, cols, &bytes).unwrap());
+                }
+                let x = rng.vec(n * cols);
+                let xg = upload(&mut b, &x);
+                let mut o0 = b.alloc(n * rows[0]).unwrap();
+                let mut o1 = b.alloc(n * rows[1]).unwrap();
+                let mut o2 = b.alloc(n * rows[2]).unwrap();
+                b.matmuls(
+                    &[&ws[0], &ws[1], &ws[2]],
+                    &xg,
+                    n,
+                    &mut [&mut o0, &mut o1, &mut o2],
+                )
+                .unwrap();
+                let same = types[2] == types[0];
+                assert_eq!(
+                    b.pending_ops(),
+                    if same { 1 } else { 2 },
+                    "{types:?}: dispatches"
+                );
+                for (i, o) in [&o0, &o1, &o2].into_iter().enumerate() {
+                    let want = reference_matmul(&wds[i], &x, rows[i], cols, n);
+                    assert_close(
+                        &format!("{types:?} weight {i} (n {n})"),
+                        &download(&mut b, o, n * rows[i]),
+                        &want,
+                        1e-4,
+                    );
+                }
+            }
+
+            // gate/up + SwiGLU
+            let ff = 80;
+            let (wg, wu) = (rng.vec(ff * cols), rng.vec(ff * cols));
+            let (bg, bu) = (
+                quantize(GgmlType::Q4_0, &wg, ff),
+                quantize(GgmlType::Q4_0, &wu, ff),
+            );
+            let gate_w = b
+                .upload_matrix("gate", GgmlType::Q4_0, ff, cols, &bg)
+                .unwrap();
+            let up_w = b
+                .upload_matrix("up", GgmlType::Q4_0, ff, cols, &bu)
+                .unwrap();
+            let x = rng.vec(n * cols);
+            let xg = upload(&mut b, &x);
+            let mut gate = b.alloc(n * ff).unwrap();
+            let mut up = b.alloc(n * ff).unwrap();
+            b.matmuls(&[&gate_w, &up_w], &xg, n, &mut [&mut gate, &mut up])
+                .unwrap();
+            b.swiglu(&mut gate, &up, n * ff);
+            assert_eq!(b.pending_ops(), 1, "gate/up and SwiGLU in one dispatch");
+            let g = reference_matmul(&dequantize(GgmlType::Q4_0, &bg, ff, cols), &x, ff, cols, n);
+            let u = reference_matmul(&dequantize(GgmlType::Q4_0, &bu, ff, cols), &x, ff, cols, n);
+            let want: Vec<f32> = g
+                .iter()
+                .zip(&u)
+                .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
+                .collect();
+            assert_close(
+                "fused swiglu",
+                &download(&mut b, &gate, n * ff),
+                &want,
+                1e-4,
+            );
+            assert_close(
+                "fused swiglu's up",
+                &download(&mut b, &up, n * ff),
+                &u,
+                1e-4,
+            );
+
+            // matmul + residual add
+            let resid = rng.vec(n * ff);
+            let mut rg = upload(&mut b, &resid);
+            let mut proj = b.alloc(n * ff).unwrap();
+            b.matmul(&gate_w, &xg, n, &mut proj).unwrap();
+            b.add(&mut rg, &proj, n * ff);
+            assert_eq!(
+                b.pending_ops(),
+                1,
+                "matmul and residual add in one dispatch"
+            );
+            let want: Vec<f32> = resid.iter().zip(&g).map(|(r, g)| r + g).collect();
+            assert_close(
+                "fused residual add",
+                &download(&mut b, &rg, n * ff),
+                &want,
+                1e-4,
+            );
+            assert_close(
+                "fused add's projection",
+                &download(&mut b, &proj, n * ff),
+                &g,
+                1e-4,
+            );
+        }
+    }
+}

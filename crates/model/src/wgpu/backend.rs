@@ -65,12 +65,35 @@ pub struct WgpuKv {
 /// Largest number of key splits of one decode attention.
 const MAX_SPLIT: usize = 32;
 
+/// The last matmul dispatch, kept so that a following residual add or SwiGLU can be folded into
+/// it (the kernel's modes 1 and 2) when nothing was recorded in between.
+struct LastMatmul {
+    serial: u64,
+    pipe: usize,
+    weights: [(wgpu::Buffer, u64); 2],
+    x: (wgpu::Buffer, u64),
+    outs: [(wgpu::Buffer, u64); 2],
+    /// Weights in the dispatch (1 or 2), their rows, the width and the tokens.
+    k: usize,
+    rows: [usize; 2],
+    cols: usize,
+    n: usize,
+    size: [u32; 3],
+}
+
 pub struct WgpuBackend {
     cx: Context,
+    /// Bound where a matmul has fewer than three weights or outputs: one read-only, three written.
+    dummy: [WgpuBuf; 4],
+    last_mm: Option<LastMatmul>,
     /// Attention partials of split-K decode: `(n_head, MAX_SPLIT, head_dim + 2)`.
     part: Option<WgpuBuf>,
     /// The last read: buffer id, first value, values.
     cache: Option<(u64, usize, Vec<f32>)>,
+}
+
+fn bind_of(b: &(wgpu::Buffer, u64)) -> Bind<'_> {
+    Bind { buf: &b.0, id: b.1 }
 }
 
 /// Workgroups for `n` items of `per` each, folded into y past 32768 (the kernels' convention).
@@ -81,8 +104,21 @@ fn fold(n: usize, per: usize) -> [u32; 3] {
 
 impl WgpuBackend {
     pub fn new(opts: Options) -> Result<WgpuBackend, ModelError> {
+        let mut cx = Context::new(&opts)?;
+        let mut dummy = || -> Result<WgpuBuf, ModelError> {
+            let buf = cx.buffer("unused binding", 4, wgpu::BufferUsages::empty())?;
+            Ok(WgpuBuf {
+                buf,
+                id: cx.next_id(),
+                len: 1,
+                written: 0,
+            })
+        };
+        let dummy = [dummy()?, dummy()?, dummy()?, dummy()?];
         Ok(WgpuBackend {
-            cx: Context::new(&opts)?,
+            cx,
+            dummy,
+            last_mm: None,
             part: None,
             cache: None,
         })
@@ -91,6 +127,11 @@ impl WgpuBackend {
     /// The adapter's name, type and driver.
     pub fn adapter(&self) -> &str {
         &self.cx.adapter
+    }
+
+    /// Ops recorded and not yet submitted (tests check that fusions happen).
+    pub fn pending_ops(&self) -> usize {
+        self.cx.pending()
     }
 
     /// Whether the kernels use subgroup operations.
@@ -145,10 +186,11 @@ impl WgpuBackend {
         let sg = self.cx.subgroups;
         let k1 = format!("matmul/{ty}/nt=1/sg={sg}");
         let k8 = format!("matmul/{ty}/nt={MATMUL_NT}/sg={sg}");
-        let p1 = self.cx.pipe(&k1, &[false, false, true], || {
+        let access = [false, false, false, false, true, true, true, true];
+        let p1 = self.cx.pipe(&k1, &access, || {
             shaders::compose(shaders::MATMUL, Some(ty), sg, 1)
         })?;
-        let p8 = self.cx.pipe(&k8, &[false, false, true], || {
+        let p8 = self.cx.pipe(&k8, &access, || {
             shaders::compose(shaders::MATMUL, Some(ty), sg, MATMUL_NT)
         })?;
         let pe = self
@@ -211,9 +253,142 @@ impl WgpuBackend {
 
     fn record(&mut self, pipe: usize, bufs: &[Bind], params: &[u32], size: [u32; 3]) {
         self.cache = None;
+        self.last_mm = None;
         if pipe != usize::MAX {
             self.cx.dispatch(pipe, bufs, params, size);
         }
+    }
+
+    /// One dispatch of up to three weights of the same format and width over the same input.
+    fn matmul_group(
+        &mut self,
+        ws: &[&WgpuWeight],
+        x: &WgpuBuf,
+        n: usize,
+        outs: &mut [&mut WgpuBuf],
+    ) -> Result<(), ModelError> {
+        let w0 = ws[0];
+        let Some([p1, p8, _]) = w0.pipes else {
+            return Err(ModelError::Backend("matmul needs a matrix weight".into()));
+        };
+        for (w, out) in ws.iter().zip(outs.iter()) {
+            if n * w.cols > x.len || n * w.rows > out.len {
+                return Err(ModelError::Backend(format!(
+                    "matmul of [{}, {}] over {n} rows: buffer too small",
+                    w.rows, w.cols
+                )));
+            }
+        }
+        let (pipe, nt) = if n == 1 {
+            (p1, 1)
+        } else {
+            (p8, MATMUL_NT as usize)
+        };
+        let total: usize = ws.iter().map(|w| w.rows).sum();
+        let rows = |i: usize| ws.get(i).map_or(0, |w| w.rows) as u32;
+        let size = [
+            total.min(32768) as u32,
+            n.div_ceil(nt) as u32,
+            total.div_ceil(32768) as u32,
+        ];
+        let params = [
+            w0.cols as u32,
+            n as u32,
+            0,
+            total as u32,
+            rows(0),
+            rows(1),
+            rows(2),
+        ];
+        let wb = |i: usize| ws.get(i).map_or(self.dummy[0].bind(), |w| w.bind());
+        let ob = |i: usize| outs.get(i).map_or(self.dummy[i].bind(), |o| o.bind());
+        let bufs = [
+            wb(0),
+            wb(1),
+            wb(2),
+            x.bind(),
+            ob(0),
+            ob(1),
+            ob(2),
+            self.dummy[3].bind(),
+        ];
+        self.cache = None;
+        let serial = self.cx.dispatch(pipe, &bufs, &params, size);
+        self.last_mm = (ws.len() <= 2).then(|| LastMatmul {
+            serial,
+            pipe,
+            weights: [
+                (w0.buf.clone(), w0.id),
+                ws.get(1)
+                    .map_or((self.dummy[0].buf.clone(), self.dummy[0].id), |w| {
+                        (w.buf.clone(), w.id)
+                    }),
+            ],
+            x: (x.buf.clone(), x.id),
+            outs: [
+                (outs[0].buf.clone(), outs[0].id),
+                outs.get(1)
+                    .map_or((self.dummy[1].buf.clone(), self.dummy[1].id), |o| {
+                        (o.buf.clone(), o.id)
+                    }),
+            ],
+            k: ws.len(),
+            rows: [rows(0) as usize, rows(1) as usize],
+            cols: w0.cols,
+            n,
+            size,
+        });
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            out.written = n * w.rows;
+        }
+        Ok(())
+    }
+
+    /// Records the last matmul again in `mode` (1: residual add into `res`, 2: SwiGLU) in place of
+    /// its plain form; false if that matmul is no longer the last op recorded.
+    fn refuse_last_matmul(&mut self, mode: u32, res: Option<Bind>) -> bool {
+        let Some(m) = self.last_mm.take() else {
+            return false;
+        };
+        if !self.cx.pop_if_last(m.serial) {
+            return false;
+        }
+        let b = |(buf, id): &(wgpu::Buffer, u64)| (buf.clone(), *id);
+        let (w0, w1, x, o0, o1) = (
+            b(&m.weights[0]),
+            b(&m.weights[1]),
+            b(&m.x),
+            b(&m.outs[0]),
+            b(&m.outs[1]),
+        );
+        let mut size = m.size;
+        let mut groups = m.rows[0] + m.rows[1];
+        if mode == 2 {
+            groups = m.rows[0];
+            size[0] = groups.min(32768) as u32;
+            size[2] = groups.div_ceil(32768) as u32;
+        }
+        let params = [
+            m.cols as u32,
+            m.n as u32,
+            mode,
+            groups as u32,
+            m.rows[0] as u32,
+            m.rows[1] as u32,
+            0,
+        ];
+        let bufs = [
+            bind_of(&w0),
+            bind_of(&w1),
+            self.dummy[0].bind(),
+            bind_of(&x),
+            bind_of(&o0),
+            bind_of(&o1),
+            self.dummy[2].bind(),
+            res.unwrap_or(self.dummy[3].bind()),
+        ];
+        self.cx.dispatch(m.pipe, &bufs, &params, size);
+        true
     }
 
     fn fail(&mut self, msg: String) {
@@ -392,32 +567,26 @@ impl Backend for WgpuBackend {
         n: usize,
         out: &mut WgpuBuf,
     ) -> Result<(), ModelError> {
-        let Some([p1, p8, _]) = w.pipes else {
-            return Err(ModelError::Backend("matmul needs a matrix weight".into()));
-        };
-        if n * w.cols > x.len || n * w.rows > out.len {
-            return Err(ModelError::Backend(format!(
-                "matmul of [{}, {}] over {n} rows: buffer too small",
-                w.rows, w.cols
-            )));
+        self.matmul_group(&[w], x, n, &mut [out])
+    }
+
+    fn matmuls(
+        &mut self,
+        ws: &[&WgpuWeight],
+        x: &WgpuBuf,
+        n: usize,
+        outs: &mut [&mut WgpuBuf],
+    ) -> Result<(), ModelError> {
+        // Runs of up to three weights of one format and width share a dispatch.
+        let mut i = 0;
+        while i < ws.len() {
+            let mut j = i + 1;
+            while j < ws.len() && j - i < 3 && ws[j].ty == ws[i].ty && ws[j].cols == ws[i].cols {
+                j += 1;
+            }
+            self.matmul_group(&ws[i..j], x, n, &mut outs[i..j])?;
+            i = j;
         }
-        let (pipe, nt) = if n == 1 {
-            (p1, 1)
-        } else {
-            (p8, MATMUL_NT as usize)
-        };
-        let size = [
-            w.rows.min(32768) as u32,
-            n.div_ceil(nt) as u32,
-            w.rows.div_ceil(32768) as u32,
-        ];
-        self.record(
-            pipe,
-            &[w.bind(), x.bind(), out.bind()],
-            &[w.rows as u32, w.cols as u32, n as u32],
-            size,
-        );
-        out.written = n * w.rows;
         Ok(())
     }
 
@@ -548,11 +717,35 @@ impl Backend for WgpuBackend {
     }
 
     fn swiglu(&mut self, gate: &mut WgpuBuf, up: &WgpuBuf, len: usize) {
+        // Folded into the gate/up matmul just recorded, when it is one dispatch of both.
+        if let Some(m) = &self.last_mm {
+            if m.k == 2
+                && m.outs[0].1 == gate.id
+                && m.outs[1].1 == up.id
+                && m.rows[0] == m.rows[1]
+                && len == m.n * m.rows[0]
+                && self.refuse_last_matmul(2, None)
+            {
+                return;
+            }
+        }
         let p = self.simple("swiglu", shaders::SWIGLU, &[true, false]);
         self.record(p, &[gate.bind(), up.bind()], &[len as u32], fold(len, 256));
     }
 
     fn add(&mut self, x: &mut WgpuBuf, y: &WgpuBuf, len: usize) {
+        // Folded into the matmul that just wrote `y` (the residual adds after wo and w_down).
+        if let Some(m) = &self.last_mm {
+            if m.k == 1 && m.outs[0].1 == y.id && len == m.n * m.rows[0] && x.id != m.x.1 {
+                let res = Bind {
+                    buf: &x.buf.clone(),
+                    id: x.id,
+                };
+                if self.refuse_last_matmul(1, Some(res)) {
+                    return;
+                }
+            }
+        }
         let p = self.simple("add", shaders::ADD, &[true, false]);
         self.record(p, &[x.bind(), y.bind()], &[len as u32], fold(len, 256));
     }

@@ -24,11 +24,14 @@ pub struct Options {
     pub adapter: Option<String>,
     /// Longest wait for the GPU to finish one submission.
     pub timeout: Duration,
+    /// Submit after this many ops (0: once per step, when a result is read). Smaller batches let
+    /// the GPU start while the rest of the step is being recorded.
+    pub submit_every: usize,
 }
 
 impl Options {
-    /// Defaults, overridden by `RUSTORCH_WGPU_ADAPTER`, `RUSTORCH_WGPU_SUBGROUPS=0` and
-    /// `RUSTORCH_WGPU_TIMEOUT` (seconds).
+    /// Defaults, overridden by `RUSTORCH_WGPU_ADAPTER`, `RUSTORCH_WGPU_SUBGROUPS=0`,
+    /// `RUSTORCH_WGPU_TIMEOUT` (seconds) and `RUSTORCH_WGPU_SUBMIT_EVERY` (ops).
     pub fn from_env() -> Options {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Options {
@@ -39,6 +42,9 @@ impl Options {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(600),
             ),
+            submit_every: env("RUSTORCH_WGPU_SUBMIT_EVERY")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
         }
     }
 }
@@ -85,6 +91,7 @@ enum Op {
         group: wgpu::BindGroup,
         offset: u32,
         size: [u32; 3],
+        serial: u64,
     },
     Copy {
         src: wgpu::Buffer,
@@ -103,9 +110,12 @@ pub(crate) struct Context {
     pub subgroups: bool,
     pub limits: wgpu::Limits,
     timeout: Duration,
+    submit_every: usize,
     pipes: Vec<Pipe>,
     pipe_ids: HashMap<String, usize>,
-    groups: HashMap<(usize, [u64; 6]), wgpu::BindGroup>,
+    groups: HashMap<(usize, [u64; 8]), wgpu::BindGroup>,
+    /// Serial number of the next recorded op.
+    serial: u64,
     params: wgpu::Buffer,
     param_host: Vec<u8>,
     align: u32,
@@ -216,9 +226,11 @@ impl Context {
             subgroups,
             limits,
             timeout: opts.timeout,
+            submit_every: opts.submit_every,
             pipes: Vec::new(),
             pipe_ids: HashMap::new(),
             groups: HashMap::new(),
+            serial: 0,
             params,
             param_host: vec![0; (MAX_SLOTS * align) as usize],
             align,
@@ -232,6 +244,11 @@ impl Context {
             errors,
             deferred: None,
         })
+    }
+
+    /// Ops recorded and not yet submitted.
+    pub fn pending(&self) -> usize {
+        self.ops.len()
     }
 
     pub fn next_id(&mut self) -> u64 {
@@ -364,17 +381,31 @@ impl Context {
         Ok(self.pipes.len() - 1)
     }
 
-    /// Records one dispatch of `pipe` over `bufs` (bindings 1..) with parameter words `params`.
-    pub fn dispatch(&mut self, pipe: usize, bufs: &[Bind], params: &[u32], size: [u32; 3]) {
+    /// Takes back the op with serial number `serial` if it is the last one recorded and not yet
+    /// submitted (to record a fused op in its place).
+    pub fn pop_if_last(&mut self, serial: u64) -> bool {
+        match self.ops.last() {
+            Some(Op::Dispatch { serial: s, .. }) if *s == serial => {
+                self.ops.pop();
+                self.n_slots -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records one dispatch of `pipe` over `bufs` (bindings 1..) with parameter words `params`;
+    /// returns the op's serial number.
+    pub fn dispatch(&mut self, pipe: usize, bufs: &[Bind], params: &[u32], size: [u32; 3]) -> u64 {
         if self.n_slots == MAX_SLOTS {
             if let Err(e) = self.flush() {
                 self.deferred.get_or_insert(e);
             }
         }
-        assert!(params.len() * 4 <= PARAM_BYTES as usize && bufs.len() <= 6);
+        assert!(params.len() * 4 <= PARAM_BYTES as usize && bufs.len() <= 8);
         let off = (self.n_slots * self.align) as usize;
         self.param_host[off..off + params.len() * 4].copy_from_slice(bytemuck::cast_slice(params));
-        let mut ids = [0u64; 6];
+        let mut ids = [0u64; 8];
         for (i, b) in bufs.iter().enumerate() {
             ids[i] = b.id;
         }
@@ -403,13 +434,21 @@ impl Context {
                 })
             })
             .clone();
+        self.serial += 1;
         self.ops.push(Op::Dispatch {
             pipe,
             group,
             offset: off as u32,
             size,
+            serial: self.serial,
         });
         self.n_slots += 1;
+        if self.submit_every > 0 && self.ops.len() >= self.submit_every {
+            if let Err(e) = self.flush() {
+                self.deferred.get_or_insert(e);
+            }
+        }
+        self.serial
     }
 
     /// Submits everything recorded so far in one command buffer.
@@ -451,6 +490,7 @@ impl Context {
                 group,
                 offset,
                 size,
+                ..
             }) = self.ops.get(i)
             {
                 pass.set_pipeline(&self.pipes[*pipe].pipeline);

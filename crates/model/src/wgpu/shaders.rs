@@ -83,10 +83,29 @@ pub fn compose(body: &str, ty: Option<GgmlType>, subgroups: bool, nt: u32) -> St
         s.push_str(if subgroups { REDUCE_SG } else { REDUCE_WG });
     }
     if let Some(ty) = ty {
+        let mut fmt = String::new();
         if matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K) {
-            s.push_str(KSCALE);
+            fmt.push_str(KSCALE);
         }
-        s.push_str(format_src(ty).expect("a format in FORMATS"));
+        fmt.push_str(format_src(ty).expect("a format in FORMATS"));
+        if body.contains("load_chunk0(") {
+            // One copy of the decoder per weight binding w0, w1, w2.
+            for i in 0..3 {
+                let copy = fmt
+                    .replace("wq[", &format!("w{i}["))
+                    .replace("load_chunk(", &format!("load_chunk{i}("))
+                    .replace("kscale_byte(", &format!("kscale_byte{i}("))
+                    .replace("kscale_min(", &format!("kscale_min{i}("));
+                for line in copy.lines() {
+                    if i == 0 || !line.starts_with("const ") {
+                        s.push_str(line);
+                        s.push('\n');
+                    }
+                }
+            }
+        } else {
+            s.push_str(&fmt);
+        }
     }
     let (args, lets) = if subgroups {
         (

@@ -1,49 +1,111 @@
-// out[t, r] = sum_c W[r, c] * x[t, c] for NT tokens per workgroup; one workgroup (64
-// invocations) per weight row, each invocation decoding 32-weight chunks of the row in turn, so a
-// row is read once for NT tokens. W stays in its block format (load_chunk above).
+// Quantized matrix times activations, for NT tokens per workgroup. One workgroup (64
+// invocations) per output row; each invocation decodes 32-weight chunks of the row in turn
+// (load_chunkK, from the weight's format file), so a row is read once for NT tokens.
+//
+// Up to three weights of the same format and width share one dispatch (q/k/v, gate/up): their
+// rows follow each other in the grid. The mode adds what would otherwise be separate passes:
+// 0: out_k = W_k x;  1: out_0 = W_0 x and res += out_0 (the residual add);
+// 2: out_1 = W_1 x and out_0 = silu(W_0 x) * out_1 (SwiGLU; both weights have rows_0 rows).
 struct Params {
-    rows: u32,
     cols: u32,
     n: u32,
+    mode: u32,
+    groups: u32, // workgroups over rows
+    rows0: u32,
+    rows1: u32,
+    rows2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> wq: array<u32>;   // (rows, blocks of the row)
-@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>; // (n, cols / 4)
-@group(0) @binding(3) var<storage, read_write> out: array<f32>; // (n, rows)
+@group(0) @binding(1) var<storage, read> w0: array<u32>; // (rows0, blocks of the row)
+@group(0) @binding(2) var<storage, read> w1: array<u32>;
+@group(0) @binding(3) var<storage, read> w2: array<u32>;
+@group(0) @binding(4) var<storage, read> x: array<vec4<f32>>; // (n, cols / 4)
+@group(0) @binding(5) var<storage, read_write> out0: array<f32>; // (n, rows0)
+@group(0) @binding(6) var<storage, read_write> out1: array<f32>; // (n, rows1)
+@group(0) @binding(7) var<storage, read_write> out2: array<f32>; // (n, rows2)
+@group(0) @binding(8) var<storage, read_write> res: array<f32>;  // (n, rows0)
 
 const NT: u32 = {NT}u;
+
+fn dot_chunk(w: ptr<function, array<vec4<f32>, 8>>, xb: u32) -> f32 {
+    var s = 0.0;
+    for (var j = 0u; j < 8u; j++) {
+        s += dot((*w)[j], x[xb + j]);
+    }
+    return s;
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32 {SG_ARGS}) {
     {SG_LETS}
-    let row = wid.x + wid.z * 32768u;
-    if (row >= p.rows) {
+    var row = wid.x + wid.z * 32768u;
+    if (row >= p.groups) {
         return;
+    }
+    var k = 0u;
+    var rows = p.rows0;
+    if (p.mode != 2u && row >= p.rows0) {
+        row -= p.rows0;
+        k = 1u;
+        rows = p.rows1;
+        if (row >= p.rows1) {
+            row -= p.rows1;
+            k = 2u;
+            rows = p.rows2;
+        }
     }
     let t0 = wid.y * NT;
     let n_chunk = p.cols / 32u;
     let row_words = (n_chunk / CPB) * BW;
     let xw = p.cols / 4u;
     var acc: array<f32, NT>;
+    var acc1: array<f32, NT>; // mode 2: the up projection
     for (var c = lid; c < n_chunk; c += 64u) {
+        let blk = row * row_words + (c / CPB) * BW;
         var w: array<vec4<f32>, 8>;
-        load_chunk(row * row_words + (c / CPB) * BW, c % CPB, &w);
+        if (k == 0u) {
+            load_chunk0(blk, c % CPB, &w);
+        } else if (k == 1u) {
+            load_chunk1(blk, c % CPB, &w);
+        } else {
+            load_chunk2(blk, c % CPB, &w);
+        }
         for (var t = 0u; t < NT; t++) {
             if (t0 + t < p.n) {
-                let xb = (t0 + t) * xw + c * 8u;
-                var s = 0.0;
-                for (var j = 0u; j < 8u; j++) {
-                    s += dot(w[j], x[xb + j]);
+                acc[t] += dot_chunk(&w, (t0 + t) * xw + c * 8u);
+            }
+        }
+        if (p.mode == 2u) {
+            load_chunk1(blk, c % CPB, &w);
+            for (var t = 0u; t < NT; t++) {
+                if (t0 + t < p.n) {
+                    acc1[t] += dot_chunk(&w, (t0 + t) * xw + c * 8u);
                 }
-                acc[t] += s;
             }
         }
     }
     for (var t = 0u; t < NT; t++) {
         let s = reduce_sum(acc[t], lid, sg_size, sg_lane);
+        var u = 0.0;
+        if (p.mode == 2u) {
+            u = reduce_sum(acc1[t], lid, sg_size, sg_lane);
+        }
         if (lid == 0u && t0 + t < p.n) {
-            out[(t0 + t) * p.rows + row] = s;
+            let o = (t0 + t) * rows + row;
+            if (p.mode == 2u) {
+                out0[o] = s / (1.0 + exp(-s)) * u;
+                out1[o] = u;
+            } else if (k == 0u) {
+                out0[o] = s;
+                if (p.mode == 1u) {
+                    res[o] += s;
+                }
+            } else if (k == 1u) {
+                out1[o] = s;
+            } else {
+                out2[o] = s;
+            }
         }
     }
 }
