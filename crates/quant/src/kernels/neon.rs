@@ -1,13 +1,22 @@
-//! aarch64 kernels: Q8_0, Q4_K and Q6_K on NEON, with `sdot` where the CPU has the dot-product
-//! extension (FEAT_DotProd). Other types fall back to the scalar kernels (see `mat_kernel`).
+//! aarch64 kernels for every weight type on NEON, with `sdot` where the CPU has the dot-product
+//! extension (FEAT_DotProd): Q8_0, Q4_0, Q5_0, Q4_1, Q5_1 ([`legacy`]), Q2_K..Q6_K ([`kquants`]),
+//! F32, F16, BF16 ([`float`]).
 //!
 //! The structure follows `x86/`: one generic kernel per type, dotting a weight row with up to four
-//! activation rows, inlined into `#[target_feature]` entry points for each [`Dot`]. 8-bit weights
-//! are made signed (`q - 32` for Q6_K), so both operands of a product are `i8`. `sdot` is written
-//! as inline assembly because `vdotq_s32` is not stable yet.
+//! activation rows, inlined into `#[target_feature]` entry points for each [`Dot`]. Quantized
+//! weights are unpacked to `i8` (signed weights with their offset subtracted, or the unsigned
+//! codes of types with a min, which fit `0..=63`), so both operands of a product are `i8`. `sdot`
+//! is written as inline assembly because `vdotq_s32` is not stable yet.
 //!
 //! Activation quantizers are exact, like the x86 ones: `fcvtas` is C's `roundf` with a saturating
-//! conversion, the narrowing moves saturate (Q8_0) or truncate (Q8_K) as Rust's `as i8` does.
+//! conversion, the narrowing moves saturate (Q8_0, Q8_1) or truncate (Q8_K) as Rust's `as i8` does.
+
+#[path = "neon_float.rs"]
+mod float;
+#[path = "neon_kquants.rs"]
+mod kquants;
+#[path = "neon_legacy.rs"]
+mod legacy;
 
 use std::arch::aarch64::*;
 use std::arch::asm;
@@ -15,8 +24,8 @@ use std::mem::{offset_of, size_of};
 
 use super::{Isa, MatKernel};
 use crate::float::{fp16_to_fp32, fp32_to_fp16};
-use crate::kquants::{BlockQ4K, BlockQ6K, BlockQ8K};
-use crate::legacy::BlockQ8_0;
+use crate::kquants::BlockQ8K;
+use crate::legacy::{BlockQ8_0, BlockQ8_1};
 use crate::{GgmlType, QK_K};
 
 pub(super) fn is_available() -> bool {
@@ -24,8 +33,8 @@ pub(super) fn is_available() -> bool {
 }
 
 pub(super) fn table() -> &'static [MatKernel] {
-    static SDOT: [MatKernel; 3] = kernels(true);
-    static NO_SDOT: [MatKernel; 3] = kernels(false);
+    static SDOT: [MatKernel; 13] = kernels(true);
+    static NO_SDOT: [MatKernel; 13] = kernels(false);
     if std::arch::is_aarch64_feature_detected!("dotprod") {
         &SDOT
     } else {
@@ -33,16 +42,32 @@ pub(super) fn table() -> &'static [MatKernel] {
     }
 }
 
-const fn kernels(sdot: bool) -> [MatKernel; 3] {
+const fn kernels(sdot: bool) -> [MatKernel; 13] {
     [
-        kernel::<Q8_0>(sdot, quantize_q8_0),
-        kernel::<Q4K>(sdot, quantize_q8_k),
-        kernel::<Q6K>(sdot, quantize_q8_k),
+        kernel::<legacy::Q8_0>(sdot),
+        kernel::<legacy::Q4_0>(sdot),
+        kernel::<legacy::Q4_1>(sdot),
+        kernel::<legacy::Q5_0>(sdot),
+        kernel::<legacy::Q5_1>(sdot),
+        kernel::<kquants::Q2K>(sdot),
+        kernel::<kquants::Q3K>(sdot),
+        kernel::<kquants::Q4K>(sdot),
+        kernel::<kquants::Q5K>(sdot),
+        kernel::<kquants::Q6K>(sdot),
+        kernel::<float::F32>(sdot),
+        kernel::<float::F16>(sdot),
+        kernel::<float::Bf16>(sdot),
     ]
 }
 
-const fn kernel<K: RowKernel>(sdot: bool, quantize: super::QuantizeFn) -> MatKernel {
+const fn kernel<K: RowKernel>(sdot: bool) -> MatKernel {
     let gemm: super::GemmFn = if sdot { gemm_sdot::<K> } else { gemm_neon::<K> };
+    let quantize: super::QuantizeFn = match K::ACT {
+        GgmlType::Q8_0 => quantize_q8_0,
+        GgmlType::Q8_1 => quantize_q8_1,
+        GgmlType::Q8_K => quantize_q8_k,
+        _ => f32_copy,
+    };
     MatKernel::new(K::WEIGHT, K::ACT, Isa::Neon, quantize, gemm)
 }
 
@@ -223,183 +248,35 @@ unsafe fn hsums<const NT: usize>(acc: [float32x4_t; NT], extra: [f32; NT]) -> [f
 
 const Q8_0_BYTES: usize = size_of::<BlockQ8_0>();
 const Q8_0_QS: usize = offset_of!(BlockQ8_0, qs);
+const Q8_1_BYTES: usize = size_of::<BlockQ8_1>();
+const Q8_1_QS: usize = offset_of!(BlockQ8_1, qs);
 const Q8K_BYTES: usize = size_of::<BlockQ8K>();
 const Q8K_QS: usize = offset_of!(BlockQ8K, qs);
 
-// ---- Q8_0 ------------------------------------------------------------------------------------
-
-struct Q8_0;
-
-impl RowKernel for Q8_0 {
-    const WEIGHT: GgmlType = GgmlType::Q8_0;
-    const ACT: GgmlType = GgmlType::Q8_0;
-
-    #[inline(always)]
-    unsafe fn dot_row<D: Dot, const NT: usize>(
-        w: *const u8,
-        a: [*const u8; NT],
-        n_cols: usize,
-    ) -> [f32; NT] {
-        let mut acc = [vdupq_n_f32(0.0); NT];
-        for b in 0..n_cols / 32 {
-            let x = w.add(b * Q8_0_BYTES);
-            let q = [load_s8(x.add(Q8_0_QS)), load_s8(x.add(Q8_0_QS + 16))];
-            let dx = read_f16(x);
-            for t in 0..NT {
-                let y = a[t].add(b * Q8_0_BYTES);
-                let sum = D::dot(vdupq_n_s32(0), q[0], load_s8(y.add(Q8_0_QS)));
-                let sum = D::dot(sum, q[1], load_s8(y.add(Q8_0_QS + 16)));
-                acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(sum), dx * read_f16(y));
-            }
-        }
-        hsums(acc, [0.0; NT])
-    }
-}
-
-// ---- Q4_K ------------------------------------------------------------------------------------
-
-struct Q4K;
-
-/// The eight 6-bit scales and mins of a Q4_K block as `[sc0..sc8, m0..m8]` (ggml's `utmp`
-/// shuffle of `get_scale_min_k4`'s packing).
-#[inline(always)]
-unsafe fn scales_mins_k4(p: *const u8) -> [u8; 16] {
-    let (u0, u1, u2) = (read_u32(p), read_u32(p.add(4)), read_u32(p.add(8)));
-    let (low6, low4, top2) = (0x3f3f_3f3f, 0x0f0f_0f0f, 0x0303_0303);
-    let words = [
-        u0 & low6,
-        (u2 & low4) | (((u0 >> 6) & top2) << 4),
-        u1 & low6,
-        ((u2 >> 4) & low4) | (((u1 >> 6) & top2) << 4),
-    ];
-    let mut out = [0u8; 16];
-    for (o, w) in out.chunks_exact_mut(4).zip(words) {
-        o.copy_from_slice(&w.to_le_bytes());
-    }
-    out
-}
-
-impl RowKernel for Q4K {
-    const WEIGHT: GgmlType = GgmlType::Q4_K;
-    const ACT: GgmlType = GgmlType::Q8_K;
-
-    #[inline(always)]
-    unsafe fn dot_row<D: Dot, const NT: usize>(
-        w: *const u8,
-        a: [*const u8; NT],
-        n_cols: usize,
-    ) -> [f32; NT] {
-        let m4 = vdupq_n_u8(0x0F);
-        let mut acc = [vdupq_n_f32(0.0); NT];
-        let mut acc_min = [0.0f32; NT];
-        for b in 0..n_cols / QK_K {
-            let x = w.add(b * size_of::<BlockQ4K>());
-            let sm = scales_mins_k4(x.add(offset_of!(BlockQ4K, scales)));
-            let mins = vmovl_u8(vld1_u8(sm.as_ptr().add(8)));
-            let mins = vreinterpretq_s16_u16(mins);
-            let mut sumi = [vdupq_n_s32(0); NT];
-            for j in 0..QK_K / 64 {
-                // Weight 64j + l is the low nibble of qs[32j + l], 64j + 32 + l the high one.
-                let bits = [
-                    load_u8(x.add(offset_of!(BlockQ4K, qs) + 32 * j)),
-                    load_u8(x.add(offset_of!(BlockQ4K, qs) + 32 * j + 16)),
-                ];
-                let lo = [
-                    vreinterpretq_s8_u8(vandq_u8(bits[0], m4)),
-                    vreinterpretq_s8_u8(vandq_u8(bits[1], m4)),
-                ];
-                let hi = [
-                    vreinterpretq_s8_u8(vshrq_n_u8::<4>(bits[0])),
-                    vreinterpretq_s8_u8(vshrq_n_u8::<4>(bits[1])),
-                ];
-                let (sc_lo, sc_hi) = (i32::from(sm[2 * j]), i32::from(sm[2 * j + 1]));
-                for t in 0..NT {
-                    let q8 = a[t].add(b * Q8K_BYTES + Q8K_QS + 64 * j);
-                    let s_lo = D::dot(vdupq_n_s32(0), lo[0], load_s8(q8));
-                    let s_lo = D::dot(s_lo, lo[1], load_s8(q8.add(16)));
-                    let s_hi = D::dot(vdupq_n_s32(0), hi[0], load_s8(q8.add(32)));
-                    let s_hi = D::dot(s_hi, hi[1], load_s8(q8.add(48)));
-                    sumi[t] = vmlaq_n_s32(sumi[t], s_lo, sc_lo);
-                    sumi[t] = vmlaq_n_s32(sumi[t], s_hi, sc_hi);
-                }
-            }
-            let d = read_f16(x.add(offset_of!(BlockQ4K, d)));
-            let dmin = read_f16(x.add(offset_of!(BlockQ4K, dmin)));
-            for t in 0..NT {
-                let y = a[t].add(b * Q8K_BYTES);
-                let dy = read_f32(y.add(offset_of!(BlockQ8K, d)));
-                // Σ_j bsums[j] · m[j / 2]: pair the 16-value sums into 32-value ones first.
-                let bsums = y.add(offset_of!(BlockQ8K, bsums)).cast::<i16>();
-                let pairs = vpaddq_s16(vld1q_s16(bsums), vld1q_s16(bsums.add(8)));
-                let prod = vmull_s16(vget_low_s16(pairs), vget_low_s16(mins));
-                let prod = vmlal_high_s16(prod, pairs, mins);
-                acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(sumi[t]), d * dy);
-                acc_min[t] -= dmin * dy * vaddvq_s32(prod) as f32;
-            }
-        }
-        hsums(acc, acc_min)
-    }
-}
-
-// ---- Q6_K ------------------------------------------------------------------------------------
-
-struct Q6K;
-
-impl RowKernel for Q6K {
-    const WEIGHT: GgmlType = GgmlType::Q6_K;
-    const ACT: GgmlType = GgmlType::Q8_K;
-
-    #[inline(always)]
-    unsafe fn dot_row<D: Dot, const NT: usize>(
-        w: *const u8,
-        a: [*const u8; NT],
-        n_cols: usize,
-    ) -> [f32; NT] {
-        let m4 = vdupq_n_u8(0x0F);
-        let m3 = vdupq_n_u8(3);
-        let bias = vdupq_n_s8(32);
-        let mut acc = [vdupq_n_f32(0.0); NT];
-        for b in 0..n_cols / QK_K {
-            let x = w.add(b * size_of::<BlockQ6K>());
-            let scales = x.add(offset_of!(BlockQ6K, scales)).cast::<i8>();
-            let mut sumi = [vdupq_n_s32(0); NT];
-            for h in 0..QK_K / 128 {
-                let ql = x.add(offset_of!(BlockQ6K, ql) + 64 * h);
-                let qh = x.add(offset_of!(BlockQ6K, qh) + 32 * h);
-                // Weight 128h + 32i + l: low 4 bits in ql[64h + 32(i % 2) + l] (nibble i / 2),
-                // high 2 bits in qh[32h + l] (bits 2i, 2i + 1). Sixteen of them share a scale.
-                for i in 0..4 {
-                    for k in 0..2 {
-                        let low = load_u8(ql.add(32 * (i % 2) + 16 * k));
-                        let low = if i < 2 {
-                            vandq_u8(low, m4)
-                        } else {
-                            vshrq_n_u8::<4>(low)
-                        };
-                        let shift = vdupq_n_s8(-2 * i as i8);
-                        let high = vandq_u8(vshlq_u8(load_u8(qh.add(16 * k)), shift), m3);
-                        let u = vorrq_u8(low, vshlq_n_u8::<4>(high));
-                        let q = vsubq_s8(vreinterpretq_s8_u8(u), bias);
-                        let sc = i32::from(*scales.add(8 * h + 2 * i + k));
-                        for t in 0..NT {
-                            let q8 = a[t].add(b * Q8K_BYTES + Q8K_QS + 128 * h + 32 * i + 16 * k);
-                            let s = D::dot(vdupq_n_s32(0), q, load_s8(q8));
-                            sumi[t] = vmlaq_n_s32(sumi[t], s, sc);
-                        }
-                    }
-                }
-            }
-            let d = read_f16(x.add(offset_of!(BlockQ6K, d)));
-            for t in 0..NT {
-                let dy = read_f32(a[t].add(b * Q8K_BYTES + offset_of!(BlockQ8K, d)));
-                acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(sumi[t]), d * dy);
-            }
-        }
-        hsums(acc, [0.0; NT])
-    }
-}
-
 // ---- activation quantizers -------------------------------------------------------------------
+
+/// One 32-value block of `quantize_row_q8_0_ref` / `q8_1_ref`: the scale `d` and the codes.
+#[inline(always)]
+unsafe fn q8_block(p: *const f32) -> (f32, [i8; 32]) {
+    let mut v = [vdupq_n_f32(0.0); 8];
+    let mut m = vdupq_n_f32(0.0);
+    for (i, vi) in v.iter_mut().enumerate() {
+        *vi = vld1q_f32(p.add(4 * i));
+        m = vmaxnmq_f32(m, vabsq_f32(*vi));
+    }
+    let d = vmaxnmvq_f32(m) / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut codes = [0i8; 32];
+    for i in 0..4 {
+        // `fcvtas`: round half away from zero (C's roundf), saturating, NaN to 0; then
+        // saturating narrows, as Rust's `f32 as i8`.
+        let c0 = vcvtaq_s32_f32(vmulq_n_f32(v[2 * i], id));
+        let c1 = vcvtaq_s32_f32(vmulq_n_f32(v[2 * i + 1], id));
+        let c16 = vcombine_s16(vqmovn_s32(c0), vqmovn_s32(c1));
+        vst1_s8(codes.as_mut_ptr().add(8 * i), vqmovn_s16(c16));
+    }
+    (d, codes)
+}
 
 /// `quantize_row_q8_0_ref`.
 ///
@@ -408,26 +285,35 @@ impl RowKernel for Q6K {
 #[target_feature(enable = "neon")]
 unsafe fn quantize_q8_0(x: &[f32], out: &mut [u8]) {
     for (x, y) in x.chunks_exact(32).zip(out.chunks_exact_mut(Q8_0_BYTES)) {
-        let p = x.as_ptr();
-        let mut v = [vdupq_n_f32(0.0); 8];
-        let mut m = vdupq_n_f32(0.0);
-        for (i, vi) in v.iter_mut().enumerate() {
-            *vi = vld1q_f32(p.add(4 * i));
-            m = vmaxnmq_f32(m, vabsq_f32(*vi));
-        }
-        let d = vmaxnmvq_f32(m) / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut codes = [0i8; 32];
-        for i in 0..4 {
-            // `fcvtas`: round half away from zero (C's roundf), saturating, NaN to 0; then
-            // saturating narrows, as Rust's `f32 as i8`.
-            let c0 = vcvtaq_s32_f32(vmulq_n_f32(v[2 * i], id));
-            let c1 = vcvtaq_s32_f32(vmulq_n_f32(v[2 * i + 1], id));
-            let c16 = vcombine_s16(vqmovn_s32(c0), vqmovn_s32(c1));
-            vst1_s8(codes.as_mut_ptr().add(8 * i), vqmovn_s16(c16));
-        }
+        let (d, codes) = q8_block(x.as_ptr());
         y[..2].copy_from_slice(&fp32_to_fp16(d).to_bits().to_le_bytes());
-        y[2..].copy_from_slice(bytemuck::cast_slice(&codes));
+        y[Q8_0_QS..].copy_from_slice(bytemuck::cast_slice(&codes));
+    }
+}
+
+/// `quantize_row_q8_1_ref`: Q8_0's codes, plus `s = d · Σ codes` (the rounded codes times the
+/// f32 scale, as the reference computes it).
+///
+/// # Safety
+/// NEON is available; `out` holds `x.len() / 32` blocks.
+#[target_feature(enable = "neon")]
+unsafe fn quantize_q8_1(x: &[f32], out: &mut [u8]) {
+    const _: () = assert!(offset_of!(BlockQ8_1, d) == 0 && offset_of!(BlockQ8_1, s) == 2);
+    for (x, y) in x.chunks_exact(32).zip(out.chunks_exact_mut(Q8_1_BYTES)) {
+        let (d, codes) = q8_block(x.as_ptr());
+        // 32 codes in [-128, 127]: the sum fits the i16 of `saddlv`.
+        let q = codes.as_ptr();
+        let sum = i32::from(vaddlvq_s8(vld1q_s8(q))) + i32::from(vaddlvq_s8(vld1q_s8(q.add(16))));
+        y[..2].copy_from_slice(&fp32_to_fp16(d).to_bits().to_le_bytes());
+        y[2..4].copy_from_slice(&fp32_to_fp16(sum as f32 * d).to_bits().to_le_bytes());
+        y[Q8_1_QS..].copy_from_slice(bytemuck::cast_slice(&codes));
+    }
+}
+
+/// F32 activations for float weights: the values themselves, little-endian.
+fn f32_copy(x: &[f32], out: &mut [u8]) {
+    for (o, v) in out.chunks_exact_mut(4).zip(x) {
+        o.copy_from_slice(&v.to_le_bytes());
     }
 }
 
