@@ -41,6 +41,12 @@ pub fn load(
     n_ctx: usize,
 ) -> Result<Box<dyn Model>, ModelError> {
     let mut backend = WgpuBackend::new(Options::from_env())?;
+    // Which GPU and driver ran: worth one line, since wgpu may pick any adapter present.
+    eprintln!(
+        "wgpu: {}, subgroups {}",
+        backend.adapter(),
+        if backend.subgroups() { "on" } else { "off" }
+    );
     let model = LlamaModel::load(&mut backend, &file, config)?;
     let state = model.new_state(&mut backend)?;
     let kv = model.new_kv(&mut backend, n_ctx)?;

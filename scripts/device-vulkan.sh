@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Runs the wgpu (Vulkan) backend's kernel tests, a Vulkan-vs-CPU check and the benchmarks on a
+# machine with a GPU and a Vulkan driver but no Rust, using binaries built elsewhere:
+#   CARGO_TARGET_DIR=target-wgpu cargo build --release --features wgpu
+#   CARGO_TARGET_DIR=target-wgpu cargo test --release --features wgpu -p rustorch-model --test wgpu_kernels --no-run
+#   scripts/device-vulkan.sh --stage   # copies and strips them into .wgpubin/ (with the commit id)
+#                                      # and fetches the Vulkan loader package into .gl/
+# then on the GPU machine, from the repository root (carry .wgpubin and .gl):
+#   scripts/device-vulkan.sh [OUT_DIR]
+# which writes OUT_DIR/vulkan-results.json (adapter, driver, commit, tests, check, bench table)
+# plus logs. The synthetic models go to $MODELS (default /tmp/rustorch-models, shared with
+# scripts/device-cuda.sh).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ "${1:-}" == "--stage" ]]; then
+    set -e
+    t=${CARGO_TARGET_DIR:-target-wgpu}
+    mkdir -p .wgpubin
+    cp "$t/release/rustorch" .wgpubin/rustorch
+    test_bin=$(ls -t "$t"/release/deps/wgpu_kernels-* | grep -v '\.d$' | head -1)
+    cp "$test_bin" .wgpubin/wgpu-kernels
+    strip .wgpubin/rustorch .wgpubin/wgpu-kernels
+    git rev-parse HEAD >.wgpubin/COMMIT
+    git status --porcelain --untracked-files=no | grep -q . && echo "dirty" >>.wgpubin/COMMIT
+    if ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
+        # The device machine may lack the Vulkan loader (the NVIDIA driver brings only the ICD).
+        mkdir -p .gl /tmp/amd64/partial
+        o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+        apt-get $o update >/dev/null
+        (cd .gl && apt-get $o download libvulkan1)
+    fi
+    grep -qx '/.wgpubin/' .git/info/exclude || echo /.wgpubin/ >>.git/info/exclude
+    grep -qx '/.gl/' .git/info/exclude || echo /.gl/ >>.git/info/exclude
+    ls -la .wgpubin .gl
+    exit 0
+fi
+
+OUT=${1:-${OUT:-/tmp/vulkan-out}}
+mkdir -p "$OUT"
+BIN=.wgpubin
+MODELS=${MODELS:-/tmp/rustorch-models}
+mkdir -p "$MODELS"
+# Smaller runs for a try on a software Vulkan:
+#   BENCH_ARGS="-p 8 -n 4 -r 1" GEN_ARGS="-p 0 -n 4 -r 1" CHECK_TOKENS=16
+BENCH_ARGS=${BENCH_ARGS:--p 512 -n 128}
+CHECK_TOKENS=${CHECK_TOKENS:-256}
+GEN_ARGS=${GEN_ARGS:--p 0 -n 128}
+
+# The Vulkan loader complains on every start without a runtime directory.
+export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
+
+# The Vulkan loader, if the machine has none; the NVIDIA ICD where the driver put it.
+if ! ldconfig -p | grep -q 'libvulkan.so.1'; then
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+fi
+if ! ls /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json >/dev/null 2>&1 &&
+    [[ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]]; then
+    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+fi
+card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1)
+echo "card: ${card:-?}, driver: ${driver:-?}"
+
+for t in Q4_K_M Q4_0 Q8_0; do
+    f="$MODELS/tinyllama-1.1b-$t.gguf"
+    [[ -f $f ]] || "$BIN/rustorch" synth --shape tinyllama-1.1b --type "$t" -o "$f" >/dev/null || exit 1
+done
+
+# Kernel tests against the CPU reference (both subgroup variants, MSL translation).
+"$BIN/wgpu-kernels" --test-threads=1 2>&1 | tee "$OUT/vulkan-tests.log"
+test_rc=${PIPESTATUS[0]}
+
+# Whole model, Vulkan against CPU: argmax per position of one text (the batched path), and
+# greedy generation (the decode path).
+TEXT=$(mktemp)
+for i in $(seq 1 12); do
+    echo "The history of the printing press begins in the fifteenth century, when movable type met oil-based ink and a wooden press. Within fifty years printing had spread to two hundred cities."
+done >"$TEXT"
+M="$MODELS/tinyllama-1.1b-Q4_K_M.gguf"
+"$BIN/rustorch" logits -m "$M" -f "$TEXT" -n "$CHECK_TOKENS" --backend cpu >"$OUT/logits-cpu.json" 2>/dev/null
+"$BIN/rustorch" logits -m "$M" -f "$TEXT" -n "$CHECK_TOKENS" --backend vulkan >"$OUT/logits-vulkan.json" 2>"$OUT/logits-vulkan.err"
+cat "$OUT/logits-vulkan.err" | grep -v XDG_RUNTIME_DIR
+for b in cpu vulkan; do
+    "$BIN/rustorch" run -m "$M" -p "Once upon a time" -n "$((CHECK_TOKENS / 4))" --temp 0 --backend $b >"$OUT/greedy-$b.txt" 2>/dev/null
+done
+
+# Benchmarks: every file, then Q4_K_M decode without subgroups and with a submission every 64 ops.
+BENCH=$(mktemp -d)
+for t in Q4_K_M Q4_0 Q8_0; do
+    "$BIN/rustorch" bench -m "$MODELS/tinyllama-1.1b-$t.gguf" --backend vulkan $BENCH_ARGS --json \
+        >"$BENCH/bench-$t.json" 2>"$BENCH/bench-$t.err"
+    echo "bench $t: rc $?"; grep -v XDG_RUNTIME_DIR "$BENCH/bench-$t.err"
+done
+RUSTORCH_WGPU_SUBGROUPS=0 "$BIN/rustorch" bench -m "$M" --backend vulkan $GEN_ARGS --json \
+    >"$BENCH/bench-nosg.json" 2>/dev/null
+RUSTORCH_WGPU_SUBMIT_EVERY=64 "$BIN/rustorch" bench -m "$M" --backend vulkan $GEN_ARGS --json \
+    >"$BENCH/bench-submit64.json" 2>/dev/null
+
+python3 - "$OUT" "$BENCH" "${card:-?}" "${driver:-?}" "$(tr '\n' ' ' <$BIN/COMMIT)" "$test_rc" <<'PY'
+import json, re, sys, os
+out, bench_dir, card, driver, commit, test_rc = sys.argv[1:7]
+log = open(os.path.join(out, "vulkan-tests.log")).read()
+tests = {n: s for n, s in re.findall(r"^test (\S+) \.\.\. (ok|FAILED|ignored)", log, re.M)}
+adapter = ""
+err = open(os.path.join(out, "logits-vulkan.err")).read()
+m = re.search(r"wgpu: (.*)", err)
+if m:
+    adapter = m.group(1)
+check = {}
+try:
+    cpu = json.load(open(os.path.join(out, "logits-cpu.json")))["positions"]
+    gpu = json.load(open(os.path.join(out, "logits-vulkan.json")))["positions"]
+    conf = [(c, g) for c, g in zip(cpu, gpu) if c["margin"] >= 0.5]
+    check["positions"] = len(cpu)
+    check["confident"] = len(conf)
+    check["agree_confident"] = sum(c["argmax"] == g["argmax"] for c, g in conf)
+    check["agree_all"] = sum(c["argmax"] == g["argmax"] for c, g in zip(cpu, gpu))
+except Exception as e:
+    check["error"] = str(e)
+g = [open(os.path.join(out, f"greedy-{b}.txt"), errors="replace").read() for b in ("cpu", "vulkan")]
+check["greedy_equal"] = g[0] == g[1]
+check["greedy_common_prefix_chars"] = len(os.path.commonprefix(g))
+bench = []
+for name in ["Q4_K_M", "Q4_0", "Q8_0", "nosg", "submit64"]:
+    try:
+        for r in json.load(open(os.path.join(bench_dir, f"bench-{name}.json"))):
+            r.pop("samples_ns", None)
+            r["model_filename"] = os.path.basename(r["model_filename"])
+            r["variant"] = {"nosg": "RUSTORCH_WGPU_SUBGROUPS=0", "submit64": "RUSTORCH_WGPU_SUBMIT_EVERY=64"}.get(name, "default")
+            bench.append(r)
+    except Exception as e:
+        bench.append({"file": name, "error": str(e)})
+res = {
+    "card": card, "driver": driver, "adapter": adapter, "commit": commit.strip(),
+    "tests": tests,
+    "tests_passed": sum(1 for s in tests.values() if s == "ok"),
+    "tests_failed": sum(1 for s in tests.values() if s == "FAILED"),
+    "test_exit_code": int(test_rc),
+    "check": check,
+    "bench_command": "rustorch bench -m tinyllama-1.1b-<type>.gguf --backend vulkan -p 512 -n 128",
+    "bench": bench,
+}
+json.dump(res, open(os.path.join(out, "vulkan-results.json"), "w"), indent=1)
+print("| file | variant | test | t/s |")
+print("| --- | --- | --- | ---: |")
+for r in bench:
+    if "error" in r:
+        print(f"| {r['file']} | error: {r['error']} | | |")
+        continue
+    test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
+    print(f"| {r['model_type']} | {r['variant']} | {test} | {r['avg_ts']:.1f} ± {r['stddev_ts']:.1f} |")
+print(f"check: {check}")
+print(f"tests: {res['tests_passed']} passed, {res['tests_failed']} failed (exit {test_rc}); card {card}, driver {driver}; adapter {adapter}")
+PY
