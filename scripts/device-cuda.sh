@@ -32,7 +32,7 @@ mkdir -p "$MODELS"
 
 # NVRTC and cuBLAS are loaded at run time: put their directories on the library path.
 libdirs=$(find /usr/local /usr/lib /opt / -maxdepth 6 \( -name 'libnvrtc.so*' -o -name 'libcublas.so*' \) \
-    -printf '%h\n' 2>/dev/null | sort -u | tr '\n' ':')
+    -printf '%h\n' 2>/dev/null | grep -v stubs | sort -u | tr '\n' ':')
 export LD_LIBRARY_PATH="${libdirs}${LD_LIBRARY_PATH:-}"
 echo "library path: $LD_LIBRARY_PATH"
 
@@ -47,28 +47,41 @@ for t in Q4_K_M Q4_0 Q8_0; do
 done
 ls -la "$MODELS"
 
+# The real SmolLM2-135M-Instruct Q4_1 file (98 MB, over what one call carries): carried in two
+# halves, .smolA/part1 and .smolB/part2, in back-to-back calls, and joined in /tmp.
+SMOL=/tmp/smol/SmolLM2-135M-Instruct.Q4_1.gguf
+mkdir -p /tmp/smol
+for d in .smolA .smolB; do [[ -d $d ]] && cp $d/* /tmp/smol/; done
+if [[ ! -f $SMOL && -f /tmp/smol/part1 && -f /tmp/smol/part2 ]]; then
+    cat /tmp/smol/part1 /tmp/smol/part2 >$SMOL
+fi
+if [[ -f $SMOL && -f $BIN/llamacpp.json ]]; then
+    export RUSTORCH_TEST_SMOLLM2=$SMOL RUSTORCH_TEST_REFERENCE=$BIN/llamacpp.json
+    sha256sum $SMOL
+fi
+
 # Tests (a missing GPU is a failure here).
 RUSTORCH_REQUIRE_CUDA=1 RUSTORCH_TEST_TINYLLAMA="$MODELS/tinyllama-1.1b-Q4_K_M.gguf" \
-    "$BIN/cuda-tests" --test-threads=2 --nocapture 2>&1 | tee "$OUT/cuda-tests.log"
+    "$BIN/cuda-tests" --test-threads=2 --nocapture ${TEST_FILTER:-} 2>&1 | tee "$OUT/cuda-tests.log"
 test_rc=${PIPESTATUS[0]}
 
 # Benchmarks.
-: >"$OUT/bench.jsonl"
-for t in Q4_K_M Q4_0 Q8_0; do
+BENCH=$(mktemp -d)
+for t in ${BENCH_TYPES-Q4_K_M Q4_0 Q8_0}; do
     "$BIN/rustorch" bench -m "$MODELS/tinyllama-1.1b-$t.gguf" --backend cuda -p 512 -n 128 --json \
-        >"$OUT/bench-$t.json" 2>"$OUT/bench-$t.err"
-    echo "bench $t: rc $?"; cat "$OUT/bench-$t.err"
+        >"$BENCH/bench-$t.json" 2>"$BENCH/bench-$t.err"
+    echo "bench $t: rc $?"; cat "$BENCH/bench-$t.err"
 done
 
-python3 - "$OUT" "$card" "$driver" "$(cat $BIN/COMMIT | tr '\n' ' ')" "$test_rc" <<'PY'
+python3 - "$OUT" "$BENCH" "$card" "$driver" "$(cat $BIN/COMMIT | tr '\n' ' ')" "$test_rc" <<'PY'
 import json, re, sys, os, glob
-out, card, driver, commit, test_rc = sys.argv[1:6]
+out, bench_dir, card, driver, commit, test_rc = sys.argv[1:7]
 log = open(os.path.join(out, "cuda-tests.log")).read()
 tests = {name: status for name, status in re.findall(r"^test (\S+) \.\.\. (ok|FAILED|ignored)", log, re.M)}
 summary = re.findall(r"test result: (\w+)\. (\d+) passed; (\d+) failed", log)
 bench = []
 for t in ["Q4_K_M", "Q4_0", "Q8_0"]:
-    p = os.path.join(out, f"bench-{t}.json")
+    p = os.path.join(bench_dir, f"bench-{t}.json")
     try:
         for r in json.load(open(p)):
             r.pop("samples_ns", None)

@@ -272,7 +272,7 @@ fn decode_attention_matches_cpu() {
             n_rot: hd,
             rope_freq_base: base,
         };
-        for &(n, n_split) in &[(1usize, 4usize), (7, 1), (100, 16), (333, 64)] {
+        for &(n, n_split) in &[(1usize, 4usize), (7, 1), (100, 16), (333, 64), (1000, 4), (2000, 3)] {
             let n_ctx = n + 5;
             let (e, kvd) = (n_head * hd, n_head_kv * hd);
             let q = rng.vec(n * e, 1.0);
@@ -350,17 +350,31 @@ fn compare(cpu: &[f32], gpu: &[f32], n_vocab: usize) -> Agreement {
 
 fn model_vs_cpu(path: &std::path::Path, label: &str, n_tokens: usize) {
     let file = Arc::new(GgufFile::open(path).unwrap());
-    let n_ctx = n_tokens + 32;
-    let mut cpu = rustorch_model::load(file.clone(), Device::Cpu, n_ctx).unwrap();
-    let mut gpu = rustorch_model::load(file, Device::Cuda, n_ctx).unwrap();
-    let n_vocab = cpu.config().n_vocab;
+    let n_vocab = rustorch_model::Config::from_gguf(&file).unwrap().n_vocab;
     let mut rng = Rng::seed();
     let tokens: Vec<u32> = (0..n_tokens)
         .map(|_| (rng.next() % n_vocab as u64) as u32)
         .collect();
+    model_tokens_vs_cpu(file, label, &tokens, 0);
+}
+
+/// CUDA vs CPU on `tokens`: teacher-forced logits as one prompt and one token at a time, then
+/// greedy generation; asserts that at least `min_decisive` positions have a CPU top-two gap >= 0.5.
+/// Returns the CUDA argmax of every position.
+fn model_tokens_vs_cpu(
+    file: Arc<GgufFile>,
+    label: &str,
+    tokens: &[u32],
+    min_decisive: usize,
+) -> Vec<u32> {
+    let n_tokens = tokens.len();
+    let n_ctx = n_tokens + 32;
+    let mut cpu = rustorch_model::load(file.clone(), Device::Cpu, n_ctx).unwrap();
+    let mut gpu = rustorch_model::load(file, Device::Cuda, n_ctx).unwrap();
+    let n_vocab = cpu.config().n_vocab;
     let (mut want, mut got, mut got_step) = (Vec::new(), Vec::new(), Vec::new());
-    cpu.eval(&tokens, 0, Logits::All, &mut want).unwrap();
-    gpu.eval(&tokens, 0, Logits::All, &mut got).unwrap();
+    cpu.eval(tokens, 0, Logits::All, &mut want).unwrap();
+    gpu.eval(tokens, 0, Logits::All, &mut got).unwrap();
     // The same tokens one at a time (the decode graph), cache rewritten from position 0.
     let mut row = Vec::new();
     for (i, &t) in tokens.iter().enumerate() {
@@ -380,7 +394,12 @@ fn model_vs_cpu(path: &std::path::Path, label: &str, n_tokens: usize) {
             a.agree,
             a.decisive
         );
+        assert!(a.decisive >= min_decisive, "{label}: too few decisive positions");
     }
+    let gpu_argmax: Vec<u32> = got
+        .chunks(n_vocab)
+        .map(rustorch_model::runner::argmax)
+        .collect();
 
     // Greedy generation: identical ids up to the first position where the CPU's top two are
     // within 0.5 (a near-tie either backend may break its own way).
@@ -404,6 +423,48 @@ fn model_vs_cpu(path: &std::path::Path, label: &str, n_tokens: usize) {
         next_cpu = rustorch_model::runner::argmax(&out);
     }
     eprintln!("{label}: greedy ids agree for {same} steps (until the first near-tie or 24)");
+    gpu_argmax
+}
+
+/// The real SmolLM2-135M-Instruct Q4_1 file (trained weights, so most positions are decisive) on
+/// the 512 teacher-forced tokens of the llama.cpp reference. Needs RUSTORCH_TEST_SMOLLM2 (the file)
+/// and RUSTORCH_TEST_REFERENCE (`llamacpp.json` of ../shared/reference); the device script sets
+/// both when it has them.
+#[test]
+fn real_smollm2_matches_cpu() {
+    let Some(_gpu) = gpu() else { return };
+    let (Some(model), Some(reference)) = (
+        std::env::var_os("RUSTORCH_TEST_SMOLLM2"),
+        std::env::var_os("RUSTORCH_TEST_REFERENCE"),
+    ) else {
+        eprintln!("RUSTORCH_TEST_SMOLLM2 / RUSTORCH_TEST_REFERENCE not set: skipped");
+        return;
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reference).unwrap()).unwrap();
+    let tf = &json["teacher_forced"]["smollm2-135m-instruct-q4_1"];
+    let ids: Vec<u32> = tf["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let file = Arc::new(GgufFile::open(model).unwrap());
+    let got = model_tokens_vs_cpu(file, "SmolLM2-135M-Instruct Q4_1", &ids, 100);
+    // Beside llama.cpp's own argmax where its margin is decisive (information, not a requirement:
+    // the requirement is agreement with our CPU backend).
+    let (mut n, mut same) = (0, 0);
+    for ((&g, want), margin) in got
+        .iter()
+        .zip(tf["argmax"].as_array().unwrap())
+        .zip(tf["margins"].as_array().unwrap())
+    {
+        if margin.as_f64().unwrap() >= 0.5 {
+            n += 1;
+            same += (g as u64 == want.as_u64().unwrap()) as usize;
+        }
+    }
+    eprintln!("SmolLM2 CUDA argmax equals llama.cpp's at {same}/{n} positions with its margin >= 0.5");
 }
 
 #[test]

@@ -256,9 +256,11 @@ template <> __device__ __forceinline__ float dot_chunk<T_Q4_K>(const u8* row, in
     int sub = c & 7;
     const u8* q = b + 16 + (sub >> 1) * 32;
     int shift = (sub & 1) * 4;
+    uint4 v0 = ((const uint4*)q)[0], v1 = ((const uint4*)q)[1];
+    u32 v[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
     int s = 0;
 #pragma unroll
-    for (int k = 0; k < 8; k++) s = dp4a((ld4(q + 4 * k) >> shift) & 0x0F0F0F0F, a[k], s);
+    for (int k = 0; k < 8; k++) s = dp4a((v[k] >> shift) & 0x0F0F0F0F, a[k], s);
     int sc, m;
     scale_min_k4(sub, b + 4, &sc, &m);
     return ldh(b) * (float)sc * ds.x * (float)s - ldh(b + 2) * (float)m * ds.y;
@@ -269,10 +271,14 @@ template <> __device__ __forceinline__ float dot_chunk<T_Q5_K>(const u8* row, in
     const u8* ql = b + 48 + (sub >> 1) * 32;
     const u8* qh = b + 16;
     int shift = (sub & 1) * 4;
+    uint4 l0 = ((const uint4*)ql)[0], l1 = ((const uint4*)ql)[1];
+    uint4 h0 = ((const uint4*)qh)[0], h1 = ((const uint4*)qh)[1];
+    u32 lv[8] = {l0.x, l0.y, l0.z, l0.w, l1.x, l1.y, l1.z, l1.w};
+    u32 hv[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
     int s = 0;
 #pragma unroll
     for (int k = 0; k < 8; k++) {
-        u32 v = ((ld4(ql + 4 * k) >> shift) & 0x0F0F0F0F) | (((ld4(qh + 4 * k) >> sub) & 0x01010101) << 4);
+        u32 v = ((lv[k] >> shift) & 0x0F0F0F0F) | (((hv[k] >> sub) & 0x01010101) << 4);
         s = dp4a(v, a[k], s);
     }
     int sc, m;
@@ -313,10 +319,24 @@ template <> __device__ __forceinline__ float dot_chunk<T_F16>(const u8* row, int
 }
 
 template <int T>
+__device__ __forceinline__ float chunk_at(const u8* row, int c, const int* aq, const float2* ads) {
+    const int4* a4 = (const int4*)(aq + c * 8);
+    int4 x = a4[0], y = a4[1];
+    int a[8] = {x.x, x.y, x.z, x.w, y.x, y.y, y.z, y.w};
+    return dot_chunk<T>(row, c, a, ads[c]);
+}
+// A lane's share of a row: chunks lane, lane + 32, ...; two at a time so both chunks' loads are in
+// flight together.
+template <int T>
 __device__ __forceinline__ float row_dot(const u8* row, int nch, const int* aq, const float2* ads, int lane) {
-    float s = 0.f;
-    for (int c = lane; c < nch; c += 32) s += dot_chunk<T>(row, c, aq + c * 8, ads[c]);
-    return s;
+    float s0 = 0.f, s1 = 0.f;
+    int c = lane;
+    for (; c + 32 < nch; c += 64) {
+        s0 += chunk_at<T>(row, c, aq, ads);
+        s1 += chunk_at<T>(row, c + 32, aq, ads);
+    }
+    if (c < nch) s0 += chunk_at<T>(row, c, aq, ads);
+    return s0 + s1;
 }
 __device__ float row_dot_t(int t, const u8* row, int nch, const int* aq, const float2* ads, int lane) {
     switch (t) {
@@ -387,16 +407,27 @@ extern "C" __global__ void quantize_q8_1(const float* x, int n_total, i8* aq, fl
     quant_lane(x[blk * 32 + lane], lane, blk, aq, ads);
 }
 
-// RMSNorm of row blockIdx.x (width dim, a multiple of 32) times w, written to any of: f32, f16,
-// q8_1 (the next mat-vec's input). Rows are read from x at row offset `x_row0 + blockIdx.x`.
+// RMSNorm of row blockIdx.x (width dim, a multiple of 32, at most RN_MAX * blockDim) times w,
+// written to any of: f32, f16, q8_1 (the next mat-vec's input). Rows are read from x at row offset
+// `x_row0 + blockIdx.x`. Thread t holds elements t + i * blockDim, so each q8_1 block of 32 lies in
+// one warp.
+#define RN_MAX 8
 extern "C" __global__ void rms_norm(const float* x, int x_row0, const float* w, float eps, int dim,
                                     float* of32, u16* of16, i8* aq, float2* ads) {
     __shared__ float red[32];
     const float* xr = x + (u64)(x_row0 + blockIdx.x) * dim;
+    int bd = blockDim.x, tid = threadIdx.x;
+    float xv[RN_MAX], wv[RN_MAX];
     float ss = 0.f;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
+#pragma unroll
+    for (int i = 0; i < RN_MAX; i++) {
+        int e = tid + i * bd;
+        xv[i] = e < dim ? xr[e] : 0.f;
+        wv[i] = e < dim ? w[e] : 0.f;
+        ss += xv[i] * xv[i];
+    }
     ss = warp_sum(ss);
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+    int warp = tid >> 5, lane = tid & 31, nw = bd >> 5;
     if (lane == 0) red[warp] = ss;
     __syncthreads();
     if (warp == 0) {
@@ -407,9 +438,12 @@ extern "C" __global__ void rms_norm(const float* x, int x_row0, const float* w, 
     __syncthreads();
     float scale = 1.f / sqrtf(red[0] / (float)dim + eps);
     u64 ob = (u64)blockIdx.x * dim;
-    for (int base = warp * 32; base < dim; base += blockDim.x) {
+#pragma unroll
+    for (int i = 0; i < RN_MAX; i++) {
+        int base = warp * 32 + i * bd;
+        if (base >= dim) break;
         int e = base + lane;
-        float y = xr[e] * scale * w[e];
+        float y = xv[i] * scale * wv[i];
         if (of32) of32[ob + e] = y;
         if (of16) of16[ob + e] = f2h(y);
         if (aq) quant_lane(y, lane, (ob + base) >> 5, aq, ads);
@@ -458,18 +492,26 @@ extern "C" __global__ void rope_kv(const float* q, const float* k, const float* 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Decode attention (flash-decoding): block (kv_head, split, head group of <= 8) walks its share of
-// the io[0] + 1 cached positions with an online softmax for every query head of the group; 4 warps
-// take keys in turn, then merge. hd is a multiple of 32, at most 128. Partials: part[head][split] =
-// (acc[hd], max, sum).
+// Decode attention (flash-decoding). Split `split` of the io[0] + 1 cached positions takes `chunk`
+// of them (at least 32, so short contexts use few splits); block (kv_head, split, group of <= 8
+// query heads) walks them in tiles of 32 keys a warp: lane j scores key j against every head of the
+// group (queries in shared memory), the warp updates an online softmax per head, then lane d
+// accumulates output dims d·E.. over the tile's keys. Warps merge at the end; partials go to
+// part[head][split] = (acc[hd], max, sum). hd is a multiple of 32, at most 128.
 #define AD_WARPS 4
 #define AD_G 8
 #define AD_E 4
+#define AD_HD 128
+__device__ __forceinline__ int attn_chunk(int n_kv, int n_split) {
+    return max(32, (n_kv + n_split - 1) / n_split);
+}
 extern "C" __global__ void attn_decode(const u16* qh, const u16* kc, const u16* vc, const int* io,
                                        int n_ctx, int n_head, int n_head_kv, int hd, float scale,
                                        float* part) {
+    __shared__ float sq[AD_G][AD_HD];
+    __shared__ float sp[AD_WARPS][AD_G][32];
     __shared__ float sm_m[AD_WARPS][AD_G], sm_l[AD_WARPS][AD_G];
-    __shared__ float sm_acc[AD_WARPS][AD_G][AD_E * 32];
+    __shared__ float sacc[AD_WARPS][AD_G][AD_HD];
     int kvh = blockIdx.x, split = blockIdx.y, n_split = gridDim.y;
     int group = n_head / n_head_kv;
     int g0 = blockIdx.z * AD_G;
@@ -477,43 +519,81 @@ extern "C" __global__ void attn_decode(const u16* qh, const u16* kc, const u16* 
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int E = hd >> 5;
     int n_kv = io[0] + 1;
-    int chunk = (n_kv + n_split - 1) / n_split;
+    int chunk = attn_chunk(n_kv, n_split);
     int j0 = split * chunk, j1 = min(n_kv, j0 + chunk);
-
-    float q[AD_G][AD_E], acc[AD_G][AD_E], m[AD_G], l[AD_G];
+    if (j0 >= j1) return; // an unused split: attn_reduce reads only the used ones
+    for (int i = threadIdx.x; i < ng * hd; i += blockDim.x) {
+        int h = i / hd, d = i - h * hd;
+        sq[h][d] = h2f(qh[(u64)(kvh * group + g0 + h) * hd + d]);
+    }
+    __syncthreads();
+    float m[AD_G], l[AD_G], acc[AD_G][AD_E];
 #pragma unroll
     for (int h = 0; h < AD_G; h++) {
         m[h] = NEG_BIG;
         l[h] = 0.f;
 #pragma unroll
-        for (int e = 0; e < AD_E; e++) {
-            acc[h][e] = 0.f;
-            q[h][e] = (h < ng && e < E) ? h2f(qh[(u64)(kvh * group + g0 + h) * hd + lane * E + e]) : 0.f;
-        }
+        for (int e = 0; e < AD_E; e++) acc[h][e] = 0.f;
     }
     const u16* kb = kc + (u64)kvh * n_ctx * hd;
     const u16* vb = vc + (u64)kvh * n_ctx * hd;
-    for (int j = j0 + warp; j < j1; j += AD_WARPS) {
-        float kv[AD_E], vv[AD_E];
+    for (int tile = j0 + warp * 32; tile < j1; tile += AD_WARPS * 32) {
+        int j = tile + lane;
+        bool valid = j < j1;
+        float s[AD_G];
 #pragma unroll
-        for (int e = 0; e < AD_E; e++) {
-            kv[e] = e < E ? h2f(kb[(u64)j * hd + lane * E + e]) : 0.f;
-            vv[e] = e < E ? h2f(vb[(u64)j * hd + lane * E + e]) : 0.f;
+        for (int h = 0; h < AD_G; h++) s[h] = 0.f;
+        if (valid) {
+            const uint4* kr = (const uint4*)(kb + (u64)j * hd);
+            for (int d8 = 0; d8 < hd / 8; d8++) {
+                uint4 kw = kr[d8];
+                u32 ws[4] = {kw.x, kw.y, kw.z, kw.w};
+                float kf[8];
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    kf[2 * i] = h2f((u16)(ws[i] & 0xFFFF));
+                    kf[2 * i + 1] = h2f((u16)(ws[i] >> 16));
+                }
+#pragma unroll
+                for (int h = 0; h < AD_G; h++) {
+                    if (h < ng) {
+#pragma unroll
+                        for (int i = 0; i < 8; i++) s[h] += sq[h][d8 * 8 + i] * kf[i];
+                    }
+                }
+            }
         }
 #pragma unroll
         for (int h = 0; h < AD_G; h++) {
             if (h >= ng) break;
-            float p = 0.f;
+            float sc = valid ? s[h] * scale : NEG_BIG;
+            float mn = fmaxf(m[h], warp_max(sc));
+            float corr = expf(m[h] - mn);
+            float p = valid ? expf(sc - mn) : 0.f;
+            l[h] = l[h] * corr + warp_sum(p);
 #pragma unroll
-            for (int e = 0; e < AD_E; e++) p += q[h][e] * kv[e];
-            float sc = warp_sum(p) * scale;
-            float mn = fmaxf(m[h], sc);
-            float corr = expf(m[h] - mn), w = expf(sc - mn);
-            l[h] = l[h] * corr + w;
-#pragma unroll
-            for (int e = 0; e < AD_E; e++) acc[h][e] = acc[h][e] * corr + w * vv[e];
+            for (int e = 0; e < AD_E; e++) acc[h][e] *= corr;
+            sp[warp][h][lane] = p;
             m[h] = mn;
         }
+        __syncwarp();
+        int nk = min(32, j1 - tile);
+#pragma unroll 4
+        for (int jj = 0; jj < nk; jj++) {
+            const u16* vr = vb + (u64)(tile + jj) * hd + lane * E;
+            float vv[AD_E];
+#pragma unroll
+            for (int e = 0; e < AD_E; e++) vv[e] = e < E ? h2f(vr[e]) : 0.f;
+#pragma unroll
+            for (int h = 0; h < AD_G; h++) {
+                if (h < ng) {
+                    float p = sp[warp][h][jj];
+#pragma unroll
+                    for (int e = 0; e < AD_E; e++) acc[h][e] += p * vv[e];
+                }
+            }
+        }
+        __syncwarp();
     }
 #pragma unroll
     for (int h = 0; h < AD_G; h++) {
@@ -523,7 +603,7 @@ extern "C" __global__ void attn_decode(const u16* qh, const u16* kc, const u16* 
         }
 #pragma unroll
         for (int e = 0; e < AD_E; e++)
-            if (e < E) sm_acc[warp][h][lane * E + e] = acc[h][e];
+            if (e < E) sacc[warp][h][lane * E + e] = acc[h][e];
     }
     __syncthreads();
     for (int idx = threadIdx.x; idx < ng * hd; idx += blockDim.x) {
@@ -534,7 +614,7 @@ extern "C" __global__ void attn_decode(const u16* qh, const u16* kc, const u16* 
         for (int w = 0; w < AD_WARPS; w++) {
             float f = expf(sm_m[w][h] - mm);
             ll += sm_l[w][h] * f;
-            a += sm_acc[w][h][d] * f;
+            a += sacc[w][h][d] * f;
         }
         int head = kvh * group + g0 + h;
         float* dst = part + ((u64)head * n_split + split) * (hd + 2);
@@ -546,19 +626,23 @@ extern "C" __global__ void attn_decode(const u16* qh, const u16* kc, const u16* 
     }
 }
 
-// Merges the splits of head blockIdx.x (block hd threads) and writes the head's output as f32
+// Merges the used splits of head blockIdx.x (block hd threads) and writes the head's output as f32
 // and/or q8_1 (the input of the output projection).
-extern "C" __global__ void attn_reduce(const float* part, int n_split, int hd, float* of32, i8* aq,
-                                       float2* ads) {
+extern "C" __global__ void attn_reduce(const float* part, const int* io, int n_split, int hd,
+                                       float* of32, i8* aq, float2* ads) {
     int head = blockIdx.x, d = threadIdx.x;
+    int n_kv = io[0] + 1;
+    int chunk = attn_chunk(n_kv, n_split);
+    int used = (n_kv + chunk - 1) / chunk;
     const float* p = part + (u64)head * n_split * (hd + 2);
-    float mm = NEG_BIG;
-    for (int s = 0; s < n_split; s++) mm = fmaxf(mm, p[s * (hd + 2) + hd]);
-    float ll = 0.f, a = 0.f;
-    for (int s = 0; s < n_split; s++) {
-        float f = expf(p[s * (hd + 2) + hd] - mm);
-        ll += p[s * (hd + 2) + hd + 1] * f;
-        a += p[s * (hd + 2) + d] * f;
+    float mm = NEG_BIG, ll = 0.f, a = 0.f;
+    for (int s = 0; s < used; s++) { // online merge: one pass over the partials
+        float ms = p[s * (hd + 2) + hd], ls = p[s * (hd + 2) + hd + 1], as = p[s * (hd + 2) + d];
+        float mn = fmaxf(mm, ms);
+        float f0 = expf(mm - mn), f1 = expf(ms - mn);
+        ll = ll * f0 + ls * f1;
+        a = a * f0 + as * f1;
+        mm = mn;
     }
     float o = a / ll;
     u64 e = (u64)head * hd + d;

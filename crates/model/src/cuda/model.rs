@@ -151,10 +151,11 @@ pub(crate) fn rms_norm(
     (of32, of16): (u64, u64),
     (aq, ads): (u64, u64),
 ) -> Result<(), ModelError> {
+    assert!(dim % 32 == 0 && dim <= RMS_NORM_MAX);
     gpu.launch(
         &gpu.k.rms_norm,
         (n as u32, 1, 1),
-        256,
+        dim.min(1024) as u32,
         &[
             &x,
             &(row0 as i32),
@@ -168,6 +169,9 @@ pub(crate) fn rms_norm(
         ],
     )
 }
+
+/// Widest row the RMSNorm kernel takes (`RN_MAX` values a thread, 1024 threads).
+pub(crate) const RMS_NORM_MAX: usize = 8 * 1024;
 
 /// Quantizes `n` f32 values (a multiple of 32) at `x` to q8_1.
 pub(crate) fn quantize(gpu: &Gpu, x: u64, n: usize, aq: u64, ads: u64) -> Result<(), ModelError> {
@@ -286,7 +290,7 @@ pub(crate) fn attn_decode(
         &gpu.k.attn_reduce,
         (a.n_head as u32, 1, 1),
         a.hd as u32,
-        &[&part, &(a.n_split as i32), &(a.hd as i32), &of32, &aq, &ads],
+        &[&part, &io, &(a.n_split as i32), &(a.hd as i32), &of32, &aq, &ads],
     )
 }
 
@@ -370,6 +374,11 @@ impl CudaModel {
             n_split: Attn::splits_for(c.n_head, c.n_head_kv),
         };
         attn.check()?;
+        if e % 32 != 0 || e > RMS_NORM_MAX || ff % 32 != 0 {
+            return Err(ModelError::Backend(format!(
+                "cuda: embedding width {e} / feed-forward width {ff} not supported (multiples of 32, width at most {RMS_NORM_MAX})"
+            )));
+        }
         if n_ctx == 0 || n_ctx > i32::MAX as usize / 2 {
             return Err(ModelError::InvalidConfig(format!(
                 "context of {n_ctx} tokens"
