@@ -419,3 +419,62 @@ fn fused_matmuls_match_the_reference() {
         }
     }
 }
+
+#[test]
+fn rope_of_queries_and_keys_joins_the_cache_store() {
+    // As the forward pass calls them: rope(q), rope(k), kv_store(k, v) become one dispatch;
+    // then attention reads the cache it wrote.
+    let shape = AttnShape {
+        n_head: 6,
+        n_head_kv: 2,
+        head_dim: 64,
+        n_rot: 64,
+        rope_freq_base: 500000.0,
+    };
+    let (e, kvd, n_ctx) = (6 * 64, 2 * 64, 128);
+    for subgroups in [false, true] {
+        let mut b = gpu(subgroups);
+        let mut cpu = CpuBackend::new(2);
+        let mut rng = Rng(11);
+        let mut ckv = cpu.alloc_kv(2, n_ctx, 2, 64).unwrap();
+        let mut gkv = b.alloc_kv(2, n_ctx, 2, 64).unwrap();
+        for (pos0, n) in [(0, 20), (20, 1), (21, 1)] {
+            let (mut q, mut k, v) = (rng.vec(n * e), rng.vec(n * kvd), rng.vec(n * kvd));
+            let (mut qg, mut kg, vg) = (upload(&mut b, &q), upload(&mut b, &k), upload(&mut b, &v));
+            cpu.rope(&mut q, n, 6, &shape, pos0);
+            cpu.rope(&mut k, n, 2, &shape, pos0);
+            cpu.kv_store(&mut ckv, 1, &k, &v, n, pos0);
+            let mut want = vec![0.0; n * e];
+            cpu.attention(&q, &ckv, 1, n, pos0, &shape, &mut want);
+            b.rope(&mut qg, n, 6, &shape, pos0);
+            b.rope(&mut kg, n, 2, &shape, pos0);
+            b.kv_store(&mut gkv, 1, &kg, &vg, n, pos0);
+            assert_eq!(
+                b.pending_ops(),
+                1,
+                "rope q, rope k and the store in one dispatch"
+            );
+            let mut out = b.alloc(n * e).unwrap();
+            b.attention(&qg, &gkv, 1, n, pos0, &shape, &mut out);
+            let what = format!("at {pos0} (subgroups {subgroups})");
+            assert_close(
+                &format!("attention {what}"),
+                &download(&mut b, &out, n * e),
+                &want,
+                2e-2,
+            );
+            assert_close(
+                &format!("rotated q {what}"),
+                &download(&mut b, &qg, n * e),
+                &q,
+                1e-4,
+            );
+            assert_close(
+                &format!("rotated k {what}"),
+                &download(&mut b, &kg, n * kvd),
+                &k,
+                1e-4,
+            );
+        }
+    }
+}

@@ -81,8 +81,23 @@ struct LastMatmul {
     size: [u32; 3],
 }
 
+/// The last RoPE dispatch, kept so that the keys' RoPE and their store into the cache can join
+/// the queries' one.
+struct LastRope {
+    serial: u64,
+    q: (wgpu::Buffer, u64),
+    /// The keys, once joined.
+    k: Option<(wgpu::Buffer, u64)>,
+    n: usize,
+    n_head: usize,
+    n_head_kv: usize,
+    pos0: usize,
+    shape: AttnShape,
+}
+
 pub struct WgpuBackend {
     cx: Context,
+    last_rope: Option<LastRope>,
     /// Bound where a matmul has fewer than three weights or outputs: one read-only, three written.
     dummy: [WgpuBuf; 4],
     last_mm: Option<LastMatmul>,
@@ -119,6 +134,7 @@ impl WgpuBackend {
             cx,
             dummy,
             last_mm: None,
+            last_rope: None,
             part: None,
             cache: None,
         })
@@ -254,6 +270,7 @@ impl WgpuBackend {
     fn record(&mut self, pipe: usize, bufs: &[Bind], params: &[u32], size: [u32; 3]) {
         self.cache = None;
         self.last_mm = None;
+        self.last_rope = None;
         if pipe != usize::MAX {
             self.cx.dispatch(pipe, bufs, params, size);
         }
@@ -313,6 +330,7 @@ impl WgpuBackend {
             self.dummy[3].bind(),
         ];
         self.cache = None;
+        self.last_rope = None;
         let serial = self.cx.dispatch(pipe, &bufs, &params, size);
         self.last_mm = (ws.len() <= 2).then(|| LastMatmul {
             serial,
@@ -389,6 +407,60 @@ impl WgpuBackend {
         ];
         self.cx.dispatch(m.pipe, &bufs, &params, size);
         true
+    }
+
+    /// Records the RoPE of `r` (queries, and keys if joined), storing keys and values into the
+    /// cache when `store` names them; returns the op's serial number.
+    fn record_rope(
+        &mut self,
+        r: &LastRope,
+        store: Option<(&WgpuBuf, &WgpuBuf, &WgpuBuf, usize)>,
+    ) -> u64 {
+        let sg = self.cx.subgroups;
+        let pipe = match self.cx.pipe(
+            &format!("rope_kv/sg={sg}"),
+            &[true, true, false, true, true],
+            || shaders::compose(shaders::ROPE_KV, None, sg, 1),
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                self.cx.deferred.get_or_insert(e);
+                return 0;
+            }
+        };
+        let s = &r.shape;
+        let theta_scale = s.rope_freq_base.powf(-2.0 / s.n_rot as f32);
+        let n_ctx = store.map_or(0, |st| st.3);
+        let params = [
+            r.n as u32,
+            r.n_head as u32,
+            r.n_head_kv as u32,
+            s.head_dim as u32,
+            s.n_rot as u32,
+            r.pos0 as u32,
+            theta_scale.to_bits(),
+            n_ctx as u32,
+            store.is_some() as u32,
+        ];
+        let k = r.k.as_ref().map_or(self.dummy[1].bind(), bind_of);
+        let (v, kc, vc) = match store {
+            Some((v, kc, vc, _)) => (v.bind(), kc.bind(), vc.bind()),
+            None => (
+                self.dummy[0].bind(),
+                self.dummy[2].bind(),
+                self.dummy[3].bind(),
+            ),
+        };
+        let rows = r.n * (r.n_head + r.n_head_kv);
+        let size = [
+            (s.head_dim / 2).div_ceil(64) as u32,
+            rows.min(32768) as u32,
+            rows.div_ceil(32768) as u32,
+        ];
+        self.cache = None;
+        self.last_mm = None;
+        self.cx
+            .dispatch(pipe, &[bind_of(&r.q), k, v, kc, vc], &params, size)
     }
 
     fn fail(&mut self, msg: String) {
@@ -591,22 +663,35 @@ impl Backend for WgpuBackend {
     }
 
     fn rope(&mut self, x: &mut WgpuBuf, n: usize, n_heads: usize, shape: &AttnShape, pos0: usize) {
-        let p = self.simple("rope", shaders::ROPE, &[true]);
-        let theta_scale = shape.rope_freq_base.powf(-2.0 / shape.n_rot as f32);
-        let params = [
-            n as u32,
-            n_heads as u32,
-            shape.head_dim as u32,
-            shape.n_rot as u32,
-            pos0 as u32,
-            theta_scale.to_bits(),
-        ];
-        let size = [
-            (shape.n_rot / 2).div_ceil(64) as u32,
-            (n * n_heads) as u32,
-            1,
-        ];
-        self.record(p, &[x.bind()], &params, size);
+        // The keys' RoPE joins the queries' one just recorded (same tokens and positions).
+        let join = self.last_rope.take().filter(|r| {
+            r.k.is_none()
+                && r.q.1 != x.id
+                && r.n == n
+                && r.pos0 == pos0
+                && r.shape.head_dim == shape.head_dim
+                && r.shape.n_rot == shape.n_rot
+                && r.shape.rope_freq_base == shape.rope_freq_base
+        });
+        let mut rope = match join {
+            Some(r) if self.cx.pop_if_last(r.serial) => LastRope {
+                k: Some((x.buf.clone(), x.id)),
+                n_head_kv: n_heads,
+                ..r
+            },
+            _ => LastRope {
+                serial: 0,
+                q: (x.buf.clone(), x.id),
+                k: None,
+                n,
+                n_head: n_heads,
+                n_head_kv: 0,
+                pos0,
+                shape: *shape,
+            },
+        };
+        rope.serial = self.record_rope(&rope, None);
+        self.last_rope = Some(rope);
     }
 
     fn kv_store(
@@ -621,6 +706,17 @@ impl Backend for WgpuBackend {
         if pos0 + n > kv.n_ctx {
             self.fail(format!("kv_store past the context of {}", kv.n_ctx));
             return;
+        }
+        // Joins the RoPE of these keys just recorded.
+        if let Some(r) = self.last_rope.take() {
+            if r.k.as_ref().is_some_and(|rk| rk.1 == k.id)
+                && r.n == n
+                && r.pos0 == pos0
+                && self.cx.pop_if_last(r.serial)
+            {
+                self.record_rope(&r, Some((v, &kv.k[layer], &kv.v[layer], kv.n_ctx)));
+                return;
+            }
         }
         let p = self.simple("kv_store", shaders::KV_STORE, &[false, false, true, true]);
         let params = [

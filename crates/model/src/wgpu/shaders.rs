@@ -15,7 +15,7 @@ const KSCALE: &str = include_str!("shaders/formats/kscale.wgsl");
 pub const MATMUL: &str = include_str!("shaders/matmul.wgsl");
 pub const EMBED: &str = include_str!("shaders/embed.wgsl");
 pub const RMS_NORM: &str = include_str!("shaders/rms_norm.wgsl");
-pub const ROPE: &str = include_str!("shaders/rope.wgsl");
+pub const ROPE_KV: &str = include_str!("shaders/rope_kv.wgsl");
 pub const KV_STORE: &str = include_str!("shaders/kv_store.wgsl");
 pub const ATTENTION: &str = include_str!("shaders/attention.wgsl");
 pub const ATTN_COMBINE: &str = include_str!("shaders/attn_combine.wgsl");
@@ -27,7 +27,7 @@ pub const ARGMAX: &str = include_str!("shaders/argmax.wgsl");
 /// Kernels that take no weight format.
 pub const PLAIN: &[(&str, &str)] = &[
     ("rms_norm", RMS_NORM),
-    ("rope", ROPE),
+    ("rope_kv", ROPE_KV),
     ("kv_store", KV_STORE),
     ("attention", ATTENTION),
     ("attn_combine", ATTN_COMBINE),
