@@ -14,6 +14,7 @@ use rustorch_gguf::{GgmlType, GgufFile};
 use rustorch_quant::act::quantize_act_ggml_x86;
 use rustorch_quant::dispatch;
 use rustorch_quant::kernels::{mat_kernel, MatKernel};
+use rustorch_quant::vecmath;
 
 use crate::backend::{AttnShape, Backend, Device};
 use crate::threads::{for_each_chunk, Pool};
@@ -545,11 +546,7 @@ impl Backend for CpuBackend {
                             *p = scores[j * n_q + row] * scale;
                             max = max.max(*p);
                         }
-                        let mut sum = 0f64;
-                        for p in p[..seen].iter_mut() {
-                            *p = (*p - max).exp();
-                            sum += *p as f64;
-                        }
+                        let sum = vecmath::exp_sub_sum(&mut p[..seen], max);
                         let inv = (1.0 / sum) as f32;
                         for p in p[..seen].iter_mut() {
                             *p = f16::from_f32(*p * inv).to_f32();
@@ -589,9 +586,7 @@ impl Backend for CpuBackend {
     fn swiglu(&mut self, gate: &mut Vec<f32>, up: &Vec<f32>, len: usize) {
         for_each_chunk(&self.pool, &mut gate[..len], 4096, |c, g| {
             let u = &up[c * 4096..c * 4096 + g.len()];
-            for (g, &u) in g.iter_mut().zip(u) {
-                *g = *g / (1.0 + (-*g).exp()) * u;
-            }
+            vecmath::silu_mul(g, u);
         });
     }
 

@@ -18,6 +18,7 @@ pub mod float;
 pub mod kernels;
 pub mod kquants;
 pub mod legacy;
+pub mod vecmath;
 
 pub use dispatch::QuantError;
 pub use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
