@@ -5,8 +5,8 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::{load_u8, read_f32, Dot, RowKernel};
-use crate::float::{bf16_to_fp32, fp16_to_fp32};
+use super::{load_u8, read_f16, read_f32, Dot, RowKernel};
+use crate::float::bf16_to_fp32;
 use crate::GgmlType;
 
 /// A float weight element.
@@ -14,8 +14,14 @@ trait Float {
     const WEIGHT: GgmlType;
     const SIZE: usize;
     /// Eight weights from `p`, as f32.
+    ///
+    /// # Safety
+    /// `8 · SIZE` bytes from `p` are readable (any alignment), and the CPU has NEON.
     unsafe fn load8(p: *const u8) -> [float32x4_t; 2];
     /// One weight from `p`, as f32.
+    ///
+    /// # Safety
+    /// `SIZE` bytes from `p` are readable (any alignment).
     unsafe fn load1(p: *const u8) -> f32;
 }
 
@@ -63,9 +69,7 @@ impl Float for F16 {
     }
     #[inline(always)]
     unsafe fn load1(p: *const u8) -> f32 {
-        fp16_to_fp32(half::f16::from_bits(u16::from_le(
-            p.cast::<u16>().read_unaligned(),
-        )))
+        read_f16(p)
     }
 }
 
@@ -123,5 +127,34 @@ impl<W: Float> RowKernel for W {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::float::fp16_to_fp32;
+
+    /// `fcvtl` / `fcvtl2` against the portable conversion, on every f16 but NaN, in every lane.
+    #[test]
+    fn f16_load8_matches_fp16_to_fp32() {
+        let values: Vec<u16> = (0..=u16::MAX)
+            .filter(|&b| !half::f16::from_bits(b).is_nan())
+            .collect();
+        for chunk in values.chunks(8) {
+            let mut bytes: Vec<u8> = chunk.iter().flat_map(|b| b.to_le_bytes()).collect();
+            bytes.resize(16, 0);
+            let mut got = [0f32; 8];
+            // SAFETY: 16 readable bytes and 8 writable f32; NEON is part of every aarch64 target.
+            unsafe {
+                let [lo, hi] = F16::load8(bytes.as_ptr());
+                vst1q_f32(got.as_mut_ptr(), lo);
+                vst1q_f32(got.as_mut_ptr().add(4), hi);
+            }
+            for (&b, g) in chunk.iter().zip(got) {
+                let want = fp16_to_fp32(half::f16::from_bits(b));
+                assert_eq!(g.to_bits(), want.to_bits(), "{b:#06x}");
+            }
+        }
     }
 }

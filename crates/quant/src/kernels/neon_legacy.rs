@@ -30,6 +30,9 @@ trait Block {
     const MIN: bool;
     /// Weights 0..16 and 16..32 of the block at `x`: the weights themselves for Q8_0 / Q4_0 /
     /// Q5_0, the codes for Q4_1 / Q5_1.
+    ///
+    /// # Safety
+    /// `x` points to a whole block (`BYTES` readable bytes), and the CPU has NEON.
     unsafe fn weights(x: *const u8) -> [int8x16_t; 2];
 }
 
