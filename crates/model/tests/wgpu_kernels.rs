@@ -478,3 +478,36 @@ fn rope_of_queries_and_keys_joins_the_cache_store() {
         }
     }
 }
+
+#[test]
+fn missing_adapters_and_oversized_buffers_are_clear_errors() {
+    let opts = Options {
+        adapter: Some("no-such-gpu".into()),
+        ..Options::from_env()
+    };
+    let msg = WgpuBackend::new(opts)
+        .err()
+        .expect("no adapter has that name")
+        .to_string();
+    assert!(
+        msg.contains("no-such-gpu") && msg.contains("adapters:"),
+        "{msg}"
+    );
+
+    let mut b = gpu(true);
+    let msg = b
+        .alloc(1 << 40)
+        .err()
+        .expect("4 TiB is too much")
+        .to_string();
+    assert!(msg.contains("exceeds this GPU's limit"), "{msg}");
+    let msg = b
+        .alloc_kv(32, 1 << 30, 8, 128)
+        .err()
+        .expect("a KV cache of 2^30 positions")
+        .to_string();
+    assert!(msg.contains("use a smaller -c"), "{msg}");
+    // The backend still works afterwards.
+    let x = upload(&mut b, &[1.0, 2.0]);
+    assert_eq!(download(&mut b, &x, 2), [1.0, 2.0]);
+}

@@ -84,12 +84,10 @@ fn smollm2_agrees_with_the_cpu_backend() {
         next = check(c, g);
     }
     // Then 24 single-token steps, both fed the CPU's greedy choice.
-    let mut pos = prompt.len();
-    for _ in 0..24 {
+    for pos in prompt.len()..prompt.len() + 24 {
         cpu.eval(&[next], pos, Logits::Last, &mut lc).unwrap();
         gpu.eval(&[next], pos, Logits::Last, &mut lg).unwrap();
         next = check(&lc, &lg);
-        pos += 1;
     }
     eprintln!(
         "wgpu vs cpu: {agreed}/{compared} confident positions agree, largest logit difference {max_diff}"

@@ -746,7 +746,7 @@ impl Backend for WgpuBackend {
         out: &mut WgpuBuf,
     ) {
         let hd = shape.head_dim;
-        if hd > 256 || shape.n_head % shape.n_head_kv != 0 {
+        if hd > 256 || !shape.n_head.is_multiple_of(shape.n_head_kv) {
             self.fail(format!(
                 "attention: head_dim {hd} > 256 or uneven GQA groups"
             ));
