@@ -64,8 +64,13 @@ fn instance() -> wgpu::Instance {
     })
 }
 
+/// Whether a hardware adapter is present: `--backend gpu` should not pick a software rasterizer
+/// (lavapipe), which `--backend vulkan` still can.
 pub(crate) fn present() -> bool {
-    !instance().enumerate_adapters(backends()).is_empty()
+    instance()
+        .enumerate_adapters(backends())
+        .iter()
+        .any(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
 }
 
 fn err(msg: impl Into<String>) -> ModelError {

@@ -29,7 +29,7 @@ use crate::ModelError;
 pub use backend::{WgpuBackend, WgpuBuf, WgpuKv, WgpuWeight};
 pub use context::Options;
 
-/// Whether an adapter of this platform's GPU API (Metal or Vulkan) is present.
+/// Whether a hardware GPU adapter of this platform's API (Metal or Vulkan) is present.
 pub fn present() -> bool {
     context::present()
 }
