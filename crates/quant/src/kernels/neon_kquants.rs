@@ -34,10 +34,42 @@ unsafe fn bsums_dot(y: *const u8, mins: [int16x8_t; 2]) -> i32 {
     vaddvq_s32(prod)
 }
 
-/// `sumi + sc · Σ q·a`, for sixteen weights `q` and the sixteen activations at `q8`.
-#[inline(always)]
-unsafe fn add_scaled<D: Dot>(sumi: int32x4_t, q: int8x16_t, q8: *const u8, sc: i32) -> int32x4_t {
-    vmlaq_n_s32(sumi, D::dot(vdupq_n_s32(0), q, load_s8(q8)), sc)
+/// Per-token integer sums of a super-block. With one or two tokens, one chain of multiply-adds
+/// per token would make their latency (not their throughput) the limit of the dot; there the
+/// sums alternate between two chains.
+struct Sums<const NT: usize>([[int32x4_t; 2]; NT]);
+
+impl<const NT: usize> Sums<NT> {
+    #[inline(always)]
+    unsafe fn new() -> Self {
+        Sums([[vdupq_n_s32(0); 2]; NT])
+    }
+
+    /// `sum[t] += sc · s` on chain `chain % 2` (only chain 0 with more tokens).
+    #[inline(always)]
+    unsafe fn add(&mut self, t: usize, chain: usize, s: int32x4_t, sc: i32) {
+        let c = if NT <= 2 { chain % 2 } else { 0 };
+        self.0[t][c] = vmlaq_n_s32(self.0[t][c], s, sc);
+    }
+
+    /// `sum[t] += sc · Σ q·a`, for sixteen weights `q` and the sixteen activations at `q8`.
+    #[inline(always)]
+    unsafe fn add_dot<D: Dot>(
+        &mut self,
+        t: usize,
+        chain: usize,
+        q: int8x16_t,
+        q8: *const u8,
+        sc: i32,
+    ) {
+        self.add(t, chain, D::dot(vdupq_n_s32(0), q, load_s8(q8)), sc);
+    }
+
+    /// Token `t`'s sum, as f32 lanes.
+    #[inline(always)]
+    unsafe fn total(&self, t: usize) -> float32x4_t {
+        vcvtq_f32_s32(vaddq_s32(self.0[t][0], self.0[t][1]))
+    }
 }
 
 // ---- Q4_K, Q5_K ------------------------------------------------------------------------------
@@ -97,7 +129,7 @@ unsafe fn dot_k4<D: Dot, const NT: usize, const BYTES: usize, const Q5: bool>(
         } else {
             [vdupq_n_u8(0); 2]
         };
-        let mut sumi = [vdupq_n_s32(0); NT];
+        let mut sumi = Sums::<NT>::new();
         for j in 0..QK_K / 64 {
             // Weight 64j + l is the low nibble of qs[32j + l], 64j + 32 + l the high one.
             let bits = [
@@ -116,14 +148,14 @@ unsafe fn dot_k4<D: Dot, const NT: usize, const BYTES: usize, const Q5: bool>(
             let lo = [vreinterpretq_s8_u8(lo[0]), vreinterpretq_s8_u8(lo[1])];
             let hi = [vreinterpretq_s8_u8(hi[0]), vreinterpretq_s8_u8(hi[1])];
             let (sc_lo, sc_hi) = (i32::from(sm[2 * j]), i32::from(sm[2 * j + 1]));
-            for t in 0..NT {
-                let q8 = a[t].add(b * Q8K_BYTES + Q8K_QS + 64 * j);
+            for (t, y) in a.iter().enumerate() {
+                let q8 = y.add(b * Q8K_BYTES + Q8K_QS + 64 * j);
                 let s_lo = D::dot(vdupq_n_s32(0), lo[0], load_s8(q8));
                 let s_lo = D::dot(s_lo, lo[1], load_s8(q8.add(16)));
                 let s_hi = D::dot(vdupq_n_s32(0), hi[0], load_s8(q8.add(32)));
                 let s_hi = D::dot(s_hi, hi[1], load_s8(q8.add(48)));
-                sumi[t] = vmlaq_n_s32(sumi[t], s_lo, sc_lo);
-                sumi[t] = vmlaq_n_s32(sumi[t], s_hi, sc_hi);
+                sumi.add(t, 0, s_lo, sc_lo);
+                sumi.add(t, 1, s_hi, sc_hi);
             }
         }
         let d = read_f16(x.add(offset_of!(BlockQ4K, d)));
@@ -131,7 +163,7 @@ unsafe fn dot_k4<D: Dot, const NT: usize, const BYTES: usize, const Q5: bool>(
         for t in 0..NT {
             let y = a[t].add(b * Q8K_BYTES);
             let dy = read_f32(y.add(offset_of!(BlockQ8K, d)));
-            acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(sumi[t]), d * dy);
+            acc[t] = vfmaq_n_f32(acc[t], sumi.total(t), d * dy);
             acc_min[t] -= dmin * dy * bsums_dot(y, mins) as f32;
         }
     }
@@ -185,7 +217,7 @@ impl RowKernel for Q6K {
         for b in 0..n_cols / QK_K {
             let x = w.add(b * size_of::<BlockQ6K>());
             let scales = x.add(offset_of!(BlockQ6K, scales)).cast::<i8>();
-            let mut sumi = [vdupq_n_s32(0); NT];
+            let mut sumi = Sums::<NT>::new();
             for h in 0..QK_K / 128 {
                 let ql = x.add(offset_of!(BlockQ6K, ql) + 64 * h);
                 let qh = x.add(offset_of!(BlockQ6K, qh) + 32 * h);
@@ -204,9 +236,9 @@ impl RowKernel for Q6K {
                         let u = vorrq_u8(low, vshlq_n_u8::<4>(high));
                         let q = vsubq_s8(vreinterpretq_s8_u8(u), bias);
                         let sc = i32::from(*scales.add(8 * h + 2 * i + k));
-                        for t in 0..NT {
-                            let q8 = a[t].add(b * Q8K_BYTES + Q8K_QS + 128 * h + 32 * i + 16 * k);
-                            sumi[t] = add_scaled::<D>(sumi[t], q, q8, sc);
+                        for (t, y) in a.iter().enumerate() {
+                            let q8 = y.add(b * Q8K_BYTES + Q8K_QS + 128 * h + 32 * i + 16 * k);
+                            sumi.add_dot::<D>(t, k, q, q8, sc);
                         }
                     }
                 }
@@ -214,7 +246,7 @@ impl RowKernel for Q6K {
             let d = read_f16(x.add(offset_of!(BlockQ6K, d)));
             for t in 0..NT {
                 let dy = read_f32(a[t].add(b * Q8K_BYTES + offset_of!(BlockQ8K, d)));
-                acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(sumi[t]), d * dy);
+                acc[t] = vfmaq_n_f32(acc[t], sumi.total(t), d * dy);
             }
         }
         hsums(acc, [0.0; NT])
@@ -262,7 +294,7 @@ impl RowKernel for Q3K {
             let sc = scales_q3k(x.add(offset_of!(BlockQ3K, scales)));
             let hmask = x.add(offset_of!(BlockQ3K, hmask));
             let hmask = [load_u8(hmask), load_u8(hmask.add(16))];
-            let mut sumi = [vdupq_n_s32(0); NT];
+            let mut sumi = Sums::<NT>::new();
             for h in 0..QK_K / 128 {
                 let qs = x.add(offset_of!(BlockQ3K, qs) + 32 * h);
                 let qs = [load_u8(qs), load_u8(qs.add(16))];
@@ -275,9 +307,9 @@ impl RowKernel for Q3K {
                         let q = vsubq_u8(low, vbicq_u8(four, high));
                         let q = vreinterpretq_s8_u8(q);
                         let sc = i32::from(sc[8 * h + 2 * i + k]);
-                        for t in 0..NT {
-                            let q8 = a[t].add(b * Q8K_BYTES + Q8K_QS + 128 * h + 32 * i + 16 * k);
-                            sumi[t] = add_scaled::<D>(sumi[t], q, q8, sc);
+                        for (t, y) in a.iter().enumerate() {
+                            let q8 = y.add(b * Q8K_BYTES + Q8K_QS + 128 * h + 32 * i + 16 * k);
+                            sumi.add_dot::<D>(t, k, q, q8, sc);
                         }
                     }
                 }
@@ -285,7 +317,7 @@ impl RowKernel for Q3K {
             let d = read_f16(x.add(offset_of!(BlockQ3K, d)));
             for t in 0..NT {
                 let dy = read_f32(a[t].add(b * Q8K_BYTES + offset_of!(BlockQ8K, d)));
-                acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(sumi[t]), d * dy);
+                acc[t] = vfmaq_n_f32(acc[t], sumi.total(t), d * dy);
             }
         }
         hsums(acc, [0.0; NT])
@@ -316,7 +348,7 @@ impl RowKernel for Q2K {
                 vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(m))),
                 vreinterpretq_s16_u16(vmovl_high_u8(m)),
             ];
-            let mut sumi = [vdupq_n_s32(0); NT];
+            let mut sumi = Sums::<NT>::new();
             for h in 0..QK_K / 128 {
                 let qs = x.add(offset_of!(BlockQ2K, qs) + 32 * h);
                 let qs = [load_u8(qs), load_u8(qs.add(16))];
@@ -326,9 +358,9 @@ impl RowKernel for Q2K {
                         let q = vandq_u8(vshlq_u8(qs, vdupq_n_s8(-2 * i as i8)), m3);
                         let q = vreinterpretq_s8_u8(q);
                         let sc = i32::from(*scales.add(8 * h + 2 * i + k) & 0x0F);
-                        for t in 0..NT {
-                            let q8 = a[t].add(b * Q8K_BYTES + Q8K_QS + 128 * h + 32 * i + 16 * k);
-                            sumi[t] = add_scaled::<D>(sumi[t], q, q8, sc);
+                        for (t, y) in a.iter().enumerate() {
+                            let q8 = y.add(b * Q8K_BYTES + Q8K_QS + 128 * h + 32 * i + 16 * k);
+                            sumi.add_dot::<D>(t, k, q, q8, sc);
                         }
                     }
                 }
@@ -338,7 +370,7 @@ impl RowKernel for Q2K {
             for t in 0..NT {
                 let y = a[t].add(b * Q8K_BYTES);
                 let dy = read_f32(y.add(offset_of!(BlockQ8K, d)));
-                acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(sumi[t]), d * dy);
+                acc[t] = vfmaq_n_f32(acc[t], sumi.total(t), d * dy);
                 acc_min[t] -= dmin * dy * bsums_dot(y, mins) as f32;
             }
         }

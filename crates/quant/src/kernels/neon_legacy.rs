@@ -144,36 +144,67 @@ impl Block for Q5_1 {
     }
 }
 
+/// One block of [`dot_blocks`]: `acc[t] += d_w d_a Σ w·a`, `acc_min[t] += m_w s_a` (with a min).
+#[inline(always)]
+unsafe fn block<B: Block, D: Dot, const NT: usize>(
+    x: *const u8,
+    a: &[*const u8; NT],
+    b: usize,
+    acc: &mut [float32x4_t; NT],
+    acc_min: &mut [f32; NT],
+) {
+    let (a_bytes, a_qs) = if B::MIN {
+        (Q8_1_BYTES, Q8_1_QS)
+    } else {
+        (Q8_0_BYTES, Q8_0_QS)
+    };
+    let q = B::weights(x);
+    let dx = read_f16(x);
+    let mx = if B::MIN { read_f16(x.add(2)) } else { 0.0 };
+    for t in 0..NT {
+        let y = a[t].add(b * a_bytes);
+        let sum = D::dot(vdupq_n_s32(0), q[0], load_s8(y.add(a_qs)));
+        let sum = D::dot(sum, q[1], load_s8(y.add(a_qs + 16)));
+        acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(sum), dx * read_f16(y));
+        if B::MIN {
+            acc_min[t] += mx * read_f16(y.add(2));
+        }
+    }
+}
+
 /// `Σ_b (d_w d_a Σ w·a + m_w s_a)`, the second term only for types with a min.
+///
+/// With one or two tokens, a single accumulator per token would make the latency of its FMA the
+/// limit; there blocks alternate between two.
 #[inline(always)]
 unsafe fn dot_blocks<B: Block, D: Dot, const NT: usize>(
     w: *const u8,
     a: [*const u8; NT],
     n_cols: usize,
 ) -> [f32; NT] {
-    let (a_bytes, a_qs) = if B::MIN {
-        (Q8_1_BYTES, Q8_1_QS)
-    } else {
-        (Q8_0_BYTES, Q8_0_QS)
-    };
-    let mut acc = [vdupq_n_f32(0.0); NT];
-    let mut acc_min = [0.0f32; NT];
-    for b in 0..n_cols / 32 {
-        let x = w.add(b * B::BYTES);
-        let q = B::weights(x);
-        let dx = read_f16(x);
-        let mx = if B::MIN { read_f16(x.add(2)) } else { 0.0 };
-        for t in 0..NT {
-            let y = a[t].add(b * a_bytes);
-            let sum = D::dot(vdupq_n_s32(0), q[0], load_s8(y.add(a_qs)));
-            let sum = D::dot(sum, q[1], load_s8(y.add(a_qs + 16)));
-            acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(sum), dx * read_f16(y));
-            if B::MIN {
-                acc_min[t] += mx * read_f16(y.add(2));
-            }
+    let mut acc = [[vdupq_n_f32(0.0); NT]; 2];
+    let mut acc_min = [[0.0f32; NT]; 2];
+    let (nb, mut b) = (n_cols / 32, 0);
+    if NT <= 2 {
+        while b + 2 <= nb {
+            let x = w.add(b * B::BYTES);
+            block::<B, D, NT>(x, &a, b, &mut acc[0], &mut acc_min[0]);
+            let x = w.add((b + 1) * B::BYTES);
+            block::<B, D, NT>(x, &a, b + 1, &mut acc[1], &mut acc_min[1]);
+            b += 2;
         }
     }
-    hsums(acc, acc_min)
+    for b in b..nb {
+        let x = w.add(b * B::BYTES);
+        block::<B, D, NT>(x, &a, b, &mut acc[0], &mut acc_min[0]);
+    }
+    let [mut even, odd] = acc;
+    let [mut min, min_odd] = acc_min;
+    for t in 0..NT {
+        even[t] = vaddq_f32(even[t], odd[t]);
+        min[t] += min_odd[t];
+    }
+    hsums(even, min)
 }
 
 macro_rules! row_kernel {
