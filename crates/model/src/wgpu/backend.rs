@@ -622,6 +622,10 @@ impl Backend for WgpuBackend {
         dim: usize,
         out: &mut WgpuBuf,
     ) {
+        if !dim.is_multiple_of(4) {
+            self.fail(format!("rms_norm: width {dim} is not a multiple of 4"));
+            return;
+        }
         let p = self.simple("rms_norm", shaders::RMS_NORM, &[false, false, true]);
         self.record(
             p,

@@ -272,14 +272,15 @@ impl Context {
         Err(err(format!("GPU error: {all}")))
     }
 
-    /// A storage buffer of `bytes` (at least 4), zeroed, or an error if the device cannot hold it.
+    /// A storage buffer of `bytes` (rounded up to whole 16-byte vectors), zeroed, or an error if the
+    /// device cannot hold it.
     pub fn buffer(
         &mut self,
         label: &str,
         bytes: u64,
         extra: wgpu::BufferUsages,
     ) -> Result<wgpu::Buffer, ModelError> {
-        let bytes = bytes.max(4).div_ceil(4) * 4;
+        let bytes = bytes.max(16).div_ceil(16) * 16;
         let max = self
             .limits
             .max_buffer_size
