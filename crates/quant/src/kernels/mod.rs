@@ -17,7 +17,8 @@
 //! f32 FMA over the converted weights.
 //!
 //! Activations must come from `quantize_act`. Their 8-bit codes then lie in `[-127, 127]`, which the
-//! x86 kernels rely on (`maddubs` saturates at ±32767 and the sign trick cannot negate -128);
+//! x86 kernels rely on (`maddubs` saturates at ±32767 and the sign trick cannot negate -128), and
+//! so does NEON without `sdot` (its 16-bit sums of two `i8` products would wrap on -128 · -128);
 //! other bytes give wrong sums, never undefined behaviour.
 //!
 //! `gemm` allocates nothing once a thread has run it: the x86 Q8_0 / Q8_1 kernels convert the
