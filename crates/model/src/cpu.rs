@@ -99,6 +99,8 @@ struct AttnScratch {
 
 thread_local! {
     static ATTN: RefCell<AttnScratch> = RefCell::new(AttnScratch::default());
+    /// RoPE's `(sin, cos)` of one position, `n_rot / 2` pairs.
+    static ROPE: RefCell<Vec<(f32, f32)>> = const { RefCell::new(Vec::new()) };
 }
 
 impl CpuBackend {
@@ -426,17 +428,23 @@ impl Backend for CpuBackend {
             &mut x[..n * n_heads * hd],
             n_heads * hd,
             |t, row| {
-                let pos = (pos0 + t) as f32;
-                for head in row.chunks_mut(hd) {
-                    let mut theta = pos;
-                    for pair in head[..shape.n_rot].chunks_exact_mut(2) {
-                        let (sin, cos) = theta.sin_cos();
-                        let (x0, x1) = (pair[0], pair[1]);
-                        pair[0] = x0 * cos - x1 * sin;
-                        pair[1] = x0 * sin + x1 * cos;
+                ROPE.with_borrow_mut(|cs| {
+                    // One (sin, cos) table per position, shared by every head of the row.
+                    cs.clear();
+                    let mut theta = (pos0 + t) as f32;
+                    for _ in 0..shape.n_rot / 2 {
+                        cs.push(theta.sin_cos());
                         theta *= theta_scale;
                     }
-                }
+                    for head in row.chunks_mut(hd) {
+                        let pairs = head[..shape.n_rot].chunks_exact_mut(2);
+                        for (pair, &(sin, cos)) in pairs.zip(cs.iter()) {
+                            let (x0, x1) = (pair[0], pair[1]);
+                            pair[0] = x0 * cos - x1 * sin;
+                            pair[1] = x0 * sin + x1 * cos;
+                        }
+                    }
+                });
             },
         );
     }
