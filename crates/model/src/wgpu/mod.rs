@@ -8,6 +8,11 @@
 //! - Every op of a forward pass is recorded ([`context::Context`]) and nothing is submitted until
 //!   a result is read: one command buffer and one submission per step, with each op's parameters in
 //!   one uniform buffer at dynamic offsets and bind groups cached across steps.
+//! - Matmuls dot decoded weights with f32 activations (the CPU backend quantizes activations to
+//!   8 bits first, so logits differ slightly; `dot4I8Packed` kernels are a later step). Decode
+//!   (one token) and prompt (eight tokens per workgroup) use the same kernel source.
+//! - Fewer dispatches per layer (`backend/fused.rs`): q/k/v and gate/up share one, SwiGLU and the
+//!   residual adds fold into the matmul before them, RoPE of q and k and the cache store are one.
 //! - Workgroup sums use subgroup operations where the adapter has them, workgroup memory where not.
 //! - A missing adapter, a lost device, a validation or out-of-memory error, or a GPU that does not
 //!   answer within the time limit is an error naming the problem, never a hang.
