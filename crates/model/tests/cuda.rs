@@ -117,7 +117,11 @@ fn q8_1_activation_quantization() {
     for (b, (chunk, ds)) in x.chunks(32).zip(&ds).enumerate() {
         let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
-        assert!((ds[0] - d).abs() <= d * 1e-6, "block {b}: d {} vs {d}", ds[0]);
+        assert!(
+            (ds[0] - d).abs() <= d * 1e-6,
+            "block {b}: d {} vs {d}",
+            ds[0]
+        );
         let codes = &q[b * 32..(b + 1) * 32];
         let sum: i32 = codes.iter().map(|&c| c as i32).sum();
         assert!((ds[1] - d * sum as f32).abs() <= d.abs() * 1e-3 + 1e-6);
@@ -159,7 +163,7 @@ fn matvec_matches_scalar_reference() {
     let mut rng = Rng::seed();
     // 2816 columns: 88 chunks of 32, not a multiple of a warp's 32 lanes; 67 rows: not a multiple
     // of the 4 rows a block takes.
-    for &(rows, cols) in &[(67usize, 2816usize), (130, 512)] {
+    for &(rows, cols) in &[(67usize, 2816usize), (130, 512), (33, 5632)] {
         for &ty in FAST.iter().chain(WIDENED) {
             let w = rng.vec(rows * cols, 1.0);
             let x = rng.vec(cols, 2.0);
@@ -190,10 +194,10 @@ fn matvec_matches_scalar_reference() {
 fn fused_gate_up_silu() {
     let Some(gpu) = gpu() else { return };
     let mut rng = Rng::seed();
-    let (rows, cols) = (100, 1024);
-    for &(tg, tu) in &[
-        (GgmlType::Q4_K, GgmlType::Q4_K),
-        (GgmlType::Q4_0, GgmlType::Q6_K),
+    for &(tg, tu, rows, cols) in &[
+        (GgmlType::Q4_K, GgmlType::Q4_K, 100, 1024),
+        (GgmlType::Q4_0, GgmlType::Q6_K, 37, 2816),
+        (GgmlType::Q8_0, GgmlType::Q5_K, 21, 5632),
     ] {
         let (g, u, x) = (
             rng.vec(rows * cols, 1.0),
@@ -216,6 +220,45 @@ fn fused_gate_up_silu() {
 }
 
 #[test]
+fn qkv_with_rope_matches_separate_kernels() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::seed();
+    let shape = AttnShape {
+        n_head: 8,
+        n_head_kv: 2,
+        head_dim: 64,
+        n_rot: 64,
+        rope_freq_base: 10000.0,
+    };
+    let cols = 512;
+    let (e, kvd) = (8 * 64, 2 * 64);
+    for ty in [GgmlType::Q4_K, GgmlType::Q8_0] {
+        let wq = quantize(ty, &rng.vec(e * cols, 1.0), cols);
+        let wk = quantize(ty, &rng.vec(kvd * cols, 1.0), cols);
+        let wv = quantize(ty, &rng.vec(kvd * cols, 1.0), cols);
+        let x = rng.vec(cols, 2.0);
+        let nw = rng.vec(cols, 1.0);
+        let [fused, separate] =
+            testing::qkv_rope(&gpu, ty, [&wq, &wk, &wv], &x, &nw, 1e-5, &shape, 37).unwrap();
+        for (what, a, b) in [
+            ("q", &fused.0, &separate.0),
+            ("k cache", &fused.1, &separate.1),
+            ("v cache", &fused.2, &separate.2),
+        ] {
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert!(scale > 0.0, "{what}: nothing written");
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                // f16 stores of the same f32 values, up to one f16 rounding step.
+                assert!(
+                    (x - y).abs() <= 2e-3 * scale,
+                    "{ty} {what}[{i}]: {x} vs {y}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn rms_norm_matches_cpu() {
     let Some(gpu) = gpu() else { return };
     let mut rng = Rng::seed();
@@ -232,9 +275,7 @@ fn rms_norm_matches_cpu() {
         ty: GgmlType::F32,
     };
     let mut writer = rustorch_gguf::GgufWriter::create(&file, &[], &[spec]).unwrap();
-    writer
-        .write_tensor_data(bytemuck::cast_slice(&w))
-        .unwrap();
+    writer.write_tensor_data(bytemuck::cast_slice(&w)).unwrap();
     writer.finish().unwrap();
     let gguf = Arc::new(GgufFile::open(&file).unwrap());
     let wt = cpu.upload(&gguf, "w").unwrap();
@@ -263,6 +304,7 @@ fn decode_attention_matches_cpu() {
         (9, 3, 64, 100000.0),    // SmolLM2
         (8, 8, 128, 10000.0),    // no GQA, 128-wide heads
         (24, 2, 32, 500000.0),   // 12 query heads per KV head (two head groups)
+        (6, 2, 96, 10000.0),     // 96-wide heads
     ];
     for &(n_head, n_head_kv, hd, base) in &shapes {
         let shape = AttnShape {
@@ -272,7 +314,14 @@ fn decode_attention_matches_cpu() {
             n_rot: hd,
             rope_freq_base: base,
         };
-        for &(n, n_split) in &[(1usize, 4usize), (7, 1), (100, 16), (333, 64), (1000, 4), (2000, 3)] {
+        for &(n, n_split) in &[
+            (1usize, 4usize),
+            (7, 1),
+            (100, 16),
+            (333, 64),
+            (1000, 4),
+            (2000, 3),
+        ] {
             let n_ctx = n + 5;
             let (e, kvd) = (n_head * hd, n_head_kv * hd);
             let q = rng.vec(n * e, 1.0);
@@ -293,7 +342,9 @@ fn decode_attention_matches_cpu() {
                 .iter()
                 .zip(want)
                 .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            eprintln!("attention {n_head}/{n_head_kv}x{hd} n={n} splits={n_split}: max |err| {err:.2e}");
+            eprintln!(
+                "attention {n_head}/{n_head_kv}x{hd} n={n} splits={n_split}: max |err| {err:.2e}"
+            );
             // Both round q to f16; the CPU also rounds the probabilities to f16.
             assert!(err <= 4e-3, "max error {err}");
         }
@@ -387,14 +438,21 @@ fn model_tokens_vs_cpu(
             "{label} {what}: logits rel. error {:.4}, argmax agrees at {}/{} positions with CPU gap >= 0.5",
             a.rel_err, a.agree, a.decisive
         );
-        assert!(a.rel_err < 0.05, "{label} {what}: relative error {}", a.rel_err);
+        assert!(
+            a.rel_err < 0.05,
+            "{label} {what}: relative error {}",
+            a.rel_err
+        );
         assert!(
             a.agree as f64 >= 0.99 * a.decisive as f64,
             "{label} {what}: argmax agrees at {}/{}",
             a.agree,
             a.decisive
         );
-        assert!(a.decisive >= min_decisive, "{label}: too few decisive positions");
+        assert!(
+            a.decisive >= min_decisive,
+            "{label}: too few decisive positions"
+        );
     }
     let gpu_argmax: Vec<u32> = got
         .chunks(n_vocab)
@@ -403,7 +461,7 @@ fn model_tokens_vs_cpu(
 
     // Greedy generation: identical ids up to the first position where the CPU's top two are
     // within 0.5 (a near-tie either backend may break its own way).
-    let prompt = &tokens[..8];
+    let prompt = &tokens[..(n_tokens / 2).min(64)];
     let mut out = Vec::new();
     cpu.eval(prompt, 0, Logits::Last, &mut out).unwrap();
     gpu.eval(prompt, 0, Logits::Last, &mut row).unwrap();
@@ -416,7 +474,10 @@ fn model_tokens_vs_cpu(
         if sorted[0] - sorted[1] < 0.5 {
             break;
         }
-        assert_eq!(next_cpu, next_gpu, "{label}: greedy ids part at position {pos}");
+        assert_eq!(
+            next_cpu, next_gpu,
+            "{label}: greedy ids part at position {pos}"
+        );
         same += 1;
         cpu.eval(&[next_cpu], pos, Logits::Last, &mut out).unwrap();
         next_gpu = gpu.eval_argmax(next_gpu, pos).unwrap();
@@ -464,7 +525,9 @@ fn real_smollm2_matches_cpu() {
             same += (g as u64 == want.as_u64().unwrap()) as usize;
         }
     }
-    eprintln!("SmolLM2 CUDA argmax equals llama.cpp's at {same}/{n} positions with its margin >= 0.5");
+    eprintln!(
+        "SmolLM2 CUDA argmax equals llama.cpp's at {same}/{n} positions with its margin >= 0.5"
+    );
 }
 
 #[test]

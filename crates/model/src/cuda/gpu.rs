@@ -26,8 +26,10 @@ const KERNELS: &[&str] = &[
     "rms_norm",
     "swiglu_f16",
     "rope_kv",
-    "attn_decode",
-    "attn_reduce",
+    "attn_decode_32",
+    "attn_decode_64",
+    "attn_decode_96",
+    "attn_decode_128",
     "softmax_causal",
     "heads_to_rows",
     "argmax",
@@ -43,8 +45,8 @@ pub(crate) struct Kernels {
     pub rms_norm: CudaFunction,
     pub swiglu_f16: CudaFunction,
     pub rope_kv: CudaFunction,
-    pub attn_decode: CudaFunction,
-    pub attn_reduce: CudaFunction,
+    /// By head size: 32, 64, 96, 128.
+    pub attn_decode: [CudaFunction; 4],
     pub softmax_causal: CudaFunction,
     pub heads_to_rows: CudaFunction,
     pub argmax: CudaFunction,
@@ -165,17 +167,22 @@ impl Gpu {
             rms_norm: f(KERNELS[5])?,
             swiglu_f16: f(KERNELS[6])?,
             rope_kv: f(KERNELS[7])?,
-            attn_decode: f(KERNELS[8])?,
-            attn_reduce: f(KERNELS[9])?,
-            softmax_causal: f(KERNELS[10])?,
-            heads_to_rows: f(KERNELS[11])?,
-            argmax: f(KERNELS[12])?,
+            attn_decode: [
+                f(KERNELS[8])?,
+                f(KERNELS[9])?,
+                f(KERNELS[10])?,
+                f(KERNELS[11])?,
+            ],
+            softmax_causal: f(KERNELS[12])?,
+            heads_to_rows: f(KERNELS[13])?,
+            argmax: f(KERNELS[14])?,
             _module: module,
         };
         // SAFETY: only dlopen of the library.
         let blas = if unsafe { blas_sys::is_culib_present() } {
-            let handle = blas::create_handle()
-                .map_err(|e| ModelError::Backend(format!("cuda: creating a cuBLAS handle: {e:?}")))?;
+            let handle = blas::create_handle().map_err(|e| {
+                ModelError::Backend(format!("cuda: creating a cuBLAS handle: {e:?}"))
+            })?;
             // SAFETY: both handles are valid; the driver stream is the runtime stream type.
             unsafe { blas::set_stream(handle, stream.cu_stream() as _) }
                 .map_err(|e| ModelError::Backend(format!("cuda: cuBLAS stream: {e:?}")))?;

@@ -325,68 +325,33 @@ __device__ __forceinline__ float chunk_at(const u8* row, int c, const int* aq, c
     int a[8] = {x.x, x.y, x.z, x.w, y.x, y.y, y.z, y.w};
     return dot_chunk<T>(row, c, a, ads[c]);
 }
-// A lane's share of a row: chunks lane, lane + 32, ...; two at a time so both chunks' loads are in
+// A lane's share of a row: chunks i, i + stride, ...; two at a time so both chunks' loads are in
 // flight together.
 template <int T>
-__device__ __forceinline__ float row_dot(const u8* row, int nch, const int* aq, const float2* ads, int lane) {
+__device__ __forceinline__ float row_dot(const u8* row, int nch, const int* aq, const float2* ads, int i,
+                                         int stride) {
     float s0 = 0.f, s1 = 0.f;
-    int c = lane;
-    for (; c + 32 < nch; c += 64) {
+    int c = i;
+    for (; c + stride < nch; c += 2 * stride) {
         s0 += chunk_at<T>(row, c, aq, ads);
-        s1 += chunk_at<T>(row, c + 32, aq, ads);
+        s1 += chunk_at<T>(row, c + stride, aq, ads);
     }
     if (c < nch) s0 += chunk_at<T>(row, c, aq, ads);
     return s0 + s1;
 }
-__device__ float row_dot_t(int t, const u8* row, int nch, const int* aq, const float2* ads, int lane) {
+__device__ float row_dot_t(int t, const u8* row, int nch, const int* aq, const float2* ads, int i, int stride) {
     switch (t) {
-    case T_Q4_0: return row_dot<T_Q4_0>(row, nch, aq, ads, lane);
-    case T_Q4_1: return row_dot<T_Q4_1>(row, nch, aq, ads, lane);
-    case T_Q5_0: return row_dot<T_Q5_0>(row, nch, aq, ads, lane);
-    case T_Q5_1: return row_dot<T_Q5_1>(row, nch, aq, ads, lane);
-    case T_Q8_0: return row_dot<T_Q8_0>(row, nch, aq, ads, lane);
-    case T_Q4_K: return row_dot<T_Q4_K>(row, nch, aq, ads, lane);
-    case T_Q5_K: return row_dot<T_Q5_K>(row, nch, aq, ads, lane);
-    case T_Q6_K: return row_dot<T_Q6_K>(row, nch, aq, ads, lane);
-    default: return row_dot<T_F16>(row, nch, aq, ads, lane);
+    case T_Q4_0: return row_dot<T_Q4_0>(row, nch, aq, ads, i, stride);
+    case T_Q4_1: return row_dot<T_Q4_1>(row, nch, aq, ads, i, stride);
+    case T_Q5_0: return row_dot<T_Q5_0>(row, nch, aq, ads, i, stride);
+    case T_Q5_1: return row_dot<T_Q5_1>(row, nch, aq, ads, i, stride);
+    case T_Q8_0: return row_dot<T_Q8_0>(row, nch, aq, ads, i, stride);
+    case T_Q4_K: return row_dot<T_Q4_K>(row, nch, aq, ads, i, stride);
+    case T_Q5_K: return row_dot<T_Q5_K>(row, nch, aq, ads, i, stride);
+    case T_Q6_K: return row_dot<T_Q6_K>(row, nch, aq, ads, i, stride);
+    default: return row_dot<T_F16>(row, nch, aq, ads, i, stride);
     }
 }
-
-// Mat-vec of up to three weights sharing one quantized input (q/k/v), one warp per output row.
-// mode 0: o = W·x; mode 1: o += W·x (residual); mode 2: o0 = silu(W0·x) * (W1·x) over r0 rows.
-extern "C" __global__ void matvec(const u8* w0, int t0, int r0, float* o0,
-                                  const u8* w1, int t1, int r1, float* o1,
-                                  const u8* w2, int t2, int r2, float* o2,
-                                  const i8* aq, const float2* ads, int ncols, int mode) {
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int row = blockIdx.x * (blockDim.x >> 5) + warp;
-    int nch = ncols >> 5;
-    const int* a = (const int*)aq;
-    if (mode == 2) {
-        if (row >= r0) return;
-        float g = warp_sum(row_dot_t(t0, w0 + (u64)row * row_bytes(t0, ncols), nch, a, ads, lane));
-        float u = warp_sum(row_dot_t(t1, w1 + (u64)row * row_bytes(t1, ncols), nch, a, ads, lane));
-        if (lane == 0) o0[row] = g / (1.f + expf(-g)) * u;
-        return;
-    }
-    const u8* w;
-    int t;
-    float* o;
-    if (row < r0) {
-        w = w0; t = t0; o = o0;
-    } else if (row < r0 + r1) {
-        row -= r0; w = w1; t = t1; o = o1;
-    } else if (row < r0 + r1 + r2) {
-        row -= r0 + r1; w = w2; t = t2; o = o2;
-    } else {
-        return;
-    }
-    float s = warp_sum(row_dot_t(t, w + (u64)row * row_bytes(t, ncols), nch, a, ads, lane));
-    if (lane == 0) o[row] = mode == 1 ? o[row] + s : s;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Activations.
 
 // One warp quantizes the 32 values held one per lane into q8_1 block `blk`.
 __device__ __forceinline__ void quant_lane(float v, int lane, u64 blk, i8* aq, float2* ads) {
@@ -398,6 +363,102 @@ __device__ __forceinline__ void quant_lane(float v, int lane, u64 blk, i8* aq, f
     aq[blk * 32 + lane] = (i8)q;
     if (lane == 0) ads[blk] = make_float2(d, d * sum);
 }
+
+// Mat-vec of up to three weights sharing one input (q/k/v). A block of nw <= 16 warps takes
+// nw / wpr work items, `wpr` warps each (wide rows get more lanes, so every lane has at most a few chunks and all
+// of its loads are in flight at once). An item is one output row; in mode 2 an item is one row of
+// the gate or of the up weight (alternating), so both rows load at the same time.
+//
+// mode 0: o = W·x; mode 1: o += W·x (residual); mode 2: o0 = silu(W0·x) * (W1·x) over r0 rows;
+// mode 3: q/k/v of one token: q and k rotated (RoPE at position io[0], pairs of adjacent rows,
+// which share a block since wpr <= 2) and written as f16, q to `qh`, k and v into the layer's
+// cache at position io[0].
+extern "C" __global__ void matvec(const u8* w0, int t0, int r0, float* o0,
+                                  const u8* w1, int t1, int r1, float* o1,
+                                  const u8* w2, int t2, int r2, float* o2,
+                                  const i8* aq, const float2* ads, int ncols, int mode, int wpr,
+                                  const int* io, u16* qh, u16* kc, u16* vc, int n_ctx, int hd,
+                                  int n_rot, float theta_scale) {
+    __shared__ float part[16];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, n_warps = blockDim.x >> 5;
+    int nch = ncols >> 5;
+    int items = n_warps / wpr;
+    const int* a = (const int*)aq;
+    int gi = blockIdx.x * items + warp / wpr;
+    const u8* w = 0;
+    int t = 0, row = 0;
+    if (mode == 2) {
+        row = gi >> 1;
+        if (row < r0) {
+            w = (gi & 1) ? w1 : w0;
+            t = (gi & 1) ? t1 : t0;
+        }
+    } else if (gi < r0) {
+        row = gi; w = w0; t = t0;
+    } else if (gi < r0 + r1) {
+        row = gi - r0; w = w1; t = t1;
+    } else if (gi < r0 + r1 + r2) {
+        row = gi - r0 - r1; w = w2; t = t2;
+    }
+    float s = 0.f;
+    if (w) s = row_dot_t(t, w + (u64)row * row_bytes(t, ncols), nch, a, ads, (warp % wpr) * 32 + lane, 32 * wpr);
+    s = warp_sum(s);
+    if (lane == 0) part[warp] = s;
+    __syncthreads();
+    if (threadIdx.x >= items) return;
+    int it = threadIdx.x;
+    float v = 0.f;
+    for (int k = 0; k < wpr; k++) v += part[it * wpr + k];
+    int g = blockIdx.x * items + it;
+    if (mode == 2) {
+        if ((g & 1) || (g >> 1) >= r0) return;
+        float u = 0.f;
+        for (int k = 0; k < wpr; k++) u += part[(it + 1) * wpr + k];
+        o0[g >> 1] = v / (1.f + expf(-v)) * u;
+        return;
+    }
+    if (mode == 3) {
+        int pos = io[0];
+        if (g >= r0 + r1) { // v: straight into the cache
+            g -= r0 + r1;
+            if (g < r2) vc[((u64)(g / hd) * n_ctx + pos) * hd + g % hd] = f2h(v);
+            return;
+        }
+        if (g & 1) return; // the even row of a pair rotates both
+        float v1 = 0.f;
+        for (int k = 0; k < wpr; k++) v1 += part[(it + 1) * wpr + k];
+        bool is_q = g < r0;
+        int r = is_q ? g : g - r0;
+        int d = r % hd;
+        float x0 = v, x1 = v1;
+        if (d < n_rot) {
+            float theta = (float)pos; // as ggml: theta_i = pos * scale^i by repeated products
+            for (int j = 0; j < d / 2; j++) theta *= theta_scale;
+            float sn, cs;
+            sincosf(theta, &sn, &cs);
+            x0 = v * cs - v1 * sn;
+            x1 = v * sn + v1 * cs;
+        }
+        u16* dst = is_q ? qh + r : kc + ((u64)(r / hd) * n_ctx + pos) * hd + d;
+        dst[0] = f2h(x0);
+        dst[1] = f2h(x1);
+        return;
+    }
+    float* o;
+    if (g < r0) {
+        o = o0;
+    } else if (g < r0 + r1) {
+        g -= r0; o = o1;
+    } else if (g < r0 + r1 + r2) {
+        g -= r0 + r1; o = o2;
+    } else {
+        return;
+    }
+    o[g] = mode == 1 ? o[g] + v : v;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activations.
 
 // x (n_total values, a multiple of 32) -> q8_1; one warp per block of 32.
 extern "C" __global__ void quantize_q8_1(const float* x, int n_total, i8* aq, float2* ads) {
@@ -493,103 +554,114 @@ extern "C" __global__ void rope_kv(const float* q, const float* k, const float* 
 
 // ---------------------------------------------------------------------------------------------
 // Decode attention (flash-decoding). Split `split` of the io[0] + 1 cached positions takes `chunk`
-// of them (at least 32, so short contexts use few splits); block (kv_head, split, group of <= 8
+// of them (at least 128, so short contexts use one block a head group and no merge); block (kv_head, split, group of <= 8
 // query heads) walks them in tiles of 32 keys a warp: lane j scores key j against every head of the
 // group (queries in shared memory), the warp updates an online softmax per head, then lane d
 // accumulates output dims d·E.. over the tile's keys. Warps merge at the end; partials go to
-// part[head][split] = (acc[hd], max, sum). hd is a multiple of 32, at most 128.
+// part[head][split] = (acc[hd], max, sum), and the last block of a head group merges the splits
+// into the output (f32 and/or q8_1). `counter` (one int per head group, zero) counts arrivals.
 #define AD_WARPS 4
 #define AD_G 8
-#define AD_E 4
-#define AD_HD 128
+// Positions a split takes: at least one pass of the block's 4 warps (128), so contexts up to 128
+// need no merge across blocks.
 __device__ __forceinline__ int attn_chunk(int n_kv, int n_split) {
-    return max(32, (n_kv + n_split - 1) / n_split);
+    return max(AD_WARPS * 32, (n_kv + n_split - 1) / n_split);
 }
-extern "C" __global__ void attn_decode(const u16* qh, const u16* kc, const u16* vc, const int* io,
-                                       int n_ctx, int n_head, int n_head_kv, int hd, float scale,
-                                       float* part) {
-    __shared__ float sq[AD_G][AD_HD];
+template <int HD>
+__device__ void attn_decode_t(const u16* qh, const u16* kc, const u16* vc, const int* io, int n_ctx,
+                              int n_head, int n_head_kv, float scale, float* part, int* counter,
+                              float* of32, i8* aq, float2* ads) {
+    constexpr int E = HD / 32;
+    __shared__ float sq[AD_G][HD];
     __shared__ float sp[AD_WARPS][AD_G][32];
     __shared__ float sm_m[AD_WARPS][AD_G], sm_l[AD_WARPS][AD_G];
-    __shared__ float sacc[AD_WARPS][AD_G][AD_HD];
+    __shared__ float sacc[AD_WARPS][AD_G][HD];
     int kvh = blockIdx.x, split = blockIdx.y, n_split = gridDim.y;
     int group = n_head / n_head_kv;
     int g0 = blockIdx.z * AD_G;
     int ng = min(AD_G, group - g0);
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int E = hd >> 5;
     int n_kv = io[0] + 1;
     int chunk = attn_chunk(n_kv, n_split);
     int j0 = split * chunk, j1 = min(n_kv, j0 + chunk);
-    if (j0 >= j1) return; // an unused split: attn_reduce reads only the used ones
-    for (int i = threadIdx.x; i < ng * hd; i += blockDim.x) {
-        int h = i / hd, d = i - h * hd;
-        sq[h][d] = h2f(qh[(u64)(kvh * group + g0 + h) * hd + d]);
+    if (j0 >= j1) return; // an unused split: takes no ticket, the merge reads only the used ones
+    for (int i = threadIdx.x; i < ng * HD; i += blockDim.x) {
+        int h = i / HD, d = i - h * HD;
+        sq[h][d] = h2f(qh[(u64)(kvh * group + g0 + h) * HD + d]);
     }
     __syncthreads();
-    float m[AD_G], l[AD_G], acc[AD_G][AD_E];
+    float m[AD_G], l[AD_G], acc[AD_G][E];
 #pragma unroll
     for (int h = 0; h < AD_G; h++) {
         m[h] = NEG_BIG;
         l[h] = 0.f;
 #pragma unroll
-        for (int e = 0; e < AD_E; e++) acc[h][e] = 0.f;
+        for (int e = 0; e < E; e++) acc[h][e] = 0.f;
     }
-    const u16* kb = kc + (u64)kvh * n_ctx * hd;
-    const u16* vb = vc + (u64)kvh * n_ctx * hd;
+    const u16* kb = kc + (u64)kvh * n_ctx * HD;
+    const u16* vb = vc + (u64)kvh * n_ctx * HD;
     for (int tile = j0 + warp * 32; tile < j1; tile += AD_WARPS * 32) {
         int j = tile + lane;
         bool valid = j < j1;
+        // Scores: lane j reads key j whole (all loads first, then the arithmetic).
+        uint4 kw[HD / 8];
+        const uint4* kr = (const uint4*)(kb + (u64)(valid ? j : j0) * HD);
+#pragma unroll
+        for (int d8 = 0; d8 < HD / 8; d8++) kw[d8] = kr[d8];
         float s[AD_G];
 #pragma unroll
         for (int h = 0; h < AD_G; h++) s[h] = 0.f;
-        if (valid) {
-            const uint4* kr = (const uint4*)(kb + (u64)j * hd);
-            for (int d8 = 0; d8 < hd / 8; d8++) {
-                uint4 kw = kr[d8];
-                u32 ws[4] = {kw.x, kw.y, kw.z, kw.w};
-                float kf[8];
 #pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    kf[2 * i] = h2f((u16)(ws[i] & 0xFFFF));
-                    kf[2 * i + 1] = h2f((u16)(ws[i] >> 16));
-                }
+        for (int d8 = 0; d8 < HD / 8; d8++) {
+            u32 ws[4] = {kw[d8].x, kw[d8].y, kw[d8].z, kw[d8].w};
+            float kf[8];
 #pragma unroll
-                for (int h = 0; h < AD_G; h++) {
-                    if (h < ng) {
+            for (int i = 0; i < 4; i++) {
+                kf[2 * i] = h2f((u16)(ws[i] & 0xFFFF));
+                kf[2 * i + 1] = h2f((u16)(ws[i] >> 16));
+            }
 #pragma unroll
-                        for (int i = 0; i < 8; i++) s[h] += sq[h][d8 * 8 + i] * kf[i];
-                    }
+            for (int h = 0; h < AD_G; h++) {
+                if (h < ng) {
+#pragma unroll
+                    for (int i = 0; i < 8; i++) s[h] += sq[h][d8 * 8 + i] * kf[i];
                 }
             }
         }
 #pragma unroll
         for (int h = 0; h < AD_G; h++) {
-            if (h >= ng) break;
-            float sc = valid ? s[h] * scale : NEG_BIG;
-            float mn = fmaxf(m[h], warp_max(sc));
-            float corr = expf(m[h] - mn);
-            float p = valid ? expf(sc - mn) : 0.f;
-            l[h] = l[h] * corr + warp_sum(p);
+            if (h < ng) {
+                float sc = valid ? s[h] * scale : NEG_BIG;
+                float mn = fmaxf(m[h], warp_max(sc));
+                float corr = expf(m[h] - mn);
+                float p = valid ? expf(sc - mn) : 0.f;
+                l[h] = l[h] * corr + warp_sum(p);
 #pragma unroll
-            for (int e = 0; e < AD_E; e++) acc[h][e] *= corr;
-            sp[warp][h][lane] = p;
-            m[h] = mn;
+                for (int e = 0; e < E; e++) acc[h][e] *= corr;
+                sp[warp][h][lane] = p;
+                m[h] = mn;
+            }
         }
         __syncwarp();
+        // P·V: lane owns dims lane*E..; the tile's 32 value rows are loaded before the sums.
         int nk = min(32, j1 - tile);
-#pragma unroll 4
-        for (int jj = 0; jj < nk; jj++) {
-            const u16* vr = vb + (u64)(tile + jj) * hd + lane * E;
-            float vv[AD_E];
+        float vv[32][E];
 #pragma unroll
-            for (int e = 0; e < AD_E; e++) vv[e] = e < E ? h2f(vr[e]) : 0.f;
+        for (int jj = 0; jj < 32; jj++) {
+            const u16* vr = vb + (u64)(tile + (jj < nk ? jj : 0)) * HD + lane * E;
 #pragma unroll
-            for (int h = 0; h < AD_G; h++) {
-                if (h < ng) {
-                    float p = sp[warp][h][jj];
+            for (int e = 0; e < E; e++) vv[jj][e] = h2f(vr[e]);
+        }
 #pragma unroll
-                    for (int e = 0; e < AD_E; e++) acc[h][e] += p * vv[e];
+        for (int jj = 0; jj < 32; jj++) {
+            if (jj < nk) {
+#pragma unroll
+                for (int h = 0; h < AD_G; h++) {
+                    if (h < ng) {
+                        float p = sp[warp][h][jj];
+#pragma unroll
+                        for (int e = 0; e < E; e++) acc[h][e] += p * vv[jj][e];
+                    }
                 }
             }
         }
@@ -602,12 +674,32 @@ extern "C" __global__ void attn_decode(const u16* qh, const u16* kc, const u16* 
             sm_l[warp][h] = l[h];
         }
 #pragma unroll
-        for (int e = 0; e < AD_E; e++)
-            if (e < E) sacc[warp][h][lane * E + e] = acc[h][e];
+        for (int e = 0; e < E; e++) sacc[warp][h][lane * E + e] = acc[h][e];
     }
     __syncthreads();
-    for (int idx = threadIdx.x; idx < ng * hd; idx += blockDim.x) {
-        int h = idx / hd, d = idx - h * hd;
+    int used = (n_kv + chunk - 1) / chunk;
+    if (used == 1) { // the only split: merge the warps straight into the output
+        for (int base = 0; base < ng * HD; base += blockDim.x) {
+            int idx = base + threadIdx.x;
+            if (idx >= ng * HD) break; // whole warps: ng * HD is a multiple of 32
+            int h = idx / HD, d = idx - h * HD;
+            float mm = NEG_BIG;
+            for (int w = 0; w < AD_WARPS; w++) mm = fmaxf(mm, sm_m[w][h]);
+            float ll = 0.f, a = 0.f;
+            for (int w = 0; w < AD_WARPS; w++) {
+                float f = expf(sm_m[w][h] - mm);
+                ll += sm_l[w][h] * f;
+                a += sacc[w][h][d] * f;
+            }
+            float o = a / ll;
+            u64 e = (u64)(kvh * group + g0 + h) * HD + d;
+            if (of32) of32[e] = o;
+            if (aq) quant_lane(o, lane, e >> 5, aq, ads);
+        }
+        return;
+    }
+    for (int idx = threadIdx.x; idx < ng * HD; idx += blockDim.x) {
+        int h = idx / HD, d = idx - h * HD;
         float mm = NEG_BIG;
         for (int w = 0; w < AD_WARPS; w++) mm = fmaxf(mm, sm_m[w][h]);
         float ll = 0.f, a = 0.f;
@@ -617,38 +709,61 @@ extern "C" __global__ void attn_decode(const u16* qh, const u16* kc, const u16* 
             a += sacc[w][h][d] * f;
         }
         int head = kvh * group + g0 + h;
-        float* dst = part + ((u64)head * n_split + split) * (hd + 2);
+        float* dst = part + ((u64)head * n_split + split) * (HD + 2);
         dst[d] = a;
         if (d == 0) {
-            dst[hd] = mm;
-            dst[hd + 1] = ll;
+            dst[HD] = mm;
+            dst[HD + 1] = ll;
         }
     }
-}
-
-// Merges the used splits of head blockIdx.x (block hd threads) and writes the head's output as f32
-// and/or q8_1 (the input of the output projection).
-extern "C" __global__ void attn_reduce(const float* part, const int* io, int n_split, int hd,
-                                       float* of32, i8* aq, float2* ads) {
-    int head = blockIdx.x, d = threadIdx.x;
-    int n_kv = io[0] + 1;
-    int chunk = attn_chunk(n_kv, n_split);
-    int used = (n_kv + chunk - 1) / chunk;
-    const float* p = part + (u64)head * n_split * (hd + 2);
-    float mm = NEG_BIG, ll = 0.f, a = 0.f;
-    for (int s = 0; s < used; s++) { // online merge: one pass over the partials
-        float ms = p[s * (hd + 2) + hd], ls = p[s * (hd + 2) + hd + 1], as = p[s * (hd + 2) + d];
-        float mn = fmaxf(mm, ms);
-        float f0 = expf(mm - mn), f1 = expf(ms - mn);
-        ll = ll * f0 + ls * f1;
-        a = a * f0 + as * f1;
-        mm = mn;
+    // The last block of this head group to finish merges the used splits (its partials are
+    // published by the fence before each block's ticket) and writes the heads' outputs.
+    __shared__ int s_last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int* c = counter + kvh * gridDim.z + blockIdx.z;
+        int ticket = atomicAdd(c, 1);
+        s_last = ticket == used - 1;
+        if (s_last) *c = 0; // every used split has arrived: ready for the next step
     }
-    float o = a / ll;
-    u64 e = (u64)head * hd + d;
-    if (of32) of32[e] = o;
-    if (aq) quant_lane(o, d & 31, e >> 5, aq, ads);
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    for (int base = 0; base < ng * HD; base += blockDim.x) {
+        int idx = base + threadIdx.x;
+        if (idx >= ng * HD) break; // whole warps: ng * HD is a multiple of 32
+        int h = idx / HD, d = idx - h * HD;
+        int head = kvh * group + g0 + h;
+        const volatile float* p = part + (u64)head * n_split * (HD + 2);
+        float mm = NEG_BIG, ll = 0.f, a = 0.f;
+        for (int sp_i = 0; sp_i < used; sp_i++) {
+            float ms = p[sp_i * (HD + 2) + HD], ls = p[sp_i * (HD + 2) + HD + 1];
+            float as = p[sp_i * (HD + 2) + d];
+            float mn = fmaxf(mm, ms);
+            float f0 = expf(mm - mn), f1 = expf(ms - mn);
+            ll = ll * f0 + ls * f1;
+            a = a * f0 + as * f1;
+            mm = mn;
+        }
+        float o = a / ll;
+        u64 e = (u64)head * HD + d;
+        if (of32) of32[e] = o;
+        if (aq) quant_lane(o, lane, e >> 5, aq, ads);
+    }
 }
+#define ATTN_DECODE(HD)                                                                            \
+    extern "C" __global__ void attn_decode_##HD(const u16* qh, const u16* kc, const u16* vc,      \
+                                                const int* io, int n_ctx, int n_head,             \
+                                                int n_head_kv, float scale, float* part,          \
+                                                int* counter, float* of32, i8* aq, float2* ads) { \
+        attn_decode_t<HD>(qh, kc, vc, io, n_ctx, n_head, n_head_kv, scale, part, counter, of32,   \
+                          aq, ads);                                                               \
+    }
+ATTN_DECODE(32)
+ATTN_DECODE(64)
+ATTN_DECODE(96)
+ATTN_DECODE(128)
 
 // Prompt attention, between the two batched GEMMs: scores s (rows = head-major (head, t), n_kv
 // columns) -> probabilities p (f16), causal: row t sees positions 0..=pos0 + t.

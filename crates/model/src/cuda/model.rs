@@ -58,7 +58,7 @@ pub(crate) fn upload_matrix(
     rows: usize,
     cols: usize,
 ) -> Result<GWeight, ModelError> {
-    if cols % 32 != 0 {
+    if !cols.is_multiple_of(32) {
         return Err(ModelError::Backend(format!(
             "cuda: tensor '{name}' has rows of {cols} values; the cuda backend needs a multiple of 32"
         )));
@@ -101,16 +101,56 @@ pub(crate) fn upload_matrix(
     })
 }
 
-/// The launch sizes of one mat-vec (4 warps a block, one output row a warp).
-const MV_WARPS: usize = 4;
+/// Warps in a mat-vec block (`RUSTORCH_CUDA_MV_WARPS`: 4, 8 or 16, default 4), a tuning knob.
+fn mv_warps() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(
+        || match std::env::var("RUSTORCH_CUDA_MV_WARPS").ok().as_deref() {
+            Some("8") => 8,
+            Some("16") => 16,
+            _ => 4,
+        },
+    )
+}
 
-/// `outs[i] (+)= ws[i] · x` from the q8_1 activation in `aq`/`ads`; `mode` as in `kernels.cu`.
+/// Most warps a mat-vec row gets (`RUSTORCH_CUDA_WPR_MAX`: 1, 2 or 4, default 2, the fastest on an
+/// H100 for TinyLlama), a tuning knob.
+fn wpr_max() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(
+        || match std::env::var("RUSTORCH_CUDA_WPR_MAX").ok().as_deref() {
+            Some("1") => 1,
+            Some("4") => 4,
+            _ => 2,
+        },
+    )
+}
+
+/// The input of a mat-vec: an activation quantized to q8_1, codes and per-block `(d, d·Σq)`.
+#[derive(Clone, Copy)]
+pub(crate) struct MvIn {
+    pub aq: u64,
+    pub ads: u64,
+}
+
+/// Where the q/k/v mat-vec (mode 3) puts its rotated outputs: f16 q, and k and v into one layer's
+/// cache, at the position `io[0]`.
+#[derive(Clone, Copy)]
+pub(crate) struct RopeOut {
+    pub io: u64,
+    pub qh: u64,
+    pub kc: u64,
+    pub vc: u64,
+}
+
+/// `outs[i] (+)= ws[i] · x`; `mode` as in `kernels.cu` (0 write, 1 add, 2 SwiGLU of two weights,
+/// 3 q/k/v with RoPE into the cache, which needs `rope`).
 pub(crate) fn matvec(
     gpu: &Gpu,
     ws: &[(&GWeight, u64)],
-    aq: &DevBuf,
-    ads: &DevBuf,
+    input: MvIn,
     mode: i32,
+    rope: Option<(&Attn, RopeOut)>,
 ) -> Result<(), ModelError> {
     assert!(!ws.is_empty() && ws.len() <= 3);
     let ncols = ws[0].0.cols;
@@ -126,14 +166,65 @@ pub(crate) fn matvec(
     } else {
         ws.iter().map(|(w, _)| w.rows).sum()
     };
-    let grid = rows.div_ceil(MV_WARPS) as u32;
+    // Warps per row: enough that a lane has at most about two 32-weight chunks of the row. Modes 2
+    // and 3 pair adjacent items within a block, so they take at most 2.
+    let chunks = ncols / 32;
+    let wpr: usize = match chunks {
+        0..=64 => 1,
+        65..=128 => 2,
+        _ if mode >= 2 => 2,
+        _ => 4,
+    }
+    .min(wpr_max());
+    let items = if mode == 2 { 2 * rows } else { rows };
+    let warps = mv_warps();
+    let grid = items.div_ceil(warps / wpr) as u32;
+    let (io, qh, kc, vc, n_ctx, hd, n_rot, theta_scale) = match rope {
+        Some((a, r)) => (
+            r.io,
+            r.qh,
+            r.kc,
+            r.vc,
+            a.n_ctx as i32,
+            a.hd as i32,
+            a.n_rot as i32,
+            a.freq_base.powf(-2.0 / a.n_rot as f32),
+        ),
+        None => {
+            assert!(mode != 3, "the q/k/v mode needs its RoPE outputs");
+            (0, 0, 0, 0, 0, 0, 0, 0.0)
+        }
+    };
     gpu.launch(
         &gpu.k.matvec,
         (grid, 1, 1),
-        (32 * MV_WARPS) as u32,
+        (32 * warps) as u32,
         &[
-            &s0.0, &s0.1, &s0.2, &s0.3, &s1.0, &s1.1, &s1.2, &s1.3, &s2.0, &s2.1, &s2.2, &s2.3,
-            &aq.ptr, &ads.ptr, &(ncols as i32), &mode,
+            &s0.0,
+            &s0.1,
+            &s0.2,
+            &s0.3,
+            &s1.0,
+            &s1.1,
+            &s1.2,
+            &s1.3,
+            &s2.0,
+            &s2.1,
+            &s2.2,
+            &s2.3,
+            &input.aq,
+            &input.ads,
+            &(ncols as i32),
+            &mode,
+            &(wpr as i32),
+            &io,
+            &qh,
+            &kc,
+            &vc,
+            &n_ctx,
+            &hd,
+            &n_rot,
+            &theta_scale,
         ],
     )
 }
@@ -197,7 +288,7 @@ pub(crate) struct Attn {
 }
 
 impl Attn {
-    fn group_blocks(&self) -> usize {
+    pub fn group_blocks(&self) -> usize {
         (self.n_head / self.n_head_kv).div_ceil(8)
     }
     /// Splits of the decode attention: about 256 blocks in all.
@@ -205,9 +296,9 @@ impl Attn {
         (256 / (n_head_kv * (n_head / n_head_kv).div_ceil(8))).clamp(1, 64)
     }
     pub fn check(&self) -> Result<(), ModelError> {
-        if self.hd % 32 != 0 || self.hd > 128 {
+        if !matches!(self.hd, 32 | 64 | 96 | 128) {
             return Err(ModelError::Backend(format!(
-                "cuda: head size {} is not supported (the attention kernels need a multiple of 32, at most 128)",
+                "cuda: head size {} is not supported (the attention kernels take 32, 64, 96 or 128)",
                 self.hd
             )));
         }
@@ -251,22 +342,23 @@ pub(crate) fn rope_kv(
     )
 }
 
-/// Attention of one query (at position `io[0]`) over the layer's cache: partials, then the merge
-/// into f32 (`of32`, may be null) and q8_1.
-#[allow(clippy::too_many_arguments)] // the kernels' operands
+/// Attention of one query (at position `io[0]`) over the layer's cache, split over the cached
+/// positions and merged by the last block of each head group into f32 (`of32`, may be null) and
+/// q8_1 (`aq`/`ads`, may be null). `counter` holds one zeroed int per head group.
+#[allow(clippy::too_many_arguments)] // the kernel's operands
 pub(crate) fn attn_decode(
     gpu: &Gpu,
     a: &Attn,
     qh: u64,
     (kc, vc): (u64, u64),
     io: u64,
-    part: u64,
+    (part, counter): (u64, u64),
     of32: u64,
     (aq, ads): (u64, u64),
 ) -> Result<(), ModelError> {
     let scale = 1.0 / (a.hd as f32).sqrt();
     gpu.launch(
-        &gpu.k.attn_decode,
+        &gpu.k.attn_decode[a.hd / 32 - 1],
         (
             a.n_head_kv as u32,
             a.n_split as u32,
@@ -281,16 +373,13 @@ pub(crate) fn attn_decode(
             &(a.n_ctx as i32),
             &(a.n_head as i32),
             &(a.n_head_kv as i32),
-            &(a.hd as i32),
             &scale,
             &part,
+            &counter,
+            &of32,
+            &aq,
+            &ads,
         ],
-    )?;
-    gpu.launch(
-        &gpu.k.attn_reduce,
-        (a.n_head as u32, 1, 1),
-        a.hd as u32,
-        &[&part, &io, &(a.n_split as i32), &(a.hd as i32), &of32, &aq, &ads],
     )
 }
 
@@ -308,11 +397,11 @@ struct GLayer {
 
 /// Buffers of the prompt path (cuBLAS), `ub` tokens at a time.
 struct PromptBufs {
-    x16: DevBuf,  // (ub, max(n_embd, n_ff)) f16 GEMM input
-    wtmp: DevBuf, // (largest weight) f16 dequantized weight
-    s: DevBuf,    // (n_head, ub, n_ctx) f32 attention scores
-    p: DevBuf,    // (n_head, ub, n_ctx) f16 probabilities
-    o16: DevBuf,  // (n_head, ub, head_dim) f16 attention output, head-major
+    x16: DevBuf,            // (ub, max(n_embd, n_ff)) f16 GEMM input
+    wtmp: DevBuf,           // (largest weight) f16 dequantized weight
+    s: DevBuf,              // (n_head, ub, n_ctx) f32 attention scores
+    p: DevBuf,              // (n_head, ub, n_ctx) f16 probabilities
+    o16: DevBuf,            // (n_head, ub, head_dim) f16 attention output, head-major
     logits: Option<DevBuf>, // (ub, n_vocab) f32, made on the first Logits::All prompt
 }
 
@@ -327,21 +416,22 @@ pub(crate) struct CudaModel {
     output_norm: DevBuf, // (n_embd) f32
     output: Option<GWeight>,
     layers: Vec<GLayer>,
-    io: DevBuf,     // (1 + ub) i32: position of the first token, then the tokens
-    x: DevBuf,      // (ub, n_embd) f32 residual stream
-    q: DevBuf,      // (ub, n_embd) f32
-    k: DevBuf,      // (ub, kv_dim) f32
-    v: DevBuf,      // (ub, kv_dim) f32
-    qh: DevBuf,     // (n_head, ub, head_dim) f16 rotated queries
-    gate: DevBuf,   // (ub, n_ff) f32
-    up: DevBuf,     // (ub, n_ff) f32
-    aq: DevBuf,     // (max(n_embd, n_ff)) i8 q8_1 codes of the next mat-vec's input
-    ads: DevBuf,    // (max(n_embd, n_ff) / 32) (d, d·Σq) of those blocks
-    part: DevBuf,   // (n_head, n_split, head_dim + 2) f32 attention partials
-    logits: DevBuf, // (n_vocab) f32
-    best: DevBuf,   // (1) i32 argmax
-    kc: DevBuf,     // (n_layer, n_head_kv, n_ctx, head_dim) f16
-    vc: DevBuf,     // (n_layer, n_head_kv, n_ctx, head_dim) f16
+    io: DevBuf,      // (1 + ub) i32: position of the first token, then the tokens
+    x: DevBuf,       // (ub, n_embd) f32 residual stream
+    q: DevBuf,       // (ub, n_embd) f32
+    k: DevBuf,       // (ub, kv_dim) f32
+    v: DevBuf,       // (ub, kv_dim) f32
+    qh: DevBuf,      // (n_head, ub, head_dim) f16 rotated queries
+    gate: DevBuf,    // (ub, n_ff) f32
+    up: DevBuf,      // (ub, n_ff) f32
+    aq: DevBuf,      // (max(n_embd, n_ff)) i8 q8_1 codes of the next mat-vec's input
+    ads: DevBuf,     // (max(n_embd, n_ff) / 32) (d, d·Σq) of those blocks
+    part: DevBuf,    // (n_head, n_split, head_dim + 2) f32 attention partials
+    counter: DevBuf, // (n_head_kv, head groups) i32 split arrivals, zero between steps
+    logits: DevBuf,  // (n_vocab) f32
+    best: DevBuf,    // (1) i32 argmax
+    kc: DevBuf,      // (n_layer, n_head_kv, n_ctx, head_dim) f16
+    vc: DevBuf,      // (n_layer, n_head_kv, n_ctx, head_dim) f16
     prompt: Option<PromptBufs>,
     graph: Option<CudaGraph>,
     use_graph: bool,
@@ -374,7 +464,7 @@ impl CudaModel {
             n_split: Attn::splits_for(c.n_head, c.n_head_kv),
         };
         attn.check()?;
-        if e % 32 != 0 || e > RMS_NORM_MAX || ff % 32 != 0 {
+        if !e.is_multiple_of(32) || e > RMS_NORM_MAX || !ff.is_multiple_of(32) {
             return Err(ModelError::Backend(format!(
                 "cuda: embedding width {e} / feed-forward width {ff} not supported (multiples of 32, width at most {RMS_NORM_MAX})"
             )));
@@ -481,6 +571,10 @@ impl CudaModel {
             aq: gpu.alloc(wide, "activations")?,
             ads: f32s(wide / 32 * 2, "activations")?,
             part: f32s(c.n_head * attn.n_split * (hd + 2), "attention partials")?,
+            counter: gpu.upload(
+                &vec![0i32; c.n_head_kv * attn.group_blocks()],
+                "attention counters",
+            )?,
             logits: f32s(c.n_vocab, "logits")?,
             best: gpu.alloc(4, "argmax")?,
             kc: f16s(cache, &format!("the KV cache ({n_ctx} tokens)"))?,
@@ -530,71 +624,61 @@ impl CudaModel {
     /// Queues one decode step (token and position in `io`); logits end in `self.logits`.
     fn record_decode(&self) -> Result<(), ModelError> {
         let (g, c, a) = (&self.gpu, &self.config, &self.attn);
-        let (e, ff) = (c.n_embd, c.n_ff);
         let (aq, ads) = (self.aq.ptr, self.ads.ptr);
+        let q8 = MvIn { aq, ads };
         let null = 0u64;
         self.embed(1)?;
         for (il, l) in self.layers.iter().enumerate() {
-            let kv = (
+            let (kc, vc) = (
                 self.kc.at(self.kv_offset(il)),
                 self.vc.at(self.kv_offset(il)),
             );
-            rms_norm(
-                g,
-                self.x.ptr,
-                0,
-                &l.attn_norm,
-                c.rms_eps,
-                (1, e),
-                (null, null),
-                (aq, ads),
-            )?;
+            let norm_q8 = |w: &DevBuf| -> Result<MvIn, ModelError> {
+                rms_norm(
+                    g,
+                    self.x.ptr,
+                    0,
+                    w,
+                    c.rms_eps,
+                    (1, c.n_embd),
+                    (null, null),
+                    (aq, ads),
+                )?;
+                Ok(q8)
+            };
+            let rope = RopeOut {
+                io: self.io.ptr,
+                qh: self.qh.ptr,
+                kc,
+                vc,
+            };
             matvec(
                 g,
-                &[(&l.wq, self.q.ptr), (&l.wk, self.k.ptr), (&l.wv, self.v.ptr)],
-                &self.aq,
-                &self.ads,
-                0,
-            )?;
-            rope_kv(
-                g,
-                a,
-                1,
-                (self.q.ptr, self.k.ptr, self.v.ptr),
-                self.io.ptr,
-                self.qh.ptr,
-                kv,
+                &[(&l.wq, null), (&l.wk, null), (&l.wv, null)],
+                norm_q8(&l.attn_norm)?,
+                3,
+                Some((a, rope)),
             )?;
             attn_decode(
                 g,
                 a,
                 self.qh.ptr,
-                kv,
+                (kc, vc),
                 self.io.ptr,
-                self.part.ptr,
+                (self.part.ptr, self.counter.ptr),
                 null,
                 (aq, ads),
             )?;
-            matvec(g, &[(&l.wo, self.x.ptr)], &self.aq, &self.ads, 1)?;
-            rms_norm(
-                g,
-                self.x.ptr,
-                0,
-                &l.ffn_norm,
-                c.rms_eps,
-                (1, e),
-                (null, null),
-                (aq, ads),
-            )?;
+            matvec(g, &[(&l.wo, self.x.ptr)], q8, 1, None)?;
             matvec(
                 g,
                 &[(&l.w_gate, self.gate.ptr), (&l.w_up, null)],
-                &self.aq,
-                &self.ads,
+                norm_q8(&l.ffn_norm)?,
                 2,
+                None,
             )?;
-            quantize(g, self.gate.ptr, ff, aq, ads)?;
-            matvec(g, &[(&l.w_down, self.x.ptr)], &self.aq, &self.ads, 1)?;
+            quantize(g, self.gate.ptr, c.n_ff, aq, ads)?;
+            matvec(g, &[(&l.w_down, self.x.ptr)], q8, 1, None)?;
         }
         rms_norm(
             g,
@@ -602,11 +686,11 @@ impl CudaModel {
             0,
             &self.output_norm,
             c.rms_eps,
-            (1, e),
+            (1, c.n_embd),
             (null, null),
             (aq, ads),
         )?;
-        matvec(g, &[(self.head(), self.logits.ptr)], &self.aq, &self.ads, 0)
+        matvec(g, &[(self.head(), self.logits.ptr)], q8, 0, None)
     }
 
     /// Runs one token at `pos`; its logits end in `self.logits`.
@@ -777,7 +861,12 @@ impl CudaModel {
                 &g.k.swiglu_f16,
                 ((n * ff).div_ceil(256).min(1 << 16) as u32, 1, 1),
                 256,
-                &[&self.gate.ptr, &self.up.ptr, &pb.x16.ptr, &((n * ff) as i32)],
+                &[
+                    &self.gate.ptr,
+                    &self.up.ptr,
+                    &pb.x16.ptr,
+                    &((n * ff) as i32),
+                ],
             )?;
             self.linear(pb, &l.w_down, pb.x16.ptr, n, self.x.ptr, 1.0)?;
         }
@@ -794,7 +883,11 @@ impl CudaModel {
                     (null, null),
                     (self.aq.ptr, self.ads.ptr),
                 )?;
-                matvec(g, &[(self.head(), self.logits.ptr)], &self.aq, &self.ads, 0)
+                let q8 = MvIn {
+                    aq: self.aq.ptr,
+                    ads: self.ads.ptr,
+                };
+                matvec(g, &[(self.head(), self.logits.ptr)], q8, 0, None)
             }
             Head::All => {
                 rms_norm(
@@ -829,7 +922,6 @@ impl CudaModel {
         }
         Ok(())
     }
-
 }
 
 impl Model for CudaModel {

@@ -5,7 +5,7 @@
 use rustorch_gguf::GgmlType;
 
 use super::gpu::Gpu;
-use super::model::{self, upload_matrix, Attn};
+use super::model::{self, upload_matrix, Attn, MvIn, RopeOut};
 use crate::backend::AttnShape;
 use crate::ModelError;
 
@@ -64,7 +64,11 @@ pub fn matvec(
     let ads = gpu.alloc(cols / 32 * 8, "scales")?;
     let out = gpu.alloc(rows * 4, "output")?;
     model::quantize(gpu, xb.ptr, cols, aq.ptr, ads.ptr)?;
-    model::matvec(gpu, &[(&w, out.ptr)], &aq, &ads, 0)?;
+    let q8 = MvIn {
+        aq: aq.ptr,
+        ads: ads.ptr,
+    };
+    model::matvec(gpu, &[(&w, out.ptr)], q8, 0, None)?;
     let mut v = vec![0f32; rows];
     gpu.read(&out, 0, &mut v)?;
     Ok(v)
@@ -86,7 +90,11 @@ pub fn matvec_swiglu(
     let ads = gpu.alloc(cols / 32 * 8, "scales")?;
     let out = gpu.alloc(rows * 4, "output")?;
     model::quantize(gpu, xb.ptr, cols, aq.ptr, ads.ptr)?;
-    model::matvec(gpu, &[(&g, out.ptr), (&u, 0)], &aq, &ads, 2)?;
+    let q8 = MvIn {
+        aq: aq.ptr,
+        ads: ads.ptr,
+    };
+    model::matvec(gpu, &[(&g, out.ptr), (&u, 0)], q8, 2, None)?;
     let mut v = vec![0f32; rows];
     gpu.read(&out, 0, &mut v)?;
     Ok(v)
@@ -162,6 +170,7 @@ pub fn attention_decode(
     let vc = gpu.alloc(a.n_head_kv * n_ctx * a.hd * 2, "v cache")?;
     let io = gpu.upload(&[0i32, (n - 1) as i32], "positions")?;
     let part = gpu.alloc(a.n_head * n_split * (a.hd + 2) * 4, "partials")?;
+    let counter = gpu.upload(&vec![0i32; a.n_head_kv * a.group_blocks()], "counters")?;
     let out = gpu.alloc(e * 4, "output")?;
     let aq = gpu.alloc(e, "codes")?;
     let ads = gpu.alloc(e / 32 * 8, "scales")?;
@@ -189,11 +198,114 @@ pub fn attention_decode(
         qh.ptr,
         (kc.ptr, vc.ptr),
         io_last,
-        part.ptr,
+        (part.ptr, counter.ptr),
         out.ptr,
         (aq.ptr, ads.ptr),
     )?;
     let mut o = vec![0f32; e];
     gpu.read(&out, 0, &mut o)?;
     Ok(o)
+}
+
+/// Rotated q, k and v (as f32 from their f16 stores) of one token at `pos`, two ways: the fused
+/// q/k/v mat-vec (RoPE and cache write in its epilogue) and the plain mat-vecs followed by the RoPE
+/// kernel. Weights `[wq, wk, wv]` of type `ty`, input `x` normalized with `w` (by the RMSNorm
+/// kernel, into q8_1).
+#[allow(clippy::type_complexity)] // two triples of outputs
+#[allow(clippy::too_many_arguments)] // the op's operands
+pub fn qkv_rope(
+    gpu: &Gpu,
+    ty: GgmlType,
+    ws: [&[u8]; 3],
+    x: &[f32],
+    w: &[f32],
+    eps: f32,
+    shape: &AttnShape,
+    pos: usize,
+) -> Result<[(Vec<f32>, Vec<f32>, Vec<f32>); 2], ModelError> {
+    let n_ctx = pos + 3;
+    let a = Attn {
+        n_head: shape.n_head,
+        n_head_kv: shape.n_head_kv,
+        hd: shape.head_dim,
+        n_rot: shape.n_rot,
+        freq_base: shape.rope_freq_base,
+        n_ctx,
+        n_split: 1,
+    };
+    let (e, kvd, cols) = (a.n_head * a.hd, a.n_head_kv * a.hd, x.len());
+    let wq = upload_matrix(gpu, "wq", ty, ws[0], e, cols)?;
+    let wk = upload_matrix(gpu, "wk", ty, ws[1], kvd, cols)?;
+    let wv = upload_matrix(gpu, "wv", ty, ws[2], kvd, cols)?;
+    let (xb, wb) = (gpu.upload(x, "input")?, gpu.upload(w, "norm")?);
+    let io = gpu.upload(&[pos as i32], "position")?;
+    let aq = gpu.alloc(cols, "codes")?;
+    let ads = gpu.alloc(cols / 32 * 8, "scales")?;
+    model::rms_norm(
+        gpu,
+        xb.ptr,
+        0,
+        &wb,
+        eps,
+        (1, cols),
+        (0, 0),
+        (aq.ptr, ads.ptr),
+    )?;
+    let norm = MvIn {
+        aq: aq.ptr,
+        ads: ads.ptr,
+    };
+    let cache = a.n_head_kv * n_ctx * a.hd;
+    let mut res = Vec::new();
+    for fused in [true, false] {
+        let qh = gpu.upload(&vec![0u16; e], "q")?;
+        let kc = gpu.upload(&vec![0u16; cache], "k cache")?;
+        let vc = gpu.upload(&vec![0u16; cache], "v cache")?;
+        if fused {
+            let rope = RopeOut {
+                io: io.ptr,
+                qh: qh.ptr,
+                kc: kc.ptr,
+                vc: vc.ptr,
+            };
+            model::matvec(
+                gpu,
+                &[(&wq, 0), (&wk, 0), (&wv, 0)],
+                norm,
+                3,
+                Some((&a, rope)),
+            )?;
+        } else {
+            let q = gpu.alloc(e * 4, "q")?;
+            let k = gpu.alloc(kvd * 4, "k")?;
+            let v = gpu.alloc(kvd * 4, "v")?;
+            model::matvec(
+                gpu,
+                &[(&wq, q.ptr), (&wk, k.ptr), (&wv, v.ptr)],
+                norm,
+                0,
+                None,
+            )?;
+            model::rope_kv(
+                gpu,
+                &a,
+                1,
+                (q.ptr, k.ptr, v.ptr),
+                io.ptr,
+                qh.ptr,
+                (kc.ptr, vc.ptr),
+            )?;
+        }
+        let widen = |buf: &super::gpu::DevBuf, len: usize| -> Result<Vec<f32>, ModelError> {
+            let mut h = vec![0u16; len];
+            gpu.read(buf, 0, &mut h)?;
+            Ok(h.iter()
+                .map(|&b| half::f16::from_bits(b).to_f32())
+                .collect())
+        };
+        res.push((widen(&qh, e)?, widen(&kc, cache)?, widen(&vc, cache)?));
+    }
+    let b = res.pop().expect("two");
+    let a = res.pop().expect("two");
+    Ok([a, b])
 }
