@@ -86,7 +86,8 @@ for b in cpu vulkan; do
     "$BIN/rustorch" run -m "$M" -p "Once upon a time" -n "$((CHECK_TOKENS / 4))" --temp 0 --backend $b >"$OUT/greedy-$b.txt" 2>/dev/null
 done
 
-# Benchmarks: every file, then Q4_K_M decode without subgroups and with a submission every 64 ops.
+# Benchmarks: every file, then Q4_K_M decode without subgroups, with a submission every 64 ops,
+# and with the host-time profile.
 BENCH=$(mktemp -d)
 for t in Q4_K_M Q4_0 Q8_0; do
     "$BIN/rustorch" bench -m "$MODELS/tinyllama-1.1b-$t.gguf" --backend vulkan $BENCH_ARGS --json \
@@ -97,6 +98,10 @@ RUSTORCH_WGPU_SUBGROUPS=0 "$BIN/rustorch" bench -m "$M" --backend vulkan $GEN_AR
     >"$BENCH/bench-nosg.json" 2>/dev/null
 RUSTORCH_WGPU_SUBMIT_EVERY=64 "$BIN/rustorch" bench -m "$M" --backend vulkan $GEN_ARGS --json \
     >"$BENCH/bench-submit64.json" 2>/dev/null
+# Where the host's time goes per decoded token (recording, encoding, submitting, waiting).
+RUSTORCH_WGPU_PROFILE=1 "$BIN/rustorch" bench -m "$M" --backend vulkan $GEN_ARGS \
+    >/dev/null 2>"$OUT/profile.err"
+grep "wgpu profile" "$OUT/profile.err"
 
 python3 - "$OUT" "$BENCH" "${card:-?}" "${driver:-?}" "$(tr '\n' ' ' <$BIN/COMMIT)" "$test_rc" <<'PY'
 import json, re, sys, os
@@ -122,6 +127,7 @@ except Exception as e:
 g = [open(os.path.join(out, f"greedy-{b}.txt"), errors="replace").read() for b in ("cpu", "vulkan")]
 check["greedy_equal"] = g[0] == g[1]
 check["greedy_common_prefix_chars"] = len(os.path.commonprefix(g))
+prof = re.findall(r"wgpu profile: .*", open(os.path.join(out, "profile.err")).read())
 bench = []
 for name in ["Q4_K_M", "Q4_0", "Q8_0", "nosg", "submit64"]:
     try:
@@ -139,6 +145,7 @@ res = {
     "tests_failed": sum(1 for s in tests.values() if s == "FAILED"),
     "test_exit_code": int(test_rc),
     "check": check,
+    "profile_tg": prof,
     "bench_command": "rustorch bench -m tinyllama-1.1b-<type>.gguf --backend vulkan -p 512 -n 128",
     "bench": bench,
 }

@@ -27,11 +27,14 @@ pub struct Options {
     /// Submit after this many ops (0: once per step, when a result is read). Smaller batches let
     /// the GPU start while the rest of the step is being recorded.
     pub submit_every: usize,
+    /// Print where the host's time went (recording, encoding, submitting, waiting) at exit.
+    pub profile: bool,
 }
 
 impl Options {
     /// Defaults, overridden by `RUSTORCH_WGPU_ADAPTER`, `RUSTORCH_WGPU_SUBGROUPS=0`,
-    /// `RUSTORCH_WGPU_TIMEOUT` (seconds) and `RUSTORCH_WGPU_SUBMIT_EVERY` (ops).
+    /// `RUSTORCH_WGPU_TIMEOUT` (seconds), `RUSTORCH_WGPU_SUBMIT_EVERY` (ops) and
+    /// `RUSTORCH_WGPU_PROFILE=1`.
     pub fn from_env() -> Options {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Options {
@@ -45,6 +48,7 @@ impl Options {
             submit_every: env("RUSTORCH_WGPU_SUBMIT_EVERY")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
+            profile: env("RUSTORCH_WGPU_PROFILE").is_some_and(|v| v != "0"),
         }
     }
 }
@@ -135,6 +139,39 @@ pub(crate) struct Context {
     errors: Arc<Mutex<Vec<String>>>,
     /// An error met while recording (ops return no `Result`), reported by the next read.
     pub deferred: Option<ModelError>,
+    prof: Option<Profile>,
+}
+
+/// Host time by phase, summed over the run (`RUSTORCH_WGPU_PROFILE=1`).
+#[derive(Default)]
+struct Profile {
+    /// When the first op after the last submission was recorded.
+    since: Option<std::time::Instant>,
+    record: Duration,
+    encode: Duration,
+    submit: Duration,
+    wait: Duration,
+    submissions: u64,
+    reads: u64,
+    ops: u64,
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        if let Some(p) = &self.prof {
+            let per = |d: Duration| d.as_secs_f64() * 1e6 / p.reads.max(1) as f64;
+            eprintln!(
+                "wgpu profile: {} reads, {} submissions, {} ops; per read: record {:.0} us, encode {:.0} us, submit {:.0} us, wait for the GPU {:.0} us",
+                p.reads,
+                p.submissions,
+                p.ops,
+                per(p.record),
+                per(p.encode),
+                per(p.submit),
+                per(p.wait)
+            );
+        }
+    }
 }
 
 impl Context {
@@ -248,6 +285,7 @@ impl Context {
             next_id: 1,
             errors,
             deferred: None,
+            prof: opts.profile.then(Profile::default),
         })
     }
 
@@ -409,6 +447,10 @@ impl Context {
             }
         }
         assert!(params.len() * 4 <= PARAM_BYTES as usize && bufs.len() <= 8);
+        if let Some(p) = &mut self.prof {
+            p.since.get_or_insert_with(std::time::Instant::now);
+            p.ops += 1;
+        }
         let off = (self.n_slots * self.align) as usize;
         self.param_host[off..off + params.len() * 4].copy_from_slice(bytemuck::cast_slice(params));
         let mut ids = [0u64; 8];
@@ -462,6 +504,12 @@ impl Context {
         if self.ops.is_empty() {
             return self.check();
         }
+        let t0 = std::time::Instant::now();
+        if let Some(p) = &mut self.prof {
+            if let Some(since) = p.since.take() {
+                p.record += t0 - since;
+            }
+        }
         let used = (self.n_slots * self.align) as usize;
         self.queue
             .write_buffer(&self.params, 0, &self.param_host[..used.max(4)]);
@@ -505,7 +553,14 @@ impl Context {
                 i += 1;
             }
         }
-        self.queue.submit([enc.finish()]);
+        let commands = enc.finish();
+        let t1 = std::time::Instant::now();
+        self.queue.submit([commands]);
+        if let Some(p) = &mut self.prof {
+            p.encode += t1 - t0;
+            p.submit += t1.elapsed();
+            p.submissions += 1;
+        }
         self.ops.clear();
         self.n_slots = 0;
         self.token_host.clear();
@@ -547,10 +602,15 @@ impl Context {
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
+        let t0 = std::time::Instant::now();
         let waited = self.device.poll(wgpu::PollType::Wait {
             submission_index: None,
             timeout: Some(self.timeout),
         });
+        if let Some(p) = &mut self.prof {
+            p.wait += t0.elapsed();
+            p.reads += 1;
+        }
         self.check()?;
         if let Err(e) = waited {
             return Err(err(format!(
