@@ -74,16 +74,17 @@ test_rc=${PIPESTATUS[0]}
 
 # Whole model, Vulkan against CPU: argmax per position of one text (the batched path), and
 # greedy generation (the decode path).
-TEXT=$(mktemp)
+WORK=$(mktemp -d)
+TEXT=$WORK/text.txt
 for i in $(seq 1 12); do
     echo "The history of the printing press begins in the fifteenth century, when movable type met oil-based ink and a wooden press. Within fifty years printing had spread to two hundred cities."
 done >"$TEXT"
 M="$MODELS/tinyllama-1.1b-Q4_K_M.gguf"
-"$BIN/rustorch" logits -m "$M" -f "$TEXT" -n "$CHECK_TOKENS" --backend cpu >"$OUT/logits-cpu.json" 2>/dev/null
-"$BIN/rustorch" logits -m "$M" -f "$TEXT" -n "$CHECK_TOKENS" --backend vulkan >"$OUT/logits-vulkan.json" 2>"$OUT/logits-vulkan.err"
+"$BIN/rustorch" logits -m "$M" -f "$TEXT" -n "$CHECK_TOKENS" --backend cpu >"$WORK/logits-cpu.json" 2>/dev/null
+"$BIN/rustorch" logits -m "$M" -f "$TEXT" -n "$CHECK_TOKENS" --backend vulkan >"$WORK/logits-vulkan.json" 2>"$OUT/logits-vulkan.err"
 cat "$OUT/logits-vulkan.err" | grep -v XDG_RUNTIME_DIR
 for b in cpu vulkan; do
-    "$BIN/rustorch" run -m "$M" -p "Once upon a time" -n "$((CHECK_TOKENS / 4))" --temp 0 --backend $b >"$OUT/greedy-$b.txt" 2>/dev/null
+    "$BIN/rustorch" run -m "$M" -p "Once upon a time" -n "$((CHECK_TOKENS / 4))" --temp 0 --backend $b >"$WORK/greedy-$b.txt" 2>/dev/null
 done
 
 # Benchmarks: every file, then Q4_K_M decode without subgroups, with a submission every 64 ops,
@@ -103,9 +104,9 @@ RUSTORCH_WGPU_PROFILE=1 "$BIN/rustorch" bench -m "$M" --backend vulkan $GEN_ARGS
     >/dev/null 2>"$OUT/profile.err"
 grep "wgpu profile" "$OUT/profile.err"
 
-python3 - "$OUT" "$BENCH" "${card:-?}" "${driver:-?}" "$(tr '\n' ' ' <$BIN/COMMIT)" "$test_rc" <<'PY'
+python3 - "$OUT" "$BENCH" "$WORK" "${card:-?}" "${driver:-?}" "$(tr '\n' ' ' <$BIN/COMMIT)" "$test_rc" <<'PY'
 import json, re, sys, os
-out, bench_dir, card, driver, commit, test_rc = sys.argv[1:7]
+out, bench_dir, work, card, driver, commit, test_rc = sys.argv[1:8]
 log = open(os.path.join(out, "vulkan-tests.log")).read()
 tests = {n: s for n, s in re.findall(r"^test (\S+) \.\.\. (ok|FAILED|ignored)", log, re.M)}
 adapter = ""
@@ -115,8 +116,8 @@ if m:
     adapter = m.group(1)
 check = {}
 try:
-    cpu = json.load(open(os.path.join(out, "logits-cpu.json")))["positions"]
-    gpu = json.load(open(os.path.join(out, "logits-vulkan.json")))["positions"]
+    cpu = json.load(open(os.path.join(work, "logits-cpu.json")))["positions"]
+    gpu = json.load(open(os.path.join(work, "logits-vulkan.json")))["positions"]
     conf = [(c, g) for c, g in zip(cpu, gpu) if c["margin"] >= 0.5]
     check["positions"] = len(cpu)
     check["confident"] = len(conf)
@@ -124,8 +125,9 @@ try:
     check["agree_all"] = sum(c["argmax"] == g["argmax"] for c, g in zip(cpu, gpu))
 except Exception as e:
     check["error"] = str(e)
-g = [open(os.path.join(out, f"greedy-{b}.txt"), errors="replace").read() for b in ("cpu", "vulkan")]
+g = [open(os.path.join(work, f"greedy-{b}.txt"), errors="replace").read() for b in ("cpu", "vulkan")]
 check["greedy_equal"] = g[0] == g[1]
+check["greedy"] = {"cpu": g[0], "vulkan": g[1]}
 check["greedy_common_prefix_chars"] = len(os.path.commonprefix(g))
 prof = re.findall(r"wgpu profile: .*", open(os.path.join(out, "profile.err")).read())
 bench = []
