@@ -554,14 +554,15 @@ extern "C" __global__ void rope_kv(const float* q, const float* k, const float* 
 
 // ---------------------------------------------------------------------------------------------
 // Decode attention (flash-decoding). Split `split` of the io[0] + 1 cached positions takes `chunk`
-// of them (at least 128, so short contexts use one block a head group and no merge); block (kv_head, split, group of <= 8
+// of them (at least 128, so short contexts need no merge); block (kv_head, split, group of <= AD_G
 // query heads) walks them in tiles of 32 keys a warp: lane j scores key j against every head of the
 // group (queries in shared memory), the warp updates an online softmax per head, then lane d
 // accumulates output dims d·E.. over the tile's keys. Warps merge at the end; partials go to
 // part[head][split] = (acc[hd], max, sum), and the last block of a head group merges the splits
 // into the output (f32 and/or q8_1). `counter` (one int per head group, zero) counts arrivals.
 #define AD_WARPS 4
-#define AD_G 8
+// Query heads a block takes (blockIdx.z picks the group); model.rs's ATTN_HEADS_PER_BLOCK.
+#define AD_G 1
 // Positions a split takes: at least one pass of the block's 4 warps (128), so contexts up to 128
 // need no merge across blocks.
 __device__ __forceinline__ int attn_chunk(int n_kv, int n_split) {

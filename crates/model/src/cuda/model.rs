@@ -275,6 +275,11 @@ pub(crate) fn quantize(gpu: &Gpu, x: u64, n: usize, aq: u64, ads: u64) -> Result
     )
 }
 
+/// Query heads one decode-attention block takes (`AD_G` in `kernels.cu`): few, so each block's
+/// serial work is short (at short contexts the kernel is latency-bound); the blocks of one KV
+/// head read the same keys and values, from L2.
+const ATTN_HEADS_PER_BLOCK: usize = 1;
+
 /// Attention geometry on the GPU.
 #[derive(Clone, Copy)]
 pub(crate) struct Attn {
@@ -289,11 +294,11 @@ pub(crate) struct Attn {
 
 impl Attn {
     pub fn group_blocks(&self) -> usize {
-        (self.n_head / self.n_head_kv).div_ceil(8)
+        (self.n_head / self.n_head_kv).div_ceil(ATTN_HEADS_PER_BLOCK)
     }
     /// Splits of the decode attention: about 256 blocks in all.
     pub fn splits_for(n_head: usize, n_head_kv: usize) -> usize {
-        (256 / (n_head_kv * (n_head / n_head_kv).div_ceil(8))).clamp(1, 64)
+        (256 / (n_head_kv * (n_head / n_head_kv).div_ceil(ATTN_HEADS_PER_BLOCK))).clamp(1, 64)
     }
     pub fn check(&self) -> Result<(), ModelError> {
         if !matches!(self.hd, 32 | 64 | 96 | 128) {
