@@ -4,6 +4,7 @@
 //! - `kernels.cu`: every kernel, CUDA C compiled by NVRTC when the model loads; the PTX is cached
 //!   under `~/.cache/rustorch/cuda/`, keyed by a hash of the source and the GPU architecture.
 //! - [`gpu`]: the context, the stream, device buffers and kernel launches.
+//! - [`ops`]: one launch function per kernel (or fused group), on device addresses.
 //! - [`model`]: the forward pass on the GPU and the [`crate::Model`] impl. Decode (one token) is one
 //!   CUDA graph replayed per step; prompts go through cuBLAS GEMMs on dequantized f16 weights.
 //! - [`testing`]: single kernels on host data, for the tests against the scalar references.
@@ -15,6 +16,7 @@
 
 mod gpu;
 mod model;
+mod ops;
 pub mod testing;
 
 use std::sync::Arc;

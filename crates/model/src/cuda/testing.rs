@@ -5,7 +5,7 @@
 use rustorch_gguf::GgmlType;
 
 use super::gpu::Gpu;
-use super::model::{self, upload_matrix, Attn, MvIn, RopeOut};
+use super::ops::{self as model, upload_matrix, Attn, MvIn, RopeOut};
 use crate::backend::AttnShape;
 use crate::ModelError;
 

@@ -1,0 +1,368 @@
+//! Kernel launches: one function per kernel (or fused group) of `kernels.cu`, taking device
+//! addresses, shared by the model's forward pass and the kernel tests.
+
+use half::f16;
+use rayon::prelude::*;
+use rustorch_gguf::GgmlType;
+use rustorch_quant::dispatch;
+
+use super::gpu::{DevBuf, Gpu};
+use crate::ModelError;
+
+/// Kernel type codes (ggml's type ids) of the formats the kernels read directly.
+pub(crate) fn kernel_type(ty: GgmlType) -> Option<i32> {
+    use GgmlType as T;
+    matches!(
+        ty,
+        T::F16 | T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 | T::Q4_K | T::Q5_K | T::Q6_K
+    )
+    .then_some(ty.id() as i32)
+}
+
+/// A weight matrix on the GPU: `rows` rows of `cols` weights in format `ty` (a kernel type code).
+pub(crate) struct GWeight {
+    pub buf: DevBuf,
+    pub ty: i32,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// Uploads a `rows × cols` matrix of type `ty`. Formats without a kernel of their own (F32, BF16,
+/// Q2_K, Q3_K, ...) are dequantized here and kept as f16.
+pub(crate) fn upload_matrix(
+    gpu: &Gpu,
+    name: &str,
+    ty: GgmlType,
+    data: &[u8],
+    rows: usize,
+    cols: usize,
+) -> Result<GWeight, ModelError> {
+    if !cols.is_multiple_of(32) {
+        return Err(ModelError::Backend(format!(
+            "cuda: tensor '{name}' has rows of {cols} values; the cuda backend needs a multiple of 32"
+        )));
+    }
+    if let Some(kt) = kernel_type(ty) {
+        return Ok(GWeight {
+            buf: gpu.upload(data, name)?,
+            ty: kt,
+            rows,
+            cols,
+        });
+    }
+    if !dispatch::is_supported(ty) {
+        return Err(ModelError::UnsupportedType {
+            name: name.to_string(),
+            ty,
+            backend: "cuda",
+        });
+    }
+    let row_bytes = data.len() / rows;
+    let mut wide = vec![f16::ZERO; rows * cols];
+    wide.par_chunks_mut(cols)
+        .zip(data.par_chunks(row_bytes))
+        .try_for_each(|(dst, src)| {
+            let mut tmp = vec![0f32; cols];
+            dispatch::dequantize_row(ty, src, &mut tmp)?;
+            for (d, s) in dst.iter_mut().zip(&tmp) {
+                *d = f16::from_f32(*s);
+            }
+            Ok(())
+        })
+        .map_err(|e: rustorch_quant::QuantError| {
+            ModelError::Backend(format!("cuda: widening '{name}': {e}"))
+        })?;
+    Ok(GWeight {
+        buf: gpu.upload(&wide, name)?,
+        ty: GgmlType::F16.id() as i32,
+        rows,
+        cols,
+    })
+}
+
+/// Warps in a mat-vec block (`RUSTORCH_CUDA_MV_WARPS`: 4, 8 or 16, default 4), a tuning knob.
+fn mv_warps() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(
+        || match std::env::var("RUSTORCH_CUDA_MV_WARPS").ok().as_deref() {
+            Some("8") => 8,
+            Some("16") => 16,
+            _ => 4,
+        },
+    )
+}
+
+/// Most warps a mat-vec row gets (`RUSTORCH_CUDA_WPR_MAX`: 1, 2 or 4, default 2, the fastest on an
+/// H100 for TinyLlama), a tuning knob.
+fn wpr_max() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(
+        || match std::env::var("RUSTORCH_CUDA_WPR_MAX").ok().as_deref() {
+            Some("1") => 1,
+            Some("4") => 4,
+            _ => 2,
+        },
+    )
+}
+
+/// The input of a mat-vec: an activation quantized to q8_1, codes and per-block `(d, d·Σq)`.
+#[derive(Clone, Copy)]
+pub(crate) struct MvIn {
+    pub aq: u64,
+    pub ads: u64,
+}
+
+/// Where the q/k/v mat-vec (mode 3) puts its rotated outputs: f16 q, and k and v into one layer's
+/// cache, at the position `io[0]`.
+#[derive(Clone, Copy)]
+pub(crate) struct RopeOut {
+    pub io: u64,
+    pub qh: u64,
+    pub kc: u64,
+    pub vc: u64,
+}
+
+/// `outs[i] (+)= ws[i] · x`; `mode` as in `kernels.cu` (0 write, 1 add, 2 SwiGLU of two weights,
+/// 3 q/k/v with RoPE into the cache, which needs `rope`).
+pub(crate) fn matvec(
+    gpu: &Gpu,
+    ws: &[(&GWeight, u64)],
+    input: MvIn,
+    mode: i32,
+    rope: Option<(&Attn, RopeOut)>,
+) -> Result<(), ModelError> {
+    assert!(!ws.is_empty() && ws.len() <= 3);
+    let ncols = ws[0].0.cols;
+    assert!(ws.iter().all(|(w, _)| w.cols == ncols));
+    let seg = |i: usize| -> (u64, i32, i32, u64) {
+        ws.get(i)
+            .map(|(w, o)| (w.buf.ptr, w.ty, w.rows as i32, *o))
+            .unwrap_or((0, 0, 0, 0))
+    };
+    let (s0, s1, s2) = (seg(0), seg(1), seg(2));
+    let rows = if mode == 2 {
+        ws[0].0.rows
+    } else {
+        ws.iter().map(|(w, _)| w.rows).sum()
+    };
+    // Warps per row: enough that a lane has at most about two 32-weight chunks of the row. Modes 2
+    // and 3 pair adjacent items within a block, so they take at most 2.
+    let chunks = ncols / 32;
+    let wpr: usize = match chunks {
+        0..=64 => 1,
+        65..=128 => 2,
+        _ if mode >= 2 => 2,
+        _ => 4,
+    }
+    .min(wpr_max());
+    let items = if mode == 2 { 2 * rows } else { rows };
+    let warps = mv_warps();
+    let grid = items.div_ceil(warps / wpr) as u32;
+    let (io, qh, kc, vc, n_ctx, hd, n_rot, theta_scale) = match rope {
+        Some((a, r)) => (
+            r.io,
+            r.qh,
+            r.kc,
+            r.vc,
+            a.n_ctx as i32,
+            a.hd as i32,
+            a.n_rot as i32,
+            a.freq_base.powf(-2.0 / a.n_rot as f32),
+        ),
+        None => {
+            assert!(mode != 3, "the q/k/v mode needs its RoPE outputs");
+            (0, 0, 0, 0, 0, 0, 0, 0.0)
+        }
+    };
+    gpu.launch(
+        &gpu.k.matvec,
+        (grid, 1, 1),
+        (32 * warps) as u32,
+        &[
+            &s0.0,
+            &s0.1,
+            &s0.2,
+            &s0.3,
+            &s1.0,
+            &s1.1,
+            &s1.2,
+            &s1.3,
+            &s2.0,
+            &s2.1,
+            &s2.2,
+            &s2.3,
+            &input.aq,
+            &input.ads,
+            &(ncols as i32),
+            &mode,
+            &(wpr as i32),
+            &io,
+            &qh,
+            &kc,
+            &vc,
+            &n_ctx,
+            &hd,
+            &n_rot,
+            &theta_scale,
+        ],
+    )
+}
+
+/// RMSNorm of `n` rows of width `dim` starting at row `row0` of `x`, written to any of f32 / f16 /
+/// q8_1 (a null pointer skips an output).
+#[allow(clippy::too_many_arguments)] // the kernel's operands
+pub(crate) fn rms_norm(
+    gpu: &Gpu,
+    x: u64,
+    row0: usize,
+    w: &DevBuf,
+    eps: f32,
+    (n, dim): (usize, usize),
+    (of32, of16): (u64, u64),
+    (aq, ads): (u64, u64),
+) -> Result<(), ModelError> {
+    assert!(dim % 32 == 0 && dim <= RMS_NORM_MAX);
+    gpu.launch(
+        &gpu.k.rms_norm,
+        (n as u32, 1, 1),
+        dim.min(1024) as u32,
+        &[
+            &x,
+            &(row0 as i32),
+            &w.ptr,
+            &eps,
+            &(dim as i32),
+            &of32,
+            &of16,
+            &aq,
+            &ads,
+        ],
+    )
+}
+
+/// Widest row the RMSNorm kernel takes (`RN_MAX` values a thread, 1024 threads).
+pub(crate) const RMS_NORM_MAX: usize = 8 * 1024;
+
+/// Quantizes `n` f32 values (a multiple of 32) at `x` to q8_1.
+pub(crate) fn quantize(gpu: &Gpu, x: u64, n: usize, aq: u64, ads: u64) -> Result<(), ModelError> {
+    let blocks = n / 32;
+    gpu.launch(
+        &gpu.k.quantize_q8_1,
+        (blocks.div_ceil(8) as u32, 1, 1),
+        256,
+        &[&x, &(n as i32), &aq, &ads],
+    )
+}
+
+/// Query heads one decode-attention block takes (`AD_G` in `kernels.cu`): few, so each block's
+/// serial work is short (at short contexts the kernel is latency-bound); the blocks of one KV
+/// head read the same keys and values, from L2.
+const ATTN_HEADS_PER_BLOCK: usize = 1;
+
+/// Attention geometry on the GPU.
+#[derive(Clone, Copy)]
+pub(crate) struct Attn {
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub hd: usize,
+    pub n_rot: usize,
+    pub freq_base: f32,
+    pub n_ctx: usize,
+    pub n_split: usize,
+}
+
+impl Attn {
+    pub fn group_blocks(&self) -> usize {
+        (self.n_head / self.n_head_kv).div_ceil(ATTN_HEADS_PER_BLOCK)
+    }
+    /// Splits of the decode attention: about 256 blocks in all.
+    pub fn splits_for(n_head: usize, n_head_kv: usize) -> usize {
+        (256 / (n_head_kv * (n_head / n_head_kv).div_ceil(ATTN_HEADS_PER_BLOCK))).clamp(1, 64)
+    }
+    pub fn check(&self) -> Result<(), ModelError> {
+        if !matches!(self.hd, 32 | 64 | 96 | 128) {
+            return Err(ModelError::Backend(format!(
+                "cuda: head size {} is not supported (the attention kernels take 32, 64, 96 or 128)",
+                self.hd
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// RoPE of q and k of `n` tokens at positions `io[0]..`, q to `qh` (f16, head-major), k and v to
+/// the layer's cache.
+#[allow(clippy::too_many_arguments)] // the kernel's operands
+pub(crate) fn rope_kv(
+    gpu: &Gpu,
+    a: &Attn,
+    n: usize,
+    (q, k, v): (u64, u64, u64),
+    io: u64,
+    qh: u64,
+    (kc, vc): (u64, u64),
+) -> Result<(), ModelError> {
+    let theta_scale = a.freq_base.powf(-2.0 / a.n_rot as f32);
+    gpu.launch(
+        &gpu.k.rope_kv,
+        (n as u32, (a.n_head + a.n_head_kv) as u32, 1),
+        (a.hd / 2) as u32,
+        &[
+            &q,
+            &k,
+            &v,
+            &(n as i32),
+            &(a.n_head as i32),
+            &(a.n_head_kv as i32),
+            &(a.hd as i32),
+            &(a.n_rot as i32),
+            &theta_scale,
+            &io,
+            &qh,
+            &kc,
+            &vc,
+            &(a.n_ctx as i32),
+        ],
+    )
+}
+
+/// Attention of one query (at position `io[0]`) over the layer's cache, split over the cached
+/// positions and merged by the last block of each head group into f32 (`of32`, may be null) and
+/// q8_1 (`aq`/`ads`, may be null). `counter` holds one zeroed int per head group.
+#[allow(clippy::too_many_arguments)] // the kernel's operands
+pub(crate) fn attn_decode(
+    gpu: &Gpu,
+    a: &Attn,
+    qh: u64,
+    (kc, vc): (u64, u64),
+    io: u64,
+    (part, counter): (u64, u64),
+    of32: u64,
+    (aq, ads): (u64, u64),
+) -> Result<(), ModelError> {
+    let scale = 1.0 / (a.hd as f32).sqrt();
+    gpu.launch(
+        &gpu.k.attn_decode[a.hd / 32 - 1],
+        (
+            a.n_head_kv as u32,
+            a.n_split as u32,
+            a.group_blocks() as u32,
+        ),
+        128,
+        &[
+            &qh,
+            &kc,
+            &vc,
+            &io,
+            &(a.n_ctx as i32),
+            &(a.n_head as i32),
+            &(a.n_head_kv as i32),
+            &scale,
+            &part,
+            &counter,
+            &of32,
+            &aq,
+            &ads,
+        ],
+    )
+}
