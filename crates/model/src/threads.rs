@@ -29,6 +29,9 @@ struct Shared {
     /// Tasks finished in this operation.
     done: AtomicUsize,
     stop: AtomicBool,
+    /// The first panic of a task of the current operation, re-raised on the caller's thread once
+    /// every task has finished (so no thread still uses the operation's borrowed closure).
+    panic: Mutex<Option<Box<dyn std::any::Any + Send>>>,
     lock: Mutex<()>,
     wake: Condvar,
 }
@@ -55,6 +58,7 @@ impl Pool {
             next: AtomicU64::new(0),
             done: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
+            panic: Mutex::new(None),
             lock: Mutex::new(()),
             wake: Condvar::new(),
         });
@@ -109,6 +113,10 @@ impl Pool {
         while s.done.load(Ordering::Acquire) < n_tasks {
             std::hint::spin_loop();
         }
+        let panic = s.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(payload) = panic {
+            std::panic::resume_unwind(payload);
+        }
     }
 }
 
@@ -132,7 +140,11 @@ fn claim_tasks(s: &Shared, task: Task<'_>, n_tasks: usize, epoch: usize) {
             .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
         {
             Ok(_) => {
-                task(i);
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task(i)));
+                if let Err(payload) = run {
+                    let mut first = s.panic.lock().unwrap_or_else(|e| e.into_inner());
+                    first.get_or_insert(payload);
+                }
                 s.done.fetch_add(1, Ordering::Release);
                 cur = s.next.load(Ordering::Acquire);
             }
@@ -266,6 +278,30 @@ mod tests {
             });
             assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
         }
+    }
+
+    /// A panicking task (a bug) reaches the caller as a panic, after every other task of the
+    /// operation has finished; it neither hangs the pool nor leaves it unusable.
+    #[test]
+    fn a_task_panic_reaches_the_caller_and_the_pool_still_works() {
+        let pool = Pool::new(3);
+        for bad in [0usize, 5, 63] {
+            let ran = AtomicUsize::new(0);
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                pool.run(64, &|i| {
+                    ran.fetch_add(1, Ordering::Relaxed);
+                    assert!(i != bad, "task {i} fails");
+                })
+            }));
+            let msg = result.expect_err("the panic is re-raised");
+            assert_eq!(msg.downcast_ref::<String>().unwrap(), &format!("task {bad} fails"));
+            assert_eq!(ran.load(Ordering::Relaxed), 64, "every task ran");
+        }
+        let hits = AtomicUsize::new(0);
+        pool.run(100, &|_| {
+            hits.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(hits.load(Ordering::Relaxed), 100);
     }
 
     #[test]

@@ -31,8 +31,11 @@ fn block(x: &[f32], qs: &mut [i8; QK8_0]) -> (f32, i32) {
 
 /// Quantizes one activation row into Q8_0 or Q8_1 blocks the way ggml's x86 backend does.
 /// Returns `false` (writing nothing) for other formats, where the reference quantizer is what ggml
-/// runs. `x.len()` must be a multiple of 32 and `out` exactly the row's bytes.
+/// runs. For Q8_0 / Q8_1, `x.len()` must be a multiple of 32 and `out` exactly the row's bytes.
 pub fn quantize_act_ggml_x86(ty: GgmlType, x: &[f32], out: &mut [u8]) -> bool {
+    if !matches!(ty, GgmlType::Q8_0 | GgmlType::Q8_1) {
+        return false;
+    }
     assert!(
         x.len().is_multiple_of(QK8_0),
         "row length {} is not a multiple of {QK8_0}",
@@ -66,6 +69,15 @@ pub fn quantize_act_ggml_x86(ty: GgmlType, x: &[f32], out: &mut [u8]) -> bool {
 mod tests {
     use super::*;
     use crate::dispatch;
+
+    /// Float weights pair with F32 activations of any length: not ours to quantize, no panic.
+    #[test]
+    fn other_formats_are_declined_at_any_length() {
+        let x = [0.5f32; 20];
+        for ty in [GgmlType::F32, GgmlType::F16, GgmlType::Q8_K] {
+            assert!(!quantize_act_ggml_x86(ty, &x, &mut []));
+        }
+    }
 
     #[test]
     fn halves_round_to_even_and_scale_is_127_over_amax() {
