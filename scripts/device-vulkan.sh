@@ -23,12 +23,13 @@ if [[ "${1:-}" == "--stage" ]]; then
     strip .wgpubin/rustorch .wgpubin/wgpu-kernels
     git rev-parse HEAD >.wgpubin/COMMIT
     git status --porcelain --untracked-files=no | grep -q . && echo "dirty" >>.wgpubin/COMMIT
-    if ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
-        # The device machine may lack the Vulkan loader (the NVIDIA driver brings only the ICD).
+    if ! ls .gl/libglvnd0_*.deb >/dev/null 2>&1; then
+        # The device machine lacks the Vulkan loader and the GL dispatch libraries the NVIDIA
+        # driver's ICD needs (the driver itself is there).
         mkdir -p .gl /tmp/amd64/partial
         o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
         apt-get $o update >/dev/null
-        (cd .gl && apt-get $o download libvulkan1)
+        (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
     fi
     grep -qx '/.wgpubin/' .git/info/exclude || echo /.wgpubin/ >>.git/info/exclude
     grep -qx '/.gl/' .git/info/exclude || echo /.gl/ >>.git/info/exclude
@@ -50,15 +51,16 @@ GEN_ARGS=${GEN_ARGS:--p 0 -n 128}
 # The Vulkan loader complains on every start without a runtime directory.
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
 
-# The Vulkan loader, if the machine has none; the NVIDIA ICD where the driver put it.
-if ! ldconfig -p | grep -q 'libvulkan.so.1'; then
-    for f in .gl/*.deb; do dpkg -x "$f" /; done
-    ldconfig
-fi
-if ! ls /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json >/dev/null 2>&1 &&
-    [[ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]]; then
+# The Vulkan loader and the GL dispatch libraries the NVIDIA ICD loads (the device README's
+# headless-rendering recipe), and the NVIDIA ICD where that machine keeps it.
+for f in .gl/*.deb; do dpkg -x "$f" /; done
+ldconfig
+if [[ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]]; then
     export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 fi
+echo "VK_DRIVER_FILES=${VK_DRIVER_FILES:-}"
+ls /usr/share/vulkan/icd.d /etc/vulkan/icd.d /usr/local/nvidia/share/vulkan/icd.d 2>/dev/null | tr '\n' ' '; echo
+ldconfig -p | grep -E 'libvulkan.so|libGLX_nvidia|libGLdispatch' | head -5
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1)
 echo "card: ${card:-?}, driver: ${driver:-?}"
