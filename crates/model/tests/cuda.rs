@@ -355,8 +355,11 @@ fn decode_attention_matches_cpu() {
 // Whole model: CUDA vs CPU logits, both computed here.
 
 fn synth_file(shape: &str, ftype: FileType) -> PathBuf {
+    // A name of its own per call: tests running in parallel make files of the same shape and type.
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = std::env::temp_dir().join(format!(
-        "rustorch-cuda-test-{shape}-{}-{}.gguf",
+        "rustorch-cuda-test-{shape}-{}-{}-{seq}.gguf",
         ftype.name(),
         std::process::id()
     ));

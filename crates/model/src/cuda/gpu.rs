@@ -6,6 +6,7 @@
 
 use std::ffi::c_void;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use cudarc::cublas::{result as blas, sys as blas_sys};
@@ -127,6 +128,12 @@ pub struct Gpu {
     pub(crate) stream: Arc<CudaStream>,
     pub(crate) k: Kernels,
     pub(crate) blas: Option<Blas>,
+    /// Launches carry the programmatic-stream-serialization attribute (Programmatic Dependent
+    /// Launch, sm_90+): set while the decode step is recorded, so each kernel's blocks start while
+    /// the previous kernel finishes and wait in `griddepcontrol.wait` for its results.
+    pub(crate) pdl: AtomicBool,
+    /// The compute capability's major number (PDL needs 9).
+    pub(crate) cc_major: i32,
     name: String,
 }
 
@@ -195,6 +202,8 @@ impl Gpu {
             stream,
             k,
             blas,
+            pdl: AtomicBool::new(false),
+            cc_major: major,
             name,
         })
     }
@@ -308,6 +317,37 @@ impl Gpu {
             .bind_to_thread()
             .map_err(|e| drv_err("binding the context", e))?;
         let mut ptrs: Vec<*mut c_void> = args.iter().map(|a| a.addr()).collect();
+        if self.pdl.load(Ordering::Relaxed) {
+            // SAFETY: a zeroed attribute is a valid plain-data value; only the PDL flag is set.
+            let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+            attr.id =
+                sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+            attr.value.programmaticStreamSerializationAllowed = 1;
+            let config = sys::CUlaunchConfig {
+                gridDimX: grid.0,
+                gridDimY: grid.1,
+                gridDimZ: grid.2,
+                blockDimX: block,
+                blockDimY: 1,
+                blockDimZ: 1,
+                sharedMemBytes: 0,
+                hStream: self.stream.cu_stream(),
+                attrs: &mut attr,
+                numAttrs: 1,
+            };
+            // SAFETY: as below; every kernel of the decode step starts with `griddepcontrol.wait`
+            // before it reads what an earlier kernel wrote or writes anything.
+            return unsafe {
+                sys::cuLaunchKernelEx(
+                    &config,
+                    f.cu_function(),
+                    ptrs.as_mut_ptr(),
+                    std::ptr::null_mut(),
+                )
+                .result()
+            }
+            .map_err(|e| drv_err("launching a kernel", e));
+        }
         // SAFETY: every kernel's parameters are the pointers and scalars `args` lists in the order
         // of its CUDA signature (each call site mirrors `kernels.cu`); pointers are live device
         // buffers of the sizes the kernels index.

@@ -22,6 +22,9 @@ typedef unsigned long long u64;
 #define T_Q4_K 12
 #define T_Q5_K 13
 #define T_Q6_K 14
+// Q6_K with each 210-byte block padded to 224 bytes (upload's repacking), so every block, its
+// quants and its high bits start 16-byte aligned and load as uint4.
+#define T_Q6_KP 200
 
 #define NEG_BIG (-1e30f)
 
@@ -48,6 +51,23 @@ __device__ __forceinline__ int dp4a(int a, int b, int c) {
     asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
     return r;
 }
+// Programmatic Dependent Launch (sm_90+; no-ops before, and when the kernel was launched without
+// the attribute): `grid_wait` blocks until the previous kernel in the stream has finished and its
+// writes are visible; `grid_launch` lets the next kernel's blocks start (they run up to their own
+// `grid_wait`). Every kernel of the decode step calls both before it reads an activation or writes.
+__device__ __forceinline__ void grid_wait() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void grid_launch() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
@@ -69,6 +89,7 @@ __device__ __forceinline__ int block_bytes(int t) {
     case T_Q8_0: return 34;
     case T_Q4_K: return 144;
     case T_Q5_K: return 176;
+    case T_Q6_KP: return 224;
     default: return 210; // T_Q6_K
     }
 }
@@ -144,8 +165,8 @@ __device__ float dq(int t, const u8* row, int i) {
         scale_min_k4(sub, b + 4, &sc, &m);
         return ldh(b) * (float)sc * (float)q - ldh(b + 2) * (float)m;
     }
-    default: { // T_Q6_K
-        const u8* b = row + (i >> 8) * 210;
+    default: { // T_Q6_K, T_Q6_KP
+        const u8* b = row + (i >> 8) * (t == T_Q6_KP ? 224 : 210);
         int r = i & 255, h = r >> 7, rr = r & 127, k = rr >> 5, l = rr & 31;
         u8 qlb = b[h * 64 + l + (k & 1) * 32];
         int lo = k < 2 ? (qlb & 15) : (qlb >> 4);
@@ -179,6 +200,8 @@ extern "C" __global__ void dequant_f32(const u8* w, int t, int rows, int cols, f
 
 // out[t] = table[tokens[t]]; tokens are io[1..] (io[0] is the position of the first token).
 extern "C" __global__ void embed(const u8* w, int t, int cols, const int* io, float* out) {
+    grid_wait();
+    grid_launch();
     int row = io[1 + blockIdx.x];
     const u8* src = w + (u64)row * row_bytes(t, cols);
     for (int c = threadIdx.x; c < cols; c += blockDim.x) out[(u64)blockIdx.x * cols + c] = dq(t, src, c);
@@ -302,6 +325,26 @@ template <> __device__ __forceinline__ float dot_chunk<T_Q6_K>(const u8* row, in
     float sc1 = (float)(i8)b[192 + h * 8 + 2 * k4 + 1];
     return ldh(b + 208) * ds.x * (sc0 * (float)s0 + sc1 * (float)s1);
 }
+template <> __device__ __forceinline__ float dot_chunk<T_Q6_KP>(const u8* row, int c, const int* a, float2 ds) {
+    const u8* b = row + (c >> 3) * 224;
+    int sub = c & 7, h = sub >> 2, k4 = sub & 3;
+    const uint4* ql = (const uint4*)(b + h * 64 + (k4 & 1) * 32);
+    const uint4* qh = (const uint4*)(b + 128 + h * 32);
+    uint4 l0 = ql[0], l1 = ql[1], h0 = qh[0], h1 = qh[1];
+    u32 lv[8] = {l0.x, l0.y, l0.z, l0.w, l1.x, l1.y, l1.z, l1.w};
+    u32 hv[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
+    int sl = (k4 >> 1) * 4, sh = 2 * k4;
+    int s0 = 0, s1 = 0;
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        u32 v = ((lv[k] >> sl) & 0x0F0F0F0F) | (((hv[k] >> sh) & 0x03030303) << 4);
+        int p = dp4a(v, a[k], 0) - 32 * dp4a(0x01010101, a[k], 0);
+        if (k < 4) s0 += p; else s1 += p;
+    }
+    float sc0 = (float)(i8)b[192 + h * 8 + 2 * k4];
+    float sc1 = (float)(i8)b[192 + h * 8 + 2 * k4 + 1];
+    return ldh(b + 208) * ds.x * (sc0 * (float)s0 + sc1 * (float)s1);
+}
 // f16 weights (every format without a quantized kernel is widened to f16 at upload).
 template <> __device__ __forceinline__ float dot_chunk<T_F16>(const u8* row, int c, const int* a, float2 ds) {
     const u32* w = (const u32*)(row + c * 64);
@@ -349,6 +392,7 @@ __device__ float row_dot_t(int t, const u8* row, int nch, const int* aq, const f
     case T_Q4_K: return row_dot<T_Q4_K>(row, nch, aq, ads, i, stride);
     case T_Q5_K: return row_dot<T_Q5_K>(row, nch, aq, ads, i, stride);
     case T_Q6_K: return row_dot<T_Q6_K>(row, nch, aq, ads, i, stride);
+    case T_Q6_KP: return row_dot<T_Q6_KP>(row, nch, aq, ads, i, stride);
     default: return row_dot<T_F16>(row, nch, aq, ads, i, stride);
     }
 }
@@ -362,6 +406,35 @@ __device__ __forceinline__ void quant_lane(float v, int lane, u64 blk, i8* aq, f
     float sum = warp_sum((float)q);
     aq[blk * 32 + lane] = (i8)q;
     if (lane == 0) ads[blk] = make_float2(d, d * sum);
+}
+
+// The weight row of mat-vec work item gi (see matvec), null past the last; its type in *t.
+__device__ __forceinline__ const u8* mv_row(int gi, int mode, int ncols, const u8* w0, int t0, int r0,
+                                            const u8* w1, int t1, int r1, const u8* w2, int t2, int r2,
+                                            int* t) {
+    const u8* w = 0;
+    int row = 0;
+    if (mode == 2) {
+        row = gi >> 1;
+        if (row < r0) {
+            w = (gi & 1) ? w1 : w0;
+            *t = (gi & 1) ? t1 : t0;
+        }
+    } else if (gi < r0) {
+        row = gi; w = w0; *t = t0;
+    } else if (gi < r0 + r1) {
+        row = gi - r0; w = w1; *t = t1;
+    } else if (gi < r0 + r1 + r2) {
+        row = gi - r0 - r1; w = w2; *t = t2;
+    }
+    return w ? w + (u64)row * row_bytes(*t, ncols) : 0;
+}
+// Lane `i` of `n` prefetches its share of the 128-byte lines of a weight row into L2.
+__device__ __forceinline__ void prefetch_row(const u8* wrow, int t, int ncols, int i, int n) {
+    if (!wrow) return;
+    u64 p0 = (u64)wrow & ~(u64)127, p1 = (u64)wrow + row_bytes(t, ncols);
+    int lines = (int)((p1 - p0 + 127) >> 7);
+    for (int l = i; l < lines; l += n) prefetch_l2((const void*)(p0 + (u64)l * 128));
 }
 
 // Mat-vec of up to three weights sharing one input (q/k/v). A block of nw <= 16 warps takes
@@ -378,30 +451,22 @@ extern "C" __global__ void matvec(const u8* w0, int t0, int r0, float* o0,
                                   const u8* w2, int t2, int r2, float* o2,
                                   const i8* aq, const float2* ads, int ncols, int mode, int wpr,
                                   const int* io, u16* qh, u16* kc, u16* vc, int n_ctx, int hd,
-                                  int n_rot, float theta_scale) {
+                                  int n_rot, float theta_scale, int flags) {
     __shared__ float part[16];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, n_warps = blockDim.x >> 5;
     int nch = ncols >> 5;
     int items = n_warps / wpr;
     const int* a = (const int*)aq;
     int gi = blockIdx.x * items + warp / wpr;
-    const u8* w = 0;
-    int t = 0, row = 0;
-    if (mode == 2) {
-        row = gi >> 1;
-        if (row < r0) {
-            w = (gi & 1) ? w1 : w0;
-            t = (gi & 1) ? t1 : t0;
-        }
-    } else if (gi < r0) {
-        row = gi; w = w0; t = t0;
-    } else if (gi < r0 + r1) {
-        row = gi - r0; w = w1; t = t1;
-    } else if (gi < r0 + r1 + r2) {
-        row = gi - r0 - r1; w = w2; t = t2;
-    }
+    int t = 0;
+    const u8* wrow = mv_row(gi, mode, ncols, w0, t0, r0, w1, t1, r1, w2, t2, r2, &t);
+    // The weights do not depend on the previous kernel: pull this warp's share of its row into L2
+    // while that kernel finishes (flags bit 0), then wait for it.
+    if (flags & 1) prefetch_row(wrow, t, ncols, (warp % wpr) * 32 + lane, 32 * wpr);
+    grid_wait();
+    grid_launch();
     float s = 0.f;
-    if (w) s = row_dot_t(t, w + (u64)row * row_bytes(t, ncols), nch, a, ads, (warp % wpr) * 32 + lane, 32 * wpr);
+    if (wrow) s = row_dot_t(t, wrow, nch, a, ads, (warp % wpr) * 32 + lane, 32 * wpr);
     s = warp_sum(s);
     if (lane == 0) part[warp] = s;
     __syncthreads();
@@ -462,6 +527,8 @@ extern "C" __global__ void matvec(const u8* w0, int t0, int r0, float* o0,
 
 // x (n_total values, a multiple of 32) -> q8_1; one warp per block of 32.
 extern "C" __global__ void quantize_q8_1(const float* x, int n_total, i8* aq, float2* ads) {
+    grid_wait();
+    grid_launch();
     int lane = threadIdx.x & 31;
     u64 blk = (u64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (blk * 32 >= (u64)n_total) return;
@@ -476,6 +543,8 @@ extern "C" __global__ void quantize_q8_1(const float* x, int n_total, i8* aq, fl
 extern "C" __global__ void rms_norm(const float* x, int x_row0, const float* w, float eps, int dim,
                                     float* of32, u16* of16, i8* aq, float2* ads) {
     __shared__ float red[32];
+    grid_wait();
+    grid_launch();
     const float* xr = x + (u64)(x_row0 + blockIdx.x) * dim;
     int bd = blockDim.x, tid = threadIdx.x;
     float xv[RN_MAX], wv[RN_MAX];
@@ -571,8 +640,28 @@ __device__ __forceinline__ int attn_chunk(int n_kv, int n_split) {
 template <int HD>
 __device__ void attn_decode_t(const u16* qh, const u16* kc, const u16* vc, const int* io, int n_ctx,
                               int n_head, int n_head_kv, float scale, float* part, int* counter,
-                              float* of32, i8* aq, float2* ads) {
+                              float* of32, i8* aq, float2* ads, int pf) {
     constexpr int E = HD / 32;
+    if (pf) {
+        // The cached positions before io[0] (io is written by the host before the step, so it can
+        // be read before the wait) do not depend on the previous kernel: pull this split's keys
+        // and values into L2 while it finishes, the blocks of a head group taking turns.
+        int n_old = io[0];
+        int ch = attn_chunk(n_old + 1, gridDim.y);
+        int p0 = blockIdx.y * ch, p1 = min(n_old, p0 + ch);
+        const u8* kb = (const u8*)(kc + (u64)blockIdx.x * n_ctx * HD);
+        const u8* vb = (const u8*)(vc + (u64)blockIdx.x * n_ctx * HD);
+        constexpr int LINES = (HD * 2 + 127) / 128;
+        for (int j = p0 + threadIdx.x * gridDim.z + blockIdx.z; j < p1; j += blockDim.x * gridDim.z) {
+#pragma unroll
+            for (int l = 0; l < LINES; l++) {
+                prefetch_l2(kb + (u64)j * HD * 2 + l * 128);
+                prefetch_l2(vb + (u64)j * HD * 2 + l * 128);
+            }
+        }
+    }
+    grid_wait();
+    grid_launch();
     __shared__ float sq[AD_G][HD];
     __shared__ float sp[AD_WARPS][AD_G][32];
     __shared__ float sm_m[AD_WARPS][AD_G], sm_l[AD_WARPS][AD_G];
@@ -757,9 +846,10 @@ __device__ void attn_decode_t(const u16* qh, const u16* kc, const u16* vc, const
     extern "C" __global__ void attn_decode_##HD(const u16* qh, const u16* kc, const u16* vc,      \
                                                 const int* io, int n_ctx, int n_head,             \
                                                 int n_head_kv, float scale, float* part,          \
-                                                int* counter, float* of32, i8* aq, float2* ads) { \
+                                                int* counter, float* of32, i8* aq, float2* ads, \
+                                                int pf) {                                         \
         attn_decode_t<HD>(qh, kc, vc, io, n_ctx, n_head, n_head_kv, scale, part, counter, of32,   \
-                          aq, ads);                                                               \
+                          aq, ads, pf);                                                           \
     }
 ATTN_DECODE(32)
 ATTN_DECODE(64)

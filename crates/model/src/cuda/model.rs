@@ -6,6 +6,9 @@
 //! mat-vecs read the weights in their GGUF blocks and take int8 dot products (dp4a) with the
 //! activation quantized to q8_1. The position and the token are read from the device buffer `io`,
 //! so the step is captured once as a CUDA graph and replayed (`RUSTORCH_CUDA_GRAPH=0`: no graph).
+//! On sm_90+ the step's kernels go with Programmatic Dependent Launch: each kernel's blocks start
+//! while the previous kernel finishes, pull their weight rows (the attention: the cached keys and
+//! values) into L2, and only then wait for the previous kernel's results.
 //!
 //! Prompt (several tokens, cuBLAS present): each weight is dequantized to an f16 scratch matrix and
 //! multiplied by cuBLAS on tensor cores (f32 accumulation); attention is two batched GEMMs per layer
@@ -16,6 +19,7 @@
 //! `c × r` column-major transpose; `out[n][rows] = x[n][cols] · W[rows][cols]ᵀ` is the column-major
 //! `outᵀ = op_T(W) · xᵀ`, which is what [`Gpu::gemm`] gets.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use cudarc::driver::{sys, CudaGraph};
@@ -24,8 +28,8 @@ use rustorch_quant::dispatch;
 
 use super::gpu::{drv_err, DevBuf, Gpu};
 use super::ops::{
-    attn_decode, matvec, quantize, rms_norm, rope_kv, upload_matrix, Attn, GWeight, MvIn, RopeOut,
-    RMS_NORM_MAX,
+    attn_decode, matvec, pdl_enabled, quantize, rms_norm, rope_kv, upload_matrix, Attn, GWeight,
+    MvIn, RopeOut, RMS_NORM_MAX,
 };
 use crate::config::Config;
 use crate::llama::{Logits, N_UBATCH};
@@ -270,8 +274,17 @@ impl CudaModel {
         )
     }
 
-    /// Queues one decode step (token and position in `io`); logits end in `self.logits`.
+    /// Queues one decode step (token and position in `io`); logits end in `self.logits`. On sm_90+
+    /// its kernels go with Programmatic Dependent Launch (see [`Gpu::pdl`]).
     fn record_decode(&self) -> Result<(), ModelError> {
+        let pdl = self.gpu.cc_major >= 9 && pdl_enabled();
+        self.gpu.pdl.store(pdl, Ordering::Relaxed);
+        let r = self.record_decode_kernels();
+        self.gpu.pdl.store(false, Ordering::Relaxed);
+        r
+    }
+
+    fn record_decode_kernels(&self) -> Result<(), ModelError> {
         let (g, c, a) = (&self.gpu, &self.config, &self.attn);
         let (aq, ads) = (self.aq.ptr, self.ads.ptr);
         let q8 = MvIn { aq, ads };

@@ -19,6 +19,19 @@ pub(crate) fn kernel_type(ty: GgmlType) -> Option<i32> {
     .then_some(ty.id() as i32)
 }
 
+/// Bytes of a Q6_K block, and of one padded to a multiple of 16 (`T_Q6_KP` in `kernels.cu`).
+const Q6K_BYTES: usize = 210;
+const Q6K_PADDED: usize = 224;
+/// Kernel type code of padded Q6_K.
+const T_Q6_KP: i32 = 200;
+
+/// Whether Q6_K weights are padded to aligned blocks at upload (`RUSTORCH_CUDA_Q6K_PAD=0`: kept as
+/// in the file).
+fn q6k_pad_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    switch("RUSTORCH_CUDA_Q6K_PAD", &ON)
+}
+
 /// A weight matrix on the GPU: `rows` rows of `cols` weights in format `ty` (a kernel type code).
 pub(crate) struct GWeight {
     pub buf: DevBuf,
@@ -41,6 +54,22 @@ pub(crate) fn upload_matrix(
         return Err(ModelError::Backend(format!(
             "cuda: tensor '{name}' has rows of {cols} values; the cuda backend needs a multiple of 32"
         )));
+    }
+    if ty == GgmlType::Q6_K && q6k_pad_enabled() {
+        // Each 210-byte block padded to 224 bytes (kernel type T_Q6_KP): aligned vector loads.
+        let mut padded = vec![0u8; data.len() / Q6K_BYTES * Q6K_PADDED];
+        for (dst, src) in padded
+            .chunks_exact_mut(Q6K_PADDED)
+            .zip(data.chunks_exact(Q6K_BYTES))
+        {
+            dst[..Q6K_BYTES].copy_from_slice(src);
+        }
+        return Ok(GWeight {
+            buf: gpu.upload(&padded, name)?,
+            ty: T_Q6_KP,
+            rows,
+            cols,
+        });
     }
     if let Some(kt) = kernel_type(ty) {
         return Ok(GWeight {
@@ -122,6 +151,32 @@ pub(crate) struct RopeOut {
     pub vc: u64,
 }
 
+/// An env switch that is on unless set to `0`, read once per name.
+fn switch(name: &'static str, cell: &'static std::sync::OnceLock<bool>) -> bool {
+    *cell.get_or_init(|| std::env::var(name).map_or(true, |v| v != "0"))
+}
+
+/// Whether the decode attention pulls the cached keys and values into L2 before waiting on the
+/// previous kernel (`RUSTORCH_CUDA_ATTN_PREFETCH=0`: off).
+fn attn_prefetch_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    switch("RUSTORCH_CUDA_ATTN_PREFETCH", &ON)
+}
+
+/// Whether the decode step is launched with Programmatic Dependent Launch on cards that have it
+/// (`RUSTORCH_CUDA_PDL=0`: off).
+pub(crate) fn pdl_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    switch("RUSTORCH_CUDA_PDL", &ON)
+}
+
+/// Whether the mat-vecs pull their weight rows into L2 before waiting on the previous kernel
+/// (`RUSTORCH_CUDA_PREFETCH=0`: off); useful under Programmatic Dependent Launch only.
+fn prefetch_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    switch("RUSTORCH_CUDA_PREFETCH", &ON)
+}
+
 /// `outs[i] (+)= ws[i] · x`; `mode` as in `kernels.cu` (0 write, 1 add, 2 SwiGLU of two weights,
 /// 3 q/k/v with RoPE into the cache, which needs `rope`).
 pub(crate) fn matvec(
@@ -131,6 +186,7 @@ pub(crate) fn matvec(
     mode: i32,
     rope: Option<(&Attn, RopeOut)>,
 ) -> Result<(), ModelError> {
+    let flags = i32::from(prefetch_enabled());
     assert!(!ws.is_empty() && ws.len() <= 3);
     let ncols = ws[0].0.cols;
     assert!(ws.iter().all(|(w, _)| w.cols == ncols));
@@ -204,6 +260,7 @@ pub(crate) fn matvec(
             &hd,
             &n_rot,
             &theta_scale,
+            &flags,
         ],
     )
 }
@@ -363,6 +420,7 @@ pub(crate) fn attn_decode(
             &of32,
             &aq,
             &ads,
+            &i32::from(attn_prefetch_enabled()),
         ],
     )
 }

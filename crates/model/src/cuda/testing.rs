@@ -18,9 +18,12 @@ pub fn dequantize(
     rows: usize,
     cols: usize,
 ) -> Result<Vec<f32>, ModelError> {
-    let kt = model::kernel_type(ty)
+    model::kernel_type(ty)
         .ok_or_else(|| ModelError::Backend(format!("no cuda kernel reads {ty} directly")))?;
-    let w = gpu.upload(data, "weights")?;
+    // As the model uploads it (Q6_K padded to aligned blocks).
+    let w = upload_matrix(gpu, "weights", ty, data, rows, cols)?;
+    let kt = w.ty;
+    let w = w.buf;
     let out = gpu.alloc(rows * cols * 4, "output")?;
     gpu.launch(
         &gpu.k.dequant_f32,
