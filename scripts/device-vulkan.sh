@@ -90,7 +90,7 @@ for b in cpu vulkan; do
 done
 
 # Benchmarks: every file, then Q4_K_M decode without subgroups, with a submission every 64 ops,
-# and with the host-time profile.
+# with naga's run-time checks kept in the shaders, and with the host-time profile.
 BENCH=$(mktemp -d)
 for t in Q4_K_M Q4_0 Q8_0; do
     "$BIN/rustorch" bench -m "$MODELS/tinyllama-1.1b-$t.gguf" --backend vulkan $BENCH_ARGS --json \
@@ -101,6 +101,8 @@ RUSTORCH_WGPU_SUBGROUPS=0 "$BIN/rustorch" bench -m "$M" --backend vulkan $GEN_AR
     >"$BENCH/bench-nosg.json" 2>/dev/null
 RUSTORCH_WGPU_SUBMIT_EVERY=64 "$BIN/rustorch" bench -m "$M" --backend vulkan $GEN_ARGS --json \
     >"$BENCH/bench-submit64.json" 2>/dev/null
+RUSTORCH_WGPU_CHECKED=1 "$BIN/rustorch" bench -m "$M" --backend vulkan $GEN_ARGS --json \
+    >"$BENCH/bench-checked.json" 2>/dev/null
 # Where the host's time goes per decoded token (recording, encoding, submitting, waiting).
 RUSTORCH_WGPU_PROFILE=1 "$BIN/rustorch" bench -m "$M" --backend vulkan $GEN_ARGS \
     >/dev/null 2>"$OUT/profile.err"
@@ -133,12 +135,12 @@ check["greedy"] = {"cpu": g[0], "vulkan": g[1]}
 check["greedy_common_prefix_chars"] = len(os.path.commonprefix(g))
 prof = re.findall(r"wgpu profile: .*", open(os.path.join(out, "profile.err")).read())
 bench = []
-for name in ["Q4_K_M", "Q4_0", "Q8_0", "nosg", "submit64"]:
+for name in ["Q4_K_M", "Q4_0", "Q8_0", "nosg", "submit64", "checked"]:
     try:
         for r in json.load(open(os.path.join(bench_dir, f"bench-{name}.json"))):
             r.pop("samples_ns", None)
             r["model_filename"] = os.path.basename(r["model_filename"])
-            r["variant"] = {"nosg": "RUSTORCH_WGPU_SUBGROUPS=0", "submit64": "RUSTORCH_WGPU_SUBMIT_EVERY=64"}.get(name, "default")
+            r["variant"] = {"nosg": "RUSTORCH_WGPU_SUBGROUPS=0", "submit64": "RUSTORCH_WGPU_SUBMIT_EVERY=64", "checked": "RUSTORCH_WGPU_CHECKED=1"}.get(name, "default")
             bench.append(r)
     except Exception as e:
         bench.append({"file": name, "error": str(e)})

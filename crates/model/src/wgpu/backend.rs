@@ -167,6 +167,14 @@ impl WgpuBackend {
                 "{name}: rows of {cols} are not whole {ty} blocks of {block}"
             )));
         }
+        let row_bytes = ty.row_bytes(cols as u64).ok_or_else(unsupported)? as usize;
+        if data.len() != rows * row_bytes {
+            return Err(ModelError::Backend(format!(
+                "{name}: {} bytes for {rows} rows of {cols} {ty} values ({} expected)",
+                data.len(),
+                rows * row_bytes
+            )));
+        }
         let words = shaders::repack(ty, data).ok_or_else(unsupported)?;
         let buf = self
             .cx
@@ -249,12 +257,30 @@ impl WgpuBackend {
         }
     }
 
+    /// Whether every `(needed, capacity)` pair fits; records a deferred error naming `op` if not.
+    /// The kernels run without per-access bounds checks, so each op checks its extents here.
+    fn fits(&mut self, op: &str, extents: &[(usize, usize)]) -> bool {
+        match extents.iter().find(|(need, have)| need > have) {
+            None => true,
+            Some((need, have)) => {
+                self.fail(format!("{op}: needs {need} values of a buffer of {have}"));
+                false
+            }
+        }
+    }
+
     fn fail(&mut self, msg: String) {
         self.cx.deferred.get_or_insert(ModelError::Backend(msg));
     }
 
     /// Index of the largest of the first `n` values of `x` (first on ties), computed on the GPU.
     pub fn argmax(&mut self, x: &WgpuBuf, n: usize) -> Result<u32, ModelError> {
+        if n == 0 || n > x.len {
+            return Err(ModelError::Backend(format!(
+                "argmax of {n} values of a buffer of {}",
+                x.len
+            )));
+        }
         let mut out = self.buf("argmax", 1)?;
         let p = self.simple("argmax", shaders::ARGMAX, &[false, true]);
         self.record(p, &[x.bind(), out.bind()], &[n as u32], [1, 1, 1]);
@@ -412,6 +438,12 @@ impl Backend for WgpuBackend {
             self.fail(format!("rms_norm: width {dim} is not a multiple of 4"));
             return;
         }
+        if !self.fits(
+            "rms_norm",
+            &[(n * dim, x.len), (n * dim, out.len), (dim, weight.cols)],
+        ) {
+            return;
+        }
         let p = self.simple("rms_norm", shaders::RMS_NORM, &[false, false, true]);
         self.record(
             p,
@@ -453,6 +485,15 @@ impl Backend for WgpuBackend {
     }
 
     fn rope(&mut self, x: &mut WgpuBuf, n: usize, n_heads: usize, shape: &AttnShape, pos0: usize) {
+        if !self.fits(
+            "rope",
+            &[
+                (n * n_heads * shape.head_dim, x.len),
+                (shape.n_rot, shape.head_dim),
+            ],
+        ) {
+            return;
+        }
         // The keys' RoPE joins the queries' one just recorded (same tokens and positions).
         let join = self.last_rope.take().filter(|r| {
             r.k.is_none()
@@ -495,6 +536,12 @@ impl Backend for WgpuBackend {
     ) {
         if pos0 + n > kv.n_ctx {
             self.fail(format!("kv_store past the context of {}", kv.n_ctx));
+            return;
+        }
+        if !self.fits(
+            "kv_store",
+            &[(n * kv.kv_dim, k.len), (n * kv.kv_dim, v.len)],
+        ) {
             return;
         }
         // Joins the RoPE of these keys just recorded.
@@ -603,6 +650,9 @@ impl Backend for WgpuBackend {
     }
 
     fn swiglu(&mut self, gate: &mut WgpuBuf, up: &WgpuBuf, len: usize) {
+        if !self.fits("swiglu", &[(len, gate.len), (len, up.len)]) {
+            return;
+        }
         // Folded into the gate/up matmul just recorded, when it is one dispatch of both.
         if let Some(m) = &self.last_mm {
             if m.k == 2
@@ -620,6 +670,9 @@ impl Backend for WgpuBackend {
     }
 
     fn add(&mut self, x: &mut WgpuBuf, y: &WgpuBuf, len: usize) {
+        if !self.fits("add", &[(len, x.len), (len, y.len)]) {
+            return;
+        }
         // Folded into the matmul that just wrote `y` (the residual adds after wo and w_down).
         if let Some(m) = &self.last_mm {
             if m.k == 1 && m.outs[0].1 == y.id && len == m.n * m.rows[0] && x.id != m.x.1 {
@@ -637,6 +690,9 @@ impl Backend for WgpuBackend {
     }
 
     fn copy_within(&mut self, x: &mut WgpuBuf, src: usize, dst: usize, len: usize) {
+        if !self.fits("copy_within", &[(src + len, x.len), (dst + len, x.len)]) {
+            return;
+        }
         let p = self.simple("copy", shaders::COPY, &[true]);
         self.record(
             p,

@@ -29,12 +29,15 @@ pub struct Options {
     pub submit_every: usize,
     /// Print where the host's time went (recording, encoding, submitting, waiting) at exit.
     pub profile: bool,
+    /// Keep naga's run-time checks in the shaders (index clamping, loop bounding); off by default,
+    /// see [`Context::pipe`].
+    pub checked: bool,
 }
 
 impl Options {
     /// Defaults, overridden by `RUSTORCH_WGPU_ADAPTER`, `RUSTORCH_WGPU_SUBGROUPS=0`,
-    /// `RUSTORCH_WGPU_TIMEOUT` (seconds), `RUSTORCH_WGPU_SUBMIT_EVERY` (ops) and
-    /// `RUSTORCH_WGPU_PROFILE=1`.
+    /// `RUSTORCH_WGPU_TIMEOUT` (seconds), `RUSTORCH_WGPU_SUBMIT_EVERY` (ops),
+    /// `RUSTORCH_WGPU_PROFILE=1` and `RUSTORCH_WGPU_CHECKED=1`.
     pub fn from_env() -> Options {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Options {
@@ -49,6 +52,7 @@ impl Options {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
             profile: env("RUSTORCH_WGPU_PROFILE").is_some_and(|v| v != "0"),
+            checked: env("RUSTORCH_WGPU_CHECKED").is_some_and(|v| v != "0"),
         }
     }
 }
@@ -120,6 +124,7 @@ pub(crate) struct Context {
     pub limits: wgpu::Limits,
     timeout: Duration,
     submit_every: usize,
+    checked: bool,
     pipes: Vec<Pipe>,
     pipe_ids: HashMap<String, usize>,
     groups: HashMap<(usize, [u64; 8]), wgpu::BindGroup>,
@@ -269,6 +274,7 @@ impl Context {
             limits,
             timeout: opts.timeout,
             submit_every: opts.submit_every,
+            checked: opts.checked,
             pipes: Vec::new(),
             pipe_ids: HashMap::new(),
             groups: HashMap::new(),
@@ -388,12 +394,24 @@ impl Context {
             });
         }
         self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(key),
-                source: wgpu::ShaderSource::Wgsl(src().into()),
-            });
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(key),
+            source: wgpu::ShaderSource::Wgsl(src().into()),
+        };
+        let module = if self.checked {
+            self.device.create_shader_module(desc)
+        } else {
+            // SAFETY: every index the kernels compute stays inside its buffer for the parameters
+            // the host passes: the host checks each op's buffer sizes against its shape before
+            // recording it (matmul, embed, read, write, kv_store), token ids are checked and also
+            // clamped in the kernel, and every loop bound is a parameter or a constant, so the
+            // loops end. Dropping naga's per-access clamps and loop counters is what makes the
+            // kernels' inner loops tight; RUSTORCH_WGPU_CHECKED=1 restores them.
+            unsafe {
+                self.device
+                    .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            }
+        };
         let layout = self
             .device
             .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
