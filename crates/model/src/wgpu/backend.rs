@@ -583,9 +583,9 @@ impl Backend for WgpuBackend {
         out: &mut WgpuBuf,
     ) {
         let hd = shape.head_dim;
-        if hd > 256 || !shape.n_head.is_multiple_of(shape.n_head_kv) {
+        if hd > 256 || !hd.is_multiple_of(16) || !shape.n_head.is_multiple_of(shape.n_head_kv) {
             self.fail(format!(
-                "attention: head_dim {hd} > 256 or uneven GQA groups"
+                "attention: head_dim {hd} is over 256 or not a multiple of 16, or uneven GQA groups"
             ));
             return;
         }

@@ -15,16 +15,15 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;  // (n, n_head, head_dim)
-@group(0) @binding(2) var<storage, read> kc: array<f32>; // (n_head_kv, n_ctx, head_dim)
+@group(0) @binding(2) var<storage, read> kc: array<vec4<f32>>; // (n_head_kv, n_ctx, head_dim / 4)
 @group(0) @binding(3) var<storage, read> vc: array<f32>; // (n_head_kv, n_ctx, head_dim)
 @group(0) @binding(4) var<storage, read_write> out: array<f32>; // (n, n_head, head_dim)
 // (n, n_head, n_split, head_dim + 2): per split the running max, the sum and the unnormalised output
 @group(0) @binding(5) var<storage, read_write> part: array<f32>;
 
-const MAX_HD: u32 = 256u;
 const NEG: f32 = -1.0e30;
 
-var<workgroup> qs: array<f32, MAX_HD>;
+var<workgroup> qs: array<vec4<f32>, 64>; // (head_dim / 4) the scaled query
 var<workgroup> sc: array<f32, 64>;
 
 @compute @workgroup_size(64)
@@ -38,8 +37,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let start = split * p.split_len;
     let end = min(start + p.split_len, n_kv);
     let qb = (t * p.n_head + h) * hd;
-    for (var d = lid; d < hd; d += 64u) {
-        qs[d] = q[qb + d] * p.scale;
+    let hd4 = hd / 4u;
+    if (lid < hd4) {
+        let b = qb + 4u * lid;
+        qs[lid] = vec4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]) * p.scale;
     }
     workgroupBarrier();
     let cb = kvh * p.n_ctx * hd;
@@ -50,11 +51,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let j = j0 + lid;
         var s = NEG;
         if (j < end) {
-            s = 0.0;
-            let kb = cb + j * hd;
-            for (var d = 0u; d < hd; d++) {
-                s += qs[d] * kc[kb + d];
+            // Four independent partial sums, so the key's loads do not wait on each other.
+            var s4 = vec4<f32>(0.0);
+            let kb = (cb + j * hd) / 4u;
+            for (var d = 0u; d < hd4; d += 4u) {
+                s4.x += dot(qs[d], kc[kb + d]);
+                s4.y += dot(qs[d + 1u], kc[kb + d + 1u]);
+                s4.z += dot(qs[d + 2u], kc[kb + d + 2u]);
+                s4.w += dot(qs[d + 3u], kc[kb + d + 3u]);
             }
+            s = s4.x + s4.y + s4.z + s4.w;
         }
         sc[lid] = s;
         workgroupBarrier();
