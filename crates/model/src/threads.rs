@@ -93,23 +93,28 @@ impl Pool {
         }
         let _one_at_a_time = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let s = &*self.shared;
+        // Only this thread writes `epoch` (under `running`).
+        let epoch = s.epoch.load(Ordering::Relaxed).wrapping_add(1);
+        // Close the counter first: a worker still on an earlier operation (it may have read its
+        // epoch long ago) can then claim nothing, whatever it reads of the fields written next.
+        // It finds `n_tasks` only through the Release store below, which comes after this one.
+        s.next.store(tag(epoch, CLOSED), Ordering::Relaxed);
         // SAFETY: the lifetime is erased only for the duration of this call: we return after
-        // `done == n_tasks`, and workers touch `task` only for claimed indices below `n_tasks`.
+        // `done == n_tasks`, and threads read `task` only after claiming an index of this
+        // operation, which they can do only until the last task has been claimed.
         let task: Task<'static> = unsafe { std::mem::transmute::<Task<'_>, Task<'static>>(f) };
-        // SAFETY: no worker reads `task` now: every task of the previous epoch has finished and
-        // the new epoch is not published yet.
+        // SAFETY: no thread reads `task` now: reads follow a successful claim, and the counter is
+        // closed.
         unsafe { *s.task.get() = Some(task) };
-        s.n_tasks.store(n_tasks, Ordering::Relaxed);
         s.done.store(0, Ordering::Relaxed);
-        let epoch = {
+        s.n_tasks.store(n_tasks, Ordering::Release);
+        {
             let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
-            let epoch = s.epoch.load(Ordering::Relaxed).wrapping_add(1);
             s.next.store(tag(epoch, 0), Ordering::Release);
             s.epoch.store(epoch, Ordering::Release);
-            epoch
-        };
+        }
         s.wake.notify_all();
-        claim_tasks(s, task, n_tasks, epoch);
+        claim_tasks(s, epoch);
         while s.done.load(Ordering::Acquire) < n_tasks {
             std::hint::spin_loop();
         }
@@ -120,19 +125,26 @@ impl Pool {
     }
 }
 
+/// The counter's index while an operation is being set up: above any task count.
+const CLOSED: usize = 0xFFFF_FFFF;
+
 fn tag(epoch: usize, index: usize) -> u64 {
     ((epoch as u64 & 0xFFFF_FFFF) << 32) | index as u64
 }
 
 /// Claims and runs tasks of operation `epoch` until none is left.
-fn claim_tasks(s: &Shared, task: Task<'_>, n_tasks: usize, epoch: usize) {
+///
+/// The task and the count are read only in ways a late thread cannot misuse: `n_tasks` may be
+/// another operation's, but then the counter no longer carries `epoch` and the claim fails; the
+/// closure is read only after a claim succeeded, while its operation is still running.
+fn claim_tasks(s: &Shared, epoch: usize) {
     let mut cur = s.next.load(Ordering::Acquire);
     loop {
         if cur >> 32 != tag(epoch, 0) >> 32 {
             return; // a later operation started: this one is finished
         }
         let i = (cur & 0xFFFF_FFFF) as usize;
-        if i >= n_tasks {
+        if i >= s.n_tasks.load(Ordering::Acquire) {
             return;
         }
         match s
@@ -140,6 +152,10 @@ fn claim_tasks(s: &Shared, task: Task<'_>, n_tasks: usize, epoch: usize) {
             .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
         {
             Ok(_) => {
+                // SAFETY: index `i` of the live operation `epoch` is ours: the caller wrote `task`
+                // before publishing the counter we just advanced, and keeps it until `done`
+                // counts this index.
+                let task = unsafe { *s.task.get() }.expect("a published operation has a task");
                 let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task(i)));
                 if let Err(payload) = run {
                     let mut first = s.panic.lock().unwrap_or_else(|e| e.into_inner());
@@ -186,12 +202,7 @@ fn worker(s: &Shared) {
             return;
         }
         seen = epoch;
-        // SAFETY: the epoch was published after `task` was written (Release/Acquire above), and
-        // `run` keeps the function alive until every claimed task is done.
-        let task = unsafe { *s.task.get() };
-        if let Some(task) = task {
-            claim_tasks(s, task, s.n_tasks.load(Ordering::Relaxed), epoch);
-        }
+        claim_tasks(s, epoch);
     }
 }
 
@@ -302,6 +313,26 @@ mod tests {
             hits.fetch_add(1, Ordering::Relaxed);
         });
         assert_eq!(hits.load(Ordering::Relaxed), 100);
+    }
+
+    /// Back-to-back operations of different sizes with more threads than cores, so workers are
+    /// often preempted between seeing an operation and claiming from it: a late worker must never
+    /// run one operation's closure, or an index beyond its count.
+    #[test]
+    fn late_workers_never_mix_operations() {
+        let pool = Pool::new(4);
+        for round in 0..20_000usize {
+            let n = 2 + round % 7;
+            let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+            pool.run(n, &|i| {
+                assert!(i < n, "index {i} of an operation of {n}");
+                hits[i].fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(
+                hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                "round {round}: every task exactly once"
+            );
+        }
     }
 
     #[test]
