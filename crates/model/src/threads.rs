@@ -305,7 +305,10 @@ mod tests {
                 })
             }));
             let msg = result.expect_err("the panic is re-raised");
-            assert_eq!(msg.downcast_ref::<String>().unwrap(), &format!("task {bad} fails"));
+            assert_eq!(
+                msg.downcast_ref::<String>().unwrap(),
+                &format!("task {bad} fails")
+            );
             assert_eq!(ran.load(Ordering::Relaxed), 64, "every task ran");
         }
         let hits = AtomicUsize::new(0);
