@@ -1,6 +1,21 @@
 #!/usr/bin/env bash
 # The test command: fetches the test models (cached) and runs every test in release mode.
+#
+# The CPU tests always run. The wgpu backend's tests (every shader against the CPU reference, the
+# whole model against the CPU backend, the shaders' translation to Metal) run too when a Vulkan
+# driver is installed (Mesa's lavapipe runs them on the CPU: `apt-get install mesa-vulkan-drivers`);
+# RUSTORCH_REQUIRE_WGPU=1 (set by CI) makes a missing driver an error instead of a skip. The CUDA
+# tests need an NVIDIA GPU: scripts/device-cuda.sh runs them there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-models.sh >/dev/null
 cargo test --release --workspace "$@"
+
+if compgen -G "/usr/share/vulkan/icd.d/*.json" >/dev/null || compgen -G "/etc/vulkan/icd.d/*.json" >/dev/null; then
+    cargo test --release -p rustorch-model --features wgpu --test wgpu_kernels --test wgpu_model "$@"
+elif [[ "${RUSTORCH_REQUIRE_WGPU:-0}" == 1 ]]; then
+    echo "error: no Vulkan driver for the wgpu tests (install mesa-vulkan-drivers)" >&2
+    exit 1
+else
+    echo "note: no Vulkan driver found, wgpu tests skipped (install mesa-vulkan-drivers to run them)" >&2
+fi
