@@ -27,8 +27,15 @@ impl Rng {
 }
 
 fn gpu(subgroups: bool) -> WgpuBackend {
+    gpu_with(subgroups, true)
+}
+
+/// With or without subgroups, and with the decode matmul through the subgroup-per-row mat-vec
+/// (where subgroups are on) or the one-workgroup-per-row kernel.
+fn gpu_with(subgroups: bool, matvec: bool) -> WgpuBackend {
     let opts = Options {
         subgroups,
+        matvec,
         ..Options::from_env()
     };
     WgpuBackend::new(opts).unwrap_or_else(|e| {
@@ -92,11 +99,12 @@ fn dequantize(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Vec<f32> 
 
 #[test]
 fn matmul_and_embed_decode_every_format() {
-    for subgroups in [false, true] {
-        let mut b = gpu(subgroups);
+    for (subgroups, matvec) in [(false, false), (true, false), (true, true)] {
+        let mut b = gpu_with(subgroups, matvec);
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        // Rows not a multiple of the workgroup, two K super-blocks per row.
-        let (rows, cols) = (37, 512);
+        // Rows not a multiple of the workgroup, five K super-blocks per row (40 chunks: more
+        // than a subgroup of 32 takes in one step, and a partial second step).
+        let (rows, cols) = (37, 1280);
         for &ty in shaders::FORMATS {
             let w = rng.vec(rows * cols);
             let bytes = quantize(ty, &w, rows);
@@ -121,7 +129,7 @@ fn matmul_and_embed_decode_every_format() {
                         let g = got[t * rows + r] as f64;
                         assert!(
                             (g - dot).abs() <= 1e-5 * mag + 1e-6,
-                            "{ty} matmul (subgroups {subgroups}, n {n}) row {r} token {t}: gpu {g} vs reference {dot}"
+                            "{ty} matmul (subgroups {subgroups}, mat-vec {matvec}, n {n}) row {r} token {t}: gpu {g} vs reference {dot}"
                         );
                     }
                 }
@@ -305,8 +313,8 @@ fn fused_matmuls_match_the_reference() {
     // q/k/v of one format in one dispatch (with a differently typed third weight split off),
     // gate/up folded with SwiGLU, and the residual add folded into the matmul before it.
     let cols = 256;
-    for subgroups in [false, true] {
-        let mut b = gpu(subgroups);
+    for (subgroups, matvec) in [(false, false), (true, false), (true, true)] {
+        let mut b = gpu_with(subgroups, matvec);
         let mut rng = Rng(99);
         for n in [1, 10] {
             for types in [

@@ -39,8 +39,9 @@ pub struct WgpuWeight {
     ty: GgmlType,
     rows: usize,
     cols: usize,
-    /// Pipelines of a matrix: decode matmul, prompt matmul, embedding.
-    pipes: Option<[usize; 3]>,
+    /// Pipelines of a matrix: decode matmul, prompt matmul, embedding, and the decode mat-vec with
+    /// a subgroup per row (`usize::MAX` without subgroups or with `RUSTORCH_WGPU_MATVEC=0`).
+    pipes: Option<[usize; 4]>,
 }
 
 impl WgpuWeight {
@@ -195,13 +196,20 @@ impl WgpuBackend {
             .pipe(&format!("embed/{ty}"), &[false, false, true], || {
                 shaders::compose(shaders::EMBED, Some(ty), false, 1)
             })?;
+        let pv = if sg && self.cx.matvec {
+            self.cx.pipe(&format!("matvec/{ty}"), &access, || {
+                shaders::compose(shaders::MATVEC, Some(ty), true, 1)
+            })?
+        } else {
+            usize::MAX
+        };
         Ok(WgpuWeight {
             buf,
             id: self.cx.next_id(),
             ty,
             rows,
             cols,
-            pipes: Some([p1, p8, pe]),
+            pipes: Some([p1, p8, pe, pv]),
         })
     }
 
@@ -380,7 +388,7 @@ impl Backend for WgpuBackend {
         tokens: &[u32],
         out: &mut WgpuBuf,
     ) -> Result<(), ModelError> {
-        let Some([_, _, pipe]) = table.pipes else {
+        let Some([_, _, pipe, _]) = table.pipes else {
             return Err(ModelError::Backend(
                 "embedding table must be a matrix".into(),
             ));

@@ -27,8 +27,13 @@ pub struct Options {
     /// Submit after this many ops (0: once per step, when a result is read). Smaller batches let
     /// the GPU start while the rest of the step is being recorded.
     pub submit_every: usize,
-    /// Print where the host's time went (recording, encoding, submitting, waiting) at exit.
+    /// Print where the host's time went (recording, encoding, submitting, waiting) at exit, and,
+    /// where the adapter has timestamp queries, the GPU time of each kernel (every dispatch then
+    /// runs in its own compute pass, and each submission is waited for).
     pub profile: bool,
+    /// Decode matmuls through the mat-vec kernel with a subgroup per row (where the adapter has
+    /// subgroups); off: the one-workgroup-per-row kernel the prompt uses.
+    pub matvec: bool,
     /// Keep naga's run-time checks in the shaders (index clamping, loop bounding); off by default,
     /// see [`Context::pipe`].
     pub checked: bool,
@@ -37,7 +42,7 @@ pub struct Options {
 impl Options {
     /// Defaults, overridden by `RUSTORCH_WGPU_ADAPTER`, `RUSTORCH_WGPU_SUBGROUPS=0`,
     /// `RUSTORCH_WGPU_TIMEOUT` (seconds), `RUSTORCH_WGPU_SUBMIT_EVERY` (ops),
-    /// `RUSTORCH_WGPU_PROFILE=1` and `RUSTORCH_WGPU_CHECKED=1`.
+    /// `RUSTORCH_WGPU_PROFILE=1`, `RUSTORCH_WGPU_CHECKED=1` and `RUSTORCH_WGPU_MATVEC=0`.
     pub fn from_env() -> Options {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Options {
@@ -53,6 +58,7 @@ impl Options {
                 .unwrap_or(0),
             profile: env("RUSTORCH_WGPU_PROFILE").is_some_and(|v| v != "0"),
             checked: env("RUSTORCH_WGPU_CHECKED").is_some_and(|v| v != "0"),
+            matvec: env("RUSTORCH_WGPU_MATVEC").is_none_or(|v| v != "0"),
         }
     }
 }
@@ -89,6 +95,7 @@ fn err(msg: impl Into<String>) -> ModelError {
 struct Pipe {
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
+    name: String,
 }
 
 /// A buffer as the recorder sees it: the handle and an id for the bind group cache.
@@ -121,6 +128,9 @@ pub(crate) struct Context {
     /// Adapter name and driver, for messages and benchmarks.
     pub adapter: String,
     pub subgroups: bool,
+    /// Whether decode matmuls use the mat-vec kernel, and its rows per workgroup.
+    pub matvec: bool,
+    pub rows_per_group: usize,
     pub limits: wgpu::Limits,
     timeout: Duration,
     submit_every: usize,
@@ -145,6 +155,21 @@ pub(crate) struct Context {
     /// An error met while recording (ops return no `Result`), reported by the next read.
     pub deferred: Option<ModelError>,
     prof: Option<Profile>,
+    /// GPU timestamps of each dispatch (profiling, where the adapter has them).
+    stamps: Option<Stamps>,
+}
+
+/// Timestamp queries around every dispatch of a submission, and the GPU time per kernel.
+struct Stamps {
+    set: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    /// Nanoseconds per tick.
+    period: f64,
+    /// Kernel name and grid -> (dispatches, nanoseconds).
+    kernels: HashMap<String, (u64, f64)>,
+    /// From the first dispatch's start to the last one's end, summed over submissions.
+    span_ns: f64,
 }
 
 /// Host time by phase, summed over the run (`RUSTORCH_WGPU_PROFILE=1`).
@@ -164,7 +189,8 @@ struct Profile {
 impl Drop for Context {
     fn drop(&mut self) {
         if let Some(p) = &self.prof {
-            let per = |d: Duration| d.as_secs_f64() * 1e6 / p.reads.max(1) as f64;
+            let reads = p.reads.max(1) as f64;
+            let per = |d: Duration| d.as_secs_f64() * 1e6 / reads;
             eprintln!(
                 "wgpu profile: {} reads, {} submissions, {} ops; per read: record {:.0} us, encode {:.0} us, submit {:.0} us, wait for the GPU {:.0} us",
                 p.reads,
@@ -175,6 +201,35 @@ impl Drop for Context {
                 per(p.submit),
                 per(p.wait)
             );
+            if let Some(st) = &self.stamps {
+                let total: f64 = st.kernels.values().map(|e| e.1).sum();
+                eprintln!(
+                    "wgpu GPU time per read: kernels {:.0} us, first start to last end {:.0} us",
+                    total / 1e3 / reads,
+                    st.span_ns / 1e3 / reads
+                );
+                // Per kernel, then per kernel and grid (which tells the matmuls apart).
+                let mut by_name: HashMap<&str, (u64, f64)> = HashMap::new();
+                for (name, (count, ns)) in &st.kernels {
+                    let e = by_name
+                        .entry(name.split(" [").next().unwrap_or(name))
+                        .or_default();
+                    e.0 += count;
+                    e.1 += ns;
+                }
+                let mut names: Vec<_> = by_name.into_iter().collect();
+                names.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+                let mut grids: Vec<_> = st.kernels.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                grids.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+                for (name, (count, ns)) in names.iter().chain(grids.iter().take(16)) {
+                    eprintln!(
+                        "wgpu kernel {name}: {:.1} per read, {:.1} us per read, {:.2} us each",
+                        *count as f64 / reads,
+                        ns / 1e3 / reads,
+                        ns / 1e3 / *count as f64
+                    );
+                }
+            }
         }
     }
 }
@@ -219,11 +274,15 @@ impl Context {
         let info = adapter.get_info();
         let subgroups = opts.subgroups && adapter.features().contains(wgpu::Features::SUBGROUP);
         let limits = adapter.limits();
-        let features = if subgroups {
+        let mut features = if subgroups {
             wgpu::Features::SUBGROUP
         } else {
             wgpu::Features::empty()
         };
+        let stamped = opts.profile && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        if stamped {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("rustorch"),
             required_features: features,
@@ -258,7 +317,45 @@ impl Context {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        let stamps = stamped.then(|| {
+            let bytes = 2 * MAX_SLOTS as u64 * 8;
+            Stamps {
+                set: device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("kernel timestamps"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: 2 * MAX_SLOTS,
+                }),
+                resolve: device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("timestamps"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                }),
+                readback: device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("timestamps read back"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }),
+                period: queue.get_timestamp_period() as f64,
+                kernels: HashMap::new(),
+                span_ns: 0.0,
+            }
+        });
+        if opts.profile && !stamped {
+            eprintln!("wgpu profile: this adapter has no timestamp queries; host times only");
+        }
+        // Rows per workgroup of the mat-vec: a row per subgroup where subgroups are the smallest
+        // size the adapter reports (subgroups larger than that take several rows in turn).
+        let min_sg = match limits.min_subgroup_size {
+            0 => 32,
+            s => s,
+        };
+        let rows_per_group = (64 / min_sg).clamp(1, 16) as usize;
         Ok(Context {
+            stamps,
+            matvec: opts.matvec && subgroups,
+            rows_per_group,
             device,
             queue,
             kind: if cfg!(target_os = "macos") {
@@ -438,7 +535,11 @@ impl Context {
         if let Some(e) = pollster::block_on(self.device.pop_error_scope()) {
             return Err(err(format!("shader '{key}' does not build: {e}")));
         }
-        self.pipes.push(Pipe { pipeline, layout });
+        self.pipes.push(Pipe {
+            pipeline,
+            layout,
+            name: key.to_string(),
+        });
         self.pipe_ids.insert(key.to_string(), self.pipes.len() - 1);
         Ok(self.pipes.len() - 1)
     }
@@ -540,6 +641,8 @@ impl Context {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("step"),
             });
+        // Profiling with timestamps: each dispatch in its own pass, stamped at both ends.
+        let mut stamped: Vec<String> = Vec::new();
         let mut i = 0;
         while i < self.ops.len() {
             if let Op::Copy {
@@ -553,10 +656,19 @@ impl Context {
                 i += 1;
                 continue;
             }
+            let q = 2 * stamped.len() as u32;
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: None,
-                timestamp_writes: None,
+                timestamp_writes: self
+                    .stamps
+                    .as_ref()
+                    .map(|st| wgpu::ComputePassTimestampWrites {
+                        query_set: &st.set,
+                        beginning_of_pass_write_index: Some(q),
+                        end_of_pass_write_index: Some(q + 1),
+                    }),
             });
+            let mut last_pipe = usize::MAX;
             while let Some(Op::Dispatch {
                 pipe,
                 group,
@@ -565,10 +677,27 @@ impl Context {
                 ..
             }) = self.ops.get(i)
             {
-                pass.set_pipeline(&self.pipes[*pipe].pipeline);
+                if *pipe != last_pipe {
+                    pass.set_pipeline(&self.pipes[*pipe].pipeline);
+                    last_pipe = *pipe;
+                }
                 pass.set_bind_group(0, group, &[*offset]);
                 pass.dispatch_workgroups(size[0], size[1], size[2]);
                 i += 1;
+                if self.stamps.is_some() {
+                    stamped.push(format!(
+                        "{} [{}x{}x{}]",
+                        self.pipes[*pipe].name, size[0], size[1], size[2]
+                    ));
+                    break;
+                }
+            }
+        }
+        if let Some(st) = &self.stamps {
+            if !stamped.is_empty() {
+                let n = 2 * stamped.len() as u32;
+                enc.resolve_query_set(&st.set, 0..n, &st.resolve, 0);
+                enc.copy_buffer_to_buffer(&st.resolve, 0, &st.readback, 0, n as u64 * 8);
             }
         }
         let commands = enc.finish();
@@ -582,7 +711,55 @@ impl Context {
         self.ops.clear();
         self.n_slots = 0;
         self.token_host.clear();
+        if !stamped.is_empty() {
+            self.read_stamps(&stamped)?;
+        }
         self.check()
+    }
+
+    /// Waits for the submission just made and adds its kernels' GPU times to the profile.
+    fn read_stamps(&mut self, names: &[String]) -> Result<(), ModelError> {
+        let Some(st) = &mut self.stamps else {
+            return Ok(());
+        };
+        let t0 = std::time::Instant::now();
+        let slice = st.readback.slice(..names.len() as u64 * 16);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: Some(self.timeout),
+            })
+            .map_err(|e| {
+                err(format!(
+                    "the GPU did not finish the profiled submission ({e})"
+                ))
+            })?;
+        if !matches!(rx.try_recv(), Ok(Ok(()))) {
+            return Err(err("cannot read the kernel timestamps back"));
+        }
+        {
+            let data = slice.get_mapped_range();
+            let ticks: &[u64] = bytemuck::cast_slice(&data);
+            let mut first = u64::MAX;
+            let mut last = 0;
+            for (name, t) in names.iter().zip(ticks.chunks_exact(2)) {
+                let e = st.kernels.entry(name.clone()).or_insert((0, 0.0));
+                e.0 += 1;
+                e.1 += t[1].saturating_sub(t[0]) as f64 * st.period;
+                first = first.min(t[0]);
+                last = last.max(t[1]);
+            }
+            st.span_ns += last.saturating_sub(first) as f64 * st.period;
+        }
+        st.readback.unmap();
+        if let Some(p) = &mut self.prof {
+            p.wait += t0.elapsed();
+        }
+        Ok(())
     }
 
     /// Copies `bytes` bytes of `src` from `offset` to the host, after everything recorded.

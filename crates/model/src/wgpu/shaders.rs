@@ -13,6 +13,8 @@ const REDUCE_WG: &str = include_str!("shaders/reduce_wg.wgsl");
 const KSCALE: &str = include_str!("shaders/formats/kscale.wgsl");
 
 pub const MATMUL: &str = include_str!("shaders/matmul.wgsl");
+/// Decode mat-vec with a subgroup per row (adapters with subgroups only).
+pub const MATVEC: &str = include_str!("shaders/matvec.wgsl");
 pub const EMBED: &str = include_str!("shaders/embed.wgsl");
 pub const RMS_NORM: &str = include_str!("shaders/rms_norm.wgsl");
 pub const ROPE_KV: &str = include_str!("shaders/rope_kv.wgsl");
@@ -138,6 +140,9 @@ pub fn all_modules() -> Vec<(String, String)> {
                     format!("matmul/{ty}/nt={nt}/sg={sg}"),
                     compose(MATMUL, Some(ty), sg, nt),
                 ));
+            }
+            if sg {
+                v.push((format!("matvec/{ty}"), compose(MATVEC, Some(ty), true, 1)));
             }
             v.push((
                 format!("embed/{ty}/sg={sg}"),

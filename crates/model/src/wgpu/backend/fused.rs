@@ -22,6 +22,8 @@ pub(super) struct LastMatmul {
     pub(super) cols: usize,
     pub(super) n: usize,
     pub(super) size: [u32; 3],
+    /// Rows per workgroup of the pipeline (the decode mat-vec's several, else 1).
+    pub(super) rpw: usize,
 }
 
 /// The last RoPE dispatch, kept so that the keys' RoPE and their store into the cache can join
@@ -38,6 +40,13 @@ pub(super) struct LastRope {
     pub(super) shape: AttnShape,
 }
 
+/// Workgroups of a matmul over `rows` rows, `rpw` a workgroup, and `tiles` token tiles; rows
+/// past 32768 workgroups fold into z (the kernels' convention).
+fn matmul_grid(rows: usize, tiles: usize, rpw: usize) -> [u32; 3] {
+    let g = rows.div_ceil(rpw).max(1);
+    [g.min(32768) as u32, tiles as u32, g.div_ceil(32768) as u32]
+}
+
 impl WgpuBackend {
     /// One dispatch of up to three weights of the same format and width over the same input.
     pub(super) fn matmul_group(
@@ -48,7 +57,7 @@ impl WgpuBackend {
         outs: &mut [&mut WgpuBuf],
     ) -> Result<(), ModelError> {
         let w0 = ws[0];
-        let Some([p1, p8, _]) = w0.pipes else {
+        let Some([p1, p8, _, pv]) = w0.pipes else {
             return Err(ModelError::Backend("matmul needs a matrix weight".into()));
         };
         for (w, out) in ws.iter().zip(outs.iter()) {
@@ -59,18 +68,16 @@ impl WgpuBackend {
                 )));
             }
         }
-        let (pipe, nt) = if n == 1 {
-            (p1, 1)
+        let (pipe, nt, rpw) = if n == 1 && pv != usize::MAX {
+            (pv, 1, self.cx.rows_per_group)
+        } else if n == 1 {
+            (p1, 1, 1)
         } else {
-            (p8, MATMUL_NT as usize)
+            (p8, MATMUL_NT as usize, 1)
         };
         let total: usize = ws.iter().map(|w| w.rows).sum();
         let rows = |i: usize| ws.get(i).map_or(0, |w| w.rows) as u32;
-        let size = [
-            total.min(32768) as u32,
-            n.div_ceil(nt) as u32,
-            total.div_ceil(32768) as u32,
-        ];
+        let size = matmul_grid(total, n.div_ceil(nt), rpw);
         let params = [
             w0.cols as u32,
             n as u32,
@@ -79,6 +86,7 @@ impl WgpuBackend {
             rows(0),
             rows(1),
             rows(2),
+            rpw as u32,
         ];
         let wb = |i: usize| ws.get(i).map_or(self.dummy[0].bind(), |w| w.bind());
         let ob = |i: usize| outs.get(i).map_or(self.dummy[i].bind(), |o| o.bind());
@@ -118,6 +126,7 @@ impl WgpuBackend {
             cols: w0.cols,
             n,
             size,
+            rpw,
         });
         for (w, out) in ws.iter().zip(outs.iter_mut()) {
             out.written = n * w.rows;
@@ -142,13 +151,12 @@ impl WgpuBackend {
             b(&m.outs[0]),
             b(&m.outs[1]),
         );
-        let mut size = m.size;
-        let mut groups = m.rows[0] + m.rows[1];
-        if mode == 2 {
-            groups = m.rows[0];
-            size[0] = groups.min(32768) as u32;
-            size[2] = groups.div_ceil(32768) as u32;
-        }
+        let groups = if mode == 2 {
+            m.rows[0]
+        } else {
+            m.rows[0] + m.rows[1]
+        };
+        let size = matmul_grid(groups, m.size[1] as usize, m.rpw);
         let params = [
             m.cols as u32,
             m.n as u32,
@@ -157,6 +165,7 @@ impl WgpuBackend {
             m.rows[0] as u32,
             m.rows[1] as u32,
             0,
+            m.rpw as u32,
         ];
         let bufs = [
             bind_of(&w0),

@@ -1,7 +1,10 @@
 // Causal grouped-query attention, flash style: one workgroup per (head, query token, key split)
 // walks its keys in tiles of 64 with an online softmax, so no score matrix is stored. The prompt
 // runs with one split; decode splits the keys (split-K) so that a single query still fills the
-// GPU, and attn_combine.wgsl merges the partial results.
+// GPU, and attn_combine.wgsl merges the partial results. Scores: an invocation per key. Values:
+// the 64 invocations split into 64 / (head_dim / 4) groups, each summing every that-many-th key of
+// the tile with one four-value load per key, so the serial chain per tile is a quarter (head_dim
+// 64) of the keys; the groups' sums are added once at the end.
 struct Params {
     n_head: u32,
     n_head_kv: u32,
@@ -16,7 +19,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;  // (n, n_head, head_dim)
 @group(0) @binding(2) var<storage, read> kc: array<vec4<f32>>; // (n_head_kv, n_ctx, head_dim / 4)
-@group(0) @binding(3) var<storage, read> vc: array<f32>; // (n_head_kv, n_ctx, head_dim)
+@group(0) @binding(3) var<storage, read> vc: array<vec4<f32>>; // (n_head_kv, n_ctx, head_dim / 4)
 @group(0) @binding(4) var<storage, read_write> out: array<f32>; // (n, n_head, head_dim)
 // (n, n_head, n_split, head_dim + 2): per split the running max, the sum and the unnormalised output
 @group(0) @binding(5) var<storage, read_write> part: array<f32>;
@@ -25,6 +28,8 @@ const NEG: f32 = -1.0e30;
 
 var<workgroup> qs: array<vec4<f32>, 64>; // (head_dim / 4) the scaled query
 var<workgroup> sc: array<f32, 64>;
+var<workgroup> accs: array<vec4<f32>, 64>; // per invocation: its group's partial output
+var<workgroup> ls: array<f32, 64>;         // and softmax sum
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -38,6 +43,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let end = min(start + p.split_len, n_kv);
     let qb = (t * p.n_head + h) * hd;
     let hd4 = hd / 4u;
+    let ng = 64u / hd4; // key groups of the value sum
+    let g = lid / hd4;
+    let d4 = lid % hd4;
     if (lid < hd4) {
         let b = qb + 4u * lid;
         qs[lid] = vec4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]) * p.scale;
@@ -46,7 +54,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let cb = kvh * p.n_ctx * hd;
     var m = NEG;
     var l = 0.0;
-    var acc = vec4<f32>(0.0); // dims lid, lid + 64, lid + 128, lid + 192
+    var acc = vec4<f32>(0.0); // dims 4 d4 .. 4 d4 + 3, over keys g, g + ng, ... of each tile
     for (var j0 = start; j0 < end; j0 += 64u) {
         let j = j0 + lid;
         var s = NEG;
@@ -75,37 +83,44 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let alpha = exp(m - mt);
         var ps = 0.0;
         acc *= alpha;
-        for (var i = 0u; i < cnt; i++) {
-            let pi = sc[i];
-            ps += pi;
-            let vb = cb + (j0 + i) * hd + lid;
-            for (var r = 0u; r < 4u; r++) {
-                if (lid + 64u * r < hd) {
-                    acc[r] += pi * vc[vb + 64u * r];
-                }
+        if (g < ng) {
+            let vb = (cb + j0 * hd) / 4u + d4;
+            for (var i = g; i < cnt; i += ng) {
+                let pi = sc[i];
+                ps += pi;
+                acc += pi * vc[vb + i * hd4];
             }
         }
         l = l * alpha + ps;
         m = mt;
         workgroupBarrier();
     }
+    // The groups' partial sums (each group's invocations share one softmax sum).
+    accs[lid] = acc;
+    ls[lid] = l;
+    workgroupBarrier();
+    if (lid >= hd4) {
+        return;
+    }
+    var o = vec4<f32>(0.0);
+    var lt = 0.0;
+    for (var i = 0u; i < ng; i++) {
+        o += accs[i * hd4 + lid];
+        lt += ls[i * hd4];
+    }
     if (p.n_split == 1u) {
-        let inv = 1.0 / l;
-        for (var r = 0u; r < 4u; r++) {
-            if (lid + 64u * r < hd) {
-                out[qb + lid + 64u * r] = acc[r] * inv;
-            }
+        o /= lt;
+        for (var e = 0u; e < 4u; e++) {
+            out[qb + 4u * lid + e] = o[e];
         }
     } else {
         let pb = ((t * p.n_head + h) * p.n_split + split) * (hd + 2u);
         if (lid == 0u) {
             part[pb] = m;
-            part[pb + 1u] = l;
+            part[pb + 1u] = lt;
         }
-        for (var r = 0u; r < 4u; r++) {
-            if (lid + 64u * r < hd) {
-                part[pb + 2u + lid + 64u * r] = acc[r];
-            }
+        for (var e = 0u; e < 4u; e++) {
+            part[pb + 2u + 4u * lid + e] = o[e];
         }
     }
 }
