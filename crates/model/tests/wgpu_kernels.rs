@@ -176,18 +176,26 @@ fn elementwise_ops_match_the_cpu_backend() {
         let mut rng = Rng(42);
         let (n, dim) = (5, 576);
 
-        // RMSNorm
-        let x = rng.vec(n * dim);
-        let wv = rng.vec(dim);
-        let mut want = vec![0.0; n * dim];
-        cpu.rms_norm(&x, &CpuWeight::F32(wv.clone()), 1e-5, n, dim, &mut want);
-        let w = b.upload_vector("norm", &wv).unwrap();
-        let xg = upload(&mut b, &x);
-        let mut out = b.alloc(n * dim).unwrap();
-        b.rms_norm(&xg, &w, 1e-5, n, dim, &mut out);
-        assert_close("rms_norm", &download(&mut b, &out, n * dim), &want, 1e-5);
+        // RMSNorm, narrow (one load per invocation) and wide (four-load steps and a tail).
+        for (rn, rdim) in [(n, dim), (2, 1300)] {
+            let x = rng.vec(rn * rdim);
+            let wv = rng.vec(rdim);
+            let mut want = vec![0.0; rn * rdim];
+            cpu.rms_norm(&x, &CpuWeight::F32(wv.clone()), 1e-5, rn, rdim, &mut want);
+            let w = b.upload_vector("norm", &wv).unwrap();
+            let xg = upload(&mut b, &x);
+            let mut out = b.alloc(rn * rdim).unwrap();
+            b.rms_norm(&xg, &w, 1e-5, rn, rdim, &mut out);
+            assert_close(
+                &format!("rms_norm of {rdim}"),
+                &download(&mut b, &out, rn * rdim),
+                &want,
+                1e-5,
+            );
+        }
 
         // RoPE, partial rotation (n_rot < head_dim) at an offset position.
+        let x = rng.vec(n * dim);
         let shape = AttnShape {
             n_head: 9,
             n_head_kv: 3,

@@ -28,12 +28,13 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> out2: array<f32>; // (rows2)
 @group(0) @binding(8) var<storage, read_write> res: array<f32>;  // (rows0)
 
+// Straight-line: the eight loads of x are in flight at once.
 fn dot_chunk(w: ptr<function, array<vec4<f32>, 8>>, xb: u32) -> f32 {
-    var s = 0.0;
-    for (var j = 0u; j < 8u; j++) {
-        s += dot((*w)[j], x[xb + j]);
-    }
-    return s;
+    let s0 = dot((*w)[0], x[xb]) + dot((*w)[1], x[xb + 1u]);
+    let s1 = dot((*w)[2], x[xb + 2u]) + dot((*w)[3], x[xb + 3u]);
+    let s2 = dot((*w)[4], x[xb + 4u]) + dot((*w)[5], x[xb + 5u]);
+    let s3 = dot((*w)[6], x[xb + 6u]) + dot((*w)[7], x[xb + 7u]);
+    return (s0 + s1) + (s2 + s3);
 }
 
 // Chunk c of row `row` of weight k, dotted with x; in mode 2 also the same chunk of w1 (.y).

@@ -11,9 +11,21 @@ fn load_chunk(blk: u32, sub: u32, w: ptr<function, array<vec4<f32>, 8>>) {
     let m = dm.y * sm.y;
     let base = blk + 4u + 8u * (sub / 2u);
     let hi = (sub & 1u) == 1u;
-    for (var j = 0u; j < 8u; j++) {
-        let q = wq[base + j];
-        let n = select(nib_lo(q), nib_hi(q), hi);
-        (*w)[j] = vec4<f32>(n) * d - m;
-    }
+    // Straight-line loads: all eight are in flight at once (a loop here was not unrolled).
+    let q0 = wq[base + 0u];
+    let q1 = wq[base + 1u];
+    let q2 = wq[base + 2u];
+    let q3 = wq[base + 3u];
+    let q4 = wq[base + 4u];
+    let q5 = wq[base + 5u];
+    let q6 = wq[base + 6u];
+    let q7 = wq[base + 7u];
+    (*w)[0] = vec4<f32>(select(nib_lo(q0), nib_hi(q0), hi)) * d - m;
+    (*w)[1] = vec4<f32>(select(nib_lo(q1), nib_hi(q1), hi)) * d - m;
+    (*w)[2] = vec4<f32>(select(nib_lo(q2), nib_hi(q2), hi)) * d - m;
+    (*w)[3] = vec4<f32>(select(nib_lo(q3), nib_hi(q3), hi)) * d - m;
+    (*w)[4] = vec4<f32>(select(nib_lo(q4), nib_hi(q4), hi)) * d - m;
+    (*w)[5] = vec4<f32>(select(nib_lo(q5), nib_hi(q5), hi)) * d - m;
+    (*w)[6] = vec4<f32>(select(nib_lo(q6), nib_hi(q6), hi)) * d - m;
+    (*w)[7] = vec4<f32>(select(nib_lo(q7), nib_hi(q7), hi)) * d - m;
 }

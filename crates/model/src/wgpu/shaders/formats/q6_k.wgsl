@@ -13,10 +13,31 @@ fn load_chunk(blk: u32, sub: u32, w: ptr<function, array<vec4<f32>, 8>>) {
     let qh = blk + 32u + 8u * h;
     let s0 = 8u * h + 2u * k;
     let sc = vec2<f32>(sbytes4(wq[blk + 48u + s0 / 4u])[s0 % 4u], sbytes4(wq[blk + 48u + (s0 + 1u) / 4u])[(s0 + 1u) % 4u]) * d;
-    for (var j = 0u; j < 8u; j++) {
-        let q = wq[ql + j];
-        let lo = select(nib_lo(q), nib_hi(q), k >= 2u);
-        let hb = ((bytes4(wq[qh + j]) >> vec4<u32>(2u * k)) & vec4<u32>(3u)) << vec4<u32>(4u);
-        (*w)[j] = (vec4<f32>(lo | hb) - 32.0) * sc[j / 4u];
-    }
+    // Straight-line loads: all sixteen are in flight at once.
+    let l0 = wq[ql + 0u];
+    let h0 = wq[qh + 0u];
+    let l1 = wq[ql + 1u];
+    let h1 = wq[qh + 1u];
+    let l2 = wq[ql + 2u];
+    let h2 = wq[qh + 2u];
+    let l3 = wq[ql + 3u];
+    let h3 = wq[qh + 3u];
+    let l4 = wq[ql + 4u];
+    let h4 = wq[qh + 4u];
+    let l5 = wq[ql + 5u];
+    let h5 = wq[qh + 5u];
+    let l6 = wq[ql + 6u];
+    let h6 = wq[qh + 6u];
+    let l7 = wq[ql + 7u];
+    let h7 = wq[qh + 7u];
+    let sh = vec4<u32>(2u * k);
+    let up = k >= 2u;
+    (*w)[0] = (vec4<f32>(select(nib_lo(l0), nib_hi(l0), up) | (((bytes4(h0) >> sh) & vec4<u32>(3u)) << vec4<u32>(4u))) - 32.0) * sc.x;
+    (*w)[1] = (vec4<f32>(select(nib_lo(l1), nib_hi(l1), up) | (((bytes4(h1) >> sh) & vec4<u32>(3u)) << vec4<u32>(4u))) - 32.0) * sc.x;
+    (*w)[2] = (vec4<f32>(select(nib_lo(l2), nib_hi(l2), up) | (((bytes4(h2) >> sh) & vec4<u32>(3u)) << vec4<u32>(4u))) - 32.0) * sc.x;
+    (*w)[3] = (vec4<f32>(select(nib_lo(l3), nib_hi(l3), up) | (((bytes4(h3) >> sh) & vec4<u32>(3u)) << vec4<u32>(4u))) - 32.0) * sc.x;
+    (*w)[4] = (vec4<f32>(select(nib_lo(l4), nib_hi(l4), up) | (((bytes4(h4) >> sh) & vec4<u32>(3u)) << vec4<u32>(4u))) - 32.0) * sc.y;
+    (*w)[5] = (vec4<f32>(select(nib_lo(l5), nib_hi(l5), up) | (((bytes4(h5) >> sh) & vec4<u32>(3u)) << vec4<u32>(4u))) - 32.0) * sc.y;
+    (*w)[6] = (vec4<f32>(select(nib_lo(l6), nib_hi(l6), up) | (((bytes4(h6) >> sh) & vec4<u32>(3u)) << vec4<u32>(4u))) - 32.0) * sc.y;
+    (*w)[7] = (vec4<f32>(select(nib_lo(l7), nib_hi(l7), up) | (((bytes4(h7) >> sh) & vec4<u32>(3u)) << vec4<u32>(4u))) - 32.0) * sc.y;
 }
