@@ -85,7 +85,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         acc *= alpha;
         if (g < ng) {
             let vb = (cb + j0 * hd) / 4u + d4;
-            for (var i = g; i < cnt; i += ng) {
+            // Four keys a step, their loads written out so that they are in flight together.
+            var i = g;
+            for (; i + 3u * ng < cnt; i += 4u * ng) {
+                let v0 = vc[vb + i * hd4];
+                let v1 = vc[vb + (i + ng) * hd4];
+                let v2 = vc[vb + (i + 2u * ng) * hd4];
+                let v3 = vc[vb + (i + 3u * ng) * hd4];
+                let p0 = sc[i];
+                let p1 = sc[i + ng];
+                let p2 = sc[i + 2u * ng];
+                let p3 = sc[i + 3u * ng];
+                ps += (p0 + p1) + (p2 + p3);
+                acc += (p0 * v0 + p1 * v1) + (p2 * v2 + p3 * v3);
+            }
+            for (; i < cnt; i += ng) {
                 let pi = sc[i];
                 ps += pi;
                 acc += pi * vc[vb + i * hd4];
