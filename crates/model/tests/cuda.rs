@@ -351,6 +351,84 @@ fn decode_attention_matches_cpu() {
     }
 }
 
+#[test]
+fn prompt_attention_matches_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::seed();
+    let shapes = [
+        (32, 4, 64, 10000.0f32), // TinyLlama
+        (9, 3, 64, 100000.0),    // SmolLM2
+        (8, 8, 128, 10000.0),    // no GQA, 128-wide heads
+        (16, 2, 128, 500000.0),  // GQA, 128-wide heads
+        (24, 2, 32, 500000.0),   // 12 query heads per KV head
+        (6, 2, 96, 10000.0),     // 96-wide heads
+    ];
+    for &(n_head, n_head_kv, hd, base) in &shapes {
+        let shape = AttnShape {
+            n_head,
+            n_head_kv,
+            head_dim: hd,
+            n_rot: hd,
+            rope_freq_base: base,
+        };
+        // (earlier tokens, new tokens): single rows, partial and whole query tiles of 64, a full
+        // batch of 512, and prompts continuing after earlier tokens (tile edges off the grid).
+        for &(n_past, n) in &[
+            (0usize, 1usize),
+            (0, 7),
+            (0, 64),
+            (0, 130),
+            (0, 512),
+            (5, 1),
+            (37, 50),
+            (64, 64),
+            (300, 129),
+            (1000, 77),
+        ] {
+            let total = n_past + n;
+            let n_ctx = total + 70;
+            let (e, kvd) = (n_head * hd, n_head_kv * hd);
+            let q = rng.vec(total * e, 1.0);
+            let k = rng.vec(total * kvd, 1.0);
+            let v = rng.vec(total * kvd, 1.0);
+            let Some(got) =
+                testing::attention_prompt(&gpu, &q, &k, &v, (n_past, n), &shape, n_ctx).unwrap()
+            else {
+                eprintln!("no flash-attention kernel on this card (before sm_80): skipped");
+                return;
+            };
+            let mut cpu = CpuBackend::new(4);
+            let mut kv = cpu.alloc_kv(1, n_ctx, n_head_kv, hd).unwrap();
+            let (mut qc, mut kc) = (q.clone(), k.clone());
+            cpu.rope(&mut qc, total, n_head, &shape, 0);
+            cpu.rope(&mut kc, total, n_head_kv, &shape, 0);
+            cpu.kv_store(&mut kv, 0, &kc, &v, total, 0);
+            // The new tokens' queries at positions n_past.. over the cache of all of them.
+            let mut want = vec![0f32; n * e];
+            cpu.attention(
+                &qc[n_past * e..].to_vec(),
+                &kv,
+                0,
+                n,
+                n_past,
+                &shape,
+                &mut want,
+            );
+            let err = got
+                .iter()
+                .zip(&want)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            let nan = got.iter().any(|x| !x.is_finite());
+            eprintln!(
+                "prompt attention {n_head}/{n_head_kv}x{hd} past={n_past} n={n}: max |err| {err:.2e}"
+            );
+            assert!(!nan, "non-finite output");
+            // Both round q and the probabilities to f16; the GPU also rounds the output to f16.
+            assert!(err <= 4e-3, "max error {err}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Whole model: CUDA vs CPU logits, both computed here.
 

@@ -34,6 +34,10 @@ const KERNELS: &[&str] = &[
     "softmax_causal",
     "heads_to_rows",
     "argmax",
+    "attn_prompt_32",
+    "attn_prompt_64",
+    "attn_prompt_96",
+    "attn_prompt_128",
 ];
 
 /// The kernels by name.
@@ -51,6 +55,8 @@ pub(crate) struct Kernels {
     pub softmax_causal: CudaFunction,
     pub heads_to_rows: CudaFunction,
     pub argmax: CudaFunction,
+    /// Flash attention of a prompt (sm_80+), by head size: 32, 64, 96, 128.
+    pub attn_prompt: [CudaFunction; 4],
     _module: Arc<CudaModule>,
 }
 
@@ -183,6 +189,12 @@ impl Gpu {
             softmax_causal: f(KERNELS[12])?,
             heads_to_rows: f(KERNELS[13])?,
             argmax: f(KERNELS[14])?,
+            attn_prompt: [
+                f(KERNELS[15])?,
+                f(KERNELS[16])?,
+                f(KERNELS[17])?,
+                f(KERNELS[18])?,
+            ],
             _module: module,
         };
         // SAFETY: only dlopen of the library.

@@ -856,7 +856,179 @@ ATTN_DECODE(64)
 ATTN_DECODE(96)
 ATTN_DECODE(128)
 
-// Prompt attention, between the two batched GEMMs: scores s (rows = head-major (head, t), n_kv
+// ---------------------------------------------------------------------------------------------
+// Prompt attention (flash attention on tensor cores, sm_80+): n queries at positions pos0.. of one
+// head against the layer's f16 cache, causal, online softmax in registers; no score matrix in
+// memory. Block (query tile of FA_BQ rows, head), 4 warps of 16 rows; the block walks the keys its
+// rows see in tiles of FA_BK, staged in shared memory (f16, rows padded by 8 halves so the fragment
+// loads hit distinct banks). Per tile a warp takes S = Q·Kᵀ (16 × FA_BK) with mma.m16n8k16 (f16 in,
+// f32 accumulation), masks and scales it, updates each row's running max and sum, rounds P to f16
+// straight from the accumulator registers into A fragments (the m16n8 C layout of two adjacent key
+// tiles is the m16k16 A layout) and adds P·V into the 16 × HD output accumulators. The output goes
+// as f16 to out[t][head * HD + d], the output projection's input.
+//
+// Fragment layouts of mma.m16n8k16 (g = lane / 4, c = lane % 4; a register holds two f16, the lower
+// index in the low half): A (16 × 16, row-major) a0 = A[g][2c..], a1 = A[g + 8][2c..],
+// a2 = A[g][2c + 8..], a3 = A[g + 8][2c + 8..]; B (16 × 8) b0 = B[2c..2c + 1][g],
+// b1 = B[2c + 8..2c + 9][g]; C (16 × 8, f32) c0, c1 = C[g][2c], C[g][2c + 1]; c2, c3 = row g + 8.
+#define FA_BQ 64
+#define FA_BK 64
+
+// c += A·B, one m16n8k16 f16 tensor-core product with f32 accumulators. Only built for sm_80+; the
+// host launches the prompt kernels on such cards only (older ones take the cuBLAS path).
+__device__ __forceinline__ void mma_16816(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};" : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#endif
+}
+__device__ __forceinline__ u32 pack_h2(float lo, float hi) {
+    return (u32)f2h(lo) | ((u32)f2h(hi) << 16);
+}
+
+template <int HD>
+__device__ __forceinline__ void attn_prompt_t(const u16* qh, const u16* kc, const u16* vc, int n,
+                                              int pos0, int n_ctx, int n_head, int n_head_kv,
+                                              float scale, u16* out) {
+    constexpr int KS = HD / 16; // k-steps of Q·Kᵀ
+    constexpr int DN = HD / 8;  // n-tiles of the output
+    constexpr int LD = HD + 8;  // shared row stride in halves (a multiple of 8: rows stay 16-aligned)
+    __shared__ __align__(16) u16 ks[FA_BK * LD];
+    __shared__ __align__(16) u16 vs[FA_BK * LD];
+    int head = blockIdx.y;
+    int kvh = head / (n_head / n_head_kv);
+    int qt = gridDim.x - 1 - blockIdx.x; // the tiles with the most keys start first
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int g = lane >> 2, c = lane & 3;
+    int r0 = qt * FA_BQ + warp * 16; // the warp's first query row
+    // Q fragments of rows r0 + g and r0 + g + 8 (rows past n repeat the last row, never stored).
+    const u16* qa = qh + ((u64)head * n + min(r0 + g, n - 1)) * HD + 2 * c;
+    const u16* qb = qh + ((u64)head * n + min(r0 + g + 8, n - 1)) * HD + 2 * c;
+    u32 qf[KS][4];
+#pragma unroll
+    for (int k = 0; k < KS; k++) {
+        qf[k][0] = *(const u32*)(qa + k * 16);
+        qf[k][1] = *(const u32*)(qb + k * 16);
+        qf[k][2] = *(const u32*)(qa + k * 16 + 8);
+        qf[k][3] = *(const u32*)(qb + k * 16 + 8);
+    }
+    float o[DN][4];
+#pragma unroll
+    for (int d = 0; d < DN; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
+    float m0 = NEG_BIG, m1 = NEG_BIG, l0 = 0.f, l1 = 0.f;
+    int lim0 = pos0 + r0 + g, lim1 = lim0 + 8; // the last key each of the thread's rows sees
+    int n_kv = pos0 + n;
+    int kend = min(n_kv, pos0 + qt * FA_BQ + FA_BQ); // keys 0..kend serve the block's rows
+    const u16* kb = kc + (u64)kvh * n_ctx * HD;
+    const u16* vb = vc + (u64)kvh * n_ctx * HD;
+    const float sl = scale * 1.4426950409f; // scores in log2 units: exp2f below
+    for (int k0 = 0; k0 < kend; k0 += FA_BK) {
+        __syncthreads(); // the previous tile is consumed
+        for (int i = threadIdx.x; i < FA_BK * HD / 8; i += blockDim.x) {
+            int key = i / (HD / 8), c8 = i - key * (HD / 8);
+            uint4 kw = make_uint4(0, 0, 0, 0), vw = make_uint4(0, 0, 0, 0);
+            if (k0 + key < n_kv) { // zeros past the cached keys (never garbage: 0 · NaN is NaN)
+                kw = ((const uint4*)(kb + (u64)(k0 + key) * HD))[c8];
+                vw = ((const uint4*)(vb + (u64)(k0 + key) * HD))[c8];
+            }
+            *(uint4*)(ks + key * LD + c8 * 8) = kw;
+            *(uint4*)(vs + key * LD + c8 * 8) = vw;
+        }
+        __syncthreads();
+        // No row of this warp sees a key of the tile, or the warp's rows are all past n.
+        if (k0 > pos0 + r0 + 15 || r0 >= n) continue;
+        float s[FA_BK / 8][4];
+#pragma unroll
+        for (int j = 0; j < FA_BK / 8; j++) {
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+            for (int k = 0; k < KS; k++) {
+                const u16* kr = ks + (j * 8 + g) * LD + k * 16 + 2 * c;
+                mma_16816(s[j], qf[k][0], qf[k][1], qf[k][2], qf[k][3], *(const u32*)kr,
+                          *(const u32*)(kr + 8));
+            }
+        }
+        float mx0 = NEG_BIG, mx1 = NEG_BIG;
+#pragma unroll
+        for (int j = 0; j < FA_BK / 8; j++) {
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                int key = k0 + j * 8 + 2 * c + e;
+                s[j][e] = key <= lim0 ? s[j][e] * sl : NEG_BIG;
+                s[j][2 + e] = key <= lim1 ? s[j][2 + e] * sl : NEG_BIG;
+                mx0 = fmaxf(mx0, s[j][e]);
+                mx1 = fmaxf(mx1, s[j][2 + e]);
+            }
+        }
+        // The four lanes of a row group hold its columns.
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        // Every row sees key 0, so after the first tile the maxima are real scores and a fully
+        // masked row of a later tile keeps its max (factor 1, probabilities 0).
+        float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+        float f0 = exp2f(m0 - mn0), f1 = exp2f(m1 - mn1);
+        m0 = mn0;
+        m1 = mn1;
+        l0 *= f0;
+        l1 *= f1;
+#pragma unroll
+        for (int d = 0; d < DN; d++) {
+            o[d][0] *= f0;
+            o[d][1] *= f0;
+            o[d][2] *= f1;
+            o[d][3] *= f1;
+        }
+        // P as A fragments: key tile j = 2kk gives a0 (row g) and a1 (row g + 8), j = 2kk + 1 a2, a3.
+        u32 pf[FA_BK / 16][4];
+#pragma unroll
+        for (int j = 0; j < FA_BK / 8; j++) {
+            float p00 = exp2f(s[j][0] - mn0), p01 = exp2f(s[j][1] - mn0);
+            float p10 = exp2f(s[j][2] - mn1), p11 = exp2f(s[j][3] - mn1);
+            l0 += p00 + p01;
+            l1 += p10 + p11;
+            pf[j >> 1][(j & 1) * 2] = pack_h2(p00, p01);
+            pf[j >> 1][(j & 1) * 2 + 1] = pack_h2(p10, p11);
+        }
+#pragma unroll
+        for (int kk = 0; kk < FA_BK / 16; kk++) {
+#pragma unroll
+            for (int d = 0; d < DN; d++) {
+                // B = V[keys kk·16..][dims d·8..]: b0 = keys 2c, 2c + 1 of dim g; b1 = keys + 8.
+                const u16* vr = vs + (kk * 16 + 2 * c) * LD + d * 8 + g;
+                u32 b0 = (u32)vr[0] | ((u32)vr[LD] << 16);
+                u32 b1 = (u32)vr[8 * LD] | ((u32)vr[9 * LD] << 16);
+                mma_16816(o[d], pf[kk][0], pf[kk][1], pf[kk][2], pf[kk][3], b0, b1);
+            }
+        }
+    }
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    float i0 = 1.f / l0, i1 = 1.f / l1;
+    int ta = r0 + g, tb = r0 + g + 8;
+    u64 stride = (u64)n_head * HD;
+#pragma unroll
+    for (int d = 0; d < DN; d++) {
+        int col = head * HD + d * 8 + 2 * c;
+        if (ta < n) *(u32*)(out + (u64)ta * stride + col) = pack_h2(o[d][0] * i0, o[d][1] * i0);
+        if (tb < n) *(u32*)(out + (u64)tb * stride + col) = pack_h2(o[d][2] * i1, o[d][3] * i1);
+    }
+}
+#define ATTN_PROMPT(HD)                                                                            \
+    extern "C" __global__ void __launch_bounds__(128)                                              \
+        attn_prompt_##HD(const u16* qh, const u16* kc, const u16* vc, int n, int pos0, int n_ctx, \
+                         int n_head, int n_head_kv, float scale, u16* out) {                       \
+        attn_prompt_t<HD>(qh, kc, vc, n, pos0, n_ctx, n_head, n_head_kv, scale, out);             \
+    }
+ATTN_PROMPT(32)
+ATTN_PROMPT(64)
+ATTN_PROMPT(96)
+ATTN_PROMPT(128)
+
+// Prompt attention without tensor cores (cards before sm_80, or RUSTORCH_CUDA_FLASH=0), between
+// two batched GEMMs: scores s (rows = head-major (head, t), n_kv
 // columns) -> probabilities p (f16), causal: row t sees positions 0..=pos0 + t.
 extern "C" __global__ void softmax_causal(const float* s, u16* p, int n, int n_kv, int pos0, float scale) {
     __shared__ float red[32];

@@ -11,9 +11,11 @@
 //! values) into L2, and only then wait for the previous kernel's results.
 //!
 //! Prompt (several tokens, cuBLAS present): each weight is dequantized to an f16 scratch matrix and
-//! multiplied by cuBLAS on tensor cores (f32 accumulation); attention is two batched GEMMs per layer
-//! (scores = K·Q, out = V·P) around a causal softmax kernel. Without cuBLAS, prompts run token by
-//! token through the decode step.
+//! multiplied by cuBLAS on tensor cores (f32 accumulation); attention is one flash-attention kernel
+//! per layer (tensor cores, online softmax, no score matrix in memory) on sm_80+, and on older cards
+//! (or with `RUSTORCH_CUDA_FLASH=0`) two batched GEMMs (scores = K·Q, out = V·P) around a causal
+//! softmax kernel, whose score matrix limits the batch at long contexts. Without cuBLAS, prompts run
+//! token by token through the decode step.
 //!
 //! Row-major reading of the GEMMs: cuBLAS is column-major, so a row-major `[r][c]` matrix is its
 //! `c × r` column-major transpose; `out[n][rows] = x[n][cols] · W[rows][cols]ᵀ` is the column-major
@@ -28,8 +30,8 @@ use rustorch_quant::dispatch;
 
 use super::gpu::{drv_err, DevBuf, Gpu};
 use super::ops::{
-    attn_decode, matvec, pdl_enabled, quantize, rms_norm, rope_kv, upload_matrix, Attn, GWeight,
-    MvIn, RopeOut, RMS_NORM_MAX,
+    attn_decode, attn_prompt, flash_enabled, matvec, pdl_enabled, quantize, rms_norm, rope_kv,
+    upload_matrix, Attn, GWeight, MvIn, RopeOut, RMS_NORM_MAX,
 };
 use crate::config::Config;
 use crate::llama::{Logits, N_UBATCH};
@@ -52,10 +54,15 @@ struct GLayer {
 struct PromptBufs {
     x16: DevBuf,            // (ub, max(n_embd, n_ff)) f16 GEMM input
     wtmp: DevBuf,           // (largest weight) f16 dequantized weight
-    s: DevBuf,              // (n_head, ub, n_ctx) f32 attention scores
-    p: DevBuf,              // (n_head, ub, n_ctx) f16 probabilities
-    o16: DevBuf,            // (n_head, ub, head_dim) f16 attention output, head-major
+    scores: Option<Scores>, // the cuBLAS attention's buffers (none with flash attention)
     logits: Option<DevBuf>, // (ub, n_vocab) f32, made on the first Logits::All prompt
+}
+
+/// Buffers of the prompt attention without flash attention.
+struct Scores {
+    s: DevBuf,   // (n_head, ub, n_ctx) f32 attention scores
+    p: DevBuf,   // (n_head, ub, n_ctx) f16 probabilities
+    o16: DevBuf, // (n_head, ub, head_dim) f16 attention output, head-major
 }
 
 pub(crate) struct CudaModel {
@@ -183,8 +190,12 @@ impl CudaModel {
             None => None,
         };
 
-        // Prompt batches: as large as N_UBATCH while the score matrices stay under 1 GiB.
-        let ub = if gpu.has_blas() {
+        // Prompt batches: N_UBATCH with flash attention, else as large as N_UBATCH while the score
+        // matrices stay under 1 GiB.
+        let flash = flash_enabled(&gpu);
+        let ub = if gpu.has_blas() && flash {
+            N_UBATCH
+        } else if gpu.has_blas() {
             ((1usize << 30) / (c.n_head * n_ctx * 6)).clamp(1, N_UBATCH)
         } else {
             1
@@ -204,9 +215,15 @@ impl CudaModel {
             Some(PromptBufs {
                 x16: f16s(ub * wide, "the f16 GEMM input")?,
                 wtmp: f16s(largest, "the dequantized weight scratch")?,
-                s: f32s(c.n_head * ub * n_ctx, "attention scores")?,
-                p: f16s(c.n_head * ub * n_ctx, "attention probabilities")?,
-                o16: f16s(ub * e, "attention output")?,
+                scores: if flash {
+                    None
+                } else {
+                    Some(Scores {
+                        s: f32s(c.n_head * ub * n_ctx, "attention scores")?,
+                        p: f16s(c.n_head * ub * n_ctx, "attention probabilities")?,
+                        o16: f16s(ub * e, "attention output")?,
+                    })
+                },
                 logits: None,
             })
         } else {
@@ -460,52 +477,58 @@ impl CudaModel {
                 self.qh.ptr,
                 (kc, vc),
             )?;
-            // scores[kvh][g·n][n_kv] = Q[kvh][g·n][hd] · K[kvh][n_kv][hd]ᵀ
-            g.gemm(
-                true,
-                (n_kv, group * n, hd),
-                (kc, hd, a.n_ctx * hd),
-                (self.qh.ptr, hd, group * n * hd),
-                0.0,
-                (pb.s.ptr, n_kv, group * n * n_kv, false),
-                a.n_head_kv,
-            )?;
-            g.launch(
-                &g.k.softmax_causal,
-                ((a.n_head * n) as u32, 1, 1),
-                256,
-                &[
-                    &pb.s.ptr,
-                    &pb.p.ptr,
-                    &(n as i32),
-                    &(n_kv as i32),
-                    &(pos0 as i32),
-                    &(1.0 / (hd as f32).sqrt()),
-                ],
-            )?;
-            // out[kvh][g·n][hd] = P[kvh][g·n][n_kv] · V[kvh][n_kv][hd]
-            g.gemm(
-                false,
-                (hd, group * n, n_kv),
-                (vc, hd, a.n_ctx * hd),
-                (pb.p.ptr, n_kv, group * n * n_kv),
-                0.0,
-                (pb.o16.ptr, hd, group * n * hd, true),
-                a.n_head_kv,
-            )?;
-            let total = n * e;
-            g.launch(
-                &g.k.heads_to_rows,
-                (total.div_ceil(256) as u32, 1, 1),
-                256,
-                &[
-                    &pb.o16.ptr,
-                    &pb.x16.ptr,
-                    &(n as i32),
-                    &(a.n_head as i32),
-                    &(hd as i32),
-                ],
-            )?;
+            // Attention output as f16 rows [t][head · hd] into x16, the wo GEMM's input.
+            match &pb.scores {
+                None => attn_prompt(g, a, (n, pos0), self.qh.ptr, (kc, vc), pb.x16.ptr)?,
+                Some(sc) => {
+                    // scores[kvh][g·n][n_kv] = Q[kvh][g·n][hd] · K[kvh][n_kv][hd]ᵀ
+                    g.gemm(
+                        true,
+                        (n_kv, group * n, hd),
+                        (kc, hd, a.n_ctx * hd),
+                        (self.qh.ptr, hd, group * n * hd),
+                        0.0,
+                        (sc.s.ptr, n_kv, group * n * n_kv, false),
+                        a.n_head_kv,
+                    )?;
+                    g.launch(
+                        &g.k.softmax_causal,
+                        ((a.n_head * n) as u32, 1, 1),
+                        256,
+                        &[
+                            &sc.s.ptr,
+                            &sc.p.ptr,
+                            &(n as i32),
+                            &(n_kv as i32),
+                            &(pos0 as i32),
+                            &(1.0 / (hd as f32).sqrt()),
+                        ],
+                    )?;
+                    // out[kvh][g·n][hd] = P[kvh][g·n][n_kv] · V[kvh][n_kv][hd]
+                    g.gemm(
+                        false,
+                        (hd, group * n, n_kv),
+                        (vc, hd, a.n_ctx * hd),
+                        (sc.p.ptr, n_kv, group * n * n_kv),
+                        0.0,
+                        (sc.o16.ptr, hd, group * n * hd, true),
+                        a.n_head_kv,
+                    )?;
+                    let total = n * e;
+                    g.launch(
+                        &g.k.heads_to_rows,
+                        (total.div_ceil(256) as u32, 1, 1),
+                        256,
+                        &[
+                            &sc.o16.ptr,
+                            &pb.x16.ptr,
+                            &(n as i32),
+                            &(a.n_head as i32),
+                            &(hd as i32),
+                        ],
+                    )?;
+                }
+            }
             self.linear(pb, &l.wo, pb.x16.ptr, n, self.x.ptr, 1.0)?;
             rms_norm(
                 g,

@@ -424,3 +424,50 @@ pub(crate) fn attn_decode(
         ],
     )
 }
+
+/// Whether prompts take the flash-attention kernel (tensor cores, sm_80+) instead of the cuBLAS
+/// score-matrix path (`RUSTORCH_CUDA_FLASH=0`: the cuBLAS path).
+pub(crate) fn flash_enabled(gpu: &Gpu) -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    gpu.cc_major >= 8 && switch("RUSTORCH_CUDA_FLASH", &ON)
+}
+
+/// Query rows of one prompt-attention block (`FA_BQ` in `kernels.cu`).
+const FA_BQ: usize = 64;
+
+/// Causal attention of `n` queries at positions `pos0..pos0 + n` (rotated, f16, head-major in
+/// `qh`) over the layer's cache, which holds positions `0..pos0 + n`: flash attention on tensor
+/// cores, no score matrix. Writes f16 `out[t][head * head_dim + d]`. Needs sm_80+
+/// ([`flash_enabled`]).
+pub(crate) fn attn_prompt(
+    gpu: &Gpu,
+    a: &Attn,
+    (n, pos0): (usize, usize),
+    qh: u64,
+    (kc, vc): (u64, u64),
+    out: u64,
+) -> Result<(), ModelError> {
+    assert!(
+        gpu.cc_major >= 8,
+        "the prompt attention kernel needs sm_80+"
+    );
+    assert!(n > 0 && pos0 + n <= a.n_ctx);
+    let scale = 1.0 / (a.hd as f32).sqrt();
+    gpu.launch(
+        &gpu.k.attn_prompt[a.hd / 32 - 1],
+        (n.div_ceil(FA_BQ) as u32, a.n_head as u32, 1),
+        128,
+        &[
+            &qh,
+            &kc,
+            &vc,
+            &(n as i32),
+            &(pos0 as i32),
+            &(a.n_ctx as i32),
+            &(a.n_head as i32),
+            &(a.n_head_kv as i32),
+            &scale,
+            &out,
+        ],
+    )
+}

@@ -312,3 +312,72 @@ pub fn qkv_rope(
     let a = res.pop().expect("two");
     Ok([a, b])
 }
+
+/// Prompt attention (the flash-attention kernel, sm_80+) of `n` new tokens after `n_past` earlier
+/// ones: q (`(n_past + n) × n_head × head_dim`), k and v (`(n_past + n) × kv_dim`) before RoPE. The
+/// earlier tokens go through RoPE into an f16 cache of `n_ctx` positions, then the new ones at
+/// positions `n_past..`, as a prompt batch runs them; their queries attend causally over positions
+/// `0..n_past + n`. Returns the output of the new tokens (`n × n_head × head_dim`, from f16), or
+/// `None` on a card without the kernel (before sm_80).
+#[allow(clippy::too_many_arguments)] // the op's operands
+pub fn attention_prompt(
+    gpu: &Gpu,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    (n_past, n): (usize, usize),
+    shape: &AttnShape,
+    n_ctx: usize,
+) -> Result<Option<Vec<f32>>, ModelError> {
+    if gpu.cc_major < 8 {
+        return Ok(None);
+    }
+    let a = Attn {
+        n_head: shape.n_head,
+        n_head_kv: shape.n_head_kv,
+        hd: shape.head_dim,
+        n_rot: shape.n_rot,
+        freq_base: shape.rope_freq_base,
+        n_ctx,
+        n_split: 1,
+    };
+    a.check()?;
+    let (e, kvd) = (a.n_head * a.hd, a.n_head_kv * a.hd);
+    let (qb, kb, vb) = (
+        gpu.upload(q, "q")?,
+        gpu.upload(k, "k")?,
+        gpu.upload(v, "v")?,
+    );
+    let qh = gpu.alloc((n_past + n) * e * 2, "rotated q")?;
+    // Positions past the prompt hold NaN bits: the kernel must never let them into a result.
+    let cache = vec![0x7e00u16; a.n_head_kv * n_ctx * a.hd];
+    let kc = gpu.upload(&cache, "k cache")?;
+    let vc = gpu.upload(&cache, "v cache")?;
+    let io = gpu.upload(&[0i32, n_past as i32], "positions")?;
+    let out = gpu.alloc(n * e * 2, "output")?;
+    if n_past > 0 {
+        model::rope_kv(
+            gpu,
+            &a,
+            n_past,
+            (qb.ptr, kb.ptr, vb.ptr),
+            io.ptr,
+            qh.ptr,
+            (kc.ptr, vc.ptr),
+        )?;
+    }
+    let new = (
+        qb.at(n_past * e * 4),
+        kb.at(n_past * kvd * 4),
+        vb.at(n_past * kvd * 4),
+    );
+    model::rope_kv(gpu, &a, n, new, io.at(4), qh.ptr, (kc.ptr, vc.ptr))?;
+    model::attn_prompt(gpu, &a, (n, n_past), qh.ptr, (kc.ptr, vc.ptr), out.ptr)?;
+    let mut h = vec![0u16; n * e];
+    gpu.read(&out, 0, &mut h)?;
+    Ok(Some(
+        h.iter()
+            .map(|&b| half::f16::from_bits(b).to_f32())
+            .collect(),
+    ))
+}
