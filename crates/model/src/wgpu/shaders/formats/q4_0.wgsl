@@ -5,9 +5,17 @@ const CPB: u32 = 1u;
 
 fn load_chunk(blk: u32, sub: u32, w: ptr<function, array<vec4<f32>, 8>>) {
     let d = unpack2x16float(wq[blk]).x;
-    for (var j = 0u; j < 4u; j++) {
-        let q = wq[blk + 1u + j];
-        (*w)[j] = (vec4<f32>(nib_lo(q)) - 8.0) * d;
-        (*w)[j + 4u] = (vec4<f32>(nib_hi(q)) - 8.0) * d;
-    }
+    // Straight-line loads: all four are in flight at once.
+    let q0 = wq[blk + 1u];
+    let q1 = wq[blk + 2u];
+    let q2 = wq[blk + 3u];
+    let q3 = wq[blk + 4u];
+    (*w)[0] = (vec4<f32>(nib_lo(q0)) - 8.0) * d;
+    (*w)[4] = (vec4<f32>(nib_hi(q0)) - 8.0) * d;
+    (*w)[1] = (vec4<f32>(nib_lo(q1)) - 8.0) * d;
+    (*w)[5] = (vec4<f32>(nib_hi(q1)) - 8.0) * d;
+    (*w)[2] = (vec4<f32>(nib_lo(q2)) - 8.0) * d;
+    (*w)[6] = (vec4<f32>(nib_hi(q2)) - 8.0) * d;
+    (*w)[3] = (vec4<f32>(nib_lo(q3)) - 8.0) * d;
+    (*w)[7] = (vec4<f32>(nib_hi(q3)) - 8.0) * d;
 }
