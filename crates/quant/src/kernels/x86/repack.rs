@@ -2,8 +2,8 @@
 //! lane of a `dpbusd` belongs to one row.
 //!
 //! Q4_1 and Q5_1 are not repacked, by choice: their row kernel sums in the order of ggml's x86
-//! `vec_dot_q4_1_q8_1`, which keeps the SmolLM2 Q4_1 reference model's logits within float rounding
-//! of llama.cpp's (its matmuls to the bit). A repacked Q4_1 (tried: 1.8x the prompt speed) is as accurate but rounds in another
+//! `vec_dot_q4_1_q8_1`, so the SmolLM2 Q4_1 reference model's matmuls give llama.cpp's values to
+//! the bit. A repacked Q4_1 (tried: 1.8x the prompt speed) is as accurate but rounds in another
 //! order, and that model is sensitive enough to flip a 0.33-logit near-tie in a reference greedy
 //! output. They are ahead of llama.cpp without it.
 //!
