@@ -161,6 +161,29 @@ pub fn mat_kernel_for(ty: GgmlType, isa: Isa) -> Option<&'static MatKernel> {
     table.iter().find(|k| k.weight_type == ty)
 }
 
+/// The eight 6-bit scales and mins of the Q4_K / Q5_K block whose 12 scale bytes are at `p`,
+/// as four little-endian words of bytes `[sc0..4], [sc4..8], [m0..4], [m4..8]` (ggml's `utmp`
+/// shuffle of `get_scale_min_k4`'s packing). Plain integer code, shared by every ISA's kernels.
+///
+/// # Safety
+/// `p` points to 12 readable bytes.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+#[inline(always)]
+unsafe fn scales_mins_k4_words(p: *const u8) -> [u32; 4] {
+    let word = |i: usize| u32::from_le_bytes(p.add(4 * i).cast::<[u8; 4]>().read_unaligned());
+    let (u0, u1, u2) = (word(0), word(1), word(2));
+    let (low6, low4, top2) = (0x3f3f_3f3f, 0x0f0f_0f0f, 0x0303_0303);
+    [
+        u0 & low6,
+        (u2 & low4) | (((u0 >> 6) & top2) << 4),
+        u1 & low6,
+        ((u2 >> 4) & low4) | (((u1 >> 6) & top2) << 4),
+    ]
+}
+
 /// `n_cols` values of `ty` in bytes, with the panics of [`MatKernel`]'s length checks.
 fn row_bytes(ty: GgmlType, n_cols: usize, what: &str) -> usize {
     let block = ty.block_size();

@@ -78,14 +78,7 @@ impl<const NT: usize> Sums<NT> {
 /// `utmp` shuffle of `get_scale_min_k4`'s packing).
 #[inline(always)]
 unsafe fn scales_mins_k4(p: *const u8) -> [u8; 16] {
-    let (u0, u1, u2) = (read_u32(p), read_u32(p.add(4)), read_u32(p.add(8)));
-    let (low6, low4, top2) = (0x3f3f_3f3f, 0x0f0f_0f0f, 0x0303_0303);
-    let words = [
-        u0 & low6,
-        (u2 & low4) | (((u0 >> 6) & top2) << 4),
-        u1 & low6,
-        ((u2 >> 4) & low4) | (((u1 >> 6) & top2) << 4),
-    ];
+    let words = super::super::scales_mins_k4_words(p);
     let mut out = [0u8; 16];
     for (o, w) in out.chunks_exact_mut(4).zip(words) {
         o.copy_from_slice(&w.to_le_bytes());

@@ -30,12 +30,7 @@ pub(super) struct Q6K;
 /// (ggml's `utmp` shuffle of `get_scale_min_k4`'s packing).
 #[inline(always)]
 pub(super) unsafe fn scales_mins_k4(p: *const u8) -> __m128i {
-    let (u0, u1, u2) = (read_u32(p), read_u32(p.add(4)), read_u32(p.add(8)));
-    let (low6, low4, top2) = (0x3f3f_3f3f, 0x0f0f_0f0f, 0x0303_0303);
-    let sc_lo = u0 & low6;
-    let sc_hi = (u2 & low4) | (((u0 >> 6) & top2) << 4);
-    let m_lo = u1 & low6;
-    let m_hi = ((u2 >> 4) & low4) | (((u1 >> 6) & top2) << 4);
+    let [sc_lo, sc_hi, m_lo, m_hi] = super::super::scales_mins_k4_words(p);
     _mm_set_epi32(m_hi as i32, m_lo as i32, sc_hi as i32, sc_lo as i32)
 }
 
