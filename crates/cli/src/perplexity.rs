@@ -156,6 +156,9 @@ pub struct LogitsArgs {
     /// Also list the K largest logits at each position
     #[arg(long, default_value_t = 0)]
     top: usize,
+    /// Tokens per evaluation (1: every token is a decode step, as in generation)
+    #[arg(long, default_value_t = N_UBATCH as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    ubatch: u32,
     /// Print JSON (the only output format)
     #[arg(long)]
     json: bool,
@@ -211,12 +214,13 @@ pub fn logits(args: LogitsArgs) -> anyhow::Result<()> {
     let n_vocab = model.config().n_vocab;
     let mut logits = Vec::new();
     let mut positions = Vec::with_capacity(ids.len());
-    for (c, chunk) in ids.chunks(N_UBATCH).enumerate() {
-        model.eval(chunk, c * N_UBATCH, Logits::All, &mut logits)?;
+    let ubatch = args.ubatch as usize;
+    for (c, chunk) in ids.chunks(ubatch).enumerate() {
+        model.eval(chunk, c * ubatch, Logits::All, &mut logits)?;
         for (j, row) in logits.chunks(n_vocab).enumerate() {
             let best = top_k(row, args.top.max(2));
             positions.push(Position {
-                pos: c * N_UBATCH + j,
+                pos: c * ubatch + j,
                 id: chunk[j],
                 argmax: best[0].0,
                 margin: best[0].1 - best.get(1).map_or(f32::NEG_INFINITY, |b| b.1),

@@ -149,6 +149,25 @@ impl GgufFile {
         self.tensor_index.get(name).map(|&i| &self.tensors[i])
     }
 
+    /// Says that tensor `t`'s bytes will not be read again soon (a backend copied them into a
+    /// layout of its own): a mapped file's pages then leave this process's resident memory; a
+    /// later read faults them back in from the file. No effect on a file read into memory.
+    pub fn release(&self, t: &TensorInfo) {
+        let Storage::Mmap(m) = &self.storage else {
+            return;
+        };
+        let start = self.data_offset.checked_add(t.offset).map(usize::try_from);
+        let (Some(Ok(start)), Ok(len)) = (start, usize::try_from(t.n_bytes)) else {
+            return;
+        };
+        if start.checked_add(len).is_none_or(|end| end > m.len()) {
+            return;
+        }
+        // SAFETY: the mapping is private and never written, so dropping its pages loses nothing:
+        // the next read of them sees the file's bytes again, as before.
+        let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len) };
+    }
+
     /// The bytes of a tensor's data, exactly `t.n_bytes` long, borrowed from the file.
     ///
     /// # Panics

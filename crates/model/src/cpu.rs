@@ -20,12 +20,19 @@ use crate::backend::{AttnShape, Backend, Device};
 use crate::threads::{for_each_chunk, Pool};
 use crate::ModelError;
 
-/// A weight on the CPU: rows of a tensor in the mapped file, or a small f32 vector (norms).
+/// A weight on the CPU: rows of a tensor in the mapped file, or rewritten at load time into the
+/// kernel's packed layout ([`MatKernel::pack`]), or a small f32 vector (norms).
 pub enum CpuWeight {
     Mapped {
         file: Arc<GgufFile>,
         index: usize,
         ty: GgmlType,
+        rows: usize,
+        cols: usize,
+    },
+    Packed {
+        data: Vec<u8>,
+        kernel: &'static MatKernel,
         rows: usize,
         cols: usize,
     },
@@ -36,14 +43,30 @@ impl CpuWeight {
     fn bytes(&self) -> &[u8] {
         match self {
             CpuWeight::Mapped { file, index, .. } => file.tensor_data(&file.tensors()[*index]),
+            CpuWeight::Packed { data, .. } => data,
             CpuWeight::F32(v) => bytemuck::cast_slice(v),
         }
+    }
+
+    /// A matrix's type, rows and columns.
+    fn matrix(&self) -> Option<(GgmlType, usize, usize)> {
+        match self {
+            CpuWeight::Mapped { ty, rows, cols, .. } => Some((*ty, *rows, *cols)),
+            CpuWeight::Packed {
+                kernel, rows, cols, ..
+            } => Some((kernel.weight_type(), *rows, *cols)),
+            CpuWeight::F32(_) => None,
+        }
+    }
+
+    fn is_packed(&self) -> bool {
+        matches!(self, CpuWeight::Packed { .. })
     }
 
     fn as_f32(&self) -> &[f32] {
         match self {
             CpuWeight::F32(v) => v,
-            CpuWeight::Mapped { .. } => unreachable!("vector weights are uploaded as F32"),
+            _ => unreachable!("vector weights are uploaded as F32"),
         }
     }
 }
@@ -85,6 +108,9 @@ pub struct CpuBackend {
     tmp: Vec<f32>,
     /// Attention output by head, `[n_head, head_dim, n]`, transposed into the output.
     att: Vec<f32>,
+    /// Whether weights with a packed kernel layout are rewritten into it at upload
+    /// (`RUSTORCH_CPU_PACK=0` keeps every weight in the mapped file, for A/B measurements).
+    pack_weights: bool,
 }
 
 /// Per-thread attention scratch, grown to the largest call once.
@@ -112,6 +138,7 @@ impl CpuBackend {
             acts_fresh: [false; 3],
             tmp: Vec::new(),
             att: Vec::new(),
+            pack_weights: std::env::var("RUSTORCH_CPU_PACK").map_or(true, |v| v != "0"),
         }
     }
 }
@@ -167,15 +194,41 @@ impl Backend for CpuBackend {
                 actual: format!("{:?}", info.dims),
             });
         }
-        if mat_kernel(info.ty).is_none() {
+        let Some(kernel) = mat_kernel(info.ty) else {
             return Err(unsupported());
+        };
+        let (rows, cols) = (info.dims[1] as usize, info.dims[0] as usize);
+        if kernel.has_packed_layout() && self.pack_weights {
+            // Rewritten once into the kernel's own layout; the file's pages are let go after.
+            let src = file.tensor_data(info);
+            let mut data = Vec::new();
+            data.try_reserve_exact(src.len()).map_err(|_| {
+                ModelError::Backend(format!(
+                    "out of memory for {name} ({} MiB)",
+                    src.len() >> 20
+                ))
+            })?;
+            data.resize(src.len(), 0);
+            let row = src.len() / rows.max(1);
+            // Eight rows per task keep the split on row boundaries.
+            for_each_chunk(&self.pool, &mut data, 64 * row.max(1), |c, dst| {
+                let src = &src[c * 64 * row..][..dst.len()];
+                kernel.pack(src, dst.len() / row, cols, dst);
+            });
+            file.release(info);
+            return Ok(CpuWeight::Packed {
+                data,
+                kernel,
+                rows,
+                cols,
+            });
         }
         Ok(CpuWeight::Mapped {
             file: Arc::clone(file),
             index,
             ty: info.ty,
-            rows: info.dims[1] as usize,
-            cols: info.dims[0] as usize,
+            rows,
+            cols,
         })
     }
 
@@ -221,22 +274,28 @@ impl Backend for CpuBackend {
         tokens: &[u32],
         out: &mut Vec<f32>,
     ) -> Result<(), ModelError> {
-        let CpuWeight::Mapped { ty, rows, cols, .. } = table else {
+        let Some((ty, rows, cols)) = table.matrix() else {
             return Err(ModelError::Backend(
                 "embedding table must be a matrix".into(),
             ));
         };
-        let row_bytes = ty.row_bytes(*cols as u64).expect("validated at upload") as usize;
+        let row_bytes = ty.row_bytes(cols as u64).expect("validated at upload") as usize;
         let data = table.bytes();
+        let mut unpacked = Vec::new();
         for (t, &tok) in tokens.iter().enumerate() {
             let tok = tok as usize;
-            if tok >= *rows {
+            if tok >= rows {
                 return Err(ModelError::Backend(format!(
                     "token id {tok} is outside the vocabulary of {rows}"
                 )));
             }
-            let src = &data[tok * row_bytes..(tok + 1) * row_bytes];
-            dispatch::dequantize_row(*ty, src, &mut out[t * cols..(t + 1) * cols])
+            let mut src = &data[tok * row_bytes..(tok + 1) * row_bytes];
+            if let CpuWeight::Packed { kernel, .. } = table {
+                unpacked.resize(row_bytes, 0);
+                kernel.unpack(src, 1, cols, &mut unpacked);
+                src = &unpacked;
+            }
+            dispatch::dequantize_row(ty, src, &mut out[t * cols..(t + 1) * cols])
                 .map_err(|e| ModelError::Backend(e.to_string()))?;
         }
         Ok(())
@@ -290,9 +349,10 @@ impl Backend for CpuBackend {
         let mut jobs: [Option<Job>; MAX_GROUP] = [None; MAX_GROUP];
         let mut total_rows = 0;
         for (slot, w) in jobs.iter_mut().zip(ws) {
-            let CpuWeight::Mapped { ty, rows, cols, .. } = w else {
+            let Some((ty, rows, cols)) = w.matrix() else {
                 return Err(ModelError::Backend("matmul needs a matrix weight".into()));
             };
+            let (ty, rows, cols) = (&ty, &rows, &cols);
             let kernel = mat_kernel(*ty)
                 .ok_or_else(|| ModelError::Backend(format!("no matmul kernel for {ty}")))?;
             let act_bytes = kernel.act_type().row_bytes(*cols as u64).ok_or_else(|| {
@@ -362,7 +422,8 @@ impl Backend for CpuBackend {
         // weights is computed in two pieces. A tile's weights stay in cache across all tokens.
         // Decode streams the weights once: two long runs of rows per thread keep the hardware
         // prefetchers busy and the threads finishing together (measured best here: 4 tiles for 2
-        // threads beat 8 or 16). Prompts: small tiles whose weights stay in cache across tokens.
+        // threads beat 8 or 16, and beat long tiles followed by short ones taken on demand).
+        // Prompts: small tiles whose weights stay in cache across tokens.
         let rows_per_task = if n == 1 {
             total_rows
                 .div_ceil(2 * self.pool.n_threads())
@@ -390,15 +451,12 @@ impl Backend for CpuBackend {
                 let r0 = g - job.first;
                 let nr = (job.rows - r0).min(end - g);
                 let (now, rest) = dst.split_at_mut(nr * n);
-                let wdata = ws[i].bytes();
-                job.kernel.gemm(
-                    &wdata[r0 * job.w_row..(r0 + nr) * job.w_row],
-                    nr,
-                    act_of(job),
-                    n,
-                    job.cols,
-                    now,
-                );
+                let w = &ws[i].bytes()[r0 * job.w_row..(r0 + nr) * job.w_row];
+                if ws[i].is_packed() {
+                    job.kernel.gemm_packed(w, nr, act_of(job), n, job.cols, now);
+                } else {
+                    job.kernel.gemm(w, nr, act_of(job), n, job.cols, now);
+                }
                 dst = rest;
                 g += nr;
             }
@@ -614,5 +672,45 @@ impl Backend for CpuBackend {
             .ok_or_else(|| ModelError::Backend("read past the end of a buffer".into()))?;
         out.copy_from_slice(src);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An embedding table rewritten into a packed layout gives the rows of the file's layout.
+    #[test]
+    fn embed_reads_packed_tables() {
+        let Some(kernel) = mat_kernel(GgmlType::Q4_0).filter(|k| k.has_packed_layout()) else {
+            return; // no packed layout on this CPU
+        };
+        let (rows, cols) = (11, 576);
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let row_bytes = GgmlType::Q4_0.row_bytes(cols as u64).unwrap() as usize;
+        let mut plain = vec![0u8; rows * row_bytes];
+        for (x, w) in values.chunks(cols).zip(plain.chunks_mut(row_bytes)) {
+            dispatch::quantize_row(GgmlType::Q4_0, x, w).unwrap();
+        }
+        let mut data = vec![0u8; plain.len()];
+        kernel.pack(&plain, rows, cols, &mut data);
+        assert_ne!(data, plain);
+        let table = CpuWeight::Packed {
+            data,
+            kernel,
+            rows,
+            cols,
+        };
+        let tokens = [3u32, 0, 10, 3];
+        let mut out = vec![0f32; tokens.len() * cols];
+        CpuBackend::new(1).embed(&table, &tokens, &mut out).unwrap();
+        for (t, &tok) in tokens.iter().enumerate() {
+            let mut want = vec![0f32; cols];
+            let src = &plain[tok as usize * row_bytes..][..row_bytes];
+            dispatch::dequantize_row(GgmlType::Q4_0, src, &mut want).unwrap();
+            assert_eq!(&out[t * cols..(t + 1) * cols], &want[..], "token {tok}");
+        }
     }
 }

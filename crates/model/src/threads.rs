@@ -29,6 +29,9 @@ struct Shared {
     /// Tasks finished in this operation.
     done: AtomicUsize,
     stop: AtomicBool,
+    /// Workers parked on `wake` (changed and read under `lock`): `run` skips the wake-up call,
+    /// a system call, when every worker is still polling.
+    parked: AtomicUsize,
     /// The first panic of a task of the current operation, re-raised on the caller's thread once
     /// every task has finished (so no thread still uses the operation's borrowed closure).
     panic: Mutex<Option<Box<dyn std::any::Any + Send>>>,
@@ -58,6 +61,7 @@ impl Pool {
             next: AtomicU64::new(0),
             done: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
+            parked: AtomicUsize::new(0),
             panic: Mutex::new(None),
             lock: Mutex::new(()),
             wake: Condvar::new(),
@@ -108,12 +112,17 @@ impl Pool {
         unsafe { *s.task.get() = Some(task) };
         s.done.store(0, Ordering::Relaxed);
         s.n_tasks.store(n_tasks, Ordering::Release);
-        {
+        let parked = {
             let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
             s.next.store(tag(epoch, 0), Ordering::Release);
             s.epoch.store(epoch, Ordering::Release);
+            s.parked.load(Ordering::Relaxed)
+        };
+        // A worker parks only after seeing the old epoch under `lock`, so one that is not counted
+        // here will see the new epoch before it would wait.
+        if parked > 0 {
+            s.wake.notify_all();
         }
-        s.wake.notify_all();
         claim_tasks(s, epoch);
         while s.done.load(Ordering::Acquire) < n_tasks {
             std::hint::spin_loop();
@@ -195,7 +204,9 @@ fn worker(s: &Shared) {
                 if epoch != seen {
                     break;
                 }
+                s.parked.fetch_add(1, Ordering::Relaxed);
                 g = s.wake.wait(g).unwrap_or_else(|e| e.into_inner());
+                s.parked.fetch_sub(1, Ordering::Relaxed);
             }
         }
         if s.stop.load(Ordering::Acquire) {

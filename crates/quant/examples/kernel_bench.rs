@@ -50,12 +50,16 @@ fn values(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-/// `gemm` over all rows of `w`, tile by tile.
-fn run(k: &MatKernel, w: &[u8], act: &[u8], n_tok: usize, out: &mut [f32]) {
+/// `gemm` (or `gemm_packed` on packed weights) over all rows of `w`, tile by tile.
+fn run(k: &MatKernel, packed: bool, w: &[u8], act: &[u8], n_tok: usize, out: &mut [f32]) {
     let w_tile = TILE_ROWS * k.weight_row_bytes(N_COLS);
     for (wt, ot) in w.chunks(w_tile).zip(out.chunks_mut(TILE_ROWS * n_tok)) {
         let rows = ot.len() / n_tok;
-        k.gemm(wt, rows, act, n_tok, N_COLS, ot);
+        if packed {
+            k.gemm_packed(wt, rows, act, n_tok, N_COLS, ot);
+        } else {
+            k.gemm(wt, rows, act, n_tok, N_COLS, ot);
+        }
     }
 }
 
@@ -72,15 +76,23 @@ fn time(budget: Duration, mut f: impl FnMut()) -> f64 {
     best
 }
 
-fn bench(ty: GgmlType, isa: Isa) {
+fn bench(ty: GgmlType, isa: Isa, packed: bool) {
     let Some(k) = mat_kernel_for(ty, isa) else {
         return;
     };
+    if packed && !k.has_packed_layout() {
+        return;
+    }
     let row_bytes = k.weight_row_bytes(N_COLS);
     let mut w = vec![0u8; N_ROWS * row_bytes];
     let x = values(N_ROWS * N_COLS, 1);
     for (xr, wr) in x.chunks(N_COLS).zip(w.chunks_mut(row_bytes)) {
         quantize_row(ty, xr, wr).unwrap();
+    }
+    if packed {
+        let mut p = vec![0u8; w.len()];
+        k.pack(&w, N_ROWS, N_COLS, &mut p);
+        w = p;
     }
     let a_bytes = k.act_row_bytes(N_COLS);
     let mut act = vec![0u8; 64 * a_bytes];
@@ -91,7 +103,7 @@ fn bench(ty: GgmlType, isa: Isa) {
 
     let mut out = vec![0f32; N_ROWS * 64];
     let hot = time(budget, || {
-        run(k, &w, &act[..a_bytes], 1, &mut out[..N_ROWS])
+        run(k, packed, &w, &act[..a_bytes], 1, &mut out[..N_ROWS])
     });
 
     let copies = COLD_BYTES.div_ceil(w.len());
@@ -99,11 +111,18 @@ fn bench(ty: GgmlType, isa: Isa) {
     let mut i = 0;
     let cold = time(budget, || {
         i = (i + 1) % copies;
-        run(k, &cold_set[i], &act[..a_bytes], 1, &mut out[..N_ROWS]);
+        run(
+            k,
+            packed,
+            &cold_set[i],
+            &act[..a_bytes],
+            1,
+            &mut out[..N_ROWS],
+        );
     });
     drop(cold_set);
 
-    let prompt = time(budget, || run(k, &w, &act, 64, &mut out));
+    let prompt = time(budget, || run(k, packed, &w, &act, 64, &mut out));
     black_box(&out);
 
     let gbs = |s: f64| w.len() as f64 / s / 1e9;
@@ -112,10 +131,14 @@ fn bench(ty: GgmlType, isa: Isa) {
         k.quantize_act(black_box(&x[..N_COLS]), &mut act[..a_bytes]);
     });
     println!(
-        "{:>5} {:>10}  n_tok=1: {:6.1} GB/s hot {:6.1} GB/s cold ({:7.1} us)   \
+        "{:>5} {:>17}  n_tok=1: {:6.1} GB/s hot {:6.1} GB/s cold ({:7.1} us)   \
          n_tok=64: {:6.1} GFLOP/s ({:6.2} ms)   quantize_act: {:5.2} us",
         ty.name(),
-        isa.name(),
+        if packed {
+            format!("{}+packed", isa.name())
+        } else {
+            isa.name().to_string()
+        },
         gbs(hot),
         gbs(cold),
         cold * 1e6,
@@ -147,7 +170,8 @@ fn main() {
     );
     for ty in types {
         for isa in Isa::ALL {
-            bench(ty, isa);
+            bench(ty, isa, false);
+            bench(ty, isa, true);
         }
     }
 }

@@ -152,38 +152,53 @@ fn check_gemm(
 
     let mut out = vec![f32::NAN; n_rows * n_tok];
     kernel.gemm(w, n_rows, &act, n_tok, n_cols, &mut out);
+    let mut outs = vec![("gemm", out)];
+    if kernel.has_packed_layout() {
+        // The load-time layout: a lossless rewrite, and `gemm_packed` on it agrees too.
+        let mut packed = vec![0u8; w.len()];
+        kernel.pack(w, n_rows, n_cols, &mut packed);
+        let mut back = vec![0u8; w.len()];
+        kernel.unpack(&packed, n_rows, n_cols, &mut back);
+        assert!(back == w, "{ctx}: unpack(pack(w)) != w");
+        let mut out = vec![f32::NAN; n_rows * n_tok];
+        kernel.gemm_packed(&packed, n_rows, &act, n_tok, n_cols, &mut out);
+        outs.push(("gemm_packed", out));
+    }
 
-    for t in 0..n_tok {
-        let a = &act[t * a_row..][..a_row];
-        let a_vals = dequantized(act_ty, a);
-        for r in 0..n_rows {
-            let wr = &w[r * w_row..][..w_row];
-            let (want, m) = if ty.is_quantized() {
-                (
-                    f64::from(vec_dot(ty, wr, a).unwrap()),
-                    magnitude(ty, wr, &a_vals),
-                )
-            } else {
-                let wv = dequantized(ty, wr);
-                let dot = wv
-                    .iter()
-                    .zip(&a_vals)
-                    .map(|(&w, &a)| f64::from(w * a))
-                    .sum();
-                let m = wv
-                    .iter()
-                    .zip(&a_vals)
-                    .map(|(&w, &a)| f64::from((w * a).abs()))
-                    .sum();
-                (dot, m)
-            };
-            let got = f64::from(out[r * n_tok + t]);
-            let tol = REL_TOL * m + 1e-30;
-            assert!(
-                (got - want).abs() <= tol,
-                "{ctx}: row {r} token {t}: got {got}, reference {want}, |diff| {} > tol {tol}",
-                (got - want).abs()
-            );
+    for (what, out) in &outs {
+        for t in 0..n_tok {
+            let a = &act[t * a_row..][..a_row];
+            let a_vals = dequantized(act_ty, a);
+            for r in 0..n_rows {
+                let wr = &w[r * w_row..][..w_row];
+                let (want, m) = if ty.is_quantized() {
+                    (
+                        f64::from(vec_dot(ty, wr, a).unwrap()),
+                        magnitude(ty, wr, &a_vals),
+                    )
+                } else {
+                    let wv = dequantized(ty, wr);
+                    let dot = wv
+                        .iter()
+                        .zip(&a_vals)
+                        .map(|(&w, &a)| f64::from(w * a))
+                        .sum();
+                    let m = wv
+                        .iter()
+                        .zip(&a_vals)
+                        .map(|(&w, &a)| f64::from((w * a).abs()))
+                        .sum();
+                    (dot, m)
+                };
+                let got = f64::from(out[r * n_tok + t]);
+                let tol = REL_TOL * m + 1e-30;
+                assert!(
+                    (got - want).abs() <= tol,
+                    "{ctx}, {what}: row {r} token {t}: got {got}, reference {want}, |diff| {} > \
+                 tol {tol}",
+                    (got - want).abs()
+                );
+            }
         }
     }
 }
@@ -240,10 +255,16 @@ fn row_groups_and_leftover_rows() {
             let Some(kernel) = mat_kernel_for(ty, isa) else {
                 continue;
             };
-            let (n_rows, n_cols) = (19, 768);
-            let w = quantized_row(ty, &random_values(&mut rng, n_rows * n_cols));
-            for n_tok in [1, 3, 4, 9, 13, 16] {
-                check_gemm(&mut rng, kernel, &w, n_rows, n_cols, n_tok);
+            // 576 columns: 18 blocks, which packed layouts take as two groups of eight and two
+            // left over.
+            for (n_rows, n_cols) in [(19, 768), (17, 576)] {
+                if n_cols % ty.block_size() != 0 {
+                    continue;
+                }
+                let w = quantized_row(ty, &random_values(&mut rng, n_rows * n_cols));
+                for n_tok in [1, 3, 4, 9, 13, 16] {
+                    check_gemm(&mut rng, kernel, &w, n_rows, n_cols, n_tok);
+                }
             }
             let w = random_bits_rows(&mut rng, ty, 16, 256);
             check_gemm(&mut rng, kernel, &w, 16, 256, 12);

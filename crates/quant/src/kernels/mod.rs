@@ -29,6 +29,9 @@
 
 #[cfg(target_arch = "aarch64")]
 mod neon;
+// Only the x86 kernels read a packed layout so far.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+mod packed;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -113,6 +116,18 @@ type QuantizeFn = unsafe fn(x: &[f32], out: &mut [u8]);
 type GemmFn =
     unsafe fn(w: &[u8], n_rows: usize, act: &[u8], n_tok: usize, n_cols: usize, out: &mut [f32]);
 
+/// Rewrites `n_rows` rows of `n_cols` values between the GGUF layout and a load-time one. The
+/// caller checked the lengths.
+type RowsFn = fn(w: &[u8], n_rows: usize, n_cols: usize, out: &mut [u8]);
+
+/// A weight layout made at load time, and the `gemm` that reads it (see [`packed`]).
+#[derive(Clone, Copy)]
+struct Packed {
+    pack: RowsFn,
+    unpack: RowsFn,
+    gemm: GemmFn,
+}
+
 /// Kernels for one weight type, chosen once at run time.
 pub struct MatKernel {
     weight_type: GgmlType,
@@ -120,6 +135,7 @@ pub struct MatKernel {
     isa: Isa,
     quantize_act: QuantizeFn,
     gemm: GemmFn,
+    packed: Option<Packed>,
 }
 
 impl fmt::Debug for MatKernel {
@@ -216,7 +232,15 @@ impl MatKernel {
             isa,
             quantize_act,
             gemm,
+            packed: None,
         }
+    }
+
+    /// This kernel with a load-time weight layout.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    const fn with_packed(mut self, pack: RowsFn, unpack: RowsFn, gemm: GemmFn) -> Self {
+        self.packed = Some(Packed { pack, unpack, gemm });
+        self
     }
 
     /// The weight type this kernel reads.
@@ -280,6 +304,82 @@ impl MatKernel {
         n_cols: usize,
         out: &mut [f32],
     ) {
+        if self.check_gemm(w, n_rows, act, n_tok, n_cols, out) {
+            // SAFETY: every length matches the shape (checked above), and kernels of an ISA are
+            // only handed out when the CPU supports it (`mat_kernel_for`).
+            unsafe { (self.gemm)(w, n_rows, act, n_tok, n_cols, out) }
+        }
+    }
+
+    /// Whether this kernel has a faster layout for its weights, made once at load time by
+    /// [`Self::pack`] and read by [`Self::gemm_packed`]. Rows keep their size in it.
+    pub fn has_packed_layout(&self) -> bool {
+        self.packed.is_some()
+    }
+
+    /// Rewrites `n_rows` weight rows of `n_cols` values into the load-time layout (see
+    /// [`Self::has_packed_layout`]); `out` has the length of `w`.
+    ///
+    /// Panics if the kernel has no such layout or the lengths do not match the shape.
+    pub fn pack(&self, w: &[u8], n_rows: usize, n_cols: usize, out: &mut [u8]) {
+        let packed = self.packed.expect("pack: this kernel has no packed layout");
+        self.check_rows("pack", w, n_rows, n_cols, out);
+        (packed.pack)(w, n_rows, n_cols, out)
+    }
+
+    /// The inverse of [`Self::pack`]: rows back in the GGUF layout (for an embedding lookup).
+    ///
+    /// Panics if the kernel has no packed layout or the lengths do not match the shape.
+    pub fn unpack(&self, w: &[u8], n_rows: usize, n_cols: usize, out: &mut [u8]) {
+        let packed = self
+            .packed
+            .expect("unpack: this kernel has no packed layout");
+        self.check_rows("unpack", w, n_rows, n_cols, out);
+        (packed.unpack)(w, n_rows, n_cols, out)
+    }
+
+    /// [`Self::gemm`] on weights rewritten by [`Self::pack`].
+    ///
+    /// Panics as [`Self::gemm`] does, and if the kernel has no packed layout.
+    pub fn gemm_packed(
+        &self,
+        w: &[u8],
+        n_rows: usize,
+        act: &[u8],
+        n_tok: usize,
+        n_cols: usize,
+        out: &mut [f32],
+    ) {
+        let packed = self
+            .packed
+            .expect("gemm_packed: this kernel has no packed layout");
+        if self.check_gemm(w, n_rows, act, n_tok, n_cols, out) {
+            // SAFETY: as in `gemm`.
+            unsafe { (packed.gemm)(w, n_rows, act, n_tok, n_cols, out) }
+        }
+    }
+
+    fn check_rows(&self, what: &str, w: &[u8], n_rows: usize, n_cols: usize, out: &[u8]) {
+        let len = total(n_rows, self.weight_row_bytes(n_cols), what);
+        assert!(
+            w.len() == len && out.len() == len,
+            "{what}: {n_rows} rows of {n_cols} {} values are {len} bytes, got {} in and {} out",
+            self.weight_type,
+            w.len(),
+            out.len()
+        );
+    }
+
+    /// Checks `gemm`'s lengths (panicking on a mismatch); false if there is nothing to compute.
+    fn check_gemm(
+        &self,
+        w: &[u8],
+        n_rows: usize,
+        act: &[u8],
+        n_tok: usize,
+        n_cols: usize,
+        out: &[f32],
+    ) -> bool {
         let w_len = total(n_rows, self.weight_row_bytes(n_cols), "gemm weights");
         let act_len = total(n_tok, self.act_row_bytes(n_cols), "gemm activations");
         let out_len = n_rows
@@ -296,11 +396,6 @@ impl MatKernel {
         check("weights (bytes)", w_len, w.len());
         check("activations (bytes)", act_len, act.len());
         check("out (f32 values)", out_len, out.len());
-        if out_len == 0 {
-            return;
-        }
-        // SAFETY: every length matches the shape (checked above), and kernels of an ISA are only
-        // handed out when the CPU supports it (`mat_kernel_for`).
-        unsafe { (self.gemm)(w, n_rows, act, n_tok, n_cols, out) }
+        out_len != 0
     }
 }

@@ -212,7 +212,7 @@ unsafe fn block_sums8(v: [__m256i; 8]) -> __m256i {
 }
 
 /// How far ahead of the current block a decode mat-vec prefetches, in bytes.
-const PREFETCH: usize = 1024;
+pub(super) const PREFETCH: usize = 1024;
 
 /// Offset weights (`code - OFFSET`, codes in `0..32`) against Q8_0:
 /// `Σ_b d_w d_a (Σ code·a - OFFSET Σ a)`.

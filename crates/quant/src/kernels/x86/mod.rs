@@ -16,6 +16,7 @@
 mod float;
 mod kquants;
 mod legacy;
+mod packed;
 mod quantize;
 mod repack;
 mod repack_k4;
@@ -55,7 +56,11 @@ pub(super) fn table(isa: Isa) -> &'static [MatKernel] {
 const fn kernels(isa: Isa) -> [MatKernel; 13] {
     [
         kernel::<legacy::Q8_0>(isa),
-        kernel::<legacy::Q4_0>(isa),
+        kernel::<legacy::Q4_0>(isa).with_packed(
+            super::packed::pack_q4_0,
+            super::packed::unpack_q4_0,
+            gemm_fn::<packed::PackedQ4_0>(isa),
+        ),
         kernel::<legacy::Q4_1>(isa),
         kernel::<legacy::Q5_0>(isa),
         kernel::<legacy::Q5_1>(isa),
@@ -70,11 +75,15 @@ const fn kernels(isa: Isa) -> [MatKernel; 13] {
     ]
 }
 
-const fn kernel<K: RowKernel>(isa: Isa) -> MatKernel {
-    let gemm: super::GemmFn = match isa {
+const fn gemm_fn<K: RowKernel>(isa: Isa) -> super::GemmFn {
+    match isa {
         Isa::Avx512Vnni => gemm_vnni::<K>,
         _ => gemm_avx2::<K>,
-    };
+    }
+}
+
+const fn kernel<K: RowKernel>(isa: Isa) -> MatKernel {
+    let gemm = gemm_fn::<K>(isa);
     let quantize: super::QuantizeFn = match K::ACT {
         GgmlType::Q8_0 => quantize::q8_0,
         GgmlType::Q8_1 => quantize::q8_1,
@@ -236,6 +245,11 @@ trait RowKernel {
     /// `s` for Q8_1) as f32, converted once per `gemm` call rather than once per weight row.
     const ACT_SCALES: bool = false;
 
+    /// Whether the kernel reads weights in their load-time layout ([`crate::kernels::packed`])
+    /// and Q8_0 activations transposed to match ([`packed::transpose_acts`], once per `gemm`
+    /// call). Its eight-row prompt kernel ([`Self::REPACK8`]) reads the activations as they are.
+    const PACKED: bool = false;
+
     /// Dots the weight row at `w` with the `NT` activation rows at `a`, all `n_cols` values long.
     /// With [`Self::ACT_SCALES`], `s[t]` holds row `t`'s block headers as f32 (see
     /// [`convert_act_scales`]).
@@ -281,6 +295,8 @@ trait RowKernel {
 std::thread_local! {
     /// [`RowKernel::ACT_SCALES`] of the current `gemm` call; kept to avoid allocating per call.
     static ACT_SCALE_BUF: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// [`RowKernel::PACKED`] activations of the current `gemm` call.
+    static ACT_T_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// The f32 header data of every 32-value block of `n_tok` activation rows, `2 * n_cols / 32`
@@ -415,7 +431,7 @@ unsafe fn gemm_tiled<K: RowKernel, D: Dot>(
         convert_act_scales(act, a_row, n_cols, K::ACT == GgmlType::Q8_1, &mut scales);
     }
     let s_row = if K::ACT_SCALES { 2 * (n_cols / 32) } else { 0 };
-    let v = Views {
+    let mut v = Views {
         act: act.as_ptr(),
         a_row,
         scales: scales.as_ptr(),
@@ -425,6 +441,9 @@ unsafe fn gemm_tiled<K: RowKernel, D: Dot>(
     let (mut w, mut out, mut n_rows) = (w.as_ptr(), out.as_mut_ptr(), n_rows);
     if K::REPACK8 && n_tok >= REPACK_MIN_TOKENS {
         let done = match K::WEIGHT {
+            GgmlType::Q4_0 if K::PACKED => {
+                repack::gemm_rows8::<packed::PackedQ4_0Rows, D>(w, w_row, n_rows, &v, n_tok, out)
+            }
             GgmlType::Q4_K => {
                 repack::gemm_rows8::<repack_k4::Q4KRows, D>(w, w_row, n_rows, &v, n_tok, out)
             }
@@ -441,6 +460,11 @@ unsafe fn gemm_tiled<K: RowKernel, D: Dot>(
             _ => 0,
         };
         (w, out, n_rows) = (w.add(done * w_row), out.add(done * n_tok), n_rows - done);
+    }
+    let mut transposed = ACT_T_BUF.take();
+    if K::PACKED && n_rows > 0 {
+        packed::transpose_acts(act, a_row, n_tok, n_cols, &mut transposed);
+        (v.act, v.a_row) = (transposed.as_ptr(), packed::transposed_row_bytes(n_cols));
     }
     for t0 in (0..n_tok).step_by(group) {
         let t1 = n_tok.min(t0 + group);
@@ -459,6 +483,7 @@ unsafe fn gemm_tiled<K: RowKernel, D: Dot>(
         }
     }
     ACT_SCALE_BUF.set(scales);
+    ACT_T_BUF.set(transposed);
 }
 
 /// [`repack::gemm_rows8`] for a legacy type.

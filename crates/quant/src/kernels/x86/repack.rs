@@ -82,7 +82,7 @@ pub(super) unsafe fn transpose8(c: [__m256i; 8]) -> [__m256i; 8] {
 
 /// Bytes of one repacked block of eight legacy rows: the rows' `d_w` as f32, then eight vectors of
 /// codes.
-const PACKED: usize = 32 + 8 * 32;
+pub(super) const PACKED: usize = 32 + 8 * 32;
 
 /// Repacks eight rows of `nb` blocks of `B` (`w_row` bytes apart from `w`) into `out`. Q8_0's
 /// signed weights are stored as `w + 128`, an unsigned code with offset 128.
@@ -91,7 +91,7 @@ const PACKED: usize = 32 + 8 * 32;
 /// AVX2 and F16C are available; `w` points to eight rows of `nb` blocks and `out` to
 /// `nb * PACKED` writable bytes.
 #[inline(always)]
-unsafe fn repack8<B: Block>(w: *const u8, w_row: usize, nb: usize, out: *mut u8) {
+pub(super) unsafe fn repack8<B: Block>(w: *const u8, w_row: usize, nb: usize, out: *mut u8) {
     for b in 0..nb {
         let x = w.add(b * B::BYTES);
         let dst = out.add(b * PACKED);
@@ -121,7 +121,7 @@ unsafe fn repack8<B: Block>(w: *const u8, w_row: usize, nb: usize, out: *mut u8)
 /// # Safety
 /// As [`gemm_rows8`]; `p` holds `nb` repacked blocks; tokens `t..t + NT` exist.
 #[inline(always)]
-unsafe fn tile8<B: Block, D: Dot, const NT: usize>(
+pub(super) unsafe fn tile8<B: Block, D: Dot, const NT: usize>(
     p: *const u8,
     nb: usize,
     v: &Views,

@@ -1,0 +1,91 @@
+//! Weights the CPU backend rewrites at load time into a kernel's packed layout (Q4_0 on x86)
+//! must give the model the same logits as the file's own layout (`RUSTORCH_CPU_PACK=0`): the
+//! SmolLM2 file requantized to Q4_0, teacher-forced over real text. Token by token (the decode
+//! mat-vec, a kernel of its own on packed rows) they agree up to float summation order; as one
+//! batch (the eight-row prompt kernel, which repacks both layouts into the same scratch) they are
+//! identical.
+//!
+//! "Up to summation order" is not "within rounding" here: activations are rounded to 8 bits before
+//! every matmul, so a last-bit difference can move a code by one and the model amplifies it;
+//! margins move by about 0.1 (as much as between this model's own decode and batch runs). The
+//! criterion is the one the GPU backends meet: the same argmax wherever the plain run's top-two
+//! margin is at least 0.5.
+
+mod common;
+
+use std::process::Command;
+
+fn logits(
+    model: &std::path::Path,
+    text: &std::path::Path,
+    pack: bool,
+    ubatch: &str,
+) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_rustorch"))
+        .args([
+            "logits",
+            "-m",
+            model.to_str().unwrap(),
+            "-f",
+            text.to_str().unwrap(),
+        ])
+        .args(["-n", "192", "--ubatch", ubatch, "--json"])
+        .env("RUSTORCH_CPU_PACK", if pack { "1" } else { "0" })
+        .output()
+        .expect("running rustorch");
+    assert!(
+        out.status.success(),
+        "rustorch logits failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("logits JSON")
+}
+
+#[test]
+fn packed_q4_0_gives_the_logits_of_the_file_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let q4_0 = dir.path().join("smollm2-q4_0.gguf");
+    let src = common::model(common::SMOLLM);
+    common::rustorch_ok(&[
+        "quantize",
+        "--allow-requantize",
+        src.to_str().unwrap(),
+        q4_0.to_str().unwrap(),
+        "Q4_0",
+    ]);
+    let text = common::reference_dir().join("texts/GPL-3");
+    assert_eq!(
+        logits(&q4_0, &text, true, "512"),
+        logits(&q4_0, &text, false, "512"),
+        "one batch: the prompt kernels must agree exactly"
+    );
+    let (packed, plain) = (
+        logits(&q4_0, &text, true, "1"),
+        logits(&q4_0, &text, false, "1"),
+    );
+    let (packed, plain) = (
+        packed["positions"].as_array().unwrap(),
+        plain["positions"].as_array().unwrap(),
+    );
+    assert_eq!(packed.len(), 192);
+    assert_eq!(packed.len(), plain.len());
+    let (mut confident, mut differ) = (0, 0);
+    for (a, b) in packed.iter().zip(plain) {
+        let (ma, mb) = (a["margin"].as_f64().unwrap(), b["margin"].as_f64().unwrap());
+        differ += usize::from(ma != mb);
+        if mb >= 0.5 {
+            confident += 1;
+            assert_eq!(a["argmax"], b["argmax"], "position {}", a["pos"]);
+        }
+    }
+    assert!(confident >= 100, "only {confident} positions with a margin");
+    // The two layouts round in different orders: identical margins everywhere would mean the
+    // packed kernels never ran (x86 has them; other CPUs keep the file layout).
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        assert!(
+            differ > 0,
+            "packed and plain runs are bit-identical: was anything packed?"
+        );
+    }
+}

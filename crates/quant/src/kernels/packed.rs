@@ -1,0 +1,78 @@
+//! Load-time weight layouts: a weight row rewritten once, when the model loads, into an order
+//! the SIMD kernels read without shuffling. Same bytes per row as the GGUF format, so a packed
+//! tensor replaces the mapped one one for one.
+//!
+//! Q4_0 ×8 (the only one so far): each run of eight consecutive blocks of a row becomes one group
+//! of 144 bytes, the eight f16 scales `d` first (16 bytes), then four 32-byte vectors; bytes
+//! `4j..4j + 4` of vector `k` are bytes `4k..4k + 4` of block `j`'s `qs`. A byte holds codes `i`
+//! (low nibble) and `i + 16` (high), so masking vector `k` gives, in 32-bit lane `j`, codes
+//! `4k..4k + 4` of block `j`, and shifting first gives codes `16 + 4k..`: the lanes of a dot
+//! product then belong to blocks, and eight blocks are scaled by one vector multiply instead of
+//! each block's sum being reduced across lanes first. The row's last `nb % 8` blocks stay as
+//! they are.
+
+use std::mem::size_of;
+
+use crate::legacy::BlockQ4_0;
+
+/// Blocks per packed group.
+pub(crate) const GROUP: usize = 8;
+const Q4_0_BYTES: usize = size_of::<BlockQ4_0>();
+/// Bytes of one packed Q4_0 group.
+pub(crate) const Q4_0_GROUP_BYTES: usize = GROUP * Q4_0_BYTES;
+
+/// Packs `n_rows` rows of `n_cols` Q4_0 values from `w` into `out` (same length).
+///
+/// The caller checked the lengths.
+pub(super) fn pack_q4_0(w: &[u8], n_rows: usize, n_cols: usize, out: &mut [u8]) {
+    let nb = n_cols / 32;
+    let row = nb * Q4_0_BYTES;
+    for (src, dst) in w
+        .chunks_exact(row)
+        .zip(out.chunks_exact_mut(row))
+        .take(n_rows)
+    {
+        let groups = nb / GROUP * Q4_0_GROUP_BYTES;
+        for (s, d) in src[..groups]
+            .chunks_exact(Q4_0_GROUP_BYTES)
+            .zip(dst[..groups].chunks_exact_mut(Q4_0_GROUP_BYTES))
+        {
+            for j in 0..GROUP {
+                let block = &s[j * Q4_0_BYTES..(j + 1) * Q4_0_BYTES];
+                d[2 * j..2 * j + 2].copy_from_slice(&block[..2]);
+                for k in 0..4 {
+                    let at = 16 + 32 * k + 4 * j;
+                    d[at..at + 4].copy_from_slice(&block[2 + 4 * k..2 + 4 * k + 4]);
+                }
+            }
+        }
+        dst[groups..].copy_from_slice(&src[groups..]);
+    }
+}
+
+/// The inverse of [`pack_q4_0`].
+pub(super) fn unpack_q4_0(w: &[u8], n_rows: usize, n_cols: usize, out: &mut [u8]) {
+    let nb = n_cols / 32;
+    let row = nb * Q4_0_BYTES;
+    for (src, dst) in w
+        .chunks_exact(row)
+        .zip(out.chunks_exact_mut(row))
+        .take(n_rows)
+    {
+        let groups = nb / GROUP * Q4_0_GROUP_BYTES;
+        for (s, d) in src[..groups]
+            .chunks_exact(Q4_0_GROUP_BYTES)
+            .zip(dst[..groups].chunks_exact_mut(Q4_0_GROUP_BYTES))
+        {
+            for j in 0..GROUP {
+                let block = &mut d[j * Q4_0_BYTES..(j + 1) * Q4_0_BYTES];
+                block[..2].copy_from_slice(&s[2 * j..2 * j + 2]);
+                for k in 0..4 {
+                    let at = 16 + 32 * k + 4 * j;
+                    block[2 + 4 * k..2 + 4 * k + 4].copy_from_slice(&s[at..at + 4]);
+                }
+            }
+        }
+        dst[groups..].copy_from_slice(&src[groups..]);
+    }
+}
