@@ -33,9 +33,15 @@ fn gpu(subgroups: bool) -> WgpuBackend {
 /// With or without subgroups, and with the decode matmul through the subgroup-per-row mat-vec
 /// (where subgroups are on) or the one-workgroup-per-row kernel.
 fn gpu_with(subgroups: bool, matvec: bool) -> WgpuBackend {
+    gpu_opts(subgroups, matvec, false)
+}
+
+/// As [`gpu_with`], with the older mat-vec of 32-weight chunks if `chunk`.
+fn gpu_opts(subgroups: bool, matvec: bool, chunk: bool) -> WgpuBackend {
     let opts = Options {
         subgroups,
         matvec,
+        matvec_chunk: chunk,
         ..Options::from_env()
     };
     WgpuBackend::new(opts).unwrap_or_else(|e| {
@@ -99,8 +105,13 @@ fn dequantize(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Vec<f32> 
 
 #[test]
 fn matmul_and_embed_decode_every_format() {
-    for (subgroups, matvec) in [(false, false), (true, false), (true, true)] {
-        let mut b = gpu_with(subgroups, matvec);
+    for (subgroups, matvec, chunk) in [
+        (false, false, false),
+        (true, false, false),
+        (true, true, false),
+        (true, true, true),
+    ] {
+        let mut b = gpu_opts(subgroups, matvec, chunk);
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         // Rows not a multiple of the workgroup, five K super-blocks per row (40 chunks: more
         // than a subgroup of 32 takes in one step, and a partial second step).
@@ -129,7 +140,7 @@ fn matmul_and_embed_decode_every_format() {
                         let g = got[t * rows + r] as f64;
                         assert!(
                             (g - dot).abs() <= 1e-5 * mag + 1e-6,
-                            "{ty} matmul (subgroups {subgroups}, mat-vec {matvec}, n {n}) row {r} token {t}: gpu {g} vs reference {dot}"
+                            "{ty} matmul (subgroups {subgroups}, mat-vec {matvec}, chunk {chunk}, n {n}) row {r} token {t}: gpu {g} vs reference {dot}"
                         );
                     }
                 }
@@ -350,10 +361,11 @@ fn fused_matmuls_match_the_reference() {
                     &mut [&mut o0, &mut o1, &mut o2],
                 )
                 .unwrap();
-                let same = types[2] == types[0];
+                // The decode mat-vec takes weights of mixed formats in one dispatch.
+                let one = types[2] == types[0] || (n == 1 && matvec && subgroups);
                 assert_eq!(
                     b.pending_ops(),
-                    if same { 1 } else { 2 },
+                    if one { 1 } else { 2 },
                     "{types:?}: dispatches"
                 );
                 for (i, o) in [&o0, &o1, &o2].into_iter().enumerate() {
@@ -431,6 +443,133 @@ fn fused_matmuls_match_the_reference() {
                 &download(&mut b, &proj, n * ff),
                 &g,
                 1e-4,
+            );
+        }
+    }
+}
+
+#[test]
+fn rms_norm_folds_into_the_decode_matvec() {
+    // rms_norm then q/k/v of mixed formats, and rms_norm then gate/up + SwiGLU, as the forward
+    // pass records them for one token: with the mat-vec, each pair is one dispatch that also
+    // writes the normalised input; without it, the ops run apart. Widths with a tail of the
+    // norm's four-load steps (320) and of the mat-vec's four-step loop (1280 over 32 lanes).
+    for (subgroups, matvec, chunk) in [
+        (false, false, false),
+        (true, false, false),
+        (true, true, false),
+        (true, true, true),
+    ] {
+        let mut b = gpu_opts(subgroups, matvec, chunk);
+        let mut cpu = CpuBackend::new(1);
+        let mut rng = Rng(2024);
+        let fold = subgroups && matvec;
+        for cols in [256, 1280] {
+            let x = rng.vec(cols);
+            let nw = rng.vec(cols);
+            let mut normed = vec![0.0; cols];
+            cpu.rms_norm(&x, &CpuWeight::F32(nw.clone()), 1e-5, 1, cols, &mut normed);
+            let nwg = b.upload_vector("norm", &nw).unwrap();
+            let xg = upload(&mut b, &x);
+
+            let types = [GgmlType::Q4_K, GgmlType::Q4_K, GgmlType::Q6_K];
+            let rows = [64, 32, 32];
+            let (mut ws, mut wds) = (Vec::new(), Vec::new());
+            for (&ty, &r) in types.iter().zip(&rows) {
+                let bytes = quantize(ty, &rng.vec(r * cols), r);
+                wds.push(dequantize(ty, &bytes, r, cols));
+                ws.push(b.upload_matrix("w", ty, r, cols, &bytes).unwrap());
+            }
+            let mut xb = b.alloc(cols).unwrap();
+            let mut o: Vec<WgpuBuf> = rows.iter().map(|&r| b.alloc(r).unwrap()).collect();
+            b.rms_norm(&xg, &nwg, 1e-5, 1, cols, &mut xb);
+            let [o0, o1, o2] = &mut o[..] else {
+                unreachable!()
+            };
+            b.matmuls(&[&ws[0], &ws[1], &ws[2]], &xb, 1, &mut [o0, o1, o2])
+                .unwrap();
+            let want_ops = if fold { 1 } else { 3 };
+            assert_eq!(
+                b.pending_ops(),
+                want_ops,
+                "rms_norm + q/k/v dispatches ({cols})"
+            );
+            let what = format!("(subgroups {subgroups}, mat-vec {matvec}, chunk {chunk}, {cols})");
+            assert_close(
+                &format!("normed input {what}"),
+                &download(&mut b, &xb, cols),
+                &normed,
+                1e-5,
+            );
+            for i in 0..3 {
+                let want = reference_matmul(&wds[i], &normed, rows[i], cols, 1);
+                assert_close(
+                    &format!("weight {i} after the norm {what}"),
+                    &download(&mut b, &o[i], rows[i]),
+                    &want,
+                    1e-4,
+                );
+            }
+
+            let ff = 96;
+            let (bg, bu) = (
+                quantize(GgmlType::Q4_0, &rng.vec(ff * cols), ff),
+                quantize(GgmlType::Q8_0, &rng.vec(ff * cols), ff),
+            );
+            let gate_w = b
+                .upload_matrix("gate", GgmlType::Q4_0, ff, cols, &bg)
+                .unwrap();
+            let up_w = b
+                .upload_matrix("up", GgmlType::Q8_0, ff, cols, &bu)
+                .unwrap();
+            let (mut gate, mut up) = (b.alloc(ff).unwrap(), b.alloc(ff).unwrap());
+            let mut xb = b.alloc(cols).unwrap();
+            b.rms_norm(&xg, &nwg, 1e-5, 1, cols, &mut xb);
+            b.matmuls(&[&gate_w, &up_w], &xb, 1, &mut [&mut gate, &mut up])
+                .unwrap();
+            b.swiglu(&mut gate, &up, ff);
+            let want_ops = if fold { 1 } else { 4 };
+            assert_eq!(
+                b.pending_ops(),
+                want_ops,
+                "rms_norm + gate/up + SwiGLU dispatches"
+            );
+            let g = reference_matmul(
+                &dequantize(GgmlType::Q4_0, &bg, ff, cols),
+                &normed,
+                ff,
+                cols,
+                1,
+            );
+            let u = reference_matmul(
+                &dequantize(GgmlType::Q8_0, &bu, ff, cols),
+                &normed,
+                ff,
+                cols,
+                1,
+            );
+            let want: Vec<f32> = g
+                .iter()
+                .zip(&u)
+                .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
+                .collect();
+            assert_close(
+                &format!("swiglu after the norm {what}"),
+                &download(&mut b, &gate, ff),
+                &want,
+                1e-4,
+            );
+            assert_close(
+                &format!("up after the norm {what}"),
+                &download(&mut b, &up, ff),
+                &u,
+                1e-4,
+            );
+            assert_close(
+                &format!("normed input, gate/up {what}"),
+                &download(&mut b, &xb, cols),
+                &normed,
+                1e-5,
             );
         }
     }

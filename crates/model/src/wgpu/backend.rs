@@ -11,7 +11,7 @@ use crate::backend::{AttnShape, Backend, Device};
 use crate::ModelError;
 
 mod fused;
-use fused::{LastMatmul, LastRope};
+use fused::{LastMatmul, LastNorm, LastRope};
 
 /// f32 activations in a GPU buffer.
 pub struct WgpuBuf {
@@ -39,9 +39,9 @@ pub struct WgpuWeight {
     ty: GgmlType,
     rows: usize,
     cols: usize,
-    /// Pipelines of a matrix: decode matmul, prompt matmul, embedding, and the decode mat-vec with
-    /// a subgroup per row (`usize::MAX` without subgroups or with `RUSTORCH_WGPU_MATVEC=0`).
-    pipes: Option<[usize; 4]>,
+    /// Pipelines of a matrix: decode matmul, prompt matmul, embedding (the decode mat-vec's are
+    /// found by formats, [`WgpuBackend::matvec_pipe`]).
+    pipes: Option<[usize; 3]>,
 }
 
 impl WgpuWeight {
@@ -68,6 +68,8 @@ pub struct WgpuKv {
 
 /// Largest number of key splits of one decode attention.
 const MAX_SPLIT: usize = 32;
+/// Keys from which decode attention is split (below, the split's combining pass costs more).
+const SPLIT_FROM: usize = 256;
 
 pub struct WgpuBackend {
     cx: Context,
@@ -75,6 +77,10 @@ pub struct WgpuBackend {
     /// Bound where a matmul has fewer than three weights or outputs: one read-only, three written.
     dummy: [WgpuBuf; 4],
     last_mm: Option<LastMatmul>,
+    last_norm: Option<LastNorm>,
+    /// Whether an RMSNorm folds into the decode mat-vec after it (that kernel then binds ten
+    /// storage buffers, which the adapter must allow).
+    fold_norm: bool,
     /// Attention partials of split-K decode: `(n_head, MAX_SPLIT, head_dim + 2)`.
     part: Option<WgpuBuf>,
     /// The last read: buffer id, first value, values.
@@ -104,7 +110,10 @@ impl WgpuBackend {
             })
         };
         let dummy = [dummy()?, dummy()?, dummy()?, dummy()?];
+        let fold_norm = cx.matvec && cx.limits.max_storage_buffers_per_shader_stage >= 10;
         Ok(WgpuBackend {
+            fold_norm,
+            last_norm: None,
             cx,
             dummy,
             last_mm: None,
@@ -196,21 +205,42 @@ impl WgpuBackend {
             .pipe(&format!("embed/{ty}"), &[false, false, true], || {
                 shaders::compose(shaders::EMBED, Some(ty), false, 1)
             })?;
-        let pv = if sg && self.cx.matvec {
-            self.cx.pipe(&format!("matvec/{ty}"), &access, || {
-                shaders::compose(shaders::MATVEC, Some(ty), true, 1)
-            })?
-        } else {
-            usize::MAX
-        };
+        if self.cx.matvec {
+            // Built now rather than at the first token (mixed formats are built when first met).
+            self.matvec_pipe([ty; 3], false)?;
+            if self.fold_norm {
+                self.matvec_pipe([ty; 3], true)?;
+            }
+        }
         Ok(WgpuWeight {
             buf,
             id: self.cx.next_id(),
             ty,
             rows,
             cols,
-            pipes: Some([p1, p8, pe, pv]),
+            pipes: Some([p1, p8, pe]),
         })
+    }
+
+    /// The decode mat-vec over weights of formats `fmts`, with the RMSNorm folded in if `norm`.
+    pub(super) fn matvec_pipe(
+        &mut self,
+        fmts: [GgmlType; 3],
+        norm: bool,
+    ) -> Result<usize, ModelError> {
+        // w0, w1, w2, x, out0, out1, out2, res (+ the norm's weight and output)
+        let access = [
+            false, false, false, false, true, true, true, true, false, true,
+        ];
+        let chunk = self.cx.matvec_chunk;
+        let key = format!(
+            "matvec/{},{},{}/norm={norm}/chunk={chunk}",
+            fmts[0], fmts[1], fmts[2]
+        );
+        self.cx
+            .pipe(&key, &access[..if norm { 10 } else { 8 }], || {
+                shaders::matvec(fmts, norm, chunk)
+            })
     }
 
     /// Uploads an f32 vector.
@@ -256,13 +286,15 @@ impl WgpuBackend {
         }
     }
 
-    fn record(&mut self, pipe: usize, bufs: &[Bind], params: &[u32], size: [u32; 3]) {
+    fn record(&mut self, pipe: usize, bufs: &[Bind], params: &[u32], size: [u32; 3]) -> u64 {
         self.cache = None;
         self.last_mm = None;
         self.last_rope = None;
-        if pipe != usize::MAX {
-            self.cx.dispatch(pipe, bufs, params, size);
+        self.last_norm = None;
+        if pipe == usize::MAX {
+            return 0;
         }
+        self.cx.dispatch(pipe, bufs, params, size)
     }
 
     /// Whether every `(needed, capacity)` pair fits; records a deferred error naming `op` if not.
@@ -388,7 +420,7 @@ impl Backend for WgpuBackend {
         tokens: &[u32],
         out: &mut WgpuBuf,
     ) -> Result<(), ModelError> {
-        let Some([_, _, pipe, _]) = table.pipes else {
+        let Some([_, _, pipe]) = table.pipes else {
             return Err(ModelError::Backend(
                 "embedding table must be a matrix".into(),
             ));
@@ -453,13 +485,24 @@ impl Backend for WgpuBackend {
             return;
         }
         let p = self.simple("rms_norm", shaders::RMS_NORM, &[false, false, true]);
-        self.record(
+        let serial = self.record(
             p,
             &[x.bind(), weight.bind(), out.bind()],
             &[dim as u32, eps.to_bits()],
             [n as u32, 1, 1],
         );
         out.written = n * dim;
+        // A decode mat-vec of `out` right after may take this norm in.
+        if n == 1 && self.fold_norm && x.id != out.id {
+            self.last_norm = Some(LastNorm {
+                serial,
+                x: (x.buf.clone(), x.id),
+                weight: (weight.buf.clone(), weight.id),
+                out: (out.buf.clone(), out.id),
+                eps,
+                dim,
+            });
+        }
     }
 
     fn matmul(
@@ -479,11 +522,17 @@ impl Backend for WgpuBackend {
         n: usize,
         outs: &mut [&mut WgpuBuf],
     ) -> Result<(), ModelError> {
-        // Runs of up to three weights of one format and width share a dispatch.
+        // Runs of up to three weights of one width share a dispatch: of one format for the prompt
+        // matmul, of any for the decode mat-vec (which has a decoder per weight).
+        let mixed = n == 1 && self.cx.matvec;
         let mut i = 0;
         while i < ws.len() {
             let mut j = i + 1;
-            while j < ws.len() && j - i < 3 && ws[j].ty == ws[i].ty && ws[j].cols == ws[i].cols {
+            while j < ws.len()
+                && j - i < 3
+                && (mixed || ws[j].ty == ws[i].ty)
+                && ws[j].cols == ws[i].cols
+            {
                 j += 1;
             }
             self.matmul_group(&ws[i..j], x, n, &mut outs[i..j])?;
@@ -606,10 +655,11 @@ impl Backend for WgpuBackend {
                 }
             }
         }
-        // Decode: split the keys so that every head's few workgroups become many; the prompt
-        // already has a workgroup per (head, token).
+        // Decode past a few tiles of keys: split them so that every head's few workgroups become
+        // many; the prompt already has a workgroup per (head, token). Up to SPLIT_FROM keys, one
+        // workgroup per head walks them all and no combining pass is needed.
         let n_kv = pos0 + n;
-        let n_split = if n == 1 {
+        let n_split = if n == 1 && n_kv > SPLIT_FROM {
             n_kv.div_ceil(64).min(MAX_SPLIT)
         } else {
             1
@@ -664,8 +714,8 @@ impl Backend for WgpuBackend {
         // Folded into the gate/up matmul just recorded, when it is one dispatch of both.
         if let Some(m) = &self.last_mm {
             if m.k == 2
-                && m.outs[0].1 == gate.id
-                && m.outs[1].1 == up.id
+                && m.out(0) == gate.id
+                && m.out(1) == up.id
                 && m.rows[0] == m.rows[1]
                 && len == m.n * m.rows[0]
                 && self.refuse_last_matmul(2, None)
@@ -683,7 +733,7 @@ impl Backend for WgpuBackend {
         }
         // Folded into the matmul that just wrote `y` (the residual adds after wo and w_down).
         if let Some(m) = &self.last_mm {
-            if m.k == 1 && m.outs[0].1 == y.id && len == m.n * m.rows[0] && x.id != m.x.1 {
+            if m.k == 1 && m.out(0) == y.id && len == m.n * m.rows[0] && !m.reads(x.id) {
                 let res = Bind {
                     buf: &x.buf.clone(),
                     id: x.id,

@@ -10,6 +10,12 @@ use crate::ModelError;
 
 /// Parameter slots of one submission; a step of a 32-layer model records about 500 ops.
 const MAX_SLOTS: u32 = 2048;
+/// Ops per submission by default: the GPU starts on the first ones while the host records and
+/// encodes the rest of the step (an H100 decoding TinyLlama: 302 -> 333 tok/s against one
+/// submission per step; 16 ops: 336, 64: 353, at 1d4d789).
+const SUBMIT_EVERY: usize = 32;
+/// Storage buffers one op binds at most (the decode mat-vec with the RMSNorm folded in).
+pub(crate) const MAX_BINDS: usize = 10;
 /// Bytes of one op's parameters (16 words).
 const PARAM_BYTES: u64 = 64;
 /// Token ids one submission can carry (several prompt batches may share one submission).
@@ -24,16 +30,23 @@ pub struct Options {
     pub adapter: Option<String>,
     /// Longest wait for the GPU to finish one submission.
     pub timeout: Duration,
-    /// Submit after this many ops (0: once per step, when a result is read). Smaller batches let
-    /// the GPU start while the rest of the step is being recorded.
+    /// Submit after this many ops (0: once per step, when a result is read; default
+    /// [`SUBMIT_EVERY`]). Smaller batches let the GPU start while the rest of the step is being
+    /// recorded.
     pub submit_every: usize,
     /// Print where the host's time went (recording, encoding, submitting, waiting) at exit, and,
     /// where the adapter has timestamp queries, the GPU time of each kernel (every dispatch then
     /// runs in its own compute pass, and each submission is waited for).
     pub profile: bool,
+    /// With `profile`: stamp each compute pass as recorded instead of splitting every dispatch
+    /// into its own (`RUSTORCH_WGPU_PROFILE=pass`): the GPU time of whole steps, unperturbed.
+    pub profile_passes: bool,
     /// Decode matmuls through the mat-vec kernel with a subgroup per row (where the adapter has
     /// subgroups); off: the one-workgroup-per-row kernel the prompt uses.
     pub matvec: bool,
+    /// With `matvec`: the older kernel of 32-weight chunks an invocation
+    /// (`RUSTORCH_WGPU_MATVEC=chunk`) instead of the coalesced one of four weights.
+    pub matvec_chunk: bool,
     /// Keep naga's run-time checks in the shaders (index clamping, loop bounding); off by default,
     /// see [`Context::pipe`].
     pub checked: bool,
@@ -42,7 +55,7 @@ pub struct Options {
 impl Options {
     /// Defaults, overridden by `RUSTORCH_WGPU_ADAPTER`, `RUSTORCH_WGPU_SUBGROUPS=0`,
     /// `RUSTORCH_WGPU_TIMEOUT` (seconds), `RUSTORCH_WGPU_SUBMIT_EVERY` (ops),
-    /// `RUSTORCH_WGPU_PROFILE=1`, `RUSTORCH_WGPU_CHECKED=1` and `RUSTORCH_WGPU_MATVEC=0`.
+    /// `RUSTORCH_WGPU_PROFILE=1` (or `=pass`), `RUSTORCH_WGPU_CHECKED=1` and `RUSTORCH_WGPU_MATVEC=0`.
     pub fn from_env() -> Options {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Options {
@@ -55,10 +68,12 @@ impl Options {
             ),
             submit_every: env("RUSTORCH_WGPU_SUBMIT_EVERY")
                 .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
+                .unwrap_or(SUBMIT_EVERY),
             profile: env("RUSTORCH_WGPU_PROFILE").is_some_and(|v| v != "0"),
+            profile_passes: env("RUSTORCH_WGPU_PROFILE").is_some_and(|v| v == "pass"),
             checked: env("RUSTORCH_WGPU_CHECKED").is_some_and(|v| v != "0"),
             matvec: env("RUSTORCH_WGPU_MATVEC").is_none_or(|v| v != "0"),
+            matvec_chunk: env("RUSTORCH_WGPU_MATVEC").is_some_and(|v| v == "chunk"),
         }
     }
 }
@@ -130,6 +145,7 @@ pub(crate) struct Context {
     pub subgroups: bool,
     /// Whether decode matmuls use the mat-vec kernel, and its rows per workgroup.
     pub matvec: bool,
+    pub matvec_chunk: bool,
     pub rows_per_group: usize,
     pub limits: wgpu::Limits,
     timeout: Duration,
@@ -137,7 +153,7 @@ pub(crate) struct Context {
     checked: bool,
     pipes: Vec<Pipe>,
     pipe_ids: HashMap<String, usize>,
-    groups: HashMap<(usize, [u64; 8]), wgpu::BindGroup>,
+    groups: HashMap<(usize, [u64; MAX_BINDS]), wgpu::BindGroup>,
     /// Serial number of the next recorded op.
     serial: u64,
     params: wgpu::Buffer,
@@ -157,6 +173,8 @@ pub(crate) struct Context {
     prof: Option<Profile>,
     /// GPU timestamps of each dispatch (profiling, where the adapter has them).
     stamps: Option<Stamps>,
+    /// Stamp whole passes rather than each dispatch in a pass of its own.
+    stamp_passes: bool,
 }
 
 /// Timestamp queries around every dispatch of a submission, and the GPU time per kernel.
@@ -354,7 +372,9 @@ impl Context {
         let rows_per_group = (64 / min_sg).clamp(1, 16) as usize;
         Ok(Context {
             stamps,
+            stamp_passes: opts.profile_passes,
             matvec: opts.matvec && subgroups,
+            matvec_chunk: opts.matvec_chunk,
             rows_per_group,
             device,
             queue,
@@ -560,19 +580,22 @@ impl Context {
     /// Records one dispatch of `pipe` over `bufs` (bindings 1..) with parameter words `params`;
     /// returns the op's serial number.
     pub fn dispatch(&mut self, pipe: usize, bufs: &[Bind], params: &[u32], size: [u32; 3]) -> u64 {
-        if self.n_slots == MAX_SLOTS {
+        // Submitting before this op rather than after the last one keeps the last op recorded
+        // open for a fold (see `pop_if_last`).
+        let due = self.submit_every > 0 && self.ops.len() >= self.submit_every;
+        if self.n_slots == MAX_SLOTS || due {
             if let Err(e) = self.flush() {
                 self.deferred.get_or_insert(e);
             }
         }
-        assert!(params.len() * 4 <= PARAM_BYTES as usize && bufs.len() <= 8);
+        assert!(params.len() * 4 <= PARAM_BYTES as usize && bufs.len() <= MAX_BINDS);
         if let Some(p) = &mut self.prof {
             p.since.get_or_insert_with(std::time::Instant::now);
             p.ops += 1;
         }
         let off = (self.n_slots * self.align) as usize;
         self.param_host[off..off + params.len() * 4].copy_from_slice(bytemuck::cast_slice(params));
-        let mut ids = [0u64; 8];
+        let mut ids = [0u64; MAX_BINDS];
         for (i, b) in bufs.iter().enumerate() {
             ids[i] = b.id;
         }
@@ -610,11 +633,6 @@ impl Context {
             serial: self.serial,
         });
         self.n_slots += 1;
-        if self.submit_every > 0 && self.ops.len() >= self.submit_every {
-            if let Err(e) = self.flush() {
-                self.deferred.get_or_insert(e);
-            }
-        }
         self.serial
     }
 
@@ -684,13 +702,16 @@ impl Context {
                 pass.set_bind_group(0, group, &[*offset]);
                 pass.dispatch_workgroups(size[0], size[1], size[2]);
                 i += 1;
-                if self.stamps.is_some() {
+                if self.stamps.is_some() && !self.stamp_passes {
                     stamped.push(format!(
                         "{} [{}x{}x{}]",
                         self.pipes[*pipe].name, size[0], size[1], size[2]
                     ));
                     break;
                 }
+            }
+            if self.stamps.is_some() && self.stamp_passes {
+                stamped.push("pass".to_string());
             }
         }
         if let Some(st) = &self.stamps {

@@ -13,8 +13,15 @@ const REDUCE_WG: &str = include_str!("shaders/reduce_wg.wgsl");
 const KSCALE: &str = include_str!("shaders/formats/kscale.wgsl");
 
 pub const MATMUL: &str = include_str!("shaders/matmul.wgsl");
-/// Decode mat-vec with a subgroup per row (adapters with subgroups only).
-pub const MATVEC: &str = include_str!("shaders/matvec.wgsl");
+/// Decode mat-vec with a subgroup per row (adapters with subgroups only), completed by
+/// [`matvec`] with one of the two below.
+const MATVEC: &str = include_str!("shaders/matvec_quad.wgsl");
+/// The loop over one row of weight `K_` of the mat-vec, one copy per weight binding.
+const MATVEC_ROW: &str = include_str!("shaders/matvec_row.wgsl");
+/// The older mat-vec of 32-weight chunks an invocation (`RUSTORCH_WGPU_MATVEC=chunk`).
+const MATVEC_CHUNK: &str = include_str!("shaders/matvec.wgsl");
+const MATVEC_PLAIN: &str = include_str!("shaders/matvec_plain.wgsl");
+const MATVEC_NORM: &str = include_str!("shaders/matvec_norm.wgsl");
 pub const EMBED: &str = include_str!("shaders/embed.wgsl");
 pub const RMS_NORM: &str = include_str!("shaders/rms_norm.wgsl");
 pub const ROPE_KV: &str = include_str!("shaders/rope_kv.wgsl");
@@ -76,6 +83,48 @@ fn format_src(ty: GgmlType) -> Option<&'static str> {
 /// The complete source of kernel `body`, for weight format `ty` where it reads one, with or
 /// without subgroup operations, with `{NT}` set to `nt`.
 pub fn compose(body: &str, ty: Option<GgmlType>, subgroups: bool, nt: u32) -> String {
+    compose_formats(body, ty.map(|t| [t; 3]), subgroups, nt)
+}
+
+/// The decode mat-vec over weights of formats `fmts` (bindings w0, w1, w2), with the RMSNorm of
+/// its input folded in where `norm` (see `matvec_quad.wgsl`); `chunk`: the older kernel.
+pub fn matvec(fmts: [GgmlType; 3], norm: bool, chunk: bool) -> String {
+    let rows: String = (0..3)
+        .map(|k| MATVEC_ROW.replace("K_", &k.to_string()))
+        .collect();
+    let body = if chunk { MATVEC_CHUNK } else { MATVEC };
+    let body = body
+        .replace("{ROWS}", &rows)
+        .replace("{NORM_DECL}", if norm { MATVEC_NORM } else { MATVEC_PLAIN });
+    compose_formats(&body, Some(fmts), true, 1)
+}
+
+/// Whether `b` can be part of a WGSL identifier.
+fn ident_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// `src` with the identifier `from` (whole words only) renamed to `to`.
+fn rename(src: &str, from: &str, to: &str) -> String {
+    let bytes = src.as_bytes();
+    let mut out = String::with_capacity(src.len());
+    let mut i = 0;
+    while let Some(at) = src[i..].find(from) {
+        let (s, e) = (i + at, i + at + from.len());
+        let whole =
+            (s == 0 || !ident_byte(bytes[s - 1])) && (e == bytes.len() || !ident_byte(bytes[e]));
+        out.push_str(&src[i..s]);
+        out.push_str(if whole { to } else { from });
+        i = e;
+    }
+    out.push_str(&src[i..]);
+    out
+}
+
+/// [`compose`] with a format per weight binding: kernels that read `w0`, `w1`, `w2` (those that
+/// call `load_chunk0` or `load_quad0`) get one decoder per binding, its names suffixed with the
+/// binding's number (`load_quad1`, `BW1`); `BW`, `CPB` and `QB` are binding 0's.
+fn compose_formats(body: &str, fmts: Option<[GgmlType; 3]>, subgroups: bool, nt: u32) -> String {
     let mut s = String::new();
     let reduces = body.contains("reduce_sum(");
     // naga 27 takes subgroup operations without WGSL's `enable subgroups;` (which it rejects);
@@ -84,29 +133,35 @@ pub fn compose(body: &str, ty: Option<GgmlType>, subgroups: bool, nt: u32) -> St
     if reduces {
         s.push_str(if subgroups { REDUCE_SG } else { REDUCE_WG });
     }
-    if let Some(ty) = ty {
-        let mut fmt = String::new();
+    let fmt = |ty: GgmlType| {
+        let mut f = String::new();
         if matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K) {
-            fmt.push_str(KSCALE);
+            f.push_str(KSCALE);
         }
-        fmt.push_str(format_src(ty).expect("a format in FORMATS"));
-        if body.contains("load_chunk0(") {
-            // One copy of the decoder per weight binding w0, w1, w2.
-            for i in 0..3 {
-                let copy = fmt
-                    .replace("wq[", &format!("w{i}["))
-                    .replace("load_chunk(", &format!("load_chunk{i}("))
-                    .replace("kscale_byte(", &format!("kscale_byte{i}("))
-                    .replace("kscale_min(", &format!("kscale_min{i}("));
-                for line in copy.lines() {
-                    if i == 0 || !line.starts_with("const ") {
-                        s.push_str(line);
-                        s.push('\n');
-                    }
+        f.push_str(format_src(ty).expect("a format in FORMATS"));
+        f
+    };
+    if let Some(fmts) = fmts {
+        if body.contains("load_chunk0(") || body.contains("load_quad0(") {
+            for (i, &ty) in fmts.iter().enumerate() {
+                let mut copy = rename(&fmt(ty), "wq", &format!("w{i}"));
+                for name in [
+                    "load_chunk",
+                    "load_quad",
+                    "q6k_scale",
+                    "kscale_byte",
+                    "kscale_min",
+                    "BW",
+                    "CPB",
+                    "QB",
+                ] {
+                    copy = rename(&copy, name, &format!("{name}{i}"));
                 }
+                s.push_str(&copy);
             }
+            s.push_str("const BW: u32 = BW0;\nconst CPB: u32 = CPB0;\nconst QB: u32 = QB0;\n");
         } else {
-            s.push_str(&fmt);
+            s.push_str(&fmt(fmts[0]));
         }
     }
     let (args, lets) = if subgroups {
@@ -142,7 +197,14 @@ pub fn all_modules() -> Vec<(String, String)> {
                 ));
             }
             if sg {
-                v.push((format!("matvec/{ty}"), compose(MATVEC, Some(ty), true, 1)));
+                for norm in [false, true] {
+                    for chunk in [false, true] {
+                        v.push((
+                            format!("matvec/{ty}/norm={norm}/chunk={chunk}"),
+                            matvec([ty; 3], norm, chunk),
+                        ));
+                    }
+                }
             }
             v.push((
                 format!("embed/{ty}/sg={sg}"),
@@ -150,6 +212,12 @@ pub fn all_modules() -> Vec<(String, String)> {
             ));
         }
     }
+    // Weights of mixed formats in one mat-vec (Q4_K_M's q/k/v).
+    use GgmlType as T;
+    v.push((
+        "matvec/q4_K,q4_K,q6_K".into(),
+        matvec([T::Q4_K, T::Q4_K, T::Q6_K], true, false),
+    ));
     v
 }
 

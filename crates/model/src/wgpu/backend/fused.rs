@@ -13,17 +13,41 @@ use crate::ModelError;
 pub(super) struct LastMatmul {
     pub(super) serial: u64,
     pub(super) pipe: usize,
-    pub(super) weights: [(wgpu::Buffer, u64); 2],
-    pub(super) x: (wgpu::Buffer, u64),
-    pub(super) outs: [(wgpu::Buffer, u64); 2],
-    /// Weights in the dispatch (1 or 2), their rows, the width and the tokens.
+    /// The bindings as dispatched (mode 0): w0, w1, w2, x, out0, out1, out2, res, and for the
+    /// mat-vec with the RMSNorm folded in, the norm's weight and output.
+    pub(super) bufs: Vec<(wgpu::Buffer, u64)>,
+    pub(super) params: [u32; 9],
+    /// Weights in the dispatch (1 or 2), their rows and the tokens.
     pub(super) k: usize,
     pub(super) rows: [usize; 2],
-    pub(super) cols: usize,
     pub(super) n: usize,
-    pub(super) size: [u32; 3],
-    /// Rows per workgroup of the pipeline (the decode mat-vec's several, else 1).
+    /// Token tiles of the grid, and rows per workgroup (the decode mat-vec's several, else 1).
+    pub(super) tiles: usize,
     pub(super) rpw: usize,
+}
+
+impl LastMatmul {
+    /// The buffer id of output `i`.
+    pub(super) fn out(&self, i: usize) -> u64 {
+        self.bufs[4 + i].1
+    }
+
+    /// Whether the dispatch reads buffer `id` (an input, or the norm's input or weight).
+    pub(super) fn reads(&self, id: u64) -> bool {
+        [0, 1, 2, 3, 8]
+            .iter()
+            .any(|&i| self.bufs.get(i).is_some_and(|b| b.1 == id))
+    }
+}
+
+/// The last RMSNorm of one row, kept so that a decode mat-vec of its output can take it in.
+pub(super) struct LastNorm {
+    pub(super) serial: u64,
+    pub(super) x: (wgpu::Buffer, u64),
+    pub(super) weight: (wgpu::Buffer, u64),
+    pub(super) out: (wgpu::Buffer, u64),
+    pub(super) eps: f32,
+    pub(super) dim: usize,
 }
 
 /// The last RoPE dispatch, kept so that the keys' RoPE and their store into the cache can join
@@ -48,7 +72,8 @@ fn matmul_grid(rows: usize, tiles: usize, rpw: usize) -> [u32; 3] {
 }
 
 impl WgpuBackend {
-    /// One dispatch of up to three weights of the same format and width over the same input.
+    /// One dispatch of up to three weights of the same width over the same input (of the same
+    /// format too, except in the decode mat-vec).
     pub(super) fn matmul_group(
         &mut self,
         ws: &[&WgpuWeight],
@@ -57,27 +82,46 @@ impl WgpuBackend {
         outs: &mut [&mut WgpuBuf],
     ) -> Result<(), ModelError> {
         let w0 = ws[0];
-        let Some([p1, p8, _, pv]) = w0.pipes else {
+        let Some([p1, p8, _]) = w0.pipes else {
             return Err(ModelError::Backend("matmul needs a matrix weight".into()));
         };
         for (w, out) in ws.iter().zip(outs.iter()) {
-            if n * w.cols > x.len || n * w.rows > out.len {
+            if n * w.cols > x.len || n * w.rows > out.len || w.cols != w0.cols {
                 return Err(ModelError::Backend(format!(
                     "matmul of [{}, {}] over {n} rows: buffer too small",
                     w.rows, w.cols
                 )));
             }
         }
-        let (pipe, nt, rpw) = if n == 1 && pv != usize::MAX {
-            (pv, 1, self.cx.rows_per_group)
+        let matvec = n == 1 && self.cx.matvec;
+        // The RMSNorm that just wrote x, taken into the mat-vec.
+        // (Not where an output is the norm's input or weight, which every workgroup reads.)
+        let norm = self.last_norm.take().filter(|nm| {
+            matvec
+                && nm.out.1 == x.id
+                && nm.dim == w0.cols
+                && outs.iter().all(|o| o.id != nm.x.1 && o.id != nm.weight.1)
+                && self.cx.pop_if_last(nm.serial)
+        });
+        let (pipe, nt, rpw) = if matvec {
+            let ty = |i: usize| ws.get(i).map_or(w0.ty, |w| w.ty);
+            let pipe = self.matvec_pipe([ty(0), ty(1), ty(2)], norm.is_some())?;
+            (pipe, 1, self.cx.rows_per_group)
         } else if n == 1 {
+            if ws.iter().any(|w| w.ty != w0.ty) {
+                return Err(ModelError::Backend("matmul group of mixed formats".into()));
+            }
             (p1, 1, 1)
         } else {
+            if ws.iter().any(|w| w.ty != w0.ty) {
+                return Err(ModelError::Backend("matmul group of mixed formats".into()));
+            }
             (p8, MATMUL_NT as usize, 1)
         };
         let total: usize = ws.iter().map(|w| w.rows).sum();
         let rows = |i: usize| ws.get(i).map_or(0, |w| w.rows) as u32;
-        let size = matmul_grid(total, n.div_ceil(nt), rpw);
+        let tiles = n.div_ceil(nt);
+        let size = matmul_grid(total, tiles, rpw);
         let params = [
             w0.cols as u32,
             n as u32,
@@ -87,45 +131,40 @@ impl WgpuBackend {
             rows(1),
             rows(2),
             rpw as u32,
+            norm.as_ref().map_or(0, |nm| nm.eps.to_bits()),
         ];
-        let wb = |i: usize| ws.get(i).map_or(self.dummy[0].bind(), |w| w.bind());
-        let ob = |i: usize| outs.get(i).map_or(self.dummy[i].bind(), |o| o.bind());
-        let bufs = [
+        let own = |b: Bind| (b.buf.clone(), b.id);
+        let wb = |i: usize| own(ws.get(i).map_or(self.dummy[0].bind(), |w| w.bind()));
+        let ob = |i: usize| own(outs.get(i).map_or(self.dummy[i].bind(), |o| o.bind()));
+        let mut bufs = vec![
             wb(0),
             wb(1),
             wb(2),
-            x.bind(),
+            own(x.bind()),
             ob(0),
             ob(1),
             ob(2),
-            self.dummy[3].bind(),
+            own(self.dummy[3].bind()),
         ];
+        if let Some(nm) = &norm {
+            // x is the norm's input; its output (the `x` of this call) is written by the kernel.
+            bufs[3] = nm.x.clone();
+            bufs.push(nm.weight.clone());
+            bufs.push(nm.out.clone());
+        }
         self.cache = None;
         self.last_rope = None;
-        let serial = self.cx.dispatch(pipe, &bufs, &params, size);
+        let binds: Vec<Bind> = bufs.iter().map(bind_of).collect();
+        let serial = self.cx.dispatch(pipe, &binds, &params, size);
         self.last_mm = (ws.len() <= 2).then(|| LastMatmul {
             serial,
             pipe,
-            weights: [
-                (w0.buf.clone(), w0.id),
-                ws.get(1)
-                    .map_or((self.dummy[0].buf.clone(), self.dummy[0].id), |w| {
-                        (w.buf.clone(), w.id)
-                    }),
-            ],
-            x: (x.buf.clone(), x.id),
-            outs: [
-                (outs[0].buf.clone(), outs[0].id),
-                outs.get(1)
-                    .map_or((self.dummy[1].buf.clone(), self.dummy[1].id), |o| {
-                        (o.buf.clone(), o.id)
-                    }),
-            ],
+            bufs,
+            params,
             k: ws.len(),
             rows: [rows(0) as usize, rows(1) as usize],
-            cols: w0.cols,
             n,
-            size,
+            tiles,
             rpw,
         });
         for (w, out) in ws.iter().zip(outs.iter_mut()) {
@@ -143,41 +182,21 @@ impl WgpuBackend {
         if !self.cx.pop_if_last(m.serial) {
             return false;
         }
-        let b = |(buf, id): &(wgpu::Buffer, u64)| (buf.clone(), *id);
-        let (w0, w1, x, o0, o1) = (
-            b(&m.weights[0]),
-            b(&m.weights[1]),
-            b(&m.x),
-            b(&m.outs[0]),
-            b(&m.outs[1]),
-        );
         let groups = if mode == 2 {
             m.rows[0]
         } else {
             m.rows[0] + m.rows[1]
         };
-        let size = matmul_grid(groups, m.size[1] as usize, m.rpw);
-        let params = [
-            m.cols as u32,
-            m.n as u32,
-            mode,
-            groups as u32,
-            m.rows[0] as u32,
-            m.rows[1] as u32,
-            0,
-            m.rpw as u32,
-        ];
-        let bufs = [
-            bind_of(&w0),
-            bind_of(&w1),
-            self.dummy[0].bind(),
-            bind_of(&x),
-            bind_of(&o0),
-            bind_of(&o1),
-            self.dummy[2].bind(),
-            res.unwrap_or(self.dummy[3].bind()),
-        ];
-        self.cx.dispatch(m.pipe, &bufs, &params, size);
+        let size = matmul_grid(groups, m.tiles, m.rpw);
+        let mut params = m.params;
+        params[2] = mode;
+        params[3] = groups as u32;
+        params[6] = 0;
+        let mut binds: Vec<Bind> = m.bufs.iter().map(bind_of).collect();
+        binds[2] = self.dummy[0].bind();
+        binds[6] = self.dummy[2].bind();
+        binds[7] = res.unwrap_or(self.dummy[3].bind());
+        self.cx.dispatch(m.pipe, &binds, &params, size);
         true
     }
 
@@ -231,6 +250,7 @@ impl WgpuBackend {
         ];
         self.cache = None;
         self.last_mm = None;
+        self.last_norm = None;
         self.cx
             .dispatch(pipe, &[bind_of(&r.q), k, v, kc, vc], &params, size)
     }

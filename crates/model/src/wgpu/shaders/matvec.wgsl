@@ -6,7 +6,10 @@
 // 32-weight chunks per step, whose loads are independent, so twice the bytes are in flight.
 //
 // Same bindings, parameters and modes as matmul.wgsl (0: out_k = W_k x; 1: out_0 = W_0 x and
-// res += out_0; 2: out_1 = W_1 x and out_0 = silu(W_0 x) * out_1).
+// res += out_0; 2: out_1 = W_1 x and out_0 = silu(W_0 x) * out_1); the three weights may be of
+// different formats. The `norm` variant also folds in the RMSNorm before the matmul (see
+// matvec_quad.wgsl). RUSTORCH_WGPU_MATVEC=chunk picks this kernel over matvec_quad.wgsl.
+
 struct Params {
     cols: u32,
     n: u32,
@@ -16,6 +19,7 @@ struct Params {
     rows1: u32,
     rows2: u32,
     rpw: u32, // rows per workgroup
+    eps: f32, // RMSNorm epsilon (norm variant)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -27,31 +31,36 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> out1: array<f32>; // (rows1)
 @group(0) @binding(7) var<storage, read_write> out2: array<f32>; // (rows2)
 @group(0) @binding(8) var<storage, read_write> res: array<f32>;  // (rows0)
+{NORM_DECL}
 
-// Straight-line: the eight loads of x are in flight at once.
-fn dot_chunk(w: ptr<function, array<vec4<f32>, 8>>, xb: u32) -> f32 {
-    let s0 = dot((*w)[0], x[xb]) + dot((*w)[1], x[xb + 1u]);
-    let s1 = dot((*w)[2], x[xb + 2u]) + dot((*w)[3], x[xb + 3u]);
-    let s2 = dot((*w)[4], x[xb + 4u]) + dot((*w)[5], x[xb + 5u]);
-    let s3 = dot((*w)[6], x[xb + 6u]) + dot((*w)[7], x[xb + 7u]);
-    return (s0 + s1) + (s2 + s3);
+// Straight-line: the eight loads of x are in flight at once. (dot, sum of squares of x)
+fn dot_chunk(w: ptr<function, array<vec4<f32>, 8>>, xb: u32) -> vec2<f32> {
+    var r = vec2<f32>(0.0);
+    for (var i = 0u; i < 8u; i += 2u) {
+        let x0 = x[xb + i];
+        let x1 = x[xb + i + 1u];
+        r += vec2<f32>(dot((*w)[i], xw(x0, xb + i)) + dot((*w)[i + 1u], xw(x1, xb + i + 1u)), sq(x0) + sq(x1));
+    }
+    return r;
 }
 
 // Chunk c of row `row` of weight k, dotted with x; in mode 2 also the same chunk of w1 (.y).
-fn chunk(k: u32, row: u32, row_words: u32, c: u32) -> vec2<f32> {
-    let blk = row * row_words + (c / CPB) * BW;
+// (the dot, that of w1 in mode 2, the sum of squares of x)
+fn chunk(k: u32, row: u32, c: u32) -> vec3<f32> {
+    let n_chunk = p.cols / 32u;
     var w: array<vec4<f32>, 8>;
     if (k == 0u) {
-        load_chunk0(blk, c % CPB, &w);
+        load_chunk0(row * (n_chunk / CPB0) * BW0 + (c / CPB0) * BW0, c % CPB0, &w);
     } else if (k == 1u) {
-        load_chunk1(blk, c % CPB, &w);
+        load_chunk1(row * (n_chunk / CPB1) * BW1 + (c / CPB1) * BW1, c % CPB1, &w);
     } else {
-        load_chunk2(blk, c % CPB, &w);
+        load_chunk2(row * (n_chunk / CPB2) * BW2 + (c / CPB2) * BW2, c % CPB2, &w);
     }
-    var r = vec2<f32>(dot_chunk(&w, c * 8u), 0.0);
+    var r = dot_chunk(&w, c * 8u).xyy;
+    r.y = 0.0;
     if (p.mode == 2u) {
-        load_chunk1(blk, c % CPB, &w);
-        r.y = dot_chunk(&w, c * 8u);
+        load_chunk1(row * (n_chunk / CPB1) * BW1 + (c / CPB1) * BW1, c % CPB1, &w);
+        r.y = dot_chunk(&w, c * 8u).x;
     }
     return r;
 }
@@ -59,7 +68,6 @@ fn chunk(k: u32, row: u32, row_words: u32, c: u32) -> vec2<f32> {
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_size) sg_size: u32, @builtin(subgroup_invocation_id) sg_lane: u32, @builtin(subgroup_id) sg_id: u32, @builtin(num_subgroups) n_sg: u32) {
     let n_chunk = p.cols / 32u;
-    let row_words = (n_chunk / CPB) * BW;
     let first = (wid.x + wid.z * 32768u) * p.rpw;
     for (var r = sg_id; r < p.rpw; r += n_sg) {
         var row = first + r;
@@ -75,20 +83,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_size) sg_size: 
                 k = 2u;
             }
         }
-        var acc = vec2<f32>(0.0);
+        var acc = vec3<f32>(0.0);
         var c = sg_lane;
         for (; c + sg_size < n_chunk; c += 2u * sg_size) {
-            let a = chunk(k, row, row_words, c);
-            let b = chunk(k, row, row_words, c + sg_size);
+            let a = chunk(k, row, c);
+            let b = chunk(k, row, c + sg_size);
             acc += a + b;
         }
         if (c < n_chunk) {
-            acc += chunk(k, row, row_words, c);
+            acc += chunk(k, row, c);
         }
-        let s = subgroupAdd(acc.x);
-        var u = 0.0;
-        if (p.mode == 2u) {
-            u = subgroupAdd(acc.y);
+        let t = subgroupAdd(acc);
+        let scale = norm_scale(t.z);
+        let s = t.x * scale;
+        let u = t.y * scale;
+        if (first == 0u && r == 0u) {
+            write_xn(scale, sg_lane, sg_size);
         }
         if (sg_lane == 0u) {
             if (p.mode == 2u) {

@@ -3,6 +3,7 @@
 // Value d * sc * q - dmin * m.
 const BW: u32 = 36u;
 const CPB: u32 = 8u;
+const QB: u32 = 256u; // weights per block
 
 fn load_chunk(blk: u32, sub: u32, w: ptr<function, array<vec4<f32>, 8>>) {
     let dm = unpack2x16float(wq[blk]);
@@ -28,4 +29,14 @@ fn load_chunk(blk: u32, sub: u32, w: ptr<function, array<vec4<f32>, 8>>) {
     (*w)[5] = vec4<f32>(select(nib_lo(q5), nib_hi(q5), hi)) * d - m;
     (*w)[6] = vec4<f32>(select(nib_lo(q6), nib_hi(q6), hi)) * d - m;
     (*w)[7] = vec4<f32>(select(nib_lo(q7), nib_hi(q7), hi)) * d - m;
+}
+
+// Weights j..j+3 of the block (j a multiple of 4): the mat-vec's unit. Group g = j / 64 of
+// 32 qs bytes: weights 0..32 in the low nibbles (sub-block 2g), 32..64 in the high ones.
+fn load_quad(blk: u32, j: u32) -> vec4<f32> {
+    let dm = unpack2x16float(wq[blk]);
+    let hi = (j & 32u) != 0u;
+    let sm = kscale_min(blk, 2u * (j / 64u) + u32(hi));
+    let q = wq[blk + 4u + 8u * (j / 64u) + (j % 32u) / 4u];
+    return vec4<f32>(select(nib_lo(q), nib_hi(q), hi)) * (dm.x * sm.x) - dm.y * sm.y;
 }

@@ -2,6 +2,7 @@
 // value q * d + m.
 const BW: u32 = 6u;
 const CPB: u32 = 1u;
+const QB: u32 = 32u; // weights per block
 
 fn load_chunk(blk: u32, sub: u32, w: ptr<function, array<vec4<f32>, 8>>) {
     let dm = unpack2x16float(wq[blk]);
@@ -14,4 +15,13 @@ fn load_chunk(blk: u32, sub: u32, w: ptr<function, array<vec4<f32>, 8>>) {
         (*w)[j] = vec4<f32>(nib_lo(q) | h_lo) * dm.x + dm.y;
         (*w)[j + 4u] = vec4<f32>(nib_hi(q) | h_hi) * dm.x + dm.y;
     }
+}
+
+// Weights j..j+3 of the block (j a multiple of 4): the mat-vec's unit.
+fn load_quad(blk: u32, j: u32) -> vec4<f32> {
+    let dm = unpack2x16float(wq[blk]);
+    let qh = wq[blk + 1u];
+    let q = wq[blk + 2u + (j % 16u) / 4u];
+    let h = ((vec4<u32>(qh) >> (vec4<u32>(j) + vec4<u32>(0u, 1u, 2u, 3u))) & vec4<u32>(1u)) << vec4<u32>(4u);
+    return vec4<f32>(select(nib_lo(q), nib_hi(q), j >= 16u) | h) * dm.x + dm.y;
 }

@@ -4,6 +4,12 @@
 // d * scale * (q - 32).
 const BW: u32 = 53u;
 const CPB: u32 = 8u;
+const QB: u32 = 256u; // weights per block
+
+// Scale i (a signed byte), by shifts rather than a vector index chosen at run time.
+fn q6k_scale(blk: u32, i: u32) -> f32 {
+    return f32(bitcast<i32>(wq[blk + 48u + i / 4u] << (24u - 8u * (i % 4u))) >> 24u);
+}
 
 fn load_chunk(blk: u32, sub: u32, w: ptr<function, array<vec4<f32>, 8>>) {
     let d = unpack2x16float(wq[blk + 52u]).x;
@@ -12,7 +18,7 @@ fn load_chunk(blk: u32, sub: u32, w: ptr<function, array<vec4<f32>, 8>>) {
     let ql = blk + 16u * h + 8u * (k & 1u);
     let qh = blk + 32u + 8u * h;
     let s0 = 8u * h + 2u * k;
-    let sc = vec2<f32>(sbytes4(wq[blk + 48u + s0 / 4u])[s0 % 4u], sbytes4(wq[blk + 48u + (s0 + 1u) / 4u])[(s0 + 1u) % 4u]) * d;
+    let sc = vec2<f32>(q6k_scale(blk, s0), q6k_scale(blk, s0 + 1u)) * d;
     // Straight-line loads: all sixteen are in flight at once.
     let l0 = wq[ql + 0u];
     let h0 = wq[qh + 0u];
@@ -40,4 +46,19 @@ fn load_chunk(blk: u32, sub: u32, w: ptr<function, array<vec4<f32>, 8>>) {
     (*w)[5] = (vec4<f32>(select(nib_lo(l5), nib_hi(l5), up) | (((bytes4(h5) >> sh) & vec4<u32>(3u)) << vec4<u32>(4u))) - 32.0) * sc.y;
     (*w)[6] = (vec4<f32>(select(nib_lo(l6), nib_hi(l6), up) | (((bytes4(h6) >> sh) & vec4<u32>(3u)) << vec4<u32>(4u))) - 32.0) * sc.y;
     (*w)[7] = (vec4<f32>(select(nib_lo(l7), nib_hi(l7), up) | (((bytes4(h7) >> sh) & vec4<u32>(3u)) << vec4<u32>(4u))) - 32.0) * sc.y;
+}
+
+// Weights j..j+3 of the block (j a multiple of 4): the mat-vec's unit. Half h = j / 128,
+// sub-block k = (j / 32) % 4 of it, weight l = j % 32 of that.
+fn load_quad(blk: u32, j: u32) -> vec4<f32> {
+    let h = j / 128u;
+    let k = (j / 32u) % 4u;
+    let l = j % 32u;
+    let ql = wq[blk + 16u * h + 8u * (k & 1u) + l / 4u];
+    let qh = wq[blk + 32u + 8u * h + l / 4u];
+    let si = 8u * h + 2u * k + l / 16u;
+    let sc = q6k_scale(blk, si) * unpack2x16float(wq[blk + 52u]).x;
+    let lo = select(nib_lo(ql), nib_hi(ql), k >= 2u);
+    let hb = (bytes4(qh) >> vec4<u32>(2u * k)) & vec4<u32>(3u);
+    return (vec4<f32>(lo | (hb << vec4<u32>(4u))) - 32.0) * sc;
 }

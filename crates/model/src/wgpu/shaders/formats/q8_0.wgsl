@@ -1,6 +1,7 @@
 // Q8_0, repacked to 36 bytes: word 0 = d, words 1..9 = 32 signed bytes; value q * d.
 const BW: u32 = 9u;
 const CPB: u32 = 1u;
+const QB: u32 = 32u; // weights per block
 
 fn load_chunk(blk: u32, sub: u32, w: ptr<function, array<vec4<f32>, 8>>) {
     let d = unpack2x16float(wq[blk]).x;
@@ -21,4 +22,9 @@ fn load_chunk(blk: u32, sub: u32, w: ptr<function, array<vec4<f32>, 8>>) {
     (*w)[5] = sbytes4(q5) * d;
     (*w)[6] = sbytes4(q6) * d;
     (*w)[7] = sbytes4(q7) * d;
+}
+
+// Weights j..j+3 of the block (j a multiple of 4): the mat-vec's unit.
+fn load_quad(blk: u32, j: u32) -> vec4<f32> {
+    return sbytes4(wq[blk + 1u + j / 4u]) * unpack2x16float(wq[blk]).x;
 }
