@@ -100,9 +100,10 @@ for b in cpu vulkan; do
 done
 fi
 
-# Benchmarks: every file, then Q4_K_M decode without subgroups, with a submission every 64 ops,
-# with naga's run-time checks kept in the shaders, with the one-workgroup-per-row decode matmul
-# instead of the subgroup-per-row mat-vec, and with the profile (host time, GPU time per kernel).
+# Benchmarks: every file, then Q4_K_M decode without subgroups, with one submission per step
+# (instead of one every 32 ops), with the older chunk mat-vec, with naga's run-time checks kept in
+# the shaders, with the prompt's matmul kernel for decode instead of the mat-vec, and with the
+# profile (host time, GPU time per kernel).
 BENCH=$(mktemp -d)
 for t in $FILES; do
     "$BIN/rustorch" bench -m "$MODELS/tinyllama-1.1b-$t.gguf" --backend vulkan $BENCH_ARGS --json \
@@ -111,8 +112,10 @@ for t in $FILES; do
 done
 RUSTORCH_WGPU_SUBGROUPS=0 "$BIN/rustorch" bench -m "$M" --backend vulkan $GEN_ARGS --json \
     >"$BENCH/bench-nosg.json" 2>/dev/null
-RUSTORCH_WGPU_SUBMIT_EVERY=64 "$BIN/rustorch" bench -m "$M" --backend vulkan $GEN_ARGS --json \
-    >"$BENCH/bench-submit64.json" 2>/dev/null
+RUSTORCH_WGPU_SUBMIT_EVERY=0 "$BIN/rustorch" bench -m "$M" --backend vulkan $GEN_ARGS --json \
+    >"$BENCH/bench-submit0.json" 2>/dev/null
+RUSTORCH_WGPU_MATVEC=chunk "$BIN/rustorch" bench -m "$M" --backend vulkan $GEN_ARGS --json \
+    >"$BENCH/bench-chunk.json" 2>/dev/null
 RUSTORCH_WGPU_CHECKED=1 "$BIN/rustorch" bench -m "$M" --backend vulkan $GEN_ARGS --json \
     >"$BENCH/bench-checked.json" 2>/dev/null
 RUSTORCH_WGPU_MATVEC=0 "$BIN/rustorch" bench -m "$M" --backend vulkan $GEN_ARGS --json \
@@ -153,12 +156,12 @@ except Exception as e:
     check["greedy_error"] = str(e)
 prof = re.findall(r"^wgpu (?:profile|GPU time|kernel).*", open(os.path.join(out, "profile.err")).read(), re.M)
 bench = []
-for name in ["Q4_K_M", "Q4_0", "Q8_0", "nosg", "submit64", "checked", "nomatvec"]:
+for name in ["Q4_K_M", "Q4_0", "Q8_0", "nosg", "submit0", "chunk", "checked", "nomatvec"]:
     try:
         for r in json.load(open(os.path.join(bench_dir, f"bench-{name}.json"))):
             r.pop("samples_ns", None)
             r["model_filename"] = os.path.basename(r["model_filename"])
-            r["variant"] = {"nosg": "RUSTORCH_WGPU_SUBGROUPS=0", "submit64": "RUSTORCH_WGPU_SUBMIT_EVERY=64", "checked": "RUSTORCH_WGPU_CHECKED=1", "nomatvec": "RUSTORCH_WGPU_MATVEC=0"}.get(name, "default")
+            r["variant"] = {"nosg": "RUSTORCH_WGPU_SUBGROUPS=0", "submit0": "RUSTORCH_WGPU_SUBMIT_EVERY=0", "chunk": "RUSTORCH_WGPU_MATVEC=chunk", "checked": "RUSTORCH_WGPU_CHECKED=1", "nomatvec": "RUSTORCH_WGPU_MATVEC=0"}.get(name, "default")
             bench.append(r)
     except Exception as e:
         bench.append({"file": name, "error": str(e)})

@@ -114,9 +114,13 @@ fn matmul_and_embed_decode_every_format() {
         let mut b = gpu_opts(subgroups, matvec, chunk);
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         // Rows not a multiple of the workgroup, five K super-blocks per row (40 chunks: more
-        // than a subgroup of 32 takes in one step, and a partial second step).
-        let (rows, cols) = (37, 1280);
-        for &ty in shaders::FORMATS {
+        // than a subgroup of 32 takes in one step, and a partial second step); and a wide row
+        // (576 four-weight steps: one pass of the mat-vec's eight-step loop and a tail).
+        for (rows, cols, ty) in shaders::FORMATS
+            .iter()
+            .map(|&ty| (37, 1280, ty))
+            .chain(shaders::FORMATS.iter().map(|&ty| (40, 2304, ty)))
+        {
             let w = rng.vec(rows * cols);
             let bytes = quantize(ty, &w, rows);
             // The reference is the quant crate's dequantized weights, in f64.
@@ -464,7 +468,7 @@ fn rms_norm_folds_into_the_decode_matvec() {
         let mut cpu = CpuBackend::new(1);
         let mut rng = Rng(2024);
         let fold = subgroups && matvec;
-        for cols in [256, 1280] {
+        for cols in [256, 1280, 2560] {
             let x = rng.vec(cols);
             let nw = rng.vec(cols);
             let mut normed = vec![0.0; cols];

@@ -10,9 +10,9 @@ use crate::ModelError;
 
 /// Parameter slots of one submission; a step of a 32-layer model records about 500 ops.
 const MAX_SLOTS: u32 = 2048;
-/// Ops per submission by default: the GPU starts on the first ones while the host records and
-/// encodes the rest of the step (an H100 decoding TinyLlama: 302 -> 333 tok/s against one
-/// submission per step; 16 ops: 336, 64: 353, at 1d4d789).
+/// Ops per submission by default (a quarter of that for a step's first): the GPU starts on the
+/// first ones while the host records and encodes the rest of the step (an H100 decoding
+/// TinyLlama at 1d4d789: 302 -> 362 tok/s against one submission per step; 16 ops: 336, 64: 353).
 const SUBMIT_EVERY: usize = 32;
 /// Storage buffers one op binds at most (the decode mat-vec with the RMSNorm folded in).
 pub(crate) const MAX_BINDS: usize = 10;
@@ -143,7 +143,8 @@ pub(crate) struct Context {
     /// Adapter name and driver, for messages and benchmarks.
     pub adapter: String,
     pub subgroups: bool,
-    /// Whether decode matmuls use the mat-vec kernel, and its rows per workgroup.
+    /// Whether decode matmuls use the mat-vec kernel, and the rows per workgroup of the older
+    /// chunk mat-vec.
     pub matvec: bool,
     pub matvec_chunk: bool,
     pub rows_per_group: usize,
@@ -164,6 +165,8 @@ pub(crate) struct Context {
     pub tokens_id: u64,
     pub token_host: Vec<u32>,
     ops: Vec<Op>,
+    /// Whether this step (since the last read) has been submitted in part already.
+    submitted: bool,
     staging: Option<wgpu::Buffer>,
     next_id: u64,
     /// Uncaptured errors and device loss, reported by the next flush.
@@ -404,6 +407,7 @@ impl Context {
             tokens_id: 1,
             token_host: Vec::new(),
             ops: Vec::new(),
+            submitted: false,
             staging: None,
             next_id: 1,
             errors,
@@ -582,7 +586,13 @@ impl Context {
     pub fn dispatch(&mut self, pipe: usize, bufs: &[Bind], params: &[u32], size: [u32; 3]) -> u64 {
         // Submitting before this op rather than after the last one keeps the last op recorded
         // open for a fold (see `pop_if_last`).
-        let due = self.submit_every > 0 && self.ops.len() >= self.submit_every;
+        // The first submission of a step comes sooner, so the GPU starts early.
+        let batch = if self.submitted {
+            self.submit_every
+        } else {
+            self.submit_every.div_ceil(4)
+        };
+        let due = self.submit_every > 0 && self.ops.len() >= batch;
         if self.n_slots == MAX_SLOTS || due {
             if let Err(e) = self.flush() {
                 self.deferred.get_or_insert(e);
@@ -732,6 +742,7 @@ impl Context {
         self.ops.clear();
         self.n_slots = 0;
         self.token_host.clear();
+        self.submitted = true;
         if !stamped.is_empty() {
             self.read_stamps(&stamped)?;
         }
@@ -813,6 +824,8 @@ impl Context {
             size: bytes,
         });
         self.flush()?;
+        // The next op starts a new step.
+        self.submitted = false;
         let slice = staging.slice(..bytes);
         let (tx, rx) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {

@@ -13,13 +13,13 @@ const REDUCE_WG: &str = include_str!("shaders/reduce_wg.wgsl");
 const KSCALE: &str = include_str!("shaders/formats/kscale.wgsl");
 
 pub const MATMUL: &str = include_str!("shaders/matmul.wgsl");
-/// Decode mat-vec with a subgroup per row (adapters with subgroups only), completed by
-/// [`matvec`] with one of the two below.
-const MATVEC: &str = include_str!("shaders/matvec_quad.wgsl");
+/// Decode mat-vec with a workgroup per row (adapters with subgroups only), completed by
+/// [`matvec`] with the row loops and one of the plain / norm parts below.
+const MATVEC: &str = include_str!("shaders/matvec.wgsl");
 /// The loop over one row of weight `K_` of the mat-vec, one copy per weight binding.
 const MATVEC_ROW: &str = include_str!("shaders/matvec_row.wgsl");
 /// The older mat-vec of 32-weight chunks an invocation (`RUSTORCH_WGPU_MATVEC=chunk`).
-const MATVEC_CHUNK: &str = include_str!("shaders/matvec.wgsl");
+const MATVEC_CHUNK: &str = include_str!("shaders/matvec_chunk.wgsl");
 const MATVEC_PLAIN: &str = include_str!("shaders/matvec_plain.wgsl");
 const MATVEC_NORM: &str = include_str!("shaders/matvec_norm.wgsl");
 pub const EMBED: &str = include_str!("shaders/embed.wgsl");
@@ -87,7 +87,7 @@ pub fn compose(body: &str, ty: Option<GgmlType>, subgroups: bool, nt: u32) -> St
 }
 
 /// The decode mat-vec over weights of formats `fmts` (bindings w0, w1, w2), with the RMSNorm of
-/// its input folded in where `norm` (see `matvec_quad.wgsl`); `chunk`: the older kernel.
+/// its input folded in where `norm` (see `matvec.wgsl`); `chunk`: the older kernel.
 pub fn matvec(fmts: [GgmlType; 3], norm: bool, chunk: bool) -> String {
     let rows: String = (0..3)
         .map(|k| MATVEC_ROW.replace("K_", &k.to_string()))

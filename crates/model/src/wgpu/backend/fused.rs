@@ -106,7 +106,13 @@ impl WgpuBackend {
         let (pipe, nt, rpw) = if matvec {
             let ty = |i: usize| ws.get(i).map_or(w0.ty, |w| w.ty);
             let pipe = self.matvec_pipe([ty(0), ty(1), ty(2)], norm.is_some())?;
-            (pipe, 1, self.cx.rows_per_group)
+            // A workgroup per row; the older chunk kernel takes a row per subgroup.
+            let rpw = if self.cx.matvec_chunk {
+                self.cx.rows_per_group
+            } else {
+                1
+            };
+            (pipe, 1, rpw)
         } else if n == 1 {
             if ws.iter().any(|w| w.ty != w0.ty) {
                 return Err(ModelError::Backend("matmul group of mixed formats".into()));

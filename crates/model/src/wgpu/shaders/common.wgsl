@@ -19,3 +19,8 @@ fn nib_hi(q: u32) -> vec4<u32> {
 fn sbytes4(q: u32) -> vec4<f32> {
     return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(q) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
 }
+
+// The low (hi = false) or high nibbles of the four bytes of a word.
+fn nibs(q: u32, hi: bool) -> vec4<u32> {
+    return (vec4<u32>(q) >> (vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(select(0u, 4u, hi)))) & vec4<u32>(15u);
+}

@@ -1,15 +1,20 @@
-// Quantized matrix times one token's activations (decode), with subgroup operations: each
-// subgroup owns whole rows, so a row's sum is one subgroupAdd with no workgroup memory and no
-// barrier. A workgroup of 64 invocations covers `rpw` rows (64 / the adapter's smallest
-// subgroup size, so that every subgroup has a row where the sizes match); its subgroups take
-// rows sg_id, sg_id + n_sg, ... so any subgroup size is right. Each invocation decodes two
-// 32-weight chunks per step, whose loads are independent, so twice the bytes are in flight.
+// Quantized matrix times one token's activations (decode): one workgroup of 64 invocations per
+// row, summed by subgroup operations and one partial per subgroup in workgroup memory.
+//
+// Invocation i decodes weights 4q..4q+3 of the row for q = i, i + 64, i + 128, ... (load_quadK,
+// from the weight's format file): one step of the workgroup reads 256 consecutive weights and
+// 1 KiB of x, so the loads of a step are coalesced. The loop over a row (matvec_row.wgsl, one
+// copy per weight binding) has no branch, so the loads of its eight written-out steps are in
+// flight together (a branch inside it, even in a decoder, serialised them: 2-4x slower on an
+// H100); which weight a row belongs to is decided once, outside it. A 2048-wide row is then one
+// round of loads per invocation.
 //
 // Same bindings, parameters and modes as matmul.wgsl (0: out_k = W_k x; 1: out_0 = W_0 x and
 // res += out_0; 2: out_1 = W_1 x and out_0 = silu(W_0 x) * out_1); the three weights may be of
-// different formats. The `norm` variant also folds in the RMSNorm before the matmul (see
-// matvec_quad.wgsl). RUSTORCH_WGPU_MATVEC=chunk picks this kernel over matvec_quad.wgsl.
-
+// different formats. The `norm` variant also folds in the RMSNorm before the matmul: x is the
+// un-normalised input, rows are dotted with x * nw, and since the lanes of a row read all of x
+// once, they also sum its squares, so each row finds 1 / rms(x) and scales its sum by it; the
+// first workgroup writes the normalised input to xn, as the RMSNorm op would.
 struct Params {
     cols: u32,
     n: u32,
@@ -18,7 +23,7 @@ struct Params {
     rows0: u32,
     rows1: u32,
     rows2: u32,
-    rpw: u32, // rows per workgroup
+    rpw: u32, // rows per workgroup (1 here)
     eps: f32, // RMSNorm epsilon (norm variant)
 }
 
@@ -32,88 +37,105 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> out2: array<f32>; // (rows2)
 @group(0) @binding(8) var<storage, read_write> res: array<f32>;  // (rows0)
 {NORM_DECL}
-
-// Straight-line: the eight loads of x are in flight at once. (dot, sum of squares of x)
-fn dot_chunk(w: ptr<function, array<vec4<f32>, 8>>, xb: u32) -> vec2<f32> {
-    var r = vec2<f32>(0.0);
-    for (var i = 0u; i < 8u; i += 2u) {
-        let x0 = x[xb + i];
-        let x1 = x[xb + i + 1u];
-        r += vec2<f32>(dot((*w)[i], xw(x0, xb + i)) + dot((*w)[i + 1u], xw(x1, xb + i + 1u)), sq(x0) + sq(x1));
+{ROWS}
+// Gate and up rows (mode 2, weights 0 and 1 with rows0 rows each) dotted with x: (gate, up, sum
+// of squares of x).
+fn row_dot_gu(row: u32, lane: u32, s: u32) -> vec3<f32> {
+    let nq = p.cols / 4u;
+    let rb0 = row * (p.cols / QB0) * BW0;
+    let rb1 = row * (p.cols / QB1) * BW1;
+    var acc = vec3<f32>(0.0);
+    // Written out and branch-free as in matvec_row.wgsl: past the end a step counts for nothing.
+    let last = nq - 1u;
+    for (var q = lane; q < nq; q += 4u * s) {
+        let q0 = min(q, last);
+        let q1 = min(q + s, last);
+        let q2 = min(q + 2u * s, last);
+        let q3 = min(q + 3u * s, last);
+        let x0 = x[q0] * f32(q < nq);
+        let x1 = x[q1] * f32(q + s < nq);
+        let x2 = x[q2] * f32(q + 2u * s < nq);
+        let x3 = x[q3] * f32(q + 3u * s < nq);
+        let g0 = load_quad0(rb0 + (4u * q0 / QB0) * BW0, (4u * q0) % QB0);
+        let g1 = load_quad0(rb0 + (4u * q1 / QB0) * BW0, (4u * q1) % QB0);
+        let g2 = load_quad0(rb0 + (4u * q2 / QB0) * BW0, (4u * q2) % QB0);
+        let g3 = load_quad0(rb0 + (4u * q3 / QB0) * BW0, (4u * q3) % QB0);
+        let u0 = load_quad1(rb1 + (4u * q0 / QB1) * BW1, (4u * q0) % QB1);
+        let u1 = load_quad1(rb1 + (4u * q1 / QB1) * BW1, (4u * q1) % QB1);
+        let u2 = load_quad1(rb1 + (4u * q2 / QB1) * BW1, (4u * q2) % QB1);
+        let u3 = load_quad1(rb1 + (4u * q3 / QB1) * BW1, (4u * q3) % QB1);
+        let y0 = xw(x0, q0);
+        let y1 = xw(x1, q1);
+        let y2 = xw(x2, q2);
+        let y3 = xw(x3, q3);
+        let g = (dot(g0, y0) + dot(g1, y1)) + (dot(g2, y2) + dot(g3, y3));
+        let u = (dot(u0, y0) + dot(u1, y1)) + (dot(u2, y2) + dot(u3, y3));
+        acc += vec3<f32>(g, u, (sq(x0) + sq(x1)) + (sq(x2) + sq(x3)));
     }
-    return r;
+    return acc;
 }
 
-// Chunk c of row `row` of weight k, dotted with x; in mode 2 also the same chunk of w1 (.y).
-// (the dot, that of w1 in mode 2, the sum of squares of x)
-fn chunk(k: u32, row: u32, c: u32) -> vec3<f32> {
-    let n_chunk = p.cols / 32u;
-    var w: array<vec4<f32>, 8>;
-    if (k == 0u) {
-        load_chunk0(row * (n_chunk / CPB0) * BW0 + (c / CPB0) * BW0, c % CPB0, &w);
-    } else if (k == 1u) {
-        load_chunk1(row * (n_chunk / CPB1) * BW1 + (c / CPB1) * BW1, c % CPB1, &w);
-    } else {
-        load_chunk2(row * (n_chunk / CPB2) * BW2 + (c / CPB2) * BW2, c % CPB2, &w);
-    }
-    var r = dot_chunk(&w, c * 8u).xyy;
-    r.y = 0.0;
-    if (p.mode == 2u) {
-        load_chunk1(row * (n_chunk / CPB1) * BW1 + (c / CPB1) * BW1, c % CPB1, &w);
-        r.y = dot_chunk(&w, c * 8u).x;
-    }
-    return r;
-}
+var<workgroup> part: array<vec3<f32>, 64>; // per subgroup: its share of the row's sums
 
 @compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_size) sg_size: u32, @builtin(subgroup_invocation_id) sg_lane: u32, @builtin(subgroup_id) sg_id: u32, @builtin(num_subgroups) n_sg: u32) {
-    let n_chunk = p.cols / 32u;
-    let first = (wid.x + wid.z * 32768u) * p.rpw;
-    for (var r = sg_id; r < p.rpw; r += n_sg) {
-        var row = first + r;
-        if (row >= p.groups) {
-            break;
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(subgroup_size) sg_size: u32, @builtin(subgroup_invocation_id) sg_lane: u32, @builtin(subgroup_id) sg_id: u32, @builtin(num_subgroups) n_sg: u32) {
+    var row = wid.x + wid.z * 32768u;
+    if (row >= p.groups) {
+        return; // the whole workgroup
+    }
+    var k = 0u;
+    if (p.mode != 2u && row >= p.rows0) {
+        row -= p.rows0;
+        k = 1u;
+        if (row >= p.rows1) {
+            row -= p.rows1;
+            k = 2u;
         }
-        var k = 0u;
-        if (p.mode != 2u && row >= p.rows0) {
-            row -= p.rows0;
-            k = 1u;
-            if (row >= p.rows1) {
-                row -= p.rows1;
-                k = 2u;
+    }
+    // (sum of weight 0 or k, sum of weight 1 in mode 2, sum of squares of x), this invocation's
+    // share: weights 4q..4q+3 for q = lid, lid + 64, ...
+    var d: vec3<f32>;
+    if (p.mode == 2u) {
+        d = row_dot_gu(row, lid, 64u);
+    } else {
+        var e: vec2<f32>;
+        if (k == 0u) {
+            e = row_dot0(row, lid, 64u);
+        } else if (k == 1u) {
+            e = row_dot1(row, lid, 64u);
+        } else {
+            e = row_dot2(row, lid, 64u);
+        }
+        d = vec3<f32>(e.x, 0.0, e.y);
+    }
+    let ds = subgroupAdd(d);
+    if (sg_lane == 0u) {
+        part[sg_id] = ds;
+    }
+    workgroupBarrier();
+    var t = vec3<f32>(0.0);
+    for (var i = 0u; i < n_sg; i++) {
+        t += part[i];
+    }
+    let scale = norm_scale(t.z);
+    let sum = t.x * scale;
+    let u = t.y * scale;
+    if (wid.x == 0u && wid.z == 0u) {
+        write_xn(scale, lid, 64u);
+    }
+    if (lid == 0u) {
+        if (p.mode == 2u) {
+            out0[row] = sum / (1.0 + exp(-sum)) * u;
+            out1[row] = u;
+        } else if (k == 0u) {
+            out0[row] = sum;
+            if (p.mode == 1u) {
+                res[row] += sum;
             }
-        }
-        var acc = vec3<f32>(0.0);
-        var c = sg_lane;
-        for (; c + sg_size < n_chunk; c += 2u * sg_size) {
-            let a = chunk(k, row, c);
-            let b = chunk(k, row, c + sg_size);
-            acc += a + b;
-        }
-        if (c < n_chunk) {
-            acc += chunk(k, row, c);
-        }
-        let t = subgroupAdd(acc);
-        let scale = norm_scale(t.z);
-        let s = t.x * scale;
-        let u = t.y * scale;
-        if (first == 0u && r == 0u) {
-            write_xn(scale, sg_lane, sg_size);
-        }
-        if (sg_lane == 0u) {
-            if (p.mode == 2u) {
-                out0[row] = s / (1.0 + exp(-s)) * u;
-                out1[row] = u;
-            } else if (k == 0u) {
-                out0[row] = s;
-                if (p.mode == 1u) {
-                    res[row] += s;
-                }
-            } else if (k == 1u) {
-                out1[row] = s;
-            } else {
-                out2[row] = s;
-            }
+        } else if (k == 1u) {
+            out1[row] = sum;
+        } else {
+            out2[row] = sum;
         }
     }
 }

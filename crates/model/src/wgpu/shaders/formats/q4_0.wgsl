@@ -25,5 +25,5 @@ fn load_chunk(blk: u32, sub: u32, w: ptr<function, array<vec4<f32>, 8>>) {
 fn load_quad(blk: u32, j: u32) -> vec4<f32> {
     let d = unpack2x16float(wq[blk]).x;
     let q = wq[blk + 1u + (j % 16u) / 4u];
-    return (vec4<f32>(select(nib_lo(q), nib_hi(q), j >= 16u)) - 8.0) * d;
+    return (vec4<f32>(nibs(q, j >= 16u)) - 8.0) * d;
 }

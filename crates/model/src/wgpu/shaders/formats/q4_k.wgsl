@@ -38,5 +38,5 @@ fn load_quad(blk: u32, j: u32) -> vec4<f32> {
     let hi = (j & 32u) != 0u;
     let sm = kscale_min(blk, 2u * (j / 64u) + u32(hi));
     let q = wq[blk + 4u + 8u * (j / 64u) + (j % 32u) / 4u];
-    return vec4<f32>(select(nib_lo(q), nib_hi(q), hi)) * (dm.x * sm.x) - dm.y * sm.y;
+    return vec4<f32>(nibs(q, hi)) * (dm.x * sm.x) - dm.y * sm.y;
 }

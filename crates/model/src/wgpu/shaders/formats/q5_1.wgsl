@@ -23,5 +23,5 @@ fn load_quad(blk: u32, j: u32) -> vec4<f32> {
     let qh = wq[blk + 1u];
     let q = wq[blk + 2u + (j % 16u) / 4u];
     let h = ((vec4<u32>(qh) >> (vec4<u32>(j) + vec4<u32>(0u, 1u, 2u, 3u))) & vec4<u32>(1u)) << vec4<u32>(4u);
-    return vec4<f32>(select(nib_lo(q), nib_hi(q), j >= 16u) | h) * dm.x + dm.y;
+    return vec4<f32>(nibs(q, j >= 16u) | h) * dm.x + dm.y;
 }

@@ -27,5 +27,5 @@ fn load_quad(blk: u32, j: u32) -> vec4<f32> {
     let sm = kscale_min(blk, sub);
     let q = wq[blk + 12u + 8u * (j / 64u) + (j % 32u) / 4u];
     let h = ((bytes4(wq[blk + 4u + (j % 32u) / 4u]) >> vec4<u32>(sub)) & vec4<u32>(1u)) << vec4<u32>(4u);
-    return vec4<f32>(select(nib_lo(q), nib_hi(q), hi) | h) * (dm.x * sm.x) - dm.y * sm.y;
+    return vec4<f32>(nibs(q, hi) | h) * (dm.x * sm.x) - dm.y * sm.y;
 }

@@ -58,7 +58,7 @@ fn load_quad(blk: u32, j: u32) -> vec4<f32> {
     let qh = wq[blk + 32u + 8u * h + l / 4u];
     let si = 8u * h + 2u * k + l / 16u;
     let sc = q6k_scale(blk, si) * unpack2x16float(wq[blk + 52u]).x;
-    let lo = select(nib_lo(ql), nib_hi(ql), k >= 2u);
+    let lo = nibs(ql, k >= 2u);
     let hb = (bytes4(qh) >> vec4<u32>(2u * k)) & vec4<u32>(3u);
     return (vec4<f32>(lo | (hb << vec4<u32>(4u))) - 32.0) * sc;
 }
