@@ -211,9 +211,6 @@ unsafe fn block_sums8(v: [__m256i; 8]) -> __m256i {
     )
 }
 
-/// How far ahead of the current block a decode mat-vec prefetches, in bytes.
-pub(super) const PREFETCH: usize = 1024;
-
 /// Offset weights (`code - OFFSET`, codes in `0..32`) against Q8_0:
 /// `Σ_b d_w d_a (Σ code·a - OFFSET Σ a)`.
 ///
@@ -235,13 +232,6 @@ unsafe fn dot_offset<B: Block, D: Dot, const NT: usize>(
     let mut b = 0;
     while b + 8 <= nb {
         let x = w.add(b * B::BYTES);
-        if NT <= 2 {
-            // Decode streams each row once: ask for the lines PREFETCH bytes ahead (the next rows
-            // of this thread's run), which the hardware prefetcher alone fetches too late.
-            for l in 0..3 {
-                _mm_prefetch::<_MM_HINT_T0>(x.wrapping_add(PREFETCH + 64 * l).cast());
-            }
-        }
         let dw = D::f16x8(x, B::BYTES);
         let mut scale = [_mm256_setzero_ps(); NT];
         for t in 0..NT {

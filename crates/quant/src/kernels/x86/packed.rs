@@ -10,7 +10,7 @@
 use std::arch::x86_64::*;
 use std::mem::{offset_of, size_of};
 
-use super::legacy::{self, nibbles, PREFETCH};
+use super::legacy::{self, nibbles};
 use super::repack::{self, transpose8, unroll8, Rows8};
 use super::{f16x8_inserted, hsums, load, load128, splat_f16, Dot, RowKernel, Views};
 use crate::kernels::packed::{GROUP, Q4_0_GROUP_BYTES};
@@ -84,19 +84,41 @@ impl RowKernel for PackedQ4_0 {
         s: [*const f32; NT],
         n_cols: usize,
     ) -> [f32; NT] {
-        let nb = n_cols / 32;
-        let ng = nb / GROUP;
-        let mask = _mm256_set1_epi8(0x0F);
-        let offset = _mm256_set1_ps(8.0);
-        let mut acc = [_mm256_setzero_ps(); NT];
-        for g in 0..ng {
-            let x = w.add(g * Q4_0_GROUP_BYTES);
-            if NT <= 2 {
-                // Decode streams each row once; see `legacy::PREFETCH`.
-                for l in 0..3 {
-                    _mm_prefetch::<_MM_HINT_T0>(x.wrapping_add(PREFETCH + 64 * l).cast());
-                }
-            }
+        dot_packed::<D, 1, NT>([w], a, s, n_cols)[0]
+    }
+
+    #[inline(always)]
+    unsafe fn dot_rows<D: Dot, const R: usize, const NT: usize>(
+        w: [*const u8; R],
+        a: [*const u8; NT],
+        s: [*const f32; NT],
+        n_cols: usize,
+    ) -> [[f32; NT]; R] {
+        dot_packed::<D, R, NT>(w, a, s, n_cols)
+    }
+}
+
+/// `R` packed rows against `NT` transposed activation rows, the rows' groups interleaved: with
+/// one token, rows far apart in memory are several streams, which two cores read much faster
+/// than one stream each (see `DECODE_STREAMS`).
+///
+/// # Safety
+/// As [`RowKernel::dot_row`], for each of the `R` packed rows and transposed activation rows.
+#[inline(always)]
+unsafe fn dot_packed<D: Dot, const R: usize, const NT: usize>(
+    w: [*const u8; R],
+    a: [*const u8; NT],
+    s: [*const f32; NT],
+    n_cols: usize,
+) -> [[f32; NT]; R] {
+    let nb = n_cols / 32;
+    let ng = nb / GROUP;
+    let mask = _mm256_set1_epi8(0x0F);
+    let offset = _mm256_set1_ps(8.0);
+    let mut acc = [[_mm256_setzero_ps(); NT]; R];
+    for g in 0..ng {
+        for r in 0..R {
+            let x = w[r].add(g * Q4_0_GROUP_BYTES);
             let dw = _mm256_cvtph_ps(load128(x));
             let mut q = [_mm256_setzero_si256(); 8];
             for k in 0..4 {
@@ -117,12 +139,14 @@ impl RowKernel for PackedQ4_0 {
                 // Σ (code - 8) a = Σ code·a - 8 Σ a; both integers, exact in f32.
                 let sum = _mm256_fnmadd_ps(offset, _mm256_loadu_ps(s[t].add(nb + GROUP * g)), sum);
                 let scale = _mm256_mul_ps(dw, _mm256_loadu_ps(s[t].add(GROUP * g)));
-                acc[t] = _mm256_fmadd_ps(scale, sum, acc[t]);
+                acc[r][t] = _mm256_fmadd_ps(scale, sum, acc[r][t]);
             });
         }
-        // The last blocks, in the GGUF layout on both sides.
-        for b in ng * GROUP..nb {
-            let x = w.add(ng * Q4_0_GROUP_BYTES + (b - ng * GROUP) * Q4_0_BYTES);
+    }
+    // The last blocks, in the GGUF layout on both sides.
+    for b in ng * GROUP..nb {
+        for r in 0..R {
+            let x = w[r].add(ng * Q4_0_GROUP_BYTES + (b - ng * GROUP) * Q4_0_BYTES);
             let q = nibbles(x.add(offset_of!(BlockQ4_0, qs)));
             let dw = splat_f16(x);
             for t in 0..NT {
@@ -134,11 +158,15 @@ impl RowKernel for PackedQ4_0 {
                     _mm256_set_ps(0., 0., 0., 0., 0., 0., 0., 8.0 * *s[t].add(nb + b)),
                 );
                 let scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*s[t].add(b)));
-                acc[t] = _mm256_fmadd_ps(scale, sum, acc[t]);
+                acc[r][t] = _mm256_fmadd_ps(scale, sum, acc[r][t]);
             }
         }
-        hsums(acc)
     }
+    let mut out = [[0.0; NT]; R];
+    for (o, acc) in out.iter_mut().zip(acc) {
+        *o = hsums(acc);
+    }
+    out
 }
 
 /// Packed Q4_0 rows for the eight-row prompt kernel ([`repack::gemm_rows8`]): the same scratch
