@@ -5,14 +5,17 @@
 //!   [`shaders::repack`]) and decoded inside the matmul and embedding kernels.
 //! - Activations, the attention partials and the KV cache (f32, `(n_head_kv, n_ctx, head_dim)`
 //!   per layer) live in GPU buffers allocated once.
-//! - Every op of a forward pass is recorded ([`context::Context`]) and nothing is submitted until
-//!   a result is read: one command buffer and one submission per step, with each op's parameters in
-//!   one uniform buffer at dynamic offsets and bind groups cached across steps.
+//! - Every op of a forward pass is recorded ([`context::Context`]) and submitted every 32 ops (the
+//!   first batch of a step after 8), so the GPU runs while the host records and encodes the rest;
+//!   each op's parameters sit in one uniform buffer at dynamic offsets, bind groups are cached
+//!   across steps.
 //! - Matmuls dot decoded weights with f32 activations (the CPU backend quantizes activations to
-//!   8 bits first, so logits differ slightly; `dot4I8Packed` kernels are a later step). Decode
-//!   (one token) and prompt (eight tokens per workgroup) use the same kernel source.
-//! - Fewer dispatches per layer (`backend/fused.rs`): q/k/v and gate/up share one, SwiGLU and the
-//!   residual adds fold into the matmul before them, RoPE of q and k and the cache store are one.
+//!   8 bits first, so logits differ slightly; `dot4I8Packed` kernels are a later step). The prompt
+//!   takes eight tokens per workgroup (`matmul.wgsl`); decode a mat-vec with a workgroup per row
+//!   whose loads are coalesced four weights an invocation (`matvec.wgsl`).
+//! - Fewer dispatches per layer (`backend/fused.rs`): q/k/v (of any formats, in decode) and gate/up
+//!   share one, the RMSNorm before a decode mat-vec and the SwiGLU and residual adds after a matmul
+//!   fold into it, RoPE of q and k and the cache store are one.
 //! - Workgroup sums use subgroup operations where the adapter has them, workgroup memory where not.
 //! - A missing adapter, a lost device, a validation or out-of-memory error, or a GPU that does not
 //!   answer within the time limit is an error naming the problem, never a hang.
