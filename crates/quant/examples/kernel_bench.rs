@@ -24,6 +24,11 @@
 //! | q4_1 | 17.8 / 19.1 / 14.1 |  80 /  94 / 45 |
 //! | q5_0 | 16.3 / 20.8 / 15.1 |  70 / 109 / 29 |
 //! | f16  | 33.8 / 32.9 / —    |  75 /  74 / —  |
+//!
+//! Q4_0 in its load-time packed layout (`+packed` rows; `MatKernel::pack`), same machine:
+//! n_tok=1 34-40 GB/s hot, 22-25 cold with avx512vnni (the cold figure is one thread's single
+//! stream; the backend reads four streams per thread, see `DECODE_STREAMS`); n_tok=64 as the
+//! GGUF layout (the eight-row kernel repacks both into the same scratch).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
