@@ -38,10 +38,16 @@ fn gpu_with(subgroups: bool, matvec: bool) -> WgpuBackend {
 
 /// As [`gpu_with`], with the older mat-vec of 32-weight chunks if `chunk`.
 fn gpu_opts(subgroups: bool, matvec: bool, chunk: bool) -> WgpuBackend {
+    gpu_full(subgroups, matvec, chunk, false)
+}
+
+/// As [`gpu_opts`], with Q4_K and Q6_K by quads rather than block dots in the mat-vec if `quad`.
+fn gpu_full(subgroups: bool, matvec: bool, chunk: bool, quad: bool) -> WgpuBackend {
     let opts = Options {
         subgroups,
         matvec,
         matvec_chunk: chunk,
+        matvec_quad: quad,
         ..Options::from_env()
     };
     WgpuBackend::new(opts).unwrap_or_else(|e| {
@@ -105,13 +111,15 @@ fn dequantize(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Vec<f32> 
 
 #[test]
 fn matmul_and_embed_decode_every_format() {
-    for (subgroups, matvec, chunk) in [
-        (false, false, false),
-        (true, false, false),
-        (true, true, false),
-        (true, true, true),
+    // The mat-vec takes Q4_K and Q6_K by block dots, or by quads (`quad`) as the other formats.
+    for (subgroups, matvec, chunk, quad) in [
+        (false, false, false, false),
+        (true, false, false, false),
+        (true, true, false, false),
+        (true, true, false, true),
+        (true, true, true, false),
     ] {
-        let mut b = gpu_opts(subgroups, matvec, chunk);
+        let mut b = gpu_full(subgroups, matvec, chunk, quad);
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         // Rows not a multiple of the workgroup, five K super-blocks per row (40 chunks: more
         // than a subgroup of 32 takes in one step, and a partial second step); and a wide row
@@ -144,7 +152,7 @@ fn matmul_and_embed_decode_every_format() {
                         let g = got[t * rows + r] as f64;
                         assert!(
                             (g - dot).abs() <= 1e-5 * mag + 1e-6,
-                            "{ty} matmul (subgroups {subgroups}, mat-vec {matvec}, chunk {chunk}, n {n}) row {r} token {t}: gpu {g} vs reference {dot}"
+                            "{ty} matmul (subgroups {subgroups}, mat-vec {matvec}, chunk {chunk}, quad {quad}, n {n}) row {r} token {t}: gpu {g} vs reference {dot}"
                         );
                     }
                 }
@@ -515,66 +523,62 @@ fn rms_norm_folds_into_the_decode_matvec() {
                 );
             }
 
-            let ff = 96;
-            let (bg, bu) = (
-                quantize(GgmlType::Q4_0, &rng.vec(ff * cols), ff),
-                quantize(GgmlType::Q8_0, &rng.vec(ff * cols), ff),
-            );
-            let gate_w = b
-                .upload_matrix("gate", GgmlType::Q4_0, ff, cols, &bg)
-                .unwrap();
-            let up_w = b
-                .upload_matrix("up", GgmlType::Q8_0, ff, cols, &bu)
-                .unwrap();
-            let (mut gate, mut up) = (b.alloc(ff).unwrap(), b.alloc(ff).unwrap());
-            let mut xb = b.alloc(cols).unwrap();
-            b.rms_norm(&xg, &nwg, 1e-5, 1, cols, &mut xb);
-            b.matmuls(&[&gate_w, &up_w], &xb, 1, &mut [&mut gate, &mut up])
-                .unwrap();
-            b.swiglu(&mut gate, &up, ff);
-            let want_ops = if fold { 1 } else { 4 };
-            assert_eq!(
-                b.pending_ops(),
-                want_ops,
-                "rms_norm + gate/up + SwiGLU dispatches"
-            );
-            let g = reference_matmul(
-                &dequantize(GgmlType::Q4_0, &bg, ff, cols),
-                &normed,
-                ff,
-                cols,
-                1,
-            );
-            let u = reference_matmul(
-                &dequantize(GgmlType::Q8_0, &bu, ff, cols),
-                &normed,
-                ff,
-                cols,
-                1,
-            );
-            let want: Vec<f32> = g
-                .iter()
-                .zip(&u)
-                .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
-                .collect();
-            assert_close(
-                &format!("swiglu after the norm {what}"),
-                &download(&mut b, &gate, ff),
-                &want,
-                1e-4,
-            );
-            assert_close(
-                &format!("up after the norm {what}"),
-                &download(&mut b, &up, ff),
-                &u,
-                1e-4,
-            );
-            assert_close(
-                &format!("normed input, gate/up {what}"),
-                &download(&mut b, &xb, cols),
-                &normed,
-                1e-5,
-            );
+            // Gate/up of quads, of block dots (Q4_K), and of block dots of two formats.
+            for (tg, tu) in [
+                (GgmlType::Q4_0, GgmlType::Q8_0),
+                (GgmlType::Q4_K, GgmlType::Q4_K),
+                (GgmlType::Q6_K, GgmlType::Q4_K),
+            ] {
+                let ff = 96;
+                let (bg, bu) = (
+                    quantize(tg, &rng.vec(ff * cols), ff),
+                    quantize(tu, &rng.vec(ff * cols), ff),
+                );
+                let gate_w = b.upload_matrix("gate", tg, ff, cols, &bg).unwrap();
+                let up_w = b.upload_matrix("up", tu, ff, cols, &bu).unwrap();
+                let (mut gate, mut up) = (b.alloc(ff).unwrap(), b.alloc(ff).unwrap());
+                let mut xb = b.alloc(cols).unwrap();
+                b.rms_norm(&xg, &nwg, 1e-5, 1, cols, &mut xb);
+                b.matmuls(&[&gate_w, &up_w], &xb, 1, &mut [&mut gate, &mut up])
+                    .unwrap();
+                b.swiglu(&mut gate, &up, ff);
+                // Apart, gate/up of one format (and SwiGLU) still share a dispatch.
+                let want_ops = match (fold, tg == tu) {
+                    (true, _) => 1,
+                    (false, true) => 2,
+                    (false, false) => 4,
+                };
+                assert_eq!(
+                    b.pending_ops(),
+                    want_ops,
+                    "rms_norm + {tg}/{tu} gate/up + SwiGLU dispatches"
+                );
+                let g = reference_matmul(&dequantize(tg, &bg, ff, cols), &normed, ff, cols, 1);
+                let u = reference_matmul(&dequantize(tu, &bu, ff, cols), &normed, ff, cols, 1);
+                let want: Vec<f32> = g
+                    .iter()
+                    .zip(&u)
+                    .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
+                    .collect();
+                assert_close(
+                    &format!("{tg}/{tu} swiglu after the norm {what}"),
+                    &download(&mut b, &gate, ff),
+                    &want,
+                    1e-4,
+                );
+                assert_close(
+                    &format!("{tg}/{tu} up after the norm {what}"),
+                    &download(&mut b, &up, ff),
+                    &u,
+                    1e-4,
+                );
+                assert_close(
+                    &format!("normed input, gate/up {what}"),
+                    &download(&mut b, &xb, cols),
+                    &normed,
+                    1e-5,
+                );
+            }
         }
     }
 }

@@ -233,13 +233,17 @@ impl WgpuBackend {
             false, false, false, false, true, true, true, true, false, true,
         ];
         let chunk = self.cx.matvec_chunk;
+        let blocks = !self.cx.matvec_quad;
         let key = format!(
-            "matvec/{},{},{}/norm={norm}/chunk={chunk}",
-            fmts[0], fmts[1], fmts[2]
+            "matvec/{},{},{}/norm={norm}/chunk={chunk}{}",
+            fmts[0],
+            fmts[1],
+            fmts[2],
+            if blocks { "" } else { "/quad" }
         );
         self.cx
             .pipe(&key, &access[..if norm { 10 } else { 8 }], || {
-                shaders::matvec(fmts, norm, chunk)
+                shaders::matvec_with(fmts, norm, chunk, blocks)
             })
     }
 

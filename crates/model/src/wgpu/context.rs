@@ -47,6 +47,9 @@ pub struct Options {
     /// With `matvec`: the older kernel of 32-weight chunks an invocation
     /// (`RUSTORCH_WGPU_MATVEC=chunk`) instead of the coalesced one of four weights.
     pub matvec_chunk: bool,
+    /// With `matvec`: Q4_K and Q6_K weights by four-weight quads as the other formats
+    /// (`RUSTORCH_WGPU_MATVEC=quad`) instead of sixteen invocations a block.
+    pub matvec_quad: bool,
     /// Keep naga's run-time checks in the shaders (index clamping, loop bounding); off by default,
     /// see [`Context::pipe`].
     pub checked: bool,
@@ -55,7 +58,7 @@ pub struct Options {
 impl Options {
     /// Defaults, overridden by `RUSTORCH_WGPU_ADAPTER`, `RUSTORCH_WGPU_SUBGROUPS=0`,
     /// `RUSTORCH_WGPU_TIMEOUT` (seconds), `RUSTORCH_WGPU_SUBMIT_EVERY` (ops),
-    /// `RUSTORCH_WGPU_PROFILE=1` (or `=pass`), `RUSTORCH_WGPU_CHECKED=1` and `RUSTORCH_WGPU_MATVEC=0`.
+    /// `RUSTORCH_WGPU_PROFILE=1` (or `=pass`), `RUSTORCH_WGPU_CHECKED=1` and `RUSTORCH_WGPU_MATVEC=0` (or `=chunk`, `=quad`).
     pub fn from_env() -> Options {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Options {
@@ -74,6 +77,7 @@ impl Options {
             checked: env("RUSTORCH_WGPU_CHECKED").is_some_and(|v| v != "0"),
             matvec: env("RUSTORCH_WGPU_MATVEC").is_none_or(|v| v != "0"),
             matvec_chunk: env("RUSTORCH_WGPU_MATVEC").is_some_and(|v| v == "chunk"),
+            matvec_quad: env("RUSTORCH_WGPU_MATVEC").is_some_and(|v| v == "quad"),
         }
     }
 }
@@ -147,6 +151,7 @@ pub(crate) struct Context {
     /// chunk mat-vec.
     pub matvec: bool,
     pub matvec_chunk: bool,
+    pub matvec_quad: bool,
     pub rows_per_group: usize,
     pub limits: wgpu::Limits,
     timeout: Duration,
@@ -378,6 +383,7 @@ impl Context {
             stamp_passes: opts.profile_passes,
             matvec: opts.matvec && subgroups,
             matvec_chunk: opts.matvec_chunk,
+            matvec_quad: opts.matvec_quad,
             rows_per_group,
             device,
             queue,

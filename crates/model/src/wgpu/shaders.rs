@@ -18,6 +18,13 @@ pub const MATMUL: &str = include_str!("shaders/matmul.wgsl");
 const MATVEC: &str = include_str!("shaders/matvec.wgsl");
 /// The loop over one row of weight `K_` of the mat-vec, one copy per weight binding.
 const MATVEC_ROW: &str = include_str!("shaders/matvec_row.wgsl");
+/// The loop over one row of weight `K_` in whole blocks, for formats with a block dot
+/// ([`block_dot`]).
+const MATVEC_ROWB: &str = include_str!("shaders/matvec_rowb.wgsl");
+/// Gate and up rows of the mat-vec (SwiGLU mode): by four-weight quads, or by blocks where both
+/// weights have a block dot.
+const MATVEC_GU: &str = include_str!("shaders/matvec_gu.wgsl");
+const MATVEC_GUB: &str = include_str!("shaders/matvec_gub.wgsl");
 /// The older mat-vec of 32-weight chunks an invocation (`RUSTORCH_WGPU_MATVEC=chunk`).
 const MATVEC_CHUNK: &str = include_str!("shaders/matvec_chunk.wgsl");
 const MATVEC_PLAIN: &str = include_str!("shaders/matvec_plain.wgsl");
@@ -86,15 +93,49 @@ pub fn compose(body: &str, ty: Option<GgmlType>, subgroups: bool, nt: u32) -> St
     compose_formats(body, ty.map(|t| [t; 3]), subgroups, nt)
 }
 
+/// The decode mat-vec's block dot of format `ty` (sixteen invocations a 256-weight block, the
+/// block's scales loaded once for their 16 weights), where it has one: Q4_K and Q6_K.
+fn block_dot(ty: GgmlType) -> Option<&'static str> {
+    match ty {
+        GgmlType::Q4_K => Some(include_str!("shaders/formats/q4_k_blk.wgsl")),
+        GgmlType::Q6_K => Some(include_str!("shaders/formats/q6_k_blk.wgsl")),
+        _ => None,
+    }
+}
+
 /// The decode mat-vec over weights of formats `fmts` (bindings w0, w1, w2), with the RMSNorm of
-/// its input folded in where `norm` (see `matvec.wgsl`); `chunk`: the older kernel.
+/// its input folded in where `norm` (see `matvec.wgsl`); `chunk`: the older kernel. Weights of a
+/// format with a block dot are read by whole blocks (`matvec_rowb.wgsl`), the others by quads.
+/// `RUSTORCH_WGPU_MATVEC=quad` keeps every format on quads.
 pub fn matvec(fmts: [GgmlType; 3], norm: bool, chunk: bool) -> String {
+    matvec_with(fmts, norm, chunk, true)
+}
+
+/// [`matvec`], with block dots only where `blocks`.
+pub fn matvec_with(fmts: [GgmlType; 3], norm: bool, chunk: bool, blocks: bool) -> String {
+    let blk = |ty: GgmlType| block_dot(ty).filter(|_| blocks && !chunk);
     let rows: String = (0..3)
-        .map(|k| MATVEC_ROW.replace("K_", &k.to_string()))
+        .map(|k| match blk(fmts[k]) {
+            Some(dot) => {
+                let dot = rename(
+                    &rename(dot, "wq", &format!("w{k}")),
+                    "dotblk",
+                    &format!("dotblk{k}"),
+                );
+                MATVEC_ROWB.replace("K_", &k.to_string()) + &dot
+            }
+            None => MATVEC_ROW.replace("K_", &k.to_string()),
+        })
         .collect();
+    let gu = if blk(fmts[0]).is_some() && blk(fmts[1]).is_some() {
+        MATVEC_GUB
+    } else {
+        MATVEC_GU
+    };
     let body = if chunk { MATVEC_CHUNK } else { MATVEC };
     let body = body
         .replace("{ROWS}", &rows)
+        .replace("{GU}", gu)
         .replace("{NORM_DECL}", if norm { MATVEC_NORM } else { MATVEC_PLAIN });
     compose_formats(&body, Some(fmts), true, 1)
 }
@@ -122,7 +163,7 @@ fn rename(src: &str, from: &str, to: &str) -> String {
 }
 
 /// [`compose`] with a format per weight binding: kernels that read `w0`, `w1`, `w2` (those that
-/// call `load_chunk0` or `load_quad0`) get one decoder per binding, its names suffixed with the
+/// call `load_chunk0`, `load_quad0` or `dotblk0`) get one decoder per binding, its names suffixed with the
 /// binding's number (`load_quad1`, `BW1`); `BW`, `CPB` and `QB` are binding 0's.
 fn compose_formats(body: &str, fmts: Option<[GgmlType; 3]>, subgroups: bool, nt: u32) -> String {
     let mut s = String::new();
@@ -142,7 +183,10 @@ fn compose_formats(body: &str, fmts: Option<[GgmlType; 3]>, subgroups: bool, nt:
         f
     };
     if let Some(fmts) = fmts {
-        if body.contains("load_chunk0(") || body.contains("load_quad0(") {
+        if ["load_chunk0(", "load_quad0(", "dotblk0("]
+            .iter()
+            .any(|f| body.contains(f))
+        {
             for (i, &ty) in fmts.iter().enumerate() {
                 let mut copy = rename(&fmt(ty), "wq", &format!("w{i}"));
                 for name in [
@@ -217,6 +261,20 @@ pub fn all_modules() -> Vec<(String, String)> {
     v.push((
         "matvec/q4_K,q4_K,q6_K".into(),
         matvec([T::Q4_K, T::Q4_K, T::Q6_K], true, false),
+    ));
+    // Block dots beside quads in one mat-vec, and gate/up by blocks of two formats.
+    v.push((
+        "matvec/q6_K,q4_0,q4_K".into(),
+        matvec([T::Q6_K, T::Q4_0, T::Q4_K], false, false),
+    ));
+    v.push((
+        "matvec/q4_K,q6_K,q4_K".into(),
+        matvec([T::Q4_K, T::Q6_K, T::Q4_K], true, false),
+    ));
+    // Quads only (RUSTORCH_WGPU_MATVEC=quad).
+    v.push((
+        "matvec/q4_K,q4_K,q6_K/quad".into(),
+        matvec_with([T::Q4_K, T::Q4_K, T::Q6_K], true, false, false),
     ));
     v
 }
