@@ -34,6 +34,10 @@ pub struct Options {
     /// [`SUBMIT_EVERY`]). Smaller batches let the GPU start while the rest of the step is being
     /// recorded.
     pub submit_every: usize,
+    /// Ramp a step's submissions up (`RUSTORCH_WGPU_SUBMIT_RAMP=1`): after an eighth, a quarter,
+    /// a half of `submit_every` ops, then every `submit_every`, instead of a quarter then whole
+    /// batches, so the GPU starts sooner.
+    pub submit_ramp: bool,
     /// Print where the host's time went (recording, encoding, submitting, waiting) at exit, and,
     /// where the adapter has timestamp queries, the GPU time of each kernel (every dispatch then
     /// runs in its own compute pass, and each submission is waited for).
@@ -57,7 +61,7 @@ pub struct Options {
 
 impl Options {
     /// Defaults, overridden by `RUSTORCH_WGPU_ADAPTER`, `RUSTORCH_WGPU_SUBGROUPS=0`,
-    /// `RUSTORCH_WGPU_TIMEOUT` (seconds), `RUSTORCH_WGPU_SUBMIT_EVERY` (ops),
+    /// `RUSTORCH_WGPU_TIMEOUT` (seconds), `RUSTORCH_WGPU_SUBMIT_EVERY` (ops), `RUSTORCH_WGPU_SUBMIT_RAMP=1`,
     /// `RUSTORCH_WGPU_PROFILE=1` (or `=pass`), `RUSTORCH_WGPU_CHECKED=1` and `RUSTORCH_WGPU_MATVEC=0` (or `=chunk`, `=quad`).
     pub fn from_env() -> Options {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -72,6 +76,7 @@ impl Options {
             submit_every: env("RUSTORCH_WGPU_SUBMIT_EVERY")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(SUBMIT_EVERY),
+            submit_ramp: env("RUSTORCH_WGPU_SUBMIT_RAMP").is_some_and(|v| v != "0"),
             profile: env("RUSTORCH_WGPU_PROFILE").is_some_and(|v| v != "0"),
             profile_passes: env("RUSTORCH_WGPU_PROFILE").is_some_and(|v| v == "pass"),
             checked: env("RUSTORCH_WGPU_CHECKED").is_some_and(|v| v != "0"),
@@ -156,6 +161,9 @@ pub(crate) struct Context {
     pub limits: wgpu::Limits,
     timeout: Duration,
     submit_every: usize,
+    submit_ramp: bool,
+    /// Submissions made in this step (since the last read).
+    step_subs: u32,
     checked: bool,
     pipes: Vec<Pipe>,
     pipe_ids: HashMap<String, usize>,
@@ -400,6 +408,8 @@ impl Context {
             limits,
             timeout: opts.timeout,
             submit_every: opts.submit_every,
+            submit_ramp: opts.submit_ramp,
+            step_subs: 0,
             checked: opts.checked,
             pipes: Vec::new(),
             pipe_ids: HashMap::new(),
@@ -593,7 +603,9 @@ impl Context {
         // Submitting before this op rather than after the last one keeps the last op recorded
         // open for a fold (see `pop_if_last`).
         // The first submission of a step comes sooner, so the GPU starts early.
-        let batch = if self.submitted {
+        let batch = if self.submit_ramp {
+            (self.submit_every >> (3 - self.step_subs.min(3))).max(1)
+        } else if self.submitted {
             self.submit_every
         } else {
             self.submit_every.div_ceil(4)
@@ -749,6 +761,7 @@ impl Context {
         self.n_slots = 0;
         self.token_host.clear();
         self.submitted = true;
+        self.step_subs += 1;
         if !stamped.is_empty() {
             self.read_stamps(&stamped)?;
         }
@@ -832,6 +845,7 @@ impl Context {
         self.flush()?;
         // The next op starts a new step.
         self.submitted = false;
+        self.step_subs = 0;
         let slice = staging.slice(..bytes);
         let (tx, rx) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {

@@ -3,7 +3,8 @@
 //! Every kernel is a `.wgsl` file beside this one. Kernels that read a quantized weight
 //! (`matmul`, `embed`) are completed with one format file that defines `BW` (words per block),
 //! `CPB` (32-weight chunks per block) and `load_chunk`; kernels that sum over a workgroup are
-//! completed with `reduce_sg.wgsl` (subgroup sums) or `reduce_wg.wgsl` (workgroup memory only).
+//! completed with `reduce_sg.wgsl` (subgroup sums and maxima) or `reduce_wg.wgsl` (workgroup memory
+//! only).
 
 use rustorch_gguf::GgmlType;
 
@@ -167,7 +168,7 @@ fn rename(src: &str, from: &str, to: &str) -> String {
 /// binding's number (`load_quad1`, `BW1`); `BW`, `CPB` and `QB` are binding 0's.
 fn compose_formats(body: &str, fmts: Option<[GgmlType; 3]>, subgroups: bool, nt: u32) -> String {
     let mut s = String::new();
-    let reduces = body.contains("reduce_sum(");
+    let reduces = body.contains("reduce_sum(") || body.contains("reduce_max(");
     // naga 27 takes subgroup operations without WGSL's `enable subgroups;` (which it rejects);
     // the device feature SUBGROUP is what allows them.
     s.push_str(COMMON);

@@ -32,7 +32,8 @@ var<workgroup> accs: array<vec4<f32>, 64>; // per invocation: its group's partia
 var<workgroup> ls: array<f32, 64>;         // and softmax sum
 
 @compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32 {SG_ARGS}) {
+    {SG_LETS}
     let h = wid.x;
     let t = wid.y;
     let split = wid.z;
@@ -70,14 +71,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             }
             s = s4.x + s4.y + s4.z + s4.w;
         }
-        sc[lid] = s;
-        workgroupBarrier();
+        // The tile's largest score (keys past the end score NEG): subgroup maxima where the
+        // adapter has subgroups, not a serial pass over the tile.
+        let mt = max(m, reduce_max(s, lid, sg_size, sg_lane));
         let cnt = min(64u, end - j0);
-        var mt = m;
-        for (var i = 0u; i < cnt; i++) {
-            mt = max(mt, sc[i]);
-        }
-        workgroupBarrier();
         sc[lid] = select(0.0, exp(s - mt), j < end);
         workgroupBarrier();
         let alpha = exp(m - mt);

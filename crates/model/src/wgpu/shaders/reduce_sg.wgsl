@@ -16,3 +16,19 @@ fn reduce_sum(v: f32, lid: u32, sg_size: u32, sg_lane: u32) -> f32 {
     workgroupBarrier();
     return r;
 }
+
+// Workgroup maximum, as reduce_sum.
+fn reduce_max(v: f32, lid: u32, sg_size: u32, sg_lane: u32) -> f32 {
+    let s = subgroupMax(v);
+    if (sg_lane == 0u) {
+        red[lid / sg_size] = s;
+    }
+    workgroupBarrier();
+    var r = red[0];
+    let n_sg = (64u + sg_size - 1u) / sg_size;
+    for (var i = 1u; i < n_sg; i++) {
+        r = max(r, red[i]);
+    }
+    workgroupBarrier();
+    return r;
+}

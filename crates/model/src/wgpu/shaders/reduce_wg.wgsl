@@ -15,3 +15,15 @@ fn reduce_sum(v: f32, lid: u32, sg_size: u32, sg_lane: u32) -> f32 {
     workgroupBarrier();
     return r;
 }
+
+// Workgroup maximum, as reduce_sum (a serial pass over the 64 values).
+fn reduce_max(v: f32, lid: u32, sg_size: u32, sg_lane: u32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    var r = red[0];
+    for (var i = 1u; i < 64u; i++) {
+        r = max(r, red[i]);
+    }
+    workgroupBarrier();
+    return r;
+}
