@@ -5,14 +5,16 @@
 //!   [`shaders::repack`]) and decoded inside the matmul and embedding kernels.
 //! - Activations, the attention partials and the KV cache (f32, `(n_head_kv, n_ctx, head_dim)`
 //!   per layer) live in GPU buffers allocated once.
-//! - Every op of a forward pass is recorded ([`context::Context`]) and submitted every 32 ops (the
-//!   first batch of a step after 8), so the GPU runs while the host records and encodes the rest;
+//! - Every op of a forward pass is recorded ([`context::Context`]) and submitted every 32 ops (a
+//!   step's first batches after 4, 8 and 16), so the GPU runs while the host records and encodes
+//!   the rest;
 //!   each op's parameters sit in one uniform buffer at dynamic offsets, bind groups are cached
 //!   across steps.
 //! - Matmuls dot decoded weights with f32 activations (the CPU backend quantizes activations to
 //!   8 bits first, so logits differ slightly; `dot4I8Packed` kernels are a later step). The prompt
 //!   takes eight tokens per workgroup (`matmul.wgsl`); decode a mat-vec with a workgroup per row
-//!   whose loads are coalesced four weights an invocation (`matvec.wgsl`).
+//!   whose loads are coalesced four weights an invocation (`matvec.wgsl`), Q4_K and Q6_K sixteen
+//!   weights an invocation with the block's scales loaded once (`formats/*_blk.wgsl`).
 //! - Fewer dispatches per layer (`backend/fused.rs`): q/k/v (of any formats, in decode) and gate/up
 //!   share one, the RMSNorm before a decode mat-vec and the SwiGLU and residual adds after a matmul
 //!   fold into it, RoPE of q and k and the cache store are one.
