@@ -1,6 +1,6 @@
-//! Weights the CPU backend rewrites at load time into a kernel's packed layout (Q4_0 on x86)
-//! must give the model the same logits as the file's own layout (`RUSTORCH_CPU_PACK=0`): the
-//! SmolLM2 file requantized to Q4_0, teacher-forced over real text. Token by token (the decode
+//! Weights the CPU backend rewrites at load time into a kernel's packed layout (Q4_0 and Q4_K on
+//! x86) must give the model the same logits as the file's own layout (`RUSTORCH_CPU_PACK=0`): the
+//! SmolLM2 file requantized to Q4_0 and to Q4_K_M, teacher-forced over real text. Token by token (the decode
 //! mat-vec, a kernel of its own on packed rows) they agree up to float summation order; as one
 //! batch (the eight-row prompt kernel, which repacks both layouts into the same scratch) they are
 //! identical.
@@ -43,25 +43,34 @@ fn logits(
 
 #[test]
 fn packed_q4_0_gives_the_logits_of_the_file_layout() {
+    check("Q4_0", rustorch_quant::GgmlType::Q4_0);
+}
+
+#[test]
+fn packed_q4_k_gives_the_logits_of_the_file_layout() {
+    check("Q4_K_M", rustorch_quant::GgmlType::Q4_K);
+}
+
+fn check(ftype: &str, packed_type: rustorch_quant::GgmlType) {
     let dir = tempfile::tempdir().unwrap();
-    let q4_0 = dir.path().join("smollm2-q4_0.gguf");
+    let model = dir.path().join(format!("smollm2-{ftype}.gguf"));
     let src = common::model(common::SMOLLM);
     common::rustorch_ok(&[
         "quantize",
         "--allow-requantize",
         src.to_str().unwrap(),
-        q4_0.to_str().unwrap(),
-        "Q4_0",
+        model.to_str().unwrap(),
+        ftype,
     ]);
     let text = common::reference_dir().join("texts/GPL-3");
     assert_eq!(
-        logits(&q4_0, &text, true, "512"),
-        logits(&q4_0, &text, false, "512"),
+        logits(&model, &text, true, "512"),
+        logits(&model, &text, false, "512"),
         "one batch: the prompt kernels must agree exactly"
     );
     let (packed, plain) = (
-        logits(&q4_0, &text, true, "1"),
-        logits(&q4_0, &text, false, "1"),
+        logits(&model, &text, true, "1"),
+        logits(&model, &text, false, "1"),
     );
     let (packed, plain) = (
         packed["positions"].as_array().unwrap(),
@@ -81,8 +90,8 @@ fn packed_q4_0_gives_the_logits_of_the_file_layout() {
     assert!(confident >= 100, "only {confident} positions with a margin");
     // The two layouts round in different orders: identical margins everywhere would mean the
     // packed kernels never ran (x86 has them; other CPUs keep the file layout).
-    let packs = rustorch_quant::kernels::mat_kernel(rustorch_quant::GgmlType::Q4_0)
-        .is_some_and(|k| k.has_packed_layout());
+    let packs =
+        rustorch_quant::kernels::mat_kernel(packed_type).is_some_and(|k| k.has_packed_layout());
     assert!(
         !packs || differ > 0,
         "packed and plain runs are bit-identical: was anything packed?"

@@ -2,7 +2,7 @@
 //! the SIMD kernels read without shuffling. Same bytes per row as the GGUF format, so a packed
 //! tensor replaces the mapped one one for one.
 //!
-//! Q4_0 ×8 (the only one so far): each run of eight consecutive blocks of a row becomes one group
+//! Q4_0 ×8: each run of eight consecutive blocks of a row becomes one group
 //! of 144 bytes, the eight f16 scales `d` first (16 bytes), then four 32-byte vectors; bytes
 //! `4j..4j + 4` of vector `k` are bytes `4k..4k + 4` of block `j`'s `qs`. A byte holds codes `i`
 //! (low nibble) and `i + 16` (high), so masking vector `k` gives, in 32-bit lane `j`, codes
@@ -10,6 +10,9 @@
 //! product then belong to blocks, and eight blocks are scaled by one vector multiply instead of
 //! each block's sum being reduced across lanes first. The row's last `nb % 8` blocks stay as
 //! they are.
+//!
+//! Q4_K ×8: the same idea inside a super-block, lanes being its eight sub-blocks
+//! ([`pack_q4_k`]).
 
 use std::mem::size_of;
 
@@ -74,5 +77,64 @@ pub(super) fn unpack_q4_0(w: &[u8], n_rows: usize, n_cols: usize, out: &mut [u8]
             }
         }
         dst[groups..].copy_from_slice(&src[groups..]);
+    }
+}
+
+/// Bytes of one Q4_K super-block (packed or not).
+const Q4_K_BYTES: usize = size_of::<crate::kquants::BlockQ4K>();
+/// Where a Q4_K super-block's codes start (after `d`, `dmin` and the 12 scale bytes).
+const Q4_K_QS: usize = 16;
+
+/// Packs `n_rows` rows of `n_cols` Q4_K values (whole super-blocks) into `out`.
+///
+/// Q4_K ×8: a super-block keeps its first 16 bytes (`d`, `dmin`, scales); its 128 bytes of codes
+/// become four 32-byte vectors, bytes `4l..4l + 4` of vector `m` holding codes `8m..8m + 4` of
+/// sub-block `l` in their low nibbles and codes `8m + 4..8m + 8` in their high ones. Masking or
+/// shifting a vector gives, in 32-bit lane `l`, four codes of sub-block `l`: a dot product's lanes
+/// are the eight sub-blocks, which one vector multiply then weights by their eight scales.
+///
+/// The caller checked the lengths.
+pub(super) fn pack_q4_k(w: &[u8], _n_rows: usize, _n_cols: usize, out: &mut [u8]) {
+    for (src, dst) in w
+        .chunks_exact(Q4_K_BYTES)
+        .zip(out.chunks_exact_mut(Q4_K_BYTES))
+    {
+        dst[..Q4_K_QS].copy_from_slice(&src[..Q4_K_QS]);
+        let qs = &src[Q4_K_QS..];
+        // Code `k` of sub-block `s`: 64 codes per 32 bytes, the first 32 in the low nibbles.
+        let code = |s: usize, k: usize| (qs[32 * (s / 2) + k] >> (4 * (s % 2))) & 0x0F;
+        for m in 0..4 {
+            for l in 0..8 {
+                for i in 0..4 {
+                    dst[Q4_K_QS + 32 * m + 4 * l + i] =
+                        code(l, 8 * m + i) | (code(l, 8 * m + 4 + i) << 4);
+                }
+            }
+        }
+    }
+}
+
+/// The inverse of [`pack_q4_k`].
+pub(super) fn unpack_q4_k(w: &[u8], _n_rows: usize, _n_cols: usize, out: &mut [u8]) {
+    for (src, dst) in w
+        .chunks_exact(Q4_K_BYTES)
+        .zip(out.chunks_exact_mut(Q4_K_BYTES))
+    {
+        dst[..Q4_K_QS].copy_from_slice(&src[..Q4_K_QS]);
+        let packed = &src[Q4_K_QS..];
+        let code = |s: usize, k: usize| {
+            let (m, i, high) = (k / 8, k % 4, k % 8 >= 4);
+            let byte = packed[32 * m + 4 * s + i];
+            if high {
+                byte >> 4
+            } else {
+                byte & 0x0F
+            }
+        };
+        for j in 0..4 {
+            for k in 0..32 {
+                dst[Q4_K_QS + 32 * j + k] = code(2 * j, k) | (code(2 * j + 1, k) << 4);
+            }
+        }
     }
 }

@@ -66,7 +66,11 @@ const fn kernels(isa: Isa) -> [MatKernel; 13] {
         kernel::<legacy::Q5_1>(isa),
         kernel::<kquants::Q2K>(isa),
         kernel::<kquants::Q3K>(isa),
-        kernel::<kquants::Q4K>(isa),
+        kernel::<kquants::Q4K>(isa).with_packed(
+            super::packed::pack_q4_k,
+            super::packed::unpack_q4_k,
+            gemm_fn::<packed::PackedQ4K>(isa),
+        ),
         kernel::<kquants::Q5K>(isa),
         kernel::<kquants::Q6K>(isa),
         kernel::<float::F32>(isa),
@@ -249,6 +253,22 @@ trait RowKernel {
     /// and Q8_0 activations transposed to match ([`packed::transpose_acts`], once per `gemm`
     /// call). Its eight-row prompt kernel ([`Self::REPACK8`]) reads the activations as they are.
     const PACKED: bool = false;
+
+    /// With [`Self::PACKED`]: writes the `n_tok` activation rows (`a_row` bytes each) in the
+    /// layout [`Self::dot_row`] reads into `out`, and returns its row length.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `act` holds `n_tok` rows of `n_cols` values of [`Self::ACT`].
+    #[inline(always)]
+    unsafe fn pack_acts(
+        _act: &[u8],
+        _a_row: usize,
+        _n_tok: usize,
+        _n_cols: usize,
+        _out: &mut Vec<u8>,
+    ) -> usize {
+        unreachable!("only packed kernels transpose their activations")
+    }
 
     /// Dots the weight row at `w` with the `NT` activation rows at `a`, all `n_cols` values long.
     /// With [`Self::ACT_SCALES`], `s[t]` holds row `t`'s block headers as f32 (see
@@ -450,6 +470,9 @@ unsafe fn gemm_tiled<K: RowKernel, D: Dot>(
             GgmlType::Q4_0 if K::PACKED => {
                 repack::gemm_rows8::<packed::PackedQ4_0Rows, D>(w, w_row, n_rows, &v, n_tok, out)
             }
+            GgmlType::Q4_K if K::PACKED => {
+                repack::gemm_rows8::<packed::PackedQ4KRows, D>(w, w_row, n_rows, &v, n_tok, out)
+            }
             GgmlType::Q4_K => {
                 repack::gemm_rows8::<repack_k4::Q4KRows, D>(w, w_row, n_rows, &v, n_tok, out)
             }
@@ -469,8 +492,8 @@ unsafe fn gemm_tiled<K: RowKernel, D: Dot>(
     }
     let mut transposed = ACT_T_BUF.take();
     if K::PACKED && n_rows > 0 {
-        packed::transpose_acts(act, a_row, n_tok, n_cols, &mut transposed);
-        (v.act, v.a_row) = (transposed.as_ptr(), packed::transposed_row_bytes(n_cols));
+        v.a_row = K::pack_acts(act, a_row, n_tok, n_cols, &mut transposed);
+        v.act = transposed.as_ptr();
     }
     for t0 in (0..n_tok).step_by(group) {
         let t1 = n_tok.min(t0 + group);

@@ -1,5 +1,5 @@
-//! Q4_0 in its load-time layout ([`crate::kernels::packed`]) against Q8_0 activations whose
-//! blocks are transposed the same way, once per `gemm` call.
+//! Q4_0 and Q4_K in their load-time layouts ([`crate::kernels::packed`]) against Q8_0 / Q8_K
+//! activations whose codes are transposed the same way, once per `gemm` call.
 //!
 //! Per group of eight blocks and token: eight `dpbusd`s leave the eight blocks' integer sums in
 //! the eight lanes, `OFFSET · Σ a` (the activations' precomputed block sums) is taken off, and one
@@ -10,12 +10,16 @@
 use std::arch::x86_64::*;
 use std::mem::{offset_of, size_of};
 
+use super::kquants::scales_mins_k4;
 use super::legacy::{self, nibbles};
 use super::repack::{self, transpose8, unroll8, Rows8};
-use super::{f16x8_inserted, hsums, load, load128, splat_f16, Dot, RowKernel, Views};
+use super::{
+    f16x8_inserted, hsums, load, load128, repack_k4, splat_f16, splat_f32, Dot, RowKernel, Views,
+};
 use crate::kernels::packed::{GROUP, Q4_0_GROUP_BYTES};
+use crate::kquants::{BlockQ4K, BlockQ8K};
 use crate::legacy::{BlockQ4_0, BlockQ8_0};
-use crate::GgmlType;
+use crate::{GgmlType, QK_K};
 
 const Q8_0_BYTES: usize = size_of::<BlockQ8_0>();
 const Q8_0_QS: usize = offset_of!(BlockQ8_0, qs);
@@ -25,7 +29,7 @@ const ACT_GROUP_BYTES: usize = GROUP * 32;
 
 /// Bytes of one activation row of `n_cols` values in the transposed layout: the groups' codes,
 /// then the last `nb % 8` blocks unchanged.
-pub(super) fn transposed_row_bytes(n_cols: usize) -> usize {
+fn transposed_row_bytes(n_cols: usize) -> usize {
     let nb = n_cols / 32;
     nb / GROUP * ACT_GROUP_BYTES + nb % GROUP * Q8_0_BYTES
 }
@@ -36,13 +40,7 @@ pub(super) fn transposed_row_bytes(n_cols: usize) -> usize {
 /// # Safety
 /// AVX2 is available; `act` holds `n_tok` rows of `n_cols` Q8_0 values.
 #[inline(always)]
-pub(super) unsafe fn transpose_acts(
-    act: &[u8],
-    a_row: usize,
-    n_tok: usize,
-    n_cols: usize,
-    out: &mut Vec<u8>,
-) {
+unsafe fn transpose_acts(act: &[u8], a_row: usize, n_tok: usize, n_cols: usize, out: &mut Vec<u8>) {
     let nb = n_cols / 32;
     let ng = nb / GROUP;
     let t_row = transposed_row_bytes(n_cols);
@@ -76,6 +74,18 @@ impl RowKernel for PackedQ4_0 {
     const ACT_SCALES: bool = true;
     const PACKED: bool = true;
     const REPACK8: bool = true;
+
+    #[inline(always)]
+    unsafe fn pack_acts(
+        act: &[u8],
+        a_row: usize,
+        n_tok: usize,
+        n_cols: usize,
+        out: &mut Vec<u8>,
+    ) -> usize {
+        transpose_acts(act, a_row, n_tok, n_cols, out);
+        transposed_row_bytes(n_cols)
+    }
 
     #[inline(always)]
     unsafe fn dot_row<D: Dot, const NT: usize>(
@@ -225,5 +235,195 @@ impl Rows8 for PackedQ4_0Rows {
         out: *mut f32,
     ) {
         repack::tile8::<legacy::Q4_0, D, NT>(p, nb, v, t, n_tok, out)
+    }
+}
+
+const Q4K_BYTES: usize = size_of::<BlockQ4K>();
+const Q4K_QS: usize = offset_of!(BlockQ4K, qs);
+const Q8K_BYTES: usize = size_of::<BlockQ8K>();
+const Q8K_D: usize = offset_of!(BlockQ8K, d);
+const Q8K_QS: usize = offset_of!(BlockQ8K, qs);
+const Q8K_BSUMS: usize = offset_of!(BlockQ8K, bsums);
+const _: () = assert!(Q4K_QS == 16 && offset_of!(BlockQ4K, dmin) == 2);
+
+std::thread_local! {
+    /// Eight rows of a packed Q4_K tile put back in the GGUF layout for the prompt kernel.
+    static Q4K_ROWS_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Q4_K rows packed per super-block ([`crate::kernels::packed::pack_q4_k`]) against Q8_K
+/// activations whose codes are transposed per super-block (lane `l` of vector `c`: codes
+/// `4c..4c + 4` of sub-block `l`); `d` and `bsums` stay where Q8_K has them.
+///
+/// Per super-block and token: eight `dpbusd`s give the eight sub-blocks' integer sums in the
+/// eight lanes, one `vpmulld` weights them by the eight scales, one `madd` of the mins with the
+/// activation's `bsums` gives the min term (lanes again sub-blocks), and two multiply-adds apply
+/// `d_w d_a` and `dmin_w d_a`. The row-layout kernel (`kquants::dot_k4`) needs a shuffle per 32
+/// weights to splat the scales, and `maddubs` plus `dpwssd` for each 32 products.
+pub(super) struct PackedQ4K;
+
+impl RowKernel for PackedQ4K {
+    const WEIGHT: GgmlType = GgmlType::Q4_K;
+    const ACT: GgmlType = GgmlType::Q8_K;
+    const PACKED: bool = true;
+    const REPACK8: bool = true;
+
+    #[inline(always)]
+    unsafe fn pack_acts(
+        act: &[u8],
+        a_row: usize,
+        n_tok: usize,
+        _n_cols: usize,
+        out: &mut Vec<u8>,
+    ) -> usize {
+        out.clear();
+        out.extend_from_slice(&act[..n_tok * a_row]);
+        for block in out.chunks_exact_mut(Q8K_BYTES) {
+            let qs = block.as_mut_ptr().add(Q8K_QS);
+            let rows: [__m256i; 8] = std::array::from_fn(|l| load(qs.add(32 * l)));
+            for (c, v) in transpose8(rows).into_iter().enumerate() {
+                _mm256_storeu_si256(qs.add(32 * c).cast(), v);
+            }
+        }
+        a_row
+    }
+
+    #[inline(always)]
+    unsafe fn dot_row<D: Dot, const NT: usize>(
+        w: *const u8,
+        a: [*const u8; NT],
+        _s: [*const f32; NT],
+        n_cols: usize,
+    ) -> [f32; NT] {
+        dot_packed_k4::<D, 1, NT>([w], a, n_cols)[0]
+    }
+
+    #[inline(always)]
+    unsafe fn dot_rows<D: Dot, const R: usize, const NT: usize>(
+        w: [*const u8; R],
+        a: [*const u8; NT],
+        _s: [*const f32; NT],
+        n_cols: usize,
+    ) -> [[f32; NT]; R] {
+        dot_packed_k4::<D, R, NT>(w, a, n_cols)
+    }
+}
+
+/// `R` packed Q4_K rows against `NT` transposed Q8_K rows, super-blocks of the rows interleaved
+/// (several streams with one token, as [`dot_packed`]).
+///
+/// # Safety
+/// As [`RowKernel::dot_row`], for each of the `R` packed rows and transposed activation rows.
+#[inline(always)]
+unsafe fn dot_packed_k4<D: Dot, const R: usize, const NT: usize>(
+    w: [*const u8; R],
+    a: [*const u8; NT],
+    n_cols: usize,
+) -> [[f32; NT]; R] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut acc = [[_mm256_setzero_ps(); NT]; R];
+    for b in 0..n_cols / QK_K {
+        for r in 0..R {
+            let x = w[r].add(b * Q4K_BYTES);
+            let sm = scales_mins_k4(x.add(offset_of!(BlockQ4K, scales)));
+            let sc = _mm256_cvtepu8_epi32(sm);
+            let mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)); // m0 m0 m1 m1 .. m7 m7
+            let d = splat_f16(x);
+            let dmin = splat_f16(x.add(2));
+            let mut q = [_mm256_setzero_si256(); 8];
+            for m in 0..4 {
+                let v = load(x.add(Q4K_QS + 32 * m));
+                q[2 * m] = _mm256_and_si256(v, m4);
+                q[2 * m + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+            }
+            unroll8!(NT, |t| {
+                let y = a[t].add(b * Q8K_BYTES);
+                let at = |c: usize| load(y.add(Q8K_QS + 32 * c));
+                let mut even = D::dpbusd(_mm256_setzero_si256(), q[0], at(0));
+                let mut odd = D::dpbusd(_mm256_setzero_si256(), q[1], at(1));
+                for c in (2..8).step_by(2) {
+                    even = D::dpbusd(even, q[c], at(c));
+                    odd = D::dpbusd(odd, q[c + 1], at(c + 1));
+                }
+                // Per sub-block: |Σ q·a| <= 32 · 15 · 127, times a 6-bit scale: exact in f32.
+                let sums = _mm256_mullo_epi32(_mm256_add_epi32(even, odd), sc);
+                let min_sums = _mm256_madd_epi16(load(y.add(Q8K_BSUMS)), mins);
+                let dy = splat_f32(y.add(Q8K_D));
+                let acc_rt =
+                    _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(sums), acc[r][t]);
+                acc[r][t] = _mm256_fnmadd_ps(
+                    _mm256_mul_ps(dmin, dy),
+                    _mm256_cvtepi32_ps(min_sums),
+                    acc_rt,
+                );
+            });
+        }
+    }
+    let mut out = [[0.0; NT]; R];
+    for (o, acc) in out.iter_mut().zip(acc) {
+        *o = hsums(acc);
+    }
+    out
+}
+
+/// Packed Q4_K rows for the eight-row prompt kernel: put back in the GGUF layout (eight rows at a
+/// time, into a per-thread buffer), then repacked as [`repack_k4::Q4KRows`] repacks them.
+pub(super) struct PackedQ4KRows;
+
+impl Rows8 for PackedQ4KRows {
+    const BLOCK: usize = QK_K;
+    const PACKED: usize = <repack_k4::Q4KRows as Rows8>::PACKED;
+
+    #[inline(always)]
+    unsafe fn repack8(w: *const u8, w_row: usize, nb: usize, out: *mut u8) {
+        let row = nb * Q4K_BYTES;
+        let mut buf = Q4K_ROWS_BUF.take();
+        buf.clear();
+        buf.resize(8 * row, 0);
+        for r in 0..8 {
+            for b in 0..nb {
+                unpack_q4k_block(
+                    w.add(r * w_row + b * Q4K_BYTES),
+                    buf.as_mut_ptr().add(r * row + b * Q4K_BYTES),
+                );
+            }
+        }
+        <repack_k4::Q4KRows as Rows8>::repack8(buf.as_ptr(), row, nb, out);
+        Q4K_ROWS_BUF.set(buf);
+    }
+
+    #[inline(always)]
+    unsafe fn tile8<D: Dot, const NT: usize>(
+        p: *const u8,
+        nb: usize,
+        v: &Views,
+        t: usize,
+        n_tok: usize,
+        out: *mut f32,
+    ) {
+        <repack_k4::Q4KRows as Rows8>::tile8::<D, NT>(p, nb, v, t, n_tok, out)
+    }
+}
+
+/// One packed Q4_K super-block at `x` back in the GGUF layout at `dst`.
+///
+/// # Safety
+/// AVX2 is available; `x` and `dst` point to a super-block's bytes.
+#[inline(always)]
+unsafe fn unpack_q4k_block(x: *const u8, dst: *mut u8) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    std::ptr::copy_nonoverlapping(x, dst, Q4K_QS);
+    // Chunk vector `c`, lane `l`: codes `4c..4c + 4` of sub-block `l`.
+    let mut chunks = [_mm256_setzero_si256(); 8];
+    for m in 0..4 {
+        let v = load(x.add(Q4K_QS + 32 * m));
+        chunks[2 * m] = _mm256_and_si256(v, m4);
+        chunks[2 * m + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+    }
+    // Vector `s`: the 32 codes of sub-block `s` in order.
+    let subs = transpose8(chunks);
+    for j in 0..4 {
+        let bytes = _mm256_or_si256(subs[2 * j], _mm256_slli_epi16::<4>(subs[2 * j + 1]));
+        _mm256_storeu_si256(dst.add(Q4K_QS + 32 * j).cast(), bytes);
     }
 }
