@@ -11,8 +11,9 @@ use crate::ModelError;
 /// Parameter slots of one submission; a step of a 32-layer model records about 500 ops.
 const MAX_SLOTS: u32 = 2048;
 /// Ops per submission by default (an eighth, a quarter and a half of that for a step's first
-/// three): the GPU starts on the first ones while the host records and encodes the rest of the step (an H100 decoding
-/// TinyLlama at 1d4d789: 302 -> 362 tok/s against one submission per step; 16 ops: 336, 64: 353).
+/// three): the GPU starts on the first ones while the host records and encodes the rest of the
+/// step (an H100 decoding TinyLlama at 1d4d789: 302 -> 362 tok/s against one submission per step;
+/// 16 ops: 336, 64: 353).
 const SUBMIT_EVERY: usize = 32;
 /// Storage buffers one op binds at most (the decode mat-vec with the RMSNorm folded in).
 pub(crate) const MAX_BINDS: usize = 10;
