@@ -37,8 +37,8 @@ pub struct Options {
     pub submit_every: usize,
     /// Ramp a step's submissions up: after an eighth, a quarter, a half of `submit_every` ops,
     /// then every `submit_every` (default; `RUSTORCH_WGPU_SUBMIT_RAMP=0`: a quarter, then whole
-    /// batches), so the GPU starts sooner (an H100 decoding TinyLlama Q4_K_M at e55476e: 591 ->
-    /// 608 tok/s; with batches of 16: 586).
+    /// batches), so the GPU starts sooner (an H100 decoding TinyLlama Q4_K_M: 591 -> 608 tok/s in
+    /// one call, 590 -> 573 in another: within the machines' noise).
     pub submit_ramp: bool,
     /// Print where the host's time went (recording, encoding, submitting, waiting) at exit, and,
     /// where the adapter has timestamp queries, the GPU time of each kernel (every dispatch then
@@ -63,8 +63,9 @@ pub struct Options {
 
 impl Options {
     /// Defaults, overridden by `RUSTORCH_WGPU_ADAPTER`, `RUSTORCH_WGPU_SUBGROUPS=0`,
-    /// `RUSTORCH_WGPU_TIMEOUT` (seconds), `RUSTORCH_WGPU_SUBMIT_EVERY` (ops), `RUSTORCH_WGPU_SUBMIT_RAMP=0`,
-    /// `RUSTORCH_WGPU_PROFILE=1` (or `=pass`), `RUSTORCH_WGPU_CHECKED=1` and `RUSTORCH_WGPU_MATVEC=0` (or `=chunk`, `=quad`).
+    /// `RUSTORCH_WGPU_TIMEOUT` (seconds), `RUSTORCH_WGPU_SUBMIT_EVERY` (ops),
+    /// `RUSTORCH_WGPU_SUBMIT_RAMP=0`, `RUSTORCH_WGPU_PROFILE=1` (or `=pass`),
+    /// `RUSTORCH_WGPU_CHECKED=1` and `RUSTORCH_WGPU_MATVEC=0` (or `=chunk`, `=quad`).
     pub fn from_env() -> Options {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Options {

@@ -164,8 +164,8 @@ fn rename(src: &str, from: &str, to: &str) -> String {
 }
 
 /// [`compose`] with a format per weight binding: kernels that read `w0`, `w1`, `w2` (those that
-/// call `load_chunk0`, `load_quad0` or `dotblk0`) get one decoder per binding, its names suffixed with the
-/// binding's number (`load_quad1`, `BW1`); `BW`, `CPB` and `QB` are binding 0's.
+/// call `load_chunk0`, `load_quad0` or `dotblk0`) get one decoder per binding, its names suffixed
+/// with the binding's number (`load_quad1`, `BW1`); `BW`, `CPB` and `QB` are binding 0's.
 fn compose_formats(body: &str, fmts: Option<[GgmlType; 3]>, subgroups: bool, nt: u32) -> String {
     let mut s = String::new();
     let reduces = body.contains("reduce_sum(") || body.contains("reduce_max(");
