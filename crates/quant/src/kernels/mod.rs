@@ -24,6 +24,11 @@
 //! `gemm` allocates nothing once a thread has run it: the x86 Q8_0 / Q8_1 kernels convert the
 //! activations' f16 scales once per call into a buffer kept per thread.
 //!
+//! Some kernels also have a faster weight layout made once at load time
+//! ([`MatKernel::has_packed_layout`], [`MatKernel::pack`], [`MatKernel::gemm_packed`]; so far
+//! Q4_0 and Q4_K on x86): rows keep their size, `gemm_packed` is held to the same reference on
+//! the same random inputs, and [`MatKernel::unpack`] gives the GGUF bytes back.
+//!
 //! Set `RUSTORCH_ISA=scalar|avx2|avx512vnni|neon` to cap the choice (benchmarks, bisecting).
 //! The AVX-512 kernels need Rust 1.89 (stable AVX-512 intrinsics and target features).
 

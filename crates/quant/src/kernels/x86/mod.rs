@@ -12,6 +12,11 @@
 //! mat-vec, each weight row streamed once. Q4_0, Q5_0, Q8_0 (VNNI only), Q4_K and Q6_K with four
 //! tokens or more first take the rows in groups of eight, repacked into a per-thread scratch buffer so that one
 //! `dpbusd` lane is one row ([`repack`], [`repack_k4`], [`repack_k6`]).
+//!
+//! Q4_0 and Q4_K also have load-time layouts ([`crate::kernels::packed`], read by [`packed`]): the
+//! backend rewrites those weights once, and their kernels put blocks (Q4_0) or sub-blocks (Q4_K)
+//! in the lanes of a dot product. With one token, every kernel takes a task's rows as
+//! [`DECODE_STREAMS`] interleaved streams.
 
 mod float;
 mod kquants;
