@@ -6,7 +6,7 @@
 use half::f16;
 use rustorch_gguf::GgmlType;
 use rustorch_model::cpu::CpuWeight;
-use rustorch_model::wgpu::{shaders, Options, WgpuBackend, WgpuBuf};
+use rustorch_model::wgpu::{shaders, MvShapes, Options, WgpuBackend, WgpuBuf};
 use rustorch_model::{AttnShape, Backend, CpuBackend};
 use rustorch_quant::dispatch;
 
@@ -38,16 +38,18 @@ fn gpu_with(subgroups: bool, matvec: bool) -> WgpuBackend {
 
 /// As [`gpu_with`], with the older mat-vec of 32-weight chunks if `chunk`.
 fn gpu_opts(subgroups: bool, matvec: bool, chunk: bool) -> WgpuBackend {
-    gpu_full(subgroups, matvec, chunk, false)
+    gpu_full(subgroups, matvec, chunk, false, "")
 }
 
-/// As [`gpu_opts`], with Q4_K and Q6_K by quads rather than block dots in the mat-vec if `quad`.
-fn gpu_full(subgroups: bool, matvec: bool, chunk: bool, quad: bool) -> WgpuBackend {
+/// As [`gpu_opts`], with Q4_K and Q6_K by quads rather than block dots in the mat-vec if `quad`,
+/// and the mat-vec's workgroup shapes as `RUSTORCH_WGPU_MV` would set them (`""`: the defaults).
+fn gpu_full(subgroups: bool, matvec: bool, chunk: bool, quad: bool, shapes: &str) -> WgpuBackend {
     let opts = Options {
         subgroups,
         matvec,
         matvec_chunk: chunk,
         matvec_quad: quad,
+        matvec_shapes: MvShapes::parse(shapes).expect("mat-vec shapes"),
         ..Options::from_env()
     };
     WgpuBackend::new(opts).unwrap_or_else(|e| {
@@ -111,23 +113,31 @@ fn dequantize(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Vec<f32> 
 
 #[test]
 fn matmul_and_embed_decode_every_format() {
-    // The mat-vec takes Q4_K and Q6_K by block dots, or by quads (`quad`) as the other formats.
-    for (subgroups, matvec, chunk, quad) in [
-        (false, false, false, false),
-        (true, false, false, false),
-        (true, true, false, false),
-        (true, true, false, true),
-        (true, true, true, false),
+    // The mat-vec takes Q4_K and Q6_K by block dots, or by quads (`quad`) as the other formats;
+    // in workgroups of 64 invocations a row, or of the other shapes (decode only, there).
+    for (subgroups, matvec, chunk, quad, shapes) in [
+        (false, false, false, false, ""),
+        (true, false, false, false, ""),
+        (true, true, false, false, ""),
+        (true, true, false, true, ""),
+        (true, true, true, false, ""),
+        (true, true, false, false, "128x1"),
+        (true, true, false, false, "256x1"),
+        (true, true, false, false, "64x2"),
+        (true, true, false, false, "128x4"),
+        (true, true, false, true, "256x2"),
     ] {
-        let mut b = gpu_full(subgroups, matvec, chunk, quad);
+        let mut b = gpu_full(subgroups, matvec, chunk, quad, shapes);
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         // Rows not a multiple of the workgroup, five K super-blocks per row (40 chunks: more
         // than a subgroup of 32 takes in one step, and a partial second step); and a wide row
-        // (576 four-weight steps: one pass of the mat-vec's eight-step loop and a tail).
+        // (576 four-weight steps: one pass of the mat-vec's eight-step loop and a tail); and
+        // rows of 22 K super-blocks (ffn_down's 5632: a masked step at every shape).
         for (rows, cols, ty) in shaders::FORMATS
             .iter()
             .map(|&ty| (37, 1280, ty))
             .chain(shaders::FORMATS.iter().map(|&ty| (40, 2304, ty)))
+            .chain([(37, 5632, GgmlType::Q4_K), (38, 5632, GgmlType::Q6_K)])
         {
             let w = rng.vec(rows * cols);
             let bytes = quantize(ty, &w, rows);
@@ -135,7 +145,8 @@ fn matmul_and_embed_decode_every_format() {
             let wd = dequantize(ty, &bytes, rows, cols);
             let weight = b.upload_matrix("w", ty, rows, cols, &bytes).unwrap();
             // Decode (1 token), one partial prompt tile (3), and two tiles (11).
-            for n in [1, 3, 11] {
+            let ns: &[usize] = if shapes.is_empty() { &[1, 3, 11] } else { &[1] };
+            for &n in ns {
                 let x = rng.vec(n * cols);
                 let xb = upload(&mut b, &x);
                 let mut out = b.alloc(n * rows).unwrap();
@@ -466,13 +477,19 @@ fn rms_norm_folds_into_the_decode_matvec() {
     // pass records them for one token: with the mat-vec, each pair is one dispatch that also
     // writes the normalised input; without it, the ops run apart. Widths with a tail of the
     // norm's four-load steps (320) and of the mat-vec's four-step loop (1280 over 32 lanes).
-    for (subgroups, matvec, chunk) in [
-        (false, false, false),
-        (true, false, false),
-        (true, true, false),
-        (true, true, true),
+    // Mat-vec workgroups of several rows or more invocations a row too (rows 37 below: a last
+    // workgroup of rows past the end).
+    for (subgroups, matvec, chunk, shapes) in [
+        (false, false, false, ""),
+        (true, false, false, ""),
+        (true, true, false, ""),
+        (true, true, true, ""),
+        (true, true, false, "128x1"),
+        (true, true, false, "256x1"),
+        (true, true, false, "64x2"),
+        (true, true, false, "128x4"),
     ] {
-        let mut b = gpu_opts(subgroups, matvec, chunk);
+        let mut b = gpu_full(subgroups, matvec, chunk, false, shapes);
         let mut cpu = CpuBackend::new(1);
         let mut rng = Rng(2024);
         let fold = subgroups && matvec;
@@ -485,7 +502,7 @@ fn rms_norm_folds_into_the_decode_matvec() {
             let xg = upload(&mut b, &x);
 
             let types = [GgmlType::Q4_K, GgmlType::Q4_K, GgmlType::Q6_K];
-            let rows = [64, 32, 32];
+            let rows = [64, 32, 37];
             let (mut ws, mut wds) = (Vec::new(), Vec::new());
             for (&ty, &r) in types.iter().zip(&rows) {
                 let bytes = quantize(ty, &rng.vec(r * cols), r);
@@ -506,7 +523,9 @@ fn rms_norm_folds_into_the_decode_matvec() {
                 want_ops,
                 "rms_norm + q/k/v dispatches ({cols})"
             );
-            let what = format!("(subgroups {subgroups}, mat-vec {matvec}, chunk {chunk}, {cols})");
+            let what = format!(
+                "(subgroups {subgroups}, mat-vec {matvec}, chunk {chunk}, shapes {shapes:?}, {cols})"
+            );
             assert_close(
                 &format!("normed input {what}"),
                 &download(&mut b, &xb, cols),
@@ -529,7 +548,7 @@ fn rms_norm_folds_into_the_decode_matvec() {
                 (GgmlType::Q4_K, GgmlType::Q4_K),
                 (GgmlType::Q6_K, GgmlType::Q4_K),
             ] {
-                let ff = 96;
+                let ff = 94;
                 let (bg, bu) = (
                     quantize(tg, &rng.vec(ff * cols), ff),
                     quantize(tu, &rng.vec(ff * cols), ff),

@@ -6,7 +6,7 @@ use rustorch_gguf::{GgmlType, GgufFile};
 use rustorch_quant::dispatch;
 
 use super::context::{Bind, Context, Options, TOKEN_CAP};
-use super::shaders::{self, MATMUL_NT};
+use super::shaders::{self, MvShape, MATMUL_NT};
 use crate::backend::{AttnShape, Backend, Device};
 use crate::ModelError;
 
@@ -207,9 +207,10 @@ impl WgpuBackend {
             })?;
         if self.cx.matvec {
             // Built now rather than at the first token (mixed formats are built when first met).
-            self.matvec_pipe([ty; 3], false)?;
+            let shape = self.cx.matvec_shapes.pick(1, rows, cols);
+            self.matvec_pipe([ty; 3], false, shape)?;
             if self.fold_norm {
-                self.matvec_pipe([ty; 3], true)?;
+                self.matvec_pipe([ty; 3], true, shape)?;
             }
         }
         Ok(WgpuWeight {
@@ -227,6 +228,7 @@ impl WgpuBackend {
         &mut self,
         fmts: [GgmlType; 3],
         norm: bool,
+        shape: MvShape,
     ) -> Result<usize, ModelError> {
         // w0, w1, w2, x, out0, out1, out2, res (+ the norm's weight and output)
         let access = [
@@ -235,15 +237,20 @@ impl WgpuBackend {
         let chunk = self.cx.matvec_chunk;
         let blocks = !self.cx.matvec_quad;
         let key = format!(
-            "matvec/{},{},{}/norm={norm}/chunk={chunk}{}",
+            "matvec/{},{},{}/norm={norm}/chunk={chunk}{}{}",
             fmts[0],
             fmts[1],
             fmts[2],
-            if blocks { "" } else { "/quad" }
+            if blocks { "" } else { "/quad" },
+            if shape == MvShape::ONE || chunk {
+                String::new()
+            } else {
+                format!("/{shape}")
+            }
         );
         self.cx
             .pipe(&key, &access[..if norm { 10 } else { 8 }], || {
-                shaders::matvec_with(fmts, norm, chunk, blocks)
+                shaders::matvec_with(fmts, norm, chunk, blocks, shape)
             })
     }
 

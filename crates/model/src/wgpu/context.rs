@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::shaders::MvShape;
 use crate::backend::Device;
 use crate::ModelError;
 
@@ -56,16 +57,89 @@ pub struct Options {
     /// With `matvec`: Q4_K and Q6_K weights by four-weight quads as the other formats
     /// (`RUSTORCH_WGPU_MATVEC=quad`) instead of sixteen invocations a block.
     pub matvec_quad: bool,
+    /// With `matvec`: the workgroup shape of each kind of decode mat-vec
+    /// (`RUSTORCH_WGPU_MV`, see [`MvShapes::parse`]).
+    pub matvec_shapes: MvShapes,
     /// Keep naga's run-time checks in the shaders (index clamping, loop bounding); off by default,
     /// see [`Context::pipe`].
     pub checked: bool,
+}
+
+/// The decode mat-vec's workgroup shape per kind of dispatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MvShapes {
+    /// Gate and up (two weights, SwiGLU folded in).
+    pub gu: MvShape,
+    /// Rows wider than 4096 (ffn_down).
+    pub long: MvShape,
+    /// 16384 rows or more (the output head).
+    pub head: MvShape,
+    /// The others (q/k/v, the attention output).
+    pub short: MvShape,
+}
+
+impl MvShapes {
+    /// 64 invocations a row, one row a workgroup, everywhere (`RUSTORCH_WGPU_MV=64x1`).
+    pub const ONE: MvShapes = MvShapes {
+        gu: MvShape::ONE,
+        long: MvShape::ONE,
+        head: MvShape::ONE,
+        short: MvShape::ONE,
+    };
+
+    /// The defaults.
+    pub const DEFAULT: MvShapes = MvShapes::ONE;
+
+    /// `DEFAULT` changed by a comma-separated list of `KIND=WGxRPW` (`gu`, `long`, `head`,
+    /// `short`; `WGxRPW` alone sets every kind), e.g. `gu=128x1,long=256x1`; None if malformed.
+    pub fn parse(s: &str) -> Option<MvShapes> {
+        let mut m = MvShapes::DEFAULT;
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            match item.split_once('=') {
+                None => {
+                    let v = MvShape::parse(item)?;
+                    m = MvShapes {
+                        gu: v,
+                        long: v,
+                        head: v,
+                        short: v,
+                    };
+                }
+                Some((k, v)) => {
+                    let v = MvShape::parse(v)?;
+                    match k.trim() {
+                        "gu" => m.gu = v,
+                        "long" => m.long = v,
+                        "head" => m.head = v,
+                        "short" => m.short = v,
+                        _ => return None,
+                    }
+                }
+            }
+        }
+        Some(m)
+    }
+
+    /// The shape for a dispatch of `k` weights of `rows` rows in all, `cols` wide.
+    pub fn pick(&self, k: usize, rows: usize, cols: usize) -> MvShape {
+        if k == 2 {
+            self.gu
+        } else if rows >= 16384 {
+            self.head
+        } else if cols > 4096 {
+            self.long
+        } else {
+            self.short
+        }
+    }
 }
 
 impl Options {
     /// Defaults, overridden by `RUSTORCH_WGPU_ADAPTER`, `RUSTORCH_WGPU_SUBGROUPS=0`,
     /// `RUSTORCH_WGPU_TIMEOUT` (seconds), `RUSTORCH_WGPU_SUBMIT_EVERY` (ops),
     /// `RUSTORCH_WGPU_SUBMIT_RAMP=0`, `RUSTORCH_WGPU_PROFILE=1` (or `=pass`),
-    /// `RUSTORCH_WGPU_CHECKED=1` and `RUSTORCH_WGPU_MATVEC=0` (or `=chunk`, `=quad`).
+    /// `RUSTORCH_WGPU_CHECKED=1`, `RUSTORCH_WGPU_MATVEC=0` (or `=chunk`, `=quad`) and
+    /// `RUSTORCH_WGPU_MV` (mat-vec workgroup shapes).
     pub fn from_env() -> Options {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Options {
@@ -86,6 +160,12 @@ impl Options {
             matvec: env("RUSTORCH_WGPU_MATVEC").is_none_or(|v| v != "0"),
             matvec_chunk: env("RUSTORCH_WGPU_MATVEC").is_some_and(|v| v == "chunk"),
             matvec_quad: env("RUSTORCH_WGPU_MATVEC").is_some_and(|v| v == "quad"),
+            matvec_shapes: env("RUSTORCH_WGPU_MV").map_or(MvShapes::DEFAULT, |v| {
+                MvShapes::parse(&v).unwrap_or_else(|| {
+                    eprintln!("wgpu: RUSTORCH_WGPU_MV={v} not understood; default shapes");
+                    MvShapes::DEFAULT
+                })
+            }),
         }
     }
 }
@@ -161,6 +241,8 @@ pub(crate) struct Context {
     pub matvec_chunk: bool,
     pub matvec_quad: bool,
     pub rows_per_group: usize,
+    /// The mat-vec's workgroup shapes, those the adapter cannot take replaced by 64x1.
+    pub matvec_shapes: MvShapes,
     pub limits: wgpu::Limits,
     timeout: Duration,
     submit_every: usize,
@@ -389,6 +471,29 @@ impl Context {
             s => s,
         };
         let rows_per_group = (64 / min_sg).clamp(1, 16) as usize;
+        // A shape of several rows a workgroup needs whole subgroups a row (an unknown largest
+        // subgroup counts as Vulkan's largest, 128).
+        let max_sg = match limits.max_subgroup_size {
+            0 => 128,
+            s => s,
+        };
+        let fits = |v: MvShape| {
+            let ok = v.wg <= limits.max_compute_invocations_per_workgroup
+                && v.wg <= limits.max_compute_workgroup_size_x
+                && (v.rpw == 1 || v.per_row() >= max_sg);
+            if ok {
+                v
+            } else {
+                MvShape::ONE
+            }
+        };
+        let m = opts.matvec_shapes;
+        let matvec_shapes = MvShapes {
+            gu: fits(m.gu),
+            long: fits(m.long),
+            head: fits(m.head),
+            short: fits(m.short),
+        };
         Ok(Context {
             stamps,
             stamp_passes: opts.profile_passes,
@@ -396,6 +501,7 @@ impl Context {
             matvec_chunk: opts.matvec_chunk,
             matvec_quad: opts.matvec_quad,
             rows_per_group,
+            matvec_shapes,
             device,
             queue,
             kind: if cfg!(target_os = "macos") {

@@ -37,7 +37,7 @@ use crate::runner::{Model, Runner};
 use crate::ModelError;
 
 pub use backend::{WgpuBackend, WgpuBuf, WgpuKv, WgpuWeight};
-pub use context::Options;
+pub use context::{MvShapes, Options};
 
 /// Whether a hardware GPU adapter of this platform's API (Metal or Vulkan) is present.
 pub fn present() -> bool {

@@ -109,11 +109,56 @@ fn block_dot(ty: GgmlType) -> Option<&'static str> {
 /// format with a block dot are read by whole blocks (`matvec_rowb.wgsl`), the others by quads.
 /// `RUSTORCH_WGPU_MATVEC=quad` keeps every format on quads.
 pub fn matvec(fmts: [GgmlType; 3], norm: bool, chunk: bool) -> String {
-    matvec_with(fmts, norm, chunk, true)
+    matvec_with(fmts, norm, chunk, true, MvShape::ONE)
 }
 
-/// [`matvec`], with block dots only where `blocks`.
-pub fn matvec_with(fmts: [GgmlType; 3], norm: bool, chunk: bool, blocks: bool) -> String {
+/// The decode mat-vec's workgroup: `wg` invocations taking `rpw` rows, `wg / rpw` invocations a
+/// row (a multiple of 16, the block dots' invocations a block; with several rows a workgroup, no
+/// less than the adapter's largest subgroup).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MvShape {
+    pub wg: u32,
+    pub rpw: u32,
+}
+
+impl MvShape {
+    /// 64 invocations a row, one row a workgroup (the kernel before shapes could be chosen).
+    pub const ONE: MvShape = MvShape { wg: 64, rpw: 1 };
+
+    /// Invocations a row.
+    pub fn per_row(self) -> u32 {
+        self.wg / self.rpw
+    }
+
+    /// `WGxRPW` (as `RUSTORCH_WGPU_MV` names it), e.g. `128x1`.
+    pub fn parse(s: &str) -> Option<MvShape> {
+        let (wg, rpw) = s.split_once('x').unwrap_or((s, "1"));
+        let shape = MvShape {
+            wg: wg.trim().parse().ok()?,
+            rpw: rpw.trim().parse().ok()?,
+        };
+        let ok = (16..=1024).contains(&shape.wg)
+            && shape.rpw >= 1
+            && shape.wg.is_multiple_of(shape.rpw)
+            && shape.per_row().is_multiple_of(16);
+        ok.then_some(shape)
+    }
+}
+
+impl std::fmt::Display for MvShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", self.wg, self.rpw)
+    }
+}
+
+/// [`matvec`], with block dots only where `blocks`, and workgroups of `shape`.
+pub fn matvec_with(
+    fmts: [GgmlType; 3],
+    norm: bool,
+    chunk: bool,
+    blocks: bool,
+    shape: MvShape,
+) -> String {
     let blk = |ty: GgmlType| block_dot(ty).filter(|_| blocks && !chunk);
     let rows: String = (0..3)
         .map(|k| match blk(fmts[k]) {
@@ -137,7 +182,9 @@ pub fn matvec_with(fmts: [GgmlType; 3], norm: bool, chunk: bool, blocks: bool) -
     let body = body
         .replace("{ROWS}", &rows)
         .replace("{GU}", gu)
-        .replace("{NORM_DECL}", if norm { MATVEC_NORM } else { MATVEC_PLAIN });
+        .replace("{NORM_DECL}", if norm { MATVEC_NORM } else { MATVEC_PLAIN })
+        .replace("{WG}", &shape.wg.to_string())
+        .replace("{RPW}", &shape.rpw.to_string());
     compose_formats(&body, Some(fmts), true, 1)
 }
 
@@ -275,8 +322,28 @@ pub fn all_modules() -> Vec<(String, String)> {
     // Quads only (RUSTORCH_WGPU_MATVEC=quad).
     v.push((
         "matvec/q4_K,q4_K,q6_K/quad".into(),
-        matvec_with([T::Q4_K, T::Q4_K, T::Q6_K], true, false, false),
+        matvec_with(
+            [T::Q4_K, T::Q4_K, T::Q6_K],
+            true,
+            false,
+            false,
+            MvShape::ONE,
+        ),
     ));
+    // Other workgroup shapes (RUSTORCH_WGPU_MV), blocks and quads, plain and with the norm.
+    for shape in ["128x1", "256x1", "64x2", "128x4", "256x2"] {
+        let shape = MvShape::parse(shape).expect("a shape");
+        for (fmts, norm, blocks) in [
+            ([T::Q4_K, T::Q4_K, T::Q6_K], true, true),
+            ([T::Q6_K; 3], false, true),
+            ([T::Q4_0; 3], true, false),
+        ] {
+            v.push((
+                format!("matvec/{},{},{}/{shape}", fmts[0], fmts[1], fmts[2]),
+                matvec_with(fmts, norm, false, blocks, shape),
+            ));
+        }
+    }
     v
 }
 

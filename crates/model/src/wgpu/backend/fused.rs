@@ -105,12 +105,14 @@ impl WgpuBackend {
         });
         let (pipe, nt, rpw) = if matvec {
             let ty = |i: usize| ws.get(i).map_or(w0.ty, |w| w.ty);
-            let pipe = self.matvec_pipe([ty(0), ty(1), ty(2)], norm.is_some())?;
-            // A workgroup per row; the older chunk kernel takes a row per subgroup.
+            let total: usize = ws.iter().map(|w| w.rows).sum();
+            let shape = self.cx.matvec_shapes.pick(ws.len(), total, w0.cols);
+            let pipe = self.matvec_pipe([ty(0), ty(1), ty(2)], norm.is_some(), shape)?;
+            // Rows a workgroup as the shape says; the older chunk kernel takes a row per subgroup.
             let rpw = if self.cx.matvec_chunk {
                 self.cx.rows_per_group
             } else {
-                1
+                shape.rpw as usize
             };
             (pipe, 1, rpw)
         } else if n == 1 {

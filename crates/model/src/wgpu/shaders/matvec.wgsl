@@ -1,8 +1,11 @@
-// Quantized matrix times one token's activations (decode): one workgroup of 64 invocations per
-// row, summed by subgroup operations and one partial per subgroup in workgroup memory.
+// Quantized matrix times one token's activations (decode): a workgroup of WG invocations takes
+// RPW rows, S = WG / RPW invocations a row (64 and one row by default), summed by subgroup
+// operations and one partial per subgroup in workgroup memory. With several rows a workgroup, S
+// is at least the adapter's largest subgroup size, and a row's subgroups are consecutive ones
+// (subgroups cover consecutive invocations, as on every driver met so far).
 //
-// Invocation i decodes weights 4q..4q+3 of the row for q = i, i + 64, i + 128, ... (load_quadK,
-// from the weight's format file): one step of the workgroup reads 256 consecutive weights and
+// The quads' loop, for S = 64 (the block dots take sixteen invocations a block): invocation i
+// decodes weights 4q..4q+3 of the row for q = i, i + 64, ... (load_quadK, from the format file): one step of the workgroup reads 256 consecutive weights and
 // 1 KiB of x, so the loads of a step are coalesced. The loop over a row (matvec_row.wgsl, one
 // copy per weight binding) has no branch, so the loads of its eight written-out steps are in
 // flight together (a branch inside it, even in a decoder, serialised them: 2-4x slower on an
@@ -39,14 +42,23 @@ struct Params {
 {NORM_DECL}
 {ROWS}
 {GU}
-var<workgroup> part: array<vec3<f32>, 64>; // per subgroup: its share of the row's sums
+const WG: u32 = {WG}u;
+const RPW: u32 = {RPW}u;
+const S: u32 = WG / RPW;
+var<workgroup> part: array<vec3<f32>, WG>; // per subgroup: its share of its row's sums
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(subgroup_size) sg_size: u32, @builtin(subgroup_invocation_id) sg_lane: u32, @builtin(subgroup_id) sg_id: u32, @builtin(num_subgroups) n_sg: u32) {
-    var row = wid.x + wid.z * 32768u;
-    if (row >= p.groups) {
+    let g = wid.x + wid.z * 32768u;
+    if (g * RPW >= p.groups) {
         return; // the whole workgroup
     }
+    // A row past the last (the last workgroup's, rows not a multiple of RPW) repeats the last
+    // one and writes nothing: its invocations still reach the barrier.
+    let own = g * RPW + lid / S;
+    let live = own < p.groups;
+    var row = min(own, p.groups - 1u);
+    let lane = lid % S;
     var k = 0u;
     if (p.mode != 2u && row >= p.rows0) {
         row -= p.rows0;
@@ -57,18 +69,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
     }
     // (sum of weight 0 or k, sum of weight 1 in mode 2, sum of squares of x), this invocation's
-    // share: weights 4q..4q+3 for q = lid, lid + 64, ...
+    // share: weights 4q..4q+3 for q = lane, lane + S, ...
     var d: vec3<f32>;
     if (p.mode == 2u) {
-        d = row_dot_gu(row, lid, 64u);
+        d = row_dot_gu(row, lane, S);
     } else {
         var e: vec2<f32>;
         if (k == 0u) {
-            e = row_dot0(row, lid, 64u);
+            e = row_dot0(row, lane, S);
         } else if (k == 1u) {
-            e = row_dot1(row, lid, 64u);
+            e = row_dot1(row, lane, S);
         } else {
-            e = row_dot2(row, lid, 64u);
+            e = row_dot2(row, lane, S);
         }
         d = vec3<f32>(e.x, 0.0, e.y);
     }
@@ -77,17 +89,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         part[sg_id] = ds;
     }
     workgroupBarrier();
+    // The partials of this row's subgroups (all of them with one row a workgroup, whatever the
+    // subgroup size).
     var t = vec3<f32>(0.0);
-    for (var i = 0u; i < n_sg; i++) {
-        t += part[i];
+    let per = select(n_sg, S / sg_size, RPW > 1u);
+    let first = (lid / S) * per;
+    for (var i = 0u; i < per; i++) {
+        t += part[first + i];
     }
     let scale = norm_scale(t.z);
     let sum = t.x * scale;
     let u = t.y * scale;
     if (wid.x == 0u && wid.z == 0u) {
-        write_xn(scale, lid, 64u);
+        write_xn(scale, lid, WG);
     }
-    if (lid == 0u) {
+    if (lane == 0u && live) {
         if (p.mode == 2u) {
             out0[row] = sum / (1.0 + exp(-sum)) * u;
             out1[row] = u;
