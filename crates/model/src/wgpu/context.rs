@@ -90,11 +90,12 @@ impl MvShapes {
     /// The defaults.
     pub const DEFAULT: MvShapes = MvShapes::ONE;
 
-    /// `DEFAULT` changed by a comma-separated list of `KIND=WGxRPW` (`gu`, `long`, `head`,
-    /// `short`; `WGxRPW` alone sets every kind), e.g. `gu=128x1,long=256x1`; None if malformed.
+    /// `DEFAULT` changed by a list of `KIND=WGxRPW` separated by `,` or `;` (`gu`, `long`,
+    /// `head`, `short`; `WGxRPW` alone sets every kind), e.g. `gu=128x1,long=256x1`; None if
+    /// malformed.
     pub fn parse(s: &str) -> Option<MvShapes> {
         let mut m = MvShapes::DEFAULT;
-        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        for item in s.split([',', ';']).map(str::trim).filter(|i| !i.is_empty()) {
             match item.split_once('=') {
                 None => {
                     let v = MvShape::parse(item)?;
