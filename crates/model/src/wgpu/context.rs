@@ -87,8 +87,18 @@ impl MvShapes {
         short: MvShape::ONE,
     };
 
-    /// The defaults.
-    pub const DEFAULT: MvShapes = MvShapes::ONE;
+    /// The defaults: the best per kind of each shape's GPU time on an H100 (TinyLlama Q4_K_M,
+    /// per-kernel profile, bench/results/vulkan-h100-2026-11-26-issue6-round3-variants.txt):
+    /// gate/up 64x1 (19.9 us; 64x2 20.8, 128x4 20.8, 256x4 20.2, 128x1 30.2, 256x1 39.7),
+    /// Q6_K ffn_down 256x4 (14.5 us; 64x1 15.7), q/k/v 128x4 (11.3 and 11.8 us; 64x1 12.1 and
+    /// 12.3), the attention output 128x4 (10.9 us; 64x1 11.5), the head 128x4 (49.2 us; 64x1
+    /// 52.9). More invocations a row is slower everywhere.
+    pub const DEFAULT: MvShapes = MvShapes {
+        gu: MvShape::ONE,
+        long: MvShape { wg: 256, rpw: 4 },
+        head: MvShape { wg: 128, rpw: 4 },
+        short: MvShape { wg: 128, rpw: 4 },
+    };
 
     /// `DEFAULT` changed by a list of `KIND=WGxRPW` separated by `,` or `;` (`gu`, `long`,
     /// `head`, `short`; `WGxRPW` alone sets every kind), e.g. `gu=128x1,long=256x1`; None if

@@ -331,7 +331,7 @@ pub fn all_modules() -> Vec<(String, String)> {
         ),
     ));
     // Other workgroup shapes (RUSTORCH_WGPU_MV), blocks and quads, plain and with the norm.
-    for shape in ["128x1", "256x1", "64x2", "128x4", "256x2"] {
+    for shape in ["128x1", "256x1", "64x2", "128x4", "256x2", "256x4"] {
         let shape = MvShape::parse(shape).expect("a shape");
         for (fmts, norm, blocks) in [
             ([T::Q4_K, T::Q4_K, T::Q6_K], true, true),
