@@ -207,7 +207,8 @@ impl WgpuBackend {
             })?;
         if self.cx.matvec {
             // Built now rather than at the first token (mixed formats are built when first met).
-            let shape = self.cx.matvec_shapes.pick(1, rows, cols);
+            let blocks = !self.cx.matvec_quad && shaders::has_block_dot(ty);
+            let shape = self.cx.matvec_shapes.pick(1, rows, cols, blocks);
             self.matvec_pipe([ty; 3], false, shape)?;
             if self.fold_norm {
                 self.matvec_pipe([ty; 3], true, shape)?;

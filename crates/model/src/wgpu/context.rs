@@ -76,6 +76,10 @@ pub struct MvShapes {
     pub head: MvShape,
     /// The others (q/k/v, the attention output).
     pub short: MvShape,
+    /// Whether the shapes also apply to dispatches with a weight read by quads (formats without
+    /// a block dot, or `RUSTORCH_WGPU_MATVEC=quad`); else those take 64x1. Set by any
+    /// `RUSTORCH_WGPU_MV`; off by default (the shapes were measured on Q4_K and Q6_K only).
+    pub quads: bool,
 }
 
 impl MvShapes {
@@ -85,6 +89,7 @@ impl MvShapes {
         long: MvShape::ONE,
         head: MvShape::ONE,
         short: MvShape::ONE,
+        quads: true,
     };
 
     /// The defaults: the best per kind of each shape's GPU time on an H100 (TinyLlama Q4_K_M,
@@ -98,6 +103,7 @@ impl MvShapes {
         long: MvShape { wg: 256, rpw: 4 },
         head: MvShape { wg: 128, rpw: 4 },
         short: MvShape { wg: 128, rpw: 4 },
+        quads: false,
     };
 
     /// `DEFAULT` changed by a list of `KIND=WGxRPW` separated by `,` or `;` (`gu`, `long`,
@@ -105,6 +111,7 @@ impl MvShapes {
     /// malformed.
     pub fn parse(s: &str) -> Option<MvShapes> {
         let mut m = MvShapes::DEFAULT;
+        m.quads = !s.trim().is_empty();
         for item in s.split([',', ';']).map(str::trim).filter(|i| !i.is_empty()) {
             match item.split_once('=') {
                 None => {
@@ -114,6 +121,7 @@ impl MvShapes {
                         long: v,
                         head: v,
                         short: v,
+                        quads: true,
                     };
                 }
                 Some((k, v)) => {
@@ -131,9 +139,12 @@ impl MvShapes {
         Some(m)
     }
 
-    /// The shape for a dispatch of `k` weights of `rows` rows in all, `cols` wide.
-    pub fn pick(&self, k: usize, rows: usize, cols: usize) -> MvShape {
-        if k == 2 {
+    /// The shape for a dispatch of `k` weights of `rows` rows in all, `cols` wide, `blocks` if
+    /// every weight is read by block dots.
+    pub fn pick(&self, k: usize, rows: usize, cols: usize, blocks: bool) -> MvShape {
+        if !blocks && !self.quads {
+            MvShape::ONE
+        } else if k == 2 {
             self.gu
         } else if rows >= 16384 {
             self.head
@@ -504,6 +515,7 @@ impl Context {
             long: fits(m.long),
             head: fits(m.head),
             short: fits(m.short),
+            quads: m.quads,
         };
         Ok(Context {
             stamps,

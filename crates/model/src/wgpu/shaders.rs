@@ -94,6 +94,11 @@ pub fn compose(body: &str, ty: Option<GgmlType>, subgroups: bool, nt: u32) -> St
     compose_formats(body, ty.map(|t| [t; 3]), subgroups, nt)
 }
 
+/// Whether the decode mat-vec reads format `ty` by block dots (unless told to take quads).
+pub fn has_block_dot(ty: GgmlType) -> bool {
+    block_dot(ty).is_some()
+}
+
 /// The decode mat-vec's block dot of format `ty` (sixteen invocations a 256-weight block, the
 /// block's scales loaded once for their 16 weights), where it has one: Q4_K and Q6_K.
 fn block_dot(ty: GgmlType) -> Option<&'static str> {

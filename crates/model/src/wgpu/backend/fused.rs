@@ -106,7 +106,8 @@ impl WgpuBackend {
         let (pipe, nt, rpw) = if matvec {
             let ty = |i: usize| ws.get(i).map_or(w0.ty, |w| w.ty);
             let total: usize = ws.iter().map(|w| w.rows).sum();
-            let shape = self.cx.matvec_shapes.pick(ws.len(), total, w0.cols);
+            let blocks = !self.cx.matvec_quad && ws.iter().all(|w| shaders::has_block_dot(w.ty));
+            let shape = self.cx.matvec_shapes.pick(ws.len(), total, w0.cols, blocks);
             let pipe = self.matvec_pipe([ty(0), ty(1), ty(2)], norm.is_some(), shape)?;
             // Rows a workgroup as the shape says; the older chunk kernel takes a row per subgroup.
             let rpw = if self.cx.matvec_chunk {
