@@ -602,58 +602,102 @@ fn rms_norm_folds_into_the_decode_matvec() {
 #[test]
 fn rope_of_queries_and_keys_joins_the_cache_store() {
     // As the forward pass calls them: rope(q), rope(k), kv_store(k, v) become one dispatch;
-    // then attention reads the cache it wrote.
-    let shape = AttnShape {
-        n_head: 6,
-        n_head_kv: 2,
-        head_dim: 64,
-        n_rot: 64,
-        rope_freq_base: 500000.0,
-    };
-    let (e, kvd, n_ctx) = (6 * 64, 2 * 64, 128);
+    // then attention reads the cache it wrote. In decode (one token) that dispatch folds into the
+    // attention's (unless `rope_attn` is off): checked against the CPU at positions 0, 1, 2, 20,
+    // 21, 300 and 301 (split-K), GQA 6:2 and 8:2, head_dim 64 and 128 (96 dims rotated), and the
+    // cache it leaves is read by a plain attention of the rotated query and by the next step.
+    let cases = [
+        (6, 2, 64, 64, 500000.0, vec![(0, 1), (1, 1), (2, 1)]),
+        (6, 2, 64, 64, 500000.0, vec![(0, 20), (20, 1), (21, 1)]),
+        (8, 2, 128, 96, 10000.0, vec![(0, 300), (300, 1), (301, 1)]),
+    ];
+    let n_ctx = 384;
     for subgroups in [false, true] {
-        let mut b = gpu(subgroups);
-        let mut cpu = CpuBackend::new(2);
-        let mut rng = Rng(11);
-        let mut ckv = cpu.alloc_kv(2, n_ctx, 2, 64).unwrap();
-        let mut gkv = b.alloc_kv(2, n_ctx, 2, 64).unwrap();
-        for (pos0, n) in [(0, 20), (20, 1), (21, 1)] {
-            let (mut q, mut k, v) = (rng.vec(n * e), rng.vec(n * kvd), rng.vec(n * kvd));
-            let (mut qg, mut kg, vg) = (upload(&mut b, &q), upload(&mut b, &k), upload(&mut b, &v));
-            cpu.rope(&mut q, n, 6, &shape, pos0);
-            cpu.rope(&mut k, n, 2, &shape, pos0);
-            cpu.kv_store(&mut ckv, 1, &k, &v, n, pos0);
-            let mut want = vec![0.0; n * e];
-            cpu.attention(&q, &ckv, 1, n, pos0, &shape, &mut want);
-            b.rope(&mut qg, n, 6, &shape, pos0);
-            b.rope(&mut kg, n, 2, &shape, pos0);
-            b.kv_store(&mut gkv, 1, &kg, &vg, n, pos0);
-            assert_eq!(
-                b.pending_ops(),
-                1,
-                "rope q, rope k and the store in one dispatch"
-            );
-            let mut out = b.alloc(n * e).unwrap();
-            b.attention(&qg, &gkv, 1, n, pos0, &shape, &mut out);
-            let what = format!("at {pos0} (subgroups {subgroups})");
-            assert_close(
-                &format!("attention {what}"),
-                &download(&mut b, &out, n * e),
-                &want,
-                2e-2,
-            );
-            assert_close(
-                &format!("rotated q {what}"),
-                &download(&mut b, &qg, n * e),
-                &q,
-                1e-4,
-            );
-            assert_close(
-                &format!("rotated k {what}"),
-                &download(&mut b, &kg, n * kvd),
-                &k,
-                1e-4,
-            );
+        for rope_attn in [false, true] {
+            let mut b = WgpuBackend::new(Options {
+                subgroups,
+                rope_attn,
+                ..Options::from_env()
+            })
+            .expect("a GPU adapter");
+            for (n_head, n_head_kv, hd, n_rot, base, steps) in &cases {
+                let (n_head, n_head_kv, hd) = (*n_head, *n_head_kv, *hd);
+                let shape = AttnShape {
+                    n_head,
+                    n_head_kv,
+                    head_dim: hd,
+                    n_rot: *n_rot,
+                    rope_freq_base: *base,
+                };
+                let (e, kvd) = (n_head * hd, n_head_kv * hd);
+                let mut cpu = CpuBackend::new(2);
+                let mut rng = Rng(11);
+                let mut ckv = cpu.alloc_kv(2, n_ctx, n_head_kv, hd).unwrap();
+                let mut gkv = b.alloc_kv(2, n_ctx, n_head_kv, hd).unwrap();
+                for &(pos0, n) in steps {
+                    let (mut q, v) = (rng.vec(n * e), rng.vec(n * kvd));
+                    let mut k: Vec<f32> = rng.vec(n * kvd).iter().map(|x| 3.0 * x).collect();
+                    let (mut qg, mut kg, vg) =
+                        (upload(&mut b, &q), upload(&mut b, &k), upload(&mut b, &v));
+                    cpu.rope(&mut q, n, n_head, &shape, pos0);
+                    cpu.rope(&mut k, n, n_head_kv, &shape, pos0);
+                    cpu.kv_store(&mut ckv, 1, &k, &v, n, pos0);
+                    let mut want = vec![0.0; n * e];
+                    cpu.attention(&q, &ckv, 1, n, pos0, &shape, &mut want);
+                    b.rope(&mut qg, n, n_head, &shape, pos0);
+                    b.rope(&mut kg, n, n_head_kv, &shape, pos0);
+                    b.kv_store(&mut gkv, 1, &kg, &vg, n, pos0);
+                    assert_eq!(
+                        b.pending_ops(),
+                        1,
+                        "rope q, rope k and the store in one dispatch"
+                    );
+                    let mut out = b.alloc(n * e).unwrap();
+                    b.attention(&qg, &gkv, 1, n, pos0, &shape, &mut out);
+                    let split = usize::from(n == 1 && pos0 + 1 > 256);
+                    let fused = rope_attn && n == 1;
+                    assert_eq!(
+                        b.pending_ops(),
+                        2 + split - usize::from(fused),
+                        "decode attention takes the RoPE and the store in: {fused}"
+                    );
+                    let what = format!(
+                        "at {pos0} (hd {hd}, subgroups {subgroups}, rope_attn {rope_attn})"
+                    );
+                    assert_close(
+                        &format!("attention {what}"),
+                        &download(&mut b, &out, n * e),
+                        &want,
+                        2e-2,
+                    );
+                    if fused {
+                        // The cache holds the rotated key and the value: a plain attention of
+                        // the rotated query (nothing to fold) reads them back.
+                        let qr = upload(&mut b, &q);
+                        let mut again = b.alloc(n * e).unwrap();
+                        b.attention(&qr, &gkv, 1, n, pos0, &shape, &mut again);
+                        assert_close(
+                            &format!("attention from the cache {what}"),
+                            &download(&mut b, &again, n * e),
+                            &want,
+                            2e-2,
+                        );
+                    } else {
+                        assert_close(
+                            &format!("rotated q {what}"),
+                            &download(&mut b, &qg, n * e),
+                            &q,
+                            1e-4,
+                        );
+                        assert_close(
+                            &format!("rotated k {what}"),
+                            &download(&mut b, &kg, n * kvd),
+                            &k,
+                            1e-4,
+                        );
+                    }
+                }
+            }
         }
     }
 }

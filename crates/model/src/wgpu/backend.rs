@@ -11,7 +11,7 @@ use crate::backend::{AttnShape, Backend, Device};
 use crate::ModelError;
 
 mod fused;
-use fused::{LastMatmul, LastNorm, LastRope};
+use fused::{LastMatmul, LastNorm, LastRope, LastRopeKv};
 
 /// f32 activations in a GPU buffer.
 pub struct WgpuBuf {
@@ -74,6 +74,8 @@ const SPLIT_FROM: usize = 256;
 pub struct WgpuBackend {
     cx: Context,
     last_rope: Option<LastRope>,
+    /// The last RoPE with its cache store, for the decode attention to take in.
+    last_rope_kv: Option<LastRopeKv>,
     /// Bound where a matmul has fewer than three weights or outputs: one read-only, three written.
     dummy: [WgpuBuf; 4],
     last_mm: Option<LastMatmul>,
@@ -118,6 +120,7 @@ impl WgpuBackend {
             dummy,
             last_mm: None,
             last_rope: None,
+            last_rope_kv: None,
             part: None,
             cache: None,
         })
@@ -620,7 +623,14 @@ impl Backend for WgpuBackend {
                 && r.pos0 == pos0
                 && self.cx.pop_if_last(r.serial)
             {
-                self.record_rope(&r, Some((v, &kv.k[layer], &kv.v[layer], kv.n_ctx)));
+                let serial = self.record_rope(&r, Some((v, &kv.k[layer], &kv.v[layer], kv.n_ctx)));
+                self.last_rope_kv = Some(LastRopeKv {
+                    serial,
+                    rope: r,
+                    v: (v.buf.clone(), v.id),
+                    kc: kv.k[layer].id,
+                    vc: kv.v[layer].id,
+                });
                 return;
             }
         }
@@ -677,12 +687,40 @@ impl Backend for WgpuBackend {
             1
         };
         let split_len = n_kv.div_ceil(n_split).div_ceil(64) * 64;
-        let pa = self.simple(
-            "attention",
-            shaders::ATTENTION,
-            &[false, false, false, true, true],
-        );
+        // One decode token whose RoPE and cache store were just recorded (one dispatch, see
+        // `kv_store`): that dispatch is taken back and done by this one (attention.wgsl's FUSED).
+        let rope = self.last_rope_kv.take().filter(|r| {
+            let rp = &r.rope;
+            self.cx.rope_attn
+                && n == 1
+                && rp.n == 1
+                && rp.q.1 == q.id
+                && rp.pos0 == pos0
+                && rp.n_head == shape.n_head
+                && rp.n_head_kv == shape.n_head_kv
+                && rp.shape.head_dim == hd
+                && rp.shape.n_rot == shape.n_rot
+                && rp.shape.rope_freq_base == shape.rope_freq_base
+                && r.kc == kv.k[layer].id
+                && r.vc == kv.v[layer].id
+        });
+        let rope = rope.filter(|r| self.cx.pop_if_last(r.serial));
+        let fused = rope.is_some();
+        let sg = self.cx.subgroups;
+        let writes = [false, fused, fused, true, true, false, false];
+        let pa = match self
+            .cx
+            .pipe(&format!("attention/fused={fused}/sg={sg}"), &writes, || {
+                shaders::compose(&shaders::attention(fused), None, sg, 1)
+            }) {
+            Ok(p) => p,
+            Err(e) => {
+                self.cx.deferred.get_or_insert(e);
+                usize::MAX
+            }
+        };
         let scale = 1.0 / (hd as f32).sqrt();
+        let theta_scale = shape.rope_freq_base.powf(-2.0 / shape.n_rot as f32);
         let params = [
             shape.n_head as u32,
             shape.n_head_kv as u32,
@@ -692,8 +730,18 @@ impl Backend for WgpuBackend {
             n_split as u32,
             split_len as u32,
             scale.to_bits(),
+            shape.n_rot as u32,
+            theta_scale.to_bits(),
         ];
         let part = self.part.take().expect("allocated above");
+        let (kn, vn) = match &rope {
+            Some(r) => (
+                bind_of(r.rope.k.as_ref().expect("a joined RoPE has keys")),
+                bind_of(&r.v),
+            ),
+            None => (self.dummy[0].bind(), self.dummy[1].bind()),
+        };
+        let (kn, vn) = ((kn.buf.clone(), kn.id), (vn.buf.clone(), vn.id));
         self.record(
             pa,
             &[
@@ -702,6 +750,8 @@ impl Backend for WgpuBackend {
                 kv.v[layer].bind(),
                 out.bind(),
                 part.bind(),
+                bind_of(&kn),
+                bind_of(&vn),
             ],
             &params,
             [shape.n_head as u32, n as u32, n_split as u32],

@@ -60,6 +60,9 @@ pub struct Options {
     /// With `matvec`: the workgroup shape of each kind of decode mat-vec
     /// (`RUSTORCH_WGPU_MV`, see [`MvShapes::parse`]).
     pub matvec_shapes: MvShapes,
+    /// Fold a decode step's RoPE and cache store into its attention dispatch (default;
+    /// `RUSTORCH_WGPU_ROPE_ATTN=0`: the separate `rope_kv` dispatch, as before).
+    pub rope_attn: bool,
     /// Keep naga's run-time checks in the shaders (index clamping, loop bounding); off by default,
     /// see [`Context::pipe`].
     pub checked: bool,
@@ -161,7 +164,7 @@ impl Options {
     /// `RUSTORCH_WGPU_TIMEOUT` (seconds), `RUSTORCH_WGPU_SUBMIT_EVERY` (ops),
     /// `RUSTORCH_WGPU_SUBMIT_RAMP=0`, `RUSTORCH_WGPU_PROFILE=1` (or `=pass`),
     /// `RUSTORCH_WGPU_CHECKED=1`, `RUSTORCH_WGPU_MATVEC=0` (or `=chunk`, `=quad`) and
-    /// `RUSTORCH_WGPU_MV` (mat-vec workgroup shapes).
+    /// `RUSTORCH_WGPU_MV` (mat-vec workgroup shapes), `RUSTORCH_WGPU_ROPE_ATTN=0`.
     pub fn from_env() -> Options {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Options {
@@ -182,6 +185,7 @@ impl Options {
             matvec: env("RUSTORCH_WGPU_MATVEC").is_none_or(|v| v != "0"),
             matvec_chunk: env("RUSTORCH_WGPU_MATVEC").is_some_and(|v| v == "chunk"),
             matvec_quad: env("RUSTORCH_WGPU_MATVEC").is_some_and(|v| v == "quad"),
+            rope_attn: env("RUSTORCH_WGPU_ROPE_ATTN").is_none_or(|v| v != "0"),
             matvec_shapes: env("RUSTORCH_WGPU_MV").map_or(MvShapes::DEFAULT, |v| {
                 MvShapes::parse(&v).unwrap_or_else(|| {
                     eprintln!("wgpu: RUSTORCH_WGPU_MV={v} not understood; default shapes");
@@ -262,6 +266,8 @@ pub(crate) struct Context {
     pub matvec: bool,
     pub matvec_chunk: bool,
     pub matvec_quad: bool,
+    /// See [`Options::rope_attn`].
+    pub rope_attn: bool,
     pub rows_per_group: usize,
     /// The mat-vec's workgroup shapes, those the adapter cannot take replaced by 64x1.
     pub matvec_shapes: MvShapes,
@@ -523,6 +529,7 @@ impl Context {
             matvec: opts.matvec && subgroups,
             matvec_chunk: opts.matvec_chunk,
             matvec_quad: opts.matvec_quad,
+            rope_attn: opts.rope_attn,
             rows_per_group,
             matvec_shapes,
             device,

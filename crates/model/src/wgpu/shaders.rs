@@ -35,6 +35,22 @@ pub const RMS_NORM: &str = include_str!("shaders/rms_norm.wgsl");
 pub const ROPE_KV: &str = include_str!("shaders/rope_kv.wgsl");
 pub const KV_STORE: &str = include_str!("shaders/kv_store.wgsl");
 pub const ATTENTION: &str = include_str!("shaders/attention.wgsl");
+/// The attention kernel, plain or with the decode step's RoPE and cache store folded in
+/// (`fused`; the cache then bound read-write).
+pub fn attention(fused: bool) -> String {
+    ATTENTION
+        .replace("{FUSED}", if fused { "true" } else { "false" })
+        .replace("{KV}", if fused { "read_write" } else { "read" })
+        .replace(
+            "{STORE}",
+            if fused {
+                "kc[c] = kr; vc[c] = vnew;"
+            } else {
+                ""
+            },
+        )
+}
+
 pub const ATTN_COMBINE: &str = include_str!("shaders/attn_combine.wgsl");
 pub const SWIGLU: &str = include_str!("shaders/swiglu.wgsl");
 pub const ADD: &str = include_str!("shaders/add.wgsl");
@@ -46,7 +62,6 @@ pub const PLAIN: &[(&str, &str)] = &[
     ("rms_norm", RMS_NORM),
     ("rope_kv", ROPE_KV),
     ("kv_store", KV_STORE),
-    ("attention", ATTENTION),
     ("attn_combine", ATTN_COMBINE),
     ("swiglu", SWIGLU),
     ("add", ADD),
@@ -285,6 +300,12 @@ pub fn all_modules() -> Vec<(String, String)> {
     for sg in [false, true] {
         for (name, body) in PLAIN {
             v.push((format!("{name}/sg={sg}"), compose(body, None, sg, 1)));
+        }
+        for fused in [false, true] {
+            v.push((
+                format!("attention/fused={fused}/sg={sg}"),
+                compose(&attention(fused), None, sg, 1),
+            ));
         }
         for &ty in FORMATS {
             for nt in [1, MATMUL_NT] {

@@ -1,6 +1,7 @@
 //! Fusions: matmuls of one input that share a dispatch, and ops folded into the dispatch
 //! recorded just before them (residual add and SwiGLU into the matmul, the keys' RoPE and the
-//! cache store into the queries' RoPE). A fold happens only while that dispatch is the last one
+//! cache store into the queries' RoPE, and that dispatch of one token into the decode attention
+//! after it). A fold happens only while that dispatch is the last one
 //! recorded and not yet submitted, and it writes everything the separate ops would have written.
 
 use super::shaders;
@@ -62,6 +63,17 @@ pub(super) struct LastRope {
     pub(super) n_head_kv: usize,
     pub(super) pos0: usize,
     pub(super) shape: AttnShape,
+}
+
+/// The last RoPE of queries and keys with the keys and values stored into a layer's cache, kept
+/// so that a decode attention over that cache can take it in (`attention.wgsl`'s FUSED).
+pub(super) struct LastRopeKv {
+    pub(super) serial: u64,
+    pub(super) rope: LastRope,
+    /// The values, and the ids of the layer's key and value caches.
+    pub(super) v: (wgpu::Buffer, u64),
+    pub(super) kc: u64,
+    pub(super) vc: u64,
 }
 
 /// Workgroups of a matmul over `rows` rows, `rpw` a workgroup, and `tiles` token tiles; rows

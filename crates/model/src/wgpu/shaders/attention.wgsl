@@ -5,6 +5,15 @@
 // the 64 invocations split into 64 / (head_dim / 4) groups, each summing every that-many-th key of
 // the tile with one four-value load per key, so the serial chain per tile is a quarter (head_dim
 // 64) of the keys; the groups' sums are added once at the end.
+//
+// FUSED (decode only, one query token): the RoPE of the query and of the new key and the cache
+// store are folded in (what rope_kv.wgsl would do before): each workgroup rotates its own query
+// head and the new key of its KV head from the q/k/v mat-vec's output (pre-RoPE), takes the new
+// key and value (position pos0) from workgroup memory rather than the cache, and reads only the
+// earlier positions from the cache. One workgroup per KV head (the first query head of its group,
+// split 0) writes the rotated key and the value into the cache for later steps; nothing in this
+// dispatch reads that slot. The q and k buffers are left as they were (unrotated).
+const FUSED: bool = {FUSED};
 struct Params {
     n_head: u32,
     n_head_kv: u32,
@@ -14,15 +23,20 @@ struct Params {
     n_split: u32,
     split_len: u32, // keys per split, a multiple of 64
     scale: f32,
+    n_rot: u32,       // FUSED: dims rotated of each head
+    theta_scale: f32, // FUSED: base^(-2 / n_rot)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;  // (n, n_head, head_dim)
-@group(0) @binding(2) var<storage, read> kc: array<vec4<f32>>; // (n_head_kv, n_ctx, head_dim / 4)
-@group(0) @binding(3) var<storage, read> vc: array<vec4<f32>>; // (n_head_kv, n_ctx, head_dim / 4)
+@group(0) @binding(2) var<storage, {KV}> kc: array<vec4<f32>>; // (n_head_kv, n_ctx, head_dim / 4)
+@group(0) @binding(3) var<storage, {KV}> vc: array<vec4<f32>>; // (n_head_kv, n_ctx, head_dim / 4)
 @group(0) @binding(4) var<storage, read_write> out: array<f32>; // (n, n_head, head_dim)
 // (n, n_head, n_split, head_dim + 2): per split the running max, the sum and the unnormalised output
 @group(0) @binding(5) var<storage, read_write> part: array<f32>;
+// FUSED: the new token's keys and values before RoPE, (n_head_kv, head_dim) (else unused).
+@group(0) @binding(6) var<storage, read> kn: array<f32>;
+@group(0) @binding(7) var<storage, read> vn: array<f32>;
 
 const NEG: f32 = -1.0e30;
 
@@ -30,6 +44,28 @@ var<workgroup> qs: array<vec4<f32>, 64>; // (head_dim / 4) the scaled query
 var<workgroup> sc: array<f32, 64>;
 var<workgroup> accs: array<vec4<f32>, 64>; // per invocation: its group's partial output
 var<workgroup> ls: array<f32, 64>;         // and softmax sum
+var<workgroup> ks: array<vec4<f32>, 64>; // FUSED: the new key, rotated
+
+// Rotation of the pair of dims (2i, 2i + 1) at position pos, as rope_kv.wgsl does it.
+fn rotate(x0: f32, x1: f32, i: u32, pos: u32) -> vec2<f32> {
+    if (2u * i >= p.n_rot) {
+        return vec2<f32>(x0, x1);
+    }
+    var theta = f32(pos);
+    for (var j = 0u; j < i; j++) {
+        theta *= p.theta_scale;
+    }
+    let c = cos(theta);
+    let s = sin(theta);
+    return vec2<f32>(x0 * c - x1 * s, x0 * s + x1 * c);
+}
+
+// Dims 4 d4 .. 4 d4 + 3 (the pairs 2 d4 and 2 d4 + 1) rotated at pos.
+fn rotate4(x: vec4<f32>, d4: u32, pos: u32) -> vec4<f32> {
+    let a = rotate(x.x, x.y, 2u * d4, pos);
+    let b = rotate(x.z, x.w, 2u * d4 + 1u, pos);
+    return vec4<f32>(a.x, a.y, b.x, b.y);
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32 {SG_ARGS}) {
@@ -47,19 +83,52 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let ng = 64u / hd4; // key groups of the value sum
     let g = lid / hd4;
     let d4 = lid % hd4;
+    let cb = kvh * p.n_ctx * hd;
+    // FUSED: the new key (position pos) is not in the cache yet; the split that holds it takes it
+    // from workgroup memory first, and every split reads only keys before it from the cache.
+    let pos = p.pos0 + t;
+    let has_new = FUSED && start <= pos && pos < end;
+    var vnew = vec4<f32>(0.0);
     if (lid < hd4) {
         let b = qb + 4u * lid;
-        qs[lid] = vec4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]) * p.scale;
+        var x = vec4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]);
+        if (FUSED) {
+            x = rotate4(x, lid, pos);
+            let kb = kvh * hd + 4u * lid;
+            let kr = rotate4(vec4<f32>(kn[kb], kn[kb + 1u], kn[kb + 2u], kn[kb + 3u]), lid, pos);
+            vnew = vec4<f32>(vn[kb], vn[kb + 1u], vn[kb + 2u], vn[kb + 3u]);
+            ks[lid] = kr;
+            if (h % (p.n_head / p.n_head_kv) == 0u && split == 0u) {
+                let c = (cb + pos * hd) / 4u + lid;
+                {STORE} // kc[c] = kr; vc[c] = vnew; (FUSED only: else the cache is read-only)
+            }
+        }
+        qs[lid] = x * p.scale;
     }
     workgroupBarrier();
-    let cb = kvh * p.n_ctx * hd;
     var m = NEG;
     var l = 0.0;
     var acc = vec4<f32>(0.0); // dims 4 d4 .. 4 d4 + 3, over keys g, g + ng, ... of each tile
-    for (var j0 = start; j0 < end; j0 += 64u) {
+    var end_c = end;
+    if (FUSED) {
+        end_c = min(end, pos);
+    }
+    if (has_new) {
+        var s = 0.0;
+        for (var d = 0u; d < hd4; d++) {
+            s += dot(qs[d], ks[d]);
+        }
+        // The new key's weight is exp(s - m) = 1; group 0 holds it, so it is counted once.
+        m = s;
+        if (g == 0u) {
+            l = 1.0;
+            acc = vnew;
+        }
+    }
+    for (var j0 = start; j0 < end_c; j0 += 64u) {
         let j = j0 + lid;
         var s = NEG;
-        if (j < end) {
+        if (j < end_c) {
             // Four independent partial sums, so the key's loads do not wait on each other.
             var s4 = vec4<f32>(0.0);
             let kb = (cb + j * hd) / 4u;
@@ -74,8 +143,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         // The tile's largest score (keys past the end score NEG): subgroup maxima where the
         // adapter has subgroups, not a serial pass over the tile.
         let mt = max(m, reduce_max(s, lid, sg_size, sg_lane));
-        let cnt = min(64u, end - j0);
-        sc[lid] = select(0.0, exp(s - mt), j < end);
+        let cnt = min(64u, end_c - j0);
+        sc[lid] = select(0.0, exp(s - mt), j < end_c);
         workgroupBarrier();
         let alpha = exp(m - mt);
         var ps = 0.0;
