@@ -683,17 +683,19 @@ fn rope_of_queries_and_keys_joins_the_cache_store() {
                             2e-2,
                         );
                     } else {
+                        // Angles up to 300 rad: an H100's sin and cos (Vulkan) differ from the
+                        // CPU's by about 1e-4 there.
                         assert_close(
                             &format!("rotated q {what}"),
                             &download(&mut b, &qg, n * e),
                             &q,
-                            1e-4,
+                            1e-3,
                         );
                         assert_close(
                             &format!("rotated k {what}"),
                             &download(&mut b, &kg, n * kvd),
                             &k,
-                            1e-4,
+                            1e-3,
                         );
                     }
                 }
