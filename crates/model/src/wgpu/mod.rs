@@ -21,7 +21,12 @@
 //!   a row was slower everywhere.
 //! - Fewer dispatches per layer (`backend/fused.rs`): q/k/v (of any formats, in decode) and gate/up
 //!   share one, the RMSNorm before a decode mat-vec and the SwiGLU and residual adds after a matmul
-//!   fold into it, RoPE of q and k and the cache store are one.
+//!   fold into it, RoPE of q and k and the cache store are one, and in decode that one folds into
+//!   the attention (`attention.wgsl`'s FUSED: each workgroup rotates its query head and its KV
+//!   head's new key itself and takes the new key and value from workgroup memory; the first head
+//!   of each group stores them into the cache; split-K too; `RUSTORCH_WGPU_ROPE_ATTN=0` keeps the
+//!   separate `rope_kv` dispatch). The q and k buffers are then left unrotated: nothing reads them
+//!   after the attention.
 //! - Workgroup sums use subgroup operations where the adapter has them, workgroup memory where not.
 //! - A missing adapter, a lost device, a validation or out-of-memory error, or a GPU that does not
 //!   answer within the time limit is an error naming the problem, never a hang.
