@@ -115,13 +115,22 @@ pub fn has_block_dot(ty: GgmlType) -> bool {
 }
 
 /// The decode mat-vec's block dot of format `ty` (sixteen invocations a 256-weight block, the
-/// block's scales loaded once for their 16 weights), where it has one: Q4_K and Q6_K.
+/// block's scales loaded once for their 16 weights), where it has one: Q4_K and Q6_K. Q6_K's
+/// builds its floats without integer-to-float conversions (`q6_k_blk.wgsl`) unless
+/// `RUSTORCH_WGPU_Q6K=cvt` (the earlier `q6_k_blk_cvt.wgsl`, for A/B).
 fn block_dot(ty: GgmlType) -> Option<&'static str> {
     match ty {
         GgmlType::Q4_K => Some(include_str!("shaders/formats/q4_k_blk.wgsl")),
+        GgmlType::Q6_K if q6k_cvt() => Some(include_str!("shaders/formats/q6_k_blk_cvt.wgsl")),
         GgmlType::Q6_K => Some(include_str!("shaders/formats/q6_k_blk.wgsl")),
         _ => None,
     }
+}
+
+/// `RUSTORCH_WGPU_Q6K=cvt`, read once.
+fn q6k_cvt() -> bool {
+    static CVT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CVT.get_or_init(|| std::env::var("RUSTORCH_WGPU_Q6K").is_ok_and(|v| v == "cvt"))
 }
 
 /// The decode mat-vec over weights of formats `fmts` (bindings w0, w1, w2), with the RMSNorm of
@@ -183,11 +192,12 @@ pub fn matvec_with(
     let rows: String = (0..3)
         .map(|k| match blk(fmts[k]) {
             Some(dot) => {
-                let dot = rename(
-                    &rename(dot, "wq", &format!("w{k}")),
-                    "dotblk",
-                    &format!("dotblk{k}"),
-                );
+                // The block dot and its helpers, once per weight.
+                let dot = ["dotblk", "q6f", "q6s"]
+                    .iter()
+                    .fold(rename(dot, "wq", &format!("w{k}")), |d, f| {
+                        rename(&d, f, &format!("{f}{k}"))
+                    });
                 MATVEC_ROWB.replace("K_", &k.to_string()) + &dot
             }
             None => MATVEC_ROW.replace("K_", &k.to_string()),
