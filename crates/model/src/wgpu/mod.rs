@@ -14,7 +14,8 @@
 //!   8 bits first, so logits differ slightly; `dot4I8Packed` kernels are a later step). The prompt
 //!   takes eight tokens per workgroup (`matmul.wgsl`); decode a mat-vec with a workgroup per row
 //!   whose loads are coalesced four weights an invocation (`matvec.wgsl`), Q4_K and Q6_K sixteen
-//!   weights an invocation with the block's scales loaded once (`formats/*_blk.wgsl`). Where every
+//!   weights an invocation with the block's scales loaded once (`formats/*_blk.wgsl`; Q6_K's makes
+//!   its floats without integer-to-float conversions, `RUSTORCH_WGPU_Q6K=cvt` the earlier one). Where every
 //!   weight of a dispatch is Q4_K or Q6_K, several rows share a workgroup (64 invocations a row
 //!   for gate/up, 32 for q/k/v, the attention output and the head, 64 for ffn_down, four rows a
 //!   workgroup; `RUSTORCH_WGPU_MV`, [`MvShapes`]): 1-2 µs a kernel on an H100; more invocations
