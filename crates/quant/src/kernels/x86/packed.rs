@@ -190,6 +190,8 @@ impl Rows8 for PackedQ4_0Rows {
     const BLOCK: usize = 32;
     const PACKED: usize = repack::PACKED;
 
+    // `codes[k][r]` and `codes[4 + k][r]` are filled from one load: indices read clearer here.
+    #[allow(clippy::needless_range_loop)]
     #[inline(always)]
     unsafe fn repack8(w: *const u8, w_row: usize, nb: usize, out: *mut u8) {
         let mask = _mm256_set1_epi8(0x0F);
