@@ -210,7 +210,7 @@ impl Backend for CpuBackend {
             })?;
             data.resize(src.len(), 0);
             let row = src.len() / rows.max(1);
-            // Eight rows per task keep the split on row boundaries.
+            // 64 rows per task: the split stays on row boundaries.
             for_each_chunk(&self.pool, &mut data, 64 * row.max(1), |c, dst| {
                 let src = &src[c * 64 * row..][..dst.len()];
                 kernel.pack(src, dst.len() / row, cols, dst);
@@ -352,10 +352,9 @@ impl Backend for CpuBackend {
             let Some((ty, rows, cols)) = w.matrix() else {
                 return Err(ModelError::Backend("matmul needs a matrix weight".into()));
             };
-            let (ty, rows, cols) = (&ty, &rows, &cols);
-            let kernel = mat_kernel(*ty)
+            let kernel = mat_kernel(ty)
                 .ok_or_else(|| ModelError::Backend(format!("no matmul kernel for {ty}")))?;
-            let act_bytes = kernel.act_type().row_bytes(*cols as u64).ok_or_else(|| {
+            let act_bytes = kernel.act_type().row_bytes(cols as u64).ok_or_else(|| {
                 ModelError::Backend(format!(
                     "row length {cols} is not a multiple of {}'s block",
                     kernel.act_type()
@@ -363,9 +362,9 @@ impl Backend for CpuBackend {
             })? as usize;
             *slot = Some(Job {
                 kernel,
-                rows: *rows,
-                cols: *cols,
-                w_row: ty.row_bytes(*cols as u64).expect("validated at upload") as usize,
+                rows,
+                cols,
+                w_row: ty.row_bytes(cols as u64).expect("validated at upload") as usize,
                 act_bytes,
                 first: total_rows,
             });

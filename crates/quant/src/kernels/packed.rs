@@ -27,53 +27,42 @@ pub(crate) const Q4_0_GROUP_BYTES: usize = GROUP * Q4_0_BYTES;
 /// Packs `n_rows` rows of `n_cols` Q4_0 values from `w` into `out` (same length).
 ///
 /// The caller checked the lengths.
-pub(super) fn pack_q4_0(w: &[u8], n_rows: usize, n_cols: usize, out: &mut [u8]) {
-    let nb = n_cols / 32;
-    let row = nb * Q4_0_BYTES;
-    for (src, dst) in w
-        .chunks_exact(row)
-        .zip(out.chunks_exact_mut(row))
-        .take(n_rows)
-    {
-        let groups = nb / GROUP * Q4_0_GROUP_BYTES;
-        for (s, d) in src[..groups]
-            .chunks_exact(Q4_0_GROUP_BYTES)
-            .zip(dst[..groups].chunks_exact_mut(Q4_0_GROUP_BYTES))
-        {
-            for j in 0..GROUP {
-                let block = &s[j * Q4_0_BYTES..(j + 1) * Q4_0_BYTES];
-                d[2 * j..2 * j + 2].copy_from_slice(&block[..2]);
-                for k in 0..4 {
-                    let at = 16 + 32 * k + 4 * j;
-                    d[at..at + 4].copy_from_slice(&block[2 + 4 * k..2 + 4 * k + 4]);
-                }
-            }
-        }
-        dst[groups..].copy_from_slice(&src[groups..]);
-    }
+pub(super) fn pack_q4_0(w: &[u8], _n_rows: usize, n_cols: usize, out: &mut [u8]) {
+    rewrite_q4_0(w, n_cols, out, true)
 }
 
 /// The inverse of [`pack_q4_0`].
-pub(super) fn unpack_q4_0(w: &[u8], n_rows: usize, n_cols: usize, out: &mut [u8]) {
+pub(super) fn unpack_q4_0(w: &[u8], _n_rows: usize, n_cols: usize, out: &mut [u8]) {
+    rewrite_q4_0(w, n_cols, out, false)
+}
+
+/// The pieces of a group of eight Q4_0 blocks: (offset in the GGUF layout, offset in the packed
+/// layout, length). Together they cover the group's bytes once in either layout.
+fn q4_0_pieces() -> impl Iterator<Item = (usize, usize, usize)> {
+    (0..GROUP).flat_map(|j| {
+        let block = j * Q4_0_BYTES;
+        let codes = (0..4).map(move |k| (block + 2 + 4 * k, 16 + 32 * k + 4 * j, 4));
+        std::iter::once((block, 2 * j, 2)).chain(codes)
+    })
+}
+
+/// Rows of `n_cols` Q4_0 values from the GGUF layout to the packed one (`pack`) or back; the
+/// last `nb % 8` blocks of a row are the same in both.
+fn rewrite_q4_0(w: &[u8], n_cols: usize, out: &mut [u8], pack: bool) {
     let nb = n_cols / 32;
     let row = nb * Q4_0_BYTES;
-    for (src, dst) in w
-        .chunks_exact(row)
-        .zip(out.chunks_exact_mut(row))
-        .take(n_rows)
-    {
-        let groups = nb / GROUP * Q4_0_GROUP_BYTES;
+    let groups = nb / GROUP * Q4_0_GROUP_BYTES;
+    if row == 0 {
+        return;
+    }
+    for (src, dst) in w.chunks_exact(row).zip(out.chunks_exact_mut(row)) {
         for (s, d) in src[..groups]
             .chunks_exact(Q4_0_GROUP_BYTES)
             .zip(dst[..groups].chunks_exact_mut(Q4_0_GROUP_BYTES))
         {
-            for j in 0..GROUP {
-                let block = &mut d[j * Q4_0_BYTES..(j + 1) * Q4_0_BYTES];
-                block[..2].copy_from_slice(&s[2 * j..2 * j + 2]);
-                for k in 0..4 {
-                    let at = 16 + 32 * k + 4 * j;
-                    block[2 + 4 * k..2 + 4 * k + 4].copy_from_slice(&s[at..at + 4]);
-                }
+            for (file, packed, len) in q4_0_pieces() {
+                let (from, to) = if pack { (file, packed) } else { (packed, file) };
+                d[to..to + len].copy_from_slice(&s[from..from + len]);
             }
         }
         dst[groups..].copy_from_slice(&src[groups..]);
