@@ -184,6 +184,8 @@ fn parse_ftype(s: &str) -> Result<FileType, String> {
 
 pub fn synth(args: SynthArgs) -> anyhow::Result<()> {
     common::init_threads(args.threads)?;
+    common::clean_up_outputs_on_signals()?;
+    let out = rustorch_gguf::OutputFile::create(&args.output, &[])?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
@@ -191,18 +193,12 @@ pub fn synth(args: SynthArgs) -> anyhow::Result<()> {
         )
         .unwrap(),
     );
-    let tmp = args.output.with_extension("gguf.partial");
-    let result = rustorch_model::synth::write(&args.shape, args.ftype, &tmp, |done, total| {
+    let result = rustorch_model::synth::write_file(&args.shape, args.ftype, out, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     });
     bar.finish_and_clear();
-    if let Err(e) = result {
-        std::fs::remove_file(&tmp).ok();
-        return Err(e).with_context(|| format!("writing {}", args.output.display()));
-    }
-    std::fs::rename(&tmp, &args.output)
-        .with_context(|| format!("writing {}", args.output.display()))?;
+    result?;
     eprintln!(
         "wrote {} ({}, {}, {:.1} MiB)",
         args.output.display(),

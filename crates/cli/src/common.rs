@@ -115,3 +115,22 @@ pub fn physical_cores() -> usize {
         cores.len().min(logical)
     }
 }
+
+/// For commands that write files: on SIGINT, SIGTERM or SIGHUP, remove the temporary files of
+/// outputs not yet complete, then end the process by that signal as it would have ended.
+pub fn clean_up_outputs_on_signals() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+            .context("installing signal handlers")?;
+        std::thread::spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                rustorch_gguf::output::remove_pending();
+                let _ = signal_hook::low_level::emulate_default_handler(sig);
+                std::process::exit(128 + sig);
+            }
+        });
+    }
+    Ok(())
+}

@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use rustorch_gguf::OutputFile;
 use rustorch_model::ftype::FileType;
 use rustorch_model::quantize;
 
@@ -39,12 +40,11 @@ fn parse_ftype(s: &str) -> Result<FileType, String> {
 
 pub fn quantize(args: QuantizeArgs) -> anyhow::Result<()> {
     common::init_threads(args.threads)?;
-    if args.input == args.output {
-        bail!("the output file must differ from the input file");
-    }
+    common::clean_up_outputs_on_signals()?;
     let file = common::open(&args.input)?;
     let plan = quantize::plan(&file, args.ftype, args.allow_requantize)
         .with_context(|| args.input.display().to_string())?;
+    let out = OutputFile::create(&args.output, &[&args.input])?;
     let converted = plan.tensors.iter().filter(|t| t.from != t.to).count();
     eprintln!(
         "quantizing {} -> {} as {} ({} of {} tensors converted, {} row-length fallbacks)",
@@ -62,18 +62,12 @@ pub fn quantize(args: QuantizeArgs) -> anyhow::Result<()> {
         )
         .unwrap(),
     );
-    let tmp = args.output.with_extension("gguf.partial");
-    let result = quantize::write(&file, &plan, &tmp, |done, total| {
+    let result = quantize::write_file(&file, &plan, out, |done, total| {
         bar.set_length(total);
         bar.set_position(done);
     });
     bar.finish_and_clear();
-    if let Err(e) = result {
-        std::fs::remove_file(&tmp).ok();
-        return Err(e).with_context(|| format!("writing {}", args.output.display()));
-    }
-    std::fs::rename(&tmp, &args.output)
-        .with_context(|| format!("writing {}", args.output.display()))?;
+    result?;
     let in_bytes: u64 = file.tensors().iter().map(|t| t.n_bytes).sum();
     let out_bytes = std::fs::metadata(&args.output)?.len();
     eprintln!(

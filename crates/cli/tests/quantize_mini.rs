@@ -125,7 +125,7 @@ fn write_source(path: &std::path::Path, want_hashes: &Json) {
     for d in &data {
         w.write_tensor_data(d).unwrap();
     }
-    w.finish().unwrap();
+    w.commit().unwrap();
 }
 
 #[test]

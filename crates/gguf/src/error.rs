@@ -20,6 +20,9 @@ pub enum GgufError {
         #[source]
         source: std::io::Error,
     },
+    /// The output file was refused or could not be created or committed.
+    #[error(transparent)]
+    Output(#[from] crate::OutputError),
     /// A write to the output of a [`crate::GgufWriter`] failed.
     #[error("writing GGUF output: {0}")]
     Write(#[from] std::io::Error),

@@ -6,6 +6,7 @@
 
 mod error;
 mod file;
+pub mod output;
 mod parse;
 mod tensor;
 mod types;
@@ -14,6 +15,7 @@ mod writer;
 
 pub use error::GgufError;
 pub use file::GgufFile;
+pub use output::{OutputError, OutputFile};
 pub use parse::MAX_ARRAY_DEPTH;
 pub use tensor::{TensorInfo, TensorSpec, MAX_DIMS, MAX_NAME_BYTES};
 pub use types::{GgmlType, QK_K};

@@ -7,14 +7,13 @@
 //! before a byte is written, so we never produce a file we cannot read back.
 
 use std::collections::HashSet;
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use crate::parse::{KEY_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH};
 use crate::tensor::TensorSpec;
 use crate::value::{Array, Value, ValueType};
-use crate::{GgufError, DEFAULT_ALIGNMENT};
+use crate::{GgufError, OutputFile, DEFAULT_ALIGNMENT};
 
 /// The version this crate writes.
 pub const WRITE_VERSION: u32 = 3;
@@ -33,21 +32,29 @@ pub struct GgufWriter<W: Write> {
     written: u64,
 }
 
-impl GgufWriter<BufWriter<File>> {
-    /// Creates (truncates) the file at `path` and writes the header.
+impl GgufWriter<BufWriter<OutputFile>> {
+    /// Writes the header to a new temporary file beside `path` (see [`OutputFile`]); the file
+    /// appears at `path` only when [`GgufWriter::commit`] succeeds, and nothing is left behind if
+    /// the writer is dropped before.
     pub fn create(
         path: impl AsRef<Path>,
         metadata: &[(String, Value)],
         tensors: &[TensorSpec],
     ) -> Result<Self, GgufError> {
-        let path = path.as_ref();
-        // Validate before touching the file, so a bad call does not leave an empty file behind.
+        // Validate before touching the file system.
         let header = encode_header(metadata, tensors)?;
-        let file = File::create(path).map_err(|source| GgufError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let file = OutputFile::create(path.as_ref(), &[])?;
         GgufWriter::start(BufWriter::with_capacity(1 << 20, file), header)
+    }
+
+    /// [`GgufWriter::finish`], then syncs the file and renames it into place.
+    pub fn commit(self) -> Result<(), GgufError> {
+        let out = self.finish()?;
+        let file = out
+            .into_inner()
+            .map_err(|e| GgufError::Write(e.into_error()))?;
+        file.commit()?;
+        Ok(())
     }
 }
 

@@ -182,7 +182,7 @@ fn gguf_py_reads_what_we_write() {
     for (i, t) in specs.iter().enumerate() {
         w.write_tensor_data(&fill(i, t.n_bytes().unwrap())).unwrap();
     }
-    w.finish().unwrap();
+    w.commit().unwrap();
 
     let f = GgufFile::open(&path).unwrap();
     assert_same(&our_dump(&f), &gguf_py_dump(&path, false));

@@ -52,7 +52,7 @@ fn roundtrip_custom_alignment_through_a_file() {
         for (i, t) in specs.iter().enumerate() {
             w.write_tensor_data(&fill(i, t.n_bytes().unwrap())).unwrap();
         }
-        w.finish().unwrap();
+        w.commit().unwrap();
         let f = GgufFile::open(&path).unwrap();
         check_roundtrip(&metadata, &f, alignment.into());
     }
@@ -231,7 +231,7 @@ fn create_does_not_touch_the_file_on_bad_input() {
     let e = GgufWriter::create(dir.path().join("no/such/dir/x.gguf"), &[], &[])
         .err()
         .unwrap();
-    assert!(matches!(e, GgufError::Io { .. }), "{e}");
+    assert!(matches!(e, GgufError::Output(_)), "{e}");
 }
 
 #[test]

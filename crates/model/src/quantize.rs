@@ -2,10 +2,10 @@
 //! chosen by [`TypeChooser`], its rows are dequantized to f32 and quantized with the reference
 //! quantizers of `rustorch-quant`, and a tensor already of its chosen type is copied unchanged.
 
-use std::path::Path;
+use std::io::{BufWriter, Write};
 
 use rayon::prelude::*;
-use rustorch_gguf::{GgmlType, GgufFile, GgufWriter, TensorSpec, Value};
+use rustorch_gguf::{GgmlType, GgufError, GgufFile, GgufWriter, OutputFile, TensorSpec, Value};
 use rustorch_quant::dispatch;
 
 use crate::ftype::{llama_tensor_order, FileType, ModelFacts, TensorFacts, TypeChooser};
@@ -187,14 +187,30 @@ pub fn convert_tensor(
     Ok(out)
 }
 
-/// Writes `plan` to `out`, converting tensor data from `file`. `progress(done, total)` is called
-/// after each tensor with byte counts of the input.
-pub fn write(
+/// [`write`] to an [`OutputFile`] (created with the input among the files it must not be),
+/// committed when complete.
+pub fn write_file(
     file: &GgufFile,
     plan: &QuantizePlan,
-    out: &Path,
-    mut progress: impl FnMut(u64, u64),
+    out: OutputFile,
+    progress: impl FnMut(u64, u64),
 ) -> Result<(), ModelError> {
+    let out = write(file, plan, BufWriter::with_capacity(1 << 20, out), progress)?;
+    let out = out
+        .into_inner()
+        .map_err(|e| GgufError::Write(e.into_error()))?;
+    out.commit().map_err(GgufError::from)?;
+    Ok(())
+}
+
+/// Writes `plan` to `out`, converting tensor data from `file`, and returns `out` flushed. `progress(done, total)` is called after each tensor
+/// with byte counts of the input.
+pub fn write<W: Write>(
+    file: &GgufFile,
+    plan: &QuantizePlan,
+    out: W,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<W, ModelError> {
     let specs: Vec<TensorSpec> = plan
         .tensors
         .iter()
@@ -204,7 +220,7 @@ pub fn write(
             ty: t.to,
         })
         .collect();
-    let mut writer = GgufWriter::create(out, &plan.metadata, &specs)?;
+    let mut writer = GgufWriter::new(out, &plan.metadata, &specs)?;
     let infos = file.tensors();
     let total: u64 = plan.tensors.iter().map(|t| infos[t.input].n_bytes).sum();
     let mut done = 0u64;
@@ -221,6 +237,5 @@ pub fn write(
         done += info.n_bytes;
         progress(done, total);
     }
-    writer.finish()?;
-    Ok(())
+    Ok(writer.finish()?)
 }

@@ -5,10 +5,10 @@
 //! shape's size (byte tokens plus made-up pieces), f32 norms of ones, and weight matrices drawn from a
 //! fixed generator and quantized by the same per-tensor rules as `quantize`.
 
-use std::path::Path;
+use std::io::{BufWriter, Write};
 
 use rayon::prelude::*;
-use rustorch_gguf::{Array, GgmlType, GgufWriter, TensorSpec, Value};
+use rustorch_gguf::{Array, GgmlType, GgufError, GgufWriter, OutputFile, TensorSpec, Value};
 
 use crate::ftype::{llama_tensor_order, FileType, ModelFacts, TensorFacts, TypeChooser};
 use crate::quantize::convert_tensor;
@@ -233,14 +233,33 @@ fn fill_row(seed: u64, std: f32, out: &mut [f32]) {
     }
 }
 
-/// Writes a synthetic model of `shape` quantized as `ftype` to `out`. `progress(done, total)` counts
-/// tensors.
-pub fn write(
+/// [`write`] to an [`OutputFile`], committed when complete.
+pub fn write_file(
     shape: &Shape,
     ftype: FileType,
-    out: &Path,
-    mut progress: impl FnMut(usize, usize),
+    out: OutputFile,
+    progress: impl FnMut(usize, usize),
 ) -> Result<(), ModelError> {
+    let out = write(
+        shape,
+        ftype,
+        BufWriter::with_capacity(1 << 20, out),
+        progress,
+    )?;
+    let out = out
+        .into_inner()
+        .map_err(|e| GgufError::Write(e.into_error()))?;
+    out.commit().map_err(GgufError::from)?;
+    Ok(())
+}
+
+/// Writes a synthetic model of `shape` quantized as `ftype` to `out` and returns it flushed. `progress(done, total)` counts tensors.
+pub fn write<W: Write>(
+    shape: &Shape,
+    ftype: FileType,
+    out: W,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<W, ModelError> {
     let tensors = shape.tensors();
     let names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
     let facts = ModelFacts {
@@ -270,7 +289,7 @@ pub fn write(
             ty,
         })
         .collect();
-    let mut writer = GgufWriter::create(out, &shape.metadata(ftype), &specs)?;
+    let mut writer = GgufWriter::new(out, &shape.metadata(ftype), &specs)?;
     for (i, ((name, dims), &ty)) in tensors.iter().zip(&types).enumerate() {
         let row_len = dims[0] as usize;
         let n_rows: usize = dims[1..].iter().map(|&d| d as usize).product();
@@ -299,6 +318,5 @@ pub fn write(
         }
         progress(i + 1, tensors.len());
     }
-    writer.finish()?;
-    Ok(())
+    Ok(writer.finish()?)
 }

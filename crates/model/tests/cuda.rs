@@ -276,7 +276,7 @@ fn rms_norm_matches_cpu() {
     };
     let mut writer = rustorch_gguf::GgufWriter::create(&file, &[], &[spec]).unwrap();
     writer.write_tensor_data(bytemuck::cast_slice(&w)).unwrap();
-    writer.finish().unwrap();
+    writer.commit().unwrap();
     let gguf = Arc::new(GgufFile::open(&file).unwrap());
     let wt = cpu.upload(&gguf, "w").unwrap();
     let mut want = vec![0f32; n * dim];
@@ -442,7 +442,8 @@ fn synth_file(shape: &str, ftype: FileType) -> PathBuf {
         std::process::id()
     ));
     let s = Shape::by_name(shape).unwrap();
-    synth::write(&s, ftype, &path, |_, _| {}).unwrap();
+    let out = rustorch_gguf::OutputFile::create(&path, &[]).unwrap();
+    synth::write_file(&s, ftype, out, |_, _| {}).unwrap();
     path
 }
 
