@@ -126,20 +126,23 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         });
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        common::outln!(
+            "{}",
+            common::printable_json(&serde_json::to_string_pretty(&results)?)
+        );
         return Ok(());
     }
-    println!("| model | size | params | backend | threads | test | t/s |");
-    println!("| --- | ---: | ---: | --- | ---: | ---: | ---: |");
+    common::outln!("| model | size | params | backend | threads | test | t/s |");
+    common::outln!("| --- | ---: | ---: | --- | ---: | ---: | ---: |");
     for r in &results {
         let test = if r.n_prompt > 0 {
             format!("pp{}", r.n_prompt)
         } else {
             format!("tg{}", r.n_gen)
         };
-        println!(
+        common::outln!(
             "| {} | {:.2} MiB | {:.2} M | {} | {} | {} | {:.2} ± {:.2} |",
-            r.model_type,
+            common::printable(&r.model_type),
             r.model_size as f64 / 1048576.0,
             r.model_n_params as f64 / 1e6,
             r.backend,

@@ -58,10 +58,22 @@ impl RuntimeArgs {
     }
 }
 
-/// Sizes rayon's global pool once.
+/// Sizes rayon's global pool once. More threads than the CPUs the process may use only slow the
+/// spinning pool down (each waits for the others to be scheduled): capped there, with a warning.
 pub fn init_threads(threads: Option<u32>) -> anyhow::Result<()> {
     let n = match threads {
-        Some(n) => n as usize,
+        Some(n) => {
+            let cpus = available_cpus();
+            let n = n as usize;
+            if n > cpus {
+                eprintln!(
+                    "warning: -t {n} is more than the {cpus} CPUs this process may use; using {cpus}"
+                );
+                cpus
+            } else {
+                n
+            }
+        }
         None => physical_cores(),
     };
     rayon::ThreadPoolBuilder::new()
@@ -71,9 +83,19 @@ pub fn init_threads(threads: Option<u32>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Logical CPUs this process may run on.
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
 pub fn open(path: &Path) -> anyhow::Result<Arc<GgufFile>> {
-    let file = GgufFile::open(path).with_context(|| format!("{}", path.display()))?;
-    Ok(Arc::new(file))
+    if path.is_dir() {
+        bail!("{}: is a directory, not a GGUF file", path.display());
+    }
+    // The reader's errors name the file already.
+    Ok(Arc::new(GgufFile::open(path)?))
 }
 
 pub fn open_with_tokenizer(path: &Path) -> anyhow::Result<(Arc<GgufFile>, Tokenizer)> {
@@ -86,9 +108,7 @@ pub fn open_with_tokenizer(path: &Path) -> anyhow::Result<(Arc<GgufFile>, Tokeni
 /// Physical cores (hyper-threads rarely help memory-bound decode): distinct (package, core) pairs
 /// in /proc/cpuinfo on Linux, else the logical CPUs the process may use.
 pub fn physical_cores() -> usize {
-    let logical = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let logical = available_cpus();
     let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
         return logical;
     };
@@ -133,4 +153,87 @@ pub fn clean_up_outputs_on_signals() -> anyhow::Result<()> {
         });
     }
     Ok(())
+}
+
+/// `println!` that returns an error (see [`stdout_error`]) instead of panicking when stdout is
+/// closed or full.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::common::stdout_error)?
+    }};
+}
+pub(crate) use outln;
+
+/// A failed write to stdout. A closed pipe (`| head`) is not reported: `main` ends the program
+/// quietly with the status a shell gives a process killed by SIGPIPE.
+pub fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    anyhow::Error::new(e).context("writing to stdout")
+}
+
+/// Whether `e` is a write to a closed pipe.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// `s` safe to print on a terminal: control characters (C0, DEL, C1) and the bidirectional
+/// overrides are written as escapes (`\u{1b}`), so a string from a downloaded file cannot drive
+/// the terminal. Generated text is printed as the model produced it, never through this.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    fn hostile(c: char) -> bool {
+        c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !s.chars().any(hostile) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if hostile(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// JSON text with the characters [`printable`] escapes written as `\uXXXX` inside strings
+/// (serde_json escapes only C0 there; raw newlines and tabs are the layout between values): the
+/// same JSON value, safe on a terminal.
+pub fn printable_json(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        let layout = matches!(c, '\n' | '\r' | '\t');
+        if !layout
+            && (c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+        {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// An error as one line: the cause chain joined by `: `, without the repetitions that arise when
+/// a message already includes its source's text (or a context repeats the start of its cause),
+/// newlines folded, and control characters escaped.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let m = cause.to_string();
+        let m = m.trim();
+        if m.is_empty() || parts.iter().any(|p| p.contains(m)) {
+            continue;
+        }
+        match parts.last_mut() {
+            Some(last) if m.starts_with(last.as_str()) => *last = m.to_string(),
+            _ => parts.push(m.to_string()),
+        }
+    }
+    let line = parts.join(": ").replace(['\r', '\n'], " ");
+    printable(&line).into_owned()
 }

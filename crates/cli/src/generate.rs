@@ -1,6 +1,6 @@
 //! `run` (raw prompt completion) and `chat` (interactive, with the model's chat template).
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -101,28 +101,47 @@ pub struct ChatArgs {
     pub runtime: RuntimeArgs,
 }
 
-/// Opens the model and returns the session and the file's chat template, if it has one.
-fn open_session(
+/// The model file with its tokenizer, and the context size asked for (`-c`, 0: the model's).
+struct Opened {
+    path: std::path::PathBuf,
+    file: std::sync::Arc<rustorch_gguf::GgufFile>,
+    tok: rustorch_tokenizer::Tokenizer,
+    n_ctx: usize,
+}
+
+fn open_model(
     model: &ModelArg,
     sampling: &SamplingArgs,
     runtime: &RuntimeArgs,
-) -> anyhow::Result<(Session, Option<String>)> {
+) -> anyhow::Result<Opened> {
     runtime.init_threads()?;
-    let sampler = sampling.sampler()?;
     let path = model.path()?;
     let (file, tok) = common::open_with_tokenizer(&path)?;
-    let n_ctx_train = rustorch_model::Config::from_gguf(&file)
-        .with_context(|| path.display().to_string())?
-        .n_ctx_train;
     let n_ctx = if sampling.ctx == 0 {
-        n_ctx_train
+        rustorch_model::Config::from_gguf(&file)
+            .with_context(|| path.display().to_string())?
+            .n_ctx_train
     } else {
         sampling.ctx as usize
     };
-    let template = file.opt_str("tokenizer.chat_template")?.map(str::to_string);
-    let model = rustorch_model::load(file, runtime.backend, n_ctx)
-        .with_context(|| path.display().to_string())?;
-    Ok((Session::new(model, tok, sampler), template))
+    Ok(Opened {
+        path,
+        file,
+        tok,
+        n_ctx,
+    })
+}
+
+/// Loads the model with a KV cache of `n_ctx` positions and starts a session.
+fn start_session(
+    o: Opened,
+    sampler: SamplerConfig,
+    n_ctx: usize,
+    runtime: &RuntimeArgs,
+) -> anyhow::Result<Session> {
+    let model = rustorch_model::load(o.file, runtime.backend, n_ctx)
+        .with_context(|| o.path.display().to_string())?;
+    Ok(Session::new(model, o.tok, sampler))
 }
 
 fn print_timings(s: &Session) {
@@ -138,18 +157,22 @@ fn print_timings(s: &Session) {
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let max_tokens = args.sampling.max_tokens()?;
-    let (mut session, _) = open_session(&args.model, &args.sampling, &args.runtime)?;
-    let ids = session.tokenizer().encode(&args.prompt, true, true);
+    let sampler = args.sampling.sampler()?;
+    let opened = open_model(&args.model, &args.sampling, &args.runtime)?;
+    let ids = opened.tok.encode(&args.prompt, true, true);
     if ids.is_empty() {
         bail!("the prompt is empty");
     }
-    if !session.fits(ids.len()) {
+    if ids.len() > opened.n_ctx {
         bail!(
             "the prompt is {} tokens long, longer than the context of {} tokens (raise -c)",
             ids.len(),
-            session.n_ctx()
+            opened.n_ctx
         );
     }
+    // The cache holds what this run evaluates: the prompt and the tokens to generate.
+    let n_ctx = opened.n_ctx.min(ids.len().saturating_add(max_tokens));
+    let mut session = start_session(opened, sampler, n_ctx, &args.runtime)?;
     session.feed(&ids)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -162,9 +185,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     })?;
     if let Some(e) = io_err {
-        return Err(e).context("writing to stdout");
+        return Err(common::stdout_error(e));
     }
-    writeln!(out).ok();
+    writeln!(out).map_err(common::stdout_error)?;
     if reason == StopReason::ContextFull {
         eprintln!(
             "[stopped: the context of {} tokens is full]",
@@ -177,7 +200,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
 pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
     let max_tokens = args.sampling.max_tokens()?;
-    let (mut session, source) = open_session(&args.model, &args.sampling, &args.runtime)?;
+    let sampler = args.sampling.sampler()?;
+    let opened = open_model(&args.model, &args.sampling, &args.runtime)?;
+    let source = opened
+        .file
+        .opt_str("tokenizer.chat_template")
+        .context("chat template")?
+        .map(str::to_string);
+    let n_ctx = opened.n_ctx;
+    let mut session = start_session(opened, sampler, n_ctx, &args.runtime)?;
     let tok = session.tokenizer();
     let bos = tok
         .bos()
@@ -207,9 +238,13 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
     let mut rendered = String::new();
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
+    // The prompt marker only for a person at a terminal, not for piped input.
+    let interactive = std::io::stdin().is_terminal();
     loop {
-        eprint!("> ");
-        std::io::stderr().flush().ok();
+        if interactive {
+            eprint!("> ");
+            std::io::stderr().flush().ok();
+        }
         let Some(line) = lines.next() else { break };
         let line = line.context("reading stdin")?;
         let line = line.trim_end_matches(['\r', '\n']);
@@ -234,6 +269,13 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
         };
         let ids = session.tokenizer().encode(text, first, true);
         if !session.fits(ids.len() + 1) {
+            if first {
+                bail!(
+                    "the first message is {} tokens long with the template, more than the context of {} tokens holds (raise -c)",
+                    ids.len(),
+                    session.n_ctx()
+                );
+            }
             eprintln!(
                 "[the context of {} tokens is full: start a new chat]",
                 session.n_ctx()
@@ -244,13 +286,20 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
         rendered = full;
         let stdout = std::io::stdout();
         let mut reply = String::new();
+        let mut io_err = None;
         let (_, reason) = session.generate(max_tokens, |text| {
             reply.push_str(text);
-            let mut out = stdout.lock();
-            out.write_all(text.as_bytes()).ok();
-            out.flush().ok();
+            if io_err.is_none() {
+                let mut out = stdout.lock();
+                if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+                    io_err = Some(e);
+                }
+            }
         })?;
-        println!();
+        if let Some(e) = io_err {
+            return Err(common::stdout_error(e));
+        }
+        common::outln!();
         rendered.push_str(&reply);
         messages.push(ChatMessage {
             role: "assistant".into(),

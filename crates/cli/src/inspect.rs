@@ -1,5 +1,6 @@
 //! `inspect`: what a GGUF file holds, from its header alone (no tensor data is read).
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -118,57 +119,83 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     let file = common::open(&args.file)?;
     let r = report(&args.file.display().to_string(), &file, args.metadata)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        let json = serde_json::to_string_pretty(&r)?;
+        common::outln!("{}", common::printable_json(&json));
         return Ok(());
     }
+    // Names and values come from the file: each is escaped before it reaches a terminal.
+    let p = |s: &str| common::printable(s).into_owned();
+    let mut text = String::new();
     let na = || "-".to_string();
-    println!("file:           {}", r.file);
-    println!("gguf version:   {}", r.gguf_version);
-    println!(
+    writeln!(text, "file:           {}", p(&r.file))?;
+    writeln!(text, "gguf version:   {}", r.gguf_version)?;
+    writeln!(
+        text,
         "architecture:   {}",
-        r.architecture.clone().unwrap_or_else(na)
-    );
-    println!("name:           {}", r.name.clone().unwrap_or_else(na));
-    println!(
+        r.architecture.as_deref().map_or_else(na, p)
+    )?;
+    writeln!(
+        text,
+        "name:           {}",
+        r.name.as_deref().map_or_else(na, p)
+    )?;
+    writeln!(
+        text,
         "parameters:     {} ({:.1}M)",
         r.parameters,
         r.parameters as f64 / 1e6
-    );
-    println!("file type:      {}", r.file_type.clone().unwrap_or_else(na));
-    println!(
+    )?;
+    writeln!(
+        text,
+        "file type:      {}",
+        r.file_type.as_deref().map_or_else(na, p)
+    )?;
+    writeln!(
+        text,
         "context length: {}",
         r.context_length.map_or_else(na, |c| c.to_string())
-    );
-    println!("tokenizer:      {}", r.tokenizer.clone().unwrap_or_else(na));
-    println!(
+    )?;
+    writeln!(
+        text,
+        "tokenizer:      {}",
+        r.tokenizer.as_deref().map_or_else(na, p)
+    )?;
+    writeln!(
+        text,
         "vocab size:     {}",
         r.vocab_size.map_or_else(na, |c| c.to_string())
-    );
-    println!("tensor data:    {}", human(r.tensor_bytes));
+    )?;
+    writeln!(text, "tensor data:    {}", human(r.tensor_bytes))?;
     if let Some(md) = &r.metadata {
-        println!("\nmetadata ({} keys):", md.len());
+        writeln!(text, "\nmetadata ({} keys):", md.len())?;
         for (k, v) in md {
-            println!("  {k:<44} {v}");
+            writeln!(text, "  {:<44} {}", p(k), p(v))?;
         }
     }
     let w = r
         .tensors
         .iter()
-        .map(|t| t.name.len())
+        .map(|t| p(&t.name).chars().count())
         .max()
         .unwrap_or(4)
         .max(4);
-    println!("\n{} tensors:", r.tensors.len());
-    println!(
+    writeln!(text, "\n{} tensors:", r.tensors.len())?;
+    writeln!(
+        text,
         "  {:<w$}  {:<20}  {:<7}  {:>12}",
         "name", "shape", "type", "bytes"
-    );
+    )?;
     for t in &r.tensors {
         let shape = format!("{:?}", t.shape);
-        println!(
+        writeln!(
+            text,
             "  {:<w$}  {:<20}  {:<7}  {:>12}",
-            t.name, shape, t.ty, t.bytes
-        );
+            p(&t.name),
+            shape,
+            t.ty,
+            t.bytes
+        )?;
     }
+    common::outln!("{}", text.trim_end_matches('\n'));
     Ok(())
 }

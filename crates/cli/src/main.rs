@@ -68,7 +68,7 @@ fn tokenize(args: TokenizeArgs) -> anyhow::Result<()> {
     let (_, tok) = common::open_with_tokenizer(&args.model.path()?)?;
     let ids = tok.encode(&args.prompt, !args.no_add_special, !args.no_parse_special);
     let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-    println!("[{}]", list.join(", "));
+    common::outln!("[{}]", list.join(", "));
     Ok(())
 }
 
@@ -95,6 +95,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A wrong switch is an error, not silently ignored.
+    if let Err(e) = rustorch_quant::kernels::Isa::cap_from_env() {
+        eprintln!("error: {}", common::printable(&e));
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Some(Command::Run(a)) => generate::run(a),
         Some(Command::Chat(a)) => generate::chat(a),
@@ -109,10 +114,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `| head`: the reader is gone; end quietly with the status of a SIGPIPE death.
+        Err(e) if common::is_broken_pipe(&e) => ExitCode::from(141),
         Err(e) => {
-            // One line: the whole cause chain, newlines folded.
-            let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("error: {msg}");
+            eprintln!("error: {}", common::one_line(&e));
             ExitCode::FAILURE
         }
     }

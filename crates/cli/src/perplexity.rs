@@ -56,13 +56,11 @@ pub fn perplexity(args: PerplexityArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", args.file.display()))?;
     let (file, tok) = common::open_with_tokenizer(&path)?;
     let n_ctx = args.ctx as usize;
-    let mut model = rustorch_model::load(file, args.runtime.backend, n_ctx)
-        .with_context(|| path.display().to_string())?;
-    let n_vocab = model.config().n_vocab;
 
     // As llama-perplexity: tokenized once (BOS if the vocabulary adds it, special text not parsed),
     // cut into non-overlapping chunks whose first token becomes BOS when the vocabulary adds one;
-    // each chunk scores the predictions of its second half.
+    // each chunk scores the predictions of its second half. The text is checked before the model
+    // and its cache are loaded.
     let tokens = tok.encode(&text, true, false);
     let n_chunk_max = tokens.len() / n_ctx;
     if n_chunk_max == 0 {
@@ -72,6 +70,9 @@ pub fn perplexity(args: PerplexityArgs) -> anyhow::Result<()> {
             tokens.len()
         );
     }
+    let mut model = rustorch_model::load(file, args.runtime.backend, n_ctx)
+        .with_context(|| path.display().to_string())?;
+    let n_vocab = model.config().n_vocab;
     let n_chunk = args
         .chunks
         .map_or(n_chunk_max, |c| (c as usize).min(n_chunk_max));
@@ -126,9 +127,9 @@ pub fn perplexity(args: PerplexityArgs) -> anyhow::Result<()> {
             tokens_scored: count,
             chunk_ppl,
         };
-        println!("{}", serde_json::to_string(&report)?);
+        common::outln!("{}", serde_json::to_string(&report)?);
     } else {
-        println!(
+        common::outln!(
             "PPL = {ppl:.4} +/- {stderr:.5} ({n_chunk} chunks of {n_ctx} tokens, {count} scored)"
         );
     }
@@ -232,6 +233,6 @@ pub fn logits(args: LogitsArgs) -> anyhow::Result<()> {
     struct Report {
         positions: Vec<Position>,
     }
-    println!("{}", serde_json::to_string(&Report { positions })?);
+    common::outln!("{}", serde_json::to_string(&Report { positions })?);
     Ok(())
 }

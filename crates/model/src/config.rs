@@ -132,6 +132,32 @@ impl Config {
         if n_vocab == 0 {
             return Err(invalid("empty vocabulary".into()));
         }
+        // Every count is checked against the tensors that exist before anything is sized from
+        // it: a file may claim four billion layers.
+        let n_blocks = blocks_in(file);
+        if n_layer > n_blocks {
+            return Err(invalid(format!(
+                "block_count is {n_layer}, but the file has tensors for {n_blocks} blocks"
+            )));
+        }
+        for (name, expected) in [
+            ("blk.0.attn_k.weight", [n_embd, n_head_kv * head_dim]),
+            ("blk.0.ffn_up.weight", [n_embd, n_ff]),
+        ] {
+            let t = file
+                .tensor(name)
+                .ok_or_else(|| ModelError::MissingTensor(name.into()))?;
+            if t.dims.len() != 2
+                || t.dims[0] != expected[0] as u64
+                || t.dims[1] != expected[1] as u64
+            {
+                return Err(ModelError::TensorShape {
+                    name: name.into(),
+                    expected: format!("{expected:?} (from the hyper-parameters)"),
+                    actual: format!("{:?}", t.dims),
+                });
+            }
+        }
         Ok(Config {
             arch,
             n_layer,
@@ -157,6 +183,22 @@ impl Config {
     pub fn n_gqa(&self) -> usize {
         self.n_head / self.n_head_kv
     }
+}
+
+/// Blocks the tensor names cover: one more than the largest `N` of a `blk.N.` name.
+fn blocks_in(file: &GgufFile) -> usize {
+    file.tensors()
+        .iter()
+        .filter_map(|t| {
+            t.name
+                .strip_prefix("blk.")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .map_or(0, |n| n + 1)
 }
 
 impl From<GgufError> for ModelError {

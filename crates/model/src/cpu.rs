@@ -149,6 +149,11 @@ fn grow<T: Clone + Default>(v: &mut Vec<T>, len: usize) {
     }
 }
 
+/// Bytes of a CPU KV cache: keys and values in f16 for every layer and position.
+pub(crate) fn kv_bytes(n_layer: usize, n_ctx: usize, kv_dim: usize) -> u64 {
+    4 * n_layer as u64 * n_ctx as u64 * kv_dim as u64
+}
+
 impl Backend for CpuBackend {
     type Buf = Vec<f32>;
     type Weight = CpuWeight;
@@ -247,17 +252,16 @@ impl Backend for CpuBackend {
         let len = n_ctx
             .checked_mul(kv_dim)
             .ok_or_else(|| ModelError::Backend("KV cache size overflows".into()))?;
-        // A context too large for memory is an error, not an abort.
+        // Zeroed pages straight from the allocator (the OS maps them untouched): memory is used
+        // as the context fills, not up front. A context too large is an error, not an abort.
         let zeros = || -> Result<Vec<f16>, ModelError> {
-            let mut v = Vec::new();
-            v.try_reserve_exact(len).map_err(|_| {
-                let mib = (2 * n_layer * len * 2) >> 20;
-                ModelError::Backend(format!(
-                    "cannot allocate the KV cache for a context of {n_ctx} tokens ({mib} MiB): use a smaller -c"
-                ))
-            })?;
-            v.resize(len, f16::ZERO);
-            Ok(v)
+            bytemuck::allocation::try_zeroed_slice_box::<f16>(len)
+                .map(Vec::from)
+                .map_err(|_| ModelError::Memory {
+                    what: format!("the KV cache for a context of {n_ctx} tokens"),
+                    needed: kv_bytes(n_layer, n_ctx, kv_dim),
+                    available: None,
+                })
         };
         Ok(CpuKv {
             k: (0..n_layer).map(|_| zeros()).collect::<Result<_, _>>()?,
@@ -570,13 +574,15 @@ impl Backend for CpuBackend {
                 let n_kv = pos0 + t0 + tn; // cache positions the tile's last token sees
                 ATTN.with(|s| {
                     let s = &mut *s.borrow_mut();
-                    // Sized for the whole context at once, so decoding never grows them token by
-                    // token (`n_q` is at most `group` when decoding).
-                    grow(&mut s.k, n_ctx * hd);
-                    grow(&mut s.vt, hd * n_ctx);
+                    // Sized for the whole context at once up to 4096 positions, then in powers
+                    // of two, so decoding never grows them token by token (`n_q` is at most
+                    // `group` when decoding) and a huge context costs memory only as it fills.
+                    let span = n_kv.next_power_of_two().max(4096).min(n_ctx).max(n_kv);
+                    grow(&mut s.k, span * hd);
+                    grow(&mut s.vt, hd * span);
                     grow(&mut s.q, n_q.max(group) * hd);
-                    grow(&mut s.scores, n_kv.max(n_ctx) * n_q.max(group));
-                    grow(&mut s.p, n_q.max(group) * n_kv.max(n_ctx));
+                    grow(&mut s.scores, span * n_q.max(group));
+                    grow(&mut s.p, n_q.max(group) * span);
                     keys[kvh * n_ctx * hd..(kvh * n_ctx + n_kv) * hd]
                         .convert_to_f32_slice(&mut s.k[..n_kv * hd]);
                     for d in 0..hd {

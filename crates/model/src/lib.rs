@@ -7,6 +7,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod debug;
 pub mod ftype;
+pub mod host_memory;
 pub mod llama;
 pub mod quantize;
 pub mod runner;
@@ -49,6 +50,13 @@ pub enum ModelError {
     Quantize(String),
     #[error("{0}")]
     Backend(String),
+    /// Memory that is not there: `available` is what the system reported, when it was asked.
+    #[error("{what} needs {} MiB{}: use a smaller context (-c)", needed >> 20, available.map_or(String::new(), |a| format!(", but only {} MiB of memory is available", a >> 20)))]
+    Memory {
+        what: String,
+        needed: u64,
+        available: Option<u64>,
+    },
     #[error("prompt of {n_tokens} tokens does not fit the context of {n_ctx} tokens")]
     ContextFull { n_tokens: usize, n_ctx: usize },
 }

@@ -157,8 +157,17 @@ pub fn load(
     } else {
         n_ctx
     };
+    if n_ctx == 0 {
+        return Err(ModelError::InvalidConfig(
+            "the context length is 0 (give one with -c)".into(),
+        ));
+    }
     match (device, config.arch) {
         (Device::Cpu, Arch::Llama) => {
+            crate::host_memory::check(
+                crate::cpu::kv_bytes(config.n_layer, n_ctx, config.kv_dim()),
+                || format!("the KV cache for a context of {n_ctx} tokens"),
+            )?;
             let mut backend = CpuBackend::new(rayon::current_num_threads());
             let model = LlamaModel::load(&mut backend, &file, config)?;
             let state = model.new_state(&mut backend)?;

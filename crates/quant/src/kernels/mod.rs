@@ -87,15 +87,35 @@ impl Isa {
         }
     }
 
+    /// The cap `RUSTORCH_ISA` sets (an ISA name; unset or empty: none). An unknown name is an
+    /// error, for the program to report before it computes anything; [`Isa::detected`] ignores it.
+    pub fn cap_from_env() -> Result<Option<Isa>, String> {
+        let Some(value) = std::env::var_os("RUSTORCH_ISA") else {
+            return Ok(None);
+        };
+        let name = value.to_string_lossy();
+        if name.is_empty() {
+            return Ok(None);
+        }
+        Isa::ALL
+            .into_iter()
+            .find(|i| i.name() == name)
+            .map(Some)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Isa::ALL.iter().map(|i| i.name()).collect();
+                format!(
+                    "RUSTORCH_ISA={name:?} is not an ISA name (expected one of: {})",
+                    names.join(", ")
+                )
+            })
+    }
+
     /// The best available ISA, detected on first use and then fixed for the process.
     /// `RUSTORCH_ISA` (an ISA name) caps it, for benchmarks and bisecting.
     pub fn detected() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
         *BEST.get_or_init(|| {
-            let cap = std::env::var("RUSTORCH_ISA").ok();
-            let cap = cap
-                .as_deref()
-                .and_then(|name| Isa::ALL.into_iter().find(|i| i.name() == name));
+            let cap = Isa::cap_from_env().ok().flatten();
             Isa::ALL
                 .into_iter()
                 .rev()
