@@ -8,7 +8,8 @@
 //! CI runs a fixed, seeded sample of each family. `RUSTORCH_HOSTILE_FULL=1` (or
 //! `scripts/hostile-sweep.sh`) runs every mutant, with a fresh seed printed first;
 //! `RUSTORCH_HOSTILE_SEED=S` replays a seed, `RUSTORCH_HOSTILE_CASE=TEXT` runs only the cases whose
-//! id contains TEXT, `RUSTORCH_HOSTILE_TIMEOUT=SECONDS` sets the hang limit (30).
+//! id contains TEXT, `RUSTORCH_HOSTILE_TIMEOUT=SECONDS` sets the hang limit (30), `RUSTORCH_HOSTILE_VERBOSE=1`
+//! prints every command's outcome.
 
 mod common;
 #[path = "hostile/layout.rs"]
@@ -35,6 +36,8 @@ const CI_SEED: u64 = 11;
 
 struct Sweep {
     full: bool,
+    /// Print every command's outcome (`RUSTORCH_HOSTILE_VERBOSE=1`).
+    verbose: bool,
     seed: u64,
     only: Option<String>,
 }
@@ -55,6 +58,7 @@ fn sweep() -> &'static Sweep {
         eprintln!("hostile: {mode}, seed {seed} (replay: RUSTORCH_HOSTILE_SEED={seed})");
         Sweep {
             full,
+            verbose: std::env::var("RUSTORCH_HOSTILE_VERBOSE").is_ok_and(|v| v == "1"),
             seed,
             only: std::env::var("RUSTORCH_HOSTILE_CASE").ok(),
         }
@@ -84,6 +88,7 @@ fn base(name: &'static str) -> &'static Base {
 /// filter.
 fn sample(mut all: Vec<Mutant>, n: usize, salt: u64) -> Vec<Mutant> {
     let s = sweep();
+    let total = all.len();
     if !s.full && all.len() > n {
         Rng::new(s.seed ^ salt).shuffle(&mut all);
         all.truncate(n);
@@ -91,6 +96,7 @@ fn sample(mut all: Vec<Mutant>, n: usize, salt: u64) -> Vec<Mutant> {
     if let Some(only) = &s.only {
         all.retain(|m| m.id.contains(only.as_str()));
     }
+    eprintln!("hostile: {} of {total} mutants (salt {salt})", all.len());
     all
 }
 
@@ -284,6 +290,15 @@ fn run_mutant(bench: &mut Bench, m: &Mutant) -> Vec<String> {
             problems.push(format!("directory changed: {after:?}"));
         }
         std::fs::remove_file(dir.join("out.gguf")).ok();
+        if sweep().verbose {
+            eprintln!(
+                "[{}] {} | rustorch {} | {}",
+                m.family,
+                m.id,
+                args.join(" "),
+                out.describe()
+            );
+        }
         if !problems.is_empty() {
             fails.push(format!(
                 "[{}] {} | rustorch {} | {} | {}",
@@ -317,6 +332,7 @@ fn run_family(name: &str, base_name: &'static str, mutants: Vec<Mutant>) {
     let base = base(base_name);
     let next = AtomicUsize::new(0);
     let fails = Mutex::new(Vec::new());
+    eprintln!("hostile {name}: {} mutants of {base_name}", mutants.len());
     std::thread::scope(|scope| {
         for _ in 0..2 {
             scope.spawn(|| {
@@ -361,11 +377,29 @@ fn smollm2_truncations() {
     run_family("truncations", common::SMOLLM, sample(all, 16, 1));
 }
 
-#[test]
-fn smollm2_field_values() {
+/// Boundary values in the tensor-info fields, or in the header and metadata fields.
+fn smollm2_fields(tensor_infos: bool) -> Vec<Mutant> {
     let b = smollm2();
-    let all = mutants::field_values(&b.bytes, &b.layout);
-    run_family("field values", common::SMOLLM, sample(all, 48, 2));
+    mutants::field_values(&b.bytes, &b.layout)
+        .into_iter()
+        .filter(|m| m.id.starts_with("tensor[") == tensor_infos)
+        .collect()
+}
+
+#[test]
+fn smollm2_header_and_metadata_fields() {
+    let all = smollm2_fields(false);
+    run_family(
+        "header and metadata fields",
+        common::SMOLLM,
+        sample(all, 24, 2),
+    );
+}
+
+#[test]
+fn smollm2_tensor_info_fields() {
+    let all = smollm2_fields(true);
+    run_family("tensor-info fields", common::SMOLLM, sample(all, 24, 12));
 }
 
 #[test]

@@ -616,6 +616,14 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("control characters in the prompt", "\x1b[31m{{ messages[0].content }}\x00\x07"),
     ("strftime garbage", "{{ strftime_now('%Q%%%') }}"),
     ("huge format width", "{{ '%999999999999d' | format(1) }}"),
+    ("empty loop 10^10", "{% for i in range(10000000000) %}{% endfor %}"),
+    ("replace blow-up", "{{ ('a' * 1000) | replace('a', 'a' * 1000) | replace('a', 'a' * 1000) }}"),
+    ("indent 10^9", "{{ 'x\nx' | indent(1000000000) }}"),
+    ("power overflow", "{{ 2 ** 100000000 }}{{ 10 ** 400 }}"),
+    ("content repeat", "{{ messages[0].content * 4000000000 }}"),
+    ("nested parentheses 100000", ""),
+    ("nested lists 100000", ""),
+    ("deep macro chain", ""),
 ];
 
 /// One mutant a template, each `tokenizer.chat_template` replaced.
@@ -627,14 +635,32 @@ pub fn templates(l: &Layout) -> Vec<Mutant> {
     TEMPLATES
         .iter()
         .map(|(name, text)| {
-            let text = if *name == "deep nesting 5000" {
-                format!(
-                    "{}x{}",
-                    "{% if true %}".repeat(5000),
-                    "{% endif %}".repeat(5000)
-                )
-            } else {
-                text.to_string()
+            let text = match *name {
+                "deep nesting 5000" => {
+                    format!(
+                        "{}x{}",
+                        "{% if true %}".repeat(5000),
+                        "{% endif %}".repeat(5000)
+                    )
+                }
+                "nested parentheses 100000" => {
+                    format!("{{{{ {}1{} }}}}", "(".repeat(100_000), ")".repeat(100_000))
+                }
+                "nested lists 100000" => {
+                    format!("{{{{ {}1{} }}}}", "[".repeat(100_000), "]".repeat(100_000))
+                }
+                // Macro k calls macro k-1 twice: 2^40 calls from 40 short definitions.
+                "deep macro chain" => {
+                    let mut t = "{% macro m0() %}x{% endmacro %}".to_string();
+                    for k in 1..=40 {
+                        let j = k - 1;
+                        t += &format!(
+                            "{{% macro m{k}() %}}{{{{ m{j}() }}}}{{{{ m{j}() }}}}{{% endmacro %}}"
+                        );
+                    }
+                    t + "{{ m40() }}"
+                }
+                _ => text.to_string(),
             };
             let mut m = l.clone();
             m.set_string("tokenizer.chat_template", text.as_bytes());
