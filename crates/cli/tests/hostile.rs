@@ -403,6 +403,12 @@ fn smollm2_tensor_info_fields() {
 }
 
 #[test]
+fn smollm2_structure() {
+    let all = mutants::structure(&smollm2().layout);
+    run_family("structure", common::SMOLLM, sample(all, 12, 13));
+}
+
+#[test]
 fn smollm2_byte_flips() {
     let b = smollm2();
     let n = if sweep().full { 2000 } else { 24 };

@@ -673,3 +673,54 @@ pub fn templates(l: &Layout) -> Vec<Mutant> {
         })
         .collect()
 }
+
+/// Whole pieces missing or repeated: each kv pair removed, each tensor removed, a tensor name
+/// repeated, two tensors sharing their data, the tensors in reverse order.
+pub fn structure(l: &Layout) -> Vec<Mutant> {
+    let mut out = Vec::new();
+    let mut push = |id: String, m: Layout| {
+        out.push(Mutant {
+            family: "structure",
+            id,
+            body: Body::Whole(m.into()),
+            extra: Extra::default(),
+        })
+    };
+    for (i, kv) in l.kvs.iter().enumerate() {
+        let mut m = l.clone();
+        m.kvs.remove(i);
+        push(format!("kv[{i}] {} removed", kv.key), m);
+    }
+    for (i, t) in l.tensors.iter().enumerate() {
+        let mut m = l.clone();
+        m.tensors.remove(i);
+        push(format!("tensor[{i}] {} removed", t.name), m);
+    }
+    let mut m = l.clone();
+    m.tensors[1].name = m.tensors[0].name.clone();
+    push(
+        format!(
+            "tensor[1] renamed to tensor[0]'s name {}",
+            l.tensors[0].name
+        ),
+        m,
+    );
+    // Two tensors of one shape and type pointing at the same bytes.
+    if let Some(j) = (1..l.tensors.len()).find(|&j| {
+        l.tensors[j].dims == l.tensors[1].dims && l.tensors[j].ty == l.tensors[1].ty && j != 1
+    }) {
+        let mut m = l.clone();
+        m.tensors[j].offset = m.tensors[1].offset;
+        push(format!("tensor[{j}] shares tensor[1]'s data"), m);
+    }
+    let mut m = l.clone();
+    m.tensors.reverse();
+    push("tensor infos in reverse order".into(), m);
+    let mut m = l.clone();
+    m.kvs.reverse();
+    push("kv pairs in reverse order".into(), m);
+    let mut m = l.clone();
+    m.version = 2;
+    push("version 2".into(), m);
+    out
+}
