@@ -349,6 +349,13 @@ fn run_family(name: &str, base_name: &'static str, mutants: Vec<Mutant>) {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(m) = mutants.get(i) else { break };
+                    if i > 0 && i % 500 == 0 {
+                        eprintln!(
+                            "hostile {name}: {i} of {} mutants, {:.0} s",
+                            mutants.len(),
+                            start.elapsed().as_secs_f64()
+                        );
+                    }
                     let f = run_mutant(&mut bench, m);
                     for line in &f {
                         eprintln!("FAIL {line}");
