@@ -110,16 +110,10 @@ for t in $FILES; do
         >"$BENCH/bench-$t.json" 2>"$BENCH/bench-$t.err"
     echo "bench $t: rc $?"; grep -v XDG_RUNTIME_DIR "$BENCH/bench-$t.err"
 done
-RUSTORCH_WGPU_SUBGROUPS=0 "$BIN/rustorch" bench -m "$M" --backend vulkan $GEN_ARGS --json \
-    >"$BENCH/bench-nosg.json" 2>/dev/null
-RUSTORCH_WGPU_SUBMIT_EVERY=0 "$BIN/rustorch" bench -m "$M" --backend vulkan $GEN_ARGS --json \
-    >"$BENCH/bench-submit0.json" 2>/dev/null
-RUSTORCH_WGPU_MATVEC=chunk "$BIN/rustorch" bench -m "$M" --backend vulkan $GEN_ARGS --json \
-    >"$BENCH/bench-chunk.json" 2>/dev/null
-RUSTORCH_WGPU_CHECKED=1 "$BIN/rustorch" bench -m "$M" --backend vulkan $GEN_ARGS --json \
-    >"$BENCH/bench-checked.json" 2>/dev/null
-RUSTORCH_WGPU_MATVEC=0 "$BIN/rustorch" bench -m "$M" --backend vulkan $GEN_ARGS --json \
-    >"$BENCH/bench-nomatvec.json" 2>/dev/null
+for v in nosg:wgpu.subgroups=0 submit0:wgpu.submit_every=0 checked:wgpu.checked=1 nomatvec:wgpu.matvec=0; do
+    "$BIN/rustorch" bench -m "$M" --backend vulkan --backend-opt "${v#*:}" $GEN_ARGS --json \
+        >"$BENCH/bench-${v%%:*}.json" 2>/dev/null
+done
 # Where the host's time goes per decoded token (recording, encoding, submitting, waiting), and
 # the GPU time of each kernel (timestamp queries; each dispatch in its own pass while profiling).
 RUSTORCH_WGPU_PROFILE=1 "$BIN/rustorch" bench -m "$M" --backend vulkan $GEN_ARGS \
@@ -156,12 +150,12 @@ except Exception as e:
     check["greedy_error"] = str(e)
 prof = re.findall(r"^wgpu (?:profile|GPU time|kernel).*", open(os.path.join(out, "profile.err")).read(), re.M)
 bench = []
-for name in ["Q4_K_M", "Q4_0", "Q8_0", "nosg", "submit0", "chunk", "checked", "nomatvec"]:
+for name in ["Q4_K_M", "Q4_0", "Q8_0", "nosg", "submit0", "checked", "nomatvec"]:
     try:
         for r in json.load(open(os.path.join(bench_dir, f"bench-{name}.json"))):
             r.pop("samples_ns", None)
             r["model_filename"] = os.path.basename(r["model_filename"])
-            r["variant"] = {"nosg": "RUSTORCH_WGPU_SUBGROUPS=0", "submit0": "RUSTORCH_WGPU_SUBMIT_EVERY=0", "chunk": "RUSTORCH_WGPU_MATVEC=chunk", "checked": "RUSTORCH_WGPU_CHECKED=1", "nomatvec": "RUSTORCH_WGPU_MATVEC=0"}.get(name, "default")
+            r["variant"] = {"nosg": "wgpu.subgroups=0", "submit0": "wgpu.submit_every=0", "checked": "wgpu.checked=1", "nomatvec": "wgpu.matvec=0"}.get(name, "default")
             bench.append(r)
     except Exception as e:
         bench.append({"file": name, "error": str(e)})

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use rustorch_model::ftype::FileType;
@@ -78,8 +78,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         .unwrap_or("?")
         .to_string();
     let n_ctx = args.n_prompt.max(args.n_gen).max(1);
-    let mut model = rustorch_model::load(file, args.runtime.backend, n_ctx)
-        .with_context(|| path.display().to_string())?;
+    let mut model = args.runtime.load(&path, file, n_ctx)?;
     let n_vocab = model.config().n_vocab;
     let n_threads = rayon::current_num_threads();
     // Token ids as llama-bench uses: arbitrary ids below the vocabulary size.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::Args;
 use rustorch_gguf::GgufFile;
-use rustorch_model::Device;
+use rustorch_model::{BackendOptions, Device};
 use rustorch_tokenizer::Tokenizer;
 
 pub const DEFAULT_MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -41,6 +41,11 @@ pub struct RuntimeArgs {
     /// Backend: cpu, cuda, metal, vulkan, or gpu (CUDA, then Metal/Vulkan, whichever is built and present)
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     pub backend: Device,
+    /// A backend setting, KEY=VALUE (repeatable): cpu.pack, cuda.graph, cuda.flash, cuda.pdl,
+    /// cuda.prefetch, cuda.attn_prefetch, cuda.mv_warps, cuda.wpr_max, wgpu.adapter, wgpu.profile,
+    /// wgpu.subgroups, wgpu.matvec, wgpu.checked, wgpu.timeout, wgpu.submit_every, wgpu.mv
+    #[arg(long = "backend-opt", value_name = "KEY=VALUE")]
+    pub backend_opts: Vec<String>,
 }
 
 fn parse_device(s: &str) -> Result<Device, String> {
@@ -55,6 +60,28 @@ fn parse_device(s: &str) -> Result<Device, String> {
 impl RuntimeArgs {
     pub fn init_threads(&self) -> anyhow::Result<()> {
         init_threads(self.threads)
+    }
+
+    /// The backends' options: defaults, the documented environment switches, then each
+    /// `--backend-opt`.
+    pub fn backend_options(&self) -> anyhow::Result<BackendOptions> {
+        let mut opts = BackendOptions::from_env();
+        for pair in &self.backend_opts {
+            opts.set_pair(pair).map_err(anyhow::Error::msg)?;
+        }
+        Ok(opts)
+    }
+
+    /// Loads the model in `file` (named `path` in errors) on the chosen backend.
+    pub fn load(
+        &self,
+        path: &Path,
+        file: Arc<GgufFile>,
+        n_ctx: usize,
+    ) -> anyhow::Result<Box<dyn rustorch_model::Model>> {
+        let opts = self.backend_options()?;
+        rustorch_model::load_with(file, self.backend, n_ctx, &opts)
+            .with_context(|| path.display().to_string())
     }
 }
 

@@ -139,8 +139,7 @@ fn start_session(
     n_ctx: usize,
     runtime: &RuntimeArgs,
 ) -> anyhow::Result<Session> {
-    let model = rustorch_model::load(o.file, runtime.backend, n_ctx)
-        .with_context(|| o.path.display().to_string())?;
+    let model = runtime.load(&o.path, o.file, n_ctx)?;
     Ok(Session::new(model, o.tok, sampler))
 }
 

@@ -70,8 +70,7 @@ pub fn perplexity(args: PerplexityArgs) -> anyhow::Result<()> {
             tokens.len()
         );
     }
-    let mut model = rustorch_model::load(file, args.runtime.backend, n_ctx)
-        .with_context(|| path.display().to_string())?;
+    let mut model = args.runtime.load(&path, file, n_ctx)?;
     let n_vocab = model.config().n_vocab;
     let n_chunk = args
         .chunks
@@ -210,8 +209,7 @@ pub fn logits(args: LogitsArgs) -> anyhow::Result<()> {
     if ids.is_empty() {
         bail!("the text is empty");
     }
-    let mut model = rustorch_model::load(file, args.runtime.backend, ids.len())
-        .with_context(|| path.display().to_string())?;
+    let mut model = args.runtime.load(&path, file, ids.len())?;
     let n_vocab = model.config().n_vocab;
     let mut logits = Vec::new();
     let mut positions = Vec::with_capacity(ids.len());

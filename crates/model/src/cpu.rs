@@ -17,6 +17,7 @@ use rustorch_quant::kernels::{mat_kernel, MatKernel};
 use rustorch_quant::vecmath;
 
 use crate::backend::{AttnShape, Backend, Device};
+use crate::options::CpuOptions;
 use crate::threads::{for_each_chunk, Pool};
 use crate::ModelError;
 
@@ -130,15 +131,19 @@ thread_local! {
 }
 
 impl CpuBackend {
-    /// A backend computing on `n_threads` threads.
+    /// A backend computing on `n_threads` threads, with the default options.
     pub fn new(n_threads: usize) -> CpuBackend {
+        CpuBackend::with_options(n_threads, &CpuOptions::default())
+    }
+
+    pub fn with_options(n_threads: usize, opts: &CpuOptions) -> CpuBackend {
         CpuBackend {
             pool: Pool::new(n_threads),
             acts: Default::default(),
             acts_fresh: [false; 3],
             tmp: Vec::new(),
             att: Vec::new(),
-            pack_weights: std::env::var("RUSTORCH_CPU_PACK").map_or(true, |v| v != "0"),
+            pack_weights: opts.pack,
         }
     }
 }

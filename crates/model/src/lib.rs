@@ -9,6 +9,7 @@ pub mod debug;
 pub mod ftype;
 pub mod host_memory;
 pub mod llama;
+pub mod options;
 pub mod quantize;
 pub mod runner;
 pub mod synth;
@@ -21,7 +22,8 @@ pub use config::{Arch, Config, SUPPORTED_ARCHITECTURES};
 pub use cpu::CpuBackend;
 pub use debug::Debug;
 pub use llama::{LlamaModel, Logits, RunState, N_UBATCH};
-pub use runner::{load, Model};
+pub use options::{BackendOptions, CpuOptions, CudaOptions};
+pub use runner::{load, load_with, Model};
 
 /// Errors of loading and running a model.
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,7 @@ use crate::config::{Arch, Config};
 use crate::cpu::CpuBackend;
 use crate::debug::Debug;
 use crate::llama::{LlamaModel, Logits, RunState, N_UBATCH};
+use crate::options::BackendOptions;
 use crate::ModelError;
 
 /// A model ready to evaluate tokens: weights uploaded, run state and KV cache allocated.
@@ -144,11 +145,21 @@ where
 }
 
 /// Loads the model in `file` onto `device` with a KV cache of `n_ctx` positions (0: the trained
-/// context length).
+/// context length), with the backends' default options.
 pub fn load(
     file: Arc<GgufFile>,
     device: Device,
     n_ctx: usize,
+) -> Result<Box<dyn Model>, ModelError> {
+    load_with(file, device, n_ctx, &BackendOptions::default())
+}
+
+/// [`load`] with the backends' options.
+pub fn load_with(
+    file: Arc<GgufFile>,
+    device: Device,
+    n_ctx: usize,
+    opts: &BackendOptions,
 ) -> Result<Box<dyn Model>, ModelError> {
     device.check_available()?;
     let config = Config::from_gguf(&file)?;
@@ -168,7 +179,7 @@ pub fn load(
                 crate::cpu::kv_bytes(config.n_layer, n_ctx, config.kv_dim()),
                 || format!("the KV cache for a context of {n_ctx} tokens"),
             )?;
-            let mut backend = CpuBackend::new(rayon::current_num_threads());
+            let mut backend = CpuBackend::with_options(rayon::current_num_threads(), &opts.cpu);
             let model = LlamaModel::load(&mut backend, &file, config)?;
             let state = model.new_state(&mut backend)?;
             let kv = model.new_kv(&mut backend, n_ctx)?;
@@ -182,10 +193,14 @@ pub fn load(
             }))
         }
         #[cfg(feature = "cuda")]
-        (Device::Cuda, Arch::Llama) => crate::cuda::load(file, config, n_ctx),
+        (Device::Cuda, Arch::Llama) => crate::cuda::load(file, config, n_ctx, &opts.cuda),
         #[cfg(feature = "wgpu")]
-        (Device::Metal | Device::Vulkan, Arch::Llama) => crate::wgpu::load(file, config, n_ctx),
-        (Device::Gpu, _) => load(file, pick_gpu()?, n_ctx),
+        (Device::Metal | Device::Vulkan, Arch::Llama) => {
+            crate::wgpu::load(file, config, n_ctx, &opts.wgpu)
+        }
+        (Device::Gpu, _) => load_with(file, pick_gpu()?, n_ctx, opts),
+        // Reached only in builds without some backend.
+        #[allow(unreachable_patterns)]
         (other, _) => Err(ModelError::Backend(format!(
             "the {} backend is not available in this build",
             other.name()

@@ -33,22 +33,15 @@ fn gpu(subgroups: bool) -> WgpuBackend {
 /// With or without subgroups, and with the decode matmul through the subgroup-per-row mat-vec
 /// (where subgroups are on) or the one-workgroup-per-row kernel.
 fn gpu_with(subgroups: bool, matvec: bool) -> WgpuBackend {
-    gpu_opts(subgroups, matvec, false)
+    gpu_full(subgroups, matvec, "")
 }
 
-/// As [`gpu_with`], with the older mat-vec of 32-weight chunks if `chunk`.
-fn gpu_opts(subgroups: bool, matvec: bool, chunk: bool) -> WgpuBackend {
-    gpu_full(subgroups, matvec, chunk, false, "")
-}
-
-/// As [`gpu_opts`], with Q4_K and Q6_K by quads rather than block dots in the mat-vec if `quad`,
-/// and the mat-vec's workgroup shapes as `RUSTORCH_WGPU_MV` would set them (`""`: the defaults).
-fn gpu_full(subgroups: bool, matvec: bool, chunk: bool, quad: bool, shapes: &str) -> WgpuBackend {
+/// As [`gpu_with`], with the mat-vec's workgroup shapes as the `mv` option would set them (`""`:
+/// the defaults).
+fn gpu_full(subgroups: bool, matvec: bool, shapes: &str) -> WgpuBackend {
     let opts = Options {
         subgroups,
         matvec,
-        matvec_chunk: chunk,
-        matvec_quad: quad,
         matvec_shapes: MvShapes::parse(shapes).expect("mat-vec shapes"),
         ..Options::from_env()
     };
@@ -113,21 +106,19 @@ fn dequantize(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Vec<f32> 
 
 #[test]
 fn matmul_and_embed_decode_every_format() {
-    // The mat-vec takes Q4_K and Q6_K by block dots, or by quads (`quad`) as the other formats;
+    // The mat-vec takes Q4_K and Q6_K by block dots, the other formats by quads;
     // in workgroups of the default shapes (Q4_K and Q6_K: 128x4 for these rows, 256x4 for the
     // 5632-wide ones), of 64 invocations a row, or of other shapes (decode only, there). (Few
     // backends a process: with eleven more, the last tests found no adapter on an H100.)
-    for (subgroups, matvec, chunk, quad, shapes) in [
-        (false, false, false, false, ""),
-        (true, false, false, false, ""),
-        (true, true, false, false, ""),
-        (true, true, false, true, ""),
-        (true, true, true, false, ""),
-        (true, true, false, false, "64x1"),
-        (true, true, false, false, "short=64x2;long=128x1"),
-        (true, true, false, true, "short=256x2;long=256x4"),
+    for (subgroups, matvec, shapes) in [
+        (false, false, ""),
+        (true, false, ""),
+        (true, true, ""),
+        (true, true, "64x1"),
+        (true, true, "short=64x2;long=128x1"),
+        (true, true, "short=256x2;long=256x4"),
     ] {
-        let mut b = gpu_full(subgroups, matvec, chunk, quad, shapes);
+        let mut b = gpu_full(subgroups, matvec, shapes);
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         // Rows not a multiple of the workgroup, five K super-blocks per row (40 chunks: more
         // than a subgroup of 32 takes in one step, and a partial second step); and a wide row
@@ -163,7 +154,7 @@ fn matmul_and_embed_decode_every_format() {
                         let g = got[t * rows + r] as f64;
                         assert!(
                             (g - dot).abs() <= 1e-5 * mag + 1e-6,
-                            "{ty} matmul (subgroups {subgroups}, mat-vec {matvec}, chunk {chunk}, quad {quad}, n {n}) row {r} token {t}: gpu {g} vs reference {dot}"
+                            "{ty} matmul (subgroups {subgroups}, mat-vec {matvec}, shapes {shapes:?}, n {n}) row {r} token {t}: gpu {g} vs reference {dot}"
                         );
                     }
                 }
@@ -479,14 +470,13 @@ fn rms_norm_folds_into_the_decode_matvec() {
     // norm's four-load steps (320) and of the mat-vec's four-step loop (1280 over 32 lanes).
     // Mat-vec workgroups of several rows (the defaults: q/k/v 128x4) or more invocations a row
     // too (rows 37 below: a last workgroup of rows past the end).
-    for (subgroups, matvec, chunk, shapes) in [
-        (false, false, false, ""),
-        (true, false, false, ""),
-        (true, true, false, ""),
-        (true, true, true, ""),
-        (true, true, false, "gu=128x4;short=256x1"),
+    for (subgroups, matvec, shapes) in [
+        (false, false, ""),
+        (true, false, ""),
+        (true, true, ""),
+        (true, true, "gu=128x4;short=256x1"),
     ] {
-        let mut b = gpu_full(subgroups, matvec, chunk, false, shapes);
+        let mut b = gpu_full(subgroups, matvec, shapes);
         let mut cpu = CpuBackend::new(1);
         let mut rng = Rng(2024);
         let fold = subgroups && matvec;
@@ -520,9 +510,8 @@ fn rms_norm_folds_into_the_decode_matvec() {
                 want_ops,
                 "rms_norm + q/k/v dispatches ({cols})"
             );
-            let what = format!(
-                "(subgroups {subgroups}, mat-vec {matvec}, chunk {chunk}, shapes {shapes:?}, {cols})"
-            );
+            let what =
+                format!("(subgroups {subgroups}, mat-vec {matvec}, shapes {shapes:?}, {cols})");
             assert_close(
                 &format!("normed input {what}"),
                 &download(&mut b, &xb, cols),
@@ -603,7 +592,7 @@ fn rms_norm_folds_into_the_decode_matvec() {
 fn rope_of_queries_and_keys_joins_the_cache_store() {
     // As the forward pass calls them: rope(q), rope(k), kv_store(k, v) become one dispatch;
     // then attention reads the cache it wrote. In decode (one token) that dispatch folds into the
-    // attention's (unless `rope_attn` is off): checked against the CPU at positions 0, 1, 2, 20,
+    // attention's; prompts keep it apart: checked against the CPU at positions 0, 1, 2, 20,
     // 21, 300 and 301 (split-K), GQA 6:2 and 8:2, head_dim 64 and 128 (96 dims rotated), and the
     // cache it leaves is read by a plain attention of the rotated query and by the next step.
     let cases = [
@@ -613,91 +602,86 @@ fn rope_of_queries_and_keys_joins_the_cache_store() {
     ];
     let n_ctx = 384;
     for subgroups in [false, true] {
-        for rope_attn in [false, true] {
-            let mut b = WgpuBackend::new(Options {
-                subgroups,
-                rope_attn,
-                ..Options::from_env()
-            })
-            .expect("a GPU adapter");
-            for (n_head, n_head_kv, hd, n_rot, base, steps) in &cases {
-                let (n_head, n_head_kv, hd) = (*n_head, *n_head_kv, *hd);
-                let shape = AttnShape {
-                    n_head,
-                    n_head_kv,
-                    head_dim: hd,
-                    n_rot: *n_rot,
-                    rope_freq_base: *base,
-                };
-                let (e, kvd) = (n_head * hd, n_head_kv * hd);
-                let mut cpu = CpuBackend::new(2);
-                let mut rng = Rng(11);
-                let mut ckv = cpu.alloc_kv(2, n_ctx, n_head_kv, hd).unwrap();
-                let mut gkv = b.alloc_kv(2, n_ctx, n_head_kv, hd).unwrap();
-                for &(pos0, n) in steps {
-                    let (mut q, v) = (rng.vec(n * e), rng.vec(n * kvd));
-                    let mut k: Vec<f32> = rng.vec(n * kvd).iter().map(|x| 3.0 * x).collect();
-                    let (mut qg, mut kg, vg) =
-                        (upload(&mut b, &q), upload(&mut b, &k), upload(&mut b, &v));
-                    cpu.rope(&mut q, n, n_head, &shape, pos0);
-                    cpu.rope(&mut k, n, n_head_kv, &shape, pos0);
-                    cpu.kv_store(&mut ckv, 1, &k, &v, n, pos0);
-                    let mut want = vec![0.0; n * e];
-                    cpu.attention(&q, &ckv, 1, n, pos0, &shape, &mut want);
-                    b.rope(&mut qg, n, n_head, &shape, pos0);
-                    b.rope(&mut kg, n, n_head_kv, &shape, pos0);
-                    b.kv_store(&mut gkv, 1, &kg, &vg, n, pos0);
-                    assert_eq!(
-                        b.pending_ops(),
-                        1,
-                        "rope q, rope k and the store in one dispatch"
-                    );
-                    let mut out = b.alloc(n * e).unwrap();
-                    b.attention(&qg, &gkv, 1, n, pos0, &shape, &mut out);
-                    let split = usize::from(n == 1 && pos0 + 1 > 256);
-                    let fused = rope_attn && n == 1;
-                    assert_eq!(
-                        b.pending_ops(),
-                        2 + split - usize::from(fused),
-                        "decode attention takes the RoPE and the store in: {fused}"
-                    );
-                    let what = format!(
-                        "at {pos0} (hd {hd}, subgroups {subgroups}, rope_attn {rope_attn})"
-                    );
+        let mut b = WgpuBackend::new(Options {
+            subgroups,
+            ..Options::from_env()
+        })
+        .expect("a GPU adapter");
+        for (n_head, n_head_kv, hd, n_rot, base, steps) in &cases {
+            let (n_head, n_head_kv, hd) = (*n_head, *n_head_kv, *hd);
+            let shape = AttnShape {
+                n_head,
+                n_head_kv,
+                head_dim: hd,
+                n_rot: *n_rot,
+                rope_freq_base: *base,
+            };
+            let (e, kvd) = (n_head * hd, n_head_kv * hd);
+            let mut cpu = CpuBackend::new(2);
+            let mut rng = Rng(11);
+            let mut ckv = cpu.alloc_kv(2, n_ctx, n_head_kv, hd).unwrap();
+            let mut gkv = b.alloc_kv(2, n_ctx, n_head_kv, hd).unwrap();
+            for &(pos0, n) in steps {
+                let (mut q, v) = (rng.vec(n * e), rng.vec(n * kvd));
+                let mut k: Vec<f32> = rng.vec(n * kvd).iter().map(|x| 3.0 * x).collect();
+                let (mut qg, mut kg, vg) =
+                    (upload(&mut b, &q), upload(&mut b, &k), upload(&mut b, &v));
+                cpu.rope(&mut q, n, n_head, &shape, pos0);
+                cpu.rope(&mut k, n, n_head_kv, &shape, pos0);
+                cpu.kv_store(&mut ckv, 1, &k, &v, n, pos0);
+                let mut want = vec![0.0; n * e];
+                cpu.attention(&q, &ckv, 1, n, pos0, &shape, &mut want);
+                b.rope(&mut qg, n, n_head, &shape, pos0);
+                b.rope(&mut kg, n, n_head_kv, &shape, pos0);
+                b.kv_store(&mut gkv, 1, &kg, &vg, n, pos0);
+                assert_eq!(
+                    b.pending_ops(),
+                    1,
+                    "rope q, rope k and the store in one dispatch"
+                );
+                let mut out = b.alloc(n * e).unwrap();
+                b.attention(&qg, &gkv, 1, n, pos0, &shape, &mut out);
+                let split = usize::from(n == 1 && pos0 + 1 > 256);
+                let fused = n == 1;
+                assert_eq!(
+                    b.pending_ops(),
+                    2 + split - usize::from(fused),
+                    "decode attention takes the RoPE and the store in: {fused}"
+                );
+                let what = format!("at {pos0} (hd {hd}, subgroups {subgroups})");
+                assert_close(
+                    &format!("attention {what}"),
+                    &download(&mut b, &out, n * e),
+                    &want,
+                    2e-2,
+                );
+                if fused {
+                    // The cache holds the rotated key and the value: a plain attention of
+                    // the rotated query (nothing to fold) reads them back.
+                    let qr = upload(&mut b, &q);
+                    let mut again = b.alloc(n * e).unwrap();
+                    b.attention(&qr, &gkv, 1, n, pos0, &shape, &mut again);
                     assert_close(
-                        &format!("attention {what}"),
-                        &download(&mut b, &out, n * e),
+                        &format!("attention from the cache {what}"),
+                        &download(&mut b, &again, n * e),
                         &want,
                         2e-2,
                     );
-                    if fused {
-                        // The cache holds the rotated key and the value: a plain attention of
-                        // the rotated query (nothing to fold) reads them back.
-                        let qr = upload(&mut b, &q);
-                        let mut again = b.alloc(n * e).unwrap();
-                        b.attention(&qr, &gkv, 1, n, pos0, &shape, &mut again);
-                        assert_close(
-                            &format!("attention from the cache {what}"),
-                            &download(&mut b, &again, n * e),
-                            &want,
-                            2e-2,
-                        );
-                    } else {
-                        // Angles up to 300 rad: an H100's sin and cos (Vulkan) differ from the
-                        // CPU's by about 1e-4 there.
-                        assert_close(
-                            &format!("rotated q {what}"),
-                            &download(&mut b, &qg, n * e),
-                            &q,
-                            1e-3,
-                        );
-                        assert_close(
-                            &format!("rotated k {what}"),
-                            &download(&mut b, &kg, n * kvd),
-                            &k,
-                            1e-3,
-                        );
-                    }
+                } else {
+                    // Angles up to 300 rad: an H100's sin and cos (Vulkan) differ from the
+                    // CPU's by about 1e-4 there.
+                    assert_close(
+                        &format!("rotated q {what}"),
+                        &download(&mut b, &qg, n * e),
+                        &q,
+                        1e-3,
+                    );
+                    assert_close(
+                        &format!("rotated k {what}"),
+                        &download(&mut b, &kg, n * kvd),
+                        &k,
+                        1e-3,
+                    );
                 }
             }
         }

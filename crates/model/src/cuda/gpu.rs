@@ -13,6 +13,7 @@ use cudarc::cublas::{result as blas, sys as blas_sys};
 use cudarc::driver::{result as drv, sys, CudaContext, CudaFunction, CudaModule, CudaStream};
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 
+use crate::options::CudaOptions;
 use crate::ModelError;
 
 const SOURCE: &str = include_str!("kernels.cu");
@@ -140,12 +141,18 @@ pub struct Gpu {
     pub(crate) pdl: AtomicBool,
     /// The compute capability's major number (PDL needs 9).
     pub(crate) cc_major: i32,
+    pub(crate) opts: CudaOptions,
     name: String,
 }
 
 impl Gpu {
-    /// Opens GPU 0 and compiles (or loads the cached) kernels.
+    /// Opens GPU 0 and compiles (or loads the cached) kernels, with the default options.
     pub fn new() -> Result<Gpu, ModelError> {
+        Gpu::with_options(CudaOptions::default())
+    }
+
+    /// [`Gpu::new`] with the backend's options.
+    pub fn with_options(opts: CudaOptions) -> Result<Gpu, ModelError> {
         if let Some(e) = super::driver_missing() {
             return Err(e);
         }
@@ -216,6 +223,7 @@ impl Gpu {
             blas,
             pdl: AtomicBool::new(false),
             cc_major: major,
+            opts,
             name,
         })
     }

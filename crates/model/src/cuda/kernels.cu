@@ -1027,7 +1027,7 @@ ATTN_PROMPT(64)
 ATTN_PROMPT(96)
 ATTN_PROMPT(128)
 
-// Prompt attention without tensor cores (cards before sm_80, or RUSTORCH_CUDA_FLASH=0), between
+// Prompt attention without tensor cores (cards before sm_80, or the flash option off), between
 // two batched GEMMs: scores s (rows = head-major (head, t), n_kv
 // columns) -> probabilities p (f16), causal: row t sees positions 0..=pos0 + t.
 extern "C" __global__ void softmax_causal(const float* s, u16* p, int n, int n_kv, int pos0, float scale) {

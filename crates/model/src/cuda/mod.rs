@@ -64,7 +64,8 @@ pub fn load(
     file: Arc<GgufFile>,
     config: Config,
     n_ctx: usize,
+    opts: &crate::options::CudaOptions,
 ) -> Result<Box<dyn Model>, ModelError> {
-    let gpu = Gpu::new()?;
+    let gpu = Gpu::with_options(opts.clone())?;
     Ok(Box::new(model::CudaModel::load(gpu, &file, config, n_ctx)?))
 }

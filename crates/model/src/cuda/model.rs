@@ -5,7 +5,7 @@
 //! RMSNorm+quantize → gate·up·SiLU mat-vec → quantize → down mat-vec += residual] → head. The
 //! mat-vecs read the weights in their GGUF blocks and take int8 dot products (dp4a) with the
 //! activation quantized to q8_1. The position and the token are read from the device buffer `io`,
-//! so the step is captured once as a CUDA graph and replayed (`RUSTORCH_CUDA_GRAPH=0`: no graph).
+//! so the step is captured once as a CUDA graph and replayed (the `graph` option off: no graph).
 //! On sm_90+ the step's kernels go with Programmatic Dependent Launch: each kernel's blocks start
 //! while the previous kernel finishes, pull their weight rows (the attention: the cached keys and
 //! values) into L2, and only then wait for the previous kernel's results.
@@ -13,7 +13,7 @@
 //! Prompt (several tokens, cuBLAS present): each weight is dequantized to an f16 scratch matrix and
 //! multiplied by cuBLAS on tensor cores (f32 accumulation); attention is one flash-attention kernel
 //! per layer (tensor cores, online softmax, no score matrix in memory) on sm_80+, and on older cards
-//! (or with `RUSTORCH_CUDA_FLASH=0`) two batched GEMMs (scores = K·Q, out = V·P) around a causal
+//! (or with the `flash` option off) two batched GEMMs (scores = K·Q, out = V·P) around a causal
 //! softmax kernel, whose score matrix limits the batch at long contexts. Without cuBLAS, prompts run
 //! token by token through the decode step.
 //!
@@ -30,8 +30,8 @@ use rustorch_quant::dispatch;
 
 use super::gpu::{drv_err, DevBuf, Gpu};
 use super::ops::{
-    attn_decode, attn_prompt, flash_enabled, matvec, pdl_enabled, quantize, rms_norm, rope_kv,
-    upload_matrix, Attn, GWeight, MvIn, RopeOut, RMS_NORM_MAX,
+    attn_decode, attn_prompt, flash_enabled, matvec, quantize, rms_norm, rope_kv, upload_matrix,
+    Attn, GWeight, MvIn, RopeOut, RMS_NORM_MAX,
 };
 use crate::config::Config;
 use crate::llama::{Logits, N_UBATCH};
@@ -251,7 +251,7 @@ impl CudaModel {
             vc: f16s(cache, &format!("the KV cache ({n_ctx} tokens)"))?,
             prompt,
             graph: None,
-            use_graph: std::env::var("RUSTORCH_CUDA_GRAPH").map_or(true, |v| v != "0"),
+            use_graph: gpu.opts.graph,
             ub,
             attn,
             token_embd,
@@ -294,7 +294,7 @@ impl CudaModel {
     /// Queues one decode step (token and position in `io`); logits end in `self.logits`. On sm_90+
     /// its kernels go with Programmatic Dependent Launch (see [`Gpu::pdl`]).
     fn record_decode(&self) -> Result<(), ModelError> {
-        let pdl = self.gpu.cc_major >= 9 && pdl_enabled();
+        let pdl = self.gpu.cc_major >= 9 && self.gpu.opts.pdl;
         self.gpu.pdl.store(pdl, Ordering::Relaxed);
         let r = self.record_decode_kernels();
         self.gpu.pdl.store(false, Ordering::Relaxed);

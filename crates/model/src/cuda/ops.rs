@@ -25,13 +25,6 @@ const Q6K_PADDED: usize = 224;
 /// Kernel type code of padded Q6_K.
 const T_Q6_KP: i32 = 200;
 
-/// Whether Q6_K weights are padded to aligned blocks at upload (`RUSTORCH_CUDA_Q6K_PAD=0`: kept as
-/// in the file).
-fn q6k_pad_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    switch("RUSTORCH_CUDA_Q6K_PAD", &ON)
-}
-
 /// A weight matrix on the GPU: `rows` rows of `cols` weights in format `ty` (a kernel type code).
 pub(crate) struct GWeight {
     pub buf: DevBuf,
@@ -55,7 +48,7 @@ pub(crate) fn upload_matrix(
             "cuda: tensor '{name}' has rows of {cols} values; the cuda backend needs a multiple of 32"
         )));
     }
-    if ty == GgmlType::Q6_K && q6k_pad_enabled() {
+    if ty == GgmlType::Q6_K {
         // Each 210-byte block padded to 224 bytes (kernel type T_Q6_KP): aligned vector loads.
         let mut padded = vec![0u8; data.len() / Q6K_BYTES * Q6K_PADDED];
         for (dst, src) in padded
@@ -109,31 +102,6 @@ pub(crate) fn upload_matrix(
     })
 }
 
-/// Warps in a mat-vec block (`RUSTORCH_CUDA_MV_WARPS`: 4, 8 or 16, default 4), a tuning knob.
-fn mv_warps() -> usize {
-    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *N.get_or_init(
-        || match std::env::var("RUSTORCH_CUDA_MV_WARPS").ok().as_deref() {
-            Some("8") => 8,
-            Some("16") => 16,
-            _ => 4,
-        },
-    )
-}
-
-/// Most warps a mat-vec row gets (`RUSTORCH_CUDA_WPR_MAX`: 1, 2 or 4, default 2, the fastest on an
-/// H100 for TinyLlama), a tuning knob.
-fn wpr_max() -> usize {
-    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *MAX.get_or_init(
-        || match std::env::var("RUSTORCH_CUDA_WPR_MAX").ok().as_deref() {
-            Some("1") => 1,
-            Some("4") => 4,
-            _ => 2,
-        },
-    )
-}
-
 /// The input of a mat-vec: an activation quantized to q8_1, codes and per-block `(d, d·Σq)`.
 #[derive(Clone, Copy)]
 pub(crate) struct MvIn {
@@ -151,32 +119,6 @@ pub(crate) struct RopeOut {
     pub vc: u64,
 }
 
-/// An env switch that is on unless set to `0`, read once per name.
-fn switch(name: &'static str, cell: &'static std::sync::OnceLock<bool>) -> bool {
-    *cell.get_or_init(|| std::env::var(name).map_or(true, |v| v != "0"))
-}
-
-/// Whether the decode attention pulls the cached keys and values into L2 before waiting on the
-/// previous kernel (`RUSTORCH_CUDA_ATTN_PREFETCH=0`: off).
-fn attn_prefetch_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    switch("RUSTORCH_CUDA_ATTN_PREFETCH", &ON)
-}
-
-/// Whether the decode step is launched with Programmatic Dependent Launch on cards that have it
-/// (`RUSTORCH_CUDA_PDL=0`: off).
-pub(crate) fn pdl_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    switch("RUSTORCH_CUDA_PDL", &ON)
-}
-
-/// Whether the mat-vecs pull their weight rows into L2 before waiting on the previous kernel
-/// (`RUSTORCH_CUDA_PREFETCH=0`: off); useful under Programmatic Dependent Launch only.
-fn prefetch_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    switch("RUSTORCH_CUDA_PREFETCH", &ON)
-}
-
 /// `outs[i] (+)= ws[i] · x`; `mode` as in `kernels.cu` (0 write, 1 add, 2 SwiGLU of two weights,
 /// 3 q/k/v with RoPE into the cache, which needs `rope`).
 pub(crate) fn matvec(
@@ -186,7 +128,7 @@ pub(crate) fn matvec(
     mode: i32,
     rope: Option<(&Attn, RopeOut)>,
 ) -> Result<(), ModelError> {
-    let flags = i32::from(prefetch_enabled());
+    let flags = i32::from(gpu.opts.prefetch);
     assert!(!ws.is_empty() && ws.len() <= 3);
     let ncols = ws[0].0.cols;
     assert!(ws.iter().all(|(w, _)| w.cols == ncols));
@@ -210,9 +152,9 @@ pub(crate) fn matvec(
         _ if mode >= 2 => 2,
         _ => 4,
     }
-    .min(wpr_max());
+    .min(gpu.opts.wpr_max);
     let items = if mode == 2 { 2 * rows } else { rows };
-    let warps = mv_warps();
+    let warps = gpu.opts.mv_warps;
     let grid = items.div_ceil(warps / wpr) as u32;
     let (io, qh, kc, vc, n_ctx, hd, n_rot, theta_scale) = match rope {
         Some((a, r)) => (
@@ -420,16 +362,15 @@ pub(crate) fn attn_decode(
             &of32,
             &aq,
             &ads,
-            &i32::from(attn_prefetch_enabled()),
+            &i32::from(gpu.opts.attn_prefetch),
         ],
     )
 }
 
 /// Whether prompts take the flash-attention kernel (tensor cores, sm_80+) instead of the cuBLAS
-/// score-matrix path (`RUSTORCH_CUDA_FLASH=0`: the cuBLAS path).
+/// score-matrix path (the `flash` option off).
 pub(crate) fn flash_enabled(gpu: &Gpu) -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    gpu.cc_major >= 8 && switch("RUSTORCH_CUDA_FLASH", &ON)
+    gpu.cc_major >= 8 && gpu.opts.flash
 }
 
 /// Query rows of one prompt-attention block (`FA_BQ` in `kernels.cu`).

@@ -210,7 +210,7 @@ impl WgpuBackend {
             })?;
         if self.cx.matvec {
             // Built now rather than at the first token (mixed formats are built when first met).
-            let blocks = !self.cx.matvec_quad && shaders::has_block_dot(ty);
+            let blocks = shaders::has_block_dot(ty);
             let shape = self.cx.matvec_shapes.pick(1, rows, cols, blocks);
             self.matvec_pipe([ty; 3], false, shape)?;
             if self.fold_norm {
@@ -238,23 +238,13 @@ impl WgpuBackend {
         let access = [
             false, false, false, false, true, true, true, true, false, true,
         ];
-        let chunk = self.cx.matvec_chunk;
-        let blocks = !self.cx.matvec_quad;
         let key = format!(
-            "matvec/{},{},{}/norm={norm}/chunk={chunk}{}{}",
-            fmts[0],
-            fmts[1],
-            fmts[2],
-            if blocks { "" } else { "/quad" },
-            if shape == MvShape::ONE || chunk {
-                String::new()
-            } else {
-                format!("/{shape}")
-            }
+            "matvec/{},{},{}/norm={norm}/{shape}",
+            fmts[0], fmts[1], fmts[2],
         );
         self.cx
             .pipe(&key, &access[..if norm { 10 } else { 8 }], || {
-                shaders::matvec_with(fmts, norm, chunk, blocks, shape)
+                shaders::matvec_with(fmts, norm, shape)
             })
     }
 
@@ -691,8 +681,7 @@ impl Backend for WgpuBackend {
         // `kv_store`): that dispatch is taken back and done by this one (attention.wgsl's FUSED).
         let rope = self.last_rope_kv.take().filter(|r| {
             let rp = &r.rope;
-            self.cx.rope_attn
-                && n == 1
+            n == 1
                 && rp.n == 1
                 && rp.q.1 == q.id
                 && rp.pos0 == pos0

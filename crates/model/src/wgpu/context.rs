@@ -13,8 +13,7 @@ use crate::ModelError;
 const MAX_SLOTS: u32 = 2048;
 /// Ops per submission by default (an eighth, a quarter and a half of that for a step's first
 /// three): the GPU starts on the first ones while the host records and encodes the rest of the
-/// step (an H100 decoding TinyLlama at 1d4d789: 302 -> 362 tok/s against one submission per step;
-/// 16 ops: 336, 64: 353).
+/// step (BENCHMARKS.md has the figures for other sizes and for one submission a step).
 const SUBMIT_EVERY: usize = 32;
 /// Storage buffers one op binds at most (the decode mat-vec with the RMSNorm folded in).
 pub(crate) const MAX_BINDS: usize = 10;
@@ -33,14 +32,9 @@ pub struct Options {
     /// Longest wait for the GPU to finish one submission.
     pub timeout: Duration,
     /// Submit after this many ops (0: once per step, when a result is read; default
-    /// [`SUBMIT_EVERY`]). Smaller batches let the GPU start while the rest of the step is being
-    /// recorded.
+    /// [`SUBMIT_EVERY`]), ramped up at a step's start (after an eighth, a quarter, a half of it):
+    /// the GPU starts while the rest of the step is being recorded.
     pub submit_every: usize,
-    /// Ramp a step's submissions up: after an eighth, a quarter, a half of `submit_every` ops,
-    /// then every `submit_every` (default; `RUSTORCH_WGPU_SUBMIT_RAMP=0`: a quarter, then whole
-    /// batches), so the GPU starts sooner (an H100 decoding TinyLlama Q4_K_M: 591 -> 608 tok/s in
-    /// one call, 590 -> 573 in another: within the machines' noise).
-    pub submit_ramp: bool,
     /// Print where the host's time went (recording, encoding, submitting, waiting) at exit, and,
     /// where the adapter has timestamp queries, the GPU time of each kernel (every dispatch then
     /// runs in its own compute pass, and each submission is waited for).
@@ -48,21 +42,12 @@ pub struct Options {
     /// With `profile`: stamp each compute pass as recorded instead of splitting every dispatch
     /// into its own (`RUSTORCH_WGPU_PROFILE=pass`): the GPU time of whole steps, unperturbed.
     pub profile_passes: bool,
-    /// Decode matmuls through the mat-vec kernel with a subgroup per row (where the adapter has
-    /// subgroups); off: the one-workgroup-per-row kernel the prompt uses.
+    /// Decode matmuls through the mat-vec kernel (where the adapter has subgroups); off: the
+    /// one-workgroup-per-row kernel the prompt uses.
     pub matvec: bool,
-    /// With `matvec`: the older kernel of 32-weight chunks an invocation
-    /// (`RUSTORCH_WGPU_MATVEC=chunk`) instead of the coalesced one of four weights.
-    pub matvec_chunk: bool,
-    /// With `matvec`: Q4_K and Q6_K weights by four-weight quads as the other formats
-    /// (`RUSTORCH_WGPU_MATVEC=quad`) instead of sixteen invocations a block.
-    pub matvec_quad: bool,
-    /// With `matvec`: the workgroup shape of each kind of decode mat-vec
-    /// (`RUSTORCH_WGPU_MV`, see [`MvShapes::parse`]).
+    /// With `matvec`: the workgroup shape of each kind of decode mat-vec (see
+    /// [`MvShapes::parse`]).
     pub matvec_shapes: MvShapes,
-    /// Fold a decode step's RoPE and cache store into its attention dispatch (default;
-    /// `RUSTORCH_WGPU_ROPE_ATTN=0`: the separate `rope_kv` dispatch, as before).
-    pub rope_attn: bool,
     /// Keep naga's run-time checks in the shaders (index clamping, loop bounding); off by default,
     /// see [`Context::pipe`].
     pub checked: bool,
@@ -80,13 +65,13 @@ pub struct MvShapes {
     /// The others (q/k/v, the attention output).
     pub short: MvShape,
     /// Whether the shapes also apply to dispatches with a weight read by quads (formats without
-    /// a block dot, or `RUSTORCH_WGPU_MATVEC=quad`); else those take 64x1. Set by any
-    /// `RUSTORCH_WGPU_MV`; off by default (the shapes were measured on Q4_K and Q6_K only).
+    /// a block dot); else those take 64x1. Set by any [`MvShapes::parse`]; off by default (the
+    /// shapes were measured on Q4_K and Q6_K only).
     pub quads: bool,
 }
 
 impl MvShapes {
-    /// 64 invocations a row, one row a workgroup, everywhere (`RUSTORCH_WGPU_MV=64x1`).
+    /// 64 invocations a row, one row a workgroup, everywhere (`mv=64x1`).
     pub const ONE: MvShapes = MvShapes {
         gu: MvShape::ONE,
         long: MvShape::ONE,
@@ -96,11 +81,8 @@ impl MvShapes {
     };
 
     /// The defaults: the best per kind of each shape's GPU time on an H100 (TinyLlama Q4_K_M,
-    /// per-kernel profile, bench/results/vulkan-h100-2026-11-26-issue6-round3-variants.txt):
-    /// gate/up 64x1 (19.9 us; 64x2 20.8, 128x4 20.8, 256x4 20.2, 128x1 30.2, 256x1 39.7),
-    /// Q6_K ffn_down 256x4 (14.5 us; 64x1 15.7), q/k/v 128x4 (11.3 and 11.8 us; 64x1 12.1 and
-    /// 12.3), the attention output 128x4 (10.9 us; 64x1 11.5), the head 128x4 (49.2 us; 64x1
-    /// 52.9). More invocations a row is slower everywhere.
+    /// per-kernel profile; figures in BENCHMARKS.md and
+    /// bench/results/vulkan-h100-2026-11-26-issue6-round3-variants.txt).
     pub const DEFAULT: MvShapes = MvShapes {
         gu: MvShape::ONE,
         long: MvShape { wg: 256, rpw: 4 },
@@ -159,40 +141,68 @@ impl MvShapes {
     }
 }
 
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            subgroups: true,
+            adapter: None,
+            timeout: Duration::from_secs(600),
+            submit_every: SUBMIT_EVERY,
+            profile: false,
+            profile_passes: false,
+            checked: false,
+            matvec: true,
+            matvec_shapes: MvShapes::DEFAULT,
+        }
+    }
+}
+
 impl Options {
-    /// Defaults, overridden by `RUSTORCH_WGPU_ADAPTER`, `RUSTORCH_WGPU_SUBGROUPS=0`,
-    /// `RUSTORCH_WGPU_TIMEOUT` (seconds), `RUSTORCH_WGPU_SUBMIT_EVERY` (ops),
-    /// `RUSTORCH_WGPU_SUBMIT_RAMP=0`, `RUSTORCH_WGPU_PROFILE=1` (or `=pass`),
-    /// `RUSTORCH_WGPU_CHECKED=1`, `RUSTORCH_WGPU_MATVEC=0` (or `=chunk`, `=quad`) and
-    /// `RUSTORCH_WGPU_MV` (mat-vec workgroup shapes), `RUSTORCH_WGPU_ROPE_ATTN=0`.
+    /// The defaults with the documented switches applied: `RUSTORCH_WGPU_ADAPTER=NAME` and
+    /// `RUSTORCH_WGPU_PROFILE=1` (or `=pass`).
     pub fn from_env() -> Options {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let profile = env("RUSTORCH_WGPU_PROFILE");
         Options {
-            subgroups: env("RUSTORCH_WGPU_SUBGROUPS").is_none_or(|v| v != "0"),
             adapter: env("RUSTORCH_WGPU_ADAPTER"),
-            timeout: Duration::from_secs(
-                env("RUSTORCH_WGPU_TIMEOUT")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(600),
-            ),
-            submit_every: env("RUSTORCH_WGPU_SUBMIT_EVERY")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(SUBMIT_EVERY),
-            submit_ramp: env("RUSTORCH_WGPU_SUBMIT_RAMP").is_none_or(|v| v != "0"),
-            profile: env("RUSTORCH_WGPU_PROFILE").is_some_and(|v| v != "0"),
-            profile_passes: env("RUSTORCH_WGPU_PROFILE").is_some_and(|v| v == "pass"),
-            checked: env("RUSTORCH_WGPU_CHECKED").is_some_and(|v| v != "0"),
-            matvec: env("RUSTORCH_WGPU_MATVEC").is_none_or(|v| v != "0"),
-            matvec_chunk: env("RUSTORCH_WGPU_MATVEC").is_some_and(|v| v == "chunk"),
-            matvec_quad: env("RUSTORCH_WGPU_MATVEC").is_some_and(|v| v == "quad"),
-            rope_attn: env("RUSTORCH_WGPU_ROPE_ATTN").is_none_or(|v| v != "0"),
-            matvec_shapes: env("RUSTORCH_WGPU_MV").map_or(MvShapes::DEFAULT, |v| {
-                MvShapes::parse(&v).unwrap_or_else(|| {
-                    eprintln!("wgpu: RUSTORCH_WGPU_MV={v} not understood; default shapes");
-                    MvShapes::DEFAULT
-                })
-            }),
+            profile: profile.as_deref().is_some_and(|v| v != "0"),
+            profile_passes: profile.as_deref() == Some("pass"),
+            ..Options::default()
         }
+    }
+
+    /// Sets one option by name (`rustorch --backend-opt wgpu.KEY=VALUE`): `adapter`, `profile`
+    /// (`0`, `1`, `pass`), `subgroups`, `matvec`, `checked` (`0`/`1`), `timeout` (seconds),
+    /// `submit_every` (ops), `mv` (see [`MvShapes::parse`]).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let flag = || match value {
+            "0" | "false" | "off" => Ok(false),
+            "1" | "true" | "on" => Ok(true),
+            _ => Err(format!("wgpu.{key}: expected 0 or 1, got {value:?}")),
+        };
+        let number = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("wgpu.{key}: expected a number, got {value:?}"))
+        };
+        match key {
+            "adapter" => self.adapter = Some(value.to_string()).filter(|v| !v.is_empty()),
+            "profile" => {
+                self.profile = value != "0";
+                self.profile_passes = value == "pass";
+            }
+            "subgroups" => self.subgroups = flag()?,
+            "matvec" => self.matvec = flag()?,
+            "checked" => self.checked = flag()?,
+            "timeout" => self.timeout = Duration::from_secs(number()?),
+            "submit_every" => self.submit_every = number()? as usize,
+            "mv" => {
+                self.matvec_shapes = MvShapes::parse(value)
+                    .ok_or_else(|| format!("wgpu.mv: {value:?} is not a list of KIND=WGxRPW"))?
+            }
+            _ => return Err(format!("unknown wgpu option {key:?}")),
+        }
+        Ok(())
     }
 }
 
@@ -261,20 +271,13 @@ pub(crate) struct Context {
     /// Adapter name and driver, for messages and benchmarks.
     pub adapter: String,
     pub subgroups: bool,
-    /// Whether decode matmuls use the mat-vec kernel, and the rows per workgroup of the older
-    /// chunk mat-vec.
+    /// Whether decode matmuls use the mat-vec kernel.
     pub matvec: bool,
-    pub matvec_chunk: bool,
-    pub matvec_quad: bool,
-    /// See [`Options::rope_attn`].
-    pub rope_attn: bool,
-    pub rows_per_group: usize,
     /// The mat-vec's workgroup shapes, those the adapter cannot take replaced by 64x1.
     pub matvec_shapes: MvShapes,
     pub limits: wgpu::Limits,
     timeout: Duration,
     submit_every: usize,
-    submit_ramp: bool,
     /// Submissions made in this step (since the last read).
     step_subs: u32,
     checked: bool,
@@ -291,8 +294,6 @@ pub(crate) struct Context {
     pub tokens_id: u64,
     pub token_host: Vec<u32>,
     ops: Vec<Op>,
-    /// Whether this step (since the last read) has been submitted in part already.
-    submitted: bool,
     staging: Option<wgpu::Buffer>,
     next_id: u64,
     /// Uncaptured errors and device loss, reported by the next flush.
@@ -492,13 +493,6 @@ impl Context {
         if opts.profile && !stamped {
             eprintln!("wgpu profile: this adapter has no timestamp queries; host times only");
         }
-        // Rows per workgroup of the mat-vec: a row per subgroup where subgroups are the smallest
-        // size the adapter reports (subgroups larger than that take several rows in turn).
-        let min_sg = match limits.min_subgroup_size {
-            0 => 32,
-            s => s,
-        };
-        let rows_per_group = (64 / min_sg).clamp(1, 16) as usize;
         // A shape of several rows a workgroup needs whole subgroups a row (an unknown largest
         // subgroup counts as Vulkan's largest, 128).
         let max_sg = match limits.max_subgroup_size {
@@ -527,10 +521,6 @@ impl Context {
             stamps,
             stamp_passes: opts.profile_passes,
             matvec: opts.matvec && subgroups,
-            matvec_chunk: opts.matvec_chunk,
-            matvec_quad: opts.matvec_quad,
-            rope_attn: opts.rope_attn,
-            rows_per_group,
             matvec_shapes,
             device,
             queue,
@@ -547,7 +537,6 @@ impl Context {
             limits,
             timeout: opts.timeout,
             submit_every: opts.submit_every,
-            submit_ramp: opts.submit_ramp,
             step_subs: 0,
             checked: opts.checked,
             pipes: Vec::new(),
@@ -562,7 +551,6 @@ impl Context {
             tokens_id: 1,
             token_host: Vec::new(),
             ops: Vec::new(),
-            submitted: false,
             staging: None,
             next_id: 1,
             errors,
@@ -682,7 +670,7 @@ impl Context {
             // recording it (matmul, embed, read, write, kv_store), token ids are checked and also
             // clamped in the kernel, and every loop bound is a parameter or a constant, so the
             // loops end. Dropping naga's per-access clamps and loop counters is what makes the
-            // kernels' inner loops tight; RUSTORCH_WGPU_CHECKED=1 restores them.
+            // kernels' inner loops tight; the `checked` option restores them.
             unsafe {
                 self.device
                     .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
@@ -742,13 +730,7 @@ impl Context {
         // Submitting before this op rather than after the last one keeps the last op recorded
         // open for a fold (see `pop_if_last`).
         // The first submission of a step comes sooner, so the GPU starts early.
-        let batch = if self.submit_ramp {
-            (self.submit_every >> (3 - self.step_subs.min(3))).max(1)
-        } else if self.submitted {
-            self.submit_every
-        } else {
-            self.submit_every.div_ceil(4)
-        };
+        let batch = (self.submit_every >> (3 - self.step_subs.min(3))).max(1);
         let due = self.submit_every > 0 && self.ops.len() >= batch;
         if self.n_slots == MAX_SLOTS || due {
             if let Err(e) = self.flush() {
@@ -899,7 +881,6 @@ impl Context {
         self.ops.clear();
         self.n_slots = 0;
         self.token_host.clear();
-        self.submitted = true;
         self.step_subs += 1;
         if !stamped.is_empty() {
             self.read_stamps(&stamped)?;
@@ -983,7 +964,6 @@ impl Context {
         });
         self.flush()?;
         // The next op starts a new step.
-        self.submitted = false;
         self.step_subs = 0;
         let slice = staging.slice(..bytes);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -1002,7 +982,7 @@ impl Context {
         self.check()?;
         if let Err(e) = waited {
             return Err(err(format!(
-                "the GPU did not finish within {} s ({e}); set RUSTORCH_WGPU_TIMEOUT to wait longer",
+                "the GPU did not finish within {} s ({e}); raise the wgpu.timeout option to wait longer",
                 self.timeout.as_secs()
             )));
         }

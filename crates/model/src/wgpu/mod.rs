@@ -15,19 +15,18 @@
 //!   takes eight tokens per workgroup (`matmul.wgsl`); decode a mat-vec with a workgroup per row
 //!   whose loads are coalesced four weights an invocation (`matvec.wgsl`), Q4_K and Q6_K sixteen
 //!   weights an invocation with the block's scales loaded once (`formats/*_blk.wgsl`; Q6_K's makes
-//!   its floats without integer-to-float conversions, `RUSTORCH_WGPU_Q6K=cvt` the earlier one). Where every
+//!   its floats without integer-to-float conversions). Where every
 //!   weight of a dispatch is Q4_K or Q6_K, several rows share a workgroup (64 invocations a row
 //!   for gate/up, 32 for q/k/v, the attention output and the head, 64 for ffn_down, four rows a
-//!   workgroup; `RUSTORCH_WGPU_MV`, [`MvShapes`]): 1-2 µs a kernel on an H100; more invocations
-//!   a row was slower everywhere.
+//!   workgroup; the `mv` option, [`MvShapes`]).
 //! - Fewer dispatches per layer (`backend/fused.rs`): q/k/v (of any formats, in decode) and gate/up
 //!   share one, the RMSNorm before a decode mat-vec and the SwiGLU and residual adds after a matmul
 //!   fold into it, RoPE of q and k and the cache store are one, and in decode that one folds into
 //!   the attention (`attention.wgsl`'s FUSED: each workgroup rotates its query head and its KV
 //!   head's new key itself and takes the new key and value from workgroup memory; the first head
-//!   of each group stores them into the cache; split-K too; `RUSTORCH_WGPU_ROPE_ATTN=0` keeps the
-//!   separate `rope_kv` dispatch). The q and k buffers are then left unrotated: nothing reads them
-//!   after the attention.
+//!   of each group stores them into the cache; split-K too; prompts keep the separate `rope_kv`
+//!   dispatch). The q and k buffers are then left unrotated: nothing reads them after the
+//!   attention.
 //! - Workgroup sums use subgroup operations where the adapter has them, workgroup memory where not.
 //! - A missing adapter, a lost device, a validation or out-of-memory error, or a GPU that does not
 //!   answer within the time limit is an error naming the problem, never a hang.
@@ -54,13 +53,14 @@ pub fn present() -> bool {
     context::present()
 }
 
-/// Loads a Llama-family model onto the first (or `RUSTORCH_WGPU_ADAPTER`-named) GPU adapter.
+/// Loads a Llama-family model onto the first (or the `adapter` option's) GPU adapter.
 pub fn load(
     file: Arc<GgufFile>,
     config: Config,
     n_ctx: usize,
+    opts: &Options,
 ) -> Result<Box<dyn Model>, ModelError> {
-    let mut backend = WgpuBackend::new(Options::from_env())?;
+    let mut backend = WgpuBackend::new(opts.clone())?;
     // Which GPU and driver ran: worth one line, since wgpu may pick any adapter present.
     eprintln!(
         "wgpu: {}, subgroups {}",

@@ -26,8 +26,6 @@ const MATVEC_ROWB: &str = include_str!("shaders/matvec_rowb.wgsl");
 /// weights have a block dot.
 const MATVEC_GU: &str = include_str!("shaders/matvec_gu.wgsl");
 const MATVEC_GUB: &str = include_str!("shaders/matvec_gub.wgsl");
-/// The older mat-vec of 32-weight chunks an invocation (`RUSTORCH_WGPU_MATVEC=chunk`).
-const MATVEC_CHUNK: &str = include_str!("shaders/matvec_chunk.wgsl");
 const MATVEC_PLAIN: &str = include_str!("shaders/matvec_plain.wgsl");
 const MATVEC_NORM: &str = include_str!("shaders/matvec_norm.wgsl");
 pub const EMBED: &str = include_str!("shaders/embed.wgsl");
@@ -109,36 +107,27 @@ pub fn compose(body: &str, ty: Option<GgmlType>, subgroups: bool, nt: u32) -> St
     compose_formats(body, ty.map(|t| [t; 3]), subgroups, nt)
 }
 
-/// Whether the decode mat-vec reads format `ty` by block dots (unless told to take quads).
+/// Whether the decode mat-vec reads format `ty` by block dots.
 pub fn has_block_dot(ty: GgmlType) -> bool {
     block_dot(ty).is_some()
 }
 
 /// The decode mat-vec's block dot of format `ty` (sixteen invocations a 256-weight block, the
 /// block's scales loaded once for their 16 weights), where it has one: Q4_K and Q6_K. Q6_K's
-/// builds its floats without integer-to-float conversions (`q6_k_blk.wgsl`) unless
-/// `RUSTORCH_WGPU_Q6K=cvt` (the earlier `q6_k_blk_cvt.wgsl`, for A/B).
+/// builds its floats without integer-to-float conversions.
 fn block_dot(ty: GgmlType) -> Option<&'static str> {
     match ty {
         GgmlType::Q4_K => Some(include_str!("shaders/formats/q4_k_blk.wgsl")),
-        GgmlType::Q6_K if q6k_cvt() => Some(include_str!("shaders/formats/q6_k_blk_cvt.wgsl")),
         GgmlType::Q6_K => Some(include_str!("shaders/formats/q6_k_blk.wgsl")),
         _ => None,
     }
 }
 
-/// `RUSTORCH_WGPU_Q6K=cvt`, read once.
-fn q6k_cvt() -> bool {
-    static CVT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *CVT.get_or_init(|| std::env::var("RUSTORCH_WGPU_Q6K").is_ok_and(|v| v == "cvt"))
-}
-
 /// The decode mat-vec over weights of formats `fmts` (bindings w0, w1, w2), with the RMSNorm of
-/// its input folded in where `norm` (see `matvec.wgsl`); `chunk`: the older kernel. Weights of a
-/// format with a block dot are read by whole blocks (`matvec_rowb.wgsl`), the others by quads.
-/// `RUSTORCH_WGPU_MATVEC=quad` keeps every format on quads.
-pub fn matvec(fmts: [GgmlType; 3], norm: bool, chunk: bool) -> String {
-    matvec_with(fmts, norm, chunk, true, MvShape::ONE)
+/// its input folded in where `norm` (see `matvec.wgsl`). Weights of a format with a block dot
+/// are read by whole blocks (`matvec_rowb.wgsl`), the others by quads.
+pub fn matvec(fmts: [GgmlType; 3], norm: bool) -> String {
+    matvec_with(fmts, norm, MvShape::ONE)
 }
 
 /// The decode mat-vec's workgroup: `wg` invocations taking `rpw` rows, `wg / rpw` invocations a
@@ -159,7 +148,7 @@ impl MvShape {
         self.wg / self.rpw
     }
 
-    /// `WGxRPW` (as `RUSTORCH_WGPU_MV` names it), e.g. `128x1`.
+    /// `WGxRPW` (as the `mv` option names it), e.g. `128x1`.
     pub fn parse(s: &str) -> Option<MvShape> {
         let (wg, rpw) = s.split_once('x').unwrap_or((s, "1"));
         let shape = MvShape {
@@ -181,14 +170,8 @@ impl std::fmt::Display for MvShape {
 }
 
 /// [`matvec`], with block dots only where `blocks`, and workgroups of `shape`.
-pub fn matvec_with(
-    fmts: [GgmlType; 3],
-    norm: bool,
-    chunk: bool,
-    blocks: bool,
-    shape: MvShape,
-) -> String {
-    let blk = |ty: GgmlType| block_dot(ty).filter(|_| blocks && !chunk);
+pub fn matvec_with(fmts: [GgmlType; 3], norm: bool, shape: MvShape) -> String {
+    let blk = block_dot;
     let rows: String = (0..3)
         .map(|k| match blk(fmts[k]) {
             Some(dot) => {
@@ -208,8 +191,7 @@ pub fn matvec_with(
     } else {
         MATVEC_GU
     };
-    let body = if chunk { MATVEC_CHUNK } else { MATVEC };
-    let body = body
+    let body = MATVEC
         .replace("{ROWS}", &rows)
         .replace("{GU}", gu)
         .replace("{NORM_DECL}", if norm { MATVEC_NORM } else { MATVEC_PLAIN })
@@ -326,12 +308,7 @@ pub fn all_modules() -> Vec<(String, String)> {
             }
             if sg {
                 for norm in [false, true] {
-                    for chunk in [false, true] {
-                        v.push((
-                            format!("matvec/{ty}/norm={norm}/chunk={chunk}"),
-                            matvec([ty; 3], norm, chunk),
-                        ));
-                    }
+                    v.push((format!("matvec/{ty}/norm={norm}"), matvec([ty; 3], norm)));
                 }
             }
             v.push((
@@ -344,39 +321,28 @@ pub fn all_modules() -> Vec<(String, String)> {
     use GgmlType as T;
     v.push((
         "matvec/q4_K,q4_K,q6_K".into(),
-        matvec([T::Q4_K, T::Q4_K, T::Q6_K], true, false),
+        matvec([T::Q4_K, T::Q4_K, T::Q6_K], true),
     ));
     // Block dots beside quads in one mat-vec, and gate/up by blocks of two formats.
     v.push((
         "matvec/q6_K,q4_0,q4_K".into(),
-        matvec([T::Q6_K, T::Q4_0, T::Q4_K], false, false),
+        matvec([T::Q6_K, T::Q4_0, T::Q4_K], false),
     ));
     v.push((
         "matvec/q4_K,q6_K,q4_K".into(),
-        matvec([T::Q4_K, T::Q6_K, T::Q4_K], true, false),
+        matvec([T::Q4_K, T::Q6_K, T::Q4_K], true),
     ));
-    // Quads only (RUSTORCH_WGPU_MATVEC=quad).
-    v.push((
-        "matvec/q4_K,q4_K,q6_K/quad".into(),
-        matvec_with(
-            [T::Q4_K, T::Q4_K, T::Q6_K],
-            true,
-            false,
-            false,
-            MvShape::ONE,
-        ),
-    ));
-    // Other workgroup shapes (RUSTORCH_WGPU_MV), blocks and quads, plain and with the norm.
+    // Other workgroup shapes (the `mv` option), blocks and quads, plain and with the norm.
     for shape in ["128x1", "256x1", "64x2", "128x4", "256x2", "256x4"] {
         let shape = MvShape::parse(shape).expect("a shape");
-        for (fmts, norm, blocks) in [
-            ([T::Q4_K, T::Q4_K, T::Q6_K], true, true),
-            ([T::Q6_K; 3], false, true),
-            ([T::Q4_0; 3], true, false),
+        for (fmts, norm) in [
+            ([T::Q4_K, T::Q4_K, T::Q6_K], true),
+            ([T::Q6_K; 3], false),
+            ([T::Q4_0; 3], true),
         ] {
             v.push((
                 format!("matvec/{},{},{}/{shape}", fmts[0], fmts[1], fmts[2]),
-                matvec_with(fmts, norm, false, blocks, shape),
+                matvec_with(fmts, norm, shape),
             ));
         }
     }

@@ -118,16 +118,10 @@ impl WgpuBackend {
         let (pipe, nt, rpw) = if matvec {
             let ty = |i: usize| ws.get(i).map_or(w0.ty, |w| w.ty);
             let total: usize = ws.iter().map(|w| w.rows).sum();
-            let blocks = !self.cx.matvec_quad && ws.iter().all(|w| shaders::has_block_dot(w.ty));
+            let blocks = ws.iter().all(|w| shaders::has_block_dot(w.ty));
             let shape = self.cx.matvec_shapes.pick(ws.len(), total, w0.cols, blocks);
             let pipe = self.matvec_pipe([ty(0), ty(1), ty(2)], norm.is_some(), shape)?;
-            // Rows a workgroup as the shape says; the older chunk kernel takes a row per subgroup.
-            let rpw = if self.cx.matvec_chunk {
-                self.cx.rows_per_group
-            } else {
-                shape.rpw as usize
-            };
-            (pipe, 1, rpw)
+            (pipe, 1, shape.rpw as usize)
         } else if n == 1 {
             if ws.iter().any(|w| w.ty != w0.ty) {
                 return Err(ModelError::Backend("matmul group of mixed formats".into()));

@@ -5,7 +5,7 @@
 // for all 16 weights. The six-bit weights are put together a word (four weights) at a time and
 // turned into floats without integer-to-float conversions (a quarter-rate instruction on NVIDIA):
 // byte b under the exponent of 2^23 is the float 2^23 + b exactly, less 2^23 + 32 is b - 32. Only
-// the two scale bytes used are converted. RUSTORCH_WGPU_Q6K=cvt: the earlier q6_k_blk_cvt.wgsl.
+// the two scale bytes used are converted.
 // Returns (dot with x, sum of squares of x).
 fn q6f(m: u32) -> vec4<f32> {
     let b = (vec4<u32>(m) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(255u);
