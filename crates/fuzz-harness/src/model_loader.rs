@@ -39,9 +39,9 @@ pub const SLOT_BYTES: usize = 9;
 const GEOMETRY_BYTES: usize = 16;
 const RUN_BYTES: usize = 5;
 pub const INPUT_BYTES: usize = N_SLOTS * SLOT_BYTES + GEOMETRY_BYTES + RUN_BYTES;
-/// Tensor data above this is not written: the input is skipped (a file's size bounds what the
-/// loader may allocate, so big tensors find nothing small ones do not).
-const MAX_TENSOR_BYTES: u64 = 4 << 20;
+/// Tensors above this many weights in all are not written: the input is skipped (a file's size
+/// bounds what the loader may allocate, so big tensors find nothing small ones do not).
+const MAX_WEIGHTS: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Default {
@@ -362,9 +362,10 @@ impl ModelCase {
         let specs = Geometry::parse(&self.geometry).specs();
         let mut total = 0u64;
         for s in &specs {
-            total = total.checked_add(s.n_bytes().ok()?)?;
+            s.n_bytes().ok()?;
+            total = total.checked_add(s.dims.iter().try_fold(1u64, |n, &d| n.checked_mul(d))?)?;
         }
-        if total > MAX_TENSOR_BYTES {
+        if total > MAX_WEIGHTS {
             return None;
         }
         let mut w = GgufWriter::new(Vec::new(), &self.metadata(), &specs).ok()?;
@@ -376,13 +377,17 @@ impl ModelCase {
 }
 
 /// Small pseudo-random weights (norms of ones), in the tensor's type; bytes of a fixed pattern
-/// for types nothing here can quantize to.
+/// for types nothing here can quantize to. One row is made and repeated: quantizing every row
+/// (K-quants under the sanitizer) would take most of the fuzzer's time.
 fn tensor_data(s: &TensorSpec, seed: u64) -> Vec<u8> {
     let n_bytes = s.n_bytes().expect("checked by file_bytes") as usize;
-    let n: u64 = s.dims.iter().product();
     let row_len = s.dims.first().copied().unwrap_or(1) as usize;
+    let n_rows: usize = s.dims.iter().skip(1).map(|&d| d as usize).product();
+    if n_bytes == 0 || n_rows == 0 {
+        return vec![0; n_bytes];
+    }
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let values: Vec<f32> = (0..n)
+    let values: Vec<f32> = (0..row_len)
         .map(|_| {
             if s.dims.len() == 1 {
                 return 1.0;
@@ -394,13 +399,15 @@ fn tensor_data(s: &TensorSpec, seed: u64) -> Vec<u8> {
         })
         .collect();
     let f32_bytes: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
-    if s.ty == GgmlType::F32 {
-        return f32_bytes;
-    }
-    match rustorch_model::quantize::convert_tensor(&f32_bytes, GgmlType::F32, s.ty, row_len) {
-        Ok(q) if q.len() == n_bytes => q,
-        _ => (0..n_bytes).map(|i| (i * 37 % 251) as u8).collect(),
-    }
+    let row = if s.ty == GgmlType::F32 {
+        f32_bytes
+    } else {
+        match rustorch_model::quantize::convert_tensor(&f32_bytes, GgmlType::F32, s.ty, row_len) {
+            Ok(q) if q.len() * n_rows == n_bytes => q,
+            _ => return (0..n_bytes).map(|i| (i * 37 % 251) as u8).collect(),
+        }
+    };
+    row.repeat(n_rows)
 }
 
 /// The CPU backend's pool and rayon's global one, one thread each: the fuzzer runs one process
