@@ -291,13 +291,9 @@ impl Backend for CpuBackend {
         let row_bytes = ty.row_bytes(cols as u64).expect("validated at upload") as usize;
         let data = table.bytes();
         let mut unpacked = Vec::new();
+        crate::check_tokens(tokens, rows)?;
         for (t, &tok) in tokens.iter().enumerate() {
             let tok = tok as usize;
-            if tok >= rows {
-                return Err(ModelError::Backend(format!(
-                    "token id {tok} is outside the vocabulary of {rows}"
-                )));
-            }
             let mut src = &data[tok * row_bytes..(tok + 1) * row_bytes];
             if let CpuWeight::Packed { kernel, .. } = table {
                 unpacked.resize(row_bytes, 0);

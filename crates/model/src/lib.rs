@@ -21,9 +21,20 @@ pub use backend::{AttnShape, Backend, Device};
 pub use config::{Arch, Config, SUPPORTED_ARCHITECTURES};
 pub use cpu::CpuBackend;
 pub use debug::Debug;
-pub use llama::{LlamaModel, Logits, RunState, N_UBATCH};
+pub use llama::{Head, LlamaModel, Logits, RunState, N_UBATCH};
 pub use options::{BackendOptions, CpuOptions, CudaOptions};
 pub use runner::{load, load_with, Model};
+
+/// Checks a batch before evaluating it: not empty, every id inside the vocabulary.
+pub fn check_tokens(tokens: &[u32], n_vocab: usize) -> Result<(), ModelError> {
+    if tokens.is_empty() {
+        return Err(ModelError::EmptyBatch);
+    }
+    match tokens.iter().find(|&&t| t as usize >= n_vocab) {
+        Some(&token) => Err(ModelError::TokenOutOfVocab { token, n_vocab }),
+        None => Ok(()),
+    }
+}
 
 /// Errors of loading and running a model.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +70,12 @@ pub enum ModelError {
         needed: u64,
         available: Option<u64>,
     },
+    /// A token id the model has no embedding for.
+    #[error("token id {token} is outside the vocabulary of {n_vocab} tokens")]
+    TokenOutOfVocab { token: u32, n_vocab: usize },
+    /// An evaluation of no tokens: there are no logits to give.
+    #[error("nothing to evaluate: the batch has no tokens")]
+    EmptyBatch,
     #[error("prompt of {n_tokens} tokens does not fit the context of {n_ctx} tokens")]
     ContextFull { n_tokens: usize, n_ctx: usize },
 }

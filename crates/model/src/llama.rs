@@ -60,6 +60,17 @@ pub enum Logits {
     All,
 }
 
+/// Which rows of a batch go through the output head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// None: a prompt batch that only fills the cache.
+    None,
+    /// The last row.
+    Last,
+    /// Every row.
+    All,
+}
+
 pub struct LlamaModel<B: Backend> {
     pub config: Config,
     weights: Weights<B::Weight>,
@@ -183,7 +194,7 @@ impl<B: Backend> LlamaModel<B> {
         kv: &mut B::Kv,
         tokens: &[u32],
         pos0: usize,
-        logits: Logits,
+        head: Head,
         dbg: &mut Debug,
     ) -> Result<(), ModelError> {
         let c = &self.config;
@@ -238,22 +249,23 @@ impl<B: Backend> LlamaModel<B> {
             dbg.show(b, "l_out", &s.x, n, e)?;
         }
         dbg.layer_end();
-        let head = w.output.as_ref().unwrap_or(&w.token_embd);
-        match logits {
-            Logits::All => {
+        let output = w.output.as_ref().unwrap_or(&w.token_embd);
+        match head {
+            Head::None => {}
+            Head::All => {
                 b.rms_norm(&s.x, &w.output_norm, c.rms_eps, n, e, &mut s.xb);
                 dbg.show(b, "result_norm", &s.xb, n, e)?;
-                b.matmul(head, &s.xb, n, &mut s.logits)?;
+                b.matmul(output, &s.xb, n, &mut s.logits)?;
                 dbg.show(b, "result_output", &s.logits, n, c.n_vocab)?;
             }
-            Logits::Last => {
+            Head::Last => {
                 // Only the last row goes through the head: move it to row 0 of `x` first.
                 if n > 1 {
                     b.copy_within(&mut s.x, (n - 1) * e, 0, e);
                 }
                 b.rms_norm(&s.x, &w.output_norm, c.rms_eps, 1, e, &mut s.xb);
                 dbg.show(b, "result_norm", &s.xb, 1, e)?;
-                b.matmul(head, &s.xb, 1, &mut s.logits)?;
+                b.matmul(output, &s.xb, 1, &mut s.logits)?;
                 dbg.show(b, "result_output", &s.logits, 1, c.n_vocab)?;
             }
         }

@@ -9,7 +9,7 @@ use crate::backend::{Backend, Device};
 use crate::config::{Arch, Config};
 use crate::cpu::CpuBackend;
 use crate::debug::Debug;
-use crate::llama::{LlamaModel, Logits, RunState, N_UBATCH};
+use crate::llama::{Head, LlamaModel, Logits, RunState, N_UBATCH};
 use crate::options::BackendOptions;
 use crate::ModelError;
 
@@ -86,6 +86,7 @@ where
         logits: Logits,
         out: &mut Vec<f32>,
     ) -> Result<(), ModelError> {
+        crate::check_tokens(tokens, self.model.config.n_vocab)?;
         let end = pos0 + tokens.len();
         if end > self.n_ctx {
             return Err(ModelError::ContextFull {
@@ -103,25 +104,29 @@ where
             let start = i * N_UBATCH;
             let last_chunk = start + chunk.len() == tokens.len();
             if logits == Logits::Last && !last_chunk {
-                // Intermediate batches only fill the cache; their logits are not read.
+                // Intermediate batches only fill the cache: no output head.
                 self.model.forward(
                     &mut self.backend,
                     &mut self.state,
                     &mut self.kv,
                     chunk,
                     pos0 + start,
-                    Logits::Last,
+                    Head::None,
                     &mut self.dbg,
                 )?;
                 continue;
             }
+            let head = match logits {
+                Logits::All => Head::All,
+                Logits::Last => Head::Last,
+            };
             self.model.forward(
                 &mut self.backend,
                 &mut self.state,
                 &mut self.kv,
                 chunk,
                 pos0 + start,
-                logits,
+                head,
                 &mut self.dbg,
             )?;
             match logits {

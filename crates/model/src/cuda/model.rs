@@ -599,13 +599,7 @@ impl CudaModel {
                 n_ctx: self.n_ctx,
             });
         }
-        let n_vocab = self.config.n_vocab;
-        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
-            return Err(ModelError::Backend(format!(
-                "token id {t} is outside the vocabulary of {n_vocab}"
-            )));
-        }
-        Ok(())
+        crate::check_tokens(tokens, self.config.n_vocab)
     }
 }
 

@@ -430,12 +430,7 @@ impl Backend for WgpuBackend {
                 "embedding table must be a matrix".into(),
             ));
         };
-        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= table.rows) {
-            return Err(ModelError::Backend(format!(
-                "token id {t} is outside the vocabulary of {}",
-                table.rows
-            )));
-        }
+        crate::check_tokens(tokens, table.rows)?;
         if tokens.len() * table.cols > out.len {
             return Err(ModelError::Backend("embed: output buffer too small".into()));
         }
