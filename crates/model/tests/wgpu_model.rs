@@ -93,6 +93,11 @@ fn smollm2_agrees_with_the_cpu_backend() {
         "wgpu vs cpu: {agreed}/{compared} confident positions agree, largest logit difference {max_diff}"
     );
     assert!(compared >= 40, "only {compared} confident positions");
+    // The CPU rounds activations to 8 bits and the GPU keeps f32: 1.15 at most on lavapipe.
+    assert!(
+        max_diff < 2.5,
+        "largest logit difference {max_diff} (logits of SmolLM2 span about 30)"
+    );
     assert!(
         agreed as f64 >= 0.99 * compared as f64,
         "argmax agreement {agreed}/{compared} is below 99%"
