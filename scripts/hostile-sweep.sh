@@ -5,7 +5,7 @@
 # Gemma, hostile hyper-parameters, strings and chat templates) run through inspect, tokenize, run,
 # quantize and chat, plus the output-path, signal, concurrency and stdout cases. About 46,000
 # mutants at some 0.6 s each: eight hours on two cores. CI runs a fixed sample of the same suite
-# (`cargo test --release --test hostile`, about three minutes).
+# (`cargo test --release --test hostile`, about four minutes on two busy cores).
 #
 #   scripts/hostile-sweep.sh                         everything, a fresh seed printed first
 #   scripts/hostile-sweep.sh smollm2_byte_flips      one family (a test name of crates/cli/tests/hostile.rs)

@@ -5,7 +5,7 @@
 //! the input file and its directory untouched but for quantize's output. `hostile/paths.rs` does the
 //! same for output paths (links, FIFOs, device nodes), signals, concurrent writers and stdout.
 //!
-//! CI runs a fixed, seeded sample of each family (about three minutes on two cores).
+//! CI runs a fixed, seeded sample of each family (about four minutes on two busy cores).
 //! `RUSTORCH_HOSTILE_FULL=1` (or `scripts/hostile-sweep.sh`) runs every mutant, with a fresh seed
 //! printed first: about 46,000 mutants, 0.6 s each, some eight hours on two cores.
 //! `RUSTORCH_HOSTILE_SAMPLE=N` runs N mutants a family with a fresh seed; `RUSTORCH_HOSTILE_SEED=S`
