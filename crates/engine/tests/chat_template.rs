@@ -121,17 +121,28 @@ fn smollm2_own_system_prompt_and_turns() {
     );
 }
 
+/// A test model fetched by `scripts/fetch-models.sh`, in `RUSTORCH_MODELS` or
+/// `~/.cache/rustorch/models` (as the CLI tests find them).
+fn model(name: &str) -> std::path::PathBuf {
+    let dir = match std::env::var_os("RUSTORCH_MODELS") {
+        Some(d) => std::path::PathBuf::from(d),
+        None => std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+            .join(".cache/rustorch/models"),
+    };
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "test model {} is missing: run scripts/fetch-models.sh",
+        p.display()
+    );
+    p
+}
+
 #[test]
 fn smollm2_template_from_the_gguf() {
-    // Checks the constant above against the file when the model is present.
-    let Some(home) = std::env::var_os("HOME") else {
-        return;
-    };
-    let path =
-        std::path::Path::new(&home).join(".cache/rustorch/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let Ok(bytes) = std::fs::read(&path) else {
-        return;
-    };
+    // The constant above is the file's template, byte for byte.
+    let path = model("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let key = b"tokenizer.chat_template";
     let at = bytes
         .windows(key.len())
@@ -296,4 +307,66 @@ fn strftime_now_reads_the_clock() {
     let t = ChatTemplate::new("{{ strftime_now('%Y') }}", "", "").unwrap();
     let year: i32 = t.render(&[], false).unwrap().parse().unwrap();
     assert!(year >= 2025, "{year}");
+}
+
+/// Every statement kind and every operator the limits rewrite (`+`, `~`, `*`, comparisons,
+/// slices, literals, namespace assignments, call, filter and set blocks, recursive loops),
+/// rendered exactly as before the rewrite: the expected text is what the renderer printed
+/// when it ran minijinja's compiled template unchanged.
+const EVERY_CONSTRUCT: &str = r#"{%- macro greet(name, punct='!') -%}Hello {{ name }}{{ punct }}{%- endmacro -%}
+{%- macro wrap() -%}[{{ caller() }}]{%- endmacro -%}
+{{ greet('a') }} {{ greet(name='b', punct='?') }}
+{% call wrap() %}inside {{ 1 + 2 }}{% endcall %}
+{% filter upper %}shout {{ 'x' ~ 1 }}{% endfilter %}
+{% set block %}captured {{ [1, 2] + [3] }}{% endset %}{{ block }}
+{% set ns = namespace(items=[], n=0) %}{% for m in messages %}{% set ns.items = ns.items + [m.role] %}{% set ns.n = ns.n + 1 %}{% endfor %}{{ ns.items|join(',') }} {{ ns.n }} {{ ns.items }}
+{% set ns.text %}{{ ns.n }} messages{% endset %}{{ ns.text }}
+{% set tree = [{'name': 'r', 'children': [{'name': 'c1', 'children': []}, {'name': 'c2'}]}] %}
+{% for item in tree recursive %}<{{ item.name }}{% if item.children %}:{{ loop(item.children) }}{% endif %}>{% endfor %}
+{{ 'ab' * 3 }} {{ 3 * 'ab' }} {{ [1] * 3 }} {{ 2 * 3.5 }} {{ 7 // 2 }} {{ 2 ** 10 }} {{ 'a' < 'b' < 'c' }} {{ 3 in [1, 2, 3] }} {{ 'x' not in 'abc' }}
+{{ messages[1:]|map(attribute='content')|list }} {{ messages[-1].content[::-1] }} {{ {'k': messages|length}|tojson }}
+{% with a = 1, b = [2] %}{{ a }}{{ b }}{% endwith %}
+{% autoescape true %}{{ '<b>' }} {{ '<i>'|safe }} <raw>{% endautoescape %}
+{{ range(3)|reverse|list }} {{ {'b': 1, 'a': 2}|dictsort }} {{ {'b': 1, 'a': 2}.items()|list }} {{ 'a-b-c'.split('-') }}
+{% for x in [1, 1, 2] %}{{ loop.cycle('o', 'e') }}{% if loop.changed(x) %}c{% endif %}{% endfor %}
+{{ 1 + true }} {{ 1.5 + 1 }} {{ 9223372036854775807 + 1 }} {{ -3 * 2 }} {{ 'a' ~ none ~ 1.0 }} {{ [1, 2]|sum }}
+{{ 'Hello %s, %d'|format('x', 3) }} {{ '{} and {}'.format('a', 'b') }} {{ 'x y'.replace(' ', '_') }} {{ 'a b c'|indent(2, true) }}
+{{ [3, 1, 2]|sort }} {{ ['a', 'b']|batch(1)|list }} {{ [1, 2, 3]|slice(2)|list }} {{ 'abc'|list }} {{ [[1], [2]]|tojson(indent=1) }}
+{{ {'a': [1, {'b': none}]} }} {{ messages[0] }} {{ (1, 2) }} {{ {'x': 1}['x'] }} {{ messages|selectattr('role', 'eq', 'user')|list|length }}
+{% if messages|length > 2 and messages[0].role == 'system' %}sys{% elif true %}no{% else %}never{% endif %}
+{%- for m in messages if m.role != 'system' %}
+{{ loop.index }}/{{ loop.length }} {{ m.role|upper }}: {{ m.content|trim }}{% if not loop.last %},{% endif %}
+{%- else %}empty{% endfor %}
+{% for i in range(10) %}{% if i == 2 %}{% continue %}{% endif %}{% if i == 5 %}{% break %}{% endif %}{{ i }}{% endfor %}
+{{ dict(a=1, b=[2]) }} {{ namespace(z=3).z }} {{ strftime_now('%Y-%m-%d') }}
+"#;
+
+#[test]
+fn the_guarded_renderer_prints_what_minijinja_did() {
+    let t = ChatTemplate::new(EVERY_CONSTRUCT, "<s>", "</s>")
+        .unwrap()
+        .with_fixed_time(1_721_986_200);
+    let msgs = [sys("Be brief."), user(" Hi "), asst("Hello!")];
+    assert_eq!(
+        t.render(&msgs, true).unwrap(),
+        r#"Hello a! Hello b?
+[inside 3]SHOUT X1captured [1, 2, 3]
+system,user,assistant 3 ["system", "user", "assistant"]
+3 messages
+<r:<c1><c2>>ababab ababab [1, 1, 1] 7.0 3 1024 True True True
+[" Hi ", "Hello!"] !olleH {"k": 3}
+1[2]&lt;b&gt; <i> <raw>[2, 1, 0] [["a", 2], ["b", 1]] [["b", 1], ["a", 2]] ["a", "b", "c"]
+oceoc2 2.5 9223372036854775808 -6 aNone1.0 3
+Hello x, 3 a and b x_y   a b c
+[1, 2, 3] [["a"], ["b"]] [[1, 2], [3]] ["a", "b", "c"] [
+ [
+  1
+ ],
+ [
+  2
+ ]
+]
+{"a": [1, {"b": None}]} {"role": "system", "content": "Be brief."} [1, 2] 1 1
+sys1/2 USER: Hi,2/2 ASSISTANT: Hello!0134{"a": 1, "b": [2]} 3 2024-07-26"#
+    );
 }
