@@ -264,3 +264,54 @@ pub fn one_line(e: &anyhow::Error) -> String {
     let line = parts.join(": ").replace(['\r', '\n'], " ");
     printable(&line).into_owned()
 }
+
+/// Longest text file (`perplexity -f`, `logits -f`) or chat message read: more than any context
+/// holds, and a bound on memory when the input never ends (`-f /dev/zero`).
+pub const MAX_TEXT_BYTES: u64 = 128 << 20;
+
+/// The UTF-8 text of `path`, at most [`MAX_TEXT_BYTES`].
+pub fn read_text(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let what = || format!("reading {}", path.display());
+    if path.is_dir() {
+        bail!("{}: is a directory, not a text file", path.display());
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .with_context(what)?
+        .take(MAX_TEXT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(what)?;
+    if bytes.len() as u64 > MAX_TEXT_BYTES {
+        bail!(
+            "{}: longer than {} MiB of text",
+            path.display(),
+            MAX_TEXT_BYTES >> 20
+        );
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not UTF-8 text (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+/// One line of `input` (without its end), at most `limit` bytes; `None` at the end of input.
+pub fn read_line(input: &mut impl std::io::BufRead, limit: u64) -> anyhow::Result<Option<String>> {
+    use std::io::{BufRead, Read};
+    let mut bytes = Vec::new();
+    let n = Read::take(&mut *input, limit + 1)
+        .read_until(b'\n', &mut bytes)
+        .context("reading stdin")?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if bytes.len() as u64 > limit && bytes.last() != Some(&b'\n') {
+        bail!("a line of input is longer than {} MiB", limit >> 20);
+    }
+    let line =
+        String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("stdin: a line is not UTF-8 text"))?;
+    Ok(Some(line))
+}

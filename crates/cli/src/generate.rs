@@ -1,6 +1,6 @@
 //! `run` (raw prompt completion) and `chat` (interactive, with the model's chat template).
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -235,8 +235,7 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
     }
     // The text of the conversation as it is in the KV cache.
     let mut rendered = String::new();
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
+    let mut stdin = std::io::stdin().lock();
     // The prompt marker only for a person at a terminal, not for piped input.
     let interactive = std::io::stdin().is_terminal();
     loop {
@@ -244,8 +243,9 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
             eprint!("> ");
             std::io::stderr().flush().ok();
         }
-        let Some(line) = lines.next() else { break };
-        let line = line.context("reading stdin")?;
+        let Some(line) = common::read_line(&mut stdin, common::MAX_TEXT_BYTES)? else {
+            break;
+        };
         let line = line.trim_end_matches(['\r', '\n']);
         if line.is_empty() {
             continue;

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use rustorch_model::{Logits, N_UBATCH};
@@ -52,8 +52,7 @@ fn log_softmax(logits: &[f32], tok: usize) -> f64 {
 pub fn perplexity(args: PerplexityArgs) -> anyhow::Result<()> {
     args.runtime.init_threads()?;
     let path = args.model.path()?;
-    let text = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("reading {}", args.file.display()))?;
+    let text = common::read_text(&args.file)?;
     let (file, tok) = common::open_with_tokenizer(&path)?;
     let n_ctx = args.ctx as usize;
 
@@ -198,9 +197,7 @@ pub fn logits(args: LogitsArgs) -> anyhow::Result<()> {
     let path = args.model.path()?;
     let text = match (&args.prompt, &args.file) {
         (Some(p), _) => p.clone(),
-        (None, Some(f)) => {
-            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
-        }
+        (None, Some(f)) => common::read_text(f)?,
         (None, None) => bail!("give -p TEXT or -f FILE"),
     };
     let (file, tok) = common::open_with_tokenizer(&path)?;

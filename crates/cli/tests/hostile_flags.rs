@@ -228,3 +228,21 @@ fn a_wrongly_typed_chat_template_fails_only_chat() {
     let e = one_line_error(&["chat", "-m", p], &[], "hi\n");
     assert!(e.contains("chat_template"), "{e}");
 }
+
+#[test]
+fn endless_input_is_bounded() {
+    // A text file or a chat line that never ends: an error at a fixed size, not all of memory.
+    let m = smollm();
+    let (code, _, err, rss) = run_measured(&["perplexity", "-m", &m, "-f", "/dev/zero"], &[], "");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("longer than"), "{err}");
+    assert!(rss < 512, "perplexity -f /dev/zero: peak RSS {rss} MiB");
+    let out = Command::new(env!("CARGO_BIN_EXE_rustorch"))
+        .args(["chat", "-m", &m, "-n", "2"])
+        .stdin(std::fs::File::open("/dev/zero").unwrap())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("longer than"), "{err}");
+}
