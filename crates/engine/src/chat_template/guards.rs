@@ -23,6 +23,7 @@ pub(super) fn register(env: &mut Environment<'static>) {
     env.add_function("~concat", concat);
     env.add_function("~mul", mul);
     env.add_function("~touch", touch);
+    env.add_function("~indexed", indexed);
     env.add_function("~admit", admit);
     env.add_function("~store", store);
     env.add_filter("~store", store);
@@ -186,6 +187,15 @@ fn arith(
 /// `~touch(x)`: an operand of a comparison or a subscript; charges the bytes it reads.
 fn touch(state: &State, v: Value) -> Result<Value, Error> {
     Budget::of(state)?.touch(&v)?;
+    Ok(v)
+}
+
+/// `~indexed(x)`: the value a subscript reads from. A string is indexed by characters, which
+/// walks it (`s[-1]` reads all of `s`); a list or map is indexed in one step.
+fn indexed(state: &State, v: Value) -> Result<Value, Error> {
+    if let Some(s) = v.as_str() {
+        Budget::of(state)?.charge_work(s.len())?;
+    }
     Ok(v)
 }
 

@@ -121,10 +121,12 @@ fn filter<'a>(name: &'static str, inner: Option<Expr<'a>>, span: Span) -> Expr<'
     ))
 }
 
-/// `~touch(x)`, unless `x` is a constant (those are as long as the source).
+/// `~touch(x)`, unless `x` is a constant other than a long string (a constant is as long as the
+/// source; a long string key costs its hashing at every look-up).
 fn touch(x: Expr<'_>) -> Expr<'_> {
     match x {
-        Expr::Const(_) => x,
+        // A constant costs nothing to read, but a long string key costs its hashing.
+        Expr::Const(ref c) if c.value.as_str().is_none_or(|s| s.len() <= 64) => x,
         x => {
             let span = x.span();
             call("~touch", vec![x], span)
@@ -527,7 +529,11 @@ fn expr<'a>(e: &Expr<'a>) -> Expr<'a> {
         )),
         Expr::GetItem(g) => Expr::GetItem(sp(
             ast::GetItem {
-                expr: expr(&g.expr),
+                expr: {
+                    let base = expr(&g.expr);
+                    let span = base.span();
+                    call("~indexed", vec![base], span)
+                },
                 subscript_expr: touch(expr(&g.subscript_expr)),
             },
             g.span(),
