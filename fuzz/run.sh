@@ -2,7 +2,7 @@
 # Fuzzes one target for a while, in one process, with the limits every run here uses, and adds
 # a line to fuzz/logs/runs.tsv: target, start (UTC), seconds, executions, corpus files, outcome.
 #
-#   flock /tmp/rustorch-build.lock cargo +nightly fuzz build <target>   # first (see README)
+#   flock /tmp/rustorch-build.lock cargo +nightly fuzz build <target>   # first; chat_template: -s none (README)
 #   fuzz/run.sh <target> <seconds>
 #
 # It runs the binary `cargo fuzz build` left, so a run never rebuilds (or waits for a build).

@@ -4,7 +4,7 @@
 //! The tokenizer seeds are small vocabularies cut from the test models (a few hundred tokens,
 //! with the merges among them), so the fuzzer starts from real token texts, types and scores; the
 //! chat_template seeds are the real templates (the models' and those of the engine's tests) with a
-//! few conversations; the model_loader seeds are the tiny model and some variations it must load.
+//! few conversations, and the engine's hostile templates; the model_loader seeds are the tiny model and some variations it must load.
 //!
 //! `cargo run --release -p rustorch-fuzz-harness --example make_seeds` (needs
 //! `scripts/fetch-models.sh`; `RUSTORCH_MODELS` overrides the model folder).
@@ -17,6 +17,10 @@ use rustorch_fuzz_harness::chat_template::ChatTemplateCase;
 use rustorch_fuzz_harness::model_loader::{ModelCase, Slot, KEYS};
 use rustorch_fuzz_harness::tokenizer::{self as tk, ModelKey, Token, TokenizerCase};
 use rustorch_gguf::GgufFile;
+
+/// The engine's hostile templates (each must end in a limit or an error, quickly).
+#[path = "../../engine/tests/hostile_templates/mod.rs"]
+mod hostile;
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds");
@@ -303,6 +307,17 @@ fn chat_template_seeds(smollm: &GgufFile, out: &mut Seeds) {
             };
             out.write(&format!("{name}_{i}"), &case.to_bytes());
         }
+    }
+    for (i, h) in hostile::cases().into_iter().enumerate() {
+        let case = ChatTemplateCase {
+            add_generation_prompt: true,
+            n_prev: 1,
+            template: h.source,
+            bos_token: "<s>".into(),
+            eos_token: "</s>".into(),
+            messages: conversations[1].clone(),
+        };
+        out.write(&format!("hostile_{i:03}"), &case.to_bytes());
     }
 }
 
