@@ -15,7 +15,8 @@
 //!   error path), and [`remove_pending`] removes those of every live `OutputFile`, for a signal
 //!   handler to call before the process exits.
 //!
-//! An output path that is a symbolic link is written through: the file it points to is replaced.
+//! An output path that is a symbolic link is itself replaced by the new file (as `sed -i` and
+//! `mv` do), so no file but the named one changes; a link that leads to an input is refused.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -108,7 +109,7 @@ impl OutputFile {
         ))
     }
 
-    /// The final path (an existing output's real path when the given one is a symbolic link).
+    /// The final path.
     pub fn path(&self) -> &Path {
         &self.target
     }
@@ -129,7 +130,7 @@ impl OutputFile {
         drop(file);
         // The output may have changed while we worked (a directory or FIFO put there).
         if let Ok(meta) = std::fs::symlink_metadata(&self.target) {
-            if !meta.file_type().is_file() {
+            if !meta.file_type().is_file() && !meta.file_type().is_symlink() {
                 return Err(refused(&self.target, &not_regular(&meta)));
             }
         }
@@ -203,32 +204,38 @@ fn is_special(_: &std::fs::FileType) -> bool {
     false
 }
 
-/// The real path to write: `output` itself, or the file a symbolic link there points to.
+/// Checks `output` before any work: an existing output must be a regular file or a symbolic
+/// link (replaced, not followed), and neither it nor the file a link leads to may be an input;
+/// its directory must exist. Returns the path to rename over.
 fn check_output(output: &Path, inputs: &[&Path]) -> Result<PathBuf, OutputError> {
     if output.as_os_str().is_empty() {
         return Err(refused(output, "the output path is empty"));
     }
-    let target = match std::fs::symlink_metadata(output) {
-        Ok(meta) if meta.file_type().is_symlink() => std::fs::canonicalize(output)
-            .map_err(|_| refused(output, "the output is a symbolic link to nothing"))?,
-        _ => output.to_path_buf(),
-    };
-    match std::fs::symlink_metadata(&target) {
+    match std::fs::symlink_metadata(output) {
         Ok(meta) => {
-            if !meta.file_type().is_file() {
+            let ft = meta.file_type();
+            if !ft.is_file() && !ft.is_symlink() {
                 return Err(refused(output, &not_regular(&meta)));
             }
+            // The file itself, and the one a link leads to (if any), must not be an input.
+            let mut named = vec![meta];
+            if ft.is_symlink() {
+                if let Ok(m) = std::fs::metadata(output) {
+                    named.push(m);
+                }
+            }
             for input in inputs {
-                if let Ok(im) = std::fs::metadata(input) {
-                    if same_file(&meta, &im, &target, input) {
-                        return Err(refused(
-                            output,
-                            &format!(
-                                "the output is the input file {} (give another output path)",
-                                input.display()
-                            ),
-                        ));
-                    }
+                let Ok(im) = std::fs::metadata(input) else {
+                    continue;
+                };
+                if named.iter().any(|m| same_file(m, &im, output, input)) {
+                    return Err(refused(
+                        output,
+                        &format!(
+                            "the output is the input file {} (give another output path)",
+                            input.display()
+                        ),
+                    ));
                 }
             }
         }
@@ -240,12 +247,12 @@ fn check_output(output: &Path, inputs: &[&Path]) -> Result<PathBuf, OutputError>
             })
         }
     }
-    let dir = match target.parent() {
+    let dir = match output.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     match std::fs::metadata(dir) {
-        Ok(m) if m.is_dir() => Ok(target),
+        Ok(m) if m.is_dir() => Ok(output.to_path_buf()),
         Ok(_) => Err(refused(output, "its parent is not a directory")),
         Err(_) => Err(refused(
             output,
@@ -356,7 +363,7 @@ mod tests {
     }
 
     #[test]
-    fn symlinked_output_is_written_through() {
+    fn a_symlinked_output_is_replaced_and_its_target_kept() {
         #[cfg(unix)]
         {
             let dir = tempfile::tempdir().unwrap();
@@ -364,14 +371,18 @@ mod tests {
             std::fs::write(&real, b"old").unwrap();
             let link = dir.path().join("link.gguf");
             std::os::unix::fs::symlink(&real, &link).unwrap();
-            let mut f = OutputFile::create(&link, &[]).unwrap();
-            f.write_all(b"new").unwrap();
-            f.commit().unwrap();
-            assert!(std::fs::symlink_metadata(&link)
-                .unwrap()
-                .file_type()
-                .is_symlink());
-            assert_eq!(std::fs::read(&real).unwrap(), b"new");
+            let dangling = dir.path().join("dangling.gguf");
+            std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+            for out in [&link, &dangling] {
+                let mut f = OutputFile::create(out, &[]).unwrap();
+                f.write_all(b"new").unwrap();
+                f.commit().unwrap();
+                let meta = std::fs::symlink_metadata(out).unwrap();
+                assert!(meta.file_type().is_file(), "{out:?} is now a file");
+                assert_eq!(std::fs::read(out).unwrap(), b"new");
+            }
+            assert_eq!(std::fs::read(&real).unwrap(), b"old");
+            assert!(!dir.path().join("nowhere").exists());
         }
     }
 }
