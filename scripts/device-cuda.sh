@@ -2,7 +2,7 @@
 # Runs the CUDA backend's tests and benchmarks on a machine with an NVIDIA GPU and no Rust, using
 # binaries built elsewhere:
 #   CARGO_TARGET_DIR=target-cuda cargo build --release --features cuda
-#   CARGO_TARGET_DIR=target-cuda cargo test --release --features cuda -p rustorch-model --test cuda --no-run
+#   CARGO_TARGET_DIR=target-cuda cargo test --release --features cuda-testing -p rustorch-model --test cuda --no-run
 #   scripts/device-cuda.sh --stage    # copies and strips them into .cudabin/ (with the commit id)
 # then on the GPU machine, from the repository root:
 #   scripts/device-cuda.sh [OUT_DIR]  # makes the synthetic models, runs the tests and the benches

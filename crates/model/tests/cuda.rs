@@ -2,8 +2,8 @@
 //! random inputs. Needs a GPU: without a driver each test says so and returns, unless
 //! `RUSTORCH_REQUIRE_CUDA=1` (the device script sets it), which makes a missing GPU a failure.
 //! `RUSTORCH_TEST_TINYLLAMA=path` points the TinyLlama-shaped model test at a file made by
-//! `rustorch synth`; without it that test synthesizes its own.
-#![cfg(feature = "cuda")]
+//! `rustorch synth`; without it that test synthesizes its own. Built with `--features cuda-testing`.
+#![cfg(feature = "cuda-testing")]
 
 use std::path::PathBuf;
 use std::sync::Arc;

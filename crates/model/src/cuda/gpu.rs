@@ -44,6 +44,8 @@ const KERNELS: &[&str] = &[
 /// The kernels by name.
 pub(crate) struct Kernels {
     pub dequant_f16: CudaFunction,
+    // Read by `cuda::testing` only.
+    #[cfg_attr(not(feature = "cuda-testing"), allow(dead_code))]
     pub dequant_f32: CudaFunction,
     pub embed: CudaFunction,
     pub matvec: CudaFunction,

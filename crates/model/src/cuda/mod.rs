@@ -7,7 +7,8 @@
 //! - [`ops`]: one launch function per kernel (or fused group), on device addresses.
 //! - [`model`]: the forward pass on the GPU and the [`crate::Model`] impl. Decode (one token) is one
 //!   CUDA graph replayed per step; prompts go through cuBLAS GEMMs on dequantized f16 weights.
-//! - [`testing`]: single kernels on host data, for the tests against the scalar references.
+//! - `testing` (feature `cuda-testing`): single kernels on host data, for the tests against the
+//!   scalar references.
 //!
 //! The backend has its own forward pass instead of implementing [`crate::Backend`]: its decode step
 //! fuses what the trait keeps apart (RMSNorm into the next mat-vec's activation quantization, gate +
@@ -17,6 +18,7 @@
 mod gpu;
 mod model;
 mod ops;
+#[cfg(feature = "cuda-testing")]
 pub mod testing;
 
 use std::sync::Arc;
