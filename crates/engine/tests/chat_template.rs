@@ -241,6 +241,27 @@ fn python_compat_features() {
 }
 
 #[test]
+fn slices_as_python_takes_them() {
+    // Expected strings from CPython. A negative step over an empty string or list panicked
+    // inside minijinja (found by fuzzing): `messages[::-1]` of an empty conversation.
+    let src = "{{ 'abcdef'[::-1] }}|{{ 'abcdef'[5:1:-1] }}|{{ 'abcdef'[-1:] }}|\
+               {{ 'abcdef'[:-1:-1] }}|{{ 'abcdef'[3:0:-1] }}|{{ 'abcdef'[0:2:-1] }}|\
+               {{ 'abcdef'[::2] }}|{{ 'abcdef'[1::3] }}|{{ 'abcdef'[-100:100] }}|\
+               {{ 'abcdef'[100:-100:-1] }}|{{ 'h\u{e9}llo'[1:3] }}|{{ [1, 2, 3, 4, 5][::-2] }}|\
+               {{ [1, 2, 3, 4, 5][1:-1] }}|{{ ''[::-1] }}|{{ messages[::-1] }}|{{ [][::-1] }}";
+    let t = ChatTemplate::new(src, "", "").unwrap();
+    assert_eq!(
+        t.render(&[], false).unwrap(),
+        "fedcba|fedc|f||dcb||ace|be|abcdef|fedcba|\u{e9}l|[5, 3, 1]|[2, 3, 4]||[]|[]"
+    );
+    let e = ChatTemplate::new("{{ 'abc'[::0] }}", "", "")
+        .unwrap()
+        .render(&[], false)
+        .unwrap_err();
+    assert!(e.to_string().contains("step size of 0"), "{e}");
+}
+
+#[test]
 fn tojson_options() {
     let src = "{{ messages[0] | tojson(sort_keys=true) }}|{{ messages | tojson(separators=[',', ':']) }}|{{ 'é' | tojson(ensure_ascii=true) }}|{{ [1, 2] | tojson(indent='\t') }}";
     let t = ChatTemplate::new(src, "", "").unwrap();

@@ -429,19 +429,23 @@ fn expr<'a>(e: &Expr<'a>) -> Expr<'a> {
             },
             c.span(),
         )),
-        Expr::Slice(s) => call(
-            "~admit",
-            vec![Expr::Slice(sp(
-                ast::Slice {
-                    expr: expr(&s.expr),
-                    start: s.start.as_ref().map(expr),
-                    stop: s.stop.as_ref().map(expr),
-                    step: s.step.as_ref().map(expr),
-                },
-                s.span(),
-            ))],
-            s.span(),
-        ),
+        Expr::Slice(s) => {
+            let span = s.span();
+            let part = |p: &Option<Expr<'a>>| match p {
+                Some(e) => expr(e),
+                None => Expr::Const(sp(
+                    ast::Const {
+                        value: Value::from(()),
+                    },
+                    span,
+                )),
+            };
+            call(
+                "~slice",
+                vec![expr(&s.expr), part(&s.start), part(&s.stop), part(&s.step)],
+                span,
+            )
+        }
         Expr::UnaryOp(u) => Expr::UnaryOp(sp(
             ast::UnaryOp {
                 op: match u.op {
