@@ -119,6 +119,19 @@ impl OutputFile {
         &self.tmp
     }
 
+    /// The file behind a 1 MiB write buffer, for [`OutputFile::commit_buffered`].
+    pub fn buffered(self) -> io::BufWriter<OutputFile> {
+        io::BufWriter::with_capacity(1 << 20, self)
+    }
+
+    /// Flushes the buffer, then [`OutputFile::commit`].
+    pub fn commit_buffered(out: io::BufWriter<OutputFile>) -> Result<(), crate::GgufError> {
+        let file = out
+            .into_inner()
+            .map_err(|e| crate::GgufError::Write(e.into_error()))?;
+        Ok(file.commit()?)
+    }
+
     /// Syncs the temporary file and renames it over the output.
     pub fn commit(mut self) -> Result<(), OutputError> {
         let io_err = |path: &Path| {

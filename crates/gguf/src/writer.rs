@@ -44,17 +44,12 @@ impl GgufWriter<BufWriter<OutputFile>> {
         // Validate before touching the file system.
         let header = encode_header(metadata, tensors)?;
         let file = OutputFile::create(path.as_ref(), &[])?;
-        GgufWriter::start(BufWriter::with_capacity(1 << 20, file), header)
+        GgufWriter::start(file.buffered(), header)
     }
 
     /// [`GgufWriter::finish`], then syncs the file and renames it into place.
     pub fn commit(self) -> Result<(), GgufError> {
-        let out = self.finish()?;
-        let file = out
-            .into_inner()
-            .map_err(|e| GgufError::Write(e.into_error()))?;
-        file.commit()?;
-        Ok(())
+        OutputFile::commit_buffered(self.finish()?)
     }
 }
 

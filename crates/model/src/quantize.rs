@@ -2,10 +2,10 @@
 //! chosen by [`TypeChooser`], its rows are dequantized to f32 and quantized with the reference
 //! quantizers of `rustorch-quant`, and a tensor already of its chosen type is copied unchanged.
 
-use std::io::{BufWriter, Write};
+use std::io::Write;
 
 use rayon::prelude::*;
-use rustorch_gguf::{GgmlType, GgufError, GgufFile, GgufWriter, OutputFile, TensorSpec, Value};
+use rustorch_gguf::{GgmlType, GgufFile, GgufWriter, OutputFile, TensorSpec, Value};
 use rustorch_quant::dispatch;
 
 use crate::ftype::{llama_tensor_order, FileType, ModelFacts, TensorFacts, TypeChooser};
@@ -195,16 +195,12 @@ pub fn write_file(
     out: OutputFile,
     progress: impl FnMut(u64, u64),
 ) -> Result<(), ModelError> {
-    let out = write(file, plan, BufWriter::with_capacity(1 << 20, out), progress)?;
-    let out = out
-        .into_inner()
-        .map_err(|e| GgufError::Write(e.into_error()))?;
-    out.commit().map_err(GgufError::from)?;
-    Ok(())
+    let out = write(file, plan, out.buffered(), progress)?;
+    Ok(OutputFile::commit_buffered(out)?)
 }
 
-/// Writes `plan` to `out`, converting tensor data from `file`, and returns `out` flushed. `progress(done, total)` is called after each tensor
-/// with byte counts of the input.
+/// Writes `plan` to `out`, converting tensor data from `file`, and returns `out` flushed.
+/// `progress(done, total)` is called after each tensor with byte counts of the input.
 pub fn write<W: Write>(
     file: &GgufFile,
     plan: &QuantizePlan,

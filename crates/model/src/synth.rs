@@ -5,10 +5,10 @@
 //! shape's size (byte tokens plus made-up pieces), f32 norms of ones, and weight matrices drawn from a
 //! fixed generator and quantized by the same per-tensor rules as `quantize`.
 
-use std::io::{BufWriter, Write};
+use std::io::Write;
 
 use rayon::prelude::*;
-use rustorch_gguf::{Array, GgmlType, GgufError, GgufWriter, OutputFile, TensorSpec, Value};
+use rustorch_gguf::{Array, GgmlType, GgufWriter, OutputFile, TensorSpec, Value};
 
 use crate::ftype::{llama_tensor_order, FileType, ModelFacts, TensorFacts, TypeChooser};
 use crate::quantize::convert_tensor;
@@ -240,20 +240,12 @@ pub fn write_file(
     out: OutputFile,
     progress: impl FnMut(usize, usize),
 ) -> Result<(), ModelError> {
-    let out = write(
-        shape,
-        ftype,
-        BufWriter::with_capacity(1 << 20, out),
-        progress,
-    )?;
-    let out = out
-        .into_inner()
-        .map_err(|e| GgufError::Write(e.into_error()))?;
-    out.commit().map_err(GgufError::from)?;
-    Ok(())
+    let out = write(shape, ftype, out.buffered(), progress)?;
+    Ok(OutputFile::commit_buffered(out)?)
 }
 
-/// Writes a synthetic model of `shape` quantized as `ftype` to `out` and returns it flushed. `progress(done, total)` counts tensors.
+/// Writes a synthetic model of `shape` quantized as `ftype` to `out` and returns it flushed.
+/// `progress(done, total)` counts tensors.
 pub fn write<W: Write>(
     shape: &Shape,
     ftype: FileType,
