@@ -1,29 +1,33 @@
-//! Models: hyper-parameters from GGUF metadata, weights by name, backends and the forward pass.
+//! Models: hyper-parameters from GGUF metadata, the architectures' forward passes, and the backends
+//! that execute them.
+//!
+//! - [`arch`]: one file per architecture, straight-line calls of [`Backend`] operations.
+//! - [`backend`]: the operations' trait and one folder per backend (`cpu`, `cuda`, `wgpu`).
+//! - [`runner`]: a loaded model on a chosen backend, behind the object-safe [`Model`] trait.
+//! - [`convert`]: the file-conversion tools (`quantize` with llama-quantize's type rules, `synth`),
+//!   apart from the runtime.
 
+pub mod arch;
 pub mod backend;
 pub mod config;
-pub mod cpu;
-#[cfg(feature = "cuda")]
-pub mod cuda;
+pub mod convert;
 pub mod debug;
-pub mod ftype;
 pub mod host_memory;
-pub mod llama;
 pub mod options;
-pub mod quantize;
 pub mod runner;
-pub mod synth;
-pub mod threads;
-#[cfg(feature = "wgpu")]
-pub mod wgpu;
 
-pub use backend::{AttnShape, Backend, Device};
+pub use arch::llama::{self, LlamaModel, RunState};
+#[cfg(feature = "cuda")]
+pub use backend::cuda;
+#[cfg(feature = "wgpu")]
+pub use backend::wgpu;
+pub use backend::{cpu, AttnShape, Backend, Batch, Device, Span, Step, N_UBATCH};
 pub use config::{Arch, Config, SUPPORTED_ARCHITECTURES};
+pub use convert::{ftype, quantize, synth};
 pub use cpu::CpuBackend;
 pub use debug::Debug;
-pub use llama::{Head, LlamaModel, Logits, RunState, N_UBATCH};
 pub use options::{BackendOptions, CpuOptions, CudaOptions};
-pub use runner::{load, load_with, Model};
+pub use runner::{load, load_seqs, load_with, Logits, Model};
 
 /// Checks a batch before evaluating it: not empty, every id inside the vocabulary.
 pub fn check_tokens(tokens: &[u32], n_vocab: usize) -> Result<(), ModelError> {
@@ -76,6 +80,9 @@ pub enum ModelError {
     /// An evaluation of no tokens: there are no logits to give.
     #[error("nothing to evaluate: the batch has no tokens")]
     EmptyBatch,
+    /// A batch whose rows do not fit the cache or each other.
+    #[error("bad batch: {0}")]
+    BadBatch(String),
     #[error("prompt of {n_tokens} tokens does not fit the context of {n_ctx} tokens")]
     ContextFull { n_tokens: usize, n_ctx: usize },
 }

@@ -9,7 +9,7 @@ pub struct BackendOptions {
     pub cpu: CpuOptions,
     pub cuda: CudaOptions,
     #[cfg(feature = "wgpu")]
-    pub wgpu: crate::wgpu::Options,
+    pub wgpu: crate::backend::wgpu::Options,
 }
 
 /// The CPU backend's settings.
@@ -85,7 +85,7 @@ impl BackendOptions {
             },
             cuda: CudaOptions::default(),
             #[cfg(feature = "wgpu")]
-            wgpu: crate::wgpu::Options::from_env(),
+            wgpu: crate::backend::wgpu::Options::from_env(),
         }
     }
 

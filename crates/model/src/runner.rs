@@ -5,39 +5,70 @@ use std::sync::Arc;
 
 use rustorch_gguf::GgufFile;
 
-use crate::backend::{Backend, Device};
+use crate::arch::llama::{LlamaModel, RunState};
+use crate::backend::cpu::CpuBackend;
+use crate::backend::{Backend, Batch, Device, Step};
 use crate::config::{Arch, Config};
-use crate::cpu::CpuBackend;
 use crate::debug::Debug;
-use crate::llama::{Head, LlamaModel, Logits, RunState, N_UBATCH};
 use crate::options::BackendOptions;
 use crate::ModelError;
+
+/// Which rows of a single-sequence evaluation need logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token's (generation).
+    Last,
+    /// Every token's (perplexity, teacher forcing).
+    All,
+}
 
 /// A model ready to evaluate tokens: weights uploaded, run state and KV cache allocated.
 pub trait Model: Send {
     fn config(&self) -> &Config;
     fn device(&self) -> Device;
-    /// Positions the KV cache holds.
+    /// Positions the KV cache holds per sequence.
     fn n_ctx(&self) -> usize;
-    /// Evaluates `tokens` at positions `pos0..pos0 + tokens.len()` (any length; split into batches
-    /// internally). With `Logits::All`, `out` receives `tokens.len() * n_vocab` logits; with
-    /// `Logits::Last`, the last token's `n_vocab`.
+    /// Sequences the KV cache holds side by side.
+    fn n_seq(&self) -> usize;
+
+    /// Evaluates the rows of `batch` (any number; split into steps internally) and puts the
+    /// logits of the rows listed in `logits` (ascending) into `out`, `n_vocab` values each, in
+    /// that order.
+    fn eval_batch(
+        &mut self,
+        batch: &Batch,
+        logits: &[u32],
+        out: &mut Vec<f32>,
+    ) -> Result<(), ModelError>;
+
+    /// Evaluates `tokens` of sequence 0 at positions `pos0..pos0 + tokens.len()`. With
+    /// `Logits::All`, `out` receives `tokens.len() * n_vocab` logits; with `Logits::Last`, the
+    /// last token's `n_vocab`.
     fn eval(
         &mut self,
         tokens: &[u32],
         pos0: usize,
         logits: Logits,
         out: &mut Vec<f32>,
-    ) -> Result<(), ModelError>;
-
-    /// Evaluates one token at `pos` and returns the id of its largest logit (the first on ties):
-    /// greedy decoding. Backends that find it on the device override this, so only the id crosses
-    /// to the host.
-    fn eval_argmax(&mut self, token: u32, pos: usize) -> Result<u32, ModelError> {
-        let mut out = Vec::new();
-        self.eval(&[token], pos, Logits::Last, &mut out)?;
-        Ok(argmax(&out))
+    ) -> Result<(), ModelError> {
+        let n = tokens.len();
+        let pos: Vec<u32> = (pos0..pos0 + n).map(|p| p as u32).collect();
+        let seqs = vec![0u32; n];
+        let rows: Vec<u32> = match logits {
+            Logits::All => (0..n as u32).collect(),
+            Logits::Last => vec![n.saturating_sub(1) as u32],
+        };
+        let batch = Batch {
+            tokens,
+            seqs: &seqs,
+            pos: &pos,
+        };
+        self.eval_batch(&batch, &rows, out)
     }
+
+    /// Evaluates one token of sequence 0 at `pos` and returns the id of its largest logit (the
+    /// first on ties): greedy decoding, with only the id crossing to the host.
+    fn eval_argmax(&mut self, token: u32, pos: usize) -> Result<u32, ModelError>;
 }
 
 /// Index of the largest value, the first on ties (0 for an empty slice).
@@ -51,14 +82,90 @@ pub fn argmax(v: &[f32]) -> u32 {
     best as u32
 }
 
-/// A model on backend `B`, with its run state and KV cache; every backend's `load` builds one.
+/// A model on backend `B`, with its run state and KV cache; every backend runs through it.
 pub(crate) struct Runner<B: Backend> {
     pub(crate) backend: B,
     pub(crate) model: LlamaModel<B>,
     pub(crate) state: RunState<B>,
     pub(crate) kv: B::Kv,
     pub(crate) n_ctx: usize,
+    pub(crate) n_seq: usize,
     pub(crate) dbg: Debug,
+}
+
+impl<B: Backend> Runner<B> {
+    /// Loads the model onto `backend` with a cache of `n_seq` sequences of `n_ctx` positions.
+    pub(crate) fn new(
+        mut backend: B,
+        file: &Arc<GgufFile>,
+        config: Config,
+        n_ctx: usize,
+        n_seq: usize,
+    ) -> Result<Runner<B>, ModelError> {
+        let model = LlamaModel::load(&mut backend, file, config)?;
+        let state = model.new_state(&mut backend)?;
+        let kv = model.new_kv(&mut backend, n_seq, n_ctx)?;
+        Ok(Runner {
+            backend,
+            model,
+            state,
+            kv,
+            n_ctx,
+            n_seq,
+            dbg: Debug::from_env(),
+        })
+    }
+
+    /// Checks a batch: not empty, tokens in the vocabulary, sequences and positions in the cache.
+    fn check(&self, batch: &Batch, logits: &[u32]) -> Result<(), ModelError> {
+        crate::check_tokens(batch.tokens, self.model.config.n_vocab)?;
+        let n = batch.len();
+        if batch.seqs.len() != n || batch.pos.len() != n {
+            return Err(ModelError::BadBatch(format!(
+                "{n} tokens but {} sequence ids and {} positions",
+                batch.seqs.len(),
+                batch.pos.len()
+            )));
+        }
+        if let Some(&seq) = batch.seqs.iter().find(|&&s| s as usize >= self.n_seq) {
+            return Err(ModelError::BadBatch(format!(
+                "sequence {seq} is outside the cache of {} sequences",
+                self.n_seq
+            )));
+        }
+        if let Some(&p) = batch.pos.iter().max() {
+            if p as usize >= self.n_ctx {
+                return Err(ModelError::ContextFull {
+                    n_tokens: p as usize + 1,
+                    n_ctx: self.n_ctx,
+                });
+            }
+        }
+        if logits.windows(2).any(|w| w[0] >= w[1]) || logits.last().is_some_and(|&r| r as usize >= n) {
+            return Err(ModelError::BadBatch(format!(
+                "logit rows must be ascending rows of the batch of {n}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// One step of at most `max_rows` rows.
+    fn step(&mut self, batch: &Batch, head: &[u32]) -> Result<(), ModelError> {
+        let b = &mut self.backend;
+        if b.begin_step(batch, head)? == Step::Done {
+            return Ok(());
+        }
+        let r = self.model.forward(
+            b,
+            &mut self.state,
+            &mut self.kv,
+            batch.len(),
+            head,
+            &mut self.dbg,
+        );
+        let end = b.end_step(r.is_ok());
+        r.and(end)
+    }
 }
 
 impl<B: Backend + Send> Model for Runner<B>
@@ -79,73 +186,54 @@ where
         self.n_ctx
     }
 
-    fn eval(
+    fn n_seq(&self) -> usize {
+        self.n_seq
+    }
+
+    fn eval_batch(
         &mut self,
-        tokens: &[u32],
-        pos0: usize,
-        logits: Logits,
+        batch: &Batch,
+        logits: &[u32],
         out: &mut Vec<f32>,
     ) -> Result<(), ModelError> {
-        crate::check_tokens(tokens, self.model.config.n_vocab)?;
-        let end = pos0 + tokens.len();
-        if end > self.n_ctx {
-            return Err(ModelError::ContextFull {
-                n_tokens: end,
-                n_ctx: self.n_ctx,
-            });
-        }
+        self.check(batch, logits)?;
         let n_vocab = self.model.config.n_vocab;
-        let rows = match logits {
-            Logits::All => tokens.len(),
-            Logits::Last => 1,
-        };
-        out.resize(rows * n_vocab, 0.0);
-        for (i, chunk) in tokens.chunks(N_UBATCH).enumerate() {
-            let start = i * N_UBATCH;
-            let last_chunk = start + chunk.len() == tokens.len();
-            if logits == Logits::Last && !last_chunk {
-                // Intermediate batches only fill the cache: no output head.
-                self.model.forward(
-                    &mut self.backend,
-                    &mut self.state,
-                    &mut self.kv,
-                    chunk,
-                    pos0 + start,
-                    Head::None,
-                    &mut self.dbg,
-                )?;
-                continue;
+        out.resize(logits.len() * n_vocab, 0.0);
+        let step = self.backend.max_rows().clamp(1, crate::N_UBATCH);
+        let mut done = 0; // logit rows delivered
+        let mut head = Vec::new();
+        for start in (0..batch.len()).step_by(step) {
+            let end = (start + step).min(batch.len());
+            head.clear();
+            while done + head.len() < logits.len() && (logits[done + head.len()] as usize) < end {
+                head.push(logits[done + head.len()] - start as u32);
             }
-            let head = match logits {
-                Logits::All => Head::All,
-                Logits::Last => Head::Last,
+            let part = Batch {
+                tokens: &batch.tokens[start..end],
+                seqs: &batch.seqs[start..end],
+                pos: &batch.pos[start..end],
             };
-            self.model.forward(
-                &mut self.backend,
-                &mut self.state,
-                &mut self.kv,
-                chunk,
-                pos0 + start,
-                head,
-                &mut self.dbg,
-            )?;
-            match logits {
-                Logits::All => {
-                    let dst = &mut out[start * n_vocab..(start + chunk.len()) * n_vocab];
-                    for (r, row) in dst.chunks_mut(n_vocab).enumerate() {
-                        self.model
-                            .read_logits(&mut self.backend, &self.state, r, row)?;
-                    }
-                }
-                Logits::Last => self.model.read_logits(
-                    &mut self.backend,
-                    &self.state,
-                    0,
-                    &mut out[..n_vocab],
-                )?,
+            self.step(&part, &head)?;
+            for i in 0..head.len() {
+                let row = &mut out[(done + i) * n_vocab..(done + i + 1) * n_vocab];
+                self.model
+                    .read_logits(&mut self.backend, &self.state, i, row)?;
             }
+            done += head.len();
         }
         Ok(())
+    }
+
+    fn eval_argmax(&mut self, token: u32, pos: usize) -> Result<u32, ModelError> {
+        let batch = Batch {
+            tokens: &[token],
+            seqs: &[0],
+            pos: &[pos as u32],
+        };
+        self.check(&batch, &[0])?;
+        self.step(&batch, &[0])?;
+        self.model
+            .argmax_logits(&mut self.backend, &self.state, 0)
     }
 }
 
@@ -166,6 +254,17 @@ pub fn load_with(
     n_ctx: usize,
     opts: &BackendOptions,
 ) -> Result<Box<dyn Model>, ModelError> {
+    load_seqs(file, device, n_ctx, 1, opts)
+}
+
+/// [`load_with`] with a KV cache of `n_seq` sequences side by side, each of `n_ctx` positions.
+pub fn load_seqs(
+    file: Arc<GgufFile>,
+    device: Device,
+    n_ctx: usize,
+    n_seq: usize,
+    opts: &BackendOptions,
+) -> Result<Box<dyn Model>, ModelError> {
     device.check_available()?;
     let config = Config::from_gguf(&file)?;
     let n_ctx = if n_ctx == 0 {
@@ -178,32 +277,30 @@ pub fn load_with(
             "the context length is 0 (give one with -c)".into(),
         ));
     }
+    if n_seq == 0 || n_ctx > u32::MAX as usize / 2 {
+        return Err(ModelError::InvalidConfig(format!(
+            "a cache of {n_seq} sequences of {n_ctx} positions"
+        )));
+    }
     match (device, config.arch) {
         (Device::Cpu, Arch::Llama) => {
             crate::host_memory::check(
-                crate::cpu::kv_bytes(config.n_layer, n_ctx, config.kv_dim()),
-                || format!("the KV cache for a context of {n_ctx} tokens"),
+                crate::backend::cpu::kv_bytes(config.n_layer, n_seq * n_ctx, config.kv_dim()),
+                || format!("the KV cache for {n_seq} x {n_ctx} tokens"),
             )?;
-            let mut backend = CpuBackend::with_options(rayon::current_num_threads(), &opts.cpu);
-            let model = LlamaModel::load(&mut backend, &file, config)?;
-            let state = model.new_state(&mut backend)?;
-            let kv = model.new_kv(&mut backend, n_ctx)?;
-            Ok(Box::new(Runner {
-                backend,
-                model,
-                state,
-                kv,
-                n_ctx,
-                dbg: Debug::from_env(),
-            }))
+            let backend = CpuBackend::with_options(rayon::current_num_threads(), &opts.cpu);
+            Ok(Box::new(Runner::new(backend, &file, config, n_ctx, n_seq)?))
         }
         #[cfg(feature = "cuda")]
-        (Device::Cuda, Arch::Llama) => crate::cuda::load(file, config, n_ctx, &opts.cuda),
+        (Device::Cuda, Arch::Llama) => {
+            let backend = crate::backend::cuda::CudaBackend::new(&opts.cuda)?;
+            Ok(Box::new(Runner::new(backend, &file, config, n_ctx, n_seq)?))
+        }
         #[cfg(feature = "wgpu")]
         (Device::Metal | Device::Vulkan, Arch::Llama) => {
-            crate::wgpu::load(file, config, n_ctx, &opts.wgpu)
+            crate::backend::wgpu::load(file, config, n_ctx, n_seq, &opts.wgpu)
         }
-        (Device::Gpu, _) => load_with(file, pick_gpu()?, n_ctx, opts),
+        (Device::Gpu, _) => load_seqs(file, pick_gpu()?, n_ctx, n_seq, opts),
         // Reached only in builds without some backend.
         #[allow(unreachable_patterns)]
         (other, _) => Err(ModelError::Backend(format!(
@@ -216,11 +313,11 @@ pub fn load_with(
 /// `--backend gpu`: CUDA where it is built and a driver is present, then Metal or Vulkan.
 fn pick_gpu() -> Result<Device, ModelError> {
     #[cfg(feature = "cuda")]
-    if crate::cuda::present() {
+    if crate::backend::cuda::present() {
         return Ok(Device::Cuda);
     }
     #[cfg(feature = "wgpu")]
-    if crate::wgpu::present() {
+    if crate::backend::wgpu::present() {
         return Ok(if cfg!(target_os = "macos") {
             Device::Metal
         } else {

@@ -41,7 +41,7 @@ use rustorch_gguf::GgufFile;
 
 use crate::config::Config;
 use crate::debug::Debug;
-use crate::llama::LlamaModel;
+use crate::arch::llama::LlamaModel;
 use crate::runner::{Model, Runner};
 use crate::ModelError;
 

@@ -10,8 +10,8 @@ use std::io::Write;
 use rayon::prelude::*;
 use rustorch_gguf::{Array, GgmlType, GgufWriter, OutputFile, TensorSpec, Value};
 
-use crate::ftype::{llama_tensor_order, FileType, ModelFacts, TensorFacts, TypeChooser};
-use crate::quantize::convert_tensor;
+use crate::convert::ftype::{llama_tensor_order, FileType, ModelFacts, TensorFacts, TypeChooser};
+use crate::convert::quantize::convert_tensor;
 use crate::ModelError;
 
 /// A named model shape.

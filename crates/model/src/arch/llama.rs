@@ -2,19 +2,19 @@
 //! GGUF's adjacent-pair layout, SwiGLU FFN, tied or separate output head.
 //!
 //! Read top to bottom like llama2.c's `forward`: [`Weights`] live as long as the model, [`RunState`]
-//! is sized once for the largest batch and reused, and the KV cache is owned by the backend.
+//! is sized once for the largest batch and reused, and the KV cache is owned by the backend. Every
+//! backend runs this pass; the layer is written with the backend's compound operations (norm →
+//! q/k/v + RoPE + cache store, matmul + residual add, norm → gate/up + SwiGLU), which fast backends
+//! override with fused kernels.
 
 use std::sync::Arc;
 
 use rustorch_gguf::GgufFile;
 
-use crate::backend::{AttnShape, Backend};
+use crate::backend::{AttnShape, Backend, N_UBATCH};
 use crate::config::Config;
 use crate::debug::Debug;
 use crate::ModelError;
-
-/// Tokens processed per forward call at most; longer prompts are split.
-pub const N_UBATCH: usize = 512;
 
 struct Layer<W> {
     attn_norm: W, // (n_embd)
@@ -49,26 +49,6 @@ pub struct RunState<B: Backend> {
     gate: B::Buf,   // (n, n_ff)
     up: B::Buf,     // (n, n_ff)
     logits: B::Buf, // (n, n_vocab)
-}
-
-/// Which positions of a batch need logits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Logits {
-    /// Only the last token's (generation).
-    Last,
-    /// Every token's (perplexity, teacher forcing).
-    All,
-}
-
-/// Which rows of a batch go through the output head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Head {
-    /// None: a prompt batch that only fills the cache.
-    None,
-    /// The last row.
-    Last,
-    /// Every row.
-    All,
 }
 
 pub struct LlamaModel<B: Backend> {
@@ -164,9 +144,11 @@ impl<B: Backend> LlamaModel<B> {
         })
     }
 
-    pub fn new_kv(&self, backend: &mut B, n_ctx: usize) -> Result<B::Kv, ModelError> {
+    /// A KV cache of `n_seq` sequences of `n_ctx` positions.
+    pub fn new_kv(&self, backend: &mut B, n_seq: usize, n_ctx: usize) -> Result<B::Kv, ModelError> {
         backend.alloc_kv(
             self.config.n_layer,
+            n_seq,
             n_ctx,
             self.config.n_head_kv,
             self.config.head_dim,
@@ -184,95 +166,104 @@ impl<B: Backend> LlamaModel<B> {
         }
     }
 
-    /// Runs `tokens` (at most [`N_UBATCH`]) at positions `pos0..`, writing keys and values into
-    /// `kv`, and leaves the requested logits in the state (read them with [`Self::read_logits`]).
-    #[allow(clippy::too_many_arguments)] // the model, its state, the cache and the batch
+    /// Runs the `n` rows of the step begun with [`Backend::begin_step`] (at most
+    /// [`N_UBATCH`]), writing their keys and values into `kv`, and puts the rows listed in `head`
+    /// (ascending) through the output head: their logits are rows `0..head.len()` of the state's
+    /// logits (read them with [`Self::read_logits`]).
     pub fn forward(
         &self,
         b: &mut B,
         s: &mut RunState<B>,
         kv: &mut B::Kv,
-        tokens: &[u32],
-        pos0: usize,
-        head: Head,
+        n: usize,
+        head: &[u32],
         dbg: &mut Debug,
     ) -> Result<(), ModelError> {
         let c = &self.config;
         let w = &self.weights;
-        let n = tokens.len();
-        assert!(
-            n > 0 && n <= N_UBATCH,
-            "forward takes 1..={N_UBATCH} tokens"
-        );
-        let (e, kvd, ff) = (c.n_embd, c.kv_dim(), c.n_ff);
+        if n == 0 || n > N_UBATCH {
+            return Err(ModelError::Backend(format!(
+                "a forward call takes 1..={N_UBATCH} rows, not {n}"
+            )));
+        }
+        let (e, kvd, ff, eps) = (c.n_embd, c.kv_dim(), c.n_ff, c.rms_eps);
         let shape = self.attn_shape();
 
-        b.embed(&w.token_embd, tokens, &mut s.x)?;
+        b.embed(&w.token_embd, n, &mut s.x)?;
         dbg.show(b, "inp_embd", &s.x, n, e)?;
         for (il, l) in w.layers.iter().enumerate() {
             dbg.layer(il);
             // attention
-            b.rms_norm(&s.x, &l.attn_norm, c.rms_eps, n, e, &mut s.xb);
-            dbg.show(b, "attn_norm", &s.xb, n, e)?;
-            b.matmuls(
-                &[&l.wq, &l.wk, &l.wv],
-                &s.xb,
-                n,
-                &mut [&mut s.q, &mut s.k, &mut s.v],
+            b.qkv_rope_store(
+                &s.x,
+                &l.attn_norm,
+                eps,
+                (n, e),
+                &mut s.xb,
+                [&l.wq, &l.wk, &l.wv],
+                [&mut s.q, &mut s.k, &mut s.v],
+                kv,
+                il,
+                &shape,
             )?;
-            b.rope(&mut s.q, n, c.n_head, &shape, pos0);
-            b.rope(&mut s.k, n, c.n_head_kv, &shape, pos0);
+            dbg.show(b, "attn_norm", &s.xb, n, e)?;
             dbg.show(b, "q", &s.q, n, e)?;
             dbg.show(b, "k", &s.k, n, kvd)?;
             dbg.show(b, "v", &s.v, n, kvd)?;
-            b.kv_store(kv, il, &s.k, &s.v, n, pos0);
-            b.attention(&s.q, kv, il, n, pos0, &shape, &mut s.att);
+            b.attention(&s.q, kv, il, n, &shape, &mut s.att)?;
             dbg.show(b, "kqv_out", &s.att, n, e)?;
-            b.matmul(&l.wo, &s.att, n, &mut s.proj)?;
-            dbg.show(b, "attn_out", &s.proj, n, e)?;
-            b.add(&mut s.x, &s.proj, n * e);
+            b.matmul_add(&l.wo, &s.att, (n, e), &mut s.x, &mut s.proj)?;
             dbg.show(b, "ffn_inp", &s.x, n, e)?;
             // feed-forward
-            b.rms_norm(&s.x, &l.ffn_norm, c.rms_eps, n, e, &mut s.xb);
-            dbg.show(b, "ffn_norm", &s.xb, n, e)?;
-            b.matmuls(
-                &[&l.w_gate, &l.w_up],
-                &s.xb,
-                n,
-                &mut [&mut s.gate, &mut s.up],
+            b.ffn_swiglu(
+                &s.x,
+                &l.ffn_norm,
+                eps,
+                (n, e, ff),
+                &mut s.xb,
+                [&l.w_gate, &l.w_up],
+                &mut s.gate,
+                &mut s.up,
             )?;
-            b.swiglu(&mut s.gate, &s.up, n * ff);
+            dbg.show(b, "ffn_norm", &s.xb, n, e)?;
             dbg.show(b, "ffn_swiglu", &s.gate, n, ff)?;
-            b.matmul(&l.w_down, &s.gate, n, &mut s.proj)?;
-            dbg.show(b, "ffn_out", &s.proj, n, e)?;
-            b.add(&mut s.x, &s.proj, n * e);
+            b.matmul_add(&l.w_down, &s.gate, (n, e), &mut s.x, &mut s.proj)?;
             dbg.show(b, "l_out", &s.x, n, e)?;
         }
         dbg.layer_end();
-        let output = w.output.as_ref().unwrap_or(&w.token_embd);
-        match head {
-            Head::None => {}
-            Head::All => {
-                b.rms_norm(&s.x, &w.output_norm, c.rms_eps, n, e, &mut s.xb);
-                dbg.show(b, "result_norm", &s.xb, n, e)?;
-                b.matmul(output, &s.xb, n, &mut s.logits)?;
-                dbg.show(b, "result_output", &s.logits, n, c.n_vocab)?;
+        if head.is_empty() {
+            return Ok(());
+        }
+        // The head's rows move to the front of `x` (row r to row i <= r, in order, so no row is
+        // overwritten before it moves).
+        for (i, &r) in head.iter().enumerate() {
+            let r = r as usize;
+            if r >= n || (i > 0 && r <= head[i - 1] as usize) {
+                return Err(ModelError::Backend(format!(
+                    "head rows must be ascending rows of the batch of {n}"
+                )));
             }
-            Head::Last => {
-                // Only the last row goes through the head: move it to row 0 of `x` first.
-                if n > 1 {
-                    b.copy_within(&mut s.x, (n - 1) * e, 0, e);
-                }
-                b.rms_norm(&s.x, &w.output_norm, c.rms_eps, 1, e, &mut s.xb);
-                dbg.show(b, "result_norm", &s.xb, 1, e)?;
-                b.matmul(output, &s.xb, 1, &mut s.logits)?;
-                dbg.show(b, "result_output", &s.logits, 1, c.n_vocab)?;
+            if r != i {
+                b.copy_within(&mut s.x, r * e, i * e, e)?;
             }
         }
+        let k = head.len();
+        let output = w.output.as_ref().unwrap_or(&w.token_embd);
+        b.norm_matmuls(
+            &s.x,
+            &w.output_norm,
+            eps,
+            (k, e),
+            &mut s.xb,
+            &[output],
+            &mut [&mut s.logits],
+        )?;
+        dbg.show(b, "result_norm", &s.xb, k, e)?;
+        dbg.show(b, "result_output", &s.logits, k, c.n_vocab)?;
         Ok(())
     }
 
-    /// Copies logits of row `row` of the last forward call into `out` (`n_vocab` values).
+    /// Copies the logits of head row `row` of the last forward call into `out` (`n_vocab` values).
     pub fn read_logits(
         &self,
         b: &mut B,
@@ -281,5 +272,11 @@ impl<B: Backend> LlamaModel<B> {
         out: &mut [f32],
     ) -> Result<(), ModelError> {
         b.read(&s.logits, row * self.config.n_vocab, out)
+    }
+
+    /// The id of the largest logit of head row `row` of the last forward call.
+    pub fn argmax_logits(&self, b: &mut B, s: &RunState<B>, row: usize) -> Result<u32, ModelError> {
+        let n_vocab = self.config.n_vocab;
+        b.argmax(&s.logits, row * n_vocab, n_vocab)
     }
 }

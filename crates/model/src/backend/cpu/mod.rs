@@ -8,6 +8,8 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
+pub mod threads;
+
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rustorch_gguf::{GgmlType, GgufFile};
@@ -16,9 +18,9 @@ use rustorch_quant::dispatch;
 use rustorch_quant::kernels::{mat_kernel, MatKernel};
 use rustorch_quant::vecmath;
 
-use crate::backend::{AttnShape, Backend, Device};
+use crate::backend::{AttnShape, Backend, Batch, Device, Span, Step};
 use crate::options::CpuOptions;
-use crate::threads::{for_each_chunk, Pool};
+use threads::{for_each_chunk, Pool};
 use crate::ModelError;
 
 /// A weight on the CPU: rows of a tensor in the mapped file, or rewritten at load time into the
@@ -72,11 +74,12 @@ impl CpuWeight {
     }
 }
 
-/// KV cache, f16 as llama.cpp's default. Per layer and KV head, keys are `[n_ctx, head_dim]` and
-/// values transposed, `[head_dim, n_ctx]`, so that attention reads both as contiguous rows.
+/// KV cache, f16 as llama.cpp's default. Per layer, sequence and KV head, keys are
+/// `[n_ctx, head_dim]` and values transposed, `[head_dim, n_ctx]`, so that attention reads both as
+/// contiguous rows.
 pub struct CpuKv {
-    k: Vec<Vec<f16>>, // (layer) -> (n_head_kv, n_ctx, head_dim)
-    v: Vec<Vec<f16>>, // (layer) -> (n_head_kv, head_dim, n_ctx)
+    k: Vec<Vec<f16>>, // (layer) -> (n_seq, n_head_kv, n_ctx, head_dim)
+    v: Vec<Vec<f16>>, // (layer) -> (n_seq, n_head_kv, head_dim, n_ctx)
     n_ctx: usize,
     kv_dim: usize,
     head_dim: usize,
@@ -101,6 +104,11 @@ struct Job {
 
 pub struct CpuBackend {
     pool: Pool,
+    /// The step's rows: tokens, sequences, positions, and its runs of one sequence.
+    tokens: Vec<u32>,
+    seqs: Vec<u32>,
+    pos: Vec<u32>,
+    spans: Vec<Span>,
     /// Activations quantized for the current matmul, per activation format: `[n, row_bytes]`.
     acts: [(Option<GgmlType>, Vec<u8>); 3],
     /// Which of `acts` already hold this call's input.
@@ -139,12 +147,136 @@ impl CpuBackend {
     pub fn with_options(n_threads: usize, opts: &CpuOptions) -> CpuBackend {
         CpuBackend {
             pool: Pool::new(n_threads),
+            tokens: Vec::new(),
+            seqs: Vec::new(),
+            pos: Vec::new(),
+            spans: Vec::new(),
             acts: Default::default(),
             acts_fresh: [false; 3],
             tmp: Vec::new(),
             att: Vec::new(),
             pack_weights: opts.pack,
         }
+    }
+}
+
+impl CpuBackend {
+    /// Attention of one span's query rows (one sequence, consecutive positions) over its cache.
+    fn attend(
+        &mut self,
+        q: &[f32],
+        kv: &CpuKv,
+        layer: usize,
+        span: &Span,
+        shape: &AttnShape,
+        out: &mut [f32],
+    ) {
+        let (hd, n_head, n_ctx) = (shape.head_dim, shape.n_head, kv.n_ctx);
+        let (n, pos0) = (span.len, span.pos0);
+        let q = &q[span.row0 * n_head * hd..];
+        let out = &mut out[span.row0 * n_head * hd..];
+        let base = span.seq * kv.kv_dim * n_ctx;
+        let group = shape.n_head / shape.n_head_kv;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let dot = mat_kernel(GgmlType::F32).expect("f32 kernel");
+        let (keys, vals) = (&kv.k[layer][base..], &kv.v[layer][base..]);
+        // One task per (KV head, tile of tokens): the queries of every head sharing that KV head,
+        // for the tile's tokens, go through one scores = K·Q matmul, a causal softmax, and one
+        // Vᵀ·P matmul, so each KV head's cache is read (and widened from f16) once per tile. q and p
+        // are rounded to f16 first, as llama.cpp's f16 KV matmuls round their f32 operand.
+        let tile = (256 / group).clamp(1, n);
+        let n_tiles = n.div_ceil(tile);
+        let chunk = hd * group * tile; // (head_dim, group, tile) per task
+        grow(&mut self.att, shape.n_head_kv * n_tiles * chunk);
+        for_each_chunk(
+            &self.pool,
+            &mut self.att[..shape.n_head_kv * n_tiles * chunk],
+            chunk,
+            |c, dst| {
+                let (kvh, t0) = (c / n_tiles, (c % n_tiles) * tile);
+                let tn = tile.min(n - t0);
+                let n_q = group * tn; // query rows: head-major, then token
+                let n_kv = pos0 + t0 + tn; // cache positions the tile's last token sees
+                ATTN.with(|s| {
+                    let s = &mut *s.borrow_mut();
+                    // Sized for the whole context at once up to 4096 positions, then in powers
+                    // of two, so decoding never grows them token by token (`n_q` is at most
+                    // `group` when decoding) and a huge context costs memory only as it fills.
+                    let span = n_kv.next_power_of_two().max(4096).min(n_ctx).max(n_kv);
+                    grow(&mut s.k, span * hd);
+                    grow(&mut s.vt, hd * span);
+                    grow(&mut s.q, n_q.max(group) * hd);
+                    grow(&mut s.scores, span * n_q.max(group));
+                    grow(&mut s.p, n_q.max(group) * span);
+                    keys[kvh * n_ctx * hd..(kvh * n_ctx + n_kv) * hd]
+                        .convert_to_f32_slice(&mut s.k[..n_kv * hd]);
+                    for d in 0..hd {
+                        let src = &vals[(kvh * hd + d) * n_ctx..(kvh * hd + d) * n_ctx + n_kv];
+                        src.convert_to_f32_slice(&mut s.vt[d * n_kv..(d + 1) * n_kv]);
+                    }
+                    for g in 0..group {
+                        let h = kvh * group + g;
+                        for t in 0..tn {
+                            let src =
+                                &q[((t0 + t) * n_head + h) * hd..((t0 + t) * n_head + h + 1) * hd];
+                            let row = g * tn + t;
+                            for (d, &x) in s.q[row * hd..(row + 1) * hd].iter_mut().zip(src) {
+                                *d = f16::from_f32(x).to_f32();
+                            }
+                        }
+                    }
+                    let scores = &mut s.scores[..n_kv * n_q];
+                    dot.gemm(
+                        bytemuck::cast_slice(&s.k[..n_kv * hd]),
+                        n_kv,
+                        bytemuck::cast_slice(&s.q[..n_q * hd]),
+                        n_q,
+                        hd,
+                        scores,
+                    );
+                    for row in 0..n_q {
+                        let seen = pos0 + t0 + row % tn + 1; // causal: positions 0..=pos0+t
+                        let p = &mut s.p[row * n_kv..(row + 1) * n_kv];
+                        let mut max = f32::NEG_INFINITY;
+                        for (j, p) in p[..seen].iter_mut().enumerate() {
+                            *p = scores[j * n_q + row] * scale;
+                            max = max.max(*p);
+                        }
+                        let sum = vecmath::exp_sub_sum(&mut p[..seen], max);
+                        let inv = (1.0 / sum) as f32;
+                        for p in p[..seen].iter_mut() {
+                            *p = f16::from_f32(*p * inv).to_f32();
+                        }
+                        p[seen..].fill(0.0);
+                    }
+                    dot.gemm(
+                        bytemuck::cast_slice(&s.vt[..hd * n_kv]),
+                        hd,
+                        bytemuck::cast_slice(&s.p[..n_q * n_kv]),
+                        n_q,
+                        n_kv,
+                        &mut dst[..hd * n_q],
+                    );
+                });
+            },
+        );
+        let att = &self.att[..shape.n_head_kv * n_tiles * chunk];
+        for_each_chunk(
+            &self.pool,
+            &mut out[..n * n_head * hd],
+            n_head * hd,
+            |t, row| {
+                let (t0, tt) = ((t / tile) * tile, t % tile);
+                let tn = tile.min(n - t0);
+                for (h, o) in row.chunks_mut(hd).enumerate() {
+                    let (kvh, g) = (h / group, h % group);
+                    let base = (kvh * n_tiles + t0 / tile) * chunk;
+                    for (d, o) in o.iter_mut().enumerate() {
+                        *o = att[base + d * group * tn + g * tn + tt];
+                    }
+                }
+            },
+        );
     }
 }
 
@@ -155,6 +287,7 @@ fn grow<T: Clone + Default>(v: &mut Vec<T>, len: usize) {
 }
 
 /// Bytes of a CPU KV cache: keys and values in f16 for every layer and position.
+/// (`n_ctx`: the positions of all sequences together).
 pub(crate) fn kv_bytes(n_layer: usize, n_ctx: usize, kv_dim: usize) -> u64 {
     4 * n_layer as u64 * n_ctx as u64 * kv_dim as u64
 }
@@ -249,6 +382,7 @@ impl Backend for CpuBackend {
     fn alloc_kv(
         &mut self,
         n_layer: usize,
+        n_seq: usize,
         n_ctx: usize,
         n_head_kv: usize,
         head_dim: usize,
@@ -256,6 +390,7 @@ impl Backend for CpuBackend {
         let kv_dim = n_head_kv * head_dim;
         let len = n_ctx
             .checked_mul(kv_dim)
+            .and_then(|l| l.checked_mul(n_seq))
             .ok_or_else(|| ModelError::Backend("KV cache size overflows".into()))?;
         // Zeroed pages straight from the allocator (the OS maps them untouched): memory is used
         // as the context fills, not up front. A context too large is an error, not an abort.
@@ -263,8 +398,8 @@ impl Backend for CpuBackend {
             bytemuck::allocation::try_zeroed_slice_box::<f16>(len)
                 .map(Vec::from)
                 .map_err(|_| ModelError::Memory {
-                    what: format!("the KV cache for a context of {n_ctx} tokens"),
-                    needed: kv_bytes(n_layer, n_ctx, kv_dim),
+                    what: format!("the KV cache for {n_seq} x {n_ctx} tokens"),
+                    needed: kv_bytes(n_layer, n_seq * n_ctx, kv_dim),
                     available: None,
                 })
         };
@@ -277,12 +412,19 @@ impl Backend for CpuBackend {
         })
     }
 
-    fn embed(
-        &mut self,
-        table: &CpuWeight,
-        tokens: &[u32],
-        out: &mut Vec<f32>,
-    ) -> Result<(), ModelError> {
+    fn begin_step(&mut self, batch: &Batch, _head: &[u32]) -> Result<Step, ModelError> {
+        self.tokens.clear();
+        self.tokens.extend_from_slice(batch.tokens);
+        self.seqs.clear();
+        self.seqs.extend_from_slice(batch.seqs);
+        self.pos.clear();
+        self.pos.extend_from_slice(batch.pos);
+        batch.spans(&mut self.spans);
+        Ok(Step::Record)
+    }
+
+    fn embed(&mut self, table: &CpuWeight, n: usize, out: &mut Vec<f32>) -> Result<(), ModelError> {
+        let tokens = &self.tokens[..n];
         let Some((ty, rows, cols)) = table.matrix() else {
             return Err(ModelError::Backend(
                 "embedding table must be a matrix".into(),
@@ -314,7 +456,7 @@ impl Backend for CpuBackend {
         n: usize,
         dim: usize,
         out: &mut Vec<f32>,
-    ) {
+    ) -> Result<(), ModelError> {
         let w = weight.as_f32();
         for_each_chunk(&self.pool, &mut out[..n * dim], dim, |t, o| {
             let x = &x[t * dim..(t + 1) * dim];
@@ -326,6 +468,7 @@ impl Backend for CpuBackend {
                 *o = x * scale * w;
             }
         });
+        Ok(())
     }
 
     fn matmul(
@@ -481,8 +624,15 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn rope(&mut self, x: &mut Vec<f32>, n: usize, n_heads: usize, shape: &AttnShape, pos0: usize) {
+    fn rope(
+        &mut self,
+        x: &mut Vec<f32>,
+        n: usize,
+        n_heads: usize,
+        shape: &AttnShape,
+    ) -> Result<(), ModelError> {
         let hd = shape.head_dim;
+        let pos = &self.pos[..n];
         // ggml: theta_i = pos * base^(-2i/n_rot), built by repeated multiplication in f32.
         let theta_scale = shape.rope_freq_base.powf(-2.0 / shape.n_rot as f32);
         for_each_chunk(
@@ -493,7 +643,7 @@ impl Backend for CpuBackend {
                 ROPE.with_borrow_mut(|cs| {
                     // One (sin, cos) table per position, shared by every head of the row.
                     cs.clear();
-                    let mut theta = (pos0 + t) as f32;
+                    let mut theta = pos[t] as f32;
                     for _ in 0..shape.n_rot / 2 {
                         cs.push(theta.sin_cos());
                         theta *= theta_scale;
@@ -509,6 +659,7 @@ impl Backend for CpuBackend {
                 });
             },
         );
+        Ok(())
     }
 
     fn kv_store(
@@ -518,12 +669,14 @@ impl Backend for CpuBackend {
         k: &Vec<f32>,
         v: &Vec<f32>,
         n: usize,
-        pos0: usize,
-    ) {
+    ) -> Result<(), ModelError> {
         let (kv_dim, n_ctx, head_dim) = (kv.kv_dim, kv.n_ctx, kv.head_dim);
         let (keys, vals) = (&mut kv.k[layer], &mut kv.v[layer]);
         for t in 0..n {
-            let pos = pos0 + t;
+            let pos = self.pos[t] as usize;
+            // The sequence's caches start `seq * kv_dim * n_ctx` values in, for keys and values.
+            let base = self.seqs[t] as usize * kv_dim * n_ctx;
+            let (keys, vals) = (&mut keys[base..base + kv_dim * n_ctx], &mut vals[base..base + kv_dim * n_ctx]);
             for (kvh, (kr, vr)) in k[t * kv_dim..(t + 1) * kv_dim]
                 .chunks(head_dim)
                 .zip(v[t * kv_dim..(t + 1) * kv_dim].chunks(head_dim))
@@ -539,6 +692,7 @@ impl Backend for CpuBackend {
                 }
             }
         }
+        Ok(())
     }
 
     fn attention(
@@ -547,129 +701,41 @@ impl Backend for CpuBackend {
         kv: &CpuKv,
         layer: usize,
         n: usize,
-        pos0: usize,
         shape: &AttnShape,
         out: &mut Vec<f32>,
-    ) {
-        let (hd, n_head, n_ctx) = (shape.head_dim, shape.n_head, kv.n_ctx);
-        let group = shape.n_head / shape.n_head_kv;
-        let scale = 1.0 / (hd as f32).sqrt();
-        let dot = mat_kernel(GgmlType::F32).expect("f32 kernel");
-        let (keys, vals) = (&kv.k[layer], &kv.v[layer]);
-        // One task per (KV head, tile of tokens): the queries of every head sharing that KV head,
-        // for the tile's tokens, go through one scores = K·Q matmul, a causal softmax, and one
-        // Vᵀ·P matmul, so each KV head's cache is read (and widened from f16) once per tile. q and p
-        // are rounded to f16 first, as llama.cpp's f16 KV matmuls round their f32 operand.
-        let tile = (256 / group).clamp(1, n);
-        let n_tiles = n.div_ceil(tile);
-        let chunk = hd * group * tile; // (head_dim, group, tile) per task
-        grow(&mut self.att, shape.n_head_kv * n_tiles * chunk);
-        for_each_chunk(
-            &self.pool,
-            &mut self.att[..shape.n_head_kv * n_tiles * chunk],
-            chunk,
-            |c, dst| {
-                let (kvh, t0) = (c / n_tiles, (c % n_tiles) * tile);
-                let tn = tile.min(n - t0);
-                let n_q = group * tn; // query rows: head-major, then token
-                let n_kv = pos0 + t0 + tn; // cache positions the tile's last token sees
-                ATTN.with(|s| {
-                    let s = &mut *s.borrow_mut();
-                    // Sized for the whole context at once up to 4096 positions, then in powers
-                    // of two, so decoding never grows them token by token (`n_q` is at most
-                    // `group` when decoding) and a huge context costs memory only as it fills.
-                    let span = n_kv.next_power_of_two().max(4096).min(n_ctx).max(n_kv);
-                    grow(&mut s.k, span * hd);
-                    grow(&mut s.vt, hd * span);
-                    grow(&mut s.q, n_q.max(group) * hd);
-                    grow(&mut s.scores, span * n_q.max(group));
-                    grow(&mut s.p, n_q.max(group) * span);
-                    keys[kvh * n_ctx * hd..(kvh * n_ctx + n_kv) * hd]
-                        .convert_to_f32_slice(&mut s.k[..n_kv * hd]);
-                    for d in 0..hd {
-                        let src = &vals[(kvh * hd + d) * n_ctx..(kvh * hd + d) * n_ctx + n_kv];
-                        src.convert_to_f32_slice(&mut s.vt[d * n_kv..(d + 1) * n_kv]);
-                    }
-                    for g in 0..group {
-                        let h = kvh * group + g;
-                        for t in 0..tn {
-                            let src =
-                                &q[((t0 + t) * n_head + h) * hd..((t0 + t) * n_head + h + 1) * hd];
-                            let row = g * tn + t;
-                            for (d, &x) in s.q[row * hd..(row + 1) * hd].iter_mut().zip(src) {
-                                *d = f16::from_f32(x).to_f32();
-                            }
-                        }
-                    }
-                    let scores = &mut s.scores[..n_kv * n_q];
-                    dot.gemm(
-                        bytemuck::cast_slice(&s.k[..n_kv * hd]),
-                        n_kv,
-                        bytemuck::cast_slice(&s.q[..n_q * hd]),
-                        n_q,
-                        hd,
-                        scores,
-                    );
-                    for row in 0..n_q {
-                        let seen = pos0 + t0 + row % tn + 1; // causal: positions 0..=pos0+t
-                        let p = &mut s.p[row * n_kv..(row + 1) * n_kv];
-                        let mut max = f32::NEG_INFINITY;
-                        for (j, p) in p[..seen].iter_mut().enumerate() {
-                            *p = scores[j * n_q + row] * scale;
-                            max = max.max(*p);
-                        }
-                        let sum = vecmath::exp_sub_sum(&mut p[..seen], max);
-                        let inv = (1.0 / sum) as f32;
-                        for p in p[..seen].iter_mut() {
-                            *p = f16::from_f32(*p * inv).to_f32();
-                        }
-                        p[seen..].fill(0.0);
-                    }
-                    dot.gemm(
-                        bytemuck::cast_slice(&s.vt[..hd * n_kv]),
-                        hd,
-                        bytemuck::cast_slice(&s.p[..n_q * n_kv]),
-                        n_q,
-                        n_kv,
-                        &mut dst[..hd * n_q],
-                    );
-                });
-            },
-        );
-        let att = &self.att[..shape.n_head_kv * n_tiles * chunk];
-        for_each_chunk(
-            &self.pool,
-            &mut out[..n * n_head * hd],
-            n_head * hd,
-            |t, row| {
-                let (t0, tt) = ((t / tile) * tile, t % tile);
-                let tn = tile.min(n - t0);
-                for (h, o) in row.chunks_mut(hd).enumerate() {
-                    let (kvh, g) = (h / group, h % group);
-                    let base = (kvh * n_tiles + t0 / tile) * chunk;
-                    for (d, o) in o.iter_mut().enumerate() {
-                        *o = att[base + d * group * tn + g * tn + tt];
-                    }
-                }
-            },
-        );
+    ) -> Result<(), ModelError> {
+        let spans = std::mem::take(&mut self.spans);
+        for span in spans.iter().take_while(|s| s.row0 < n) {
+            self.attend(q, kv, layer, span, shape, out);
+        }
+        self.spans = spans;
+        Ok(())
     }
 
-    fn swiglu(&mut self, gate: &mut Vec<f32>, up: &Vec<f32>, len: usize) {
+    fn swiglu(&mut self, gate: &mut Vec<f32>, up: &Vec<f32>, len: usize) -> Result<(), ModelError> {
         for_each_chunk(&self.pool, &mut gate[..len], 4096, |c, g| {
             let u = &up[c * 4096..c * 4096 + g.len()];
             vecmath::silu_mul(g, u);
         });
+        Ok(())
     }
 
-    fn add(&mut self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) {
+    fn add(&mut self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) -> Result<(), ModelError> {
         for (x, &y) in x[..len].iter_mut().zip(&y[..len]) {
             *x += y;
         }
+        Ok(())
     }
 
-    fn copy_within(&mut self, x: &mut Vec<f32>, src: usize, dst: usize, len: usize) {
+    fn copy_within(
+        &mut self,
+        x: &mut Vec<f32>,
+        src: usize,
+        dst: usize,
+        len: usize,
+    ) -> Result<(), ModelError> {
         x.copy_within(src..src + len, dst);
+        Ok(())
     }
 
     fn read(&mut self, x: &Vec<f32>, offset: usize, out: &mut [f32]) -> Result<(), ModelError> {
@@ -711,7 +777,14 @@ mod tests {
         };
         let tokens = [3u32, 0, 10, 3];
         let mut out = vec![0f32; tokens.len() * cols];
-        CpuBackend::new(1).embed(&table, &tokens, &mut out).unwrap();
+        let mut b = CpuBackend::new(1);
+        let batch = Batch {
+            tokens: &tokens,
+            seqs: &[0; 4],
+            pos: &[0, 1, 2, 3],
+        };
+        b.begin_step(&batch, &[]).unwrap();
+        b.embed(&table, tokens.len(), &mut out).unwrap();
         for (t, &tok) in tokens.iter().enumerate() {
             let mut want = vec![0f32; cols];
             let src = &plain[tok as usize * row_bytes..][..row_bytes];

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use rustorch_gguf::{GgmlType, GgufFile, GgufWriter, OutputFile, TensorSpec, Value};
 use rustorch_quant::dispatch;
 
-use crate::ftype::{llama_tensor_order, FileType, ModelFacts, TensorFacts, TypeChooser};
+use crate::convert::ftype::{llama_tensor_order, FileType, ModelFacts, TensorFacts, TypeChooser};
 use crate::ModelError;
 
 /// One tensor of the output file and what happens to it.

@@ -34,7 +34,7 @@ use super::ops::{
     Attn, GWeight, MvIn, RopeOut, RMS_NORM_MAX,
 };
 use crate::config::Config;
-use crate::llama::{Logits, N_UBATCH};
+use crate::arch::llama::{Logits, N_UBATCH};
 use crate::runner::Model;
 use crate::{Device, ModelError};
 

@@ -20,7 +20,7 @@ pub(crate) const MAX_BINDS: usize = 10;
 /// Bytes of one op's parameters (16 words).
 const PARAM_BYTES: u64 = 64;
 /// Token ids one submission can carry (several prompt batches may share one submission).
-pub(crate) const TOKEN_CAP: usize = 8 * crate::llama::N_UBATCH;
+pub(crate) const TOKEN_CAP: usize = 8 * crate::arch::llama::N_UBATCH;
 
 /// How the backend picks and uses its adapter.
 #[derive(Debug, Clone)]
