@@ -12,8 +12,10 @@ use rustorch_gguf::{GgmlType, GgufFile};
 use rustorch_model::cuda::{self, testing, Gpu};
 use rustorch_model::ftype::FileType;
 use rustorch_model::synth::{self, Shape};
-use rustorch_model::{AttnShape, Backend, CpuBackend, Device, Logits};
+use rustorch_model::{AttnShape, Backend, Batch, CpuBackend, Device, Logits};
 use rustorch_quant::dispatch;
+
+mod support;
 
 fn gpu() -> Option<Gpu> {
     if !cuda::present() {
@@ -25,6 +27,18 @@ fn gpu() -> Option<Gpu> {
         return None;
     }
     Some(Gpu::new().expect("CUDA backend starts"))
+}
+
+/// Starts a CPU step of `n` rows of sequence 0 at positions `pos0..pos0 + n`.
+fn cpu_rows(cpu: &mut CpuBackend, pos0: usize, n: usize) {
+    let pos: Vec<u32> = (pos0..pos0 + n).map(|p| p as u32).collect();
+    let zeros = vec![0u32; n];
+    let batch = Batch {
+        tokens: &zeros,
+        seqs: &zeros,
+        pos: &pos,
+    };
+    cpu.begin_step(&batch, &[]).unwrap();
 }
 
 struct Rng(u64);
@@ -240,18 +254,16 @@ fn qkv_with_rope_matches_separate_kernels() {
         let nw = rng.vec(cols, 1.0);
         let [fused, separate] =
             testing::qkv_rope(&gpu, ty, [&wq, &wk, &wv], &x, &nw, 1e-5, &shape, 37).unwrap();
-        for (what, a, b) in [
-            ("q", &fused.0, &separate.0),
-            ("k cache", &fused.1, &separate.1),
-            ("v cache", &fused.2, &separate.2),
-        ] {
+        for (i, what) in ["q", "k", "v", "k cache", "v cache"].iter().enumerate() {
+            let (a, b) = (&fused[i], &separate[i]);
             let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
             assert!(scale > 0.0, "{what}: nothing written");
-            for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                // f16 stores of the same f32 values, up to one f16 rounding step.
+            for (j, (x, y)) in a.iter().zip(b).enumerate() {
+                // The same products and rotation; the caches are f16 stores of them (one f16
+                // rounding step apart at most).
                 assert!(
                     (x - y).abs() <= 2e-3 * scale,
-                    "{ty} {what}[{i}]: {x} vs {y}"
+                    "{ty} {what}[{j}]: {x} vs {y}"
                 );
             }
         }
@@ -282,8 +294,9 @@ fn qkv_with_rope_matches_separate_kernels() {
         let (mut k_ref, k_bound) = product(&wk, kvd);
         let (v_ref, v_bound) = product(&wv, kvd);
         let mut cpu = CpuBackend::new(1);
-        cpu.rope(&mut q_ref, 1, shape.n_head, &shape, pos);
-        cpu.rope(&mut k_ref, 1, shape.n_head_kv, &shape, pos);
+        cpu_rows(&mut cpu, pos, 1);
+        cpu.rope(&mut q_ref, 1, shape.n_head, &shape).unwrap();
+        cpu.rope(&mut k_ref, 1, shape.n_head_kv, &shape).unwrap();
         let n_ctx = pos + 3;
         let hd = shape.head_dim;
         // RoPE mixes two values of a head: the bound of a rotated value is the sum of its head's
@@ -292,7 +305,7 @@ fn qkv_with_rope_matches_separate_kernels() {
             |b: &[f64], h: usize| 2.0 * b[h * hd..(h + 1) * hd].iter().fold(0f64, |m, v| m.max(*v));
         for h in 0..shape.n_head {
             for d in 0..hd {
-                let (got, want) = (fused.0[h * hd + d], q_ref[h * hd + d]);
+                let (got, want) = (fused[0][h * hd + d], q_ref[h * hd + d]);
                 let tol = head_bound(&q_bound, h) + 1e-3 * want.abs() as f64 + 1e-4;
                 assert!(
                     (got - want).abs() as f64 <= tol,
@@ -303,13 +316,13 @@ fn qkv_with_rope_matches_separate_kernels() {
         for h in 0..shape.n_head_kv {
             for d in 0..hd {
                 let at = (h * n_ctx + pos) * hd + d;
-                let (got, want) = (fused.1[at], k_ref[h * hd + d]);
+                let (got, want) = (fused[3][at], k_ref[h * hd + d]);
                 let tol = head_bound(&k_bound, h) + 1e-3 * want.abs() as f64 + 1e-4;
                 assert!(
                     (got - want).abs() as f64 <= tol,
                     "{ty} k cache[{h}][{pos}][{d}]: {got} vs {want} (±{tol})"
                 );
-                let (got, want) = (fused.2[at], v_ref[h * hd + d]);
+                let (got, want) = (fused[4][at], v_ref[h * hd + d]);
                 let tol = v_bound[h * hd + d] + 1e-3 * want.abs() as f64 + 1e-4;
                 assert!(
                     (got - want).abs() as f64 <= tol,
@@ -342,7 +355,7 @@ fn rms_norm_matches_cpu() {
     let gguf = Arc::new(GgufFile::open(&file).unwrap());
     let wt = cpu.upload(&gguf, "w").unwrap();
     let mut want = vec![0f32; n * dim];
-    cpu.rms_norm(&x, &wt, eps, n, dim, &mut want);
+    cpu.rms_norm(&x, &wt, eps, n, dim, &mut want).unwrap();
     std::fs::remove_file(&file).ok();
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
     for (i, (a, b)) in got.iter().zip(&want).enumerate() {
@@ -392,13 +405,14 @@ fn decode_attention_matches_cpu() {
             let got =
                 testing::attention_decode(&gpu, &q, &k, &v, n, &shape, n_ctx, n_split).unwrap();
             let mut cpu = CpuBackend::new(2);
-            let mut kv = cpu.alloc_kv(1, n_ctx, n_head_kv, hd).unwrap();
+            let mut kv = cpu.alloc_kv(1, 1, n_ctx, n_head_kv, hd).unwrap();
             let (mut qc, mut kc) = (q.clone(), k.clone());
-            cpu.rope(&mut qc, n, n_head, &shape, 0);
-            cpu.rope(&mut kc, n, n_head_kv, &shape, 0);
-            cpu.kv_store(&mut kv, 0, &kc, &v, n, 0);
+            cpu_rows(&mut cpu, 0, n);
+            cpu.rope(&mut qc, n, n_head, &shape).unwrap();
+            cpu.rope(&mut kc, n, n_head_kv, &shape).unwrap();
+            cpu.kv_store(&mut kv, 0, &kc, &v, n).unwrap();
             let mut out = vec![0f32; n * e];
-            cpu.attention(&qc, &kv, 0, n, 0, &shape, &mut out);
+            cpu.attention(&qc, &kv, 0, n, &shape, &mut out).unwrap();
             let want = &out[(n - 1) * e..];
             let err = got
                 .iter()
@@ -453,29 +467,28 @@ fn prompt_attention_matches_cpu() {
             let q = rng.vec(total * e, 1.0);
             let k = rng.vec(total * kvd, 1.0);
             let v = rng.vec(total * kvd, 1.0);
-            let Some(got) =
+            let Some((got, got16)) =
                 testing::attention_prompt(&gpu, &q, &k, &v, (n_past, n), &shape, n_ctx).unwrap()
             else {
                 eprintln!("no flash-attention kernel on this card (before sm_80): skipped");
                 return;
             };
             let mut cpu = CpuBackend::new(4);
-            let mut kv = cpu.alloc_kv(1, n_ctx, n_head_kv, hd).unwrap();
+            let mut kv = cpu.alloc_kv(1, 1, n_ctx, n_head_kv, hd).unwrap();
             let (mut qc, mut kc) = (q.clone(), k.clone());
-            cpu.rope(&mut qc, total, n_head, &shape, 0);
-            cpu.rope(&mut kc, total, n_head_kv, &shape, 0);
-            cpu.kv_store(&mut kv, 0, &kc, &v, total, 0);
+            cpu_rows(&mut cpu, 0, total);
+            cpu.rope(&mut qc, total, n_head, &shape).unwrap();
+            cpu.rope(&mut kc, total, n_head_kv, &shape).unwrap();
+            cpu.kv_store(&mut kv, 0, &kc, &v, total).unwrap();
             // The new tokens' queries at positions n_past.. over the cache of all of them.
+            cpu_rows(&mut cpu, n_past, n);
             let mut want = vec![0f32; n * e];
-            cpu.attention(
-                &qc[n_past * e..].to_vec(),
-                &kv,
-                0,
-                n,
-                n_past,
-                &shape,
-                &mut want,
-            );
+            cpu.attention(&qc[n_past * e..].to_vec(), &kv, 0, n, &shape, &mut want)
+                .unwrap();
+            // The f16 copy (the projection's GEMM input) is the f32 output rounded.
+            for (a, b) in got.iter().zip(&got16) {
+                assert_eq!(half::f16::from_f32(*a).to_f32(), *b, "f16 copy");
+            }
             let err = got
                 .iter()
                 .zip(&want)
@@ -485,7 +498,7 @@ fn prompt_attention_matches_cpu() {
                 "prompt attention {n_head}/{n_head_kv}x{hd} past={n_past} n={n}: max |err| {err:.2e}"
             );
             assert!(!nan, "non-finite output");
-            // Both round q and the probabilities to f16; the GPU also rounds the output to f16.
+            // Both round q and the probabilities to f16.
             assert!(err <= 4e-3, "max error {err}");
         }
     }
@@ -716,6 +729,25 @@ fn tinyllama_shape_matches_cpu() {
         None => (synth_file("tinyllama-1.1b", FileType::Q4_K_M), true),
     };
     model_vs_cpu(&path, "tinyllama-1.1b", 40);
+    if made {
+        std::fs::remove_file(&path).ok();
+    }
+}
+
+/// Two sequences in one call on the GPU: the check every backend runs
+/// (`tests/support/two_sequences.rs`), on the real SmolLM2 file when the device script carried it,
+/// else on a synthetic file of its shape.
+#[test]
+fn two_sequences_match_each_alone() {
+    let Some(_gpu) = gpu() else { return };
+    let (path, made) = match std::env::var_os("RUSTORCH_TEST_SMOLLM2") {
+        Some(p) => (PathBuf::from(p), false),
+        None => (synth_file("smollm2-135m", FileType::Q8_0), true),
+    };
+    let file = Arc::new(GgufFile::open(&path).unwrap());
+    // One row takes the mat-vecs (int8 products), several rows cuBLAS (f16 products): a row's
+    // logits depend on the shape of its batch by about the 1-row / many-row difference.
+    support::two_sequences::check(file, Device::Cuda, 0.05, 1.0);
     if made {
         std::fs::remove_file(&path).ok();
     }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use rustorch_gguf::GgufFile;
 use rustorch_model::{load_seqs, Batch, Device, Logits, Model};
 
-/// The largest absolute difference of two logit rows, and whether their argmax agrees.
+/// Checks that two logit rows differ by at most `tol`, and that their argmax agrees wherever the
+/// reference's top two are more than `2 * tol` apart (closer ones may swap within the tolerance).
 fn compare(what: &str, got: &[f32], want: &[f32], tol: f32) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     let diff = got
@@ -20,11 +21,20 @@ fn compare(what: &str, got: &[f32], want: &[f32], tol: f32) {
         diff <= tol,
         "{what}: logits differ by {diff} (tolerance {tol})"
     );
-    assert_eq!(
-        rustorch_model::runner::argmax(got),
-        rustorch_model::runner::argmax(want),
-        "{what}: argmax"
-    );
+    let best = rustorch_model::runner::argmax(want) as usize;
+    let second = want
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != best)
+        .map(|(_, &v)| v)
+        .fold(f32::NEG_INFINITY, f32::max);
+    if want[best] - second > 2.0 * tol {
+        assert_eq!(
+            rustorch_model::runner::argmax(got) as usize,
+            best,
+            "{what}: argmax"
+        );
+    }
 }
 
 fn alone(file: &Arc<GgufFile>, device: Device, tokens: &[u32], next: u32) -> (Vec<f32>, Vec<f32>) {

@@ -26,8 +26,12 @@ const KERNELS: &[&str] = &[
     "matvec",
     "quantize_q8_1",
     "rms_norm",
-    "swiglu_f16",
-    "rope_kv",
+    "swiglu",
+    "add",
+    "to_f16",
+    "rope",
+    "kv_store",
+    "rows_to_heads",
     "attn_decode_32",
     "attn_decode_64",
     "attn_decode_96",
@@ -44,15 +48,17 @@ const KERNELS: &[&str] = &[
 /// The kernels by name.
 pub(crate) struct Kernels {
     pub dequant_f16: CudaFunction,
-    // Read by `cuda::testing` only.
-    #[cfg_attr(not(feature = "cuda-testing"), allow(dead_code))]
     pub dequant_f32: CudaFunction,
     pub embed: CudaFunction,
     pub matvec: CudaFunction,
     pub quantize_q8_1: CudaFunction,
     pub rms_norm: CudaFunction,
-    pub swiglu_f16: CudaFunction,
-    pub rope_kv: CudaFunction,
+    pub swiglu: CudaFunction,
+    pub add: CudaFunction,
+    pub to_f16: CudaFunction,
+    pub rope: CudaFunction,
+    pub kv_store: CudaFunction,
+    pub rows_to_heads: CudaFunction,
     /// By head size: 32, 64, 96, 128.
     pub attn_decode: [CudaFunction; 4],
     pub softmax_causal: CudaFunction,
@@ -180,30 +186,26 @@ impl Gpu {
                 .load_function(n)
                 .map_err(|e| drv_err(&format!("kernel {n}"), e))
         };
+        let mut names = KERNELS.iter();
+        let mut next = || f(names.next().expect("kernel list"));
         let k = Kernels {
-            dequant_f16: f(KERNELS[0])?,
-            dequant_f32: f(KERNELS[1])?,
-            embed: f(KERNELS[2])?,
-            matvec: f(KERNELS[3])?,
-            quantize_q8_1: f(KERNELS[4])?,
-            rms_norm: f(KERNELS[5])?,
-            swiglu_f16: f(KERNELS[6])?,
-            rope_kv: f(KERNELS[7])?,
-            attn_decode: [
-                f(KERNELS[8])?,
-                f(KERNELS[9])?,
-                f(KERNELS[10])?,
-                f(KERNELS[11])?,
-            ],
-            softmax_causal: f(KERNELS[12])?,
-            heads_to_rows: f(KERNELS[13])?,
-            argmax: f(KERNELS[14])?,
-            attn_prompt: [
-                f(KERNELS[15])?,
-                f(KERNELS[16])?,
-                f(KERNELS[17])?,
-                f(KERNELS[18])?,
-            ],
+            dequant_f16: next()?,
+            dequant_f32: next()?,
+            embed: next()?,
+            matvec: next()?,
+            quantize_q8_1: next()?,
+            rms_norm: next()?,
+            swiglu: next()?,
+            add: next()?,
+            to_f16: next()?,
+            rope: next()?,
+            kv_store: next()?,
+            rows_to_heads: next()?,
+            attn_decode: [next()?, next()?, next()?, next()?],
+            softmax_causal: next()?,
+            heads_to_rows: next()?,
+            argmax: next()?,
+            attn_prompt: [next()?, next()?, next()?, next()?],
             _module: module,
         };
         // SAFETY: only dlopen of the library.
@@ -327,6 +329,16 @@ impl Gpu {
             .map_err(|e| drv_err("running the kernels", e))
     }
 
+    /// Queues a copy of `bytes` bytes from device address `src` to `dst` on the stream.
+    pub(crate) fn copy(&self, dst: u64, src: u64, bytes: usize) -> Result<(), ModelError> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| drv_err("binding the context", e))?;
+        // SAFETY: the callers pass ranges inside live buffers of this context.
+        unsafe { drv::memcpy_dtod_async(dst, src, bytes, self.stream.cu_stream()) }
+            .map_err(|e| drv_err("copying on the GPU", e))
+    }
+
     /// Queues kernel `f` on the stream.
     pub(crate) fn launch(
         &self,
@@ -386,7 +398,7 @@ impl Gpu {
         .map_err(|e| drv_err("launching a kernel", e))
     }
 
-    /// `C = op(A) · op(B)` in cuBLAS's column-major terms (see [`super::model`] for the row-major
+    /// `C = op(A) · op(B)` in cuBLAS's column-major terms (see [`super::backend`] for the row-major
     /// reading): f16 inputs, f32 accumulation, output `c_f16 ? f16 : f32`; `batch` copies with the
     /// given element strides.
     #[allow(clippy::too_many_arguments)] // a GEMM's operands

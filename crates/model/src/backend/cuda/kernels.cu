@@ -198,11 +198,11 @@ extern "C" __global__ void dequant_f32(const u8* w, int t, int rows, int cols, f
     }
 }
 
-// out[t] = table[tokens[t]]; tokens are io[1..] (io[0] is the position of the first token).
+// out[t] = table[token of row t]. `io` holds the step's rows as (token, position, sequence).
 extern "C" __global__ void embed(const u8* w, int t, int cols, const int* io, float* out) {
     grid_wait();
     grid_launch();
-    int row = io[1 + blockIdx.x];
+    int row = io[3 * blockIdx.x];
     const u8* src = w + (u64)row * row_bytes(t, cols);
     for (int c = threadIdx.x; c < cols; c += blockDim.x) out[(u64)blockIdx.x * cols + c] = dq(t, src, c);
 }
@@ -443,15 +443,15 @@ __device__ __forceinline__ void prefetch_row(const u8* wrow, int t, int ncols, i
 // the gate or of the up weight (alternating), so both rows load at the same time.
 //
 // mode 0: o = W·x; mode 1: o += W·x (residual); mode 2: o0 = silu(W0·x) * (W1·x) over r0 rows;
-// mode 3: q/k/v of one token: q and k rotated (RoPE at position io[0], pairs of adjacent rows,
-// which share a block since wpr <= 2) and written as f16, q to `qh`, k and v into the layer's
-// cache at position io[0].
+// mode 3: q/k/v of one row (`io`: its token, position, sequence): q and k rotated (RoPE at the
+// row's position, pairs of adjacent rows, which share a block since wpr <= 2) into o0 and o1, v
+// into o2, and k and v as f16 into the layer's cache of the row's sequence at its position.
 extern "C" __global__ void matvec(const u8* w0, int t0, int r0, float* o0,
                                   const u8* w1, int t1, int r1, float* o1,
                                   const u8* w2, int t2, int r2, float* o2,
                                   const i8* aq, const float2* ads, int ncols, int mode, int wpr,
-                                  const int* io, u16* qh, u16* kc, u16* vc, int n_ctx, int hd,
-                                  int n_rot, float theta_scale, int flags) {
+                                  const int* io, u16* kc, u16* vc, int n_ctx, u64 seq_stride,
+                                  int hd, int n_rot, float theta_scale, int flags) {
     __shared__ float part[16];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, n_warps = blockDim.x >> 5;
     int nch = ncols >> 5;
@@ -483,10 +483,14 @@ extern "C" __global__ void matvec(const u8* w0, int t0, int r0, float* o0,
         return;
     }
     if (mode == 3) {
-        int pos = io[0];
+        int pos = io[1];
+        u64 cache = (u64)io[2] * seq_stride;
         if (g >= r0 + r1) { // v: straight into the cache
             g -= r0 + r1;
-            if (g < r2) vc[((u64)(g / hd) * n_ctx + pos) * hd + g % hd] = f2h(v);
+            if (g < r2) {
+                o2[g] = v;
+                vc[cache + ((u64)(g / hd) * n_ctx + pos) * hd + g % hd] = f2h(v);
+            }
             return;
         }
         if (g & 1) return; // the even row of a pair rotates both
@@ -504,9 +508,14 @@ extern "C" __global__ void matvec(const u8* w0, int t0, int r0, float* o0,
             x0 = v * cs - v1 * sn;
             x1 = v * sn + v1 * cs;
         }
-        u16* dst = is_q ? qh + r : kc + ((u64)(r / hd) * n_ctx + pos) * hd + d;
-        dst[0] = f2h(x0);
-        dst[1] = f2h(x1);
+        float* of = is_q ? o0 + r : o1 + r;
+        of[0] = x0;
+        of[1] = x1;
+        if (!is_q) {
+            u16* dst = kc + cache + ((u64)(r / hd) * n_ctx + pos) * hd + d;
+            dst[0] = f2h(x0);
+            dst[1] = f2h(x1);
+        }
         return;
     }
     float* o;
@@ -580,44 +589,68 @@ extern "C" __global__ void rms_norm(const float* x, int x_row0, const float* w, 
     }
 }
 
-// out = silu(g) * u as f16 (prompt path).
-extern "C" __global__ void swiglu_f16(const float* g, const float* u, u16* out, int n) {
+// g = silu(g) * u in place, and as f16 into `out` when not null (the next GEMM's input).
+extern "C" __global__ void swiglu(float* g, const float* u, u16* out, int n) {
+    grid_wait();
+    grid_launch();
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
         float x = g[i];
-        out[i] = f2h(x / (1.f + expf(-x)) * u[i]);
+        float y = x / (1.f + expf(-x)) * u[i];
+        g[i] = y;
+        if (out) out[i] = f2h(y);
     }
 }
 
-// RoPE (ggml's adjacent-pair layout) of q and k of n tokens at positions io[0] + t, then: q as f16
-// in head-major layout qh[head][t][hd]; k (rotated) and v into the layer's f16 cache
-// [kv_head][n_ctx][hd]. grid (n, n_head + n_head_kv), block hd / 2 (one pair per thread).
-extern "C" __global__ void rope_kv(const float* q, const float* k, const float* v, int n, int n_head,
-                                   int n_head_kv, int hd, int n_rot, float theta_scale, const int* io,
-                                   u16* qh, u16* kc, u16* vc, int n_ctx) {
-    int t = blockIdx.x, hh = blockIdx.y, i = threadIdx.x;
-    int pos = io[0] + t;
-    float c = 1.f, s = 0.f;
-    if (2 * i < n_rot) {
-        float theta = (float)pos; // as ggml: theta_i = pos * scale^i by repeated products in f32
-        for (int j = 0; j < i; j++) theta *= theta_scale;
-        sincosf(theta, &s, &c);
-    }
-    if (hh < n_head) {
-        const float* src = q + ((u64)t * n_head + hh) * hd + 2 * i;
-        float x0 = src[0], x1 = src[1];
-        u16* dst = qh + ((u64)hh * n + t) * hd + 2 * i;
-        dst[0] = f2h(x0 * c - x1 * s);
-        dst[1] = f2h(x0 * s + x1 * c);
-    } else {
-        int kvh = hh - n_head, kv_dim = n_head_kv * hd;
-        const float* src = k + (u64)t * kv_dim + kvh * hd + 2 * i;
-        float x0 = src[0], x1 = src[1];
-        u64 at = ((u64)kvh * n_ctx + pos) * hd + 2 * i;
-        kc[at] = f2h(x0 * c - x1 * s);
-        kc[at + 1] = f2h(x0 * s + x1 * c);
-        const float* vs = v + (u64)t * kv_dim + kvh * hd + 2 * i;
-        vc[at] = f2h(vs[0]);
-        vc[at + 1] = f2h(vs[1]);
+// x += y over n values.
+extern "C" __global__ void add(float* x, const float* y, int n) {
+    grid_wait();
+    grid_launch();
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x[i] += y[i];
+}
+
+// out = x as f16, n values.
+extern "C" __global__ void to_f16(const float* x, u16* out, int n) {
+    grid_wait();
+    grid_launch();
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) out[i] = f2h(x[i]);
+}
+
+// RoPE (ggml's adjacent-pair layout) in place of the heads of each row at the row's position
+// (io[3t + 1]). grid (n, n_heads), block n_rot / 2 (one pair per thread).
+extern "C" __global__ void rope(float* x, int n_heads, int hd, float theta_scale, const int* io) {
+    grid_wait();
+    grid_launch();
+    int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
+    float theta = (float)io[3 * t + 1]; // as ggml: theta_i = pos * scale^i by repeated products
+    for (int j = 0; j < i; j++) theta *= theta_scale;
+    float s, c;
+    sincosf(theta, &s, &c);
+    float* p = x + ((u64)t * n_heads + h) * hd + 2 * i;
+    float x0 = p[0], x1 = p[1];
+    p[0] = x0 * c - x1 * s;
+    p[1] = x0 * s + x1 * c;
+}
+
+// k and v of each row as f16 into the layer's cache [seq][kv_head][n_ctx][hd] of the row's
+// sequence (io[3t + 2]) at its position (io[3t + 1]). grid (n, n_head_kv), block hd.
+extern "C" __global__ void kv_store(const float* k, const float* v, int n_head_kv, int hd,
+                                    const int* io, u16* kc, u16* vc, int n_ctx, u64 seq_stride) {
+    grid_wait();
+    grid_launch();
+    int t = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
+    u64 at = (u64)io[3 * t + 2] * seq_stride + ((u64)h * n_ctx + io[3 * t + 1]) * hd + d;
+    u64 src = ((u64)t * n_head_kv + h) * hd + d;
+    kc[at] = f2h(k[src]);
+    vc[at] = f2h(v[src]);
+}
+
+// q rows [t][head][hd] (f32) -> f16 head-major [head][t][hd] (the cuBLAS prompt attention's input).
+extern "C" __global__ void rows_to_heads(const float* q, u16* qh, int n, int n_head, int hd) {
+    u64 total = (u64)n * n_head * hd;
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x) {
+        u64 t = i / ((u64)n_head * hd), r = i - t * n_head * hd;
+        u64 h = r / hd, d = r - h * hd;
+        qh[(h * n + t) * hd + d] = f2h(q[i]);
     }
 }
 
@@ -638,15 +671,17 @@ __device__ __forceinline__ int attn_chunk(int n_kv, int n_split) {
     return max(AD_WARPS * 32, (n_kv + n_split - 1) / n_split);
 }
 template <int HD>
-__device__ void attn_decode_t(const u16* qh, const u16* kc, const u16* vc, const int* io, int n_ctx,
-                              int n_head, int n_head_kv, float scale, float* part, int* counter,
-                              float* of32, i8* aq, float2* ads, int pf) {
+__device__ void attn_decode_t(const float* q, const u16* kc, const u16* vc, const int* io, int n_ctx,
+                              u64 seq_stride, int n_head, int n_head_kv, float scale, float* part,
+                              int* counter, float* of32, i8* aq, float2* ads, int pf) {
     constexpr int E = HD / 32;
+    kc += (u64)io[2] * seq_stride;
+    vc += (u64)io[2] * seq_stride;
     if (pf) {
-        // The cached positions before io[0] (io is written by the host before the step, so it can
-        // be read before the wait) do not depend on the previous kernel: pull this split's keys
+        // The cached positions before this one (io is written by the host before the step, so it
+        // can be read before the wait) do not depend on the previous kernel: pull this split's keys
         // and values into L2 while it finishes, the blocks of a head group taking turns.
-        int n_old = io[0];
+        int n_old = io[1];
         int ch = attn_chunk(n_old + 1, gridDim.y);
         int p0 = blockIdx.y * ch, p1 = min(n_old, p0 + ch);
         const u8* kb = (const u8*)(kc + (u64)blockIdx.x * n_ctx * HD);
@@ -671,13 +706,13 @@ __device__ void attn_decode_t(const u16* qh, const u16* kc, const u16* vc, const
     int g0 = blockIdx.z * AD_G;
     int ng = min(AD_G, group - g0);
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int n_kv = io[0] + 1;
+    int n_kv = io[1] + 1;
     int chunk = attn_chunk(n_kv, n_split);
     int j0 = split * chunk, j1 = min(n_kv, j0 + chunk);
     if (j0 >= j1) return; // an unused split: takes no ticket, the merge reads only the used ones
     for (int i = threadIdx.x; i < ng * HD; i += blockDim.x) {
         int h = i / HD, d = i - h * HD;
-        sq[h][d] = h2f(qh[(u64)(kvh * group + g0 + h) * HD + d]);
+        sq[h][d] = h2f(f2h(q[(u64)(kvh * group + g0 + h) * HD + d])); // rounded as an f16 cache
     }
     __syncthreads();
     float m[AD_G], l[AD_G], acc[AD_G][E];
@@ -843,13 +878,13 @@ __device__ void attn_decode_t(const u16* qh, const u16* kc, const u16* vc, const
     }
 }
 #define ATTN_DECODE(HD)                                                                            \
-    extern "C" __global__ void attn_decode_##HD(const u16* qh, const u16* kc, const u16* vc,      \
-                                                const int* io, int n_ctx, int n_head,             \
-                                                int n_head_kv, float scale, float* part,          \
-                                                int* counter, float* of32, i8* aq, float2* ads, \
-                                                int pf) {                                         \
-        attn_decode_t<HD>(qh, kc, vc, io, n_ctx, n_head, n_head_kv, scale, part, counter, of32,   \
-                          aq, ads, pf);                                                           \
+    extern "C" __global__ void attn_decode_##HD(const float* q, const u16* kc, const u16* vc,    \
+                                                const int* io, int n_ctx, u64 seq_stride,         \
+                                                int n_head, int n_head_kv, float scale,           \
+                                                float* part, int* counter, float* of32, i8* aq,   \
+                                                float2* ads, int pf) {                            \
+        attn_decode_t<HD>(q, kc, vc, io, n_ctx, seq_stride, n_head, n_head_kv, scale, part,       \
+                          counter, of32, aq, ads, pf);                                            \
     }
 ATTN_DECODE(32)
 ATTN_DECODE(64)
@@ -886,9 +921,9 @@ __device__ __forceinline__ u32 pack_h2(float lo, float hi) {
 }
 
 template <int HD>
-__device__ __forceinline__ void attn_prompt_t(const u16* qh, const u16* kc, const u16* vc, int n,
+__device__ __forceinline__ void attn_prompt_t(const float* q, const u16* kc, const u16* vc, int n,
                                               int pos0, int n_ctx, int n_head, int n_head_kv,
-                                              float scale, u16* out) {
+                                              float scale, float* of32, u16* of16) {
     constexpr int KS = HD / 16; // k-steps of Q·Kᵀ
     constexpr int DN = HD / 8;  // n-tiles of the output
     constexpr int LD = HD + 8;  // shared row stride in halves (a multiple of 8: rows stay 16-aligned)
@@ -900,16 +935,20 @@ __device__ __forceinline__ void attn_prompt_t(const u16* qh, const u16* kc, cons
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int g = lane >> 2, c = lane & 3;
     int r0 = qt * FA_BQ + warp * 16; // the warp's first query row
-    // Q fragments of rows r0 + g and r0 + g + 8 (rows past n repeat the last row, never stored).
-    const u16* qa = qh + ((u64)head * n + min(r0 + g, n - 1)) * HD + 2 * c;
-    const u16* qb = qh + ((u64)head * n + min(r0 + g + 8, n - 1)) * HD + 2 * c;
+    // Q fragments of rows r0 + g and r0 + g + 8 (rows past n repeat the last row, never stored),
+    // rounded to f16 from the f32 rows [t][head][HD].
+    u64 stride = (u64)n_head * HD;
+    const float* qa = q + (u64)min(r0 + g, n - 1) * stride + head * HD + 2 * c;
+    const float* qb = q + (u64)min(r0 + g + 8, n - 1) * stride + head * HD + 2 * c;
     u32 qf[KS][4];
 #pragma unroll
     for (int k = 0; k < KS; k++) {
-        qf[k][0] = *(const u32*)(qa + k * 16);
-        qf[k][1] = *(const u32*)(qb + k * 16);
-        qf[k][2] = *(const u32*)(qa + k * 16 + 8);
-        qf[k][3] = *(const u32*)(qb + k * 16 + 8);
+        float2 a0 = *(const float2*)(qa + k * 16), b0 = *(const float2*)(qb + k * 16);
+        float2 a1 = *(const float2*)(qa + k * 16 + 8), b1 = *(const float2*)(qb + k * 16 + 8);
+        qf[k][0] = pack_h2(a0.x, a0.y);
+        qf[k][1] = pack_h2(b0.x, b0.y);
+        qf[k][2] = pack_h2(a1.x, a1.y);
+        qf[k][3] = pack_h2(b1.x, b1.y);
     }
     float o[DN][4];
 #pragma unroll
@@ -1008,19 +1047,26 @@ __device__ __forceinline__ void attn_prompt_t(const u16* qh, const u16* kc, cons
     l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
     float i0 = 1.f / l0, i1 = 1.f / l1;
     int ta = r0 + g, tb = r0 + g + 8;
-    u64 stride = (u64)n_head * HD;
 #pragma unroll
     for (int d = 0; d < DN; d++) {
         int col = head * HD + d * 8 + 2 * c;
-        if (ta < n) *(u32*)(out + (u64)ta * stride + col) = pack_h2(o[d][0] * i0, o[d][1] * i0);
-        if (tb < n) *(u32*)(out + (u64)tb * stride + col) = pack_h2(o[d][2] * i1, o[d][3] * i1);
+        float2 ya = make_float2(o[d][0] * i0, o[d][1] * i0), yb = make_float2(o[d][2] * i1, o[d][3] * i1);
+        if (ta < n) {
+            *(float2*)(of32 + (u64)ta * stride + col) = ya;
+            if (of16) *(u32*)(of16 + (u64)ta * stride + col) = pack_h2(ya.x, ya.y);
+        }
+        if (tb < n) {
+            *(float2*)(of32 + (u64)tb * stride + col) = yb;
+            if (of16) *(u32*)(of16 + (u64)tb * stride + col) = pack_h2(yb.x, yb.y);
+        }
     }
 }
 #define ATTN_PROMPT(HD)                                                                            \
     extern "C" __global__ void __launch_bounds__(128)                                              \
-        attn_prompt_##HD(const u16* qh, const u16* kc, const u16* vc, int n, int pos0, int n_ctx, \
-                         int n_head, int n_head_kv, float scale, u16* out) {                       \
-        attn_prompt_t<HD>(qh, kc, vc, n, pos0, n_ctx, n_head, n_head_kv, scale, out);             \
+        attn_prompt_##HD(const float* q, const u16* kc, const u16* vc, int n, int pos0,         \
+                         int n_ctx, int n_head, int n_head_kv, float scale, float* of32,           \
+                         u16* of16) {                                                              \
+        attn_prompt_t<HD>(q, kc, vc, n, pos0, n_ctx, n_head, n_head_kv, scale, of32, of16);       \
     }
 ATTN_PROMPT(32)
 ATTN_PROMPT(64)

@@ -5,30 +5,23 @@
 //!   under `~/.cache/rustorch/cuda/`, keyed by a hash of the source and the GPU architecture.
 //! - [`gpu`]: the context, the stream, device buffers and kernel launches.
 //! - [`ops`]: one launch function per kernel (or fused group), on device addresses.
-//! - [`model`]: the forward pass on the GPU and the [`crate::Model`] impl. Decode (one token) is one
-//!   CUDA graph replayed per step; prompts go through cuBLAS GEMMs on dequantized f16 weights.
+//! - [`backend`]: [`CudaBackend`], the [`crate::Backend`] operations; the compound operations are
+//!   overridden with the fused kernels (RMSNorm into the next mat-vec's q8_1 input, q/k/v + RoPE +
+//!   cache store in one mat-vec, gate + up + SiLU in one mat-vec, the residual add in the
+//!   projections' epilogue). A one-row step is one CUDA graph replayed per step; several rows go
+//!   through cuBLAS GEMMs on dequantized f16 weights.
 //! - `testing` (feature `cuda-testing`): single kernels on host data, for the tests against the
 //!   scalar references.
-//!
-//! The backend has its own forward pass instead of implementing [`crate::Backend`]: its decode step
-//! fuses what the trait keeps apart (RMSNorm into the next mat-vec's activation quantization, gate +
-//! up + SiLU in one mat-vec, RoPE + KV-cache write, the residual add into the projections) and reads
-//! the position and token from device memory so the whole step can be captured once as a graph.
 
+mod backend;
 mod gpu;
-mod model;
 mod ops;
 #[cfg(feature = "cuda-testing")]
 pub mod testing;
 
-use std::sync::Arc;
-
-use rustorch_gguf::GgufFile;
-
-use crate::config::Config;
-use crate::runner::Model;
 use crate::ModelError;
 
+pub use backend::{CudaBackend, CudaBuf, CudaKv, CudaWeight};
 pub use gpu::Gpu;
 
 /// Whether a CUDA driver with at least one GPU is present (for `--backend gpu`).
@@ -59,15 +52,4 @@ fn driver_missing() -> Option<ModelError> {
         ));
     }
     None
-}
-
-/// Loads the model in `file` onto the first GPU with a KV cache of `n_ctx` positions.
-pub fn load(
-    file: Arc<GgufFile>,
-    config: Config,
-    n_ctx: usize,
-    opts: &crate::options::CudaOptions,
-) -> Result<Box<dyn Model>, ModelError> {
-    let gpu = Gpu::with_options(opts.clone())?;
-    Ok(Box::new(model::CudaModel::load(gpu, &file, config, n_ctx)?))
 }

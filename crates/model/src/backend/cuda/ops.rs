@@ -109,18 +109,17 @@ pub(crate) struct MvIn {
     pub ads: u64,
 }
 
-/// Where the q/k/v mat-vec (mode 3) puts its rotated outputs: f16 q, and k and v into one layer's
-/// cache, at the position `io[0]`.
+/// The cache the q/k/v mat-vec (mode 3) writes k and v into: one layer's, at the sequence and
+/// position of the row `io` points at.
 #[derive(Clone, Copy)]
 pub(crate) struct RopeOut {
     pub io: u64,
-    pub qh: u64,
     pub kc: u64,
     pub vc: u64,
 }
 
 /// `outs[i] (+)= ws[i] · x`; `mode` as in `kernels.cu` (0 write, 1 add, 2 SwiGLU of two weights,
-/// 3 q/k/v with RoPE into the cache, which needs `rope`).
+/// 3 q/k/v with RoPE, k and v also into the cache, which needs `rope`).
 pub(crate) fn matvec(
     gpu: &Gpu,
     ws: &[(&GWeight, u64)],
@@ -156,16 +155,16 @@ pub(crate) fn matvec(
     let items = if mode == 2 { 2 * rows } else { rows };
     let warps = gpu.opts.mv_warps;
     let grid = items.div_ceil(warps / wpr) as u32;
-    let (io, qh, kc, vc, n_ctx, hd, n_rot, theta_scale) = match rope {
+    let (io, kc, vc, n_ctx, seq_stride, hd, n_rot, theta_scale) = match rope {
         Some((a, r)) => (
             r.io,
-            r.qh,
             r.kc,
             r.vc,
             a.n_ctx as i32,
+            a.seq_stride(),
             a.hd as i32,
             a.n_rot as i32,
-            a.freq_base.powf(-2.0 / a.n_rot as f32),
+            a.theta_scale(),
         ),
         None => {
             assert!(mode != 3, "the q/k/v mode needs its RoPE outputs");
@@ -195,10 +194,10 @@ pub(crate) fn matvec(
             &mode,
             &(wpr as i32),
             &io,
-            &qh,
             &kc,
             &vc,
             &n_ctx,
+            &seq_stride,
             &hd,
             &n_rot,
             &theta_scale,
@@ -258,7 +257,7 @@ pub(crate) fn quantize(gpu: &Gpu, x: u64, n: usize, aq: u64, ads: u64) -> Result
 /// head read the same keys and values, from L2.
 const ATTN_HEADS_PER_BLOCK: usize = 1;
 
-/// Attention geometry on the GPU.
+/// Attention geometry on the GPU: the model's heads and the cache's positions per sequence.
 #[derive(Clone, Copy)]
 pub(crate) struct Attn {
     pub n_head: usize,
@@ -271,6 +270,14 @@ pub(crate) struct Attn {
 }
 
 impl Attn {
+    /// f16 values between two sequences' caches of one layer.
+    pub fn seq_stride(&self) -> u64 {
+        (self.n_head_kv * self.n_ctx * self.hd) as u64
+    }
+    /// RoPE's `base^(-2/n_rot)`.
+    pub fn theta_scale(&self) -> f32 {
+        self.freq_base.powf(-2.0 / self.n_rot as f32)
+    }
     pub fn group_blocks(&self) -> usize {
         (self.n_head / self.n_head_kv).div_ceil(ATTN_HEADS_PER_BLOCK)
     }
@@ -289,50 +296,81 @@ impl Attn {
     }
 }
 
-/// RoPE of q and k of `n` tokens at positions `io[0]..`, q to `qh` (f16, head-major), k and v to
-/// the layer's cache.
-#[allow(clippy::too_many_arguments)] // the kernel's operands
-pub(crate) fn rope_kv(
+/// RoPE in place of `n_heads` heads of `n` rows, each at its row's position in `io`.
+pub(crate) fn rope(gpu: &Gpu, a: &Attn, x: u64, n: usize, n_heads: usize, io: u64) -> Result<(), ModelError> {
+    if a.n_rot == 0 {
+        return Ok(());
+    }
+    gpu.launch(
+        &gpu.k.rope,
+        (n as u32, n_heads as u32, 1),
+        (a.n_rot / 2) as u32,
+        &[&x, &(n_heads as i32), &(a.hd as i32), &a.theta_scale(), &io],
+    )
+}
+
+/// Keys and values of `n` rows into one layer's cache (`kc`, `vc`: the layer's first sequence), at
+/// each row's sequence and position in `io`.
+pub(crate) fn kv_store(
     gpu: &Gpu,
     a: &Attn,
+    (k, v): (u64, u64),
     n: usize,
-    (q, k, v): (u64, u64, u64),
     io: u64,
-    qh: u64,
     (kc, vc): (u64, u64),
 ) -> Result<(), ModelError> {
-    let theta_scale = a.freq_base.powf(-2.0 / a.n_rot as f32);
     gpu.launch(
-        &gpu.k.rope_kv,
-        (n as u32, (a.n_head + a.n_head_kv) as u32, 1),
-        (a.hd / 2) as u32,
+        &gpu.k.kv_store,
+        (n as u32, a.n_head_kv as u32, 1),
+        a.hd as u32,
         &[
-            &q,
             &k,
             &v,
-            &(n as i32),
-            &(a.n_head as i32),
             &(a.n_head_kv as i32),
             &(a.hd as i32),
-            &(a.n_rot as i32),
-            &theta_scale,
             &io,
-            &qh,
             &kc,
             &vc,
             &(a.n_ctx as i32),
+            &a.seq_stride(),
         ],
     )
 }
 
-/// Attention of one query (at position `io[0]`) over the layer's cache, split over the cached
-/// positions and merged by the last block of each head group into f32 (`of32`, may be null) and
-/// q8_1 (`aq`/`ads`, may be null). `counter` holds one zeroed int per head group.
+/// Blocks of 256 threads for an elementwise kernel over `len` values (grid-stride loops).
+fn elementwise(len: usize) -> (u32, u32, u32) {
+    (len.div_ceil(256).clamp(1, 1 << 16) as u32, 1, 1)
+}
+
+/// `x += y` over `len` values.
+pub(crate) fn add(gpu: &Gpu, x: u64, y: u64, len: usize) -> Result<(), ModelError> {
+    gpu.launch(&gpu.k.add, elementwise(len), 256, &[&x, &y, &(len as i32)])
+}
+
+/// `out = x` as f16, `len` values.
+pub(crate) fn to_f16(gpu: &Gpu, x: u64, out: u64, len: usize) -> Result<(), ModelError> {
+    gpu.launch(&gpu.k.to_f16, elementwise(len), 256, &[&x, &out, &(len as i32)])
+}
+
+/// `gate = silu(gate) * up` over `len` values, and as f16 into `of16` when not null.
+pub(crate) fn swiglu(gpu: &Gpu, gate: u64, up: u64, of16: u64, len: usize) -> Result<(), ModelError> {
+    gpu.launch(
+        &gpu.k.swiglu,
+        elementwise(len),
+        256,
+        &[&gate, &up, &of16, &(len as i32)],
+    )
+}
+
+/// Attention of the query row `q` (f32, at the sequence and position of the row `io` points at)
+/// over one layer's cache (`kc`, `vc`: the layer's first sequence), split over the cached
+/// positions and merged by the last block of each head group into f32 (`of32`) and q8_1
+/// (`aq`/`ads`, may be null). `counter` holds one zeroed int per head group.
 #[allow(clippy::too_many_arguments)] // the kernel's operands
 pub(crate) fn attn_decode(
     gpu: &Gpu,
     a: &Attn,
-    qh: u64,
+    q: u64,
     (kc, vc): (u64, u64),
     io: u64,
     (part, counter): (u64, u64),
@@ -349,11 +387,12 @@ pub(crate) fn attn_decode(
         ),
         128,
         &[
-            &qh,
+            &q,
             &kc,
             &vc,
             &io,
             &(a.n_ctx as i32),
+            &a.seq_stride(),
             &(a.n_head as i32),
             &(a.n_head_kv as i32),
             &scale,
@@ -376,17 +415,18 @@ pub(crate) fn flash_enabled(gpu: &Gpu) -> bool {
 /// Query rows of one prompt-attention block (`FA_BQ` in `kernels.cu`).
 const FA_BQ: usize = 64;
 
-/// Causal attention of `n` queries at positions `pos0..pos0 + n` (rotated, f16, head-major in
-/// `qh`) over the layer's cache, which holds positions `0..pos0 + n`: flash attention on tensor
-/// cores, no score matrix. Writes f16 `out[t][head * head_dim + d]`. Needs sm_80+
+/// Causal attention of `n` query rows (f32 `[t][head][head_dim]`) of one sequence at positions
+/// `pos0..pos0 + n` over that sequence's cache of one layer (`kc`, `vc`), which holds positions
+/// `0..pos0 + n`: flash attention on tensor cores, no score matrix. Writes f32
+/// `of32[t][head * head_dim + d]`, and the same as f16 to `of16` when not null. Needs sm_80+
 /// ([`flash_enabled`]).
 pub(crate) fn attn_prompt(
     gpu: &Gpu,
     a: &Attn,
     (n, pos0): (usize, usize),
-    qh: u64,
+    q: u64,
     (kc, vc): (u64, u64),
-    out: u64,
+    (of32, of16): (u64, u64),
 ) -> Result<(), ModelError> {
     assert!(
         gpu.cc_major >= 8,
@@ -399,7 +439,7 @@ pub(crate) fn attn_prompt(
         (n.div_ceil(FA_BQ) as u32, a.n_head as u32, 1),
         128,
         &[
-            &qh,
+            &q,
             &kc,
             &vc,
             &(n as i32),
@@ -408,7 +448,8 @@ pub(crate) fn attn_prompt(
             &(a.n_head as i32),
             &(a.n_head_kv as i32),
             &scale,
-            &out,
+            &of32,
+            &of16,
         ],
     )
 }

@@ -5,6 +5,7 @@
 use rustorch_gguf::GgmlType;
 
 use super::gpu::Gpu;
+use super::gpu::DevBuf;
 use super::ops::{self as model, upload_matrix, Attn, MvIn, RopeOut};
 use crate::backend::AttnShape;
 use crate::ModelError;
@@ -137,6 +138,12 @@ pub fn rms_norm(
     Ok((v, q, ds))
 }
 
+/// The step rows of one sequence at positions `pos0..pos0 + n`: (token 0, position, sequence 0).
+fn rows(gpu: &Gpu, pos0: usize, n: usize) -> Result<DevBuf, ModelError> {
+    let io: Vec<i32> = (pos0..pos0 + n).flat_map(|p| [0, p as i32, 0]).collect();
+    gpu.upload(&io, "rows")
+}
+
 /// Decode attention of the last of `n` tokens: q (`n × n_head × head_dim`), k and v (`n × kv_dim`)
 /// before RoPE; all `n` go through RoPE into an f16 cache of `n_ctx` positions, then the last
 /// token's query attends over positions `0..n` with `n_split` splits. Returns its output
@@ -162,45 +169,31 @@ pub fn attention_decode(
         n_split,
     };
     a.check()?;
-    let (e, kvd) = (a.n_head * a.hd, a.n_head_kv * a.hd);
+    let e = a.n_head * a.hd;
     let (qb, kb, vb) = (
         gpu.upload(q, "q")?,
         gpu.upload(k, "k")?,
         gpu.upload(v, "v")?,
     );
-    let qh = gpu.alloc(n * e * 2, "rotated q")?;
     let kc = gpu.alloc(a.n_head_kv * n_ctx * a.hd * 2, "k cache")?;
     let vc = gpu.alloc(a.n_head_kv * n_ctx * a.hd * 2, "v cache")?;
-    let io = gpu.upload(&[0i32, (n - 1) as i32], "positions")?;
+    let io = rows(gpu, 0, n)?;
     let part = gpu.alloc(a.n_head * n_split * (a.hd + 2) * 4, "partials")?;
     let counter = gpu.upload(&vec![0i32; a.n_head_kv * a.group_blocks()], "counters")?;
     let out = gpu.alloc(e * 4, "output")?;
     let aq = gpu.alloc(e, "codes")?;
     let ads = gpu.alloc(e / 32 * 8, "scales")?;
-    // All n tokens into the cache (position 0 onwards).
-    model::rope_kv(
-        gpu,
-        &a,
-        n,
-        (qb.ptr, kb.ptr, vb.ptr),
-        io.ptr,
-        qh.ptr,
-        (kc.ptr, vc.ptr),
-    )?;
-    // Then the last token alone at position n - 1 (io + 4 bytes), as a decode step runs it.
-    let last = (
-        qb.at((n - 1) * e * 4),
-        kb.at((n - 1) * kvd * 4),
-        vb.at((n - 1) * kvd * 4),
-    );
-    let io_last = io.at(4);
-    model::rope_kv(gpu, &a, 1, last, io_last, qh.ptr, (kc.ptr, vc.ptr))?;
+    // All n tokens through RoPE and into the cache (position 0 onwards).
+    model::rope(gpu, &a, qb.ptr, n, a.n_head, io.ptr)?;
+    model::rope(gpu, &a, kb.ptr, n, a.n_head_kv, io.ptr)?;
+    model::kv_store(gpu, &a, (kb.ptr, vb.ptr), n, io.ptr, (kc.ptr, vc.ptr))?;
+    // Then the last token's query, as a decode step runs it.
     model::attn_decode(
         gpu,
         &a,
-        qh.ptr,
+        qb.at((n - 1) * e * 4),
         (kc.ptr, vc.ptr),
-        io_last,
+        io.at((n - 1) * 12),
         (part.ptr, counter.ptr),
         out.ptr,
         (aq.ptr, ads.ptr),
@@ -210,11 +203,12 @@ pub fn attention_decode(
     Ok(o)
 }
 
-/// Rotated q, k and v (as f32 from their f16 stores) of one token at `pos`, two ways: the fused
-/// q/k/v mat-vec (RoPE and cache write in its epilogue) and the plain mat-vecs followed by the RoPE
-/// kernel. Weights `[wq, wk, wv]` of type `ty`, input `x` normalized with `w` (by the RMSNorm
-/// kernel, into q8_1).
-#[allow(clippy::type_complexity)] // two triples of outputs
+/// q, k and v of one token at `pos` (q and k rotated, f32) and the cache after (widened from
+/// f16), two ways: the fused q/k/v mat-vec (RoPE and cache write in its epilogue) and the plain
+/// mat-vecs followed by the RoPE and cache-store kernels. Weights `[wq, wk, wv]` of type `ty`,
+/// input `x` normalized with `w` (by the RMSNorm kernel, into q8_1). Each way gives
+/// `(q, k, v, k cache, v cache)`.
+#[allow(clippy::type_complexity)] // two tuples of outputs
 #[allow(clippy::too_many_arguments)] // the op's operands
 pub fn qkv_rope(
     gpu: &Gpu,
@@ -225,7 +219,7 @@ pub fn qkv_rope(
     eps: f32,
     shape: &AttnShape,
     pos: usize,
-) -> Result<[(Vec<f32>, Vec<f32>, Vec<f32>); 2], ModelError> {
+) -> Result<[[Vec<f32>; 5]; 2], ModelError> {
     let n_ctx = pos + 3;
     let a = Attn {
         n_head: shape.n_head,
@@ -241,7 +235,7 @@ pub fn qkv_rope(
     let wk = upload_matrix(gpu, "wk", ty, ws[1], kvd, cols)?;
     let wv = upload_matrix(gpu, "wv", ty, ws[2], kvd, cols)?;
     let (xb, wb) = (gpu.upload(x, "input")?, gpu.upload(w, "norm")?);
-    let io = gpu.upload(&[pos as i32], "position")?;
+    let io = rows(gpu, pos, 1)?;
     let aq = gpu.alloc(cols, "codes")?;
     let ads = gpu.alloc(cols / 32 * 8, "scales")?;
     model::rms_norm(
@@ -261,52 +255,44 @@ pub fn qkv_rope(
     let cache = a.n_head_kv * n_ctx * a.hd;
     let mut res = Vec::new();
     for fused in [true, false] {
-        let qh = gpu.upload(&vec![0u16; e], "q")?;
         let kc = gpu.upload(&vec![0u16; cache], "k cache")?;
         let vc = gpu.upload(&vec![0u16; cache], "v cache")?;
+        let q = gpu.alloc(e * 4, "q")?;
+        let k = gpu.alloc(kvd * 4, "k")?;
+        let v = gpu.alloc(kvd * 4, "v")?;
+        let outs = [(&wq, q.ptr), (&wk, k.ptr), (&wv, v.ptr)];
         if fused {
             let rope = RopeOut {
                 io: io.ptr,
-                qh: qh.ptr,
                 kc: kc.ptr,
                 vc: vc.ptr,
             };
-            model::matvec(
-                gpu,
-                &[(&wq, 0), (&wk, 0), (&wv, 0)],
-                norm,
-                3,
-                Some((&a, rope)),
-            )?;
+            model::matvec(gpu, &outs, norm, 3, Some((&a, rope)))?;
         } else {
-            let q = gpu.alloc(e * 4, "q")?;
-            let k = gpu.alloc(kvd * 4, "k")?;
-            let v = gpu.alloc(kvd * 4, "v")?;
-            model::matvec(
-                gpu,
-                &[(&wq, q.ptr), (&wk, k.ptr), (&wv, v.ptr)],
-                norm,
-                0,
-                None,
-            )?;
-            model::rope_kv(
-                gpu,
-                &a,
-                1,
-                (q.ptr, k.ptr, v.ptr),
-                io.ptr,
-                qh.ptr,
-                (kc.ptr, vc.ptr),
-            )?;
+            model::matvec(gpu, &outs, norm, 0, None)?;
+            model::rope(gpu, &a, q.ptr, 1, a.n_head, io.ptr)?;
+            model::rope(gpu, &a, k.ptr, 1, a.n_head_kv, io.ptr)?;
+            model::kv_store(gpu, &a, (k.ptr, v.ptr), 1, io.ptr, (kc.ptr, vc.ptr))?;
         }
-        let widen = |buf: &super::gpu::DevBuf, len: usize| -> Result<Vec<f32>, ModelError> {
+        let f32s = |buf: &DevBuf, len: usize| -> Result<Vec<f32>, ModelError> {
+            let mut h = vec![0f32; len];
+            gpu.read(buf, 0, &mut h)?;
+            Ok(h)
+        };
+        let widen = |buf: &DevBuf, len: usize| -> Result<Vec<f32>, ModelError> {
             let mut h = vec![0u16; len];
             gpu.read(buf, 0, &mut h)?;
             Ok(h.iter()
                 .map(|&b| half::f16::from_bits(b).to_f32())
                 .collect())
         };
-        res.push((widen(&qh, e)?, widen(&kc, cache)?, widen(&vc, cache)?));
+        res.push([
+            f32s(&q, e)?,
+            f32s(&k, kvd)?,
+            f32s(&v, kvd)?,
+            widen(&kc, cache)?,
+            widen(&vc, cache)?,
+        ]);
     }
     let b = res.pop().expect("two");
     let a = res.pop().expect("two");
@@ -314,12 +300,13 @@ pub fn qkv_rope(
 }
 
 /// Prompt attention (the flash-attention kernel, sm_80+) of `n` new tokens after `n_past` earlier
-/// ones: q (`(n_past + n) × n_head × head_dim`), k and v (`(n_past + n) × kv_dim`) before RoPE. The
-/// earlier tokens go through RoPE into an f16 cache of `n_ctx` positions, then the new ones at
-/// positions `n_past..`, as a prompt batch runs them; their queries attend causally over positions
-/// `0..n_past + n`. Returns the output of the new tokens (`n × n_head × head_dim`, from f16), or
-/// `None` on a card without the kernel (before sm_80).
+/// ones: q (`(n_past + n) × n_head × head_dim`), k and v (`(n_past + n) × kv_dim`) before RoPE. All
+/// tokens go through RoPE and into an f16 cache of `n_ctx` positions; the new tokens' queries
+/// attend causally over positions `0..n_past + n`, as a prompt batch runs them. Returns the output
+/// of the new tokens (`n × n_head × head_dim`, f32) and its f16 copy, or `None` on a card without
+/// the kernel (before sm_80).
 #[allow(clippy::too_many_arguments)] // the op's operands
+#[allow(clippy::type_complexity)] // two outputs
 pub fn attention_prompt(
     gpu: &Gpu,
     q: &[f32],
@@ -328,7 +315,7 @@ pub fn attention_prompt(
     (n_past, n): (usize, usize),
     shape: &AttnShape,
     n_ctx: usize,
-) -> Result<Option<Vec<f32>>, ModelError> {
+) -> Result<Option<(Vec<f32>, Vec<f32>)>, ModelError> {
     if gpu.cc_major < 8 {
         return Ok(None);
     }
@@ -342,42 +329,35 @@ pub fn attention_prompt(
         n_split: 1,
     };
     a.check()?;
-    let (e, kvd) = (a.n_head * a.hd, a.n_head_kv * a.hd);
+    let e = a.n_head * a.hd;
+    let total = n_past + n;
     let (qb, kb, vb) = (
         gpu.upload(q, "q")?,
         gpu.upload(k, "k")?,
         gpu.upload(v, "v")?,
     );
-    let qh = gpu.alloc((n_past + n) * e * 2, "rotated q")?;
     // Positions past the prompt hold NaN bits: the kernel must never let them into a result.
     let cache = vec![0x7e00u16; a.n_head_kv * n_ctx * a.hd];
     let kc = gpu.upload(&cache, "k cache")?;
     let vc = gpu.upload(&cache, "v cache")?;
-    let io = gpu.upload(&[0i32, n_past as i32], "positions")?;
-    let out = gpu.alloc(n * e * 2, "output")?;
-    if n_past > 0 {
-        model::rope_kv(
-            gpu,
-            &a,
-            n_past,
-            (qb.ptr, kb.ptr, vb.ptr),
-            io.ptr,
-            qh.ptr,
-            (kc.ptr, vc.ptr),
-        )?;
-    }
-    let new = (
+    let io = rows(gpu, 0, total)?;
+    let out = gpu.alloc(n * e * 4, "output")?;
+    let out16 = gpu.alloc(n * e * 2, "f16 output")?;
+    model::rope(gpu, &a, qb.ptr, total, a.n_head, io.ptr)?;
+    model::rope(gpu, &a, kb.ptr, total, a.n_head_kv, io.ptr)?;
+    model::kv_store(gpu, &a, (kb.ptr, vb.ptr), total, io.ptr, (kc.ptr, vc.ptr))?;
+    model::attn_prompt(
+        gpu,
+        &a,
+        (n, n_past),
         qb.at(n_past * e * 4),
-        kb.at(n_past * kvd * 4),
-        vb.at(n_past * kvd * 4),
-    );
-    model::rope_kv(gpu, &a, n, new, io.at(4), qh.ptr, (kc.ptr, vc.ptr))?;
-    model::attn_prompt(gpu, &a, (n, n_past), qh.ptr, (kc.ptr, vc.ptr), out.ptr)?;
+        (kc.ptr, vc.ptr),
+        (out.ptr, out16.ptr),
+    )?;
+    let mut o = vec![0f32; n * e];
+    gpu.read(&out, 0, &mut o)?;
     let mut h = vec![0u16; n * e];
-    gpu.read(&out, 0, &mut h)?;
-    Ok(Some(
-        h.iter()
-            .map(|&b| half::f16::from_bits(b).to_f32())
-            .collect(),
-    ))
+    gpu.read(&out16, 0, &mut h)?;
+    let h = h.iter().map(|&b| half::f16::from_bits(b).to_f32()).collect();
+    Ok(Some((o, h)))
 }
