@@ -1,17 +1,18 @@
-//! [`Backend`] on wgpu: each op records one or two dispatches (see [`super::context`]).
+//! [`Backend`] on wgpu: each op records one or two dispatches (see [`super::context`]); the
+//! compound operations are overridden with the fused dispatches of `fused.rs`.
 
 use std::sync::Arc;
 
 use rustorch_gguf::{GgmlType, GgufFile};
 use rustorch_quant::dispatch;
 
-use super::context::{Bind, Context, Options, TOKEN_CAP};
+use super::context::{Bind, Context, Options};
 use super::shaders::{self, MvShape, MATMUL_NT};
-use crate::backend::{AttnShape, Backend, Device};
+use crate::backend::{AttnShape, Backend, Batch, Device, Step, N_UBATCH};
 use crate::ModelError;
 
 mod fused;
-use fused::{LastMatmul, LastNorm, LastRope, LastRopeKv};
+use fused::{Fold, PendingRope, RopeOp};
 
 /// f32 activations in a GPU buffer.
 pub struct WgpuBuf {
@@ -57,10 +58,11 @@ impl WgpuWeight {
     }
 }
 
-/// The KV cache: per layer, keys and values as `(n_head_kv, n_ctx, head_dim)` f32.
+/// The KV cache: per layer, keys and values as `(n_seq, n_head_kv, n_ctx, head_dim)` f32.
 pub struct WgpuKv {
     k: Vec<WgpuBuf>,
     v: Vec<WgpuBuf>,
+    n_seq: usize,
     n_ctx: usize,
     kv_dim: usize,
     head_dim: usize,
@@ -70,21 +72,40 @@ pub struct WgpuKv {
 const MAX_SPLIT: usize = 32;
 /// Keys from which decode attention is split (below, the split's combining pass costs more).
 const SPLIT_FROM: usize = 256;
+/// Query rows up to which attention is split (a decode step of several sequences); more rows
+/// fill the GPU with a workgroup per (head, row).
+const SPLIT_ROWS: usize = 8;
+
+/// The step's rows as the host keeps them; the kernels read the same values from
+/// [`WgpuBackend::rows`].
+#[derive(Default)]
+struct StepRows {
+    tokens: Vec<u32>,
+    seqs: Vec<u32>,
+    pos: Vec<u32>,
+    /// Whether no two rows are of one sequence (one row, or a decode step of several sequences):
+    /// then no row's attention reads another row's new key.
+    distinct: bool,
+}
 
 pub struct WgpuBackend {
     cx: Context,
-    last_rope: Option<LastRope>,
-    /// The last RoPE with its cache store, for the decode attention to take in.
-    last_rope_kv: Option<LastRopeKv>,
     /// Bound where a matmul has fewer than three weights or outputs: one read-only, three written.
     dummy: [WgpuBuf; 4],
-    last_mm: Option<LastMatmul>,
-    last_norm: Option<LastNorm>,
     /// Whether an RMSNorm folds into the decode mat-vec after it (that kernel then binds ten
     /// storage buffers, which the adapter must allow).
     fold_norm: bool,
-    /// Attention partials of split-K decode: `(n_head, MAX_SPLIT, head_dim + 2)`.
+    /// Attention partials of split-K decode: `(SPLIT_ROWS, n_head, MAX_SPLIT, head_dim + 2)`.
     part: Option<WgpuBuf>,
+    /// The step's rows on the GPU, `(token, sequence, position, 0)` each, written once per step by
+    /// [`Backend::begin_step`] and read by embed, RoPE, the cache store and attention.
+    rows: WgpuBuf,
+    step: StepRows,
+    /// The RoPE and cache store of the last [`Backend::qkv_rope_store`], which a decode attention
+    /// over that cache takes into its own dispatch while it is the last op recorded.
+    rope_kv: Option<PendingRope>,
+    /// Where the GPU argmax puts its index.
+    argmax_out: WgpuBuf,
     /// The last read: buffer id, first value, values.
     cache: Option<(u64, usize, Vec<f32>)>,
 }
@@ -99,29 +120,40 @@ fn fold(n: usize, per: usize) -> [u32; 3] {
     [g.min(32768) as u32, g.div_ceil(32768) as u32, 1]
 }
 
+fn fail(msg: String) -> ModelError {
+    ModelError::Backend(msg)
+}
+
 impl WgpuBackend {
     pub fn new(opts: Options) -> Result<WgpuBackend, ModelError> {
         let mut cx = Context::new(&opts)?;
-        let mut dummy = || -> Result<WgpuBuf, ModelError> {
-            let buf = cx.buffer("unused binding", 4, wgpu::BufferUsages::empty())?;
+        let mut buf = |label: &str, len: usize| -> Result<WgpuBuf, ModelError> {
+            let buf = cx.buffer(label, len as u64 * 4, wgpu::BufferUsages::empty())?;
             Ok(WgpuBuf {
                 buf,
                 id: cx.next_id(),
-                len: 1,
+                len,
                 written: 0,
             })
         };
-        let dummy = [dummy()?, dummy()?, dummy()?, dummy()?];
+        let dummy = [
+            buf("unused binding", 1)?,
+            buf("unused binding", 1)?,
+            buf("unused binding", 1)?,
+            buf("unused binding", 1)?,
+        ];
+        let rows = buf("step rows", 4 * N_UBATCH)?;
+        let argmax_out = buf("argmax", 1)?;
         let fold_norm = cx.matvec && cx.limits.max_storage_buffers_per_shader_stage >= 10;
         Ok(WgpuBackend {
             fold_norm,
-            last_norm: None,
             cx,
             dummy,
-            last_mm: None,
-            last_rope: None,
-            last_rope_kv: None,
             part: None,
+            rows,
+            step: StepRows::default(),
+            rope_kv: None,
+            argmax_out,
             cache: None,
         })
     }
@@ -278,60 +310,116 @@ impl WgpuBackend {
         Ok(())
     }
 
-    fn simple(&mut self, key: &str, src: &str, writes: &[bool]) -> usize {
+
+    /// The pipeline of a kernel that takes no weight format.
+    fn simple(&mut self, key: &str, src: &str, writes: &[bool]) -> Result<usize, ModelError> {
         let sg = self.cx.subgroups;
-        match self.cx.pipe(&format!("{key}/sg={sg}"), writes, || {
+        self.cx.pipe(&format!("{key}/sg={sg}"), writes, || {
             shaders::compose(src, None, sg, 1)
-        }) {
-            Ok(p) => p,
-            Err(e) => {
-                self.cx.deferred.get_or_insert(e);
-                usize::MAX
-            }
-        }
+        })
     }
 
-    fn record(&mut self, pipe: usize, bufs: &[Bind], params: &[u32], size: [u32; 3]) -> u64 {
+    fn record(
+        &mut self,
+        pipe: usize,
+        bufs: &[Bind],
+        params: &[u32],
+        size: [u32; 3],
+    ) -> Result<u64, ModelError> {
         self.cache = None;
-        self.last_mm = None;
-        self.last_rope = None;
-        self.last_norm = None;
-        if pipe == usize::MAX {
-            return 0;
-        }
         self.cx.dispatch(pipe, bufs, params, size)
     }
 
-    /// Whether every `(needed, capacity)` pair fits; records a deferred error naming `op` if not.
-    /// The kernels run without per-access bounds checks, so each op checks its extents here.
-    fn fits(&mut self, op: &str, extents: &[(usize, usize)]) -> bool {
+    /// Whether every `(needed, capacity)` pair fits; an error naming `op` if not. The kernels run
+    /// without per-access bounds checks, so each op checks its extents here.
+    fn fits(op: &str, extents: &[(usize, usize)]) -> Result<(), ModelError> {
         match extents.iter().find(|(need, have)| need > have) {
-            None => true,
-            Some((need, have)) => {
-                self.fail(format!("{op}: needs {need} values of a buffer of {have}"));
-                false
-            }
+            None => Ok(()),
+            Some((need, have)) => Err(fail(format!(
+                "{op}: needs {need} values of a buffer of {have}"
+            ))),
         }
     }
 
-    fn fail(&mut self, msg: String) {
-        self.cx.deferred.get_or_insert(ModelError::Backend(msg));
-    }
-
-    /// Index of the largest of the first `n` values of `x` (first on ties), computed on the GPU.
-    pub fn argmax(&mut self, x: &WgpuBuf, n: usize) -> Result<u32, ModelError> {
-        if n == 0 || n > x.len {
-            return Err(ModelError::Backend(format!(
-                "argmax of {n} values of a buffer of {}",
-                x.len
+    /// Checks that the step has `n` rows and that each of them is in `kv` (its sequence and its
+    /// position), as the kernels index the cache by them unchecked.
+    fn check_rows(&self, op: &str, kv: &WgpuKv, n: usize) -> Result<(), ModelError> {
+        if n == 0 || n > self.step.pos.len() {
+            return Err(fail(format!(
+                "{op} of {n} rows in a step of {}",
+                self.step.pos.len()
             )));
         }
-        let mut out = self.buf("argmax", 1)?;
-        let p = self.simple("argmax", shaders::ARGMAX, &[false, true]);
-        self.record(p, &[x.bind(), out.bind()], &[n as u32], [1, 1, 1]);
-        out.written = 1;
-        let bytes = self.cx.read(&out.buf, 0, 4)?;
-        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+        let mut rows = self.step.seqs[..n].iter().zip(&self.step.pos[..n]);
+        if let Some((s, p)) = rows.find(|&(&s, &p)| s as usize >= kv.n_seq || p as usize >= kv.n_ctx)
+        {
+            return Err(fail(format!(
+                "{op}: sequence {s} at position {p} is outside the cache of {} sequences of {}",
+                kv.n_seq, kv.n_ctx
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks that `shape` is the shape of the cache `kv` and one the attention kernel takes.
+    fn check_shape(op: &str, kv: &WgpuKv, shape: &AttnShape) -> Result<(), ModelError> {
+        let hd = shape.head_dim;
+        if hd != kv.head_dim || shape.n_head_kv * hd != kv.kv_dim {
+            return Err(fail(format!(
+                "{op}: {} KV heads of {hd} for a cache of {} values of heads of {}",
+                shape.n_head_kv, kv.kv_dim, kv.head_dim
+            )));
+        }
+        if hd > 256
+            || !hd.is_multiple_of(16)
+            || shape.n_head_kv == 0
+            || !shape.n_head.is_multiple_of(shape.n_head_kv)
+            || shape.n_rot > hd
+            || !shape.n_rot.is_multiple_of(2)
+        {
+            return Err(fail(format!(
+                "{op}: head_dim {hd} is over 256 or not a multiple of 16, n_rot {} is odd or over it, or uneven GQA groups",
+                shape.n_rot
+            )));
+        }
+        Ok(())
+    }
+
+    /// Records the RoPE of `r` (queries, and keys if any), storing keys and values into the cache
+    /// when `r.store` names them; returns the op's serial number.
+    fn record_rope(&mut self, r: &RopeOp) -> Result<u64, ModelError> {
+        let pipe = self.simple("rope_kv", shaders::ROPE_KV, &[true, true, false, true, true, false])?;
+        let s = &r.shape;
+        let theta_scale = s.rope_freq_base.powf(-2.0 / s.n_rot as f32);
+        let n_ctx = r.store.map_or(0, |st| st.3);
+        let params = [
+            r.n as u32,
+            r.n_head as u32,
+            r.n_head_kv as u32,
+            s.head_dim as u32,
+            s.n_rot as u32,
+            theta_scale.to_bits(),
+            n_ctx as u32,
+            r.store.is_some() as u32,
+        ];
+        let k = r.k.map_or(self.dummy[1].bind(), |k| k.bind());
+        let (v, kc, vc) = match r.store {
+            Some((v, kc, vc, _)) => (v.bind(), kc.bind(), vc.bind()),
+            None => (
+                self.dummy[0].bind(),
+                self.dummy[2].bind(),
+                self.dummy[3].bind(),
+            ),
+        };
+        let rows = r.n * (r.n_head + r.n_head_kv);
+        let size = [
+            (s.head_dim / 2).div_ceil(64) as u32,
+            rows.min(32768) as u32,
+            rows.div_ceil(32768) as u32,
+        ];
+        let binds = [r.q.bind(), k, v, kc, vc, self.rows.bind()];
+        self.cache = None;
+        self.cx.dispatch(pipe, &binds, &params, size)
     }
 }
 
@@ -389,6 +477,7 @@ impl Backend for WgpuBackend {
     fn alloc_kv(
         &mut self,
         n_layer: usize,
+        n_seq: usize,
         n_ctx: usize,
         n_head_kv: usize,
         head_dim: usize,
@@ -396,14 +485,15 @@ impl Backend for WgpuBackend {
         let kv_dim = n_head_kv * head_dim;
         let len = n_ctx
             .checked_mul(kv_dim)
-            .ok_or_else(|| ModelError::Backend("KV cache size overflows".into()))?;
+            .and_then(|l| l.checked_mul(n_seq))
+            .ok_or_else(|| fail("KV cache size overflows".into()))?;
         let mut k = Vec::with_capacity(n_layer);
         let mut v = Vec::with_capacity(n_layer);
         for _ in 0..n_layer {
             let mut one = || {
                 self.buf("kv cache", len).map_err(|e| {
-                    ModelError::Backend(format!(
-                        "cannot allocate the KV cache for a context of {n_ctx} tokens ({e}): use a smaller -c"
+                    fail(format!(
+                        "cannot allocate the KV cache for {n_seq} sequences of {n_ctx} tokens ({e}): use a smaller -c"
                     ))
                 })
             };
@@ -413,55 +503,83 @@ impl Backend for WgpuBackend {
         Ok(WgpuKv {
             k,
             v,
+            n_seq,
             n_ctx,
             kv_dim,
             head_dim,
         })
     }
 
-    fn embed(
-        &mut self,
-        table: &WgpuWeight,
-        tokens: &[u32],
-        out: &mut WgpuBuf,
-    ) -> Result<(), ModelError> {
+    fn begin_step(&mut self, batch: &Batch, _head: &[u32]) -> Result<Step, ModelError> {
+        let n = batch.len();
+        if batch.seqs.len() != n || batch.pos.len() != n {
+            return Err(ModelError::BadBatch(format!(
+                "{n} tokens but {} sequence ids and {} positions",
+                batch.seqs.len(),
+                batch.pos.len()
+            )));
+        }
+        if n > self.rows.len / 4 {
+            return Err(fail(format!(
+                "a step of {n} rows (the wgpu backend takes {} at most)",
+                self.rows.len / 4
+            )));
+        }
+        // The rows buffer is written by the queue, which runs before the next submission: what
+        // the previous step left recorded goes first, so that it still reads its own rows.
+        self.cx.flush()?;
+        self.rope_kv = None;
+        let s = &mut self.step;
+        s.tokens.clear();
+        s.tokens.extend_from_slice(batch.tokens);
+        s.seqs.clear();
+        s.seqs.extend_from_slice(batch.seqs);
+        s.pos.clear();
+        s.pos.extend_from_slice(batch.pos);
+        let mut seen = s.seqs.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        s.distinct = seen.len() == n;
+        let words: Vec<u32> = (0..n)
+            .flat_map(|t| [batch.tokens[t], batch.seqs[t], batch.pos[t], 0])
+            .collect();
+        if !words.is_empty() {
+            self.cx.write(&self.rows.buf, 0, bytemuck::cast_slice(&words));
+        }
+        Ok(Step::Record)
+    }
+
+    fn end_step(&mut self, ok: bool) -> Result<(), ModelError> {
+        if !ok {
+            // What a failed forward pass left recorded is not run.
+            self.cx.discard();
+            self.rope_kv = None;
+        }
+        Ok(())
+    }
+
+    fn embed(&mut self, table: &WgpuWeight, n: usize, out: &mut WgpuBuf) -> Result<(), ModelError> {
         let Some([_, _, pipe]) = table.pipes else {
-            return Err(ModelError::Backend(
-                "embedding table must be a matrix".into(),
-            ));
+            return Err(fail("embedding table must be a matrix".into()));
         };
+        let tokens = self.step.tokens.get(..n).ok_or_else(|| {
+            fail(format!(
+                "embed of {n} rows in a step of {}",
+                self.step.tokens.len()
+            ))
+        })?;
         crate::check_tokens(tokens, table.rows)?;
-        if tokens.len() * table.cols > out.len {
-            return Err(ModelError::Backend("embed: output buffer too small".into()));
-        }
-        if self.cx.token_host.len() + tokens.len() > TOKEN_CAP {
-            self.cx.flush()?;
-        }
-        let tok0 = self.cx.token_host.len();
-        self.cx.token_host.extend_from_slice(tokens);
-        let tokens_bind = Bind {
-            buf: &self.cx.tokens.clone(),
-            id: self.cx.tokens_id,
-        };
-        let params = [
-            table.rows as u32,
-            table.cols as u32,
-            tokens.len() as u32,
-            tok0 as u32,
-        ];
-        let size = [
-            (table.cols / 32).div_ceil(64) as u32,
-            tokens.len() as u32,
-            1,
-        ];
-        self.cache = None;
-        self.cx.dispatch(
+        Self::fits("embed", &[(n * table.cols, out.len)])?;
+        let params = [table.rows as u32, table.cols as u32, n as u32];
+        let size = [(table.cols / 32).div_ceil(64) as u32, n as u32, 1];
+        let rows = (self.rows.buf.clone(), self.rows.id);
+        self.record(
             pipe,
-            &[table.bind(), tokens_bind, out.bind()],
+            &[table.bind(), bind_of(&rows), out.bind()],
             &params,
             size,
-        );
-        out.written = tokens.len() * table.cols;
+        )?;
+        out.written = n * table.cols;
         Ok(())
     }
 
@@ -473,36 +591,25 @@ impl Backend for WgpuBackend {
         n: usize,
         dim: usize,
         out: &mut WgpuBuf,
-    ) {
+    ) -> Result<(), ModelError> {
         if !dim.is_multiple_of(4) {
-            self.fail(format!("rms_norm: width {dim} is not a multiple of 4"));
-            return;
+            return Err(fail(format!(
+                "rms_norm: width {dim} is not a multiple of 4"
+            )));
         }
-        if !self.fits(
+        Self::fits(
             "rms_norm",
             &[(n * dim, x.len), (n * dim, out.len), (dim, weight.cols)],
-        ) {
-            return;
-        }
-        let p = self.simple("rms_norm", shaders::RMS_NORM, &[false, false, true]);
-        let serial = self.record(
+        )?;
+        let p = self.simple("rms_norm", shaders::RMS_NORM, &[false, false, true])?;
+        self.record(
             p,
             &[x.bind(), weight.bind(), out.bind()],
             &[dim as u32, eps.to_bits()],
             [n as u32, 1, 1],
-        );
+        )?;
         out.written = n * dim;
-        // A decode mat-vec of `out` right after may take this norm in.
-        if n == 1 && self.fold_norm && x.id != out.id {
-            self.last_norm = Some(LastNorm {
-                serial,
-                x: (x.buf.clone(), x.id),
-                weight: (weight.buf.clone(), weight.id),
-                out: (out.buf.clone(), out.id),
-                eps,
-                dim,
-            });
-        }
+        Ok(())
     }
 
     fn matmul(
@@ -512,7 +619,7 @@ impl Backend for WgpuBackend {
         n: usize,
         out: &mut WgpuBuf,
     ) -> Result<(), ModelError> {
-        self.matmul_group(&[w], x, n, &mut [out])
+        self.matmul_group(&[w], x, n, &mut [out], Fold::NONE)
     }
 
     fn matmuls(
@@ -522,64 +629,34 @@ impl Backend for WgpuBackend {
         n: usize,
         outs: &mut [&mut WgpuBuf],
     ) -> Result<(), ModelError> {
-        // Runs of up to three weights of one width share a dispatch: of one format for the prompt
-        // matmul, of any for the decode mat-vec (which has a decoder per weight).
-        let mixed = n == 1 && self.cx.matvec;
-        let mut i = 0;
-        while i < ws.len() {
-            let mut j = i + 1;
-            while j < ws.len()
-                && j - i < 3
-                && (mixed || ws[j].ty == ws[i].ty)
-                && ws[j].cols == ws[i].cols
-            {
-                j += 1;
-            }
-            self.matmul_group(&ws[i..j], x, n, &mut outs[i..j])?;
-            i = j;
-        }
-        Ok(())
+        self.matmul_runs(ws, x, n, outs, None)
     }
 
-    fn rope(&mut self, x: &mut WgpuBuf, n: usize, n_heads: usize, shape: &AttnShape, pos0: usize) {
-        if !self.fits(
+    fn rope(
+        &mut self,
+        x: &mut WgpuBuf,
+        n: usize,
+        n_heads: usize,
+        shape: &AttnShape,
+    ) -> Result<(), ModelError> {
+        Self::fits(
             "rope",
             &[
                 (n * n_heads * shape.head_dim, x.len),
                 (shape.n_rot, shape.head_dim),
+                (n, self.step.pos.len()),
             ],
-        ) {
-            return;
-        }
-        // The keys' RoPE joins the queries' one just recorded (same tokens and positions).
-        let join = self.last_rope.take().filter(|r| {
-            r.k.is_none()
-                && r.q.1 != x.id
-                && r.n == n
-                && r.pos0 == pos0
-                && r.shape.head_dim == shape.head_dim
-                && r.shape.n_rot == shape.n_rot
-                && r.shape.rope_freq_base == shape.rope_freq_base
-        });
-        let mut rope = match join {
-            Some(r) if self.cx.pop_if_last(r.serial) => LastRope {
-                k: Some((x.buf.clone(), x.id)),
-                n_head_kv: n_heads,
-                ..r
-            },
-            _ => LastRope {
-                serial: 0,
-                q: (x.buf.clone(), x.id),
-                k: None,
-                n,
-                n_head: n_heads,
-                n_head_kv: 0,
-                pos0,
-                shape: *shape,
-            },
-        };
-        rope.serial = self.record_rope(&rope, None);
-        self.last_rope = Some(rope);
+        )?;
+        self.record_rope(&RopeOp {
+            q: &*x,
+            k: None,
+            n,
+            n_head: n_heads,
+            n_head_kv: 0,
+            shape: *shape,
+            store: None,
+        })?;
+        Ok(())
     }
 
     fn kv_store(
@@ -589,51 +666,38 @@ impl Backend for WgpuBackend {
         k: &WgpuBuf,
         v: &WgpuBuf,
         n: usize,
-        pos0: usize,
-    ) {
-        if pos0 + n > kv.n_ctx {
-            self.fail(format!("kv_store past the context of {}", kv.n_ctx));
-            return;
-        }
-        if !self.fits(
+    ) -> Result<(), ModelError> {
+        self.check_rows("kv_store", kv, n)?;
+        Self::fits(
             "kv_store",
-            &[(n * kv.kv_dim, k.len), (n * kv.kv_dim, v.len)],
-        ) {
-            return;
-        }
-        // Joins the RoPE of these keys just recorded.
-        if let Some(r) = self.last_rope.take() {
-            if r.k.as_ref().is_some_and(|rk| rk.1 == k.id)
-                && r.n == n
-                && r.pos0 == pos0
-                && self.cx.pop_if_last(r.serial)
-            {
-                let serial = self.record_rope(&r, Some((v, &kv.k[layer], &kv.v[layer], kv.n_ctx)));
-                self.last_rope_kv = Some(LastRopeKv {
-                    serial,
-                    rope: r,
-                    v: (v.buf.clone(), v.id),
-                    kc: kv.k[layer].id,
-                    vc: kv.v[layer].id,
-                });
-                return;
-            }
-        }
-        let p = self.simple("kv_store", shaders::KV_STORE, &[false, false, true, true]);
+            &[(n * kv.kv_dim, k.len), (n * kv.kv_dim, v.len), (layer + 1, kv.k.len())],
+        )?;
+        let p = self.simple(
+            "kv_store",
+            shaders::KV_STORE,
+            &[false, false, true, true, false],
+        )?;
         let params = [
             n as u32,
             kv.kv_dim as u32,
             kv.head_dim as u32,
             kv.n_ctx as u32,
-            pos0 as u32,
         ];
         let size = [kv.kv_dim.div_ceil(64) as u32, n as u32, 1];
+        let rows = (self.rows.buf.clone(), self.rows.id);
         self.record(
             p,
-            &[k.bind(), v.bind(), kv.k[layer].bind(), kv.v[layer].bind()],
+            &[
+                k.bind(),
+                v.bind(),
+                kv.k[layer].bind(),
+                kv.v[layer].bind(),
+                bind_of(&rows),
+            ],
             &params,
             size,
-        );
+        )?;
+        Ok(())
     }
 
     fn attention(
@@ -642,175 +706,49 @@ impl Backend for WgpuBackend {
         kv: &WgpuKv,
         layer: usize,
         n: usize,
-        pos0: usize,
         shape: &AttnShape,
         out: &mut WgpuBuf,
-    ) {
-        let hd = shape.head_dim;
-        if hd > 256 || !hd.is_multiple_of(16) || !shape.n_head.is_multiple_of(shape.n_head_kv) {
-            self.fail(format!(
-                "attention: head_dim {hd} is over 256 or not a multiple of 16, or uneven GQA groups"
-            ));
-            return;
-        }
-        if self.part.is_none() {
-            match self.buf("attention partials", shape.n_head * MAX_SPLIT * (hd + 2)) {
-                Ok(b) => self.part = Some(b),
-                Err(e) => {
-                    self.cx.deferred.get_or_insert(e);
-                    return;
-                }
-            }
-        }
-        // Decode past a few tiles of keys: split them so that every head's few workgroups become
-        // many; the prompt already has a workgroup per (head, token). Up to SPLIT_FROM keys, one
-        // workgroup per head walks them all and no combining pass is needed.
-        let n_kv = pos0 + n;
-        let n_split = if n == 1 && n_kv > SPLIT_FROM {
-            n_kv.div_ceil(64).min(MAX_SPLIT)
-        } else {
-            1
-        };
-        let split_len = n_kv.div_ceil(n_split).div_ceil(64) * 64;
-        // One decode token whose RoPE and cache store were just recorded (one dispatch, see
-        // `kv_store`): that dispatch is taken back and done by this one (attention.wgsl's FUSED).
-        let rope = self.last_rope_kv.take().filter(|r| {
-            let rp = &r.rope;
-            n == 1
-                && rp.n == 1
-                && rp.q.1 == q.id
-                && rp.pos0 == pos0
-                && rp.n_head == shape.n_head
-                && rp.n_head_kv == shape.n_head_kv
-                && rp.shape.head_dim == hd
-                && rp.shape.n_rot == shape.n_rot
-                && rp.shape.rope_freq_base == shape.rope_freq_base
-                && r.kc == kv.k[layer].id
-                && r.vc == kv.v[layer].id
-        });
-        let rope = rope.filter(|r| self.cx.pop_if_last(r.serial));
-        let fused = rope.is_some();
-        let sg = self.cx.subgroups;
-        let writes = [false, fused, fused, true, true, false, false];
-        let pa = match self
-            .cx
-            .pipe(&format!("attention/fused={fused}/sg={sg}"), &writes, || {
-                shaders::compose(&shaders::attention(fused), None, sg, 1)
-            }) {
-            Ok(p) => p,
-            Err(e) => {
-                self.cx.deferred.get_or_insert(e);
-                usize::MAX
-            }
-        };
-        let scale = 1.0 / (hd as f32).sqrt();
-        let theta_scale = shape.rope_freq_base.powf(-2.0 / shape.n_rot as f32);
-        let params = [
-            shape.n_head as u32,
-            shape.n_head_kv as u32,
-            hd as u32,
-            kv.n_ctx as u32,
-            pos0 as u32,
-            n_split as u32,
-            split_len as u32,
-            scale.to_bits(),
-            shape.n_rot as u32,
-            theta_scale.to_bits(),
-        ];
-        let part = self.part.take().expect("allocated above");
-        let (kn, vn) = match &rope {
-            Some(r) => (
-                bind_of(r.rope.k.as_ref().expect("a joined RoPE has keys")),
-                bind_of(&r.v),
-            ),
-            None => (self.dummy[0].bind(), self.dummy[1].bind()),
-        };
-        let (kn, vn) = ((kn.buf.clone(), kn.id), (vn.buf.clone(), vn.id));
-        self.record(
-            pa,
-            &[
-                q.bind(),
-                kv.k[layer].bind(),
-                kv.v[layer].bind(),
-                out.bind(),
-                part.bind(),
-                bind_of(&kn),
-                bind_of(&vn),
-            ],
-            &params,
-            [shape.n_head as u32, n as u32, n_split as u32],
-        );
-        if n_split > 1 {
-            let pc = self.simple("attn_combine", shaders::ATTN_COMBINE, &[false, true]);
-            self.record(
-                pc,
-                &[part.bind(), out.bind()],
-                &[shape.n_head as u32, hd as u32, n_split as u32],
-                [shape.n_head as u32, n as u32, 1],
-            );
-        }
-        self.part = Some(part);
-        out.written = n * shape.n_head * hd;
+    ) -> Result<(), ModelError> {
+        self.attend(q, kv, layer, n, shape, out)
     }
 
-    fn swiglu(&mut self, gate: &mut WgpuBuf, up: &WgpuBuf, len: usize) {
-        if !self.fits("swiglu", &[(len, gate.len), (len, up.len)]) {
-            return;
-        }
-        // Folded into the gate/up matmul just recorded, when it is one dispatch of both.
-        if let Some(m) = &self.last_mm {
-            if m.k == 2
-                && m.out(0) == gate.id
-                && m.out(1) == up.id
-                && m.rows[0] == m.rows[1]
-                && len == m.n * m.rows[0]
-                && self.refuse_last_matmul(2, None)
-            {
-                return;
-            }
-        }
-        let p = self.simple("swiglu", shaders::SWIGLU, &[true, false]);
-        self.record(p, &[gate.bind(), up.bind()], &[len as u32], fold(len, 256));
+    fn swiglu(&mut self, gate: &mut WgpuBuf, up: &WgpuBuf, len: usize) -> Result<(), ModelError> {
+        Self::fits("swiglu", &[(len, gate.len), (len, up.len)])?;
+        let p = self.simple("swiglu", shaders::SWIGLU, &[true, false])?;
+        self.record(p, &[gate.bind(), up.bind()], &[len as u32], fold(len, 256))?;
+        Ok(())
     }
 
-    fn add(&mut self, x: &mut WgpuBuf, y: &WgpuBuf, len: usize) {
-        if !self.fits("add", &[(len, x.len), (len, y.len)]) {
-            return;
-        }
-        // Folded into the matmul that just wrote `y` (the residual adds after wo and w_down).
-        if let Some(m) = &self.last_mm {
-            if m.k == 1 && m.out(0) == y.id && len == m.n * m.rows[0] && !m.reads(x.id) {
-                let res = Bind {
-                    buf: &x.buf.clone(),
-                    id: x.id,
-                };
-                if self.refuse_last_matmul(1, Some(res)) {
-                    return;
-                }
-            }
-        }
-        let p = self.simple("add", shaders::ADD, &[true, false]);
-        self.record(p, &[x.bind(), y.bind()], &[len as u32], fold(len, 256));
+    fn add(&mut self, x: &mut WgpuBuf, y: &WgpuBuf, len: usize) -> Result<(), ModelError> {
+        Self::fits("add", &[(len, x.len), (len, y.len)])?;
+        let p = self.simple("add", shaders::ADD, &[true, false])?;
+        self.record(p, &[x.bind(), y.bind()], &[len as u32], fold(len, 256))?;
+        Ok(())
     }
 
-    fn copy_within(&mut self, x: &mut WgpuBuf, src: usize, dst: usize, len: usize) {
-        if !self.fits("copy_within", &[(src + len, x.len), (dst + len, x.len)]) {
-            return;
-        }
-        let p = self.simple("copy", shaders::COPY, &[true]);
+    fn copy_within(
+        &mut self,
+        x: &mut WgpuBuf,
+        src: usize,
+        dst: usize,
+        len: usize,
+    ) -> Result<(), ModelError> {
+        Self::fits("copy_within", &[(src + len, x.len), (dst + len, x.len)])?;
+        let p = self.simple("copy", shaders::COPY, &[true])?;
         self.record(
             p,
             &[x.bind()],
             &[len as u32, src as u32, dst as u32],
             fold(len, 256),
-        );
+        )?;
         x.written = x.written.max(dst + len);
+        Ok(())
     }
 
     fn read(&mut self, x: &WgpuBuf, offset: usize, out: &mut [f32]) -> Result<(), ModelError> {
         let end = offset + out.len();
         if end > x.len {
-            return Err(ModelError::Backend("read past the end of a buffer".into()));
+            return Err(fail("read past the end of a buffer".into()));
         }
         if let Some((id, first, data)) = &self.cache {
             if *id == x.id && offset >= *first && end <= first + data.len() {
@@ -828,5 +766,79 @@ impl Backend for WgpuBackend {
         out.copy_from_slice(&data[..out.len()]);
         self.cache = Some((x.id, offset, data));
         Ok(())
+    }
+
+    /// On the GPU: only the index crosses to the host.
+    fn argmax(&mut self, x: &WgpuBuf, offset: usize, len: usize) -> Result<u32, ModelError> {
+        if len == 0 || offset + len > x.len {
+            return Err(fail(format!(
+                "argmax of {len} values from {offset} of a buffer of {}",
+                x.len
+            )));
+        }
+        let p = self.simple("argmax", shaders::ARGMAX, &[false, true])?;
+        let out = (self.argmax_out.buf.clone(), self.argmax_out.id);
+        self.record(
+            p,
+            &[x.bind(), bind_of(&out)],
+            &[len as u32, offset as u32],
+            [1, 1, 1],
+        )?;
+        let bytes = self.cx.read(&out.0, 0, 4)?;
+        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+
+    fn norm_matmuls(
+        &mut self,
+        x: &WgpuBuf,
+        norm: &WgpuWeight,
+        eps: f32,
+        (n, dim): (usize, usize),
+        xb: &mut WgpuBuf,
+        ws: &[&WgpuWeight],
+        outs: &mut [&mut WgpuBuf],
+    ) -> Result<(), ModelError> {
+        self.fused_norm_matmuls(x, norm, eps, (n, dim), xb, ws, outs)
+    }
+
+    fn qkv_rope_store(
+        &mut self,
+        x: &WgpuBuf,
+        norm: &WgpuWeight,
+        eps: f32,
+        (n, dim): (usize, usize),
+        xb: &mut WgpuBuf,
+        wqkv: [&WgpuWeight; 3],
+        qkv: [&mut WgpuBuf; 3],
+        kv: &mut WgpuKv,
+        layer: usize,
+        shape: &AttnShape,
+    ) -> Result<(), ModelError> {
+        self.fused_qkv_rope_store(x, norm, eps, (n, dim), xb, wqkv, qkv, kv, layer, shape)
+    }
+
+    fn matmul_add(
+        &mut self,
+        w: &WgpuWeight,
+        a: &WgpuBuf,
+        (n, dim): (usize, usize),
+        x: &mut WgpuBuf,
+        tmp: &mut WgpuBuf,
+    ) -> Result<(), ModelError> {
+        self.fused_matmul_add(w, a, (n, dim), x, tmp)
+    }
+
+    fn ffn_swiglu(
+        &mut self,
+        x: &WgpuBuf,
+        norm: &WgpuWeight,
+        eps: f32,
+        (n, dim, n_ff): (usize, usize, usize),
+        xb: &mut WgpuBuf,
+        w: [&WgpuWeight; 2],
+        gate: &mut WgpuBuf,
+        up: &mut WgpuBuf,
+    ) -> Result<(), ModelError> {
+        self.fused_ffn_swiglu(x, norm, eps, (n, dim, n_ff), xb, w, gate, up)
     }
 }

@@ -19,8 +19,6 @@ const SUBMIT_EVERY: usize = 32;
 pub(crate) const MAX_BINDS: usize = 10;
 /// Bytes of one op's parameters (16 words).
 const PARAM_BYTES: u64 = 64;
-/// Token ids one submission can carry (several prompt batches may share one submission).
-pub(crate) const TOKEN_CAP: usize = 8 * crate::arch::llama::N_UBATCH;
 
 /// How the backend picks and uses its adapter.
 #[derive(Debug, Clone)]
@@ -290,16 +288,12 @@ pub(crate) struct Context {
     param_host: Vec<u8>,
     align: u32,
     n_slots: u32,
-    pub tokens: wgpu::Buffer,
-    pub tokens_id: u64,
-    pub token_host: Vec<u32>,
     ops: Vec<Op>,
     staging: Option<wgpu::Buffer>,
     next_id: u64,
-    /// Uncaptured errors and device loss, reported by the next flush.
+    /// Uncaptured errors and device loss, reported by the next flush (an op that submits, or a
+    /// read).
     errors: Arc<Mutex<Vec<String>>>,
-    /// An error met while recording (ops return no `Result`), reported by the next read.
-    pub deferred: Option<ModelError>,
     prof: Option<Profile>,
     /// GPU timestamps of each dispatch (profiling, where the adapter has them).
     stamps: Option<Stamps>,
@@ -459,12 +453,6 @@ impl Context {
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let tokens = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("tokens"),
-            size: (TOKEN_CAP * 4) as u64,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
         let stamps = stamped.then(|| {
             let bytes = 2 * MAX_SLOTS as u64 * 8;
             Stamps {
@@ -547,14 +535,10 @@ impl Context {
             param_host: vec![0; (MAX_SLOTS * align) as usize],
             align,
             n_slots: 0,
-            tokens,
-            tokens_id: 1,
-            token_host: Vec::new(),
             ops: Vec::new(),
             staging: None,
             next_id: 1,
             errors,
-            deferred: None,
             prof: opts.profile.then(Profile::default),
         })
     }
@@ -667,8 +651,9 @@ impl Context {
         } else {
             // SAFETY: every index the kernels compute stays inside its buffer for the parameters
             // the host passes: the host checks each op's buffer sizes against its shape before
-            // recording it (matmul, embed, read, write, kv_store), token ids are checked and also
-            // clamped in the kernel, and every loop bound is a parameter or a constant, so the
+            // recording it (matmul, embed, read, write, kv_store), the step's token ids are
+            // checked (and also clamped in the kernel), its sequences and positions checked
+            // against the cache each op reads or writes, and every loop bound is a parameter or a constant, so the
             // loops end. Dropping naga's per-access clamps and loop counters is what makes the
             // kernels' inner loops tight; the `checked` option restores them.
             unsafe {
@@ -725,17 +710,21 @@ impl Context {
     }
 
     /// Records one dispatch of `pipe` over `bufs` (bindings 1..) with parameter words `params`;
-    /// returns the op's serial number.
-    pub fn dispatch(&mut self, pipe: usize, bufs: &[Bind], params: &[u32], size: [u32; 3]) -> u64 {
+    /// returns the op's serial number, or the error of the submission it made room with.
+    pub fn dispatch(
+        &mut self,
+        pipe: usize,
+        bufs: &[Bind],
+        params: &[u32],
+        size: [u32; 3],
+    ) -> Result<u64, ModelError> {
         // Submitting before this op rather than after the last one keeps the last op recorded
         // open for a fold (see `pop_if_last`).
         // The first submission of a step comes sooner, so the GPU starts early.
         let batch = (self.submit_every >> (3 - self.step_subs.min(3))).max(1);
         let due = self.submit_every > 0 && self.ops.len() >= batch;
         if self.n_slots == MAX_SLOTS || due {
-            if let Err(e) = self.flush() {
-                self.deferred.get_or_insert(e);
-            }
+            self.flush()?;
         }
         assert!(params.len() * 4 <= PARAM_BYTES as usize && bufs.len() <= MAX_BINDS);
         if let Some(p) = &mut self.prof {
@@ -782,7 +771,14 @@ impl Context {
             serial: self.serial,
         });
         self.n_slots += 1;
-        self.serial
+        Ok(self.serial)
+    }
+
+    /// Drops the ops recorded and not yet submitted (a step that failed part-way).
+    pub fn discard(&mut self) {
+        self.ops.clear();
+        self.n_slots = 0;
+        self.step_subs = 0;
     }
 
     /// Submits everything recorded so far in one command buffer.
@@ -799,10 +795,6 @@ impl Context {
         let used = (self.n_slots * self.align) as usize;
         self.queue
             .write_buffer(&self.params, 0, &self.param_host[..used.max(4)]);
-        if !self.token_host.is_empty() {
-            self.queue
-                .write_buffer(&self.tokens, 0, bytemuck::cast_slice(&self.token_host));
-        }
         let mut enc = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -880,7 +872,6 @@ impl Context {
         }
         self.ops.clear();
         self.n_slots = 0;
-        self.token_host.clear();
         self.step_subs += 1;
         if !stamped.is_empty() {
             self.read_stamps(&stamped)?;
@@ -940,12 +931,6 @@ impl Context {
         offset: u64,
         bytes: u64,
     ) -> Result<Vec<u8>, ModelError> {
-        if let Some(e) = self.deferred.take() {
-            self.ops.clear();
-            self.n_slots = 0;
-            self.token_host.clear();
-            return Err(e);
-        }
         let bytes = bytes.div_ceil(4) * 4;
         if self.staging.as_ref().is_none_or(|s| s.size() < bytes) {
             self.staging = Some(self.device.create_buffer(&wgpu::BufferDescriptor {

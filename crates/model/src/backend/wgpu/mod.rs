@@ -3,13 +3,13 @@
 //!
 //! - Weights are uploaded once in their GGUF block formats (only padded to whole 32-bit words,
 //!   [`shaders::repack`]) and decoded inside the matmul and embedding kernels.
-//! - Activations, the attention partials and the KV cache (f32, `(n_head_kv, n_ctx, head_dim)`
-//!   per layer) live in GPU buffers allocated once.
-//! - Every op of a forward pass is recorded ([`context::Context`]) and submitted every 32 ops (a
-//!   step's first batches after 4, 8 and 16), so the GPU runs while the host records and encodes
-//!   the rest;
-//!   each op's parameters sit in one uniform buffer at dynamic offsets, bind groups are cached
-//!   across steps.
+//! - Activations, the attention partials and the KV cache (f32, `(n_seq, n_head_kv, n_ctx,
+//!   head_dim)` per layer) live in GPU buffers allocated once.
+//! - A step's rows (token, sequence and position of each) are written once per step into a small
+//!   storage buffer ([`Backend::begin_step`](crate::backend::Backend::begin_step)), which the
+//!   embedding, RoPE, cache store and attention kernels read: each row rotates at its own
+//!   position and reads and writes its own sequence's cache, and a decode step records the same
+//!   dispatches with the same parameters every time.
 //! - Matmuls dot decoded weights with f32 activations (the CPU backend quantizes activations to
 //!   8 bits first, so logits differ slightly; `dot4I8Packed` kernels are a later step). The prompt
 //!   takes eight tokens per workgroup (`matmul.wgsl`); decode a mat-vec with a workgroup per row
@@ -19,14 +19,19 @@
 //!   weight of a dispatch is Q4_K or Q6_K, several rows share a workgroup (64 invocations a row
 //!   for gate/up, 32 for q/k/v, the attention output and the head, 64 for ffn_down, four rows a
 //!   workgroup; the `mv` option, [`MvShapes`]).
-//! - Fewer dispatches per layer (`backend/fused.rs`): q/k/v (of any formats, in decode) and gate/up
-//!   share one, the RMSNorm before a decode mat-vec and the SwiGLU and residual adds after a matmul
-//!   fold into it, RoPE of q and k and the cache store are one, and in decode that one folds into
-//!   the attention (`attention.wgsl`'s FUSED: each workgroup rotates its query head and its KV
-//!   head's new key itself and takes the new key and value from workgroup memory; the first head
-//!   of each group stores them into the cache; split-K too; prompts keep the separate `rope_kv`
-//!   dispatch). The q and k buffers are then left unrotated: nothing reads them after the
-//!   attention.
+//! - Fewer dispatches per layer (`backend/fused.rs`): the compound operations of the
+//!   [`Backend`](crate::backend::Backend) trait are overridden with fused dispatches. q/k/v (of
+//!   any formats, in decode) and gate/up share one; in decode the RMSNorm before a mat-vec folds
+//!   into it (`norm_matmuls`, `qkv_rope_store`, `ffn_swiglu`, the output head); the SwiGLU
+//!   (`ffn_swiglu`) and the residual adds (`matmul_add`) fold into the matmul before them; the
+//!   RoPE of q and k and the cache store are one dispatch (`qkv_rope_store`). One fold spans two
+//!   operations and so still takes back the dispatch recorded just before it: in decode (each
+//!   row of a different sequence) the attention takes in `qkv_rope_store`'s RoPE and cache store
+//!   (`attention.wgsl`'s FUSED: each workgroup rotates its query head and its KV head's new key
+//!   itself and takes the new key and value from workgroup memory; the first head of each group
+//!   stores them into the cache; split-K too; prompts keep the separate `rope_kv` dispatch). The
+//!   q and k buffers are then left unrotated: nothing reads them after the attention, and a read
+//!   before it (`RUSTORCH_DEBUG`) submits the RoPE dispatch first, so that no fold happens.
 //! - Workgroup sums use subgroup operations where the adapter has them, workgroup memory where not.
 //! - A missing adapter, a lost device, a validation or out-of-memory error, or a GPU that does not
 //!   answer within the time limit is an error naming the problem, never a hang.
@@ -40,8 +45,6 @@ use std::sync::Arc;
 use rustorch_gguf::GgufFile;
 
 use crate::config::Config;
-use crate::debug::Debug;
-use crate::arch::llama::LlamaModel;
 use crate::runner::{Model, Runner};
 use crate::ModelError;
 
@@ -53,29 +56,21 @@ pub fn present() -> bool {
     context::present()
 }
 
-/// Loads a Llama-family model onto the first (or the `adapter` option's) GPU adapter.
+/// Loads a Llama-family model onto the first (or the `adapter` option's) GPU adapter, with a KV
+/// cache of `n_seq` sequences of `n_ctx` positions.
 pub fn load(
     file: Arc<GgufFile>,
     config: Config,
     n_ctx: usize,
+    n_seq: usize,
     opts: &Options,
 ) -> Result<Box<dyn Model>, ModelError> {
-    let mut backend = WgpuBackend::new(opts.clone())?;
+    let backend = WgpuBackend::new(opts.clone())?;
     // Which GPU and driver ran: worth one line, since wgpu may pick any adapter present.
     eprintln!(
         "wgpu: {}, subgroups {}",
         backend.adapter(),
         if backend.subgroups() { "on" } else { "off" }
     );
-    let model = LlamaModel::load(&mut backend, &file, config)?;
-    let state = model.new_state(&mut backend)?;
-    let kv = model.new_kv(&mut backend, n_ctx)?;
-    Ok(Box::new(Runner {
-        backend,
-        model,
-        state,
-        kv,
-        n_ctx,
-        dbg: Debug::from_env(),
-    }))
+    Ok(Box::new(Runner::new(backend, &file, config, n_ctx, n_seq)?))
 }

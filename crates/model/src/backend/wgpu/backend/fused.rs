@@ -1,79 +1,84 @@
-//! Fusions: matmuls of one input that share a dispatch, and ops folded into the dispatch
-//! recorded just before them (residual add and SwiGLU into the matmul, the keys' RoPE and the
-//! cache store into the queries' RoPE, and that dispatch of one token into the decode attention
-//! after it). A fold happens only while that dispatch is the last one
-//! recorded and not yet submitted, and it writes everything the separate ops would have written.
+//! The compound operations as fused dispatches, and the matmul dispatch they are made of.
+//!
+//! - Matmuls of one input share a dispatch (q/k/v, gate/up): up to three weights of one width, of
+//!   one format for the prompt matmul, of any in the decode mat-vec.
+//! - [`Backend::norm_matmuls`]: in decode the RMSNorm folds into the mat-vec (`matvec.wgsl`'s
+//!   norm variant, which also writes the normed row to `xb`).
+//! - [`Backend::matmul_add`]: the residual add folds into the matmul (mode 1: `res += out`; the
+//!   product still goes to the scratch buffer).
+//! - [`Backend::ffn_swiglu`]: gate/up in one dispatch with SwiGLU folded in (mode 2), and in decode
+//!   the RMSNorm before them too: one dispatch.
+//! - [`Backend::qkv_rope_store`]: the norm and q/k/v as above, then the RoPE of queries and keys
+//!   and the store of keys and values into the cache in one `rope_kv` dispatch.
+//!
+//! One fold spans two operations and so stays a fold into the dispatch recorded just before:
+//! a decode attention (each row of a different sequence) over the cache that the last
+//! `qkv_rope_store` wrote takes that `rope_kv` dispatch into its own (`attention.wgsl`'s FUSED),
+//! while it is still the last op recorded and not submitted. The trait keeps attention apart from
+//! `qkv_rope_store` (the model shows q, k and v between them), so no compound operation holds
+//! both. When the fold happens the q and k buffers are left unrotated: nothing reads them after
+//! the attention, and anything that reads them before it (a `read`, as `RUSTORCH_DEBUG` does)
+//! submits the `rope_kv` dispatch first, so that the fold does not happen.
 
-use super::shaders;
-use super::{bind_of, Bind, WgpuBackend, WgpuBuf, WgpuWeight, MATMUL_NT};
-use crate::backend::AttnShape;
+use super::{
+    bind_of, shaders, Bind, WgpuBackend, WgpuBuf, WgpuKv, WgpuWeight, MATMUL_NT, MAX_SPLIT,
+    SPLIT_FROM, SPLIT_ROWS,
+};
+use crate::backend::{AttnShape, Backend};
 use crate::ModelError;
 
-/// The last matmul dispatch, kept so that a following residual add or SwiGLU can be folded into
-/// it (the kernel's modes 1 and 2) when nothing was recorded in between.
-pub(super) struct LastMatmul {
-    pub(super) serial: u64,
-    pub(super) pipe: usize,
-    /// The bindings as dispatched (mode 0): w0, w1, w2, x, out0, out1, out2, res, and for the
-    /// mat-vec with the RMSNorm folded in, the norm's weight and output.
-    pub(super) bufs: Vec<(wgpu::Buffer, u64)>,
-    pub(super) params: [u32; 9],
-    /// Weights in the dispatch (1 or 2), their rows and the tokens.
-    pub(super) k: usize,
-    pub(super) rows: [usize; 2],
-    pub(super) n: usize,
-    /// Token tiles of the grid, and rows per workgroup (the decode mat-vec's several, else 1).
-    pub(super) tiles: usize,
-    pub(super) rpw: usize,
+/// What a matmul dispatch does besides `out_k = W_k · x`.
+#[derive(Clone, Copy)]
+pub(super) struct Fold<'a> {
+    /// The kernels' mode: 0 plain; 1 `res += out_0` (one weight); 2 `out_0 = silu(W_0 x) * out_1`
+    /// (two weights of as many rows).
+    mode: u32,
+    res: Option<&'a WgpuBuf>,
+    /// The RMSNorm folded into the decode mat-vec: its input, weight and epsilon. The matmul's `x`
+    /// is then the norm's output, which the kernel writes.
+    norm: Option<(&'a WgpuBuf, &'a WgpuWeight, f32)>,
 }
 
-impl LastMatmul {
-    /// The buffer id of output `i`.
-    pub(super) fn out(&self, i: usize) -> u64 {
-        self.bufs[4 + i].1
-    }
-
-    /// Whether the dispatch reads buffer `id` (an input, or the norm's input or weight).
-    pub(super) fn reads(&self, id: u64) -> bool {
-        [0, 1, 2, 3, 8]
-            .iter()
-            .any(|&i| self.bufs.get(i).is_some_and(|b| b.1 == id))
-    }
+impl Fold<'_> {
+    pub(super) const NONE: Fold<'static> = Fold {
+        mode: 0,
+        res: None,
+        norm: None,
+    };
 }
 
-/// The last RMSNorm of one row, kept so that a decode mat-vec of its output can take it in.
-pub(super) struct LastNorm {
-    pub(super) serial: u64,
-    pub(super) x: (wgpu::Buffer, u64),
-    pub(super) weight: (wgpu::Buffer, u64),
-    pub(super) out: (wgpu::Buffer, u64),
-    pub(super) eps: f32,
-    pub(super) dim: usize,
-}
-
-/// The last RoPE dispatch, kept so that the keys' RoPE and their store into the cache can join
-/// the queries' one.
-pub(super) struct LastRope {
-    pub(super) serial: u64,
-    pub(super) q: (wgpu::Buffer, u64),
-    /// The keys, once joined.
-    pub(super) k: Option<(wgpu::Buffer, u64)>,
+/// A RoPE dispatch: queries, keys if any, and the cache store of keys and values if any.
+pub(super) struct RopeOp<'a> {
+    pub(super) q: &'a WgpuBuf,
+    pub(super) k: Option<&'a WgpuBuf>,
     pub(super) n: usize,
     pub(super) n_head: usize,
     pub(super) n_head_kv: usize,
-    pub(super) pos0: usize,
     pub(super) shape: AttnShape,
+    /// Values, key cache, value cache, and the cache's positions per sequence.
+    pub(super) store: Option<(&'a WgpuBuf, &'a WgpuBuf, &'a WgpuBuf, usize)>,
 }
 
-/// The last RoPE of queries and keys with the keys and values stored into a layer's cache, kept
-/// so that a decode attention over that cache can take it in (`attention.wgsl`'s FUSED).
-pub(super) struct LastRopeKv {
-    pub(super) serial: u64,
-    pub(super) rope: LastRope,
-    /// The values, and the ids of the layer's key and value caches.
-    pub(super) v: (wgpu::Buffer, u64),
-    pub(super) kc: u64,
-    pub(super) vc: u64,
+/// The `rope_kv` dispatch of the last `qkv_rope_store`, which a decode attention can take in.
+pub(super) struct PendingRope {
+    serial: u64,
+    q: u64,
+    /// The keys (unrotated while the dispatch is not run) and values.
+    k: (wgpu::Buffer, u64),
+    v: (wgpu::Buffer, u64),
+    /// The layer's key and value caches.
+    kc: u64,
+    vc: u64,
+    n: usize,
+    shape: AttnShape,
+}
+
+fn same_shape(a: &AttnShape, b: &AttnShape) -> bool {
+    a.n_head == b.n_head
+        && a.n_head_kv == b.n_head_kv
+        && a.head_dim == b.head_dim
+        && a.n_rot == b.n_rot
+        && a.rope_freq_base == b.rope_freq_base
 }
 
 /// Workgroups of a matmul over `rows` rows, `rpw` a workgroup, and `tiles` token tiles; rows
@@ -84,21 +89,60 @@ fn matmul_grid(rows: usize, tiles: usize, rpw: usize) -> [u32; 3] {
 }
 
 impl WgpuBackend {
+    /// Runs of up to three weights of one width share a dispatch: of one format for the prompt
+    /// matmul, of any for the decode mat-vec (which has a decoder per weight). `norm` folds into
+    /// the first run (the later ones read its output).
+    pub(super) fn matmul_runs(
+        &mut self,
+        ws: &[&WgpuWeight],
+        x: &WgpuBuf,
+        n: usize,
+        outs: &mut [&mut WgpuBuf],
+        norm: Option<(&WgpuBuf, &WgpuWeight, f32)>,
+    ) -> Result<(), ModelError> {
+        if ws.len() != outs.len() {
+            return Err(ModelError::Backend(format!(
+                "matmuls of {} weights into {} outputs",
+                ws.len(),
+                outs.len()
+            )));
+        }
+        let mixed = n == 1 && self.cx.matvec;
+        let mut i = 0;
+        let mut fold = Fold { norm, ..Fold::NONE };
+        while i < ws.len() {
+            let mut j = i + 1;
+            while j < ws.len()
+                && j - i < 3
+                && (mixed || ws[j].ty == ws[i].ty)
+                && ws[j].cols == ws[i].cols
+            {
+                j += 1;
+            }
+            self.matmul_group(&ws[i..j], x, n, &mut outs[i..j], fold)?;
+            fold = Fold::NONE;
+            i = j;
+        }
+        Ok(())
+    }
+
     /// One dispatch of up to three weights of the same width over the same input (of the same
-    /// format too, except in the decode mat-vec).
+    /// format too, except in the decode mat-vec), doing what `fold` adds.
     pub(super) fn matmul_group(
         &mut self,
         ws: &[&WgpuWeight],
         x: &WgpuBuf,
         n: usize,
         outs: &mut [&mut WgpuBuf],
+        fold: Fold,
     ) -> Result<(), ModelError> {
         let w0 = ws[0];
         let Some([p1, p8, _]) = w0.pipes else {
             return Err(ModelError::Backend("matmul needs a matrix weight".into()));
         };
+        let input = fold.norm.map_or(x.len, |(nx, _, _)| nx.len.min(x.len));
         for (w, out) in ws.iter().zip(outs.iter()) {
-            if n * w.cols > x.len || n * w.rows > out.len || w.cols != w0.cols {
+            if n * w.cols > input || n * w.rows > out.len || w.cols != w0.cols {
                 return Err(ModelError::Backend(format!(
                     "matmul of [{}, {}] over {n} rows: buffer too small",
                     w.rows, w.cols
@@ -106,167 +150,368 @@ impl WgpuBackend {
             }
         }
         let matvec = n == 1 && self.cx.matvec;
-        // The RMSNorm that just wrote x, taken into the mat-vec.
-        // (Not where an output is the norm's input or weight, which every workgroup reads.)
-        let norm = self.last_norm.take().filter(|nm| {
+        let fold_ok = match fold.mode {
+            0 => fold.res.is_none(),
+            1 => {
+                ws.len() == 1
+                    && fold.res.is_some_and(|r| {
+                        n * w0.rows <= r.len && r.id != x.id && r.id != outs[0].id
+                    })
+            }
+            _ => ws.len() == 2 && ws[1].rows == w0.rows && fold.res.is_none(),
+        } && fold.norm.is_none_or(|(nx, nw, _)| {
             matvec
-                && nm.out.1 == x.id
-                && nm.dim == w0.cols
-                && outs.iter().all(|o| o.id != nm.x.1 && o.id != nm.weight.1)
-                && self.cx.pop_if_last(nm.serial)
+                && w0.cols.is_multiple_of(4)
+                && nw.cols >= w0.cols
+                && nx.id != x.id
+                && outs.iter().all(|o| o.id != nx.id)
         });
+        if !fold_ok {
+            return Err(ModelError::Backend(format!(
+                "matmul: mode {} of {} weights, or its norm, does not fit its buffers",
+                fold.mode,
+                ws.len()
+            )));
+        }
         let (pipe, nt, rpw) = if matvec {
             let ty = |i: usize| ws.get(i).map_or(w0.ty, |w| w.ty);
             let total: usize = ws.iter().map(|w| w.rows).sum();
             let blocks = ws.iter().all(|w| shaders::has_block_dot(w.ty));
             let shape = self.cx.matvec_shapes.pick(ws.len(), total, w0.cols, blocks);
-            let pipe = self.matvec_pipe([ty(0), ty(1), ty(2)], norm.is_some(), shape)?;
+            let pipe = self.matvec_pipe([ty(0), ty(1), ty(2)], fold.norm.is_some(), shape)?;
             (pipe, 1, shape.rpw as usize)
-        } else if n == 1 {
-            if ws.iter().any(|w| w.ty != w0.ty) {
-                return Err(ModelError::Backend("matmul group of mixed formats".into()));
-            }
-            (p1, 1, 1)
         } else {
             if ws.iter().any(|w| w.ty != w0.ty) {
                 return Err(ModelError::Backend("matmul group of mixed formats".into()));
             }
-            (p8, MATMUL_NT as usize, 1)
+            if n == 1 {
+                (p1, 1, 1)
+            } else {
+                (p8, MATMUL_NT as usize, 1)
+            }
         };
-        let total: usize = ws.iter().map(|w| w.rows).sum();
+        // The rows the grid runs over: SwiGLU's workgroups take a gate row and its up row.
+        let groups: usize = if fold.mode == 2 {
+            w0.rows
+        } else {
+            ws.iter().map(|w| w.rows).sum()
+        };
         let rows = |i: usize| ws.get(i).map_or(0, |w| w.rows) as u32;
         let tiles = n.div_ceil(nt);
-        let size = matmul_grid(total, tiles, rpw);
+        let size = matmul_grid(groups, tiles, rpw);
         let params = [
             w0.cols as u32,
             n as u32,
-            0,
-            total as u32,
+            fold.mode,
+            groups as u32,
             rows(0),
             rows(1),
             rows(2),
             rpw as u32,
-            norm.as_ref().map_or(0, |nm| nm.eps.to_bits()),
+            fold.norm.map_or(0, |(_, _, eps)| eps.to_bits()),
         ];
-        let own = |b: Bind| (b.buf.clone(), b.id);
-        let wb = |i: usize| own(ws.get(i).map_or(self.dummy[0].bind(), |w| w.bind()));
-        let ob = |i: usize| own(outs.get(i).map_or(self.dummy[i].bind(), |o| o.bind()));
-        let mut bufs = vec![
+        let wb = |i: usize| ws.get(i).map_or(self.dummy[0].bind(), |w| w.bind());
+        let ob = |i: usize| outs.get(i).map_or(self.dummy[i].bind(), |o| o.bind());
+        let mut binds: Vec<Bind> = vec![
             wb(0),
             wb(1),
             wb(2),
-            own(x.bind()),
+            x.bind(),
             ob(0),
             ob(1),
             ob(2),
-            own(self.dummy[3].bind()),
+            fold.res.map_or(self.dummy[3].bind(), |r| r.bind()),
         ];
-        if let Some(nm) = &norm {
-            // x is the norm's input; its output (the `x` of this call) is written by the kernel.
-            bufs[3] = nm.x.clone();
-            bufs.push(nm.weight.clone());
-            bufs.push(nm.out.clone());
+        if let Some((nx, nw, _)) = fold.norm {
+            // The kernel reads the norm's input and writes its output (this call's `x`).
+            binds[3] = nx.bind();
+            binds.push(nw.bind());
+            binds.push(x.bind());
         }
+        // The bindings borrow self's dummies: owned handles, so that recording can borrow self.
+        let owned: Vec<(wgpu::Buffer, u64)> = binds.iter().map(|b| (b.buf.clone(), b.id)).collect();
+        let binds: Vec<Bind> = owned.iter().map(bind_of).collect();
         self.cache = None;
-        self.last_rope = None;
-        let binds: Vec<Bind> = bufs.iter().map(bind_of).collect();
-        let serial = self.cx.dispatch(pipe, &binds, &params, size);
-        self.last_mm = (ws.len() <= 2).then(|| LastMatmul {
-            serial,
-            pipe,
-            bufs,
-            params,
-            k: ws.len(),
-            rows: [rows(0) as usize, rows(1) as usize],
-            n,
-            tiles,
-            rpw,
-        });
+        self.cx.dispatch(pipe, &binds, &params, size)?;
         for (w, out) in ws.iter().zip(outs.iter_mut()) {
             out.written = n * w.rows;
         }
         Ok(())
     }
 
-    /// Records the last matmul again in `mode` (1: residual add into `res`, 2: SwiGLU) in place of
-    /// its plain form; false if that matmul is no longer the last op recorded.
-    pub(super) fn refuse_last_matmul(&mut self, mode: u32, res: Option<Bind>) -> bool {
-        let Some(m) = self.last_mm.take() else {
-            return false;
-        };
-        if !self.cx.pop_if_last(m.serial) {
-            return false;
-        }
-        let groups = if mode == 2 {
-            m.rows[0]
-        } else {
-            m.rows[0] + m.rows[1]
-        };
-        let size = matmul_grid(groups, m.tiles, m.rpw);
-        let mut params = m.params;
-        params[2] = mode;
-        params[3] = groups as u32;
-        params[6] = 0;
-        let mut binds: Vec<Bind> = m.bufs.iter().map(bind_of).collect();
-        binds[2] = self.dummy[0].bind();
-        binds[6] = self.dummy[2].bind();
-        binds[7] = res.unwrap_or(self.dummy[3].bind());
-        self.cx.dispatch(m.pipe, &binds, &params, size);
-        true
+    /// Whether the RMSNorm of `x` into `xb` can fold into the decode mat-vec of `ws` over `xb`.
+    fn norm_folds(
+        &self,
+        x: &WgpuBuf,
+        (n, dim): (usize, usize),
+        xb: &WgpuBuf,
+        ws: &[&WgpuWeight],
+        outs: &[&mut WgpuBuf],
+    ) -> bool {
+        n == 1
+            && self.fold_norm
+            && dim.is_multiple_of(4)
+            && x.id != xb.id
+            && ws.first().is_some_and(|w| w.cols == dim)
+            && outs.iter().all(|o| o.id != x.id && o.id != xb.id)
     }
 
-    /// Records the RoPE of `r` (queries, and keys if joined), storing keys and values into the
-    /// cache when `store` names them; returns the op's serial number.
-    pub(super) fn record_rope(
+    /// [`Backend::norm_matmuls`]: in decode one mat-vec dispatch that also normalises its input.
+    #[allow(clippy::too_many_arguments)] // the trait's operands
+    pub(super) fn fused_norm_matmuls(
         &mut self,
-        r: &LastRope,
-        store: Option<(&WgpuBuf, &WgpuBuf, &WgpuBuf, usize)>,
-    ) -> u64 {
-        let sg = self.cx.subgroups;
-        let pipe = match self.cx.pipe(
-            &format!("rope_kv/sg={sg}"),
-            &[true, true, false, true, true],
-            || shaders::compose(shaders::ROPE_KV, None, sg, 1),
-        ) {
-            Ok(p) => p,
-            Err(e) => {
-                self.cx.deferred.get_or_insert(e);
-                return 0;
-            }
+        x: &WgpuBuf,
+        norm: &WgpuWeight,
+        eps: f32,
+        (n, dim): (usize, usize),
+        xb: &mut WgpuBuf,
+        ws: &[&WgpuWeight],
+        outs: &mut [&mut WgpuBuf],
+    ) -> Result<(), ModelError> {
+        if !self.norm_folds(x, (n, dim), xb, ws, outs) {
+            self.rms_norm(x, norm, eps, n, dim, xb)?;
+            return self.matmuls(ws, xb, n, outs);
+        }
+        Self::fits("rms_norm", &[(dim, x.len), (dim, xb.len), (dim, norm.cols)])?;
+        self.matmul_runs(ws, xb, n, outs, Some((x, norm, eps)))?;
+        xb.written = dim;
+        Ok(())
+    }
+
+    /// [`Backend::qkv_rope_store`]: norm and q/k/v as [`Self::fused_norm_matmuls`], then the RoPE
+    /// of queries and keys and the cache store in one dispatch (which a decode attention may take
+    /// in, see the module docs).
+    #[allow(clippy::too_many_arguments)] // the trait's operands
+    pub(super) fn fused_qkv_rope_store(
+        &mut self,
+        x: &WgpuBuf,
+        norm: &WgpuWeight,
+        eps: f32,
+        (n, dim): (usize, usize),
+        xb: &mut WgpuBuf,
+        wqkv: [&WgpuWeight; 3],
+        [q, k, v]: [&mut WgpuBuf; 3],
+        kv: &mut WgpuKv,
+        layer: usize,
+        shape: &AttnShape,
+    ) -> Result<(), ModelError> {
+        Self::check_shape("qkv_rope_store", kv, shape)?;
+        self.check_rows("qkv_rope_store", kv, n)?;
+        let (hd, kvd) = (shape.head_dim, kv.kv_dim);
+        Self::fits(
+            "qkv_rope_store",
+            &[
+                (n * shape.n_head * hd, q.len),
+                (n * kvd, k.len),
+                (n * kvd, v.len),
+                (layer + 1, kv.k.len()),
+            ],
+        )?;
+        self.fused_norm_matmuls(
+            x,
+            norm,
+            eps,
+            (n, dim),
+            xb,
+            &wqkv,
+            &mut [&mut *q, &mut *k, &mut *v],
+        )?;
+        let serial = self.record_rope(&RopeOp {
+            q: &*q,
+            k: Some(&*k),
+            n,
+            n_head: shape.n_head,
+            n_head_kv: shape.n_head_kv,
+            shape: *shape,
+            store: Some((&*v, &kv.k[layer], &kv.v[layer], kv.n_ctx)),
+        })?;
+        self.rope_kv = self.step.distinct.then(|| PendingRope {
+            serial,
+            q: q.id,
+            k: (k.buf.clone(), k.id),
+            v: (v.buf.clone(), v.id),
+            kc: kv.k[layer].id,
+            vc: kv.v[layer].id,
+            n,
+            shape: *shape,
+        });
+        Ok(())
+    }
+
+    /// [`Backend::matmul_add`]: the residual add folded into the matmul.
+    pub(super) fn fused_matmul_add(
+        &mut self,
+        w: &WgpuWeight,
+        a: &WgpuBuf,
+        (n, dim): (usize, usize),
+        x: &mut WgpuBuf,
+        tmp: &mut WgpuBuf,
+    ) -> Result<(), ModelError> {
+        if w.rows != dim || x.id == a.id || x.id == tmp.id {
+            self.matmul(w, a, n, tmp)?;
+            return self.add(x, tmp, n * dim);
+        }
+        let fold = Fold {
+            mode: 1,
+            res: Some(x),
+            norm: None,
         };
-        let s = &r.shape;
-        let theta_scale = s.rope_freq_base.powf(-2.0 / s.n_rot as f32);
-        let n_ctx = store.map_or(0, |st| st.3);
+        self.matmul_group(&[w], a, n, &mut [tmp], fold)
+    }
+
+    /// [`Backend::ffn_swiglu`]: gate/up and SwiGLU in one dispatch (where gate and up can share
+    /// one), in decode with the RMSNorm folded in too.
+    #[allow(clippy::too_many_arguments)] // the trait's operands
+    pub(super) fn fused_ffn_swiglu(
+        &mut self,
+        x: &WgpuBuf,
+        norm: &WgpuWeight,
+        eps: f32,
+        (n, dim, n_ff): (usize, usize, usize),
+        xb: &mut WgpuBuf,
+        [w_gate, w_up]: [&WgpuWeight; 2],
+        gate: &mut WgpuBuf,
+        up: &mut WgpuBuf,
+    ) -> Result<(), ModelError> {
+        let shared = w_gate.rows == n_ff
+            && w_up.rows == n_ff
+            && w_gate.cols == w_up.cols
+            && ((n == 1 && self.cx.matvec) || w_gate.ty == w_up.ty);
+        if !shared {
+            self.fused_norm_matmuls(
+                x,
+                norm,
+                eps,
+                (n, dim),
+                xb,
+                &[w_gate, w_up],
+                &mut [&mut *gate, &mut *up],
+            )?;
+            return self.swiglu(gate, up, n * n_ff);
+        }
+        let ws = [w_gate, w_up];
+        let folds = self.norm_folds(x, (n, dim), xb, &ws, &[&mut *gate, &mut *up]);
+        let norm_fold = if folds {
+            Self::fits("rms_norm", &[(dim, x.len), (dim, xb.len), (dim, norm.cols)])?;
+            Some((x, norm, eps))
+        } else {
+            self.rms_norm(x, norm, eps, n, dim, xb)?;
+            None
+        };
+        let fold = Fold {
+            mode: 2,
+            res: None,
+            norm: norm_fold,
+        };
+        self.matmul_group(&ws, xb, n, &mut [gate, up], fold)?;
+        xb.written = n * dim;
+        Ok(())
+    }
+
+    /// Attention, split over the keys for a few query rows past [`SPLIT_FROM`] keys, and with the
+    /// last `qkv_rope_store`'s RoPE and cache store taken in where it can be (module docs).
+    pub(super) fn attend(
+        &mut self,
+        q: &WgpuBuf,
+        kv: &WgpuKv,
+        layer: usize,
+        n: usize,
+        shape: &AttnShape,
+        out: &mut WgpuBuf,
+    ) -> Result<(), ModelError> {
+        Self::check_shape("attention", kv, shape)?;
+        self.check_rows("attention", kv, n)?;
+        let hd = shape.head_dim;
+        Self::fits(
+            "attention",
+            &[
+                (n * shape.n_head * hd, q.len),
+                (n * shape.n_head * hd, out.len),
+                (layer + 1, kv.k.len()),
+            ],
+        )?;
+        let part_len = SPLIT_ROWS * shape.n_head * MAX_SPLIT * (hd + 2);
+        if self.part.as_ref().is_none_or(|p| p.len < part_len) {
+            self.part = Some(self.buf("attention partials", part_len)?);
+        }
+        // A few rows past a few tiles of keys: split the keys so that every head's few workgroups
+        // become many; a prompt already has a workgroup per (head, row). Up to SPLIT_FROM keys,
+        // one workgroup per (head, row) walks them all and no combining pass is needed. Rows with
+        // fewer keys than the longest find their last splits empty.
+        let n_kv = self.step.pos[..n].iter().max().map_or(1, |&p| p as usize + 1);
+        let n_split = if n <= SPLIT_ROWS && n_kv > SPLIT_FROM {
+            n_kv.div_ceil(64).min(MAX_SPLIT)
+        } else {
+            1
+        };
+        let split_len = n_kv.div_ceil(n_split).div_ceil(64) * 64;
+        let (kc, vc) = (&kv.k[layer], &kv.v[layer]);
+        let rope = self.rope_kv.take().filter(|r| {
+            r.n == n && r.q == q.id && r.kc == kc.id && r.vc == vc.id && same_shape(&r.shape, shape)
+        });
+        let rope = rope.filter(|r| self.cx.pop_if_last(r.serial));
+        let fused = rope.is_some();
+        let sg = self.cx.subgroups;
+        let writes = [false, fused, fused, true, true, false, false, false];
+        let pa = self
+            .cx
+            .pipe(&format!("attention/fused={fused}/sg={sg}"), &writes, || {
+                shaders::compose(&shaders::attention(fused), None, sg, 1)
+            })?;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let theta_scale = shape.rope_freq_base.powf(-2.0 / shape.n_rot as f32);
         let params = [
-            r.n as u32,
-            r.n_head as u32,
-            r.n_head_kv as u32,
-            s.head_dim as u32,
-            s.n_rot as u32,
-            r.pos0 as u32,
+            shape.n_head as u32,
+            shape.n_head_kv as u32,
+            hd as u32,
+            kv.n_ctx as u32,
+            n_split as u32,
+            split_len as u32,
+            scale.to_bits(),
+            shape.n_rot as u32,
             theta_scale.to_bits(),
-            n_ctx as u32,
-            store.is_some() as u32,
         ];
-        let k = r.k.as_ref().map_or(self.dummy[1].bind(), bind_of);
-        let (v, kc, vc) = match store {
-            Some((v, kc, vc, _)) => (v.bind(), kc.bind(), vc.bind()),
+        let part = self.part.take().expect("allocated above");
+        let (kn, vn) = match rope {
+            Some(r) => (r.k, r.v),
             None => (
-                self.dummy[0].bind(),
-                self.dummy[2].bind(),
-                self.dummy[3].bind(),
+                (self.dummy[0].buf.clone(), self.dummy[0].id),
+                (self.dummy[1].buf.clone(), self.dummy[1].id),
             ),
         };
-        let rows = r.n * (r.n_head + r.n_head_kv);
-        let size = [
-            (s.head_dim / 2).div_ceil(64) as u32,
-            rows.min(32768) as u32,
-            rows.div_ceil(32768) as u32,
-        ];
+        let rows = (self.rows.buf.clone(), self.rows.id);
         self.cache = None;
-        self.last_mm = None;
-        self.last_norm = None;
-        self.cx
-            .dispatch(pipe, &[bind_of(&r.q), k, v, kc, vc], &params, size)
+        let done = self.cx.dispatch(
+            pa,
+            &[
+                q.bind(),
+                kc.bind(),
+                vc.bind(),
+                out.bind(),
+                part.bind(),
+                bind_of(&kn),
+                bind_of(&vn),
+                bind_of(&rows),
+            ],
+            &params,
+            [shape.n_head as u32, n as u32, n_split as u32],
+        );
+        let done = done.and_then(|_| {
+            if n_split == 1 {
+                return Ok(());
+            }
+            let pc = self.simple("attn_combine", shaders::ATTN_COMBINE, &[false, true])?;
+            self.cx.dispatch(
+                pc,
+                &[part.bind(), out.bind()],
+                &[shape.n_head as u32, hd as u32, n_split as u32],
+                [shape.n_head as u32, n as u32, 1],
+            )?;
+            Ok(())
+        });
+        self.part = Some(part);
+        done?;
+        out.written = n * shape.n_head * hd;
+        Ok(())
     }
 }

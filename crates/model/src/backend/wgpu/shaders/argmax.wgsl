@@ -1,6 +1,7 @@
-// Index of the largest of n values (first on ties); one workgroup.
+// Index of the largest of n values from offset (first on ties); one workgroup.
 struct Params {
     n: u32,
+    offset: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -15,7 +16,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     var bv = -3.0e38;
     var bi = 0xffffffffu;
     for (var i = lid; i < p.n; i += 256u) {
-        let v = x[i];
+        let v = x[p.offset + i];
         if (v > bv) {
             bv = v;
             bi = i;
@@ -36,6 +37,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         workgroupBarrier();
     }
     if (lid == 0u) {
-        out[0] = best_i[0];
+        // Every value at -3e38 or below (or NaN): the first, as the host's argmax.
+        out[0] = select(best_i[0], 0u, best_i[0] == 0xffffffffu);
     }
 }

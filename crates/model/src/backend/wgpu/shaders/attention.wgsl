@@ -1,16 +1,18 @@
-// Causal grouped-query attention, flash style: one workgroup per (head, query token, key split)
-// walks its keys in tiles of 64 with an online softmax, so no score matrix is stored. The prompt
-// runs with one split; decode splits the keys (split-K) so that a single query still fills the
-// GPU, and attn_combine.wgsl merges the partial results. Scores: an invocation per key. Values:
+// Causal grouped-query attention, flash style: one workgroup per (head, query row, key split)
+// walks its keys in tiles of 64 with an online softmax, so no score matrix is stored. Each row
+// attends over its own sequence's cache (the step's rows give its sequence and position), keys
+// 0..=pos. The prompt runs with one split; decode splits the keys (split-K) so that a few query
+// rows still fill the GPU, and attn_combine.wgsl merges the partial results (a split past a row's
+// last key is empty and counts for nothing there). Scores: an invocation per key. Values:
 // the 64 invocations split into 64 / (head_dim / 4) groups, each summing every that-many-th key of
 // the tile with one four-value load per key, so the serial chain per tile is a quarter (head_dim
 // 64) of the keys; the groups' sums are added once at the end.
 //
-// FUSED (decode only, one query token): the RoPE of the query and of the new key and the cache
-// store are folded in (what rope_kv.wgsl would do before): each workgroup rotates its own query
-// head and the new key of its KV head from the q/k/v mat-vec's output (pre-RoPE), takes the new
-// key and value (position pos0) from workgroup memory rather than the cache, and reads only the
-// earlier positions from the cache. One workgroup per KV head (the first query head of its group,
+// FUSED (decode only, each row of a different sequence): the RoPE of the query and of the new
+// key and the cache store are folded in (what rope_kv.wgsl would do before): each workgroup
+// rotates its own query head and the new key of its KV head from the q/k/v mat-vec's output
+// (pre-RoPE), takes the new key and value (the row's position) from workgroup memory rather than
+// the cache, and reads only the earlier positions from the cache. One workgroup per KV head (the first query head of its group,
 // split 0) writes the rotated key and the value into the cache for later steps; nothing in this
 // dispatch reads that slot. The q and k buffers are left as they were (unrotated).
 const FUSED: bool = {FUSED};
@@ -19,7 +21,6 @@ struct Params {
     n_head_kv: u32,
     head_dim: u32,
     n_ctx: u32,
-    pos0: u32,
     n_split: u32,
     split_len: u32, // keys per split, a multiple of 64
     scale: f32,
@@ -29,14 +30,16 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;  // (n, n_head, head_dim)
-@group(0) @binding(2) var<storage, {KV}> kc: array<vec4<f32>>; // (n_head_kv, n_ctx, head_dim / 4)
-@group(0) @binding(3) var<storage, {KV}> vc: array<vec4<f32>>; // (n_head_kv, n_ctx, head_dim / 4)
+// (n_seq, n_head_kv, n_ctx, head_dim / 4)
+@group(0) @binding(2) var<storage, {KV}> kc: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, {KV}> vc: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>; // (n, n_head, head_dim)
 // (n, n_head, n_split, head_dim + 2): per split the running max, the sum and the unnormalised output
 @group(0) @binding(5) var<storage, read_write> part: array<f32>;
-// FUSED: the new token's keys and values before RoPE, (n_head_kv, head_dim) (else unused).
+// FUSED: the rows' new keys before RoPE and values, (n, n_head_kv, head_dim) (else unused).
 @group(0) @binding(6) var<storage, read> kn: array<f32>;
 @group(0) @binding(7) var<storage, read> vn: array<f32>;
+@group(0) @binding(8) var<storage, read> step: array<vec4<u32>>; // per row: token, sequence, position
 
 const NEG: f32 = -1.0e30;
 
@@ -75,7 +78,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let split = wid.z;
     let hd = p.head_dim;
     let kvh = h / (p.n_head / p.n_head_kv);
-    let n_kv = p.pos0 + t + 1u;
+    let seq = step[t].y;
+    let pos = step[t].z;
+    let n_kv = pos + 1u;
     let start = split * p.split_len;
     let end = min(start + p.split_len, n_kv);
     let qb = (t * p.n_head + h) * hd;
@@ -83,10 +88,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let ng = 64u / hd4; // key groups of the value sum
     let g = lid / hd4;
     let d4 = lid % hd4;
-    let cb = kvh * p.n_ctx * hd;
+    let cb = (seq * p.n_head_kv + kvh) * p.n_ctx * hd;
     // FUSED: the new key (position pos) is not in the cache yet; the split that holds it takes it
     // from workgroup memory first, and every split reads only keys before it from the cache.
-    let pos = p.pos0 + t;
     let has_new = FUSED && start <= pos && pos < end;
     var vnew = vec4<f32>(0.0);
     if (lid < hd4) {
@@ -94,7 +98,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var x = vec4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]);
         if (FUSED) {
             x = rotate4(x, lid, pos);
-            let kb = kvh * hd + 4u * lid;
+            let kb = (t * p.n_head_kv + kvh) * hd + 4u * lid;
             let kr = rotate4(vec4<f32>(kn[kb], kn[kb + 1u], kn[kb + 2u], kn[kb + 3u]), lid, pos);
             vnew = vec4<f32>(vn[kb], vn[kb + 1u], vn[kb + 2u], vn[kb + 3u]);
             ks[lid] = kr;

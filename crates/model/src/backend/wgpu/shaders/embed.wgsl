@@ -1,14 +1,13 @@
-// out[t] = table[tokens[tok0 + t]], rows decoded from the table's block format.
+// out[t] = table[token of step row t], rows decoded from the table's block format.
 struct Params {
     rows: u32,
     cols: u32,
     n: u32,
-    tok0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> wq: array<u32>;     // (n_vocab, blocks of the row)
-@group(0) @binding(2) var<storage, read> tokens: array<u32>;
+@group(0) @binding(2) var<storage, read> step: array<vec4<u32>>; // per row: token, sequence, position
 @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>; // (n, cols / 4)
 
 @compute @workgroup_size(64)
@@ -19,7 +18,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (c >= n_chunk || t >= p.n) {
         return;
     }
-    let tok = min(tokens[p.tok0 + t], p.rows - 1u);
+    let tok = min(step[t].x, p.rows - 1u);
     let row_words = (n_chunk / CPB) * BW;
     var w: array<vec4<f32>, 8>;
     load_chunk(tok * row_words + (c / CPB) * BW, c % CPB, &w);

@@ -1,11 +1,11 @@
-// Copies keys and values of n tokens into one layer's cache at positions pos0.. .
-// Cache layout: (n_head_kv, n_ctx, head_dim) for both keys and values.
+// Copies the keys and values of n rows into one layer's cache, each row into its sequence's
+// cache at its position (from the step's rows). Cache layout: (n_seq, n_head_kv, n_ctx, head_dim)
+// for both keys and values.
 struct Params {
     n: u32,
     kv_dim: u32,
     head_dim: u32,
     n_ctx: u32,
-    pos0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -13,6 +13,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> v: array<f32>; // (n, kv_dim)
 @group(0) @binding(3) var<storage, read_write> kc: array<f32>;
 @group(0) @binding(4) var<storage, read_write> vc: array<f32>;
+@group(0) @binding(5) var<storage, read> step: array<vec4<u32>>; // per row: token, sequence, position
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -23,7 +24,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let h = i / p.head_dim;
     let d = i % p.head_dim;
-    let dst = (h * p.n_ctx + p.pos0 + t) * p.head_dim + d;
+    let row = step[t];
+    let dst = row.y * p.kv_dim * p.n_ctx + (h * p.n_ctx + row.z) * p.head_dim + d;
     kc[dst] = k[t * p.kv_dim + i];
     vc[dst] = v[t * p.kv_dim + i];
 }
