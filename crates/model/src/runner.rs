@@ -141,7 +141,9 @@ impl<B: Backend> Runner<B> {
                 });
             }
         }
-        if logits.windows(2).any(|w| w[0] >= w[1]) || logits.last().is_some_and(|&r| r as usize >= n) {
+        if logits.windows(2).any(|w| w[0] >= w[1])
+            || logits.last().is_some_and(|&r| r as usize >= n)
+        {
             return Err(ModelError::BadBatch(format!(
                 "logit rows must be ascending rows of the batch of {n}"
             )));
@@ -232,8 +234,7 @@ where
         };
         self.check(&batch, &[0])?;
         self.step(&batch, &[0])?;
-        self.model
-            .argmax_logits(&mut self.backend, &self.state, 0)
+        self.model.argmax_logits(&mut self.backend, &self.state, 0)
     }
 }
 

@@ -37,17 +37,44 @@ fn interleaved_sequences_match_each_alone() {
 fn rows_outside_the_cache_are_errors() {
     let mut m = load_seqs(smollm2(), Device::Cpu, 16, 2, &Default::default()).unwrap();
     let mut out = Vec::new();
-    let bad = |tokens: &[u32], seqs: &[u32], pos: &[u32], rows: &[u32], m: &mut Box<dyn rustorch_model::Model>| {
+    let bad = |tokens: &[u32],
+               seqs: &[u32],
+               pos: &[u32],
+               rows: &[u32],
+               m: &mut Box<dyn rustorch_model::Model>| {
         let mut out = Vec::new();
         m.eval_batch(&Batch { tokens, seqs, pos }, rows, &mut out)
     };
-    assert!(matches!(bad(&[1], &[2], &[0], &[0], &mut m), Err(ModelError::BadBatch(_))));
-    assert!(matches!(bad(&[1], &[0], &[16], &[0], &mut m), Err(ModelError::ContextFull { .. })));
-    assert!(matches!(bad(&[1, 2], &[0], &[0, 1], &[0], &mut m), Err(ModelError::BadBatch(_))));
-    assert!(matches!(bad(&[1, 2], &[0, 0], &[0, 1], &[1, 0], &mut m), Err(ModelError::BadBatch(_))));
-    assert!(matches!(bad(&[1, 2], &[0, 0], &[0, 1], &[2], &mut m), Err(ModelError::BadBatch(_))));
+    assert!(matches!(
+        bad(&[1], &[2], &[0], &[0], &mut m),
+        Err(ModelError::BadBatch(_))
+    ));
+    assert!(matches!(
+        bad(&[1], &[0], &[16], &[0], &mut m),
+        Err(ModelError::ContextFull { .. })
+    ));
+    assert!(matches!(
+        bad(&[1, 2], &[0], &[0, 1], &[0], &mut m),
+        Err(ModelError::BadBatch(_))
+    ));
+    assert!(matches!(
+        bad(&[1, 2], &[0, 0], &[0, 1], &[1, 0], &mut m),
+        Err(ModelError::BadBatch(_))
+    ));
+    assert!(matches!(
+        bad(&[1, 2], &[0, 0], &[0, 1], &[2], &mut m),
+        Err(ModelError::BadBatch(_))
+    ));
     // None of those evaluated anything; a good batch still works.
-    m.eval_batch(&Batch { tokens: &[1, 2], seqs: &[1, 1], pos: &[0, 1] }, &[1], &mut out).unwrap();
+    m.eval_batch(
+        &Batch {
+            tokens: &[1, 2],
+            seqs: &[1, 1],
+            pos: &[0, 1],
+        },
+        &[1],
+        &mut out,
+    )
+    .unwrap();
     assert_eq!(out.len(), m.config().n_vocab);
 }
-

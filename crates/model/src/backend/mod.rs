@@ -214,7 +214,12 @@ pub trait Backend {
     }
 
     /// `out[t] = table[token of row t]` for the step's `n` rows, from the (quantized) table.
-    fn embed(&mut self, table: &Self::Weight, n: usize, out: &mut Self::Buf) -> Result<(), ModelError>;
+    fn embed(
+        &mut self,
+        table: &Self::Weight,
+        n: usize,
+        out: &mut Self::Buf,
+    ) -> Result<(), ModelError>;
     /// `out[t] = x[t] / rms(x[t]) * weight`, rows of width `dim`.
     fn rms_norm(
         &mut self,
@@ -277,8 +282,12 @@ pub trait Backend {
         out: &mut Self::Buf,
     ) -> Result<(), ModelError>;
     /// `gate = silu(gate) * up`, elementwise over `len` values.
-    fn swiglu(&mut self, gate: &mut Self::Buf, up: &Self::Buf, len: usize)
-        -> Result<(), ModelError>;
+    fn swiglu(
+        &mut self,
+        gate: &mut Self::Buf,
+        up: &Self::Buf,
+        len: usize,
+    ) -> Result<(), ModelError>;
     /// `x += y` over `len` values.
     fn add(&mut self, x: &mut Self::Buf, y: &Self::Buf, len: usize) -> Result<(), ModelError>;
     /// Copies `len` values of `x` from offset `src` to offset `dst` (ranges may not overlap).
@@ -334,7 +343,15 @@ pub trait Backend {
         layer: usize,
         shape: &AttnShape,
     ) -> Result<(), ModelError> {
-        self.norm_matmuls(x, norm, eps, (n, dim), xb, &wqkv, &mut [&mut *q, &mut *k, &mut *v])?;
+        self.norm_matmuls(
+            x,
+            norm,
+            eps,
+            (n, dim),
+            xb,
+            &wqkv,
+            &mut [&mut *q, &mut *k, &mut *v],
+        )?;
         self.rope(q, n, shape.n_head, shape)?;
         self.rope(k, n, shape.n_head_kv, shape)?;
         self.kv_store(kv, layer, k, v, n)
@@ -368,7 +385,15 @@ pub trait Backend {
         gate: &mut Self::Buf,
         up: &mut Self::Buf,
     ) -> Result<(), ModelError> {
-        self.norm_matmuls(x, norm, eps, (n, dim), xb, &[w_gate, w_up], &mut [&mut *gate, &mut *up])?;
+        self.norm_matmuls(
+            x,
+            norm,
+            eps,
+            (n, dim),
+            xb,
+            &[w_gate, w_up],
+            &mut [&mut *gate, &mut *up],
+        )?;
         self.swiglu(gate, up, n * n_ff)
     }
 }

@@ -41,7 +41,8 @@ fn alone(file: &Arc<GgufFile>, device: Device, tokens: &[u32], next: u32) -> (Ve
     let mut m = load_seqs(Arc::clone(file), device, 64, 1, &Default::default()).unwrap();
     let (mut prompt, mut step) = (Vec::new(), Vec::new());
     m.eval(tokens, 0, Logits::All, &mut prompt).unwrap();
-    m.eval(&[next], tokens.len(), Logits::Last, &mut step).unwrap();
+    m.eval(&[next], tokens.len(), Logits::Last, &mut step)
+        .unwrap();
     (prompt, step)
 }
 
@@ -132,8 +133,18 @@ pub fn check(file: Arc<GgufFile>, device: Device, tol_same: f32, tol_mixed: f32)
         pos: &[b.len() as u32, a.len() as u32],
     };
     m.eval_batch(&batch, &[0, 1], &mut out).unwrap();
-    compare(&format!("{device:?} decode B"), &out[..n_vocab], &b_step, tol);
-    compare(&format!("{device:?} decode A"), &out[n_vocab..], &a_step, tol);
+    compare(
+        &format!("{device:?} decode B"),
+        &out[..n_vocab],
+        &b_step,
+        tol,
+    );
+    compare(
+        &format!("{device:?} decode A"),
+        &out[n_vocab..],
+        &a_step,
+        tol,
+    );
 
     // Only the rows asked for come back, in row order.
     let batch = Batch {

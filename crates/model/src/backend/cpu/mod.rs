@@ -20,8 +20,8 @@ use rustorch_quant::vecmath;
 
 use crate::backend::{AttnShape, Backend, Batch, Device, Span, Step};
 use crate::options::CpuOptions;
-use threads::{for_each_chunk, Pool};
 use crate::ModelError;
+use threads::{for_each_chunk, Pool};
 
 /// A weight on the CPU: rows of a tensor in the mapped file, or rewritten at load time into the
 /// kernel's packed layout ([`MatKernel::pack`]), or a small f32 vector (norms).
@@ -676,7 +676,10 @@ impl Backend for CpuBackend {
             let pos = self.pos[t] as usize;
             // The sequence's caches start `seq * kv_dim * n_ctx` values in, for keys and values.
             let base = self.seqs[t] as usize * kv_dim * n_ctx;
-            let (keys, vals) = (&mut keys[base..base + kv_dim * n_ctx], &mut vals[base..base + kv_dim * n_ctx]);
+            let (keys, vals) = (
+                &mut keys[base..base + kv_dim * n_ctx],
+                &mut vals[base..base + kv_dim * n_ctx],
+            );
             for (kvh, (kr, vr)) in k[t * kv_dim..(t + 1) * kv_dim]
                 .chunks(head_dim)
                 .zip(v[t * kv_dim..(t + 1) * kv_dim].chunks(head_dim))

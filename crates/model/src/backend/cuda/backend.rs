@@ -38,8 +38,8 @@ use rustorch_quant::dispatch;
 
 use super::gpu::{drv_err, DevBuf, Gpu};
 use super::ops::{
-    self, attn_decode, attn_prompt, flash_enabled, matvec, quantize, rms_norm, upload_matrix,
-    Attn, GWeight, MvIn, RopeOut, RMS_NORM_MAX,
+    self, attn_decode, attn_prompt, flash_enabled, matvec, quantize, rms_norm, upload_matrix, Attn,
+    GWeight, MvIn, RopeOut, RMS_NORM_MAX,
 };
 use crate::backend::{AttnShape, Backend, Batch, Device, Span, Step, N_UBATCH};
 use crate::options::CudaOptions;
@@ -213,7 +213,8 @@ impl CudaBackend {
             self.warm = [false; 2];
             if let S::Counter = which {
                 let zeros = vec![0i32; bytes.max(4) / 4];
-                self.gpu.write(slot.as_ref().expect("allocated"), 0, &zeros)?;
+                self.gpu
+                    .write(slot.as_ref().expect("allocated"), 0, &zeros)?;
             }
         }
         Ok(slot.as_ref().expect("allocated").ptr)
@@ -255,7 +256,14 @@ impl CudaBackend {
     }
 
     /// `out[n][rows] (+)= x16[n][cols] · Wᵀ` through the f16 scratch copy of `w`.
-    fn linear(&mut self, w: &GWeight, x16: u64, n: usize, out: u64, beta: f32) -> Result<(), ModelError> {
+    fn linear(
+        &mut self,
+        w: &GWeight,
+        x16: u64,
+        n: usize,
+        out: u64,
+        beta: f32,
+    ) -> Result<(), ModelError> {
         let total = w.rows * w.cols;
         let wtmp = self.scratch(S::Wtmp, self.largest.max(total) * 2)?;
         self.gpu.launch(
@@ -292,7 +300,8 @@ impl CudaBackend {
         let mode = i32::from(add);
         if n == 1 {
             let input = self.q8_of(x, cols)?;
-            let pairs: Vec<(&GWeight, u64)> = ws.iter().copied().zip(outs.iter().copied()).collect();
+            let pairs: Vec<(&GWeight, u64)> =
+                ws.iter().copied().zip(outs.iter().copied()).collect();
             for group in pairs.chunks(3) {
                 matvec(&self.gpu, group, input, mode, None)?;
             }
@@ -338,14 +347,47 @@ impl CudaBackend {
         if n == 1 {
             let aq = self.scratch(S::Aq, dim)?;
             let ads = self.scratch(S::Ads, dim / 32 * 8)?;
-            rms_norm(&self.gpu, x.r(), 0, w, eps, (1, dim), (out.w(), null), (aq, ads))?;
-            self.act = Some(Act::Q8 { key: out.key(), len: dim });
+            rms_norm(
+                &self.gpu,
+                x.r(),
+                0,
+                w,
+                eps,
+                (1, dim),
+                (out.w(), null),
+                (aq, ads),
+            )?;
+            self.act = Some(Act::Q8 {
+                key: out.key(),
+                len: dim,
+            });
         } else if self.gpu.has_blas() {
             let x16 = self.scratch(S::X16, n * dim * 2)?;
-            rms_norm(&self.gpu, x.r(), 0, w, eps, (n, dim), (out.w(), x16), (null, null))?;
-            self.act = Some(Act::F16 { key: out.key(), len: n * dim });
+            rms_norm(
+                &self.gpu,
+                x.r(),
+                0,
+                w,
+                eps,
+                (n, dim),
+                (out.w(), x16),
+                (null, null),
+            )?;
+            self.act = Some(Act::F16 {
+                key: out.key(),
+                len: n * dim,
+            });
         } else {
-            rms_norm(&self.gpu, x.r(), 0, w, eps, (n, dim), (out.w(), null), (null, null))?;
+            rms_norm(
+                &self.gpu,
+                x.r(),
+                0,
+                w,
+                eps,
+                (n, dim),
+                (out.w(), null),
+                (null, null),
+            )?;
         }
         Ok(())
     }
@@ -438,8 +480,11 @@ impl Backend for CudaBackend {
         }
         self.host_io.clear();
         for t in 0..n {
-            self.host_io
-                .extend([batch.tokens[t] as i32, batch.pos[t] as i32, batch.seqs[t] as i32]);
+            self.host_io.extend([
+                batch.tokens[t] as i32,
+                batch.pos[t] as i32,
+                batch.seqs[t] as i32,
+            ]);
         }
         self.gpu.write(&self.io, 0, &self.host_io)?;
         self.n_rows = n;
@@ -481,9 +526,8 @@ impl Backend for CudaBackend {
         if !ok {
             return Ok(());
         }
-        let graph = graph.ok_or_else(|| {
-            ModelError::Backend("cuda: the decode step captured no work".into())
-        })?;
+        let graph = graph
+            .ok_or_else(|| ModelError::Backend("cuda: the decode step captured no work".into()))?;
         graph
             .launch()
             .map_err(|e| drv_err("launching the decode graph", e))?;
@@ -572,7 +616,14 @@ impl Backend for CudaBackend {
             n_ctx: kv.n_ctx,
             n_split: 1,
         };
-        ops::kv_store(&self.gpu, &a, (k.r(), v.r()), n, self.io.ptr, kv.layer(layer))
+        ops::kv_store(
+            &self.gpu,
+            &a,
+            (k.r(), v.r()),
+            n,
+            self.io.ptr,
+            kv.layer(layer),
+        )
     }
 
     fn attention(
@@ -592,15 +643,27 @@ impl Backend for CudaBackend {
         let row = |t: usize| (t * e * 4) as u64;
         let flash = flash_enabled(&self.gpu) && self.gpu.has_blas();
         let spans: Vec<Span> = self.spans.iter().copied().filter(|s| s.row0 < n).collect();
-        let seq = |s: &Span| (s.seq as u64 * a.seq_stride() * 2) as u64;
+        let seq = |s: &Span| s.seq as u64 * a.seq_stride() * 2;
         if n == 1 {
             // One row: split-K decode attention, merged into f32 and the q8_1 of the projection.
             let part = self.scratch(S::Part, a.n_head * a.n_split * (a.hd + 2) * 4)?;
             let counter = self.scratch(S::Counter, a.n_head_kv * a.group_blocks() * 4)?;
             let aq = self.scratch(S::Aq, e)?;
             let ads = self.scratch(S::Ads, e / 32 * 8)?;
-            attn_decode(&self.gpu, &a, qp, (kc, vc), self.io_row(0), (part, counter), op, (aq, ads))?;
-            self.act = Some(Act::Q8 { key: out.key(), len: e });
+            attn_decode(
+                &self.gpu,
+                &a,
+                qp,
+                (kc, vc),
+                self.io_row(0),
+                (part, counter),
+                op,
+                (aq, ads),
+            )?;
+            self.act = Some(Act::Q8 {
+                key: out.key(),
+                len: e,
+            });
             return Ok(());
         }
         let x16 = if self.gpu.has_blas() {
@@ -610,24 +673,54 @@ impl Backend for CudaBackend {
         };
         let mut f16_rows = x16 != 0;
         if !flash && spans.len() == 1 && spans[0].len > 1 && self.gpu.has_blas() {
-            self.scores_attention(&a, q, (kc + seq(&spans[0]), vc + seq(&spans[0])), spans[0], op, x16)?;
+            self.scores_attention(
+                &a,
+                q,
+                (kc + seq(&spans[0]), vc + seq(&spans[0])),
+                spans[0],
+                op,
+                x16,
+            )?;
         } else {
             for s in &spans {
                 let (k, v) = (kc + seq(s), vc + seq(s));
                 if s.len > 1 && flash {
-                    let o16 = if x16 != 0 { x16 + (s.row0 * e * 2) as u64 } else { 0 };
-                    attn_prompt(&self.gpu, &a, (s.len, s.pos0), qp + row(s.row0), (k, v), (op + row(s.row0), o16))?;
+                    let o16 = if x16 != 0 {
+                        x16 + (s.row0 * e * 2) as u64
+                    } else {
+                        0
+                    };
+                    attn_prompt(
+                        &self.gpu,
+                        &a,
+                        (s.len, s.pos0),
+                        qp + row(s.row0),
+                        (k, v),
+                        (op + row(s.row0), o16),
+                    )?;
                     continue;
                 }
                 f16_rows = false;
                 let part = self.scratch(S::Part, a.n_head * a.n_split * (a.hd + 2) * 4)?;
                 let counter = self.scratch(S::Counter, a.n_head_kv * a.group_blocks() * 4)?;
                 for t in s.row0..s.row0 + s.len {
-                    attn_decode(&self.gpu, &a, qp + row(t), (kc, vc), self.io_row(t), (part, counter), op + row(t), (0, 0))?;
+                    attn_decode(
+                        &self.gpu,
+                        &a,
+                        qp + row(t),
+                        (kc, vc),
+                        self.io_row(t),
+                        (part, counter),
+                        op + row(t),
+                        (0, 0),
+                    )?;
                 }
             }
         }
-        self.act = f16_rows.then_some(Act::F16 { key: out.key(), len: n * e });
+        self.act = f16_rows.then_some(Act::F16 {
+            key: out.key(),
+            len: n * e,
+        });
         Ok(())
     }
 
@@ -638,7 +731,10 @@ impl Backend for CudaBackend {
             0
         };
         ops::swiglu(&self.gpu, gate.w(), up.r(), x16, len)?;
-        self.act = (x16 != 0).then_some(Act::F16 { key: gate.key(), len });
+        self.act = (x16 != 0).then_some(Act::F16 {
+            key: gate.key(),
+            len,
+        });
         Ok(())
     }
 
@@ -654,10 +750,13 @@ impl Backend for CudaBackend {
         len: usize,
     ) -> Result<(), ModelError> {
         if src.max(dst) + len > x.len || src.abs_diff(dst) < len {
-            return Err(ModelError::Backend("cuda: copy_within out of range or overlapping".into()));
+            return Err(ModelError::Backend(
+                "cuda: copy_within out of range or overlapping".into(),
+            ));
         }
         let p = x.w();
-        self.gpu.copy(p + (dst * 4) as u64, p + (src * 4) as u64, len * 4)
+        self.gpu
+            .copy(p + (dst * 4) as u64, p + (src * 4) as u64, len * 4)
     }
 
     fn read(&mut self, x: &CudaBuf, offset: usize, out: &mut [f32]) -> Result<(), ModelError> {
@@ -669,7 +768,9 @@ impl Backend for CudaBackend {
 
     fn argmax(&mut self, x: &CudaBuf, offset: usize, len: usize) -> Result<u32, ModelError> {
         if offset + len > x.len {
-            return Err(ModelError::Backend("argmax past the end of a buffer".into()));
+            return Err(ModelError::Backend(
+                "argmax past the end of a buffer".into(),
+            ));
         }
         let p = x.r() + (offset * 4) as u64;
         self.gpu.launch(
@@ -719,7 +820,11 @@ impl Backend for CudaBackend {
         let [wq, wk, wv] = wqkv;
         matvec(
             &self.gpu,
-            &[(wq.matrix()?, q.w()), (wk.matrix()?, k.w()), (wv.matrix()?, v.w())],
+            &[
+                (wq.matrix()?, q.w()),
+                (wk.matrix()?, k.w()),
+                (wv.matrix()?, v.w()),
+            ],
             input,
             3,
             Some((&a, rope)),

@@ -297,7 +297,14 @@ impl Attn {
 }
 
 /// RoPE in place of `n_heads` heads of `n` rows, each at its row's position in `io`.
-pub(crate) fn rope(gpu: &Gpu, a: &Attn, x: u64, n: usize, n_heads: usize, io: u64) -> Result<(), ModelError> {
+pub(crate) fn rope(
+    gpu: &Gpu,
+    a: &Attn,
+    x: u64,
+    n: usize,
+    n_heads: usize,
+    io: u64,
+) -> Result<(), ModelError> {
     if a.n_rot == 0 {
         return Ok(());
     }
@@ -349,11 +356,22 @@ pub(crate) fn add(gpu: &Gpu, x: u64, y: u64, len: usize) -> Result<(), ModelErro
 
 /// `out = x` as f16, `len` values.
 pub(crate) fn to_f16(gpu: &Gpu, x: u64, out: u64, len: usize) -> Result<(), ModelError> {
-    gpu.launch(&gpu.k.to_f16, elementwise(len), 256, &[&x, &out, &(len as i32)])
+    gpu.launch(
+        &gpu.k.to_f16,
+        elementwise(len),
+        256,
+        &[&x, &out, &(len as i32)],
+    )
 }
 
 /// `gate = silu(gate) * up` over `len` values, and as f16 into `of16` when not null.
-pub(crate) fn swiglu(gpu: &Gpu, gate: u64, up: u64, of16: u64, len: usize) -> Result<(), ModelError> {
+pub(crate) fn swiglu(
+    gpu: &Gpu,
+    gate: u64,
+    up: u64,
+    of16: u64,
+    len: usize,
+) -> Result<(), ModelError> {
     gpu.launch(
         &gpu.k.swiglu,
         elementwise(len),

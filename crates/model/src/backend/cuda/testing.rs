@@ -4,8 +4,8 @@
 
 use rustorch_gguf::GgmlType;
 
-use super::gpu::Gpu;
 use super::gpu::DevBuf;
+use super::gpu::Gpu;
 use super::ops::{self as model, upload_matrix, Attn, MvIn, RopeOut};
 use crate::backend::AttnShape;
 use crate::ModelError;
@@ -358,6 +358,9 @@ pub fn attention_prompt(
     gpu.read(&out, 0, &mut o)?;
     let mut h = vec![0u16; n * e];
     gpu.read(&out16, 0, &mut h)?;
-    let h = h.iter().map(|&b| half::f16::from_bits(b).to_f32()).collect();
+    let h = h
+        .iter()
+        .map(|&b| half::f16::from_bits(b).to_f32())
+        .collect();
     Ok(Some((o, h)))
 }
