@@ -91,6 +91,9 @@ pub(crate) struct Runner<B: Backend> {
     pub(crate) n_ctx: usize,
     pub(crate) n_seq: usize,
     pub(crate) dbg: Debug,
+    /// Reused row lists (sequences, positions, logit rows, a step's head rows): evaluating
+    /// allocates nothing per token once warm.
+    scratch: [Vec<u32>; 4],
 }
 
 impl<B: Backend> Runner<B> {
@@ -113,6 +116,7 @@ impl<B: Backend> Runner<B> {
             n_ctx,
             n_seq,
             dbg: Debug::from_env(),
+            scratch: Default::default(),
         })
     }
 
@@ -203,7 +207,7 @@ where
         out.resize(logits.len() * n_vocab, 0.0);
         let step = self.backend.max_rows().clamp(1, crate::N_UBATCH);
         let mut done = 0; // logit rows delivered
-        let mut head = Vec::new();
+        let mut head = std::mem::take(&mut self.scratch[3]);
         for start in (0..batch.len()).step_by(step) {
             let end = (start + step).min(batch.len());
             head.clear();
@@ -215,18 +219,68 @@ where
                 seqs: &batch.seqs[start..end],
                 pos: &batch.pos[start..end],
             };
-            self.step(&part, &head)?;
-            for i in 0..head.len() {
-                let row = &mut out[(done + i) * n_vocab..(done + i + 1) * n_vocab];
-                self.model
-                    .read_logits(&mut self.backend, &self.state, i, row)?;
+            let r = self.step(&part, &head).and_then(|()| {
+                for i in 0..head.len() {
+                    let row = &mut out[(done + i) * n_vocab..(done + i + 1) * n_vocab];
+                    self.model
+                        .read_logits(&mut self.backend, &self.state, i, row)?;
+                }
+                Ok(())
+            });
+            if let Err(e) = r {
+                self.scratch[3] = head;
+                return Err(e);
             }
             done += head.len();
         }
+        self.scratch[3] = head;
         Ok(())
     }
 
+    fn eval(
+        &mut self,
+        tokens: &[u32],
+        pos0: usize,
+        logits: Logits,
+        out: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
+        let n = tokens.len();
+        if pos0.saturating_add(n) > self.n_ctx {
+            return Err(ModelError::ContextFull {
+                n_tokens: pos0.saturating_add(n),
+                n_ctx: self.n_ctx,
+            });
+        }
+        let [mut seqs, mut pos, mut rows, head] = std::mem::take(&mut self.scratch);
+        seqs.clear();
+        seqs.resize(n, 0);
+        pos.clear();
+        pos.extend((pos0..pos0 + n).map(|p| p as u32));
+        rows.clear();
+        match logits {
+            Logits::All => rows.extend(0..n as u32),
+            Logits::Last => rows.push(n.saturating_sub(1) as u32),
+        }
+        let batch = Batch {
+            tokens,
+            seqs: &seqs,
+            pos: &pos,
+        };
+        self.scratch[3] = head;
+        let r = self.eval_batch(&batch, &rows, out);
+        self.scratch[0] = seqs;
+        self.scratch[1] = pos;
+        self.scratch[2] = rows;
+        r
+    }
+
     fn eval_argmax(&mut self, token: u32, pos: usize) -> Result<u32, ModelError> {
+        if pos >= self.n_ctx {
+            return Err(ModelError::ContextFull {
+                n_tokens: pos.saturating_add(1),
+                n_ctx: self.n_ctx,
+            });
+        }
         let batch = Batch {
             tokens: &[token],
             seqs: &[0],
