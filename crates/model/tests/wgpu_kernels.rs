@@ -7,7 +7,7 @@ use half::f16;
 use rustorch_gguf::GgmlType;
 use rustorch_model::cpu::CpuWeight;
 use rustorch_model::wgpu::{shaders, MvShapes, Options, WgpuBackend, WgpuBuf};
-use rustorch_model::{AttnShape, Backend, CpuBackend};
+use rustorch_model::{AttnShape, Backend, Batch, CpuBackend};
 use rustorch_quant::dispatch;
 
 /// A small deterministic generator (xorshift), values roughly uniform in [-1, 1).
@@ -50,6 +50,18 @@ fn gpu_full(subgroups: bool, matvec: bool, shapes: &str) -> WgpuBackend {
             "no GPU adapter for the wgpu tests ({e}); CI installs mesa-vulkan-drivers (lavapipe)"
         )
     })
+}
+
+/// Starts a step of rows of sequences `seqs` at positions `pos` (tokens `tokens`, or zeros).
+fn step<B: Backend>(b: &mut B, tokens: &[u32], seqs: &[u32], pos: &[u32]) {
+    let zeros = vec![0u32; seqs.len()];
+    let tokens = if tokens.is_empty() {
+        &zeros[..]
+    } else {
+        tokens
+    };
+    let batch = Batch { tokens, seqs, pos };
+    b.begin_step(&batch, &[]).unwrap();
 }
 
 fn upload(b: &mut WgpuBackend, v: &[f32]) -> WgpuBuf {
@@ -159,9 +171,11 @@ fn matmul_and_embed_decode_every_format() {
                     }
                 }
             }
+            // The step's tokens, of rows of two sequences.
             let tokens = [5u32, 0, 36, 5];
+            step(&mut b, &tokens, &[0, 1, 0, 1], &[0, 0, 1, 1]);
             let mut out = b.alloc(tokens.len() * cols).unwrap();
-            b.embed(&weight, &tokens, &mut out).unwrap();
+            b.embed(&weight, tokens.len(), &mut out).unwrap();
             let got = download(&mut b, &out, tokens.len() * cols);
             for (t, &tok) in tokens.iter().enumerate() {
                 let tok = tok as usize;
@@ -172,8 +186,14 @@ fn matmul_and_embed_decode_every_format() {
                 );
             }
             let mut out = b.alloc(cols).unwrap();
-            let bad = b.embed(&weight, &[rows as u32], &mut out);
+            step(&mut b, &[rows as u32], &[0], &[0]);
+            let bad = b.embed(&weight, 1, &mut out);
             assert!(bad.is_err(), "{ty}: a token past the table is an error");
+            let bad = b.embed(&weight, 2, &mut out);
+            assert!(
+                bad.is_err(),
+                "{ty}: more rows than the step has is an error"
+            );
         }
     }
 }
@@ -206,11 +226,12 @@ fn elementwise_ops_match_the_cpu_backend() {
             let x = rng.vec(rn * rdim);
             let wv = rng.vec(rdim);
             let mut want = vec![0.0; rn * rdim];
-            cpu.rms_norm(&x, &CpuWeight::F32(wv.clone()), 1e-5, rn, rdim, &mut want);
+            cpu.rms_norm(&x, &CpuWeight::F32(wv.clone()), 1e-5, rn, rdim, &mut want)
+                .unwrap();
             let w = b.upload_vector("norm", &wv).unwrap();
             let xg = upload(&mut b, &x);
             let mut out = b.alloc(rn * rdim).unwrap();
-            b.rms_norm(&xg, &w, 1e-5, rn, rdim, &mut out);
+            b.rms_norm(&xg, &w, 1e-5, rn, rdim, &mut out).unwrap();
             assert_close(
                 &format!("rms_norm of {rdim}"),
                 &download(&mut b, &out, rn * rdim),
@@ -219,7 +240,8 @@ fn elementwise_ops_match_the_cpu_backend() {
             );
         }
 
-        // RoPE, partial rotation (n_rot < head_dim) at an offset position.
+        // RoPE, partial rotation (n_rot < head_dim), each row at its own position: rows of two
+        // sequences, interleaved, at positions far apart.
         let x = rng.vec(n * dim);
         let shape = AttnShape {
             n_head: 9,
@@ -228,46 +250,85 @@ fn elementwise_ops_match_the_cpu_backend() {
             n_rot: 48,
             rope_freq_base: 10000.0,
         };
+        let (seqs, pos) = ([0, 1, 0, 1, 1], [123, 5, 124, 6, 7]);
+        step(&mut cpu, &[], &seqs, &pos);
+        step(&mut b, &[], &seqs, &pos);
         let mut want = x.clone();
-        cpu.rope(&mut want, n, 9, &shape, 123);
+        cpu.rope(&mut want, n, 9, &shape).unwrap();
         let mut xg = upload(&mut b, &x);
-        b.rope(&mut xg, n, 9, &shape, 123);
+        b.rope(&mut xg, n, 9, &shape).unwrap();
         assert_close("rope", &download(&mut b, &xg, n * dim), &want, 1e-4);
+        assert!(
+            b.rope(&mut xg, n + 1, 9, &shape).is_err(),
+            "RoPE of more rows than the step has"
+        );
 
         // SwiGLU, add, copy_within
         let (g, u) = (rng.vec(n * dim), rng.vec(n * dim));
         let mut want = g.clone();
-        cpu.swiglu(&mut want, &u, n * dim);
+        cpu.swiglu(&mut want, &u, n * dim).unwrap();
         let mut gg = upload(&mut b, &g);
         let ug = upload(&mut b, &u);
-        b.swiglu(&mut gg, &ug, n * dim);
+        b.swiglu(&mut gg, &ug, n * dim).unwrap();
         assert_close("swiglu", &download(&mut b, &gg, n * dim), &want, 1e-5);
         let mut want = g.clone();
-        cpu.add(&mut want, &u, n * dim);
+        cpu.add(&mut want, &u, n * dim).unwrap();
         let mut gg = upload(&mut b, &g);
-        b.add(&mut gg, &ug, n * dim);
+        b.add(&mut gg, &ug, n * dim).unwrap();
         assert_close("add", &download(&mut b, &gg, n * dim), &want, 1e-6);
         let mut want = g.clone();
-        cpu.copy_within(&mut want, 4 * dim, 0, dim);
-        b.copy_within(&mut gg, 4 * dim, 0, dim);
+        cpu.copy_within(&mut want, 4 * dim, 0, dim).unwrap();
+        b.copy_within(&mut gg, 4 * dim, 0, dim).unwrap();
         let mut back = vec![0.0; dim];
         b.read(&gg, 0, &mut back).unwrap();
         let mut gg = upload(&mut b, &g);
-        b.copy_within(&mut gg, 4 * dim, 0, dim);
+        b.copy_within(&mut gg, 4 * dim, 0, dim).unwrap();
         assert_close("copy_within", &download(&mut b, &gg, n * dim), &want, 0.0);
+        assert!(
+            b.add(&mut gg, &ug, n * dim + 1).is_err(),
+            "an add past the end"
+        );
 
-        // Argmax, with the maximum late in a long row.
-        let mut v = rng.vec(49152);
+        // Argmax, with the maximum late in a long row, and of a row at an offset (the second
+        // row of logits), whose index counts from the offset.
+        let mut v = rng.vec(2 * 49152);
         v[40000] = 5.0;
+        v[49152 + 7] = 6.0;
+        v[49152 + 9] = 6.0;
         let vg = upload(&mut b, &v);
-        assert_eq!(b.argmax(&vg, v.len()).unwrap(), 40000);
+        assert_eq!(b.argmax(&vg, 0, 49152).unwrap(), 40000);
+        assert_eq!(
+            b.argmax(&vg, 49152, 49152).unwrap(),
+            7,
+            "first of two equal"
+        );
+        assert!(b.argmax(&vg, 49152, 49153).is_err(), "argmax past the end");
     }
+}
+
+/// Rows of two sequences: each `(seq, pos0, n)` a run of `n` rows at `pos0..`, the runs'
+/// rows interleaved one by one (`A0 B0 A1 B1 ...`, then the longer run's rest).
+fn interleave(runs: &[(u32, u32, u32)]) -> (Vec<u32>, Vec<u32>) {
+    let (mut seqs, mut pos) = (Vec::new(), Vec::new());
+    let longest = runs.iter().map(|r| r.2).max().unwrap_or(0);
+    for i in 0..longest {
+        for &(seq, pos0, n) in runs {
+            if i < n {
+                seqs.push(seq);
+                pos.push(pos0 + i);
+            }
+        }
+    }
+    (seqs, pos)
 }
 
 #[test]
 fn attention_matches_the_cpu_backend() {
-    // GQA 8:2, a prompt of 300 tokens (causal mask across several 64-key tiles), then one decode
-    // step at position 300 (split-K over the cache) and one at 301.
+    // GQA 8:2 over a cache of two sequences, each row at its own position in its own sequence:
+    // a prompt of 300 rows of sequence 1 (causal mask across several 64-key tiles) beside 20 of
+    // sequence 0, interleaved; then both sequences' rows mixed (two runs interleaved); a decode
+    // step of both (split-K over the longer cache, the shorter one's last splits empty); and one
+    // of sequence 1 alone. kv_store writes each row into its sequence at its position.
     let shape = AttnShape {
         n_head: 8,
         n_head_kv: 2,
@@ -276,32 +337,62 @@ fn attention_matches_the_cpu_backend() {
         rope_freq_base: 10000.0,
     };
     let (e, kvd, n_ctx) = (8 * 64, 2 * 64, 512);
+    let steps = [
+        interleave(&[(1, 0, 300), (0, 0, 20)]),
+        interleave(&[(0, 20, 3), (1, 300, 2)]),
+        (vec![1, 0], vec![302, 23]),
+        (vec![1], vec![303]),
+    ];
     for subgroups in [false, true] {
         let mut b = gpu(subgroups);
         let mut cpu = CpuBackend::new(2);
         let mut rng = Rng(7);
-        let mut ckv = cpu.alloc_kv(1, n_ctx, 2, 64).unwrap();
-        let mut gkv = b.alloc_kv(1, n_ctx, 2, 64).unwrap();
-        for (pos0, n) in [(0, 300), (300, 1), (301, 1)] {
+        let mut ckv = cpu.alloc_kv(1, 2, n_ctx, 2, 64).unwrap();
+        let mut gkv = b.alloc_kv(1, 2, n_ctx, 2, 64).unwrap();
+        for (seqs, pos) in &steps {
+            let n = seqs.len();
             let q = rng.vec(n * e);
             // Scaled so that the softmax is far from uniform.
             let k: Vec<f32> = rng.vec(n * kvd).iter().map(|x| 3.0 * x).collect();
             let v = rng.vec(n * kvd);
-            cpu.kv_store(&mut ckv, 0, &k, &v, n, pos0);
+            step(&mut cpu, &[], seqs, pos);
+            cpu.kv_store(&mut ckv, 0, &k, &v, n).unwrap();
             let mut want = vec![0.0; n * e];
-            cpu.attention(&q, &ckv, 0, n, pos0, &shape, &mut want);
+            cpu.attention(&q, &ckv, 0, n, &shape, &mut want).unwrap();
             let (qg, kg, vg) = (upload(&mut b, &q), upload(&mut b, &k), upload(&mut b, &v));
-            b.kv_store(&mut gkv, 0, &kg, &vg, n, pos0);
+            step(&mut b, &[], seqs, pos);
+            b.kv_store(&mut gkv, 0, &kg, &vg, n).unwrap();
             let mut out = b.alloc(n * e).unwrap();
-            b.attention(&qg, &gkv, 0, n, pos0, &shape, &mut out);
+            b.attention(&qg, &gkv, 0, n, &shape, &mut out).unwrap();
             // The CPU keeps the cache in f16 and rounds q and p to f16; the GPU keeps f32.
             assert_close(
-                &format!("attention at {pos0} (subgroups {subgroups})"),
+                &format!(
+                    "attention of {n} rows at {:?} (subgroups {subgroups})",
+                    &pos[..n.min(4)]
+                ),
                 &download(&mut b, &out, n * e),
                 &want,
                 2e-2,
             );
         }
+        // Rows outside the cache are errors, not stray writes.
+        let (qg, kg) = (upload(&mut b, &rng.vec(e)), upload(&mut b, &rng.vec(kvd)));
+        let mut out = b.alloc(e).unwrap();
+        step(&mut b, &[], &[2], &[0]);
+        assert!(
+            b.kv_store(&mut gkv, 0, &kg, &kg, 1).is_err(),
+            "sequence 2 of 2"
+        );
+        assert!(b.attention(&qg, &gkv, 0, 1, &shape, &mut out).is_err());
+        step(&mut b, &[], &[0], &[n_ctx as u32]);
+        assert!(
+            b.kv_store(&mut gkv, 0, &kg, &kg, 1).is_err(),
+            "position n_ctx"
+        );
+        assert!(
+            b.kv_store(&mut gkv, 1, &kg, &kg, 1).is_err(),
+            "layer 1 of 1"
+        );
     }
 }
 
@@ -343,11 +434,14 @@ fn reference_matmul(wd: &[f32], x: &[f32], rows: usize, cols: usize, n: usize) -
 
 #[test]
 fn fused_matmuls_match_the_reference() {
-    // q/k/v of one format in one dispatch (with a differently typed third weight split off),
-    // gate/up folded with SwiGLU, and the residual add folded into the matmul before it.
+    // q/k/v of one format in one dispatch (with a differently typed third weight split off,
+    // except in the decode mat-vec); `ffn_swiglu`: norm, gate/up and SwiGLU in two dispatches (the
+    // norm's, and gate/up with SwiGLU folded in), one in decode; `matmul_add`: the residual add
+    // folded into the matmul.
     let cols = 256;
     for (subgroups, matvec) in [(false, false), (true, false), (true, true)] {
         let mut b = gpu_with(subgroups, matvec);
+        let mut cpu = CpuBackend::new(1);
         let mut rng = Rng(99);
         for n in [1, 10] {
             for types in [
@@ -393,7 +487,7 @@ fn fused_matmuls_match_the_reference() {
                 }
             }
 
-            // gate/up + SwiGLU
+            // norm -> gate/up + SwiGLU
             let ff = 80;
             let (wg, wu) = (rng.vec(ff * cols), rng.vec(ff * cols));
             let (bg, bu) = (
@@ -406,16 +500,38 @@ fn fused_matmuls_match_the_reference() {
             let up_w = b
                 .upload_matrix("up", GgmlType::Q4_0, ff, cols, &bu)
                 .unwrap();
-            let x = rng.vec(n * cols);
+            let (wgd, wud) = (
+                dequantize(GgmlType::Q4_0, &bg, ff, cols),
+                dequantize(GgmlType::Q4_0, &bu, ff, cols),
+            );
+            let (x, nw) = (rng.vec(n * cols), rng.vec(cols));
+            let mut normed = vec![0.0; n * cols];
+            cpu.rms_norm(&x, &CpuWeight::F32(nw.clone()), 1e-5, n, cols, &mut normed)
+                .unwrap();
+            let nwg = b.upload_vector("norm", &nw).unwrap();
             let xg = upload(&mut b, &x);
+            let mut xb = b.alloc(n * cols).unwrap();
             let mut gate = b.alloc(n * ff).unwrap();
             let mut up = b.alloc(n * ff).unwrap();
-            b.matmuls(&[&gate_w, &up_w], &xg, n, &mut [&mut gate, &mut up])
-                .unwrap();
-            b.swiglu(&mut gate, &up, n * ff);
-            assert_eq!(b.pending_ops(), 1, "gate/up and SwiGLU in one dispatch");
-            let g = reference_matmul(&dequantize(GgmlType::Q4_0, &bg, ff, cols), &x, ff, cols, n);
-            let u = reference_matmul(&dequantize(GgmlType::Q4_0, &bu, ff, cols), &x, ff, cols, n);
+            b.ffn_swiglu(
+                &xg,
+                &nwg,
+                1e-5,
+                (n, cols, ff),
+                &mut xb,
+                [&gate_w, &up_w],
+                &mut gate,
+                &mut up,
+            )
+            .unwrap();
+            let fold = n == 1 && subgroups && matvec;
+            assert_eq!(
+                b.pending_ops(),
+                if fold { 1 } else { 2 },
+                "norm, gate/up and SwiGLU dispatches (n {n})"
+            );
+            let g = reference_matmul(&wgd, &normed, ff, cols, n);
+            let u = reference_matmul(&wud, &normed, ff, cols, n);
             let want: Vec<f32> = g
                 .iter()
                 .zip(&u)
@@ -433,18 +549,25 @@ fn fused_matmuls_match_the_reference() {
                 &u,
                 1e-4,
             );
+            assert_close(
+                "fused swiglu's normed input",
+                &download(&mut b, &xb, n * cols),
+                &normed,
+                1e-5,
+            );
 
             // matmul + residual add
             let resid = rng.vec(n * ff);
             let mut rg = upload(&mut b, &resid);
             let mut proj = b.alloc(n * ff).unwrap();
-            b.matmul(&gate_w, &xg, n, &mut proj).unwrap();
-            b.add(&mut rg, &proj, n * ff);
+            b.matmul_add(&gate_w, &xg, (n, ff), &mut rg, &mut proj)
+                .unwrap();
             assert_eq!(
                 b.pending_ops(),
                 1,
                 "matmul and residual add in one dispatch"
             );
+            let g = reference_matmul(&wgd, &x, ff, cols, n);
             let want: Vec<f32> = resid.iter().zip(&g).map(|(r, g)| r + g).collect();
             assert_close(
                 "fused residual add",
@@ -464,12 +587,12 @@ fn fused_matmuls_match_the_reference() {
 
 #[test]
 fn rms_norm_folds_into_the_decode_matvec() {
-    // rms_norm then q/k/v of mixed formats, and rms_norm then gate/up + SwiGLU, as the forward
-    // pass records them for one token: with the mat-vec, each pair is one dispatch that also
-    // writes the normalised input; without it, the ops run apart. Widths with a tail of the
-    // norm's four-load steps (320) and of the mat-vec's four-step loop (1280 over 32 lanes).
-    // Mat-vec workgroups of several rows (the defaults: q/k/v 128x4) or more invocations a row
-    // too (rows 37 below: a last workgroup of rows past the end).
+    // `norm_matmuls` of q/k/v of mixed formats and of one weight (the output head), and
+    // `ffn_swiglu`, for one row: with the mat-vec, each is one dispatch that also writes the
+    // normalised input; without it, the ops run apart. Widths with a tail of the norm's four-load
+    // steps (320) and of the mat-vec's four-step loop (1280 over 32 lanes). Mat-vec workgroups of
+    // several rows (the defaults: q/k/v 128x4) or more invocations a row too (rows 37 below: a
+    // last workgroup of rows past the end).
     for (subgroups, matvec, shapes) in [
         (false, false, ""),
         (true, false, ""),
@@ -484,7 +607,8 @@ fn rms_norm_folds_into_the_decode_matvec() {
             let x = rng.vec(cols);
             let nw = rng.vec(cols);
             let mut normed = vec![0.0; cols];
-            cpu.rms_norm(&x, &CpuWeight::F32(nw.clone()), 1e-5, 1, cols, &mut normed);
+            cpu.rms_norm(&x, &CpuWeight::F32(nw.clone()), 1e-5, 1, cols, &mut normed)
+                .unwrap();
             let nwg = b.upload_vector("norm", &nw).unwrap();
             let xg = upload(&mut b, &x);
 
@@ -498,12 +622,19 @@ fn rms_norm_folds_into_the_decode_matvec() {
             }
             let mut xb = b.alloc(cols).unwrap();
             let mut o: Vec<WgpuBuf> = rows.iter().map(|&r| b.alloc(r).unwrap()).collect();
-            b.rms_norm(&xg, &nwg, 1e-5, 1, cols, &mut xb);
             let [o0, o1, o2] = &mut o[..] else {
                 unreachable!()
             };
-            b.matmuls(&[&ws[0], &ws[1], &ws[2]], &xb, 1, &mut [o0, o1, o2])
-                .unwrap();
+            b.norm_matmuls(
+                &xg,
+                &nwg,
+                1e-5,
+                (1, cols),
+                &mut xb,
+                &[&ws[0], &ws[1], &ws[2]],
+                &mut [o0, o1, o2],
+            )
+            .unwrap();
             let want_ops = if fold { 1 } else { 3 };
             assert_eq!(
                 b.pending_ops(),
@@ -528,6 +659,33 @@ fn rms_norm_folds_into_the_decode_matvec() {
                 );
             }
 
+            // One weight, as the output head.
+            let mut xb = b.alloc(cols).unwrap();
+            b.norm_matmuls(
+                &xg,
+                &nwg,
+                1e-5,
+                (1, cols),
+                &mut xb,
+                &[&ws[2]],
+                &mut [&mut o[2]],
+            )
+            .unwrap();
+            assert_eq!(b.pending_ops(), if fold { 1 } else { 2 }, "norm + head");
+            let want = reference_matmul(&wds[2], &normed, rows[2], cols, 1);
+            assert_close(
+                &format!("head after the norm {what}"),
+                &download(&mut b, &o[2], rows[2]),
+                &want,
+                1e-4,
+            );
+            assert_close(
+                &format!("head's normed input {what}"),
+                &download(&mut b, &xb, cols),
+                &normed,
+                1e-5,
+            );
+
             // Gate/up of quads, of block dots (Q4_K), and of block dots of two formats.
             for (tg, tu) in [
                 (GgmlType::Q4_0, GgmlType::Q8_0),
@@ -543,10 +701,17 @@ fn rms_norm_folds_into_the_decode_matvec() {
                 let up_w = b.upload_matrix("up", tu, ff, cols, &bu).unwrap();
                 let (mut gate, mut up) = (b.alloc(ff).unwrap(), b.alloc(ff).unwrap());
                 let mut xb = b.alloc(cols).unwrap();
-                b.rms_norm(&xg, &nwg, 1e-5, 1, cols, &mut xb);
-                b.matmuls(&[&gate_w, &up_w], &xb, 1, &mut [&mut gate, &mut up])
-                    .unwrap();
-                b.swiglu(&mut gate, &up, ff);
+                b.ffn_swiglu(
+                    &xg,
+                    &nwg,
+                    1e-5,
+                    (1, cols, ff),
+                    &mut xb,
+                    [&gate_w, &up_w],
+                    &mut gate,
+                    &mut up,
+                )
+                .unwrap();
                 // Apart, gate/up of one format (and SwiGLU) still share a dispatch.
                 let want_ops = match (fold, tg == tu) {
                     (true, _) => 1,
@@ -588,25 +753,58 @@ fn rms_norm_folds_into_the_decode_matvec() {
     }
 }
 
+/// `W` (f32, `[rows, cols]`) uploaded as an F32 matrix.
+fn upload_f32(
+    b: &mut WgpuBackend,
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+) -> rustorch_model::wgpu::WgpuWeight {
+    b.upload_matrix("w", GgmlType::F32, rows, cols, bytemuck::cast_slice(w))
+        .unwrap()
+}
+
 #[test]
-fn rope_of_queries_and_keys_joins_the_cache_store() {
-    // As the forward pass calls them: rope(q), rope(k), kv_store(k, v) become one dispatch;
-    // then attention reads the cache it wrote. In decode (one token) that dispatch folds into the
-    // attention's; prompts keep it apart: checked against the CPU at positions 0, 1, 2, 20,
-    // 21, 300 and 301 (split-K), GQA 6:2 and 8:2, head_dim 64 and 128 (96 dims rotated), and the
-    // cache it leaves is read by a plain attention of the rotated query and by the next step.
+fn qkv_rope_store_and_attention_match_the_cpu_backend() {
+    // As the forward pass calls them: `qkv_rope_store` (norm, q/k/v, RoPE of q and k at each
+    // row's position, keys and values into each row's sequence), then attention. Steps of two
+    // sequences: both prompts interleaved (the RoPE and the store are a dispatch of their own);
+    // a decode step of both, and of one (each row of a different sequence: the attention takes
+    // the RoPE and the store into its dispatch), split-K past 256 keys. Checked against the
+    // CPU's primitives on the same q/k/v (f64 products of its normed rows), GQA 6:2 and 8:2,
+    // head_dim 64 and 128 (96 dims rotated). After a folded step, the cache it left is read back
+    // by a plain attention of the rotated queries; after a separate one, the buffers hold the
+    // normed rows and the rotated queries and keys.
     let cases = [
-        (6, 2, 64, 64, 500000.0, vec![(0, 1), (1, 1), (2, 1)]),
-        (6, 2, 64, 64, 500000.0, vec![(0, 20), (20, 1), (21, 1)]),
-        (8, 2, 128, 96, 10000.0, vec![(0, 300), (300, 1), (301, 1)]),
+        (
+            6,
+            2,
+            64,
+            64,
+            500000.0,
+            vec![
+                interleave(&[(0, 0, 20), (1, 0, 7)]),
+                (vec![1, 0], vec![7, 20]),
+                (vec![0], vec![21]),
+                (vec![1], vec![8]),
+            ],
+        ),
+        (
+            8,
+            2,
+            128,
+            96,
+            10000.0,
+            vec![
+                interleave(&[(1, 0, 300), (0, 0, 2)]),
+                (vec![0, 1], vec![2, 300]),
+                (vec![1], vec![301]),
+            ],
+        ),
     ];
-    let n_ctx = 384;
+    let (n_ctx, dim) = (384, 128);
     for subgroups in [false, true] {
-        let mut b = WgpuBackend::new(Options {
-            subgroups,
-            ..Options::from_env()
-        })
-        .expect("a GPU adapter");
+        let mut b = gpu(subgroups);
         for (n_head, n_head_kv, hd, n_rot, base, steps) in &cases {
             let (n_head, n_head_kv, hd) = (*n_head, *n_head_kv, *hd);
             let shape = AttnShape {
@@ -619,36 +817,87 @@ fn rope_of_queries_and_keys_joins_the_cache_store() {
             let (e, kvd) = (n_head * hd, n_head_kv * hd);
             let mut cpu = CpuBackend::new(2);
             let mut rng = Rng(11);
-            let mut ckv = cpu.alloc_kv(2, n_ctx, n_head_kv, hd).unwrap();
-            let mut gkv = b.alloc_kv(2, n_ctx, n_head_kv, hd).unwrap();
-            for &(pos0, n) in steps {
-                let (mut q, v) = (rng.vec(n * e), rng.vec(n * kvd));
-                let mut k: Vec<f32> = rng.vec(n * kvd).iter().map(|x| 3.0 * x).collect();
-                let (mut qg, mut kg, vg) =
-                    (upload(&mut b, &q), upload(&mut b, &k), upload(&mut b, &v));
-                cpu.rope(&mut q, n, n_head, &shape, pos0);
-                cpu.rope(&mut k, n, n_head_kv, &shape, pos0);
-                cpu.kv_store(&mut ckv, 1, &k, &v, n, pos0);
+            // Weights scaled so that q, k and v are about as large as the normed rows' values
+            // (their sums are of 128 products), the keys three times that so that the softmax is
+            // far from uniform (not so far that the CPU's f16 rounding of q and the cache
+            // decides it).
+            let mut scaled =
+                |n: usize, s: f32| -> Vec<f32> { rng.vec(n).iter().map(|x| s * x).collect() };
+            let (wq, wk, wv) = (
+                scaled(e * dim, 0.15),
+                scaled(kvd * dim, 0.45),
+                scaled(kvd * dim, 0.15),
+            );
+            let nw = rng.vec(dim);
+            let ws = [
+                upload_f32(&mut b, &wq, e, dim),
+                upload_f32(&mut b, &wk, kvd, dim),
+                upload_f32(&mut b, &wv, kvd, dim),
+            ];
+            let nwg = b.upload_vector("norm", &nw).unwrap();
+            let mut ckv = cpu.alloc_kv(2, 2, n_ctx, n_head_kv, hd).unwrap();
+            let mut gkv = b.alloc_kv(2, 2, n_ctx, n_head_kv, hd).unwrap();
+            for (seqs, pos) in steps {
+                let n = seqs.len();
+                let x = rng.vec(n * dim);
+                step(&mut cpu, &[], seqs, pos);
+                let mut normed = vec![0.0; n * dim];
+                cpu.rms_norm(&x, &CpuWeight::F32(nw.clone()), 1e-5, n, dim, &mut normed)
+                    .unwrap();
+                let mut q = reference_matmul(&wq, &normed, e, dim, n);
+                let mut k = reference_matmul(&wk, &normed, kvd, dim, n);
+                let v = reference_matmul(&wv, &normed, kvd, dim, n);
+                cpu.rope(&mut q, n, n_head, &shape).unwrap();
+                cpu.rope(&mut k, n, n_head_kv, &shape).unwrap();
+                cpu.kv_store(&mut ckv, 1, &k, &v, n).unwrap();
                 let mut want = vec![0.0; n * e];
-                cpu.attention(&q, &ckv, 1, n, pos0, &shape, &mut want);
-                b.rope(&mut qg, n, n_head, &shape, pos0);
-                b.rope(&mut kg, n, n_head_kv, &shape, pos0);
-                b.kv_store(&mut gkv, 1, &kg, &vg, n, pos0);
-                assert_eq!(
-                    b.pending_ops(),
-                    1,
-                    "rope q, rope k and the store in one dispatch"
+                cpu.attention(&q, &ckv, 1, n, &shape, &mut want).unwrap();
+
+                let xg = upload(&mut b, &x);
+                let mut xb = b.alloc(n * dim).unwrap();
+                let (mut qg, mut kg, mut vg) = (
+                    b.alloc(n * e).unwrap(),
+                    b.alloc(n * kvd).unwrap(),
+                    b.alloc(n * kvd).unwrap(),
                 );
                 let mut out = b.alloc(n * e).unwrap();
-                b.attention(&qg, &gkv, 1, n, pos0, &shape, &mut out);
-                let split = usize::from(n == 1 && pos0 + 1 > 256);
-                let fused = n == 1;
+                step(&mut b, &[], seqs, pos);
+                b.qkv_rope_store(
+                    &xg,
+                    &nwg,
+                    1e-5,
+                    (n, dim),
+                    &mut xb,
+                    [&ws[0], &ws[1], &ws[2]],
+                    [&mut qg, &mut kg, &mut vg],
+                    &mut gkv,
+                    1,
+                    &shape,
+                )
+                .unwrap();
+                // The norm folds into the decode mat-vec (subgroups, one row).
+                let qkv_ops = if n == 1 && subgroups { 2 } else { 3 };
                 assert_eq!(
                     b.pending_ops(),
-                    2 + split - usize::from(fused),
-                    "decode attention takes the RoPE and the store in: {fused}"
+                    qkv_ops,
+                    "norm, q/k/v, and RoPE with the store, of {n} rows"
                 );
-                let what = format!("at {pos0} (hd {hd}, subgroups {subgroups})");
+                b.attention(&qg, &gkv, 1, n, &shape, &mut out).unwrap();
+                let mut distinct = seqs.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                let fused = distinct.len() == n;
+                let n_kv = *pos.iter().max().unwrap() as usize + 1;
+                let split = usize::from(n <= 8 && n_kv > 256);
+                assert_eq!(
+                    b.pending_ops(),
+                    qkv_ops + 1 + split - usize::from(fused),
+                    "attention takes the RoPE and the store in: {fused}"
+                );
+                let what = format!(
+                    "of {n} rows at {:?} (hd {hd}, subgroups {subgroups})",
+                    &pos[..n.min(4)]
+                );
                 assert_close(
                     &format!("attention {what}"),
                     &download(&mut b, &out, n * e),
@@ -656,11 +905,11 @@ fn rope_of_queries_and_keys_joins_the_cache_store() {
                     2e-2,
                 );
                 if fused {
-                    // The cache holds the rotated key and the value: a plain attention of
-                    // the rotated query (nothing to fold) reads them back.
+                    // The cache holds the rotated keys and the values: a plain attention of
+                    // the rotated queries (nothing to fold) reads them back.
                     let qr = upload(&mut b, &q);
                     let mut again = b.alloc(n * e).unwrap();
-                    b.attention(&qr, &gkv, 1, n, pos0, &shape, &mut again);
+                    b.attention(&qr, &gkv, 1, n, &shape, &mut again).unwrap();
                     assert_close(
                         &format!("attention from the cache {what}"),
                         &download(&mut b, &again, n * e),
@@ -668,6 +917,12 @@ fn rope_of_queries_and_keys_joins_the_cache_store() {
                         2e-2,
                     );
                 } else {
+                    assert_close(
+                        &format!("normed rows {what}"),
+                        &download(&mut b, &xb, n * dim),
+                        &normed,
+                        1e-5,
+                    );
                     // Angles up to 300 rad: an H100's sin and cos (Vulkan) differ from the
                     // CPU's by about 1e-4 there.
                     assert_close(
@@ -681,6 +936,12 @@ fn rope_of_queries_and_keys_joins_the_cache_store() {
                         &download(&mut b, &kg, n * kvd),
                         &k,
                         1e-3,
+                    );
+                    assert_close(
+                        &format!("v {what}"),
+                        &download(&mut b, &vg, n * kvd),
+                        &v,
+                        1e-4,
                     );
                 }
             }
@@ -711,7 +972,7 @@ fn missing_adapters_and_oversized_buffers_are_clear_errors() {
         .to_string();
     assert!(msg.contains("exceeds this GPU's limit"), "{msg}");
     let msg = b
-        .alloc_kv(32, 1 << 30, 8, 128)
+        .alloc_kv(32, 1, 1 << 30, 8, 128)
         .err()
         .expect("a KV cache of 2^30 positions")
         .to_string();

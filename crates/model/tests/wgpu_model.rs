@@ -1,14 +1,17 @@
 //! The whole model on the wgpu backend against the CPU backend, on SmolLM2 135M (Q4_1 with Q8_0 /
 //! Q6_K tensors): teacher-forced argmax agreement over a prompt (the batched kernels) and over
-//! single-token steps after it (decode kernels, split-K attention).
+//! single-token steps after it (decode kernels, split-K attention); and two sequences in one call
+//! against each alone.
 #![cfg(feature = "wgpu")]
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustorch_gguf::GgufFile;
-use rustorch_model::{load, Device, Logits};
+use rustorch_model::{load, load_seqs, Batch, Device, Logits};
 use rustorch_tokenizer::Tokenizer;
+
+mod support;
 
 const TEXT: &str = "The history of the printing press begins in the fifteenth century, when \
 Johannes Gutenberg combined movable metal type, oil-based ink and a wooden press adapted from \
@@ -32,6 +35,14 @@ fn model_path() -> PathBuf {
     path
 }
 
+fn gpu_device() -> Device {
+    if cfg!(target_os = "macos") {
+        Device::Metal
+    } else {
+        Device::Vulkan
+    }
+}
+
 fn top2(row: &[f32]) -> (usize, f32) {
     let mut best = (0, f32::NEG_INFINITY);
     let mut second = f32::NEG_INFINITY;
@@ -52,11 +63,7 @@ fn smollm2_agrees_with_the_cpu_backend() {
     let tok = Tokenizer::from_gguf(&file).unwrap();
     let prompt = tok.encode(TEXT, true, false);
     assert!(prompt.len() > 64, "prompt of {} tokens", prompt.len());
-    let gpu_dev = if cfg!(target_os = "macos") {
-        Device::Metal
-    } else {
-        Device::Vulkan
-    };
+    let gpu_dev = gpu_device();
     let mut cpu = load(Arc::clone(&file), Device::Cpu, 256).unwrap();
     let mut gpu = load(Arc::clone(&file), gpu_dev, 256).unwrap();
     let n_vocab = cpu.config().n_vocab;
@@ -102,4 +109,134 @@ fn smollm2_agrees_with_the_cpu_backend() {
         agreed as f64 >= 0.99 * compared as f64,
         "argmax agreement {agreed}/{compared} is below 99%"
     );
+}
+
+const PROMPT_A: &str = "The history of the printing press begins in the fifteenth century, when \
+Johannes Gutenberg combined movable metal type, oil-based ink and a wooden press.";
+const PROMPT_B: &str = "Photosynthesis turns light, water and carbon dioxide into sugar.";
+
+/// Largest difference of two rows of logits.
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn two_sequences_in_one_call_match_each_alone() {
+    let file = Arc::new(GgufFile::open(model_path()).unwrap());
+    let tok = Tokenizer::from_gguf(&file).unwrap();
+    let (a, b) = (
+        tok.encode(PROMPT_A, true, false),
+        tok.encode(PROMPT_B, true, false),
+    );
+    assert!(
+        a.len() > b.len() + 4 && b.len() > 8,
+        "prompts of {} and {}",
+        a.len(),
+        b.len()
+    );
+    let dev = gpu_device();
+    let n_ctx = 128;
+
+    // Each prompt alone on sequence 0 (B overwrites A's positions), then one decode step of its
+    // greedy next token.
+    let mut alone = load_seqs(Arc::clone(&file), dev, n_ctx, 1, &Default::default()).unwrap();
+    let n_vocab = alone.config().n_vocab;
+    let mut run_alone = |p: &[u32]| {
+        let (mut prompt, mut step) = (Vec::new(), Vec::new());
+        alone.eval(p, 0, Logits::All, &mut prompt).unwrap();
+        let next = rustorch_model::runner::argmax(&prompt[(p.len() - 1) * n_vocab..]);
+        alone
+            .eval(&[next], p.len(), Logits::Last, &mut step)
+            .unwrap();
+        (prompt, next, step)
+    };
+    let (a_prompt, next_a, a_step) = run_alone(&a);
+    let (b_prompt, next_b, b_step) = run_alone(&b);
+
+    // Both prompts in one call, rows interleaved A0 B0 A1 B1 ... (then the rest of A), A on
+    // sequence 0 and B on sequence 1, logits of every row.
+    let mut m = load_seqs(Arc::clone(&file), dev, n_ctx, 2, &Default::default()).unwrap();
+    let (mut tokens, mut seqs, mut pos, mut which) = (vec![], vec![], vec![], vec![]);
+    for i in 0..a.len() {
+        for (seq, p) in [(0u32, &a), (1, &b)] {
+            if let Some(&t) = p.get(i) {
+                tokens.push(t);
+                seqs.push(seq);
+                pos.push(i as u32);
+                which.push((seq, i));
+            }
+        }
+    }
+    let rows: Vec<u32> = (0..tokens.len() as u32).collect();
+    let mut out = Vec::new();
+    let batch = Batch {
+        tokens: &tokens,
+        seqs: &seqs,
+        pos: &pos,
+    };
+    m.eval_batch(&batch, &rows, &mut out).unwrap();
+    assert_eq!(out.len(), tokens.len() * n_vocab);
+    // Tolerance 1e-3 (logits of SmolLM2 span about 30): every kernel of a prompt step computes a
+    // row's values in an order that does not depend on the other rows (the matmul's tile of
+    // eight rows sums each row on its own, attention has a workgroup per (head, row) over its
+    // own sequence), so the rows match their sequence alone to the last bit on the adapters met
+    // so far (lavapipe: 0); the margin allows a driver that schedules a tile's sums differently.
+    let mut worst = 0f32;
+    for (r, &(seq, i)) in which.iter().enumerate() {
+        let want = if seq == 0 { &a_prompt } else { &b_prompt };
+        let (got, want) = (
+            &out[r * n_vocab..(r + 1) * n_vocab],
+            &want[i * n_vocab..(i + 1) * n_vocab],
+        );
+        let d = max_diff(got, want);
+        worst = worst.max(d);
+        assert!(
+            d <= 1e-3,
+            "row {r} (sequence {seq}, position {i}): logits differ by {d}"
+        );
+        assert_eq!(
+            rustorch_model::runner::argmax(got),
+            rustorch_model::runner::argmax(want),
+            "row {r} (sequence {seq}, position {i}): argmax"
+        );
+    }
+    eprintln!("two interleaved prompts: largest difference from alone {worst}");
+
+    // One decode step of both sequences in one call (B's row first) against each alone. Alone,
+    // one row goes through the decode mat-vec; two rows through the prompt matmul, which sums a
+    // row in another order: f32 rounding, largest difference 1.3e-5 on lavapipe. Tolerance 5e-3
+    // leaves room for other GPUs' summation orders and fused multiply-adds, and is still far
+    // below what a wrong position or sequence gives (differences of whole units).
+    let batch = Batch {
+        tokens: &[next_b, next_a],
+        seqs: &[1, 0],
+        pos: &[b.len() as u32, a.len() as u32],
+    };
+    m.eval_batch(&batch, &[0, 1], &mut out).unwrap();
+    for (what, got, want) in [
+        ("B", &out[..n_vocab], &b_step[..]),
+        ("A", &out[n_vocab..], &a_step[..]),
+    ] {
+        let d = max_diff(got, want);
+        eprintln!("decode step of {what} beside the other sequence: largest difference {d}");
+        assert!(d <= 5e-3, "decode of {what}: logits differ by {d}");
+        assert_eq!(
+            rustorch_model::runner::argmax(got),
+            rustorch_model::runner::argmax(want),
+            "decode of {what}: argmax"
+        );
+    }
+}
+
+#[test]
+fn two_sequences_shared_check() {
+    // The check every backend runs (tests/support/two_sequences.rs): blocks of one sequence laid
+    // out as alone are the same rows as alone (no row depends on another's: 1e-3 as above);
+    // mixed rows are too; a decode step of two sequences changes the kernels a row goes through
+    // (the mat-vec alone, the prompt matmul beside another row): 5e-3 as above.
+    let file = Arc::new(GgufFile::open(model_path()).unwrap());
+    support::two_sequences::check(file, gpu_device(), 1e-3, 5e-3);
 }

@@ -310,7 +310,6 @@ impl WgpuBackend {
         Ok(())
     }
 
-
     /// The pipeline of a kernel that takes no weight format.
     fn simple(&mut self, key: &str, src: &str, writes: &[bool]) -> Result<usize, ModelError> {
         let sg = self.cx.subgroups;
@@ -351,7 +350,8 @@ impl WgpuBackend {
             )));
         }
         let mut rows = self.step.seqs[..n].iter().zip(&self.step.pos[..n]);
-        if let Some((s, p)) = rows.find(|&(&s, &p)| s as usize >= kv.n_seq || p as usize >= kv.n_ctx)
+        if let Some((s, p)) =
+            rows.find(|&(&s, &p)| s as usize >= kv.n_seq || p as usize >= kv.n_ctx)
         {
             return Err(fail(format!(
                 "{op}: sequence {s} at position {p} is outside the cache of {} sequences of {}",
@@ -388,7 +388,11 @@ impl WgpuBackend {
     /// Records the RoPE of `r` (queries, and keys if any), storing keys and values into the cache
     /// when `r.store` names them; returns the op's serial number.
     fn record_rope(&mut self, r: &RopeOp) -> Result<u64, ModelError> {
-        let pipe = self.simple("rope_kv", shaders::ROPE_KV, &[true, true, false, true, true, false])?;
+        let pipe = self.simple(
+            "rope_kv",
+            shaders::ROPE_KV,
+            &[true, true, false, true, true, false],
+        )?;
         let s = &r.shape;
         let theta_scale = s.rope_freq_base.powf(-2.0 / s.n_rot as f32);
         let n_ctx = r.store.map_or(0, |st| st.3);
@@ -544,7 +548,8 @@ impl Backend for WgpuBackend {
             .flat_map(|t| [batch.tokens[t], batch.seqs[t], batch.pos[t], 0])
             .collect();
         if !words.is_empty() {
-            self.cx.write(&self.rows.buf, 0, bytemuck::cast_slice(&words));
+            self.cx
+                .write(&self.rows.buf, 0, bytemuck::cast_slice(&words));
         }
         Ok(Step::Record)
     }
@@ -670,7 +675,11 @@ impl Backend for WgpuBackend {
         self.check_rows("kv_store", kv, n)?;
         Self::fits(
             "kv_store",
-            &[(n * kv.kv_dim, k.len), (n * kv.kv_dim, v.len), (layer + 1, kv.k.len())],
+            &[
+                (n * kv.kv_dim, k.len),
+                (n * kv.kv_dim, v.len),
+                (layer + 1, kv.k.len()),
+            ],
         )?;
         let p = self.simple(
             "kv_store",

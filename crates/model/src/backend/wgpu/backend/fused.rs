@@ -154,9 +154,9 @@ impl WgpuBackend {
             0 => fold.res.is_none(),
             1 => {
                 ws.len() == 1
-                    && fold.res.is_some_and(|r| {
-                        n * w0.rows <= r.len && r.id != x.id && r.id != outs[0].id
-                    })
+                    && fold
+                        .res
+                        .is_some_and(|r| n * w0.rows <= r.len && r.id != x.id && r.id != outs[0].id)
             }
             _ => ws.len() == 2 && ws[1].rows == w0.rows && fold.res.is_none(),
         } && fold.norm.is_none_or(|(nx, nw, _)| {
@@ -438,7 +438,10 @@ impl WgpuBackend {
         // become many; a prompt already has a workgroup per (head, row). Up to SPLIT_FROM keys,
         // one workgroup per (head, row) walks them all and no combining pass is needed. Rows with
         // fewer keys than the longest find their last splits empty.
-        let n_kv = self.step.pos[..n].iter().max().map_or(1, |&p| p as usize + 1);
+        let n_kv = self.step.pos[..n]
+            .iter()
+            .max()
+            .map_or(1, |&p| p as usize + 1);
         let n_split = if n <= SPLIT_ROWS && n_kv > SPLIT_FROM {
             n_kv.div_ceil(64).min(MAX_SPLIT)
         } else {
