@@ -5,18 +5,31 @@ use rustorch_gguf::{GgufError, GgufFile};
 use crate::ModelError;
 
 /// Architectures whose forward pass rustorch implements.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "gemma3", "phi3"];
 
-/// The architecture families rustorch knows.
+/// The architecture families rustorch knows (`general.architecture`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
+    /// Llama 2/3, TinyLlama, SmolLM2, Mistral.
     Llama,
+    /// Qwen2, Qwen2.5, DeepSeek-R1-Distill-Qwen: biases on q, k and v.
+    Qwen2,
+    /// Qwen3: per-head RMSNorm of q and k.
+    Qwen3,
+    /// Gemma 3: scaled embedding, per-head q/k norms, post-norms, GELU, sliding-window layers.
+    Gemma3,
+    /// Phi-3: fused q/k/v and gate/up weights.
+    Phi3,
 }
 
 impl Arch {
     pub fn from_name(name: &str) -> Result<Arch, ModelError> {
         match name {
             "llama" => Ok(Arch::Llama),
+            "qwen2" => Ok(Arch::Qwen2),
+            "qwen3" => Ok(Arch::Qwen3),
+            "gemma3" => Ok(Arch::Gemma3),
+            "phi3" => Ok(Arch::Phi3),
             other => Err(ModelError::UnsupportedArchitecture {
                 arch: other.to_string(),
                 supported: SUPPORTED_ARCHITECTURES.join(", "),
@@ -27,8 +40,29 @@ impl Arch {
     pub fn name(self) -> &'static str {
         match self {
             Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+            Arch::Gemma3 => "gemma3",
+            Arch::Phi3 => "phi3",
         }
     }
+
+    /// How the architecture pairs the rotated dimensions of a head.
+    pub fn rope_style(self) -> RopeStyle {
+        match self {
+            Arch::Llama => RopeStyle::Adjacent,
+            Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma3 | Arch::Phi3 => RopeStyle::Neox,
+        }
+    }
+}
+
+/// RoPE's pairing of a head's dimensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Dimensions `2i` and `2i + 1` (llama; GGUF's converter permutes q and k rows for it).
+    Adjacent,
+    /// Dimensions `i` and `i + n_rot / 2` (GPT-NeoX; Qwen, Gemma, Phi).
+    Neox,
 }
 
 /// Hyper-parameters of a Llama-family decoder.
@@ -45,12 +79,20 @@ pub struct Config {
     pub n_head: usize,
     /// `{arch}.attention.head_count_kv` (defaults to `n_head`, as llama.cpp does).
     pub n_head_kv: usize,
-    /// Width of one head: `n_embd / n_head`.
+    /// Width of one head: `{arch}.attention.key_length`, else `n_embd / n_head`.
     pub head_dim: usize,
     /// `{arch}.rope.dimension_count` (defaults to `head_dim`): leading dims of a head that rotate.
     pub n_rot: usize,
     /// `{arch}.rope.freq_base` (default 10000).
     pub rope_freq_base: f32,
+    /// RoPE base of the sliding-window layers (Gemma 3: 10000; else `rope_freq_base`).
+    pub rope_freq_base_swa: f32,
+    /// `{arch}.attention.sliding_window`: positions a sliding-window layer's query sees (itself
+    /// included); 0: every layer attends to the whole context.
+    pub sliding_window: usize,
+    /// Scale of the attention scores: `1 / sqrt(head_dim)` (Gemma 3 27B: `1 / sqrt(n_embd /
+    /// n_head)`).
+    pub attn_scale: f32,
     /// `{arch}.attention.layer_norm_rms_epsilon`
     pub rms_eps: f32,
     /// `{arch}.context_length`: the context the model was trained for.
@@ -76,6 +118,9 @@ impl Config {
             Some(v) => v as usize,
             None => n_head,
         };
+        let key_length = file.opt_u32(&key("attention.key_length"))?;
+        let value_length = file.opt_u32(&key("attention.value_length"))?;
+        let sliding_window = file.opt_u32(&key("attention.sliding_window"))?.unwrap_or(0) as usize;
         let n_ctx_train = get("context_length")?;
         let rms_eps = file.get_f32(&key("attention.layer_norm_rms_epsilon"))?;
         let rope_freq_base = file.opt_f32(&key("rope.freq_base"))?.unwrap_or(10000.0);
@@ -87,9 +132,14 @@ impl Config {
                  feed_forward_length={n_ff}, head_count={n_head}, head_count_kv={n_head_kv})"
             )));
         }
-        if n_embd % n_head != 0 {
+        if key_length.is_none() && n_embd % n_head != 0 {
             return Err(invalid(format!(
                 "embedding_length {n_embd} is not a multiple of head_count {n_head}"
+            )));
+        }
+        if value_length.is_some() && value_length != key_length {
+            return Err(invalid(format!(
+                "attention.value_length {value_length:?} differs from key_length {key_length:?}"
             )));
         }
         if n_head % n_head_kv != 0 {
@@ -97,7 +147,10 @@ impl Config {
                 "head_count {n_head} is not a multiple of head_count_kv {n_head_kv}"
             )));
         }
-        let head_dim = n_embd / n_head;
+        let head_dim = key_length.map_or(n_embd / n_head, |k| k as usize);
+        if head_dim == 0 || head_dim % 2 != 0 || head_dim > 1 << 12 {
+            return Err(invalid(format!("head size {head_dim} (even, up to 4096)")));
+        }
         let n_rot = match file.opt_u32(&key("rope.dimension_count"))? {
             Some(v) => v as usize,
             None => head_dim,
@@ -140,9 +193,15 @@ impl Config {
                 "block_count is {n_layer}, but the file has tensors for {n_blocks} blocks"
             )));
         }
+        // Phi-3 keeps q/k/v in one tensor and gate/up in `ffn_up`.
+        let (k_name, k_rows) = match arch {
+            Arch::Phi3 => ("blk.0.attn_qkv.weight", (n_head + 2 * n_head_kv) * head_dim),
+            _ => ("blk.0.attn_k.weight", n_head_kv * head_dim),
+        };
+        let up_rows = if arch == Arch::Phi3 { 2 * n_ff } else { n_ff };
         for (name, expected) in [
-            ("blk.0.attn_k.weight", [n_embd, n_head_kv * head_dim]),
-            ("blk.0.ffn_up.weight", [n_embd, n_ff]),
+            (k_name, [n_embd, k_rows]),
+            ("blk.0.ffn_up.weight", [n_embd, up_rows]),
         ] {
             let t = file
                 .tensor(name)
@@ -158,8 +217,22 @@ impl Config {
                 });
             }
         }
+        let attn_scale = if arch == Arch::Gemma3 && n_layer == 62 {
+            // Gemma 3 27B scales queries by the model width per head, not the head size.
+            1.0 / ((n_embd / n_head) as f32).sqrt()
+        } else {
+            1.0 / (head_dim as f32).sqrt()
+        };
+        let rope_freq_base_swa = if arch == Arch::Gemma3 {
+            10000.0
+        } else {
+            rope_freq_base
+        };
         Ok(Config {
             arch,
+            rope_freq_base_swa,
+            sliding_window,
+            attn_scale,
             n_layer,
             n_embd,
             n_ff,
@@ -172,6 +245,17 @@ impl Config {
             n_ctx_train,
             n_vocab,
         })
+    }
+
+    /// Width of the queries of all heads: `n_head * head_dim` (not always `n_embd`).
+    pub fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+
+    /// Whether layer `il` attends through a sliding window: Gemma 3's five of every six layers
+    /// (the sixth is global), when the file gives a window.
+    pub fn is_swa_layer(&self, il: usize) -> bool {
+        self.sliding_window > 0 && self.arch == Arch::Gemma3 && il % 6 < 5
     }
 
     /// Width of the keys (and values) of all KV heads: `n_head_kv * head_dim`.
