@@ -16,7 +16,8 @@ pub mod host_memory;
 pub mod options;
 pub mod runner;
 
-pub use arch::llama::{self, LlamaModel, RunState};
+pub use arch::llama::{self, LlamaModel};
+pub use arch::{Architecture, RunState};
 #[cfg(feature = "cuda")]
 pub use backend::cuda;
 #[cfg(feature = "wgpu")]

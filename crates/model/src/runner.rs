@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use rustorch_gguf::GgufFile;
 
-use crate::arch::llama::{LlamaModel, RunState};
+use crate::arch::llama::LlamaModel;
+use crate::arch::{self, Architecture, RunState};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::{Backend, Batch, Device, Step};
 use crate::config::{Arch, Config};
@@ -82,10 +83,11 @@ pub fn argmax(v: &[f32]) -> u32 {
     best as u32
 }
 
-/// A model on backend `B`, with its run state and KV cache; every backend runs through it.
-pub(crate) struct Runner<B: Backend> {
+/// A model of architecture `A` on backend `B`, with its run state and KV cache; every backend
+/// runs through it.
+pub(crate) struct Runner<B: Backend, A: Architecture<B>> {
     pub(crate) backend: B,
-    pub(crate) model: LlamaModel<B>,
+    pub(crate) model: A,
     pub(crate) state: RunState<B>,
     pub(crate) kv: B::Kv,
     pub(crate) n_ctx: usize,
@@ -96,7 +98,7 @@ pub(crate) struct Runner<B: Backend> {
     scratch: [Vec<u32>; 4],
 }
 
-impl<B: Backend> Runner<B> {
+impl<B: Backend, A: Architecture<B>> Runner<B, A> {
     /// Loads the model onto `backend` with a cache of `n_seq` sequences of `n_ctx` positions.
     pub(crate) fn new(
         mut backend: B,
@@ -104,10 +106,10 @@ impl<B: Backend> Runner<B> {
         config: Config,
         n_ctx: usize,
         n_seq: usize,
-    ) -> Result<Runner<B>, ModelError> {
-        let model = LlamaModel::load(&mut backend, file, config)?;
-        let state = model.new_state(&mut backend)?;
-        let kv = model.new_kv(&mut backend, n_seq, n_ctx)?;
+    ) -> Result<Runner<B, A>, ModelError> {
+        let model = A::load(&mut backend, file, config)?;
+        let state = RunState::new(&mut backend, model.config())?;
+        let kv = arch::new_kv(&mut backend, model.config(), n_seq, n_ctx)?;
         Ok(Runner {
             backend,
             model,
@@ -122,7 +124,7 @@ impl<B: Backend> Runner<B> {
 
     /// Checks a batch: not empty, tokens in the vocabulary, sequences and positions in the cache.
     fn check(&self, batch: &Batch, logits: &[u32]) -> Result<(), ModelError> {
-        crate::check_tokens(batch.tokens, self.model.config.n_vocab)?;
+        crate::check_tokens(batch.tokens, self.model.config().n_vocab)?;
         let n = batch.len();
         if batch.seqs.len() != n || batch.pos.len() != n {
             return Err(ModelError::BadBatch(format!(
@@ -174,14 +176,14 @@ impl<B: Backend> Runner<B> {
     }
 }
 
-impl<B: Backend + Send> Model for Runner<B>
+impl<B: Backend + Send, A: Architecture<B> + Send> Model for Runner<B, A>
 where
     B::Buf: Send,
     B::Weight: Send,
     B::Kv: Send,
 {
     fn config(&self) -> &Config {
-        &self.model.config
+        self.model.config()
     }
 
     fn device(&self) -> Device {
@@ -203,7 +205,7 @@ where
         out: &mut Vec<f32>,
     ) -> Result<(), ModelError> {
         self.check(batch, logits)?;
-        let n_vocab = self.model.config.n_vocab;
+        let n_vocab = self.model.config().n_vocab;
         out.resize(logits.len() * n_vocab, 0.0);
         let step = self.backend.max_rows().clamp(1, crate::N_UBATCH);
         let mut done = 0; // logit rows delivered
@@ -222,8 +224,7 @@ where
             let r = self.step(&part, &head).and_then(|()| {
                 for i in 0..head.len() {
                     let row = &mut out[(done + i) * n_vocab..(done + i + 1) * n_vocab];
-                    self.model
-                        .read_logits(&mut self.backend, &self.state, i, row)?;
+                    self.state.read_logits(&mut self.backend, i, row)?;
                 }
                 Ok(())
             });
@@ -288,7 +289,7 @@ where
         };
         self.check(&batch, &[0])?;
         self.step(&batch, &[0])?;
-        self.model.argmax_logits(&mut self.backend, &self.state, 0)
+        self.state.argmax_logits(&mut self.backend, 0)
     }
 }
 
@@ -338,21 +339,21 @@ pub fn load_seqs(
         )));
     }
     match (device, config.arch) {
-        (Device::Cpu, Arch::Llama) => {
+        (Device::Cpu, _) => {
             crate::host_memory::check(
                 crate::backend::cpu::kv_bytes(config.n_layer, n_seq * n_ctx, config.kv_dim()),
                 || format!("the KV cache for {n_seq} x {n_ctx} tokens"),
             )?;
             let backend = CpuBackend::with_options(rayon::current_num_threads(), &opts.cpu);
-            Ok(Box::new(Runner::new(backend, &file, config, n_ctx, n_seq)?))
+            boxed(backend, &file, config, n_ctx, n_seq)
         }
         #[cfg(feature = "cuda")]
-        (Device::Cuda, Arch::Llama) => {
+        (Device::Cuda, _) => {
             let backend = crate::backend::cuda::CudaBackend::new(&opts.cuda)?;
-            Ok(Box::new(Runner::new(backend, &file, config, n_ctx, n_seq)?))
+            boxed(backend, &file, config, n_ctx, n_seq)
         }
         #[cfg(feature = "wgpu")]
-        (Device::Metal | Device::Vulkan, Arch::Llama) => {
+        (Device::Metal | Device::Vulkan, _) => {
             crate::backend::wgpu::load(file, config, n_ctx, n_seq, &opts.wgpu)
         }
         (Device::Gpu, _) => load_seqs(file, pick_gpu()?, n_ctx, n_seq, opts),
@@ -362,6 +363,31 @@ pub fn load_seqs(
             "the {} backend is not available in this build",
             other.name()
         ))),
+    }
+}
+
+/// The model of `config`'s architecture on `backend`, behind [`Model`].
+pub(crate) fn boxed<B>(
+    backend: B,
+    file: &Arc<GgufFile>,
+    config: Config,
+    n_ctx: usize,
+    n_seq: usize,
+) -> Result<Box<dyn Model>, ModelError>
+where
+    B: Backend + Send + 'static,
+    B::Buf: Send,
+    B::Weight: Send,
+    B::Kv: Send,
+{
+    match config.arch {
+        Arch::Llama => Ok(Box::new(Runner::<B, LlamaModel<B>>::new(
+            backend, file, config, n_ctx, n_seq,
+        )?)),
+        other => Err(ModelError::UnsupportedArchitecture {
+            arch: other.name().to_string(),
+            supported: "llama".to_string(),
+        }),
     }
 }
 

@@ -438,6 +438,10 @@ impl Backend for CudaBackend {
     }
 
     fn alloc(&mut self, len: usize) -> Result<CudaBuf, ModelError> {
+        // A buffer allocated now may replace one a recorded graph writes (the logits grow to
+        // the largest step): record again.
+        self.graphs.clear();
+        self.warm = [false; 2];
         self.next_id += 1;
         Ok(CudaBuf {
             buf: self.gpu.alloc(len * 4, "activations")?,

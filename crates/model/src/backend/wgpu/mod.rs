@@ -45,7 +45,7 @@ use std::sync::Arc;
 use rustorch_gguf::GgufFile;
 
 use crate::config::Config;
-use crate::runner::{Model, Runner};
+use crate::runner::Model;
 use crate::ModelError;
 
 pub use backend::{WgpuBackend, WgpuBuf, WgpuKv, WgpuWeight};
@@ -72,5 +72,5 @@ pub fn load(
         backend.adapter(),
         if backend.subgroups() { "on" } else { "off" }
     );
-    Ok(Box::new(Runner::new(backend, &file, config, n_ctx, n_seq)?))
+    crate::runner::boxed(backend, &file, config, n_ctx, n_seq)
 }
