@@ -237,13 +237,7 @@ fn fused_gate_up_silu() {
 fn qkv_with_rope_matches_separate_kernels() {
     let Some(gpu) = gpu() else { return };
     let mut rng = Rng::seed();
-    let shape = AttnShape {
-        n_head: 8,
-        n_head_kv: 2,
-        head_dim: 64,
-        n_rot: 64,
-        rope_freq_base: 10000.0,
-    };
+    let shape = AttnShape::llama(8, 2, 64, 64, 10000.0);
     let cols = 512;
     let (e, kvd) = (8 * 64, 2 * 64);
     for ty in [GgmlType::Q4_K, GgmlType::Q8_0] {
@@ -295,8 +289,9 @@ fn qkv_with_rope_matches_separate_kernels() {
         let (v_ref, v_bound) = product(&wv, kvd);
         let mut cpu = CpuBackend::new(1);
         cpu_rows(&mut cpu, pos, 1);
-        cpu.rope(&mut q_ref, 1, shape.n_head, &shape).unwrap();
-        cpu.rope(&mut k_ref, 1, shape.n_head_kv, &shape).unwrap();
+        cpu.rope(&mut q_ref, 1, shape.n_head, &shape, None).unwrap();
+        cpu.rope(&mut k_ref, 1, shape.n_head_kv, &shape, None)
+            .unwrap();
         let n_ctx = pos + 3;
         let hd = shape.head_dim;
         // RoPE mixes two values of a head: the bound of a rotated value is the sum of its head's
@@ -382,13 +377,7 @@ fn decode_attention_matches_cpu() {
         (6, 2, 96, 10000.0),     // 96-wide heads
     ];
     for &(n_head, n_head_kv, hd, base) in &shapes {
-        let shape = AttnShape {
-            n_head,
-            n_head_kv,
-            head_dim: hd,
-            n_rot: hd,
-            rope_freq_base: base,
-        };
+        let shape = AttnShape::llama(n_head, n_head_kv, hd, hd, base);
         for &(n, n_split) in &[
             (1usize, 4usize),
             (7, 1),
@@ -408,8 +397,8 @@ fn decode_attention_matches_cpu() {
             let mut kv = cpu.alloc_kv(1, 1, n_ctx, n_head_kv, hd).unwrap();
             let (mut qc, mut kc) = (q.clone(), k.clone());
             cpu_rows(&mut cpu, 0, n);
-            cpu.rope(&mut qc, n, n_head, &shape).unwrap();
-            cpu.rope(&mut kc, n, n_head_kv, &shape).unwrap();
+            cpu.rope(&mut qc, n, n_head, &shape, None).unwrap();
+            cpu.rope(&mut kc, n, n_head_kv, &shape, None).unwrap();
             cpu.kv_store(&mut kv, 0, &kc, &v, n).unwrap();
             let mut out = vec![0f32; n * e];
             cpu.attention(&qc, &kv, 0, n, &shape, &mut out).unwrap();
@@ -440,13 +429,7 @@ fn prompt_attention_matches_cpu() {
         (6, 2, 96, 10000.0),     // 96-wide heads
     ];
     for &(n_head, n_head_kv, hd, base) in &shapes {
-        let shape = AttnShape {
-            n_head,
-            n_head_kv,
-            head_dim: hd,
-            n_rot: hd,
-            rope_freq_base: base,
-        };
+        let shape = AttnShape::llama(n_head, n_head_kv, hd, hd, base);
         // (earlier tokens, new tokens): single rows, partial and whole query tiles of 64, a full
         // batch of 512, and prompts continuing after earlier tokens (tile edges off the grid).
         for &(n_past, n) in &[
@@ -477,8 +460,8 @@ fn prompt_attention_matches_cpu() {
             let mut kv = cpu.alloc_kv(1, 1, n_ctx, n_head_kv, hd).unwrap();
             let (mut qc, mut kc) = (q.clone(), k.clone());
             cpu_rows(&mut cpu, 0, total);
-            cpu.rope(&mut qc, total, n_head, &shape).unwrap();
-            cpu.rope(&mut kc, total, n_head_kv, &shape).unwrap();
+            cpu.rope(&mut qc, total, n_head, &shape, None).unwrap();
+            cpu.rope(&mut kc, total, n_head_kv, &shape, None).unwrap();
             cpu.kv_store(&mut kv, 0, &kc, &v, total).unwrap();
             // The new tokens' queries at positions n_past.. over the cache of all of them.
             cpu_rows(&mut cpu, n_past, n);

@@ -243,23 +243,17 @@ fn elementwise_ops_match_the_cpu_backend() {
         // RoPE, partial rotation (n_rot < head_dim), each row at its own position: rows of two
         // sequences, interleaved, at positions far apart.
         let x = rng.vec(n * dim);
-        let shape = AttnShape {
-            n_head: 9,
-            n_head_kv: 3,
-            head_dim: 64,
-            n_rot: 48,
-            rope_freq_base: 10000.0,
-        };
+        let shape = AttnShape::llama(9, 3, 64, 48, 10000.0);
         let (seqs, pos) = ([0, 1, 0, 1, 1], [123, 5, 124, 6, 7]);
         step(&mut cpu, &[], &seqs, &pos);
         step(&mut b, &[], &seqs, &pos);
         let mut want = x.clone();
-        cpu.rope(&mut want, n, 9, &shape).unwrap();
+        cpu.rope(&mut want, n, 9, &shape, None).unwrap();
         let mut xg = upload(&mut b, &x);
-        b.rope(&mut xg, n, 9, &shape).unwrap();
+        b.rope(&mut xg, n, 9, &shape, None).unwrap();
         assert_close("rope", &download(&mut b, &xg, n * dim), &want, 1e-4);
         assert!(
-            b.rope(&mut xg, n + 1, 9, &shape).is_err(),
+            b.rope(&mut xg, n + 1, 9, &shape, None).is_err(),
             "RoPE of more rows than the step has"
         );
 
@@ -329,13 +323,7 @@ fn attention_matches_the_cpu_backend() {
     // sequence 0, interleaved; then both sequences' rows mixed (two runs interleaved); a decode
     // step of both (split-K over the longer cache, the shorter one's last splits empty); and one
     // of sequence 1 alone. kv_store writes each row into its sequence at its position.
-    let shape = AttnShape {
-        n_head: 8,
-        n_head_kv: 2,
-        head_dim: 64,
-        n_rot: 64,
-        rope_freq_base: 10000.0,
-    };
+    let shape = AttnShape::llama(8, 2, 64, 64, 10000.0);
     let (e, kvd, n_ctx) = (8 * 64, 2 * 64, 512);
     let steps = [
         interleave(&[(1, 0, 300), (0, 0, 20)]),
@@ -807,13 +795,7 @@ fn qkv_rope_store_and_attention_match_the_cpu_backend() {
         let mut b = gpu(subgroups);
         for (n_head, n_head_kv, hd, n_rot, base, steps) in &cases {
             let (n_head, n_head_kv, hd) = (*n_head, *n_head_kv, *hd);
-            let shape = AttnShape {
-                n_head,
-                n_head_kv,
-                head_dim: hd,
-                n_rot: *n_rot,
-                rope_freq_base: *base,
-            };
+            let shape = AttnShape::llama(n_head, n_head_kv, hd, *n_rot, *base);
             let (e, kvd) = (n_head * hd, n_head_kv * hd);
             let mut cpu = CpuBackend::new(2);
             let mut rng = Rng(11);
@@ -847,8 +829,8 @@ fn qkv_rope_store_and_attention_match_the_cpu_backend() {
                 let mut q = reference_matmul(&wq, &normed, e, dim, n);
                 let mut k = reference_matmul(&wk, &normed, kvd, dim, n);
                 let v = reference_matmul(&wv, &normed, kvd, dim, n);
-                cpu.rope(&mut q, n, n_head, &shape).unwrap();
-                cpu.rope(&mut k, n, n_head_kv, &shape).unwrap();
+                cpu.rope(&mut q, n, n_head, &shape, None).unwrap();
+                cpu.rope(&mut k, n, n_head_kv, &shape, None).unwrap();
                 cpu.kv_store(&mut ckv, 1, &k, &v, n).unwrap();
                 let mut want = vec![0.0; n * e];
                 cpu.attention(&q, &ckv, 1, n, &shape, &mut want).unwrap();
@@ -873,6 +855,7 @@ fn qkv_rope_store_and_attention_match_the_cpu_backend() {
                     &mut gkv,
                     1,
                     &shape,
+                    None,
                 )
                 .unwrap();
                 // The norm folds into the decode mat-vec (subgroups, one row).

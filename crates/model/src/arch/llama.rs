@@ -1,5 +1,6 @@
-//! The Llama forward pass (Llama 2/3, TinyLlama, SmolLM2): RMSNorm, GQA attention with RoPE in
-//! GGUF's adjacent-pair layout, SwiGLU FFN, tied or separate output head.
+//! The Llama forward pass (Llama 2/3, TinyLlama, SmolLM2, Mistral): RMSNorm, GQA attention with
+//! RoPE in GGUF's adjacent-pair layout (with Llama 3.1's per-pair frequency factors,
+//! `rope_freqs.weight`, when the file has them), SwiGLU FFN, tied or separate output head.
 //!
 //! Read top to bottom like llama2.c's `forward`: [`Weights`] live as long as the model, [`RunState`]
 //! is sized once for the largest batch and reused, and the KV cache is owned by the backend. Every
@@ -19,10 +20,10 @@ use crate::ModelError;
 
 struct Layer<W> {
     attn_norm: W, // (n_embd)
-    wq: W,        // (n_embd -> n_embd)
+    wq: W,        // (n_embd -> q_dim)
     wk: W,        // (n_embd -> kv_dim)
     wv: W,        // (n_embd -> kv_dim)
-    wo: W,        // (n_embd -> n_embd)
+    wo: W,        // (q_dim -> n_embd)
     ffn_norm: W,  // (n_embd)
     w_gate: W,    // (n_embd -> n_ff)
     w_up: W,      // (n_embd -> n_ff)
@@ -32,23 +33,32 @@ struct Layer<W> {
 pub struct LlamaModel<B: Backend> {
     pub config: Config,
     head: Head<B::Weight>,
+    /// `rope_freqs.weight` (n_rot / 2): divides each pair's RoPE angle.
+    rope_freqs: Option<B::Weight>,
     layers: Vec<Layer<B::Weight>>,
 }
 
 impl<B: Backend> Architecture<B> for LlamaModel<B> {
     fn load(backend: &mut B, file: &Arc<GgufFile>, config: Config) -> Result<Self, ModelError> {
         let c = &config;
-        let (e, kv, ff) = (c.n_embd, c.kv_dim(), c.n_ff);
+        let (e, qd, kv, ff) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff);
         let head = Head::load(backend, file, c)?;
+        let rope_freqs = match file.tensor("rope_freqs.weight") {
+            Some(_) => {
+                check_shape(file, "rope_freqs.weight", &[c.n_rot / 2])?;
+                Some(backend.upload(file, "rope_freqs.weight")?)
+            }
+            None => None,
+        };
         let mut layers = Vec::with_capacity(c.n_layer);
         for i in 0..c.n_layer {
             let name = |t: &str| format!("blk.{i}.{t}.weight");
             let shapes: [(&str, &[usize]); 9] = [
                 ("attn_norm", &[e]),
-                ("attn_q", &[e, e]),
+                ("attn_q", &[e, qd]),
                 ("attn_k", &[e, kv]),
                 ("attn_v", &[e, kv]),
-                ("attn_output", &[e, e]),
+                ("attn_output", &[qd, e]),
                 ("ffn_norm", &[e]),
                 ("ffn_gate", &[e, ff]),
                 ("ffn_up", &[e, ff]),
@@ -73,6 +83,7 @@ impl<B: Backend> Architecture<B> for LlamaModel<B> {
         Ok(LlamaModel {
             config,
             head,
+            rope_freqs,
             layers,
         })
     }
@@ -115,13 +126,14 @@ impl<B: Backend> Architecture<B> for LlamaModel<B> {
                 kv,
                 il,
                 &shape,
+                self.rope_freqs.as_ref(),
             )?;
             dbg.show(b, "attn_norm", &s.xb, n, e)?;
-            dbg.show(b, "q", &s.q, n, e)?;
+            dbg.show(b, "q", &s.q, n, c.q_dim())?;
             dbg.show(b, "k", &s.k, n, kvd)?;
             dbg.show(b, "v", &s.v, n, kvd)?;
             b.attention(&s.q, kv, il, n, &shape, &mut s.att)?;
-            dbg.show(b, "kqv_out", &s.att, n, e)?;
+            dbg.show(b, "kqv_out", &s.att, n, c.q_dim())?;
             b.matmul_add(&l.wo, &s.att, (n, e), &mut s.x, &mut s.proj)?;
             dbg.show(b, "ffn_inp", &s.x, n, e)?;
             // feed-forward
@@ -146,11 +158,5 @@ impl<B: Backend> Architecture<B> for LlamaModel<B> {
 }
 
 fn attn_shape(c: &Config) -> AttnShape {
-    AttnShape {
-        n_head: c.n_head,
-        n_head_kv: c.n_head_kv,
-        head_dim: c.head_dim,
-        n_rot: c.n_rot,
-        rope_freq_base: c.rope_freq_base,
-    }
+    AttnShape::llama(c.n_head, c.n_head_kv, c.head_dim, c.n_rot, c.rope_freq_base)
 }

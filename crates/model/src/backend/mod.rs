@@ -22,10 +22,12 @@ pub mod cuda;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use rustorch_gguf::GgufFile;
 
+pub use crate::config::RopeStyle;
 use crate::ModelError;
 
 /// Where a model runs. Every variant exists in every build; asking for one that was not compiled in
@@ -104,7 +106,7 @@ impl Device {
 /// Rows a forward call takes at most; longer prompts are split.
 pub const N_UBATCH: usize = 512;
 
-/// Shape facts of the attention op, fixed per model.
+/// Shape facts of a layer's attention and RoPE.
 #[derive(Debug, Clone, Copy)]
 pub struct AttnShape {
     pub n_head: usize,
@@ -113,6 +115,44 @@ pub struct AttnShape {
     /// Rotated dimensions of each head (RoPE), from the start of the head.
     pub n_rot: usize,
     pub rope_freq_base: f32,
+    /// Which dimensions RoPE pairs.
+    pub rope: RopeStyle,
+    /// Scale of the scores `q · k` (usually `1 / sqrt(head_dim)`).
+    pub scale: f32,
+    /// Positions a query sees, itself included (sliding-window attention); 0: all before it.
+    pub window: usize,
+}
+
+impl AttnShape {
+    /// A Llama layer's attention: adjacent-pair RoPE, scores scaled by `1 / sqrt(head_dim)`, no
+    /// window.
+    pub fn llama(
+        n_head: usize,
+        n_head_kv: usize,
+        head_dim: usize,
+        n_rot: usize,
+        rope_freq_base: f32,
+    ) -> AttnShape {
+        AttnShape {
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_rot,
+            rope_freq_base,
+            rope: RopeStyle::Adjacent,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            window: 0,
+        }
+    }
+
+    /// The first cache position a query at `pos` sees.
+    pub fn first_seen(&self, pos: usize) -> usize {
+        if self.window == 0 {
+            0
+        } else {
+            (pos + 1).saturating_sub(self.window)
+        }
+    }
 }
 
 /// The rows of one forward call: row `t` is token `tokens[t]` of sequence `seqs[t]` at position
@@ -185,6 +225,14 @@ pub trait Backend {
 
     /// Uploads tensor `name` of `file` (or, on the CPU, maps it in place).
     fn upload(&mut self, file: &Arc<GgufFile>, name: &str) -> Result<Self::Weight, ModelError>;
+    /// Uploads rows `rows` of matrix `name` as a matrix of their own (a fused tensor's parts:
+    /// Phi-3's q/k/v and gate/up).
+    fn upload_rows(
+        &mut self,
+        file: &Arc<GgufFile>,
+        name: &str,
+        rows: Range<usize>,
+    ) -> Result<Self::Weight, ModelError>;
     /// An activation buffer of `len` f32 values.
     fn alloc(&mut self, len: usize) -> Result<Self::Buf, ModelError>;
     /// A KV cache of `n_seq` sequences side by side, each `n_ctx` positions of `n_layer` layers of
@@ -252,13 +300,16 @@ pub trait Backend {
         }
         Ok(())
     }
-    /// Rotates `n_heads` heads of each of `n` rows in place, each row at its own position.
+    /// Rotates `n_heads` heads of each of `n` rows in place, each row at its own position, with
+    /// `shape`'s pairing and base; `factors` (`n_rot / 2` values, Llama 3's `rope_freqs`) divide
+    /// each pair's angle.
     fn rope(
         &mut self,
         x: &mut Self::Buf,
         n: usize,
         n_heads: usize,
         shape: &AttnShape,
+        factors: Option<&Self::Weight>,
     ) -> Result<(), ModelError>;
     /// Writes the keys and values of `n` rows into layer `layer` of each row's sequence, at the
     /// row's position.
@@ -271,7 +322,8 @@ pub trait Backend {
         n: usize,
     ) -> Result<(), ModelError>;
     /// Causal grouped-query attention of `n` query rows, each over its own sequence's cache up to
-    /// and including its position.
+    /// and including its position (from [`AttnShape::first_seen`]), scores scaled by
+    /// `shape.scale`.
     fn attention(
         &mut self,
         q: &Self::Buf,
@@ -288,8 +340,21 @@ pub trait Backend {
         up: &Self::Buf,
         len: usize,
     ) -> Result<(), ModelError>;
+    /// `gate = gelu(gate) * up` over `len` values (GELU's tanh form, as ggml computes it).
+    fn geglu(&mut self, gate: &mut Self::Buf, up: &Self::Buf, len: usize)
+        -> Result<(), ModelError>;
     /// `x += y` over `len` values.
     fn add(&mut self, x: &mut Self::Buf, y: &Self::Buf, len: usize) -> Result<(), ModelError>;
+    /// `x[t] += bias` for `n` rows of width `dim`.
+    fn add_bias(
+        &mut self,
+        x: &mut Self::Buf,
+        bias: &Self::Weight,
+        n: usize,
+        dim: usize,
+    ) -> Result<(), ModelError>;
+    /// `x *= s` over `len` values.
+    fn scale(&mut self, x: &mut Self::Buf, s: f32, len: usize) -> Result<(), ModelError>;
     /// Copies `len` values of `x` from offset `src` to offset `dst` (ranges may not overlap).
     fn copy_within(
         &mut self,
@@ -327,8 +392,8 @@ pub trait Backend {
     }
 
     /// The attention block's input: norm → q/k/v projections, RoPE of q and k at each row's
-    /// position, k and v into the cache. `xb` receives the normed rows; q, k and v the rotated
-    /// queries and keys and the values.
+    /// position (with `factors`), k and v into the cache. `xb` receives the normed rows; q, k and
+    /// v the rotated queries and keys and the values.
     #[allow(clippy::too_many_arguments)] // the fused operations' operands
     fn qkv_rope_store(
         &mut self,
@@ -342,6 +407,7 @@ pub trait Backend {
         kv: &mut Self::Kv,
         layer: usize,
         shape: &AttnShape,
+        factors: Option<&Self::Weight>,
     ) -> Result<(), ModelError> {
         self.norm_matmuls(
             x,
@@ -352,8 +418,8 @@ pub trait Backend {
             &wqkv,
             &mut [&mut *q, &mut *k, &mut *v],
         )?;
-        self.rope(q, n, shape.n_head, shape)?;
-        self.rope(k, n, shape.n_head_kv, shape)?;
+        self.rope(q, n, shape.n_head, shape, factors)?;
+        self.rope(k, n, shape.n_head_kv, shape, factors)?;
         self.kv_store(kv, layer, k, v, n)
     }
 

@@ -18,7 +18,9 @@ use rustorch_quant::dispatch;
 use rustorch_quant::kernels::{mat_kernel, MatKernel};
 use rustorch_quant::vecmath;
 
-use crate::backend::{AttnShape, Backend, Batch, Device, Span, Step};
+use std::ops::Range;
+
+use crate::backend::{AttnShape, Backend, Batch, Device, RopeStyle, Span, Step};
 use crate::options::CpuOptions;
 use crate::ModelError;
 use threads::{for_each_chunk, Pool};
@@ -29,6 +31,8 @@ pub enum CpuWeight {
     Mapped {
         file: Arc<GgufFile>,
         index: usize,
+        /// Byte offset of the first row in the tensor's data (a part of a fused tensor).
+        offset: usize,
         ty: GgmlType,
         rows: usize,
         cols: usize,
@@ -45,7 +49,17 @@ pub enum CpuWeight {
 impl CpuWeight {
     fn bytes(&self) -> &[u8] {
         match self {
-            CpuWeight::Mapped { file, index, .. } => file.tensor_data(&file.tensors()[*index]),
+            CpuWeight::Mapped {
+                file,
+                index,
+                offset,
+                ty,
+                rows,
+                cols,
+            } => {
+                let len = rows * ty.row_bytes(*cols as u64).expect("validated at upload") as usize;
+                &file.tensor_data(&file.tensors()[*index])[*offset..offset + len]
+            }
             CpuWeight::Packed { data, .. } => data,
             CpuWeight::F32(v) => bytemuck::cast_slice(v),
         }
@@ -177,7 +191,7 @@ impl CpuBackend {
         let out = &mut out[span.row0 * n_head * hd..];
         let base = span.seq * kv.kv_dim * n_ctx;
         let group = shape.n_head / shape.n_head_kv;
-        let scale = 1.0 / (hd as f32).sqrt();
+        let scale = shape.scale;
         let dot = mat_kernel(GgmlType::F32).expect("f32 kernel");
         let (keys, vals) = (&kv.k[layer][base..], &kv.v[layer][base..]);
         // One task per (KV head, tile of tokens): the queries of every head sharing that KV head,
@@ -236,17 +250,19 @@ impl CpuBackend {
                     );
                     for row in 0..n_q {
                         let seen = pos0 + t0 + row % tn + 1; // causal: positions 0..=pos0+t
+                        let first = shape.first_seen(seen - 1); // a sliding window's start
                         let p = &mut s.p[row * n_kv..(row + 1) * n_kv];
                         let mut max = f32::NEG_INFINITY;
-                        for (j, p) in p[..seen].iter_mut().enumerate() {
-                            *p = scores[j * n_q + row] * scale;
+                        for (j, p) in p[first..seen].iter_mut().enumerate() {
+                            *p = scores[(first + j) * n_q + row] * scale;
                             max = max.max(*p);
                         }
-                        let sum = vecmath::exp_sub_sum(&mut p[..seen], max);
+                        let sum = vecmath::exp_sub_sum(&mut p[first..seen], max);
                         let inv = (1.0 / sum) as f32;
-                        for p in p[..seen].iter_mut() {
+                        for p in p[first..seen].iter_mut() {
                             *p = f16::from_f32(*p * inv).to_f32();
                         }
+                        p[..first].fill(0.0);
                         p[seen..].fill(0.0);
                     }
                     dot.gemm(
@@ -280,28 +296,14 @@ impl CpuBackend {
     }
 }
 
-fn grow<T: Clone + Default>(v: &mut Vec<T>, len: usize) {
-    if v.len() < len {
-        v.resize(len, T::default());
-    }
-}
-
-/// Bytes of a CPU KV cache: keys and values in f16 for every layer and position.
-/// (`n_ctx`: the positions of all sequences together).
-pub(crate) fn kv_bytes(n_layer: usize, n_ctx: usize, kv_dim: usize) -> u64 {
-    4 * n_layer as u64 * n_ctx as u64 * kv_dim as u64
-}
-
-impl Backend for CpuBackend {
-    type Buf = Vec<f32>;
-    type Weight = CpuWeight;
-    type Kv = CpuKv;
-
-    fn device(&self) -> Device {
-        Device::Cpu
-    }
-
-    fn upload(&mut self, file: &Arc<GgufFile>, name: &str) -> Result<CpuWeight, ModelError> {
+impl CpuBackend {
+    /// Uploads matrix or vector `name`, or rows `part` of a matrix.
+    fn upload_part(
+        &mut self,
+        file: &Arc<GgufFile>,
+        name: &str,
+        part: Option<Range<usize>>,
+    ) -> Result<CpuWeight, ModelError> {
         let index = file
             .tensors()
             .iter()
@@ -313,7 +315,7 @@ impl Backend for CpuBackend {
             ty: info.ty,
             backend: "cpu",
         };
-        if info.dims.len() == 1 {
+        if info.dims.len() == 1 && part.is_none() {
             let n = info.dims[0] as usize;
             let mut v = vec![0f32; n];
             let data = file.tensor_data(info);
@@ -340,10 +342,21 @@ impl Backend for CpuBackend {
         let Some(kernel) = mat_kernel(info.ty) else {
             return Err(unsupported());
         };
-        let (rows, cols) = (info.dims[1] as usize, info.dims[0] as usize);
+        let (all_rows, cols) = (info.dims[1] as usize, info.dims[0] as usize);
+        let row_bytes = info.ty.row_bytes(cols as u64).ok_or_else(unsupported)? as usize;
+        let part = part.unwrap_or(0..all_rows);
+        if part.start >= part.end || part.end > all_rows {
+            return Err(ModelError::TensorShape {
+                name: name.to_string(),
+                expected: format!("at least {} rows", part.end),
+                actual: format!("{:?}", info.dims),
+            });
+        }
+        let rows = part.len();
+        let offset = part.start * row_bytes;
         if kernel.has_packed_layout() && self.pack_weights {
             // Rewritten once into the kernel's own layout; the file's pages are let go after.
-            let src = file.tensor_data(info);
+            let src = &file.tensor_data(info)[offset..offset + rows * row_bytes];
             let mut data = Vec::new();
             data.try_reserve_exact(src.len()).map_err(|_| {
                 ModelError::Backend(format!(
@@ -369,10 +382,61 @@ impl Backend for CpuBackend {
         Ok(CpuWeight::Mapped {
             file: Arc::clone(file),
             index,
+            offset,
             ty: info.ty,
             rows,
             cols,
         })
+    }
+}
+
+/// GELU's tanh form as ggml's CPU backend computes it: `x` rounded to f16, the value looked up in
+/// a table of f16 results (so rounded to f16 too); 0 below -10 and `x` above 10.
+fn gelu_ggml(x: f32) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        let x = f16::from_f32(x).to_f32();
+        const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+        let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x)).tanh());
+        f16::from_f32(y).to_f32()
+    }
+}
+
+fn grow<T: Clone + Default>(v: &mut Vec<T>, len: usize) {
+    if v.len() < len {
+        v.resize(len, T::default());
+    }
+}
+
+/// Bytes of a CPU KV cache: keys and values in f16 for every layer and position.
+/// (`n_ctx`: the positions of all sequences together).
+pub(crate) fn kv_bytes(n_layer: usize, n_ctx: usize, kv_dim: usize) -> u64 {
+    4 * n_layer as u64 * n_ctx as u64 * kv_dim as u64
+}
+
+impl Backend for CpuBackend {
+    type Buf = Vec<f32>;
+    type Weight = CpuWeight;
+    type Kv = CpuKv;
+
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+
+    fn upload(&mut self, file: &Arc<GgufFile>, name: &str) -> Result<CpuWeight, ModelError> {
+        self.upload_part(file, name, None)
+    }
+
+    fn upload_rows(
+        &mut self,
+        file: &Arc<GgufFile>,
+        name: &str,
+        rows: Range<usize>,
+    ) -> Result<CpuWeight, ModelError> {
+        self.upload_part(file, name, Some(rows))
     }
 
     fn alloc(&mut self, len: usize) -> Result<Vec<f32>, ModelError> {
@@ -630,10 +694,20 @@ impl Backend for CpuBackend {
         n: usize,
         n_heads: usize,
         shape: &AttnShape,
+        factors: Option<&CpuWeight>,
     ) -> Result<(), ModelError> {
         let hd = shape.head_dim;
+        let half = shape.n_rot / 2;
         let pos = &self.pos[..n];
-        // ggml: theta_i = pos * base^(-2i/n_rot), built by repeated multiplication in f32.
+        let factors = factors.map(|f| f.as_f32());
+        if factors.is_some_and(|f| f.len() < half) {
+            return Err(ModelError::Backend(format!(
+                "RoPE frequency factors: {} values for {half} pairs",
+                factors.map_or(0, |f| f.len())
+            )));
+        }
+        // ggml: theta_i = pos * base^(-2i/n_rot), built by repeated multiplication in f32, then
+        // divided by the pair's frequency factor.
         let theta_scale = shape.rope_freq_base.powf(-2.0 / shape.n_rot as f32);
         for_each_chunk(
             &self.pool,
@@ -644,16 +718,20 @@ impl Backend for CpuBackend {
                     // One (sin, cos) table per position, shared by every head of the row.
                     cs.clear();
                     let mut theta = pos[t] as f32;
-                    for _ in 0..shape.n_rot / 2 {
-                        cs.push(theta.sin_cos());
+                    for i in 0..half {
+                        let th = factors.map_or(theta, |f| theta / f[i]);
+                        cs.push(th.sin_cos());
                         theta *= theta_scale;
                     }
                     for head in row.chunks_mut(hd) {
-                        let pairs = head[..shape.n_rot].chunks_exact_mut(2);
-                        for (pair, &(sin, cos)) in pairs.zip(cs.iter()) {
-                            let (x0, x1) = (pair[0], pair[1]);
-                            pair[0] = x0 * cos - x1 * sin;
-                            pair[1] = x0 * sin + x1 * cos;
+                        for (i, &(sin, cos)) in cs.iter().enumerate() {
+                            let (a, b) = match shape.rope {
+                                RopeStyle::Adjacent => (2 * i, 2 * i + 1),
+                                RopeStyle::Neox => (i, i + half),
+                            };
+                            let (x0, x1) = (head[a], head[b]);
+                            head[a] = x0 * cos - x1 * sin;
+                            head[b] = x0 * sin + x1 * cos;
                         }
                     }
                 });
@@ -720,6 +798,45 @@ impl Backend for CpuBackend {
             let u = &up[c * 4096..c * 4096 + g.len()];
             vecmath::silu_mul(g, u);
         });
+        Ok(())
+    }
+
+    fn geglu(&mut self, gate: &mut Vec<f32>, up: &Vec<f32>, len: usize) -> Result<(), ModelError> {
+        for_each_chunk(&self.pool, &mut gate[..len], 4096, |c, g| {
+            let u = &up[c * 4096..c * 4096 + g.len()];
+            for (g, &u) in g.iter_mut().zip(u) {
+                *g = gelu_ggml(*g) * u;
+            }
+        });
+        Ok(())
+    }
+
+    fn add_bias(
+        &mut self,
+        x: &mut Vec<f32>,
+        bias: &CpuWeight,
+        n: usize,
+        dim: usize,
+    ) -> Result<(), ModelError> {
+        let b = bias.as_f32();
+        if b.len() != dim {
+            return Err(ModelError::Backend(format!(
+                "a bias of {} values for rows of {dim}",
+                b.len()
+            )));
+        }
+        for row in x[..n * dim].chunks_exact_mut(dim) {
+            for (x, &b) in row.iter_mut().zip(b) {
+                *x += b;
+            }
+        }
+        Ok(())
+    }
+
+    fn scale(&mut self, x: &mut Vec<f32>, s: f32, len: usize) -> Result<(), ModelError> {
+        for x in &mut x[..len] {
+            *x *= s;
+        }
         Ok(())
     }
 

@@ -29,6 +29,7 @@
 //! `outᵀ = op_T(W) · xᵀ`, which is what [`Gpu::gemm`] gets.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -41,7 +42,7 @@ use super::ops::{
     self, attn_decode, attn_prompt, flash_enabled, matvec, quantize, rms_norm, upload_matrix, Attn,
     GWeight, MvIn, RopeOut, RMS_NORM_MAX,
 };
-use crate::backend::{AttnShape, Backend, Batch, Device, Span, Step, N_UBATCH};
+use crate::backend::{AttnShape, Backend, Batch, Device, RopeStyle, Span, Step, N_UBATCH};
 use crate::options::CudaOptions;
 use crate::ModelError;
 
@@ -252,6 +253,7 @@ impl CudaBackend {
             freq_base: shape.rope_freq_base,
             n_ctx: kv.n_ctx,
             n_split: Attn::splits_for(shape.n_head, shape.n_head_kv),
+            scale: shape.scale,
         }
     }
 
@@ -437,6 +439,49 @@ impl Backend for CudaBackend {
         }
     }
 
+    fn upload_rows(
+        &mut self,
+        file: &Arc<GgufFile>,
+        name: &str,
+        rows: Range<usize>,
+    ) -> Result<CudaWeight, ModelError> {
+        let t = file
+            .tensor(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        let [cols, all] = t.dims[..] else {
+            return Err(ModelError::TensorShape {
+                name: name.to_string(),
+                expected: "a matrix".into(),
+                actual: format!("{:?}", t.dims),
+            });
+        };
+        let cols = cols as usize;
+        if rows.start >= rows.end || rows.end > all as usize {
+            return Err(ModelError::TensorShape {
+                name: name.to_string(),
+                expected: format!("at least {} rows", rows.end),
+                actual: format!("{:?}", t.dims),
+            });
+        }
+        let rb =
+            t.ty.row_bytes(cols as u64)
+                .ok_or_else(|| ModelError::UnsupportedType {
+                    name: name.to_string(),
+                    ty: t.ty,
+                    backend: "cuda",
+                })? as usize;
+        let data = &file.tensor_data(t)[rows.start * rb..rows.end * rb];
+        self.largest = self.largest.max(rows.len() * cols);
+        Ok(CudaWeight(Weight::Matrix(upload_matrix(
+            &self.gpu,
+            name,
+            t.ty,
+            data,
+            rows.len(),
+            cols,
+        )?)))
+    }
+
     fn alloc(&mut self, len: usize) -> Result<CudaBuf, ModelError> {
         // A buffer allocated now may replace one a recorded graph writes (the logits grow to
         // the largest step): record again.
@@ -590,6 +635,7 @@ impl Backend for CudaBackend {
         n: usize,
         n_heads: usize,
         shape: &AttnShape,
+        factors: Option<&CudaWeight>,
     ) -> Result<(), ModelError> {
         let a = Attn {
             n_head: shape.n_head,
@@ -599,8 +645,14 @@ impl Backend for CudaBackend {
             freq_base: shape.rope_freq_base,
             n_ctx: 0,
             n_split: 1,
+            scale: shape.scale,
         };
-        ops::rope(&self.gpu, &a, x.w(), n, n_heads, self.io.ptr)
+        let ff = match factors {
+            Some(f) => f.vector()?.ptr,
+            None => 0,
+        };
+        let neox = shape.rope == RopeStyle::Neox;
+        ops::rope(&self.gpu, &a, x.w(), n, n_heads, self.io.ptr, neox, ff)
     }
 
     fn kv_store(
@@ -619,6 +671,7 @@ impl Backend for CudaBackend {
             freq_base: 0.0,
             n_ctx: kv.n_ctx,
             n_split: 1,
+            scale: 1.0,
         };
         ops::kv_store(
             &self.gpu,
@@ -641,6 +694,11 @@ impl Backend for CudaBackend {
     ) -> Result<(), ModelError> {
         let a = self.attn(shape, kv);
         a.check()?;
+        if shape.window > 0 {
+            return Err(ModelError::Backend(
+                "cuda: sliding-window attention is not implemented by the cuda backend yet".into(),
+            ));
+        }
         let (kc, vc) = kv.layer(layer);
         let e = a.n_head * a.hd;
         let (qp, op) = (q.r(), out.w());
@@ -742,6 +800,41 @@ impl Backend for CudaBackend {
         Ok(())
     }
 
+    fn geglu(&mut self, gate: &mut CudaBuf, up: &CudaBuf, len: usize) -> Result<(), ModelError> {
+        let x16 = if self.gpu.has_blas() {
+            self.scratch(S::X16, len * 2)?
+        } else {
+            0
+        };
+        ops::geglu(&self.gpu, gate.w(), up.r(), x16, len)?;
+        self.act = (x16 != 0).then_some(Act::F16 {
+            key: gate.key(),
+            len,
+        });
+        Ok(())
+    }
+
+    fn add_bias(
+        &mut self,
+        x: &mut CudaBuf,
+        bias: &CudaWeight,
+        n: usize,
+        dim: usize,
+    ) -> Result<(), ModelError> {
+        let b = bias.vector()?;
+        if b.bytes() != dim * 4 {
+            return Err(ModelError::Backend(format!(
+                "cuda: a bias of {} values for rows of {dim}",
+                b.bytes() / 4
+            )));
+        }
+        ops::add_bias(&self.gpu, x.w(), b.ptr, dim, n * dim)
+    }
+
+    fn scale(&mut self, x: &mut CudaBuf, s: f32, len: usize) -> Result<(), ModelError> {
+        ops::scale(&self.gpu, x.w(), s, len)
+    }
+
     fn add(&mut self, x: &mut CudaBuf, y: &CudaBuf, len: usize) -> Result<(), ModelError> {
         ops::add(&self.gpu, x.w(), y.r(), len)
     }
@@ -802,12 +895,14 @@ impl Backend for CudaBackend {
         kv: &mut CudaKv,
         layer: usize,
         shape: &AttnShape,
+        factors: Option<&CudaWeight>,
     ) -> Result<(), ModelError> {
-        if n > 1 {
+        // The fused mat-vec rotates adjacent pairs of rows without frequency factors.
+        if n > 1 || shape.rope != RopeStyle::Adjacent || factors.is_some() {
             self.norm(x, norm, eps, (n, dim), xb)?;
             self.matmuls(&wqkv, xb, n, &mut [&mut *q, &mut *k, &mut *v])?;
-            self.rope(q, n, shape.n_head, shape)?;
-            self.rope(k, n, shape.n_head_kv, shape)?;
+            self.rope(q, n, shape.n_head, shape, factors)?;
+            self.rope(k, n, shape.n_head_kv, shape, factors)?;
             return self.kv_store(kv, layer, k, v, n);
         }
         // One row: RMSNorm into q8_1, then one mat-vec for q, k and v that rotates q and k and

@@ -615,20 +615,59 @@ extern "C" __global__ void to_f16(const float* x, u16* out, int n) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) out[i] = f2h(x[i]);
 }
 
-// RoPE (ggml's adjacent-pair layout) in place of the heads of each row at the row's position
-// (io[3t + 1]). grid (n, n_heads), block n_rot / 2 (one pair per thread).
-extern "C" __global__ void rope(float* x, int n_heads, int hd, float theta_scale, const int* io) {
+// RoPE in place of the heads of each row at the row's position (io[3t + 1]): pairs (2i, 2i + 1)
+// (ggml's adjacent layout) or, with `neox`, (i, i + n_rot / 2); `ff` (may be null) divides pair
+// i's angle. grid (n, n_heads), block n_rot / 2 (one pair per thread).
+extern "C" __global__ void rope(float* x, int n_heads, int hd, float theta_scale, const int* io,
+                                int neox, const float* ff) {
     grid_wait();
     grid_launch();
-    int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
+    int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x, half = blockDim.x;
     float theta = (float)io[3 * t + 1]; // as ggml: theta_i = pos * scale^i by repeated products
     for (int j = 0; j < i; j++) theta *= theta_scale;
+    if (ff) theta /= ff[i];
     float s, c;
     sincosf(theta, &s, &c);
-    float* p = x + ((u64)t * n_heads + h) * hd + 2 * i;
-    float x0 = p[0], x1 = p[1];
-    p[0] = x0 * c - x1 * s;
-    p[1] = x0 * s + x1 * c;
+    float* p = x + ((u64)t * n_heads + h) * hd;
+    int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+    float x0 = p[a], x1 = p[b];
+    p[a] = x0 * c - x1 * s;
+    p[b] = x0 * s + x1 * c;
+}
+
+// x[t][i] += b[i] for rows of `dim`, n values in all.
+extern "C" __global__ void add_bias(float* x, const float* b, int dim, int n) {
+    grid_wait();
+    grid_launch();
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x[i] += b[i % dim];
+}
+
+// x *= s over n values.
+extern "C" __global__ void scale(float* x, float s, int n) {
+    grid_wait();
+    grid_launch();
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x[i] *= s;
+}
+
+// g = gelu(g) * u in place (GELU's tanh form on g rounded to f16, the result rounded to f16, as
+// ggml's CPU backend computes it from its table), and as f16 into `out` when not null.
+extern "C" __global__ void geglu(float* g, const float* u, u16* out, int n) {
+    grid_wait();
+    grid_launch();
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        float x = g[i], y;
+        if (x <= -10.f) {
+            y = 0.f;
+        } else if (x >= 10.f) {
+            y = x;
+        } else {
+            x = h2f(f2h(x));
+            y = h2f(f2h(0.5f * x * (1.f + tanhf(0.7978846f * x * (1.f + 0.044715f * x * x)))));
+        }
+        y *= u[i];
+        g[i] = y;
+        if (out) out[i] = f2h(y);
+    }
 }
 
 // k and v of each row as f16 into the layer's cache [seq][kv_head][n_ctx][hd] of the row's

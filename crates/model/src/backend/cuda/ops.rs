@@ -267,6 +267,8 @@ pub(crate) struct Attn {
     pub freq_base: f32,
     pub n_ctx: usize,
     pub n_split: usize,
+    /// Scale of the scores.
+    pub scale: f32,
 }
 
 impl Attn {
@@ -296,7 +298,10 @@ impl Attn {
     }
 }
 
-/// RoPE in place of `n_heads` heads of `n` rows, each at its row's position in `io`.
+/// RoPE in place of `n_heads` heads of `n` rows, each at its row's position in `io`: adjacent
+/// pairs, or with `neox` pairs `i` and `i + n_rot / 2`; `factors` (f32, may be null) divide each
+/// pair's angle.
+#[allow(clippy::too_many_arguments)] // the kernel's operands
 pub(crate) fn rope(
     gpu: &Gpu,
     a: &Attn,
@@ -304,6 +309,8 @@ pub(crate) fn rope(
     n: usize,
     n_heads: usize,
     io: u64,
+    neox: bool,
+    factors: u64,
 ) -> Result<(), ModelError> {
     if a.n_rot == 0 {
         return Ok(());
@@ -312,7 +319,57 @@ pub(crate) fn rope(
         &gpu.k.rope,
         (n as u32, n_heads as u32, 1),
         (a.n_rot / 2) as u32,
-        &[&x, &(n_heads as i32), &(a.hd as i32), &a.theta_scale(), &io],
+        &[
+            &x,
+            &(n_heads as i32),
+            &(a.hd as i32),
+            &a.theta_scale(),
+            &io,
+            &i32::from(neox),
+            &factors,
+        ],
+    )
+}
+
+/// `x[t] += bias` over `len` values in rows of `dim`.
+pub(crate) fn add_bias(
+    gpu: &Gpu,
+    x: u64,
+    bias: u64,
+    dim: usize,
+    len: usize,
+) -> Result<(), ModelError> {
+    gpu.launch(
+        &gpu.k.add_bias,
+        elementwise(len),
+        256,
+        &[&x, &bias, &(dim as i32), &(len as i32)],
+    )
+}
+
+/// `x *= s` over `len` values.
+pub(crate) fn scale(gpu: &Gpu, x: u64, s: f32, len: usize) -> Result<(), ModelError> {
+    gpu.launch(
+        &gpu.k.scale,
+        elementwise(len),
+        256,
+        &[&x, &s, &(len as i32)],
+    )
+}
+
+/// `gate = gelu(gate) * up` over `len` values, and as f16 into `of16` when not null.
+pub(crate) fn geglu(
+    gpu: &Gpu,
+    gate: u64,
+    up: u64,
+    of16: u64,
+    len: usize,
+) -> Result<(), ModelError> {
+    gpu.launch(
+        &gpu.k.geglu,
+        elementwise(len),
+        256,
+        &[&gate, &up, &of16, &(len as i32)],
     )
 }
 
@@ -395,7 +452,7 @@ pub(crate) fn attn_decode(
     of32: u64,
     (aq, ads): (u64, u64),
 ) -> Result<(), ModelError> {
-    let scale = 1.0 / (a.hd as f32).sqrt();
+    let scale = a.scale;
     gpu.launch(
         &gpu.k.attn_decode[a.hd / 32 - 1],
         (
@@ -451,7 +508,7 @@ pub(crate) fn attn_prompt(
         "the prompt attention kernel needs sm_80+"
     );
     assert!(n > 0 && pos0 + n <= a.n_ctx);
-    let scale = 1.0 / (a.hd as f32).sqrt();
+    let scale = a.scale;
     gpu.launch(
         &gpu.k.attn_prompt[a.hd / 32 - 1],
         (n.div_ceil(FA_BQ) as u32, a.n_head as u32, 1),

@@ -167,6 +167,7 @@ pub fn attention_decode(
         freq_base: shape.rope_freq_base,
         n_ctx,
         n_split,
+        scale: 1.0 / (shape.head_dim as f32).sqrt(),
     };
     a.check()?;
     let e = a.n_head * a.hd;
@@ -184,8 +185,8 @@ pub fn attention_decode(
     let aq = gpu.alloc(e, "codes")?;
     let ads = gpu.alloc(e / 32 * 8, "scales")?;
     // All n tokens through RoPE and into the cache (position 0 onwards).
-    model::rope(gpu, &a, qb.ptr, n, a.n_head, io.ptr)?;
-    model::rope(gpu, &a, kb.ptr, n, a.n_head_kv, io.ptr)?;
+    model::rope(gpu, &a, qb.ptr, n, a.n_head, io.ptr, false, 0)?;
+    model::rope(gpu, &a, kb.ptr, n, a.n_head_kv, io.ptr, false, 0)?;
     model::kv_store(gpu, &a, (kb.ptr, vb.ptr), n, io.ptr, (kc.ptr, vc.ptr))?;
     // Then the last token's query, as a decode step runs it.
     model::attn_decode(
@@ -229,6 +230,7 @@ pub fn qkv_rope(
         freq_base: shape.rope_freq_base,
         n_ctx,
         n_split: 1,
+        scale: 1.0 / (shape.head_dim as f32).sqrt(),
     };
     let (e, kvd, cols) = (a.n_head * a.hd, a.n_head_kv * a.hd, x.len());
     let wq = upload_matrix(gpu, "wq", ty, ws[0], e, cols)?;
@@ -270,8 +272,8 @@ pub fn qkv_rope(
             model::matvec(gpu, &outs, norm, 3, Some((&a, rope)))?;
         } else {
             model::matvec(gpu, &outs, norm, 0, None)?;
-            model::rope(gpu, &a, q.ptr, 1, a.n_head, io.ptr)?;
-            model::rope(gpu, &a, k.ptr, 1, a.n_head_kv, io.ptr)?;
+            model::rope(gpu, &a, q.ptr, 1, a.n_head, io.ptr, false, 0)?;
+            model::rope(gpu, &a, k.ptr, 1, a.n_head_kv, io.ptr, false, 0)?;
             model::kv_store(gpu, &a, (k.ptr, v.ptr), 1, io.ptr, (kc.ptr, vc.ptr))?;
         }
         let f32s = |buf: &DevBuf, len: usize| -> Result<Vec<f32>, ModelError> {
@@ -327,6 +329,7 @@ pub fn attention_prompt(
         freq_base: shape.rope_freq_base,
         n_ctx,
         n_split: 1,
+        scale: 1.0 / (shape.head_dim as f32).sqrt(),
     };
     a.check()?;
     let e = a.n_head * a.hd;
@@ -343,8 +346,8 @@ pub fn attention_prompt(
     let io = rows(gpu, 0, total)?;
     let out = gpu.alloc(n * e * 4, "output")?;
     let out16 = gpu.alloc(n * e * 2, "f16 output")?;
-    model::rope(gpu, &a, qb.ptr, total, a.n_head, io.ptr)?;
-    model::rope(gpu, &a, kb.ptr, total, a.n_head_kv, io.ptr)?;
+    model::rope(gpu, &a, qb.ptr, total, a.n_head, io.ptr, false, 0)?;
+    model::rope(gpu, &a, kb.ptr, total, a.n_head_kv, io.ptr, false, 0)?;
     model::kv_store(gpu, &a, (kb.ptr, vb.ptr), total, io.ptr, (kc.ptr, vc.ptr))?;
     model::attn_prompt(
         gpu,

@@ -427,6 +427,24 @@ impl WgpuBackend {
     }
 }
 
+impl WgpuBackend {
+    /// The error of an operation the wgpu shaders do not have yet (the architectures beyond
+    /// Llama use them).
+    fn not_yet(what: &str) -> ModelError {
+        ModelError::Backend(format!(
+            "wgpu: {what} is not implemented by the wgpu backend yet (use --backend cpu or cuda)"
+        ))
+    }
+
+    /// The RoPE shaders rotate adjacent pairs without frequency factors.
+    fn llama_rope_only(shape: &AttnShape, factors: bool) -> Result<(), ModelError> {
+        if shape.rope != crate::backend::RopeStyle::Adjacent || factors {
+            return Err(Self::not_yet("NEOX-style RoPE or RoPE frequency factors"));
+        }
+        Ok(())
+    }
+}
+
 impl Backend for WgpuBackend {
     type Buf = WgpuBuf;
     type Weight = WgpuWeight;
@@ -472,6 +490,31 @@ impl Backend for WgpuBackend {
                 actual: format!("{:?}", info.dims),
             }),
         }
+    }
+
+    fn upload_rows(
+        &mut self,
+        file: &Arc<GgufFile>,
+        name: &str,
+        rows: std::ops::Range<usize>,
+    ) -> Result<WgpuWeight, ModelError> {
+        let info = file
+            .tensor(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        let bad = || ModelError::TensorShape {
+            name: name.to_string(),
+            expected: format!("a matrix of at least {} rows", rows.end),
+            actual: format!("{:?}", info.dims),
+        };
+        let [cols, all] = info.dims[..] else {
+            return Err(bad());
+        };
+        if rows.start >= rows.end || rows.end > all as usize {
+            return Err(bad());
+        }
+        let rb = info.ty.row_bytes(cols).ok_or_else(bad)? as usize;
+        let data = &file.tensor_data(info)[rows.start * rb..rows.end * rb];
+        self.upload_matrix(name, info.ty, rows.len(), cols as usize, data)
     }
 
     fn alloc(&mut self, len: usize) -> Result<WgpuBuf, ModelError> {
@@ -643,7 +686,9 @@ impl Backend for WgpuBackend {
         n: usize,
         n_heads: usize,
         shape: &AttnShape,
+        factors: Option<&WgpuWeight>,
     ) -> Result<(), ModelError> {
+        Self::llama_rope_only(shape, factors.is_some())?;
         Self::fits(
             "rope",
             &[
@@ -718,7 +763,29 @@ impl Backend for WgpuBackend {
         shape: &AttnShape,
         out: &mut WgpuBuf,
     ) -> Result<(), ModelError> {
+        let plain = 1.0 / (shape.head_dim as f32).sqrt();
+        if shape.window > 0 || (shape.scale - plain).abs() > plain * 1e-6 {
+            return Err(Self::not_yet("sliding-window attention or a score scale other than 1/sqrt(head_dim)"));
+        }
         self.attend(q, kv, layer, n, shape, out)
+    }
+
+    fn geglu(&mut self, _gate: &mut WgpuBuf, _up: &WgpuBuf, _len: usize) -> Result<(), ModelError> {
+        Err(Self::not_yet("GELU"))
+    }
+
+    fn add_bias(
+        &mut self,
+        _x: &mut WgpuBuf,
+        _bias: &WgpuWeight,
+        _n: usize,
+        _dim: usize,
+    ) -> Result<(), ModelError> {
+        Err(Self::not_yet("bias addition"))
+    }
+
+    fn scale(&mut self, _x: &mut WgpuBuf, _s: f32, _len: usize) -> Result<(), ModelError> {
+        Err(Self::not_yet("scaling"))
     }
 
     fn swiglu(&mut self, gate: &mut WgpuBuf, up: &WgpuBuf, len: usize) -> Result<(), ModelError> {
@@ -822,7 +889,9 @@ impl Backend for WgpuBackend {
         kv: &mut WgpuKv,
         layer: usize,
         shape: &AttnShape,
+        factors: Option<&WgpuWeight>,
     ) -> Result<(), ModelError> {
+        Self::llama_rope_only(shape, factors.is_some())?;
         self.fused_qkv_rope_store(x, norm, eps, (n, dim), xb, wqkv, qkv, kv, layer, shape)
     }
 
