@@ -373,7 +373,10 @@ pub trait Backend {
     }
 
     // Compound operations: the default bodies are the primitives; backends override them with
-    // fused kernels. An override writes every buffer the default body writes.
+    // fused kernels. An override produces the values the default body produces, except in the
+    // scratch operands (`tmp`, `up`); a backend may hold a result (the normed rows `xb`, a
+    // product) only in a form of its own, such as the copy the next matmul reads, until it is
+    // read: the read then gets the values, or an error if that copy is gone, never stale ones.
 
     /// Norm → matmul: `xb = rms_norm(x) * norm`, then `outs[i] = ws[i] · xb`.
     #[allow(clippy::too_many_arguments)] // the two operations' operands

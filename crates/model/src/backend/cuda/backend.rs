@@ -19,15 +19,20 @@
 //! softmax for a single-span batch; a lone row of a span takes the decode attention. Without
 //! cuBLAS, matmuls run row by row through the mat-vec.
 //!
-//! Every operation writes its f32 outputs. The quantized (q8_1) or f16 copy that an operation
-//! leaves in the scratch for the next matmul is recorded with the buffer's identity and version
-//! ([`Act`]); a matmul whose input has such a copy skips quantizing it. Writing a buffer bumps
-//! its version (only [`CudaBuf::w`] hands out a writable address), so a stale copy is never used.
+//! The quantized (q8_1) or f16 copy that an operation leaves in the scratch for the next matmul is
+//! recorded with the buffer's identity and version ([`Act`]); a matmul whose input has such a copy
+//! skips quantizing it. Writing a buffer bumps its version (only [`CudaBuf::w`] hands out a
+//! writable address), so a stale copy is never used. Primitive operations write their f32
+//! outputs; in a prompt the fused overrides write the normed rows, the attention output and the
+//! SwiGLU product only as the f16 copy the next GEMM reads (unless `RUSTORCH_DEBUG` shows them),
+//! and mark the buffer's f32 values as not kept: a later f32 read converts them from the copy
+//! while the scratch still holds it, and is an error after (never stale values).
 //!
 //! Row-major reading of the GEMMs: cuBLAS is column-major, so a row-major `[r][c]` matrix is its
 //! `c × r` column-major transpose; `out[n][rows] = x[n][cols] · W[rows][cols]ᵀ` is the column-major
 //! `outᵀ = op_T(W) · xᵀ`, which is what [`Gpu::gemm`] gets.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
@@ -52,16 +57,15 @@ pub struct CudaBuf {
     id: u64,
     ver: u64,
     len: usize,
+    /// The f32 values were not written, only the f16 copy recorded in [`Act`].
+    f16_only: Cell<bool>,
 }
 
 impl CudaBuf {
-    /// The address, to read.
-    fn r(&self) -> u64 {
-        self.buf.ptr
-    }
     /// The address, to write: the buffer's scratch copies are stale from here on.
     fn w(&mut self) -> u64 {
         self.ver += 1;
+        self.f16_only.set(false);
         self.buf.ptr
     }
     fn key(&self) -> (u64, u64) {
@@ -168,6 +172,8 @@ pub struct CudaBackend {
     /// The head rows of the step being captured.
     capturing: Option<usize>,
     use_graph: bool,
+    /// `RUSTORCH_DEBUG` is on: every f32 output is written (the debug printer reads them).
+    debug: bool,
 }
 
 impl CudaBackend {
@@ -189,6 +195,7 @@ impl CudaBackend {
             capturing: None,
             // The graph replays the step without the host seeing its intermediates.
             use_graph: gpu.opts.graph && !crate::debug::Debug::from_env().enabled(),
+            debug: crate::debug::Debug::from_env().enabled(),
             next_id: 0,
             gpu,
         })
@@ -221,13 +228,47 @@ impl CudaBackend {
         Ok(slot.as_ref().expect("allocated").ptr)
     }
 
+    /// The address of `b`'s f32 values, converted from its f16 copy when only that was written.
+    fn f32_of(&mut self, b: &CudaBuf) -> Result<u64, ModelError> {
+        if b.f16_only.get() {
+            match self.act {
+                Some(Act::F16 { key, len }) if key == b.key() => {
+                    let x16 = self.scratch(S::X16, len * 2)?;
+                    let f16 = rustorch_gguf::GgmlType::F16.id() as i32;
+                    self.gpu.launch(
+                        &self.gpu.k.dequant_f32,
+                        (len.div_ceil(256).min(1 << 16) as u32, 1, 1),
+                        256,
+                        &[&x16, &f16, &1i32, &(len as i32), &b.buf.ptr],
+                    )?;
+                    b.f16_only.set(false);
+                }
+                _ => {
+                    return Err(ModelError::Backend(
+                        "cuda: an activation's f32 values were read after its f16 copy was \
+                         overwritten"
+                            .into(),
+                    ))
+                }
+            }
+        }
+        Ok(b.buf.ptr)
+    }
+
+    /// The address of `b`, to read and write in place.
+    fn rw(&mut self, b: &mut CudaBuf) -> Result<u64, ModelError> {
+        self.f32_of(b)?;
+        Ok(b.w())
+    }
+
     /// The q8_1 codes of `x` (one row of `len`), quantizing it unless the scratch has them.
     fn q8_of(&mut self, x: &CudaBuf, len: usize) -> Result<MvIn, ModelError> {
         let aq = self.scratch(S::Aq, len)?;
         let ads = self.scratch(S::Ads, len / 32 * 8)?;
         let want = Act::Q8 { key: x.key(), len };
         if self.act != Some(want) {
-            quantize(&self.gpu, x.r(), len, aq, ads)?;
+            let xp = self.f32_of(x)?;
+            quantize(&self.gpu, xp, len, aq, ads)?;
             self.act = Some(want);
         }
         Ok(MvIn { aq, ads })
@@ -238,7 +279,8 @@ impl CudaBackend {
         let x16 = self.scratch(S::X16, len * 2)?;
         let want = Act::F16 { key: x.key(), len };
         if self.act != Some(want) {
-            ops::to_f16(&self.gpu, x.r(), x16, len)?;
+            let xp = self.f32_of(x)?;
+            ops::to_f16(&self.gpu, xp, x16, len)?;
             self.act = Some(want);
         }
         Ok(x16)
@@ -316,10 +358,11 @@ impl CudaBackend {
             }
             return Ok(());
         }
+        let xp = self.f32_of(x)?;
         let aq = self.scratch(S::Aq, cols)?;
         let ads = self.scratch(S::Ads, cols / 32 * 8)?;
         for t in 0..n {
-            quantize(&self.gpu, x.r() + (t * cols * 4) as u64, cols, aq, ads)?;
+            quantize(&self.gpu, xp + (t * cols * 4) as u64, cols, aq, ads)?;
             for (w, &out) in ws.iter().zip(outs) {
                 let o = out + (t * w.rows * 4) as u64;
                 matvec(&self.gpu, &[(w, o)], MvIn { aq, ads }, mode, None)?;
@@ -330,7 +373,7 @@ impl CudaBackend {
     }
 
     /// RMSNorm of `n` rows into `out`, also leaving the next matmul's input in the scratch (q8_1
-    /// for one row, f16 for several).
+    /// for one row, f16 for several). Without `keep`, several rows go only to the f16 copy.
     fn norm(
         &mut self,
         x: &CudaBuf,
@@ -338,6 +381,7 @@ impl CudaBackend {
         eps: f32,
         (n, dim): (usize, usize),
         out: &mut CudaBuf,
+        keep: bool,
     ) -> Result<(), ModelError> {
         if !dim.is_multiple_of(32) || dim > RMS_NORM_MAX {
             return Err(ModelError::Backend(format!(
@@ -346,12 +390,13 @@ impl CudaBackend {
         }
         let w = w.vector()?;
         let null = 0u64;
+        let xp = self.f32_of(x)?;
         if n == 1 {
             let aq = self.scratch(S::Aq, dim)?;
             let ads = self.scratch(S::Ads, dim / 32 * 8)?;
             rms_norm(
                 &self.gpu,
-                x.r(),
+                xp,
                 0,
                 w,
                 eps,
@@ -365,16 +410,19 @@ impl CudaBackend {
             });
         } else if self.gpu.has_blas() {
             let x16 = self.scratch(S::X16, n * dim * 2)?;
+            let o = out.w();
+            let of32 = if keep { o } else { null };
             rms_norm(
                 &self.gpu,
-                x.r(),
+                xp,
                 0,
                 w,
                 eps,
                 (n, dim),
-                (out.w(), x16),
+                (of32, x16),
                 (null, null),
             )?;
+            out.f16_only.set(!keep);
             self.act = Some(Act::F16 {
                 key: out.key(),
                 len: n * dim,
@@ -382,7 +430,7 @@ impl CudaBackend {
         } else {
             rms_norm(
                 &self.gpu,
-                x.r(),
+                xp,
                 0,
                 w,
                 eps,
@@ -493,6 +541,7 @@ impl Backend for CudaBackend {
             id: self.next_id,
             ver: 0,
             len,
+            f16_only: Cell::new(false),
         })
     }
 
@@ -603,7 +652,7 @@ impl Backend for CudaBackend {
         dim: usize,
         out: &mut CudaBuf,
     ) -> Result<(), ModelError> {
-        self.norm(x, weight, eps, (n, dim), out)
+        self.norm(x, weight, eps, (n, dim), out, true)
     }
 
     fn matmul(
@@ -673,14 +722,8 @@ impl Backend for CudaBackend {
             n_split: 1,
             scale: 1.0,
         };
-        ops::kv_store(
-            &self.gpu,
-            &a,
-            (k.r(), v.r()),
-            n,
-            self.io.ptr,
-            kv.layer(layer),
-        )
+        let (kp, vp) = (self.f32_of(k)?, self.f32_of(v)?);
+        ops::kv_store(&self.gpu, &a, (kp, vp), n, self.io.ptr, kv.layer(layer))
     }
 
     fn attention(
@@ -701,10 +744,13 @@ impl Backend for CudaBackend {
         }
         let (kc, vc) = kv.layer(layer);
         let e = a.n_head * a.hd;
-        let (qp, op) = (q.r(), out.w());
+        let qp = self.f32_of(q)?;
+        let op = out.w();
         let row = |t: usize| (t * e * 4) as u64;
         let flash = flash_enabled(&self.gpu) && self.gpu.has_blas();
         let spans: Vec<Span> = self.spans.iter().copied().filter(|s| s.row0 < n).collect();
+        // Every span through flash attention: the f16 copy alone serves the projection.
+        let f16_only = !self.debug && flash && spans.iter().all(|s| s.len > 1);
         let seq = |s: &Span| s.seq as u64 * a.seq_stride() * 2;
         if n == 1 {
             // One row: split-K decode attention, merged into f32 and the q8_1 of the projection.
@@ -752,13 +798,14 @@ impl Backend for CudaBackend {
                     } else {
                         0
                     };
+                    let o32 = if f16_only { 0 } else { op + row(s.row0) };
                     attn_prompt(
                         &self.gpu,
                         &a,
                         (s.len, s.pos0),
                         qp + row(s.row0),
                         (k, v),
-                        (op + row(s.row0), o16),
+                        (o32, o16),
                     )?;
                     continue;
                 }
@@ -779,6 +826,7 @@ impl Backend for CudaBackend {
                 }
             }
         }
+        out.f16_only.set(f16_only);
         self.act = f16_rows.then_some(Act::F16 {
             key: out.key(),
             len: n * e,
@@ -792,7 +840,9 @@ impl Backend for CudaBackend {
         } else {
             0
         };
-        ops::swiglu(&self.gpu, gate.w(), up.r(), x16, len)?;
+        let up = self.f32_of(up)?;
+        let g = self.rw(gate)?;
+        ops::swiglu(&self.gpu, g, up, (x16, true), len)?;
         self.act = (x16 != 0).then_some(Act::F16 {
             key: gate.key(),
             len,
@@ -806,7 +856,9 @@ impl Backend for CudaBackend {
         } else {
             0
         };
-        ops::geglu(&self.gpu, gate.w(), up.r(), x16, len)?;
+        let up = self.f32_of(up)?;
+        let g = self.rw(gate)?;
+        ops::geglu(&self.gpu, g, up, (x16, true), len)?;
         self.act = (x16 != 0).then_some(Act::F16 {
             key: gate.key(),
             len,
@@ -828,15 +880,19 @@ impl Backend for CudaBackend {
                 b.bytes() / 4
             )));
         }
-        ops::add_bias(&self.gpu, x.w(), b.ptr, dim, n * dim)
+        let xp = self.rw(x)?;
+        ops::add_bias(&self.gpu, xp, b.ptr, dim, n * dim)
     }
 
     fn scale(&mut self, x: &mut CudaBuf, s: f32, len: usize) -> Result<(), ModelError> {
-        ops::scale(&self.gpu, x.w(), s, len)
+        let xp = self.rw(x)?;
+        ops::scale(&self.gpu, xp, s, len)
     }
 
     fn add(&mut self, x: &mut CudaBuf, y: &CudaBuf, len: usize) -> Result<(), ModelError> {
-        ops::add(&self.gpu, x.w(), y.r(), len)
+        let yp = self.f32_of(y)?;
+        let xp = self.rw(x)?;
+        ops::add(&self.gpu, xp, yp, len)
     }
 
     fn copy_within(
@@ -851,7 +907,7 @@ impl Backend for CudaBackend {
                 "cuda: copy_within out of range or overlapping".into(),
             ));
         }
-        let p = x.w();
+        let p = self.rw(x)?;
         self.gpu
             .copy(p + (dst * 4) as u64, p + (src * 4) as u64, len * 4)
     }
@@ -860,6 +916,7 @@ impl Backend for CudaBackend {
         if offset + out.len() > x.len {
             return Err(ModelError::Backend("read past the end of a buffer".into()));
         }
+        self.f32_of(x)?;
         self.gpu.read(&x.buf, offset * 4, out)
     }
 
@@ -869,7 +926,7 @@ impl Backend for CudaBackend {
                 "argmax past the end of a buffer".into(),
             ));
         }
-        let p = x.r() + (offset * 4) as u64;
+        let p = self.f32_of(x)? + (offset * 4) as u64;
         self.gpu.launch(
             &self.gpu.k.argmax,
             (1, 1, 1),
@@ -882,6 +939,22 @@ impl Backend for CudaBackend {
     }
 
     // Fused overrides of the compound operations.
+
+    fn norm_matmuls(
+        &mut self,
+        x: &CudaBuf,
+        norm: &CudaWeight,
+        eps: f32,
+        (n, dim): (usize, usize),
+        xb: &mut CudaBuf,
+        ws: &[&CudaWeight],
+        outs: &mut [&mut CudaBuf],
+    ) -> Result<(), ModelError> {
+        // The normed rows go to the matmuls' input copy; to `xb` itself only for one row or
+        // for the debug printer.
+        self.norm(x, norm, eps, (n, dim), xb, self.debug)?;
+        self.matmuls(ws, xb, n, outs)
+    }
 
     fn qkv_rope_store(
         &mut self,
@@ -897,19 +970,46 @@ impl Backend for CudaBackend {
         shape: &AttnShape,
         factors: Option<&CudaWeight>,
     ) -> Result<(), ModelError> {
-        // The fused mat-vec rotates adjacent pairs of rows without frequency factors.
-        if n > 1 || shape.rope != RopeStyle::Adjacent || factors.is_some() {
-            self.norm(x, norm, eps, (n, dim), xb)?;
+        let ff = match factors {
+            Some(f) => f.vector()?.ptr,
+            None => 0,
+        };
+        let neox = shape.rope == RopeStyle::Neox;
+        let a = self.attn(shape, kv);
+        if n > 1 {
+            // Several rows: the GEMMs, then one kernel rotates q and k and stores k and v.
+            self.norm(x, norm, eps, (n, dim), xb, self.debug)?;
             self.matmuls(&wqkv, xb, n, &mut [&mut *q, &mut *k, &mut *v])?;
-            self.rope(q, n, shape.n_head, shape, factors)?;
-            self.rope(k, n, shape.n_head_kv, shape, factors)?;
-            return self.kv_store(kv, layer, k, v, n);
+            let (qp, kp, vp) = (q.w(), k.w(), self.f32_of(v)?);
+            return ops::rope_store(
+                &self.gpu,
+                &a,
+                (qp, kp, vp),
+                n,
+                self.io.ptr,
+                (neox, ff),
+                kv.layer(layer),
+            );
+        }
+        if neox || factors.is_some() {
+            // The fused mat-vec rotates adjacent pairs of rows without frequency factors.
+            self.norm(x, norm, eps, (1, dim), xb, true)?;
+            self.matmuls(&wqkv, xb, 1, &mut [&mut *q, &mut *k, &mut *v])?;
+            let (qp, kp, vp) = (q.w(), k.w(), self.f32_of(v)?);
+            return ops::rope_store(
+                &self.gpu,
+                &a,
+                (qp, kp, vp),
+                1,
+                self.io.ptr,
+                (neox, ff),
+                kv.layer(layer),
+            );
         }
         // One row: RMSNorm into q8_1, then one mat-vec for q, k and v that rotates q and k and
         // stores k and v into the cache.
-        self.norm(x, norm, eps, (1, dim), xb)?;
+        self.norm(x, norm, eps, (1, dim), xb, true)?;
         let input = self.q8_of(xb, dim)?;
-        let a = self.attn(shape, kv);
         let (kc, vc) = kv.layer(layer);
         let rope = RopeOut {
             io: self.io_row(0),
@@ -954,12 +1054,26 @@ impl Backend for CudaBackend {
         up: &mut CudaBuf,
     ) -> Result<(), ModelError> {
         if n > 1 {
-            self.norm(x, norm, eps, (n, dim), xb)?;
+            self.norm(x, norm, eps, (n, dim), xb, self.debug)?;
             self.matmuls(&[w_gate, w_up], xb, n, &mut [&mut *gate, &mut *up])?;
-            return self.swiglu(gate, up, n * n_ff);
+            if !self.gpu.has_blas() {
+                return self.swiglu(gate, up, n * n_ff);
+            }
+            // The product only as the f16 input of the down projection's GEMM.
+            let len = n * n_ff;
+            let x16 = self.scratch(S::X16, len * 2)?;
+            let up = self.f32_of(up)?;
+            let g = self.rw(gate)?;
+            ops::swiglu(&self.gpu, g, up, (x16, self.debug), len)?;
+            gate.f16_only.set(!self.debug);
+            self.act = Some(Act::F16 {
+                key: gate.key(),
+                len,
+            });
+            return Ok(());
         }
         // One row: the gate and up rows meet in one mat-vec that applies SiLU·mul.
-        self.norm(x, norm, eps, (1, dim), xb)?;
+        self.norm(x, norm, eps, (1, dim), xb, true)?;
         let input = self.q8_of(xb, dim)?;
         matvec(
             &self.gpu,
@@ -991,12 +1105,13 @@ impl CudaBackend {
         let base = self.scratch(S::Scores, sc * 6 + n * e * 2)?;
         let (sp, pp, o16) = (base, base + (sc * 4) as u64, base + (sc * 6) as u64);
         let qh = self.scratch(S::Qh, n * e * 2)?;
+        let qp = self.f32_of(q)?;
         let g = &self.gpu;
         g.launch(
             &g.k.rows_to_heads,
             ((n * e).div_ceil(256).min(1 << 16) as u32, 1, 1),
             256,
-            &[&q.r(), &qh, &(n as i32), &(a.n_head as i32), &(hd as i32)],
+            &[&qp, &qh, &(n as i32), &(a.n_head as i32), &(hd as i32)],
         )?;
         // scores[kvh][g·n][n_kv] = Q[kvh][g·n][hd] · K[kvh][n_kv][hd]ᵀ
         g.gemm(

@@ -34,6 +34,7 @@ const KERNELS: &[&str] = &[
     "scale",
     "geglu",
     "kv_store",
+    "rope_store",
     "rows_to_heads",
     "attn_decode_32",
     "attn_decode_64",
@@ -64,6 +65,7 @@ pub(crate) struct Kernels {
     pub scale: CudaFunction,
     pub geglu: CudaFunction,
     pub kv_store: CudaFunction,
+    pub rope_store: CudaFunction,
     pub rows_to_heads: CudaFunction,
     /// By head size: 32, 64, 96, 128.
     pub attn_decode: [CudaFunction; 4],
@@ -209,6 +211,7 @@ impl Gpu {
             scale: next()?,
             geglu: next()?,
             kv_store: next()?,
+            rope_store: next()?,
             rows_to_heads: next()?,
             attn_decode: [next()?, next()?, next()?, next()?],
             softmax_causal: next()?,

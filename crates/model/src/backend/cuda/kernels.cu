@@ -589,15 +589,54 @@ extern "C" __global__ void rms_norm(const float* x, int x_row0, const float* w, 
     }
 }
 
-// g = silu(g) * u in place, and as f16 into `out` when not null (the next GEMM's input).
-extern "C" __global__ void swiglu(float* g, const float* u, u16* out, int n) {
+// g = silu(g) * u: in place when `keep`, and as f16 into `out` when not null (the next GEMM's
+// input).
+extern "C" __global__ void swiglu(float* g, const float* u, u16* out, int n, int keep) {
     grid_wait();
     grid_launch();
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
         float x = g[i];
         float y = x / (1.f + expf(-x)) * u[i];
-        g[i] = y;
+        if (keep) g[i] = y;
         if (out) out[i] = f2h(y);
+    }
+}
+
+// RoPE of q and k in place (pairs as in `rope`, factors `ff` may be null), then k and v as f16
+// into the layer's cache of each row's sequence at its position. grid (n, n_head + n_head_kv),
+// block hd / 2: thread i < n_rot / 2 rotates pair i, the others carry two unrotated dims.
+extern "C" __global__ void rope_store(float* q, float* k, const float* v, int n_head, int n_head_kv,
+                                      int hd, int n_rot, float theta_scale, const int* io, int neox,
+                                      const float* ff, u16* kc, u16* vc, int n_ctx, u64 seq_stride) {
+    int t = blockIdx.x, hh = blockIdx.y, i = threadIdx.x, half = n_rot / 2;
+    int pos = io[3 * t + 1];
+    float c = 1.f, s = 0.f;
+    int a, b;
+    if (i < half) {
+        float theta = (float)pos; // as ggml: theta_i = pos * scale^i by repeated products
+        for (int j = 0; j < i; j++) theta *= theta_scale;
+        if (ff) theta /= ff[i];
+        sincosf(theta, &s, &c);
+        a = neox ? i : 2 * i;
+        b = neox ? i + half : 2 * i + 1;
+    } else {
+        a = n_rot + 2 * (i - half);
+        b = a + 1;
+    }
+    bool is_q = hh < n_head;
+    int kvh = hh - n_head;
+    float* p = is_q ? q + ((u64)t * n_head + hh) * hd : k + ((u64)t * n_head_kv + kvh) * hd;
+    float x0 = p[a], x1 = p[b];
+    float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
+    p[a] = y0;
+    p[b] = y1;
+    if (!is_q) {
+        u64 at = (u64)io[3 * t + 2] * seq_stride + ((u64)kvh * n_ctx + pos) * hd;
+        const float* vs = v + ((u64)t * n_head_kv + kvh) * hd;
+        kc[at + a] = f2h(y0);
+        kc[at + b] = f2h(y1);
+        vc[at + a] = f2h(vs[a]);
+        vc[at + b] = f2h(vs[b]);
     }
 }
 
@@ -651,7 +690,7 @@ extern "C" __global__ void scale(float* x, float s, int n) {
 
 // g = gelu(g) * u in place (GELU's tanh form on g rounded to f16, the result rounded to f16, as
 // ggml's CPU backend computes it from its table), and as f16 into `out` when not null.
-extern "C" __global__ void geglu(float* g, const float* u, u16* out, int n) {
+extern "C" __global__ void geglu(float* g, const float* u, u16* out, int n, int keep) {
     grid_wait();
     grid_launch();
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
@@ -665,7 +704,7 @@ extern "C" __global__ void geglu(float* g, const float* u, u16* out, int n) {
             y = h2f(f2h(0.5f * x * (1.f + tanhf(0.7978846f * x * (1.f + 0.044715f * x * x)))));
         }
         y *= u[i];
-        g[i] = y;
+        if (keep) g[i] = y;
         if (out) out[i] = f2h(y);
     }
 }
@@ -1091,11 +1130,11 @@ __device__ __forceinline__ void attn_prompt_t(const float* q, const u16* kc, con
         int col = head * HD + d * 8 + 2 * c;
         float2 ya = make_float2(o[d][0] * i0, o[d][1] * i0), yb = make_float2(o[d][2] * i1, o[d][3] * i1);
         if (ta < n) {
-            *(float2*)(of32 + (u64)ta * stride + col) = ya;
+            if (of32) *(float2*)(of32 + (u64)ta * stride + col) = ya;
             if (of16) *(u32*)(of16 + (u64)ta * stride + col) = pack_h2(ya.x, ya.y);
         }
         if (tb < n) {
-            *(float2*)(of32 + (u64)tb * stride + col) = yb;
+            if (of32) *(float2*)(of32 + (u64)tb * stride + col) = yb;
             if (of16) *(u32*)(of16 + (u64)tb * stride + col) = pack_h2(yb.x, yb.y);
         }
     }

@@ -362,14 +362,14 @@ pub(crate) fn geglu(
     gpu: &Gpu,
     gate: u64,
     up: u64,
-    of16: u64,
+    (of16, keep): (u64, bool),
     len: usize,
 ) -> Result<(), ModelError> {
     gpu.launch(
         &gpu.k.geglu,
         elementwise(len),
         256,
-        &[&gate, &up, &of16, &(len as i32)],
+        &[&gate, &up, &of16, &(len as i32), &i32::from(keep)],
     )
 }
 
@@ -421,19 +421,57 @@ pub(crate) fn to_f16(gpu: &Gpu, x: u64, out: u64, len: usize) -> Result<(), Mode
     )
 }
 
-/// `gate = silu(gate) * up` over `len` values, and as f16 into `of16` when not null.
+/// `gate = silu(gate) * up` over `len` values: in place with `keep`, and as f16 into `of16` when
+/// not null.
 pub(crate) fn swiglu(
     gpu: &Gpu,
     gate: u64,
     up: u64,
-    of16: u64,
+    (of16, keep): (u64, bool),
     len: usize,
 ) -> Result<(), ModelError> {
     gpu.launch(
         &gpu.k.swiglu,
         elementwise(len),
         256,
-        &[&gate, &up, &of16, &(len as i32)],
+        &[&gate, &up, &of16, &(len as i32), &i32::from(keep)],
+    )
+}
+
+/// RoPE of `n` rows of q and k in place (adjacent pairs, or `neox`; `factors` may be null), then
+/// k and v into one layer's cache (`kc`, `vc`: its first sequence) at each row's sequence and
+/// position in `io`.
+#[allow(clippy::too_many_arguments)] // the kernel's operands
+pub(crate) fn rope_store(
+    gpu: &Gpu,
+    a: &Attn,
+    (q, k, v): (u64, u64, u64),
+    n: usize,
+    io: u64,
+    (neox, factors): (bool, u64),
+    (kc, vc): (u64, u64),
+) -> Result<(), ModelError> {
+    gpu.launch(
+        &gpu.k.rope_store,
+        (n as u32, (a.n_head + a.n_head_kv) as u32, 1),
+        (a.hd / 2) as u32,
+        &[
+            &q,
+            &k,
+            &v,
+            &(a.n_head as i32),
+            &(a.n_head_kv as i32),
+            &(a.hd as i32),
+            &(a.n_rot as i32),
+            &a.theta_scale(),
+            &io,
+            &i32::from(neox),
+            &factors,
+            &kc,
+            &vc,
+            &(a.n_ctx as i32),
+            &a.seq_stride(),
+        ],
     )
 }
 

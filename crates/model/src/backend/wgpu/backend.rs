@@ -765,7 +765,9 @@ impl Backend for WgpuBackend {
     ) -> Result<(), ModelError> {
         let plain = 1.0 / (shape.head_dim as f32).sqrt();
         if shape.window > 0 || (shape.scale - plain).abs() > plain * 1e-6 {
-            return Err(Self::not_yet("sliding-window attention or a score scale other than 1/sqrt(head_dim)"));
+            return Err(Self::not_yet(
+                "sliding-window attention or a score scale other than 1/sqrt(head_dim)",
+            ));
         }
         self.attend(q, kv, layer, n, shape, out)
     }
