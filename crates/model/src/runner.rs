@@ -5,7 +5,11 @@ use std::sync::Arc;
 
 use rustorch_gguf::GgufFile;
 
+use crate::arch::gemma3::Gemma3Model;
 use crate::arch::llama::LlamaModel;
+use crate::arch::phi3::Phi3Model;
+use crate::arch::qwen2::Qwen2Model;
+use crate::arch::qwen3::Qwen3Model;
 use crate::arch::{self, Architecture, RunState};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::{Backend, Batch, Device, Step};
@@ -380,15 +384,23 @@ where
     B::Weight: Send,
     B::Kv: Send,
 {
-    match config.arch {
-        Arch::Llama => Ok(Box::new(Runner::<B, LlamaModel<B>>::new(
+    Ok(match config.arch {
+        Arch::Llama => Box::new(Runner::<B, LlamaModel<B>>::new(
             backend, file, config, n_ctx, n_seq,
-        )?)),
-        other => Err(ModelError::UnsupportedArchitecture {
-            arch: other.name().to_string(),
-            supported: "llama".to_string(),
-        }),
-    }
+        )?),
+        Arch::Qwen2 => Box::new(Runner::<B, Qwen2Model<B>>::new(
+            backend, file, config, n_ctx, n_seq,
+        )?),
+        Arch::Qwen3 => Box::new(Runner::<B, Qwen3Model<B>>::new(
+            backend, file, config, n_ctx, n_seq,
+        )?),
+        Arch::Gemma3 => Box::new(Runner::<B, Gemma3Model<B>>::new(
+            backend, file, config, n_ctx, n_seq,
+        )?),
+        Arch::Phi3 => Box::new(Runner::<B, Phi3Model<B>>::new(
+            backend, file, config, n_ctx, n_seq,
+        )?),
+    })
 }
 
 /// `--backend gpu`: CUDA where it is built and a driver is present, then Metal or Vulkan.

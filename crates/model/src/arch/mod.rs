@@ -2,7 +2,11 @@
 //! operations that every backend executes. What they share lives here: the run state, the output
 //! head, tensor-shape checks.
 
+pub mod gemma3;
 pub mod llama;
+pub mod phi3;
+pub mod qwen2;
+pub mod qwen3;
 
 use std::sync::Arc;
 
@@ -47,6 +51,8 @@ pub struct RunState<B: Backend> {
     pub proj: B::Buf, // (n, n_embd) output of a projection back to the residual stream
     pub gate: B::Buf, // (n, n_ff)
     pub up: B::Buf,   // (n, n_ff)
+    pub qn: B::Buf,   // (n, q_dim) queries after a per-head norm
+    pub kn: B::Buf,   // (n, kv_dim) keys after a per-head norm
     pub logits: B::Buf,
     /// Rows of logits `logits` holds.
     logit_rows: usize,
@@ -68,6 +74,8 @@ impl<B: Backend> RunState<B> {
             proj: b.alloc(n * c.n_embd)?,
             gate: b.alloc(n * c.n_ff)?,
             up: b.alloc(n * c.n_ff)?,
+            qn: b.alloc(n * c.q_dim())?,
+            kn: b.alloc(n * c.kv_dim())?,
             logits: b.alloc(logit_rows * c.n_vocab)?,
             logit_rows,
             n_vocab: c.n_vocab,
@@ -120,6 +128,17 @@ pub fn check_shape(file: &GgufFile, name: &str, want: &[usize]) -> Result<(), Mo
             actual: format!("{:?}", info.dims),
         })
     }
+}
+
+/// Checks that tensor `name` has dimensions `shape`, then uploads it.
+pub fn tensor<B: Backend>(
+    b: &mut B,
+    file: &Arc<GgufFile>,
+    name: &str,
+    shape: &[usize],
+) -> Result<B::Weight, ModelError> {
+    check_shape(file, name, shape)?;
+    b.upload(file, name)
 }
 
 /// The output head: final norm and the projection to the vocabulary (`output.weight`, or the
