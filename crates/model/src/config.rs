@@ -90,6 +90,16 @@ pub struct Config {
     /// `{arch}.attention.sliding_window`: positions a sliding-window layer's query sees (itself
     /// included); 0: every layer attends to the whole context.
     pub sliding_window: usize,
+    /// `{arch}.attention.sliding_window_pattern` (Gemma 3, default 6): of every `n` layers the
+    /// first `n - 1` slide.
+    pub swa_pattern: usize,
+    /// `{arch}.rope.scaling.original_context_length` (Phi-3 LongRoPE; 0 when absent): longer
+    /// contexts take the long RoPE factors.
+    pub rope_orig_ctx: usize,
+    /// `{arch}.rope.scaling.attn_factor` (default 1): multiplies RoPE's sine and cosine.
+    pub rope_attn_factor: f32,
+    /// The context the model was loaded with (set by the loader; chooses Phi-3's RoPE factors).
+    pub n_ctx: usize,
     /// Scale of the attention scores: `1 / sqrt(head_dim)` (Gemma 3 27B: `1 / sqrt(n_embd /
     /// n_head)`).
     pub attn_scale: f32,
@@ -223,15 +233,37 @@ impl Config {
         } else {
             1.0 / (head_dim as f32).sqrt()
         };
-        let rope_freq_base_swa = if arch == Arch::Gemma3 {
-            10000.0
-        } else {
-            rope_freq_base
+        let rope_freq_base_swa = match file.opt_f32(&key("rope.freq_base_swa"))? {
+            Some(b) if b.is_finite() && b > 0.0 => b,
+            Some(b) => return Err(invalid(format!("rope.freq_base_swa {b} must be positive"))),
+            None if arch == Arch::Gemma3 => 10000.0,
+            None => rope_freq_base,
         };
+        let swa_pattern = file
+            .opt_u32(&key("attention.sliding_window_pattern"))?
+            .unwrap_or(6) as usize;
+        if swa_pattern == 0 {
+            return Err(invalid("attention.sliding_window_pattern is 0".into()));
+        }
+        let rope_orig_ctx = file
+            .opt_u32(&key("rope.scaling.original_context_length"))?
+            .unwrap_or(0) as usize;
+        let rope_attn_factor = file
+            .opt_f32(&key("rope.scaling.attn_factor"))?
+            .unwrap_or(1.0);
+        if !(rope_attn_factor.is_finite() && rope_attn_factor > 0.0) {
+            return Err(invalid(format!(
+                "rope.scaling.attn_factor {rope_attn_factor} must be positive"
+            )));
+        }
         Ok(Config {
             arch,
             rope_freq_base_swa,
             sliding_window,
+            swa_pattern,
+            rope_orig_ctx,
+            rope_attn_factor,
+            n_ctx: 0,
             attn_scale,
             n_layer,
             n_embd,
@@ -252,10 +284,12 @@ impl Config {
         self.n_head * self.head_dim
     }
 
-    /// Whether layer `il` attends through a sliding window: Gemma 3's five of every six layers
-    /// (the sixth is global), when the file gives a window.
+    /// Whether layer `il` attends through a sliding window: Gemma 3's first `swa_pattern - 1` of
+    /// every `swa_pattern` layers (five of every six by default), when the file gives a window.
     pub fn is_swa_layer(&self, il: usize) -> bool {
-        self.sliding_window > 0 && self.arch == Arch::Gemma3 && il % 6 < 5
+        self.sliding_window > 0
+            && self.arch == Arch::Gemma3
+            && il % self.swa_pattern < self.swa_pattern - 1
     }
 
     /// Width of the keys (and values) of all KV heads: `n_head_kv * head_dim`.

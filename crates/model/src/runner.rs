@@ -342,6 +342,8 @@ pub fn load_seqs(
             "a cache of {n_seq} sequences of {n_ctx} positions"
         )));
     }
+    let mut config = config;
+    config.n_ctx = n_ctx;
     match (device, config.arch) {
         (Device::Cpu, _) => {
             crate::host_memory::check(

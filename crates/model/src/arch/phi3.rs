@@ -1,6 +1,7 @@
 //! Phi-3: Llama's layer with q, k and v in one tensor (`attn_qkv`, rows q then k then v) and gate
 //! and up in one (`ffn_up`, rows gate then up), uploaded as their parts so the layer runs as
-//! Llama's does; NEOX-style RoPE.
+//! Llama's does; NEOX-style RoPE, with LongRoPE's factors and attention factor when the file has
+//! them (the long factors when the context exceeds `rope.scaling.original_context_length`).
 
 use std::sync::Arc;
 
@@ -24,6 +25,8 @@ struct Layer<W> {
 pub struct Phi3Model<B: Backend> {
     config: Config,
     head: Head<B::Weight>,
+    /// LongRoPE's per-pair divisors for this context (`rope_factors_long` or `_short`).
+    rope_factors: Option<B::Weight>,
     layers: Vec<Layer<B::Weight>>,
 }
 
@@ -31,13 +34,17 @@ impl<B: Backend> Architecture<B> for Phi3Model<B> {
     fn load(b: &mut B, file: &Arc<GgufFile>, config: Config) -> Result<Self, ModelError> {
         let c = &config;
         let (e, qd, kv, ff) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff);
-        if file.tensor("rope_factors_long.weight").is_some()
-            || file.tensor("rope_factors_short.weight").is_some()
-        {
-            return Err(ModelError::InvalidConfig(
-                "phi3 LongRoPE factors (rope_factors_long / _short) are not supported yet".into(),
-            ));
-        }
+        // LongRoPE: the long factors for contexts past the original one, else the short.
+        let long = c.rope_orig_ctx > 0 && c.n_ctx > c.rope_orig_ctx;
+        let pick = if long {
+            "rope_factors_long.weight"
+        } else {
+            "rope_factors_short.weight"
+        };
+        let rope_factors = match file.tensor(pick) {
+            Some(_) => Some(tensor(b, file, pick, &[c.n_rot / 2])?),
+            None => None,
+        };
         let head = Head::load(b, file, c)?;
         let mut layers = Vec::with_capacity(c.n_layer);
         for i in 0..c.n_layer {
@@ -65,6 +72,7 @@ impl<B: Backend> Architecture<B> for Phi3Model<B> {
         Ok(Phi3Model {
             config,
             head,
+            rope_factors,
             layers,
         })
     }
@@ -86,6 +94,7 @@ impl<B: Backend> Architecture<B> for Phi3Model<B> {
         let (e, qd, kvd, ff, eps) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff, c.rms_eps);
         let shape = AttnShape {
             rope: RopeStyle::Neox,
+            rope_mscale: c.rope_attn_factor,
             scale: c.attn_scale,
             ..AttnShape::llama(c.n_head, c.n_head_kv, c.head_dim, c.n_rot, c.rope_freq_base)
         };
@@ -105,7 +114,7 @@ impl<B: Backend> Architecture<B> for Phi3Model<B> {
                 kv,
                 il,
                 &shape,
-                None,
+                self.rope_factors.as_ref(),
             )?;
             dbg.show(b, "q", &s.q, n, qd)?;
             dbg.show(b, "k", &s.k, n, kvd)?;

@@ -117,6 +117,8 @@ pub struct AttnShape {
     pub rope_freq_base: f32,
     /// Which dimensions RoPE pairs.
     pub rope: RopeStyle,
+    /// Multiplies RoPE's sine and cosine (Phi-3 LongRoPE's `attn_factor`; usually 1).
+    pub rope_mscale: f32,
     /// Scale of the scores `q · k` (usually `1 / sqrt(head_dim)`).
     pub scale: f32,
     /// Positions a query sees, itself included (sliding-window attention); 0: all before it.
@@ -140,6 +142,7 @@ impl AttnShape {
             n_rot,
             rope_freq_base,
             rope: RopeStyle::Adjacent,
+            rope_mscale: 1.0,
             scale: 1.0 / (head_dim as f32).sqrt(),
             window: 0,
         }

@@ -720,7 +720,8 @@ impl Backend for CpuBackend {
                     let mut theta = pos[t] as f32;
                     for i in 0..half {
                         let th = factors.map_or(theta, |f| theta / f[i]);
-                        cs.push(th.sin_cos());
+                        let (sin, cos) = th.sin_cos();
+                        cs.push((sin * shape.rope_mscale, cos * shape.rope_mscale));
                         theta *= theta_scale;
                     }
                     for head in row.chunks_mut(hd) {

@@ -296,6 +296,7 @@ impl CudaBackend {
             n_ctx: kv.n_ctx,
             n_split: Attn::splits_for(shape.n_head, shape.n_head_kv),
             scale: shape.scale,
+            rope_mscale: shape.rope_mscale,
         }
     }
 
@@ -695,6 +696,7 @@ impl Backend for CudaBackend {
             n_ctx: 0,
             n_split: 1,
             scale: shape.scale,
+            rope_mscale: shape.rope_mscale,
         };
         let ff = match factors {
             Some(f) => f.vector()?.ptr,
@@ -721,6 +723,7 @@ impl Backend for CudaBackend {
             n_ctx: kv.n_ctx,
             n_split: 1,
             scale: 1.0,
+            rope_mscale: 1.0,
         };
         let (kp, vp) = (self.f32_of(k)?, self.f32_of(v)?);
         ops::kv_store(&self.gpu, &a, (kp, vp), n, self.io.ptr, kv.layer(layer))
@@ -991,7 +994,7 @@ impl Backend for CudaBackend {
                 kv.layer(layer),
             );
         }
-        if neox || factors.is_some() {
+        if neox || factors.is_some() || shape.rope_mscale != 1.0 {
             // The fused mat-vec rotates adjacent pairs of rows without frequency factors.
             self.norm(x, norm, eps, (1, dim), xb, true)?;
             self.matmuls(&wqkv, xb, 1, &mut [&mut *q, &mut *k, &mut *v])?;

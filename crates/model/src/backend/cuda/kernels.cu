@@ -607,7 +607,8 @@ extern "C" __global__ void swiglu(float* g, const float* u, u16* out, int n, int
 // block hd / 2: thread i < n_rot / 2 rotates pair i, the others carry two unrotated dims.
 extern "C" __global__ void rope_store(float* q, float* k, const float* v, int n_head, int n_head_kv,
                                       int hd, int n_rot, float theta_scale, const int* io, int neox,
-                                      const float* ff, u16* kc, u16* vc, int n_ctx, u64 seq_stride) {
+                                      const float* ff, float mscale, u16* kc, u16* vc, int n_ctx,
+                                      u64 seq_stride) {
     int t = blockIdx.x, hh = blockIdx.y, i = threadIdx.x, half = n_rot / 2;
     int pos = io[3 * t + 1];
     float c = 1.f, s = 0.f;
@@ -617,6 +618,8 @@ extern "C" __global__ void rope_store(float* q, float* k, const float* v, int n_
         for (int j = 0; j < i; j++) theta *= theta_scale;
         if (ff) theta /= ff[i];
         sincosf(theta, &s, &c);
+        s *= mscale;
+        c *= mscale;
         a = neox ? i : 2 * i;
         b = neox ? i + half : 2 * i + 1;
     } else {
@@ -658,7 +661,7 @@ extern "C" __global__ void to_f16(const float* x, u16* out, int n) {
 // (ggml's adjacent layout) or, with `neox`, (i, i + n_rot / 2); `ff` (may be null) divides pair
 // i's angle. grid (n, n_heads), block n_rot / 2 (one pair per thread).
 extern "C" __global__ void rope(float* x, int n_heads, int hd, float theta_scale, const int* io,
-                                int neox, const float* ff) {
+                                int neox, const float* ff, float mscale) {
     grid_wait();
     grid_launch();
     int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x, half = blockDim.x;
@@ -667,6 +670,8 @@ extern "C" __global__ void rope(float* x, int n_heads, int hd, float theta_scale
     if (ff) theta /= ff[i];
     float s, c;
     sincosf(theta, &s, &c);
+    s *= mscale;
+    c *= mscale;
     float* p = x + ((u64)t * n_heads + h) * hd;
     int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
     float x0 = p[a], x1 = p[b];

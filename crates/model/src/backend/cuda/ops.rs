@@ -269,6 +269,8 @@ pub(crate) struct Attn {
     pub n_split: usize,
     /// Scale of the scores.
     pub scale: f32,
+    /// RoPE's sine and cosine multiplier.
+    pub rope_mscale: f32,
 }
 
 impl Attn {
@@ -327,6 +329,7 @@ pub(crate) fn rope(
             &io,
             &i32::from(neox),
             &factors,
+            &a.rope_mscale,
         ],
     )
 }
@@ -467,6 +470,7 @@ pub(crate) fn rope_store(
             &io,
             &i32::from(neox),
             &factors,
+            &a.rope_mscale,
             &kc,
             &vc,
             &(a.n_ctx as i32),

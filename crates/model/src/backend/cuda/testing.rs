@@ -168,6 +168,7 @@ pub fn attention_decode(
         n_ctx,
         n_split,
         scale: 1.0 / (shape.head_dim as f32).sqrt(),
+        rope_mscale: 1.0,
     };
     a.check()?;
     let e = a.n_head * a.hd;
@@ -231,6 +232,7 @@ pub fn qkv_rope(
         n_ctx,
         n_split: 1,
         scale: 1.0 / (shape.head_dim as f32).sqrt(),
+        rope_mscale: 1.0,
     };
     let (e, kvd, cols) = (a.n_head * a.hd, a.n_head_kv * a.hd, x.len());
     let wq = upload_matrix(gpu, "wq", ty, ws[0], e, cols)?;
@@ -330,6 +332,7 @@ pub fn attention_prompt(
         n_ctx,
         n_split: 1,
         scale: 1.0 / (shape.head_dim as f32).sqrt(),
+        rope_mscale: 1.0,
     };
     a.check()?;
     let e = a.n_head * a.hd;

@@ -438,7 +438,8 @@ impl WgpuBackend {
 
     /// The RoPE shaders rotate adjacent pairs without frequency factors.
     fn llama_rope_only(shape: &AttnShape, factors: bool) -> Result<(), ModelError> {
-        if shape.rope != crate::backend::RopeStyle::Adjacent || factors {
+        if shape.rope != crate::backend::RopeStyle::Adjacent || factors || shape.rope_mscale != 1.0
+        {
             return Err(Self::not_yet("NEOX-style RoPE or RoPE frequency factors"));
         }
         Ok(())
