@@ -362,7 +362,7 @@ fn run_family(name: &str, base_name: &'static str, mutants: Vec<Mutant>) {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(m) = mutants.get(i) else { break };
-                    if i > 0 && i % 500 == 0 {
+                    if i > 0 && i.is_multiple_of(500) {
                         eprintln!(
                             "hostile {name}: {i} of {} mutants, {:.0} s",
                             mutants.len(),

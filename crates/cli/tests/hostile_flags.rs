@@ -11,6 +11,8 @@ use std::process::{Command, Stdio};
 fn run_measured(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, String, String, u64) {
     let dir = tempfile::tempdir().unwrap();
     let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    // Reaped by wait4 below (which also gives the peak memory), not by `Child::wait`.
+    #[allow(clippy::zombie_processes)]
     let mut child = Command::new(env!("CARGO_BIN_EXE_rustorch"))
         .args(args)
         .envs(env.iter().copied())
