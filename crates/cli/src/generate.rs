@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use rustorch_engine::chat_template::{ChatMessage, ChatTemplate};
+use rustorch_engine::chat_template::{known, ChatMessage, ChatTemplate};
 use rustorch_engine::sampler::SamplerConfig;
 use rustorch_engine::session::{Session, StopReason};
 
@@ -95,6 +95,10 @@ pub struct ChatArgs {
     /// System message for the conversation
     #[arg(long)]
     pub system: Option<String>,
+    /// The turn format: a known name (chatml, gemma, llama3, phi3) or a file holding a Jinja
+    /// template; default: the file's `tokenizer.chat_template`, else its architecture's format
+    #[arg(long, value_name = "NAME|FILE")]
+    pub chat_template: Option<String>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     #[command(flatten)]
@@ -206,6 +210,12 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
         .opt_str("tokenizer.chat_template")
         .context("chat template")?
         .map(str::to_string);
+    let file_arch = opened
+        .file
+        .opt_str("general.architecture")
+        .ok()
+        .flatten()
+        .map(str::to_string);
     let n_ctx = opened.n_ctx;
     let mut session = start_session(opened, sampler, n_ctx, &args.runtime)?;
     let tok = session.tokenizer();
@@ -217,11 +227,26 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
         .eos()
         .map(|id| tok.token_text(id).to_string())
         .unwrap_or_default();
-    let source = match source {
-        Some(s) => s,
-        None => {
-            eprintln!("[the model has no chat template; using ChatML]");
-            CHATML.to_string()
+    let source = match (&args.chat_template, source) {
+        (Some(choice), _) => match known::named(choice) {
+            Some(s) => s.to_string(),
+            None => crate::common::read_text(std::path::Path::new(choice)).with_context(|| {
+                format!(
+                    "--chat-template {}: not a known format ({}) nor a readable file",
+                    crate::common::printable(choice),
+                    known::NAMES.join(", ")
+                )
+            })?,
+        },
+        (None, Some(s)) => s,
+        (None, None) => {
+            let arch = file_arch.as_deref().unwrap_or("");
+            let (name, s) = known::for_architecture(arch);
+            eprintln!(
+                "[the model has no chat template; using the {name} turn format of its \
+                 architecture (--chat-template overrides)]"
+            );
+            s.to_string()
         }
     };
     let template = ChatTemplate::new(&source, &bos, &eos).context("chat template")?;
@@ -316,4 +341,3 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";

@@ -142,7 +142,8 @@ fn debug_activations_go_to_stderr_only() {
         "v-0",
         "kqv_out-0",
         "ffn_inp-0",
-        "ffn_out-29",
+        "ffn_swiglu-29",
+        "l_out-29",
         "result_output",
     ] {
         assert!(

@@ -16,6 +16,7 @@
 mod builtins;
 mod guards;
 mod json;
+pub mod known;
 mod limits;
 mod rewrite;
 mod strftime;
