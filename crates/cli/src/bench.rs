@@ -156,7 +156,8 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
 
 #[derive(Args)]
 pub struct SynthArgs {
-    /// Model shape: tinyllama-1.1b, llama-7b or smollm2-135m
+    /// Model shape: tinyllama-1.1b, llama-7b, smollm2-135m, mistral-7b, qwen2.5-0.5b, qwen2.5-7b,
+    /// qwen3-0.6b, qwen3-8b, gemma3-1b or phi3-mini
     #[arg(long, value_parser = parse_shape)]
     shape: Shape,
     /// Output GGUF file

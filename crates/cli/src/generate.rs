@@ -340,4 +340,3 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
     print_timings(&session);
     Ok(())
 }
-

@@ -337,7 +337,7 @@ pub fn load_seqs(
             "the context length is 0 (give one with -c)".into(),
         ));
     }
-    if n_seq == 0 || n_ctx > u32::MAX as usize / 2 {
+    if n_seq == 0 || n_ctx > 1 << 31 {
         return Err(ModelError::InvalidConfig(format!(
             "a cache of {n_seq} sequences of {n_ctx} positions"
         )));

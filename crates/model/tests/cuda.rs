@@ -736,6 +736,25 @@ fn two_sequences_match_each_alone() {
     }
 }
 
+/// The architectures beyond Llama on synthetic files of real shapes: NEOX RoPE, q/k/v biases,
+/// per-head q/k norms, fused tensors uploaded as parts; Gemma 3's sliding window is a clear error.
+#[test]
+fn other_architectures_match_cpu() {
+    let Some(_gpu) = gpu() else { return };
+    for shape in ["qwen2.5-0.5b", "qwen3-0.6b", "phi3-mini"] {
+        let path = synth_file(shape, FileType::Q8_0);
+        model_vs_cpu(&path, shape, 40);
+        std::fs::remove_file(&path).ok();
+    }
+    let path = synth_file("gemma3-1b", FileType::Q8_0);
+    let file = Arc::new(GgufFile::open(&path).unwrap());
+    let err = rustorch_model::load(file, Device::Cuda, 64)
+        .and_then(|mut m| m.eval(&[1, 2, 3], 0, Logits::Last, &mut Vec::new()))
+        .unwrap_err();
+    assert!(err.to_string().contains("not"), "{err}");
+    std::fs::remove_file(&path).ok();
+}
+
 #[test]
 fn context_overflow_and_bad_token_are_errors() {
     let Some(_gpu) = gpu() else { return };

@@ -1,9 +1,11 @@
-//! Synthetic models of a named real shape (TinyLlama 1.1B, Llama 7B, SmolLM2 135M) with
-//! deterministic pseudo-random weights, so benchmarks run at real sizes without a download.
+//! Synthetic models of a named real shape (TinyLlama 1.1B, Llama 7B, SmolLM2 135M, Mistral 7B,
+//! Qwen2.5 0.5B / 7B, Qwen3 0.6B / 8B, Gemma 3 1B, Phi-3 mini) with deterministic pseudo-random
+//! weights, so benchmarks run at real sizes without a download.
 //!
-//! The file is a normal Llama GGUF (llama.cpp loads it): a SentencePiece-style vocabulary of the
-//! shape's size (byte tokens plus made-up pieces), f32 norms of ones, and weight matrices drawn from a
-//! fixed generator and quantized by the same per-tensor rules as `quantize`.
+//! The file is a normal GGUF of the shape's architecture (llama.cpp loads it): a SentencePiece-style
+//! vocabulary of the shape's size (byte tokens plus made-up pieces), f32 norms of ones, small
+//! biases, and weight matrices drawn from a fixed generator and quantized by the same per-tensor
+//! rules as `quantize`.
 
 use std::io::Write;
 
@@ -18,6 +20,12 @@ use crate::ModelError;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Shape {
     pub name: &'static str,
+    /// `general.architecture`: llama, qwen2, qwen3, gemma3 or phi3.
+    pub arch: &'static str,
+    /// Width of a head when it is not `n_embd / n_head` (written as `key_length`); 0: that.
+    pub head_dim: usize,
+    /// Gemma 3's sliding window (0: none).
+    pub window: usize,
     pub n_layer: usize,
     pub n_embd: usize,
     pub n_ff: usize,
@@ -33,6 +41,9 @@ pub struct Shape {
 pub const SHAPES: &[Shape] = &[
     Shape {
         name: "tinyllama-1.1b",
+        arch: "llama",
+        head_dim: 0,
+        window: 0,
         n_layer: 22,
         n_embd: 2048,
         n_ff: 5632,
@@ -45,6 +56,9 @@ pub const SHAPES: &[Shape] = &[
     },
     Shape {
         name: "llama-7b",
+        arch: "llama",
+        head_dim: 0,
+        window: 0,
         n_layer: 32,
         n_embd: 4096,
         n_ff: 11008,
@@ -57,6 +71,9 @@ pub const SHAPES: &[Shape] = &[
     },
     Shape {
         name: "smollm2-135m",
+        arch: "llama",
+        head_dim: 0,
+        window: 0,
         n_layer: 30,
         n_embd: 576,
         n_ff: 1536,
@@ -67,6 +84,111 @@ pub const SHAPES: &[Shape] = &[
         rope_freq_base: 100000.0,
         tied: true,
     },
+    Shape {
+        name: "mistral-7b",
+        arch: "llama",
+        head_dim: 0,
+        window: 0,
+        n_layer: 32,
+        n_embd: 4096,
+        n_ff: 14336,
+        n_head: 32,
+        n_head_kv: 8,
+        n_vocab: 32768,
+        n_ctx: 32768,
+        rope_freq_base: 1000000.0,
+        tied: false,
+    },
+    Shape {
+        name: "qwen2.5-0.5b",
+        arch: "qwen2",
+        head_dim: 0,
+        window: 0,
+        n_layer: 24,
+        n_embd: 896,
+        n_ff: 4864,
+        n_head: 14,
+        n_head_kv: 2,
+        n_vocab: 151936,
+        n_ctx: 32768,
+        rope_freq_base: 1000000.0,
+        tied: true,
+    },
+    Shape {
+        name: "qwen2.5-7b",
+        arch: "qwen2",
+        head_dim: 0,
+        window: 0,
+        n_layer: 28,
+        n_embd: 3584,
+        n_ff: 18944,
+        n_head: 28,
+        n_head_kv: 4,
+        n_vocab: 152064,
+        n_ctx: 32768,
+        rope_freq_base: 1000000.0,
+        tied: false,
+    },
+    Shape {
+        name: "qwen3-0.6b",
+        arch: "qwen3",
+        head_dim: 128,
+        window: 0,
+        n_layer: 28,
+        n_embd: 1024,
+        n_ff: 3072,
+        n_head: 16,
+        n_head_kv: 8,
+        n_vocab: 151936,
+        n_ctx: 40960,
+        rope_freq_base: 1000000.0,
+        tied: true,
+    },
+    Shape {
+        name: "qwen3-8b",
+        arch: "qwen3",
+        head_dim: 128,
+        window: 0,
+        n_layer: 36,
+        n_embd: 4096,
+        n_ff: 12288,
+        n_head: 32,
+        n_head_kv: 8,
+        n_vocab: 151936,
+        n_ctx: 40960,
+        rope_freq_base: 1000000.0,
+        tied: false,
+    },
+    Shape {
+        name: "gemma3-1b",
+        arch: "gemma3",
+        head_dim: 256,
+        window: 512,
+        n_layer: 26,
+        n_embd: 1152,
+        n_ff: 6912,
+        n_head: 4,
+        n_head_kv: 1,
+        n_vocab: 262144,
+        n_ctx: 32768,
+        rope_freq_base: 1000000.0,
+        tied: true,
+    },
+    Shape {
+        name: "phi3-mini",
+        arch: "phi3",
+        head_dim: 0,
+        window: 0,
+        n_layer: 32,
+        n_embd: 3072,
+        n_ff: 8192,
+        n_head: 32,
+        n_head_kv: 32,
+        n_vocab: 32064,
+        n_ctx: 4096,
+        rope_freq_base: 10000.0,
+        tied: false,
+    },
 ];
 
 impl Shape {
@@ -74,23 +196,62 @@ impl Shape {
         SHAPES.iter().copied().find(|s| s.name == name)
     }
 
+    /// Width of one head.
+    pub fn head_dim(&self) -> usize {
+        if self.head_dim > 0 {
+            self.head_dim
+        } else {
+            self.n_embd / self.n_head
+        }
+    }
+
     fn tensors(&self) -> Vec<(String, Vec<u64>)> {
         let (e, ff, v) = (self.n_embd as u64, self.n_ff as u64, self.n_vocab as u64);
-        let kv = (self.n_embd / self.n_head * self.n_head_kv) as u64;
+        let hd = self.head_dim() as u64;
+        let (q, kv) = (hd * self.n_head as u64, hd * self.n_head_kv as u64);
         let mut t = vec![("token_embd.weight".to_string(), vec![e, v])];
         for i in 0..self.n_layer {
-            for (name, dims) in [
-                ("attn_norm", vec![e]),
-                ("attn_q", vec![e, e]),
-                ("attn_k", vec![e, kv]),
-                ("attn_v", vec![e, kv]),
-                ("attn_output", vec![e, e]),
-                ("ffn_norm", vec![e]),
-                ("ffn_gate", vec![e, ff]),
-                ("ffn_up", vec![e, ff]),
-                ("ffn_down", vec![ff, e]),
-            ] {
-                t.push((format!("blk.{i}.{name}.weight"), dims));
+            let mut layer: Vec<(&str, Vec<u64>)> = vec![("attn_norm.weight", vec![e])];
+            if self.arch == "phi3" {
+                layer.push(("attn_qkv.weight", vec![e, q + 2 * kv]));
+            } else {
+                layer.extend([
+                    ("attn_q.weight", vec![e, q]),
+                    ("attn_k.weight", vec![e, kv]),
+                    ("attn_v.weight", vec![e, kv]),
+                ]);
+            }
+            match self.arch {
+                "qwen2" => layer.extend([
+                    ("attn_q.bias", vec![q]),
+                    ("attn_k.bias", vec![kv]),
+                    ("attn_v.bias", vec![kv]),
+                ]),
+                "qwen3" | "gemma3" => layer.extend([
+                    ("attn_q_norm.weight", vec![hd]),
+                    ("attn_k_norm.weight", vec![hd]),
+                ]),
+                _ => {}
+            }
+            layer.push(("attn_output.weight", vec![q, e]));
+            if self.arch == "gemma3" {
+                layer.push(("post_attention_norm.weight", vec![e]));
+            }
+            layer.push(("ffn_norm.weight", vec![e]));
+            if self.arch == "phi3" {
+                layer.push(("ffn_up.weight", vec![e, 2 * ff]));
+            } else {
+                layer.extend([
+                    ("ffn_gate.weight", vec![e, ff]),
+                    ("ffn_up.weight", vec![e, ff]),
+                ]);
+            }
+            layer.push(("ffn_down.weight", vec![ff, e]));
+            if self.arch == "gemma3" {
+                layer.push(("post_ffw_norm.weight", vec![e]));
+            }
+            for (name, dims) in layer {
+                t.push((format!("blk.{i}.{name}"), dims));
             }
         }
         t.push(("output_norm.weight".to_string(), vec![e]));
@@ -103,37 +264,39 @@ impl Shape {
     fn metadata(&self, ftype: FileType) -> Vec<(String, Value)> {
         let s = |v: &str| Value::String(v.to_string());
         let u = |v: usize| Value::U32(v as u32);
+        let a = self.arch;
         let mut md = vec![
-            ("general.architecture".to_string(), s("llama")),
+            ("general.architecture".to_string(), s(a)),
             (
                 "general.name".to_string(),
                 s(&format!("rustorch synthetic {}", self.name)),
             ),
-            ("llama.block_count".to_string(), u(self.n_layer)),
-            ("llama.context_length".to_string(), u(self.n_ctx)),
-            ("llama.embedding_length".to_string(), u(self.n_embd)),
-            ("llama.feed_forward_length".to_string(), u(self.n_ff)),
-            ("llama.attention.head_count".to_string(), u(self.n_head)),
+            (format!("{a}.block_count"), u(self.n_layer)),
+            (format!("{a}.context_length"), u(self.n_ctx)),
+            (format!("{a}.embedding_length"), u(self.n_embd)),
+            (format!("{a}.feed_forward_length"), u(self.n_ff)),
+            (format!("{a}.attention.head_count"), u(self.n_head)),
+            (format!("{a}.attention.head_count_kv"), u(self.n_head_kv)),
             (
-                "llama.attention.head_count_kv".to_string(),
-                u(self.n_head_kv),
-            ),
-            (
-                "llama.rope.freq_base".to_string(),
+                format!("{a}.rope.freq_base"),
                 Value::F32(self.rope_freq_base),
             ),
+            (format!("{a}.rope.dimension_count"), u(self.head_dim())),
             (
-                "llama.rope.dimension_count".to_string(),
-                u(self.n_embd / self.n_head),
-            ),
-            (
-                "llama.attention.layer_norm_rms_epsilon".to_string(),
+                format!("{a}.attention.layer_norm_rms_epsilon"),
                 Value::F32(1e-5),
             ),
-            ("llama.vocab_size".to_string(), u(self.n_vocab)),
+            (format!("{a}.vocab_size"), u(self.n_vocab)),
             ("general.file_type".to_string(), Value::U32(ftype.id())),
             ("general.quantization_version".to_string(), Value::U32(2)),
         ];
+        if self.head_dim > 0 {
+            md.push((format!("{a}.attention.key_length"), u(self.head_dim)));
+            md.push((format!("{a}.attention.value_length"), u(self.head_dim)));
+        }
+        if self.window > 0 {
+            md.push((format!("{a}.attention.sliding_window"), u(self.window)));
+        }
         let (tokens, scores, types) = synthetic_vocab(self.n_vocab);
         md.extend([
             ("tokenizer.ggml.model".to_string(), s("llama")),
@@ -255,7 +418,7 @@ pub fn write<W: Write>(
     let tensors = shape.tensors();
     let names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
     let facts = ModelFacts {
-        arch: "llama".into(),
+        arch: shape.arch.into(),
         n_layer: shape.n_layer,
         n_head: shape.n_head,
         n_head_kv: shape.n_head_kv,
@@ -285,7 +448,12 @@ pub fn write<W: Write>(
     for (i, ((name, dims), &ty)) in tensors.iter().zip(&types).enumerate() {
         let row_len = dims[0] as usize;
         let n_rows: usize = dims[1..].iter().map(|&d| d as usize).product();
-        let data: Vec<f32> = if dims.len() == 1 {
+        let data: Vec<f32> = if dims.len() == 1 && name.ends_with(".bias") {
+            // Biases: small, like the rows' weights.
+            let mut v = vec![0f32; row_len];
+            fill_row(fnv(name), 0.02, &mut v);
+            v
+        } else if dims.len() == 1 {
             vec![1.0; row_len]
         } else {
             let seed = fnv(name);
