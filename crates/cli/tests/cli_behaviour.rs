@@ -45,6 +45,40 @@ fn chat_answers_each_line_of_stdin() {
     );
 }
 
+/// Gemma 3 270M's file has no chat template: chat uses Gemma's turn format, says so, and answers
+/// without printing the turn markers; `--chat-template` overrides, and an unknown one is an error.
+#[test]
+fn chat_without_a_template_uses_the_architectures_format() {
+    let gemma = common::model(common::GEMMA);
+    let gemma = gemma.to_str().unwrap();
+    let out = with_stdin(
+        &["chat", "-m", gemma, "-n", "8", "--temp", "0"],
+        "What is the capital of France?\n",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("gemma turn format"), "{stderr}");
+    assert!(!stdout.trim().is_empty(), "no reply");
+    assert!(
+        !stdout.contains("<start_of_turn>") && !stdout.contains("<end_of_turn>"),
+        "turn markers leak: {stdout:?}"
+    );
+    let out = with_stdin(
+        &["chat", "-m", gemma, "-n", "2", "--chat-template", "chatml"],
+        "Hi\n",
+    );
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("turn format"));
+    let out = with_stdin(
+        &["chat", "-m", gemma, "-n", "2", "--chat-template", "no-such-format"],
+        "Hi\n",
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a known format"), "{stderr}");
+}
+
 #[test]
 fn no_subcommand_is_chat() {
     // The seed system's own invocation.
