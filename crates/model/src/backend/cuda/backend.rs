@@ -297,6 +297,7 @@ impl CudaBackend {
             n_split: Attn::splits_for(shape.n_head, shape.n_head_kv),
             scale: shape.scale,
             rope_mscale: shape.rope_mscale,
+            window: shape.window,
         }
     }
 
@@ -697,6 +698,7 @@ impl Backend for CudaBackend {
             n_split: 1,
             scale: shape.scale,
             rope_mscale: shape.rope_mscale,
+            window: shape.window,
         };
         let ff = match factors {
             Some(f) => f.vector()?.ptr,
@@ -724,6 +726,7 @@ impl Backend for CudaBackend {
             n_split: 1,
             scale: 1.0,
             rope_mscale: 1.0,
+            window: 0,
         };
         let (kp, vp) = (self.f32_of(k)?, self.f32_of(v)?);
         ops::kv_store(&self.gpu, &a, (kp, vp), n, self.io.ptr, kv.layer(layer))
@@ -740,11 +743,7 @@ impl Backend for CudaBackend {
     ) -> Result<(), ModelError> {
         let a = self.attn(shape, kv);
         a.check()?;
-        if shape.window > 0 {
-            return Err(ModelError::Backend(
-                "cuda: sliding-window attention is not implemented by the cuda backend yet".into(),
-            ));
-        }
+
         let (kc, vc) = kv.layer(layer);
         let e = a.n_head * a.hd;
         let qp = self.f32_of(q)?;
@@ -783,7 +782,12 @@ impl Backend for CudaBackend {
             0
         };
         let mut f16_rows = x16 != 0;
-        if !flash && spans.len() == 1 && spans[0].len > 1 && self.gpu.has_blas() {
+        if !flash
+            && shape.window == 0
+            && spans.len() == 1
+            && spans[0].len > 1
+            && self.gpu.has_blas()
+        {
             self.scores_attention(
                 &a,
                 q,

@@ -40,6 +40,7 @@ const KERNELS: &[&str] = &[
     "attn_decode_64",
     "attn_decode_96",
     "attn_decode_128",
+    "attn_decode_256",
     "softmax_causal",
     "heads_to_rows",
     "argmax",
@@ -47,6 +48,7 @@ const KERNELS: &[&str] = &[
     "attn_prompt_64",
     "attn_prompt_96",
     "attn_prompt_128",
+    "attn_prompt_256",
 ];
 
 /// The kernels by name.
@@ -67,13 +69,13 @@ pub(crate) struct Kernels {
     pub kv_store: CudaFunction,
     pub rope_store: CudaFunction,
     pub rows_to_heads: CudaFunction,
-    /// By head size: 32, 64, 96, 128.
-    pub attn_decode: [CudaFunction; 4],
+    /// By head size: 32, 64, 96, 128, 256 ([`super::ops::Attn::kernel`]).
+    pub attn_decode: [CudaFunction; 5],
     pub softmax_causal: CudaFunction,
     pub heads_to_rows: CudaFunction,
     pub argmax: CudaFunction,
-    /// Flash attention of a prompt (sm_80+), by head size: 32, 64, 96, 128.
-    pub attn_prompt: [CudaFunction; 4],
+    /// Flash attention of a prompt (sm_80+), by head size: 32, 64, 96, 128, 256.
+    pub attn_prompt: [CudaFunction; 5],
     _module: Arc<CudaModule>,
 }
 
@@ -213,11 +215,11 @@ impl Gpu {
             kv_store: next()?,
             rope_store: next()?,
             rows_to_heads: next()?,
-            attn_decode: [next()?, next()?, next()?, next()?],
+            attn_decode: [next()?, next()?, next()?, next()?, next()?],
             softmax_causal: next()?,
             heads_to_rows: next()?,
             argmax: next()?,
-            attn_prompt: [next()?, next()?, next()?, next()?],
+            attn_prompt: [next()?, next()?, next()?, next()?, next()?],
             _module: module,
         };
         // SAFETY: only dlopen of the library.

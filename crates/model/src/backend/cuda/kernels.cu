@@ -756,8 +756,10 @@ __device__ __forceinline__ int attn_chunk(int n_kv, int n_split) {
 template <int HD>
 __device__ void attn_decode_t(const float* q, const u16* kc, const u16* vc, const int* io, int n_ctx,
                               u64 seq_stride, int n_head, int n_head_kv, float scale, float* part,
-                              int* counter, float* of32, i8* aq, float2* ads, int pf) {
+                              int* counter, float* of32, i8* aq, float2* ads, int pf, int window) {
     constexpr int E = HD / 32;
+    // The first position the query sees: 0, or the start of its sliding window.
+    int lo = window > 0 ? max(0, io[1] + 1 - window) : 0;
     kc += (u64)io[2] * seq_stride;
     vc += (u64)io[2] * seq_stride;
     if (pf) {
@@ -765,8 +767,8 @@ __device__ void attn_decode_t(const float* q, const u16* kc, const u16* vc, cons
         // can be read before the wait) do not depend on the previous kernel: pull this split's keys
         // and values into L2 while it finishes, the blocks of a head group taking turns.
         int n_old = io[1];
-        int ch = attn_chunk(n_old + 1, gridDim.y);
-        int p0 = blockIdx.y * ch, p1 = min(n_old, p0 + ch);
+        int ch = attn_chunk(n_old + 1 - lo, gridDim.y);
+        int p0 = lo + blockIdx.y * ch, p1 = min(n_old, p0 + ch);
         const u8* kb = (const u8*)(kc + (u64)blockIdx.x * n_ctx * HD);
         const u8* vb = (const u8*)(vc + (u64)blockIdx.x * n_ctx * HD);
         constexpr int LINES = (HD * 2 + 127) / 128;
@@ -790,8 +792,8 @@ __device__ void attn_decode_t(const float* q, const u16* kc, const u16* vc, cons
     int ng = min(AD_G, group - g0);
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int n_kv = io[1] + 1;
-    int chunk = attn_chunk(n_kv, n_split);
-    int j0 = split * chunk, j1 = min(n_kv, j0 + chunk);
+    int chunk = attn_chunk(n_kv - lo, n_split);
+    int j0 = lo + split * chunk, j1 = min(n_kv, j0 + chunk);
     if (j0 >= j1) return; // an unused split: takes no ticket, the merge reads only the used ones
     for (int i = threadIdx.x; i < ng * HD; i += blockDim.x) {
         int h = i / HD, d = i - h * HD;
@@ -885,7 +887,7 @@ __device__ void attn_decode_t(const float* q, const u16* kc, const u16* vc, cons
         for (int e = 0; e < E; e++) sacc[warp][h][lane * E + e] = acc[h][e];
     }
     __syncthreads();
-    int used = (n_kv + chunk - 1) / chunk;
+    int used = (n_kv - lo + chunk - 1) / chunk;
     if (used == 1) { // the only split: merge the warps straight into the output
         for (int base = 0; base < ng * HD; base += blockDim.x) {
             int idx = base + threadIdx.x;
@@ -965,21 +967,22 @@ __device__ void attn_decode_t(const float* q, const u16* kc, const u16* vc, cons
                                                 const int* io, int n_ctx, u64 seq_stride,         \
                                                 int n_head, int n_head_kv, float scale,           \
                                                 float* part, int* counter, float* of32, i8* aq,   \
-                                                float2* ads, int pf) {                            \
+                                                float2* ads, int pf, int window) {                \
         attn_decode_t<HD>(q, kc, vc, io, n_ctx, seq_stride, n_head, n_head_kv, scale, part,       \
-                          counter, of32, aq, ads, pf);                                            \
+                          counter, of32, aq, ads, pf, window);                                    \
     }
 ATTN_DECODE(32)
 ATTN_DECODE(64)
 ATTN_DECODE(96)
 ATTN_DECODE(128)
+ATTN_DECODE(256)
 
 // ---------------------------------------------------------------------------------------------
 // Prompt attention (flash attention on tensor cores, sm_80+): n queries at positions pos0.. of one
 // head against the layer's f16 cache, causal, online softmax in registers; no score matrix in
 // memory. Block (query tile of FA_BQ rows, head), 4 warps of 16 rows; the block walks the keys its
-// rows see in tiles of FA_BK, staged in shared memory (f16, rows padded by 8 halves so the fragment
-// loads hit distinct banks). Per tile a warp takes S = Q·Kᵀ (16 × FA_BK) with mma.m16n8k16 (f16 in,
+// rows see in tiles of BK keys, staged in shared memory (f16, rows padded by 8 halves so the fragment
+// loads hit distinct banks). Per tile a warp takes S = Q·Kᵀ (16 × BK) with mma.m16n8k16 (f16 in,
 // f32 accumulation), masks and scales it, updates each row's running max and sum, rounds P to f16
 // straight from the accumulator registers into A fragments (the m16n8 C layout of two adjacent key
 // tiles is the m16k16 A layout) and adds P·V into the 16 × HD output accumulators. The output goes
@@ -990,7 +993,6 @@ ATTN_DECODE(128)
 // a2 = A[g][2c + 8..], a3 = A[g + 8][2c + 8..]; B (16 × 8) b0 = B[2c..2c + 1][g],
 // b1 = B[2c + 8..2c + 9][g]; C (16 × 8, f32) c0, c1 = C[g][2c], C[g][2c + 1]; c2, c3 = row g + 8.
 #define FA_BQ 64
-#define FA_BK 64
 
 // c += A·B, one m16n8k16 f16 tensor-core product with f32 accumulators. Only built for sm_80+; the
 // host launches the prompt kernels on such cards only (older ones take the cuBLAS path).
@@ -1003,15 +1005,15 @@ __device__ __forceinline__ u32 pack_h2(float lo, float hi) {
     return (u32)f2h(lo) | ((u32)f2h(hi) << 16);
 }
 
-template <int HD>
+template <int HD, int BK>
 __device__ __forceinline__ void attn_prompt_t(const float* q, const u16* kc, const u16* vc, int n,
                                               int pos0, int n_ctx, int n_head, int n_head_kv,
-                                              float scale, float* of32, u16* of16) {
+                                              float scale, float* of32, u16* of16, int window) {
     constexpr int KS = HD / 16; // k-steps of Q·Kᵀ
     constexpr int DN = HD / 8;  // n-tiles of the output
     constexpr int LD = HD + 8;  // shared row stride in halves (a multiple of 8: rows stay 16-aligned)
-    __shared__ __align__(16) u16 ks[FA_BK * LD];
-    __shared__ __align__(16) u16 vs[FA_BK * LD];
+    __shared__ __align__(16) u16 ks[BK * LD];
+    __shared__ __align__(16) u16 vs[BK * LD];
     int head = blockIdx.y;
     int kvh = head / (n_head / n_head_kv);
     int qt = gridDim.x - 1 - blockIdx.x; // the tiles with the most keys start first
@@ -1038,14 +1040,17 @@ __device__ __forceinline__ void attn_prompt_t(const float* q, const u16* kc, con
     for (int d = 0; d < DN; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
     float m0 = NEG_BIG, m1 = NEG_BIG, l0 = 0.f, l1 = 0.f;
     int lim0 = pos0 + r0 + g, lim1 = lim0 + 8; // the last key each of the thread's rows sees
+    // The first key each row sees (a sliding window's start), and the block's first tile.
+    int lo0 = window > 0 ? lim0 - window + 1 : 0, lo1 = window > 0 ? lim1 - window + 1 : 0;
+    int kbeg = window > 0 ? max(0, pos0 + qt * FA_BQ - window + 1) / BK * BK : 0;
     int n_kv = pos0 + n;
-    int kend = min(n_kv, pos0 + qt * FA_BQ + FA_BQ); // keys 0..kend serve the block's rows
+    int kend = min(n_kv, pos0 + qt * FA_BQ + FA_BQ); // keys kbeg..kend serve the block's rows
     const u16* kb = kc + (u64)kvh * n_ctx * HD;
     const u16* vb = vc + (u64)kvh * n_ctx * HD;
     const float sl = scale * 1.4426950409f; // scores in log2 units: exp2f below
-    for (int k0 = 0; k0 < kend; k0 += FA_BK) {
+    for (int k0 = kbeg; k0 < kend; k0 += BK) {
         __syncthreads(); // the previous tile is consumed
-        for (int i = threadIdx.x; i < FA_BK * HD / 8; i += blockDim.x) {
+        for (int i = threadIdx.x; i < BK * HD / 8; i += blockDim.x) {
             int key = i / (HD / 8), c8 = i - key * (HD / 8);
             uint4 kw = make_uint4(0, 0, 0, 0), vw = make_uint4(0, 0, 0, 0);
             if (k0 + key < n_kv) { // zeros past the cached keys (never garbage: 0 · NaN is NaN)
@@ -1058,9 +1063,9 @@ __device__ __forceinline__ void attn_prompt_t(const float* q, const u16* kc, con
         __syncthreads();
         // No row of this warp sees a key of the tile, or the warp's rows are all past n.
         if (k0 > pos0 + r0 + 15 || r0 >= n) continue;
-        float s[FA_BK / 8][4];
+        float s[BK / 8][4];
 #pragma unroll
-        for (int j = 0; j < FA_BK / 8; j++) {
+        for (int j = 0; j < BK / 8; j++) {
             s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
 #pragma unroll
             for (int k = 0; k < KS; k++) {
@@ -1071,12 +1076,12 @@ __device__ __forceinline__ void attn_prompt_t(const float* q, const u16* kc, con
         }
         float mx0 = NEG_BIG, mx1 = NEG_BIG;
 #pragma unroll
-        for (int j = 0; j < FA_BK / 8; j++) {
+        for (int j = 0; j < BK / 8; j++) {
 #pragma unroll
             for (int e = 0; e < 2; e++) {
                 int key = k0 + j * 8 + 2 * c + e;
-                s[j][e] = key <= lim0 ? s[j][e] * sl : NEG_BIG;
-                s[j][2 + e] = key <= lim1 ? s[j][2 + e] * sl : NEG_BIG;
+                s[j][e] = key <= lim0 && key >= lo0 ? s[j][e] * sl : NEG_BIG;
+                s[j][2 + e] = key <= lim1 && key >= lo1 ? s[j][2 + e] * sl : NEG_BIG;
                 mx0 = fmaxf(mx0, s[j][e]);
                 mx1 = fmaxf(mx1, s[j][2 + e]);
             }
@@ -1086,8 +1091,9 @@ __device__ __forceinline__ void attn_prompt_t(const float* q, const u16* kc, con
         mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
         mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
         mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        // Every row sees key 0, so after the first tile the maxima are real scores and a fully
-        // masked row of a later tile keeps its max (factor 1, probabilities 0).
+        // A masked score gives probability 0 even while its row has seen no key yet (a sliding
+        // window's row in a tile before its window: max still NEG_BIG); a fully masked row of a
+        // later tile keeps its max (factor 1, probabilities 0).
         float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
         float f0 = exp2f(m0 - mn0), f1 = exp2f(m1 - mn1);
         m0 = mn0;
@@ -1102,18 +1108,20 @@ __device__ __forceinline__ void attn_prompt_t(const float* q, const u16* kc, con
             o[d][3] *= f1;
         }
         // P as A fragments: key tile j = 2kk gives a0 (row g) and a1 (row g + 8), j = 2kk + 1 a2, a3.
-        u32 pf[FA_BK / 16][4];
+        u32 pf[BK / 16][4];
 #pragma unroll
-        for (int j = 0; j < FA_BK / 8; j++) {
-            float p00 = exp2f(s[j][0] - mn0), p01 = exp2f(s[j][1] - mn0);
-            float p10 = exp2f(s[j][2] - mn1), p11 = exp2f(s[j][3] - mn1);
+        for (int j = 0; j < BK / 8; j++) {
+            float p00 = s[j][0] == NEG_BIG ? 0.f : exp2f(s[j][0] - mn0);
+            float p01 = s[j][1] == NEG_BIG ? 0.f : exp2f(s[j][1] - mn0);
+            float p10 = s[j][2] == NEG_BIG ? 0.f : exp2f(s[j][2] - mn1);
+            float p11 = s[j][3] == NEG_BIG ? 0.f : exp2f(s[j][3] - mn1);
             l0 += p00 + p01;
             l1 += p10 + p11;
             pf[j >> 1][(j & 1) * 2] = pack_h2(p00, p01);
             pf[j >> 1][(j & 1) * 2 + 1] = pack_h2(p10, p11);
         }
 #pragma unroll
-        for (int kk = 0; kk < FA_BK / 16; kk++) {
+        for (int kk = 0; kk < BK / 16; kk++) {
 #pragma unroll
             for (int d = 0; d < DN; d++) {
                 // B = V[keys kk·16..][dims d·8..]: b0 = keys 2c, 2c + 1 of dim g; b1 = keys + 8.
@@ -1144,17 +1152,20 @@ __device__ __forceinline__ void attn_prompt_t(const float* q, const u16* kc, con
         }
     }
 }
-#define ATTN_PROMPT(HD)                                                                            \
+// Key tiles of 64 (32 for 256-wide heads, whose staged tiles would not fit 48 KiB of shared memory).
+#define ATTN_PROMPT(HD, BK)                                                                        \
     extern "C" __global__ void __launch_bounds__(128)                                              \
         attn_prompt_##HD(const float* q, const u16* kc, const u16* vc, int n, int pos0,         \
                          int n_ctx, int n_head, int n_head_kv, float scale, float* of32,           \
-                         u16* of16) {                                                              \
-        attn_prompt_t<HD>(q, kc, vc, n, pos0, n_ctx, n_head, n_head_kv, scale, of32, of16);       \
+                         u16* of16, int window) {                                                  \
+        attn_prompt_t<HD, BK>(q, kc, vc, n, pos0, n_ctx, n_head, n_head_kv, scale, of32, of16,    \
+                              window);                                                             \
     }
-ATTN_PROMPT(32)
-ATTN_PROMPT(64)
-ATTN_PROMPT(96)
-ATTN_PROMPT(128)
+ATTN_PROMPT(32, 64)
+ATTN_PROMPT(64, 64)
+ATTN_PROMPT(96, 64)
+ATTN_PROMPT(128, 64)
+ATTN_PROMPT(256, 32)
 
 // Prompt attention without tensor cores (cards before sm_80, or the flash option off), between
 // two batched GEMMs: scores s (rows = head-major (head, t), n_kv

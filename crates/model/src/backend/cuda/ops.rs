@@ -271,6 +271,8 @@ pub(crate) struct Attn {
     pub scale: f32,
     /// RoPE's sine and cosine multiplier.
     pub rope_mscale: f32,
+    /// Positions a query sees, itself included (0: all before it).
+    pub window: usize,
 }
 
 impl Attn {
@@ -290,13 +292,20 @@ impl Attn {
         (256 / (n_head_kv * (n_head / n_head_kv).div_ceil(ATTN_HEADS_PER_BLOCK))).clamp(1, 64)
     }
     pub fn check(&self) -> Result<(), ModelError> {
-        if !matches!(self.hd, 32 | 64 | 96 | 128) {
-            return Err(ModelError::Backend(format!(
-                "cuda: head size {} is not supported (the attention kernels take 32, 64, 96 or 128)",
-                self.hd
-            )));
+        self.kernel().map(|_| ())
+    }
+    /// The attention kernels' index for this head size.
+    pub fn kernel(&self) -> Result<usize, ModelError> {
+        match self.hd {
+            32 => Ok(0),
+            64 => Ok(1),
+            96 => Ok(2),
+            128 => Ok(3),
+            256 => Ok(4),
+            hd => Err(ModelError::Backend(format!(
+                "cuda: head size {hd} is not supported (the attention kernels take 32, 64, 96, 128 or 256)"
+            ))),
         }
-        Ok(())
     }
 }
 
@@ -496,7 +505,7 @@ pub(crate) fn attn_decode(
 ) -> Result<(), ModelError> {
     let scale = a.scale;
     gpu.launch(
-        &gpu.k.attn_decode[a.hd / 32 - 1],
+        &gpu.k.attn_decode[a.kernel()?],
         (
             a.n_head_kv as u32,
             a.n_split as u32,
@@ -519,6 +528,7 @@ pub(crate) fn attn_decode(
             &aq,
             &ads,
             &i32::from(gpu.opts.attn_prefetch),
+            &(a.window as i32),
         ],
     )
 }
@@ -552,7 +562,7 @@ pub(crate) fn attn_prompt(
     assert!(n > 0 && pos0 + n <= a.n_ctx);
     let scale = a.scale;
     gpu.launch(
-        &gpu.k.attn_prompt[a.hd / 32 - 1],
+        &gpu.k.attn_prompt[a.kernel()?],
         (n.div_ceil(FA_BQ) as u32, a.n_head as u32, 1),
         128,
         &[
@@ -567,6 +577,7 @@ pub(crate) fn attn_prompt(
             &scale,
             &of32,
             &of16,
+            &(a.window as i32),
         ],
     )
 }

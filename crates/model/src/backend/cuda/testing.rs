@@ -167,8 +167,9 @@ pub fn attention_decode(
         freq_base: shape.rope_freq_base,
         n_ctx,
         n_split,
-        scale: 1.0 / (shape.head_dim as f32).sqrt(),
-        rope_mscale: 1.0,
+        scale: shape.scale,
+        rope_mscale: shape.rope_mscale,
+        window: shape.window,
     };
     a.check()?;
     let e = a.n_head * a.hd;
@@ -231,8 +232,9 @@ pub fn qkv_rope(
         freq_base: shape.rope_freq_base,
         n_ctx,
         n_split: 1,
-        scale: 1.0 / (shape.head_dim as f32).sqrt(),
-        rope_mscale: 1.0,
+        scale: shape.scale,
+        rope_mscale: shape.rope_mscale,
+        window: shape.window,
     };
     let (e, kvd, cols) = (a.n_head * a.hd, a.n_head_kv * a.hd, x.len());
     let wq = upload_matrix(gpu, "wq", ty, ws[0], e, cols)?;
@@ -331,8 +333,9 @@ pub fn attention_prompt(
         freq_base: shape.rope_freq_base,
         n_ctx,
         n_split: 1,
-        scale: 1.0 / (shape.head_dim as f32).sqrt(),
-        rope_mscale: 1.0,
+        scale: shape.scale,
+        rope_mscale: shape.rope_mscale,
+        window: shape.window,
     };
     a.check()?;
     let e = a.n_head * a.hd;
