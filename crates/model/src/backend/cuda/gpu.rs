@@ -533,3 +533,36 @@ fn ptx_for(major: i32, minor: i32) -> Result<String, ModelError> {
     }
     Ok(ptx)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernels compile with NVRTC for every architecture the backend starts on (no GPU
+    /// needed: NVRTC is a compiler library), and every kernel the backend loads is in the PTX.
+    /// Needs libnvrtc on the library path (CI installs the `nvidia-cuda-nvrtc-cu12` wheel).
+    #[test]
+    fn kernels_compile_for_every_architecture() {
+        // SAFETY: only tries to open the library with dlopen.
+        assert!(
+            unsafe { cudarc::nvrtc::sys::is_culib_present() },
+            "libnvrtc not found: put its directory on LD_LIBRARY_PATH"
+        );
+        for arch in ["sm_70", "sm_80", "sm_90"] {
+            let opts = CompileOptions {
+                arch: Some(arch),
+                options: vec!["--std=c++17".into()],
+                ..Default::default()
+            };
+            let ptx = compile_ptx_with_opts(SOURCE, opts)
+                .unwrap_or_else(|e| panic!("{arch}: {e}"))
+                .to_src();
+            for name in KERNELS {
+                assert!(
+                    ptx.contains(&format!(".entry {name}(")),
+                    "{arch}: kernel {name} missing from the PTX"
+                );
+            }
+        }
+    }
+}
