@@ -297,7 +297,18 @@ impl Shape {
         if self.window > 0 {
             md.push((format!("{a}.attention.sliding_window"), u(self.window)));
         }
-        let (tokens, scores, types) = synthetic_vocab(self.n_vocab);
+        let (mut tokens, scores, mut types) = synthetic_vocab(self.n_vocab);
+        // The chat markers llama.cpp's vocabulary loader looks up for this architecture, as the
+        // last tokens (control).
+        let markers: &[&str] = match self.arch {
+            "phi3" => &["<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"],
+            _ => &[],
+        };
+        let n = tokens.len();
+        for (i, m) in markers.iter().enumerate() {
+            tokens[n - markers.len() + i] = m.to_string();
+            types[n - markers.len() + i] = 3;
+        }
         md.extend([
             ("tokenizer.ggml.model".to_string(), s("llama")),
             ("tokenizer.ggml.pre".to_string(), s("default")),
