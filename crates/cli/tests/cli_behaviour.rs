@@ -71,7 +71,15 @@ fn chat_without_a_template_uses_the_architectures_format() {
     assert!(out.status.success());
     assert!(!String::from_utf8_lossy(&out.stderr).contains("turn format"));
     let out = with_stdin(
-        &["chat", "-m", gemma, "-n", "2", "--chat-template", "no-such-format"],
+        &[
+            "chat",
+            "-m",
+            gemma,
+            "-n",
+            "2",
+            "--chat-template",
+            "no-such-format",
+        ],
         "Hi\n",
     );
     assert!(!out.status.success());

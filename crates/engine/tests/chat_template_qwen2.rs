@@ -47,9 +47,7 @@ fn deepseek_r1_qwen_template_matches_jinja2() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|m| {
-                ChatMessage::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap())
-            })
+            .map(|m| ChatMessage::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
             .collect();
         let add_generation_prompt = chat["add_generation_prompt"].as_bool().unwrap();
         let got = t.render(&msgs, add_generation_prompt).unwrap();

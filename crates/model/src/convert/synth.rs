@@ -301,7 +301,13 @@ impl Shape {
         // The chat markers llama.cpp's vocabulary loader looks up for this architecture, as the
         // last tokens (control).
         let markers: &[&str] = match self.arch {
-            "phi3" => &["<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"],
+            "phi3" => &[
+                "<|endoftext|>",
+                "<|assistant|>",
+                "<|system|>",
+                "<|end|>",
+                "<|user|>",
+            ],
             _ => &[],
         };
         let n = tokens.len();
