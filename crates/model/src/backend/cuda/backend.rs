@@ -445,6 +445,47 @@ impl CudaBackend {
     }
 }
 
+/// The activation of a gated feed-forward.
+#[derive(Clone, Copy)]
+enum Gate {
+    Silu,
+    Gelu,
+}
+
+impl CudaBackend {
+    /// `gate = act(gate) * up` over `len` values, also as the f16 copy the next GEMM reads when
+    /// cuBLAS is there; without `keep` (and with that copy) the f32 values are not written and the
+    /// buffer is marked so.
+    fn gated(
+        &mut self,
+        act: Gate,
+        gate: &mut CudaBuf,
+        up: &CudaBuf,
+        len: usize,
+        keep: bool,
+    ) -> Result<(), ModelError> {
+        let x16 = if self.gpu.has_blas() {
+            self.scratch(S::X16, len * 2)?
+        } else {
+            0
+        };
+        let keep = keep || x16 == 0;
+        let up = self.f32_of(up)?;
+        let g = self.rw(gate)?;
+        let kernel = match act {
+            Gate::Silu => &self.gpu.k.swiglu,
+            Gate::Gelu => &self.gpu.k.geglu,
+        };
+        ops::gated(&self.gpu, kernel, (g, up), (x16, keep), len)?;
+        gate.f16_only.set(!keep);
+        self.act = (x16 != 0).then_some(Act::F16 {
+            key: gate.key(),
+            len,
+        });
+        Ok(())
+    }
+}
+
 impl Backend for CudaBackend {
     type Buf = CudaBuf;
     type Weight = CudaWeight;
@@ -842,35 +883,11 @@ impl Backend for CudaBackend {
     }
 
     fn swiglu(&mut self, gate: &mut CudaBuf, up: &CudaBuf, len: usize) -> Result<(), ModelError> {
-        let x16 = if self.gpu.has_blas() {
-            self.scratch(S::X16, len * 2)?
-        } else {
-            0
-        };
-        let up = self.f32_of(up)?;
-        let g = self.rw(gate)?;
-        ops::swiglu(&self.gpu, g, up, (x16, true), len)?;
-        self.act = (x16 != 0).then_some(Act::F16 {
-            key: gate.key(),
-            len,
-        });
-        Ok(())
+        self.gated(Gate::Silu, gate, up, len, true)
     }
 
     fn geglu(&mut self, gate: &mut CudaBuf, up: &CudaBuf, len: usize) -> Result<(), ModelError> {
-        let x16 = if self.gpu.has_blas() {
-            self.scratch(S::X16, len * 2)?
-        } else {
-            0
-        };
-        let up = self.f32_of(up)?;
-        let g = self.rw(gate)?;
-        ops::geglu(&self.gpu, g, up, (x16, true), len)?;
-        self.act = (x16 != 0).then_some(Act::F16 {
-            key: gate.key(),
-            len,
-        });
-        Ok(())
+        self.gated(Gate::Gelu, gate, up, len, true)
     }
 
     fn add_bias(
@@ -1063,21 +1080,8 @@ impl Backend for CudaBackend {
         if n > 1 {
             self.norm(x, norm, eps, (n, dim), xb, self.debug)?;
             self.matmuls(&[w_gate, w_up], xb, n, &mut [&mut *gate, &mut *up])?;
-            if !self.gpu.has_blas() {
-                return self.swiglu(gate, up, n * n_ff);
-            }
             // The product only as the f16 input of the down projection's GEMM.
-            let len = n * n_ff;
-            let x16 = self.scratch(S::X16, len * 2)?;
-            let up = self.f32_of(up)?;
-            let g = self.rw(gate)?;
-            ops::swiglu(&self.gpu, g, up, (x16, self.debug), len)?;
-            gate.f16_only.set(!self.debug);
-            self.act = Some(Act::F16 {
-                key: gate.key(),
-                len,
-            });
-            return Ok(());
+            return self.gated(Gate::Silu, gate, up, n * n_ff, self.debug);
         }
         // One row: the gate and up rows meet in one mat-vec that applies SiLU·mul.
         self.norm(x, norm, eps, (1, dim), xb, true)?;

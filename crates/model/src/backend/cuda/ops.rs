@@ -1,6 +1,7 @@
 //! Kernel launches: one function per kernel (or fused group) of `kernels.cu`, taking device
 //! addresses, shared by the model's forward pass and the kernel tests.
 
+use cudarc::driver::CudaFunction;
 use half::f16;
 use rayon::prelude::*;
 use rustorch_gguf::GgmlType;
@@ -369,22 +370,6 @@ pub(crate) fn scale(gpu: &Gpu, x: u64, s: f32, len: usize) -> Result<(), ModelEr
     )
 }
 
-/// `gate = gelu(gate) * up` over `len` values, and as f16 into `of16` when not null.
-pub(crate) fn geglu(
-    gpu: &Gpu,
-    gate: u64,
-    up: u64,
-    (of16, keep): (u64, bool),
-    len: usize,
-) -> Result<(), ModelError> {
-    gpu.launch(
-        &gpu.k.geglu,
-        elementwise(len),
-        256,
-        &[&gate, &up, &of16, &(len as i32), &i32::from(keep)],
-    )
-}
-
 /// Keys and values of `n` rows into one layer's cache (`kc`, `vc`: the layer's first sequence), at
 /// each row's sequence and position in `io`.
 pub(crate) fn kv_store(
@@ -433,17 +418,17 @@ pub(crate) fn to_f16(gpu: &Gpu, x: u64, out: u64, len: usize) -> Result<(), Mode
     )
 }
 
-/// `gate = silu(gate) * up` over `len` values: in place with `keep`, and as f16 into `of16` when
-/// not null.
-pub(crate) fn swiglu(
+/// `gate = act(gate) * up` over `len` values with `kernel` (`swiglu`: SiLU, `geglu`: GELU): in
+/// place with `keep`, and as f16 into `of16` when not null.
+pub(crate) fn gated(
     gpu: &Gpu,
-    gate: u64,
-    up: u64,
+    kernel: &CudaFunction,
+    (gate, up): (u64, u64),
     (of16, keep): (u64, bool),
     len: usize,
 ) -> Result<(), ModelError> {
     gpu.launch(
-        &gpu.k.swiglu,
+        kernel,
         elementwise(len),
         256,
         &[&gate, &up, &of16, &(len as i32), &i32::from(keep)],
