@@ -25,7 +25,7 @@ pub mod wgpu;
 use std::ops::Range;
 use std::sync::Arc;
 
-use rustorch_gguf::GgufFile;
+use rustorch_gguf::{GgufFile, TensorInfo};
 
 pub use crate::config::RopeStyle;
 use crate::ModelError;
@@ -101,6 +101,59 @@ impl Device {
             names.join(", ")
         )))
     }
+}
+
+/// Rows of a matrix in a file, for [`Backend::upload`] and [`Backend::upload_rows`].
+pub(crate) struct MatrixRows<'a> {
+    pub info: &'a TensorInfo,
+    /// Values in a row.
+    pub cols: usize,
+    /// Rows taken.
+    pub rows: usize,
+    /// Their bytes in the tensor's data.
+    pub bytes: Range<usize>,
+}
+
+/// Rows `rows` (all when `None`) of matrix `name`: an error when it is missing, not a matrix, the
+/// rows are empty or past its end, or its type has no whole rows (`backend` names who asks).
+pub(crate) fn matrix_rows<'a>(
+    file: &'a GgufFile,
+    name: &str,
+    rows: Option<Range<usize>>,
+    backend: &'static str,
+) -> Result<MatrixRows<'a>, ModelError> {
+    let info = file
+        .tensor(name)
+        .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+    let [cols, all] = info.dims[..] else {
+        return Err(ModelError::TensorShape {
+            name: name.to_string(),
+            expected: "a matrix".into(),
+            actual: format!("{:?}", info.dims),
+        });
+    };
+    let rows = rows.unwrap_or(0..all as usize);
+    if rows.start >= rows.end || rows.end > all as usize {
+        return Err(ModelError::TensorShape {
+            name: name.to_string(),
+            expected: format!("at least {} rows", rows.end),
+            actual: format!("{:?}", info.dims),
+        });
+    }
+    let rb = info
+        .ty
+        .row_bytes(cols)
+        .ok_or_else(|| ModelError::UnsupportedType {
+            name: name.to_string(),
+            ty: info.ty,
+            backend,
+        })? as usize;
+    Ok(MatrixRows {
+        info,
+        cols: cols as usize,
+        rows: rows.len(),
+        bytes: rows.start * rb..rows.end * rb,
+    })
 }
 
 /// Rows a forward call takes at most; longer prompts are split.

@@ -20,7 +20,7 @@ use rustorch_quant::vecmath;
 
 use std::ops::Range;
 
-use crate::backend::{AttnShape, Backend, Batch, Device, RopeStyle, Span, Step};
+use crate::backend::{matrix_rows, AttnShape, Backend, Batch, Device, RopeStyle, Span, Step};
 use crate::options::CpuOptions;
 use crate::ModelError;
 use threads::{for_each_chunk, Pool};
@@ -332,31 +332,17 @@ impl CpuBackend {
             }
             return Ok(CpuWeight::F32(v));
         }
-        if info.dims.len() != 2 {
-            return Err(ModelError::TensorShape {
-                name: name.to_string(),
-                expected: "a matrix".into(),
-                actual: format!("{:?}", info.dims),
-            });
-        }
-        let Some(kernel) = mat_kernel(info.ty) else {
+        // A matrix of a type without a kernel is refused before its rows are checked.
+        let kernel = mat_kernel(info.ty);
+        if info.dims.len() == 2 && kernel.is_none() {
             return Err(unsupported());
-        };
-        let (all_rows, cols) = (info.dims[1] as usize, info.dims[0] as usize);
-        let row_bytes = info.ty.row_bytes(cols as u64).ok_or_else(unsupported)? as usize;
-        let part = part.unwrap_or(0..all_rows);
-        if part.start >= part.end || part.end > all_rows {
-            return Err(ModelError::TensorShape {
-                name: name.to_string(),
-                expected: format!("at least {} rows", part.end),
-                actual: format!("{:?}", info.dims),
-            });
         }
-        let rows = part.len();
-        let offset = part.start * row_bytes;
+        let m = matrix_rows(file, name, part, "cpu")?;
+        let kernel = kernel.ok_or_else(unsupported)?;
+        let (rows, cols, offset) = (m.rows, m.cols, m.bytes.start);
         if kernel.has_packed_layout() && self.pack_weights {
             // Rewritten once into the kernel's own layout; the file's pages are let go after.
-            let src = &file.tensor_data(info)[offset..offset + rows * row_bytes];
+            let src = &file.tensor_data(info)[m.bytes];
             let mut data = Vec::new();
             data.try_reserve_exact(src.len()).map_err(|_| {
                 ModelError::Backend(format!(

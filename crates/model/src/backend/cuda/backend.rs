@@ -47,7 +47,9 @@ use super::ops::{
     self, attn_decode, attn_prompt, flash_enabled, matvec, quantize, rms_norm, upload_matrix, Attn,
     GWeight, MvIn, RopeOut, RMS_NORM_MAX,
 };
-use crate::backend::{AttnShape, Backend, Batch, Device, RopeStyle, Span, Step, N_UBATCH};
+use crate::backend::{
+    matrix_rows, AttnShape, Backend, Batch, Device, RopeStyle, Span, Step, N_UBATCH,
+};
 use crate::options::CudaOptions;
 use crate::ModelError;
 
@@ -536,40 +538,11 @@ impl Backend for CudaBackend {
         name: &str,
         rows: Range<usize>,
     ) -> Result<CudaWeight, ModelError> {
-        let t = file
-            .tensor(name)
-            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
-        let [cols, all] = t.dims[..] else {
-            return Err(ModelError::TensorShape {
-                name: name.to_string(),
-                expected: "a matrix".into(),
-                actual: format!("{:?}", t.dims),
-            });
-        };
-        let cols = cols as usize;
-        if rows.start >= rows.end || rows.end > all as usize {
-            return Err(ModelError::TensorShape {
-                name: name.to_string(),
-                expected: format!("at least {} rows", rows.end),
-                actual: format!("{:?}", t.dims),
-            });
-        }
-        let rb =
-            t.ty.row_bytes(cols as u64)
-                .ok_or_else(|| ModelError::UnsupportedType {
-                    name: name.to_string(),
-                    ty: t.ty,
-                    backend: "cuda",
-                })? as usize;
-        let data = &file.tensor_data(t)[rows.start * rb..rows.end * rb];
-        self.largest = self.largest.max(rows.len() * cols);
+        let m = matrix_rows(file, name, Some(rows), "cuda")?;
+        let data = &file.tensor_data(m.info)[m.bytes];
+        self.largest = self.largest.max(m.rows * m.cols);
         Ok(CudaWeight(Weight::Matrix(upload_matrix(
-            &self.gpu,
-            name,
-            t.ty,
-            data,
-            rows.len(),
-            cols,
+            &self.gpu, name, m.info.ty, data, m.rows, m.cols,
         )?)))
     }
 

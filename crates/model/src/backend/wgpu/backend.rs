@@ -499,23 +499,9 @@ impl Backend for WgpuBackend {
         name: &str,
         rows: std::ops::Range<usize>,
     ) -> Result<WgpuWeight, ModelError> {
-        let info = file
-            .tensor(name)
-            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
-        let bad = || ModelError::TensorShape {
-            name: name.to_string(),
-            expected: format!("a matrix of at least {} rows", rows.end),
-            actual: format!("{:?}", info.dims),
-        };
-        let [cols, all] = info.dims[..] else {
-            return Err(bad());
-        };
-        if rows.start >= rows.end || rows.end > all as usize {
-            return Err(bad());
-        }
-        let rb = info.ty.row_bytes(cols).ok_or_else(bad)? as usize;
-        let data = &file.tensor_data(info)[rows.start * rb..rows.end * rb];
-        self.upload_matrix(name, info.ty, rows.len(), cols as usize, data)
+        let m = crate::backend::matrix_rows(file, name, Some(rows), "wgpu")?;
+        let data = &file.tensor_data(m.info)[m.bytes];
+        self.upload_matrix(name, m.info.ty, m.rows, m.cols, data)
     }
 
     fn alloc(&mut self, len: usize) -> Result<WgpuBuf, ModelError> {
