@@ -289,18 +289,11 @@ impl CudaBackend {
     }
 
     fn attn(&self, shape: &AttnShape, kv: &CudaKv) -> Attn {
-        Attn {
-            n_head: shape.n_head,
-            n_head_kv: shape.n_head_kv,
-            hd: shape.head_dim,
-            n_rot: shape.n_rot,
-            freq_base: shape.rope_freq_base,
-            n_ctx: kv.n_ctx,
-            n_split: Attn::splits_for(shape.n_head, shape.n_head_kv),
-            scale: shape.scale,
-            rope_mscale: shape.rope_mscale,
-            window: shape.window,
-        }
+        Attn::new(
+            shape,
+            kv.n_ctx,
+            Attn::splits_for(shape.n_head, shape.n_head_kv),
+        )
     }
 
     /// `out[n][rows] (+)= x16[n][cols] · Wᵀ` through the f16 scratch copy of `w`.
@@ -702,18 +695,7 @@ impl Backend for CudaBackend {
         shape: &AttnShape,
         factors: Option<&CudaWeight>,
     ) -> Result<(), ModelError> {
-        let a = Attn {
-            n_head: shape.n_head,
-            n_head_kv: shape.n_head_kv,
-            hd: shape.head_dim,
-            n_rot: shape.n_rot,
-            freq_base: shape.rope_freq_base,
-            n_ctx: 0,
-            n_split: 1,
-            scale: shape.scale,
-            rope_mscale: shape.rope_mscale,
-            window: shape.window,
-        };
+        let a = Attn::new(shape, 0, 1);
         let ff = match factors {
             Some(f) => f.vector()?.ptr,
             None => 0,

@@ -8,6 +8,7 @@ use rustorch_gguf::GgmlType;
 use rustorch_quant::dispatch;
 
 use super::gpu::{DevBuf, Gpu};
+use crate::backend::AttnShape;
 use crate::ModelError;
 
 /// Kernel type codes (ggml's type ids) of the formats the kernels read directly.
@@ -277,6 +278,22 @@ pub(crate) struct Attn {
 }
 
 impl Attn {
+    /// The geometry of `shape` over a cache of `n_ctx` positions per sequence, decode attention
+    /// split `n_split` ways.
+    pub fn new(shape: &AttnShape, n_ctx: usize, n_split: usize) -> Attn {
+        Attn {
+            n_head: shape.n_head,
+            n_head_kv: shape.n_head_kv,
+            hd: shape.head_dim,
+            n_rot: shape.n_rot,
+            freq_base: shape.rope_freq_base,
+            n_ctx,
+            n_split,
+            scale: shape.scale,
+            rope_mscale: shape.rope_mscale,
+            window: shape.window,
+        }
+    }
     /// f16 values between two sequences' caches of one layer.
     pub fn seq_stride(&self) -> u64 {
         (self.n_head_kv * self.n_ctx * self.hd) as u64

@@ -159,18 +159,7 @@ pub fn attention_decode(
     n_ctx: usize,
     n_split: usize,
 ) -> Result<Vec<f32>, ModelError> {
-    let a = Attn {
-        n_head: shape.n_head,
-        n_head_kv: shape.n_head_kv,
-        hd: shape.head_dim,
-        n_rot: shape.n_rot,
-        freq_base: shape.rope_freq_base,
-        n_ctx,
-        n_split,
-        scale: shape.scale,
-        rope_mscale: shape.rope_mscale,
-        window: shape.window,
-    };
+    let a = Attn::new(shape, n_ctx, n_split);
     a.check()?;
     let e = a.n_head * a.hd;
     let (qb, kb, vb) = (
@@ -224,18 +213,7 @@ pub fn qkv_rope(
     pos: usize,
 ) -> Result<[[Vec<f32>; 5]; 2], ModelError> {
     let n_ctx = pos + 3;
-    let a = Attn {
-        n_head: shape.n_head,
-        n_head_kv: shape.n_head_kv,
-        hd: shape.head_dim,
-        n_rot: shape.n_rot,
-        freq_base: shape.rope_freq_base,
-        n_ctx,
-        n_split: 1,
-        scale: shape.scale,
-        rope_mscale: shape.rope_mscale,
-        window: shape.window,
-    };
+    let a = Attn::new(shape, n_ctx, 1);
     let (e, kvd, cols) = (a.n_head * a.hd, a.n_head_kv * a.hd, x.len());
     let wq = upload_matrix(gpu, "wq", ty, ws[0], e, cols)?;
     let wk = upload_matrix(gpu, "wk", ty, ws[1], kvd, cols)?;
@@ -325,18 +303,7 @@ pub fn attention_prompt(
     if gpu.cc_major < 8 {
         return Ok(None);
     }
-    let a = Attn {
-        n_head: shape.n_head,
-        n_head_kv: shape.n_head_kv,
-        hd: shape.head_dim,
-        n_rot: shape.n_rot,
-        freq_base: shape.rope_freq_base,
-        n_ctx,
-        n_split: 1,
-        scale: shape.scale,
-        rope_mscale: shape.rope_mscale,
-        window: shape.window,
-    };
+    let a = Attn::new(shape, n_ctx, 1);
     a.check()?;
     let e = a.n_head * a.hd;
     let total = n_past + n;
