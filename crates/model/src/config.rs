@@ -292,6 +292,16 @@ impl Config {
             && il % self.swa_pattern < self.swa_pattern - 1
     }
 
+    /// Positions layer `il`'s queries see, themselves included: its sliding window, or 0 for the
+    /// whole context.
+    pub fn layer_window(&self, il: usize) -> usize {
+        if self.is_swa_layer(il) {
+            self.sliding_window
+        } else {
+            0
+        }
+    }
+
     /// Width of the keys (and values) of all KV heads: `n_head_kv * head_dim`.
     pub fn kv_dim(&self) -> usize {
         self.n_head_kv * self.head_dim

@@ -97,6 +97,9 @@ pub(crate) struct Runner<B: Backend, A: Architecture<B>> {
     pub(crate) n_ctx: usize,
     pub(crate) n_seq: usize,
     pub(crate) dbg: Debug,
+    /// What the sliding-window layers' ring caches hold (none when every layer holds the whole
+    /// context).
+    ring: Option<Ring>,
     /// Reused row lists (sequences, positions, logit rows, a step's head rows): evaluating
     /// allocates nothing per token once warm.
     scratch: [Vec<u32>; 4],
@@ -114,6 +117,7 @@ impl<B: Backend, A: Architecture<B>> Runner<B, A> {
         let model = A::load(&mut backend, file, config)?;
         let state = RunState::new(&mut backend, model.config())?;
         let kv = arch::new_kv(&mut backend, model.config(), n_seq, n_ctx)?;
+        let ring = Ring::new(model.config(), n_ctx, n_seq, backend.max_rows());
         Ok(Runner {
             backend,
             model,
@@ -122,6 +126,7 @@ impl<B: Backend, A: Architecture<B>> Runner<B, A> {
             n_ctx,
             n_seq,
             dbg: Debug::from_env(),
+            ring,
             scratch: Default::default(),
         })
     }
@@ -163,20 +168,105 @@ impl<B: Backend, A: Architecture<B>> Runner<B, A> {
 
     /// One step of at most `max_rows` rows.
     fn step(&mut self, batch: &Batch, head: &[u32]) -> Result<(), ModelError> {
-        let b = &mut self.backend;
-        if b.begin_step(batch, head)? == Step::Done {
-            return Ok(());
+        if let Some(ring) = &self.ring {
+            ring.check(batch)?;
         }
-        let r = self.model.forward(
-            b,
-            &mut self.state,
-            &mut self.kv,
-            batch.len(),
-            head,
-            &mut self.dbg,
-        );
-        let end = b.end_step(r.is_ok());
-        r.and(end)
+        let b = &mut self.backend;
+        let r = match b.begin_step(batch, head) {
+            Ok(Step::Done) => Ok(()),
+            Ok(Step::Record) => {
+                let r = self.model.forward(
+                    b,
+                    &mut self.state,
+                    &mut self.kv,
+                    batch.len(),
+                    head,
+                    &mut self.dbg,
+                );
+                let end = b.end_step(r.is_ok());
+                r.and(end)
+            }
+            Err(e) => Err(e),
+        };
+        if let Some(ring) = &mut self.ring {
+            ring.update(batch, r.is_ok());
+        }
+        r
+    }
+}
+
+/// The positions the ring caches of the sliding-window layers hold, per sequence: a step whose
+/// queries would see a position its ring no longer holds (a sequence resumed at a position far
+/// behind where it had got to, or one never evaluated) is refused, not run on other positions'
+/// keys.
+struct Ring {
+    window: usize,
+    cap: usize,
+    /// (sequence, slot) -> the position slot holds (`u32::MAX`: none).
+    held: Vec<u32>,
+}
+
+impl Ring {
+    /// The rings of `c`'s sliding-window layers, if any keeps less than the whole context.
+    fn new(c: &Config, n_ctx: usize, n_seq: usize, max_rows: usize) -> Option<Ring> {
+        let window = (0..c.n_layer).map(|il| c.layer_window(il)).max()?;
+        let cap = crate::backend::kv_capacity(n_ctx, window, max_rows);
+        (window > 0 && cap < n_ctx).then(|| Ring {
+            window,
+            cap,
+            held: vec![u32::MAX; n_seq * cap],
+        })
+    }
+
+    /// Checks that every position a row of `batch` sees is either a row of the batch or held by
+    /// its sequence's ring, and that the batch's rows do not overwrite one another's.
+    fn check(&self, batch: &Batch) -> Result<(), ModelError> {
+        let n = batch.len();
+        for t0 in 0..n {
+            let seq = batch.seqs[t0];
+            if batch.seqs[..t0].contains(&seq) {
+                continue; // not the sequence's first row
+            }
+            let rows = (t0..n)
+                .filter(|&t| batch.seqs[t] == seq)
+                .map(|t| batch.pos[t] as usize);
+            let (first, last) = (batch.pos[t0] as usize, rows.clone().last().unwrap_or(0));
+            let lo = (first + 1).saturating_sub(self.window);
+            if last - lo >= self.cap {
+                return Err(ModelError::BadBatch(format!(
+                    "sequence {seq}'s rows span positions {lo}..={last} of sliding-window attention, more than its cache of {} holds",
+                    self.cap
+                )));
+            }
+            let seq = seq as usize;
+            let held = &self.held[seq * self.cap..(seq + 1) * self.cap];
+            let mut rows = rows.peekable();
+            for p in lo..last {
+                if rows.peek() == Some(&p) {
+                    rows.next();
+                } else if held[p % self.cap] != p as u32 {
+                    return Err(ModelError::BadBatch(format!(
+                        "sequence {seq} at position {first}: its sliding-window layers no longer hold position {p} (they keep the last {} positions evaluated); evaluate it again from position 0",
+                        self.cap
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records what a step wrote: its rows' positions, or after a failed step, nothing certain
+    /// about its sequences.
+    fn update(&mut self, batch: &Batch, ok: bool) {
+        for t in 0..batch.len() {
+            let (seq, pos) = (batch.seqs[t] as usize, batch.pos[t]);
+            let held = &mut self.held[seq * self.cap..(seq + 1) * self.cap];
+            if ok {
+                held[pos as usize % self.cap] = pos;
+            } else {
+                held.fill(u32::MAX);
+            }
+        }
     }
 }
 
@@ -347,7 +437,11 @@ pub fn load_seqs(
     match (device, config.arch) {
         (Device::Cpu, _) => {
             crate::host_memory::check(
-                crate::backend::cpu::kv_bytes(config.n_layer, n_seq * n_ctx, config.kv_dim()),
+                crate::backend::cpu::kv_bytes(
+                    &arch::layer_ctx(&config, n_ctx, crate::backend::N_UBATCH),
+                    n_seq,
+                    config.kv_dim(),
+                ),
                 || format!("the KV cache for {n_seq} x {n_ctx} tokens"),
             )?;
             let backend = CpuBackend::with_options(rayon::current_num_threads(), &opts.cpu);

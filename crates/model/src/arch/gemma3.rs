@@ -43,7 +43,7 @@ impl<B: Backend> Gemma3Model<B> {
             rope: RopeStyle::Neox,
             // The queries are scaled before attention, as llama.cpp does.
             scale: 1.0,
-            window: if swa { c.sliding_window } else { 0 },
+            window: c.layer_window(il),
             ..AttnShape::llama(
                 c.n_head,
                 c.n_head_kv,

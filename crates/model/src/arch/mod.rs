@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use rustorch_gguf::GgufFile;
 
-use crate::backend::{Backend, N_UBATCH};
+use crate::backend::{kv_capacity, Backend, N_UBATCH};
 use crate::config::Config;
 use crate::debug::Debug;
 use crate::ModelError;
@@ -102,6 +102,14 @@ impl<B: Backend> RunState<B> {
     }
 }
 
+/// Positions each layer's cache keeps of a sequence, for a context of `n_ctx` and steps of at
+/// most `max_rows` rows (a sliding-window layer keeps only its window, see [`kv_capacity`]).
+pub fn layer_ctx(c: &Config, n_ctx: usize, max_rows: usize) -> Vec<usize> {
+    (0..c.n_layer)
+        .map(|il| kv_capacity(n_ctx, c.layer_window(il), max_rows))
+        .collect()
+}
+
 /// A KV cache of `n_seq` sequences of `n_ctx` positions for the model of `c`.
 pub fn new_kv<B: Backend>(
     b: &mut B,
@@ -109,7 +117,13 @@ pub fn new_kv<B: Backend>(
     n_seq: usize,
     n_ctx: usize,
 ) -> Result<B::Kv, ModelError> {
-    b.alloc_kv(c.n_layer, n_seq, n_ctx, c.n_head_kv, c.head_dim)
+    let max_rows = b.max_rows();
+    b.alloc_kv(
+        &layer_ctx(c, n_ctx, max_rows),
+        n_seq,
+        c.n_head_kv,
+        c.head_dim,
+    )
 }
 
 /// Checks that tensor `name` exists with dimensions `want` (ggml order: row length first).

@@ -211,6 +211,27 @@ impl AttnShape {
     }
 }
 
+/// Positions a layer's cache keeps of each sequence: the whole context `n_ctx`, or for a layer
+/// attending through a sliding window of `window` positions, the window and a step's rows
+/// (`max_rows`), so that no key a step's queries see is overwritten by that step. Position `p`
+/// lives in slot `p % capacity`.
+pub fn kv_capacity(n_ctx: usize, window: usize, max_rows: usize) -> usize {
+    if window == 0 {
+        n_ctx
+    } else {
+        n_ctx.min(window + max_rows - 1)
+    }
+}
+
+/// The cache slots of positions `lo..hi` (at most `cap` of them) in a layer cache of `cap`
+/// positions: up to two runs `(first slot, length)` that hold them in position order.
+pub fn ring_runs(lo: usize, hi: usize, cap: usize) -> [(usize, usize); 2] {
+    debug_assert!(lo <= hi && hi - lo <= cap);
+    let start = lo % cap;
+    let first = (hi - lo).min(cap - start);
+    [(start, first), (0, hi - lo - first)]
+}
+
 /// The rows of one forward call: row `t` is token `tokens[t]` of sequence `seqs[t]` at position
 /// `pos[t]`. Rows of one sequence are in increasing position order; a sequence's cache must hold
 /// its positions before its first row here (rows of one sequence see each other causally).
@@ -291,13 +312,14 @@ pub trait Backend {
     ) -> Result<Self::Weight, ModelError>;
     /// An activation buffer of `len` f32 values.
     fn alloc(&mut self, len: usize) -> Result<Self::Buf, ModelError>;
-    /// A KV cache of `n_seq` sequences side by side, each `n_ctx` positions of `n_layer` layers of
-    /// `n_head_kv` heads of `head_dim`.
+    /// A KV cache of `n_seq` sequences side by side, of `layer_ctx.len()` layers of `n_head_kv`
+    /// heads of `head_dim`: layer `l` holds `layer_ctx[l]` positions of each sequence, position `p`
+    /// in slot `p % layer_ctx[l]` (a sliding-window layer keeps a ring of its last positions, see
+    /// [`kv_capacity`]; a full layer holds the whole context).
     fn alloc_kv(
         &mut self,
-        n_layer: usize,
+        layer_ctx: &[usize],
         n_seq: usize,
-        n_ctx: usize,
         n_head_kv: usize,
         head_dim: usize,
     ) -> Result<Self::Kv, ModelError>;

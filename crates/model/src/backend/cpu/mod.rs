@@ -20,7 +20,9 @@ use rustorch_quant::vecmath;
 
 use std::ops::Range;
 
-use crate::backend::{matrix_rows, AttnShape, Backend, Batch, Device, RopeStyle, Span, Step};
+use crate::backend::{
+    matrix_rows, ring_runs, AttnShape, Backend, Batch, Device, RopeStyle, Span, Step,
+};
 use crate::options::CpuOptions;
 use crate::ModelError;
 use threads::{for_each_chunk, Pool};
@@ -89,12 +91,12 @@ impl CpuWeight {
 }
 
 /// KV cache, f16 as llama.cpp's default. Per layer, sequence and KV head, keys are
-/// `[n_ctx, head_dim]` and values transposed, `[head_dim, n_ctx]`, so that attention reads both as
-/// contiguous rows.
+/// `[cap, head_dim]` and values transposed, `[head_dim, cap]`, so that attention reads both as
+/// contiguous rows; layer `l` holds `cap = ctx[l]` positions, position `p` in slot `p % cap`.
 pub struct CpuKv {
-    k: Vec<Vec<f16>>, // (layer) -> (n_seq, n_head_kv, n_ctx, head_dim)
-    v: Vec<Vec<f16>>, // (layer) -> (n_seq, n_head_kv, head_dim, n_ctx)
-    n_ctx: usize,
+    k: Vec<Vec<f16>>, // (layer) -> (n_seq, n_head_kv, cap, head_dim)
+    v: Vec<Vec<f16>>, // (layer) -> (n_seq, n_head_kv, head_dim, cap)
+    ctx: Vec<usize>,
     kv_dim: usize,
     head_dim: usize,
 }
@@ -185,11 +187,11 @@ impl CpuBackend {
         shape: &AttnShape,
         out: &mut [f32],
     ) {
-        let (hd, n_head, n_ctx) = (shape.head_dim, shape.n_head, kv.n_ctx);
+        let (hd, n_head, cap) = (shape.head_dim, shape.n_head, kv.ctx[layer]);
         let (n, pos0) = (span.len, span.pos0);
         let q = &q[span.row0 * n_head * hd..];
         let out = &mut out[span.row0 * n_head * hd..];
-        let base = span.seq * kv.kv_dim * n_ctx;
+        let base = span.seq * kv.kv_dim * cap;
         let group = shape.n_head / shape.n_head_kv;
         let scale = shape.scale;
         let dot = mat_kernel(GgmlType::F32).expect("f32 kernel");
@@ -210,23 +212,33 @@ impl CpuBackend {
                 let (kvh, t0) = (c / n_tiles, (c % n_tiles) * tile);
                 let tn = tile.min(n - t0);
                 let n_q = group * tn; // query rows: head-major, then token
-                let n_kv = pos0 + t0 + tn; // cache positions the tile's last token sees
+                                      // The cache positions the tile's tokens see: from the first token's first (0, or
+                                      // its sliding window's start) to the last token.
+                let lo = shape.first_seen(pos0 + t0);
+                let n_kv = pos0 + t0 + tn - lo;
                 ATTN.with(|s| {
                     let s = &mut *s.borrow_mut();
-                    // Sized for the whole context at once up to 4096 positions, then in powers
-                    // of two, so decoding never grows them token by token (`n_q` is at most
-                    // `group` when decoding) and a huge context costs memory only as it fills.
-                    let span = n_kv.next_power_of_two().max(4096).min(n_ctx).max(n_kv);
+                    // Sized for the whole cache at once up to 4096 positions, then in powers of
+                    // two, so decoding never grows them token by token (`n_q` is at most `group`
+                    // when decoding) and a huge context costs memory only as it fills.
+                    let span = n_kv.next_power_of_two().max(4096).min(cap).max(n_kv);
                     grow(&mut s.k, span * hd);
                     grow(&mut s.vt, hd * span);
                     grow(&mut s.q, n_q.max(group) * hd);
                     grow(&mut s.scores, span * n_q.max(group));
                     grow(&mut s.p, n_q.max(group) * span);
-                    keys[kvh * n_ctx * hd..(kvh * n_ctx + n_kv) * hd]
-                        .convert_to_f32_slice(&mut s.k[..n_kv * hd]);
-                    for d in 0..hd {
-                        let src = &vals[(kvh * hd + d) * n_ctx..(kvh * hd + d) * n_ctx + n_kv];
-                        src.convert_to_f32_slice(&mut s.vt[d * n_kv..(d + 1) * n_kv]);
+                    // Positions lo.. in order, from one or two runs of the layer's ring.
+                    let mut j = 0;
+                    for (slot, len) in ring_runs(lo, lo + n_kv, cap) {
+                        let k0 = (kvh * cap + slot) * hd;
+                        keys[k0..k0 + len * hd]
+                            .convert_to_f32_slice(&mut s.k[j * hd..(j + len) * hd]);
+                        for d in 0..hd {
+                            let v0 = (kvh * hd + d) * cap + slot;
+                            vals[v0..v0 + len]
+                                .convert_to_f32_slice(&mut s.vt[d * n_kv + j..d * n_kv + j + len]);
+                        }
+                        j += len;
                     }
                     for g in 0..group {
                         let h = kvh * group + g;
@@ -249,8 +261,9 @@ impl CpuBackend {
                         scores,
                     );
                     for row in 0..n_q {
-                        let seen = pos0 + t0 + row % tn + 1; // causal: positions 0..=pos0+t
-                        let first = shape.first_seen(seen - 1); // a sliding window's start
+                        // Causal: positions first..=pos0+t, as indices from `lo`.
+                        let at = pos0 + t0 + row % tn;
+                        let (first, seen) = (shape.first_seen(at) - lo, at + 1 - lo);
                         let p = &mut s.p[row * n_kv..(row + 1) * n_kv];
                         let mut max = f32::NEG_INFINITY;
                         for (j, p) in p[first..seen].iter_mut().enumerate() {
@@ -397,10 +410,11 @@ fn grow<T: Clone + Default>(v: &mut Vec<T>, len: usize) {
     }
 }
 
-/// Bytes of a CPU KV cache: keys and values in f16 for every layer and position.
-/// (`n_ctx`: the positions of all sequences together).
-pub(crate) fn kv_bytes(n_layer: usize, n_ctx: usize, kv_dim: usize) -> u64 {
-    4 * n_layer as u64 * n_ctx as u64 * kv_dim as u64
+/// Bytes of a CPU KV cache of `n_seq` sequences: keys and values in f16 for every layer's
+/// positions (`layer_ctx`).
+pub(crate) fn kv_bytes(layer_ctx: &[usize], n_seq: usize, kv_dim: usize) -> u64 {
+    let positions: u64 = layer_ctx.iter().map(|&c| c as u64).sum();
+    4 * positions * n_seq as u64 * kv_dim as u64
 }
 
 impl Backend for CpuBackend {
@@ -431,32 +445,38 @@ impl Backend for CpuBackend {
 
     fn alloc_kv(
         &mut self,
-        n_layer: usize,
+        layer_ctx: &[usize],
         n_seq: usize,
-        n_ctx: usize,
         n_head_kv: usize,
         head_dim: usize,
     ) -> Result<CpuKv, ModelError> {
         let kv_dim = n_head_kv * head_dim;
-        let len = n_ctx
-            .checked_mul(kv_dim)
-            .and_then(|l| l.checked_mul(n_seq))
-            .ok_or_else(|| ModelError::Backend("KV cache size overflows".into()))?;
         // Zeroed pages straight from the allocator (the OS maps them untouched): memory is used
         // as the context fills, not up front. A context too large is an error, not an abort.
-        let zeros = || -> Result<Vec<f16>, ModelError> {
+        let zeros = |cap: usize| -> Result<Vec<f16>, ModelError> {
+            let too_big = || ModelError::Memory {
+                what: format!("the KV cache for {n_seq} sequences"),
+                needed: kv_bytes(layer_ctx, n_seq, kv_dim),
+                available: None,
+            };
+            let len = cap
+                .checked_mul(kv_dim)
+                .and_then(|l| l.checked_mul(n_seq))
+                .ok_or_else(too_big)?;
             bytemuck::allocation::try_zeroed_slice_box::<f16>(len)
                 .map(Vec::from)
-                .map_err(|_| ModelError::Memory {
-                    what: format!("the KV cache for {n_seq} x {n_ctx} tokens"),
-                    needed: kv_bytes(n_layer, n_seq * n_ctx, kv_dim),
-                    available: None,
-                })
+                .map_err(|_| too_big())
         };
         Ok(CpuKv {
-            k: (0..n_layer).map(|_| zeros()).collect::<Result<_, _>>()?,
-            v: (0..n_layer).map(|_| zeros()).collect::<Result<_, _>>()?,
-            n_ctx,
+            k: layer_ctx
+                .iter()
+                .map(|&c| zeros(c))
+                .collect::<Result<_, _>>()?,
+            v: layer_ctx
+                .iter()
+                .map(|&c| zeros(c))
+                .collect::<Result<_, _>>()?,
+            ctx: layer_ctx.to_vec(),
             kv_dim,
             head_dim,
         })
@@ -735,15 +755,15 @@ impl Backend for CpuBackend {
         v: &Vec<f32>,
         n: usize,
     ) -> Result<(), ModelError> {
-        let (kv_dim, n_ctx, head_dim) = (kv.kv_dim, kv.n_ctx, kv.head_dim);
+        let (kv_dim, cap, head_dim) = (kv.kv_dim, kv.ctx[layer], kv.head_dim);
         let (keys, vals) = (&mut kv.k[layer], &mut kv.v[layer]);
         for t in 0..n {
-            let pos = self.pos[t] as usize;
-            // The sequence's caches start `seq * kv_dim * n_ctx` values in, for keys and values.
-            let base = self.seqs[t] as usize * kv_dim * n_ctx;
+            let slot = self.pos[t] as usize % cap;
+            // The sequence's caches start `seq * kv_dim * cap` values in, for keys and values.
+            let base = self.seqs[t] as usize * kv_dim * cap;
             let (keys, vals) = (
-                &mut keys[base..base + kv_dim * n_ctx],
-                &mut vals[base..base + kv_dim * n_ctx],
+                &mut keys[base..base + kv_dim * cap],
+                &mut vals[base..base + kv_dim * cap],
             );
             for (kvh, (kr, vr)) in k[t * kv_dim..(t + 1) * kv_dim]
                 .chunks(head_dim)
@@ -751,12 +771,12 @@ impl Backend for CpuBackend {
                 .enumerate()
             {
                 let kdst =
-                    &mut keys[(kvh * n_ctx + pos) * head_dim..(kvh * n_ctx + pos + 1) * head_dim];
+                    &mut keys[(kvh * cap + slot) * head_dim..(kvh * cap + slot + 1) * head_dim];
                 for (d, &x) in kdst.iter_mut().zip(kr) {
                     *d = f16::from_f32(x);
                 }
                 for (d, &x) in vr.iter().enumerate() {
-                    vals[(kvh * head_dim + d) * n_ctx + pos] = f16::from_f32(x);
+                    vals[(kvh * head_dim + d) * cap + slot] = f16::from_f32(x);
                 }
             }
         }

@@ -556,12 +556,16 @@ impl Backend for CudaBackend {
 
     fn alloc_kv(
         &mut self,
-        n_layer: usize,
+        layer_ctx: &[usize],
         n_seq: usize,
-        n_ctx: usize,
         n_head_kv: usize,
         head_dim: usize,
     ) -> Result<CudaKv, ModelError> {
+        // Every layer holds the whole context, sliding-window layers too (position p in slot p).
+        let (n_layer, n_ctx) = (
+            layer_ctx.len(),
+            layer_ctx.iter().copied().max().unwrap_or(0),
+        );
         let values = [n_layer, n_seq, n_ctx, n_head_kv, head_dim]
             .iter()
             .try_fold(1usize, |a, &b| a.checked_mul(b))
