@@ -102,12 +102,15 @@ impl CudaWeight {
     }
 }
 
-/// The KV cache: f16 `[layer][seq][kv_head][n_ctx][head_dim]` for keys and for values.
+/// The KV cache: f16 `[layer][seq][kv_head][cap][head_dim]` for keys and for values, where
+/// layer `l` holds `cap = ctx[l]` positions, position `p` in slot `p % cap`.
 pub struct CudaKv {
     kc: DevBuf,
     vc: DevBuf,
-    n_seq: usize,
-    n_ctx: usize,
+    /// Positions each layer holds per sequence.
+    ctx: Vec<usize>,
+    /// Where each layer starts, in bytes.
+    start: Vec<usize>,
     n_head_kv: usize,
     hd: usize,
 }
@@ -115,8 +118,7 @@ pub struct CudaKv {
 impl CudaKv {
     /// The addresses of layer `il`'s keys and values (its first sequence).
     fn layer(&self, il: usize) -> (u64, u64) {
-        let off = il * self.n_seq * self.n_head_kv * self.n_ctx * self.hd * 2;
-        (self.kc.at(off), self.vc.at(off))
+        (self.kc.at(self.start[il]), self.vc.at(self.start[il]))
     }
 }
 
@@ -288,10 +290,11 @@ impl CudaBackend {
         Ok(x16)
     }
 
-    fn attn(&self, shape: &AttnShape, kv: &CudaKv) -> Attn {
+    /// The attention geometry of layer `layer`.
+    fn attn(&self, shape: &AttnShape, kv: &CudaKv, layer: usize) -> Attn {
         Attn::new(
             shape,
-            kv.n_ctx,
+            kv.ctx[layer],
             Attn::splits_for(shape.n_head, shape.n_head_kv),
         )
     }
@@ -561,22 +564,33 @@ impl Backend for CudaBackend {
         n_head_kv: usize,
         head_dim: usize,
     ) -> Result<CudaKv, ModelError> {
-        // Every layer holds the whole context, sliding-window layers too (position p in slot p).
-        let (n_layer, n_ctx) = (
-            layer_ctx.len(),
-            layer_ctx.iter().copied().max().unwrap_or(0),
-        );
-        let values = [n_layer, n_seq, n_ctx, n_head_kv, head_dim]
-            .iter()
-            .try_fold(1usize, |a, &b| a.checked_mul(b))
-            .filter(|&v| v <= isize::MAX as usize / 2)
-            .ok_or_else(|| ModelError::Backend("cuda: KV cache size overflows".into()))?;
-        let what = format!("the KV cache ({n_seq} x {n_ctx} tokens)");
+        let overflow = || ModelError::Backend("cuda: KV cache size overflows".into());
+        // Bytes of one position of one sequence (f16 keys or values of every KV head).
+        let row = n_head_kv
+            .checked_mul(head_dim)
+            .and_then(|v| v.checked_mul(2 * n_seq))
+            .ok_or_else(overflow)?;
+        let mut start = Vec::with_capacity(layer_ctx.len());
+        let mut bytes = 0usize;
+        for &c in layer_ctx {
+            start.push(bytes);
+            bytes = c
+                .checked_mul(row)
+                .and_then(|b| b.checked_add(bytes))
+                .filter(|&b| b <= isize::MAX as usize)
+                .ok_or_else(overflow)?;
+        }
+        let what = format!("the KV cache ({n_seq} sequences)");
+        let (kc, vc) = (self.gpu.alloc(bytes, &what)?, self.gpu.alloc(bytes, &what)?);
+        // Zeroed: attention may read a slot it masks out (a tile's keys before a window), and a
+        // masked probability of 0 times a NaN left in fresh memory would still be NaN.
+        self.gpu.zero(&kc)?;
+        self.gpu.zero(&vc)?;
         Ok(CudaKv {
-            kc: self.gpu.alloc(values * 2, &what)?,
-            vc: self.gpu.alloc(values * 2, &what)?,
-            n_seq,
-            n_ctx,
+            kc,
+            vc,
+            ctx: layer_ctx.to_vec(),
+            start,
             n_head_kv,
             hd: head_dim,
         })
@@ -722,7 +736,7 @@ impl Backend for CudaBackend {
             hd: kv.hd,
             n_rot: 0,
             freq_base: 0.0,
-            n_ctx: kv.n_ctx,
+            n_ctx: kv.ctx[layer],
             n_split: 1,
             scale: 1.0,
             rope_mscale: 1.0,
@@ -741,7 +755,7 @@ impl Backend for CudaBackend {
         shape: &AttnShape,
         out: &mut CudaBuf,
     ) -> Result<(), ModelError> {
-        let a = self.attn(shape, kv);
+        let a = self.attn(shape, kv, layer);
         a.check()?;
 
         let (kc, vc) = kv.layer(layer);
@@ -958,7 +972,7 @@ impl Backend for CudaBackend {
             None => 0,
         };
         let neox = shape.rope == RopeStyle::Neox;
-        let a = self.attn(shape, kv);
+        let a = self.attn(shape, kv, layer);
         if n > 1 {
             // Several rows: the GEMMs, then one kernel rotates q and k and stores k and v.
             self.norm(x, norm, eps, (n, dim), xb, self.debug)?;
@@ -1103,7 +1117,7 @@ impl CudaBackend {
                 &(n as i32),
                 &(n_kv as i32),
                 &(pos0 as i32),
-                &(1.0 / (hd as f32).sqrt()),
+                &a.scale,
             ],
         )?;
         // out[kvh][g·n][hd] = P[kvh][g·n][n_kv] · V[kvh][n_kv][hd]

@@ -343,6 +343,19 @@ impl Gpu {
             .map_err(|e| drv_err("running the kernels", e))
     }
 
+    /// Queues the zeroing of `buf` on the stream.
+    pub(crate) fn zero(&self, buf: &DevBuf) -> Result<(), ModelError> {
+        if buf.bytes == 0 {
+            return Ok(());
+        }
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| drv_err("binding the context", e))?;
+        // SAFETY: the whole of a live buffer of this context.
+        unsafe { drv::memset_d8_async(buf.ptr, 0, buf.bytes, self.stream.cu_stream()) }
+            .map_err(|e| drv_err("zeroing GPU memory", e))
+    }
+
     /// Queues a copy of `bytes` bytes from device address `src` to `dst` on the stream.
     pub(crate) fn copy(&self, dst: u64, src: u64, bytes: usize) -> Result<(), ModelError> {
         self.ctx

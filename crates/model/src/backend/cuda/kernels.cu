@@ -437,6 +437,12 @@ __device__ __forceinline__ void prefetch_row(const u8* wrow, int t, int ncols, i
     for (int l = i; l < lines; l += n) prefetch_l2((const void*)(p0 + (u64)l * 128));
 }
 
+// The slot of position p in a layer's cache of `cap` positions per sequence: p % cap (a
+// sliding-window layer's ring of its last positions; a full layer holds p at p).
+__device__ __forceinline__ int kv_slot(int p, int cap) {
+    return p < cap ? p : p % cap;
+}
+
 // Mat-vec of up to three weights sharing one input (q/k/v). A block of nw <= 16 warps takes
 // nw / wpr work items, `wpr` warps each (wide rows get more lanes, so every lane has at most a few chunks and all
 // of its loads are in flight at once). An item is one output row; in mode 2 an item is one row of
@@ -489,7 +495,7 @@ extern "C" __global__ void matvec(const u8* w0, int t0, int r0, float* o0,
             g -= r0 + r1;
             if (g < r2) {
                 o2[g] = v;
-                vc[cache + ((u64)(g / hd) * n_ctx + pos) * hd + g % hd] = f2h(v);
+                vc[cache + ((u64)(g / hd) * n_ctx + kv_slot(pos, n_ctx)) * hd + g % hd] = f2h(v);
             }
             return;
         }
@@ -512,7 +518,7 @@ extern "C" __global__ void matvec(const u8* w0, int t0, int r0, float* o0,
         of[0] = x0;
         of[1] = x1;
         if (!is_q) {
-            u16* dst = kc + cache + ((u64)(r / hd) * n_ctx + pos) * hd + d;
+            u16* dst = kc + cache + ((u64)(r / hd) * n_ctx + kv_slot(pos, n_ctx)) * hd + d;
             dst[0] = f2h(x0);
             dst[1] = f2h(x1);
         }
@@ -634,7 +640,7 @@ extern "C" __global__ void rope_store(float* q, float* k, const float* v, int n_
     p[a] = y0;
     p[b] = y1;
     if (!is_q) {
-        u64 at = (u64)io[3 * t + 2] * seq_stride + ((u64)kvh * n_ctx + pos) * hd;
+        u64 at = (u64)io[3 * t + 2] * seq_stride + ((u64)kvh * n_ctx + kv_slot(pos, n_ctx)) * hd;
         const float* vs = v + ((u64)t * n_head_kv + kvh) * hd;
         kc[at + a] = f2h(y0);
         kc[at + b] = f2h(y1);
@@ -721,7 +727,7 @@ extern "C" __global__ void kv_store(const float* k, const float* v, int n_head_k
     grid_wait();
     grid_launch();
     int t = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
-    u64 at = (u64)io[3 * t + 2] * seq_stride + ((u64)h * n_ctx + io[3 * t + 1]) * hd + d;
+    u64 at = (u64)io[3 * t + 2] * seq_stride + ((u64)h * n_ctx + kv_slot(io[3 * t + 1], n_ctx)) * hd + d;
     u64 src = ((u64)t * n_head_kv + h) * hd + d;
     kc[at] = f2h(k[src]);
     vc[at] = f2h(v[src]);
@@ -775,8 +781,8 @@ __device__ void attn_decode_t(const float* q, const u16* kc, const u16* vc, cons
         for (int j = p0 + threadIdx.x * gridDim.z + blockIdx.z; j < p1; j += blockDim.x * gridDim.z) {
 #pragma unroll
             for (int l = 0; l < LINES; l++) {
-                prefetch_l2(kb + (u64)j * HD * 2 + l * 128);
-                prefetch_l2(vb + (u64)j * HD * 2 + l * 128);
+                prefetch_l2(kb + (u64)kv_slot(j, n_ctx) * HD * 2 + l * 128);
+                prefetch_l2(vb + (u64)kv_slot(j, n_ctx) * HD * 2 + l * 128);
             }
         }
     }
@@ -813,9 +819,12 @@ __device__ void attn_decode_t(const float* q, const u16* kc, const u16* vc, cons
     for (int tile = j0 + warp * 32; tile < j1; tile += AD_WARPS * 32) {
         int j = tile + lane;
         bool valid = j < j1;
+        // The tile's first slot: its positions run on from there, wrapping once at most.
+        int ts = kv_slot(tile, n_ctx);
         // Scores: lane j reads key j whole (all loads first, then the arithmetic).
         uint4 kw[HD / 8];
-        const uint4* kr = (const uint4*)(kb + (u64)(valid ? j : j0) * HD);
+        int kslot = ts + (valid ? lane : 0);
+        const uint4* kr = (const uint4*)(kb + (u64)(kslot >= n_ctx ? kslot - n_ctx : kslot) * HD);
 #pragma unroll
         for (int d8 = 0; d8 < HD / 8; d8++) kw[d8] = kr[d8];
         float s[AD_G];
@@ -858,7 +867,8 @@ __device__ void attn_decode_t(const float* q, const u16* kc, const u16* vc, cons
         float vv[32][E];
 #pragma unroll
         for (int jj = 0; jj < 32; jj++) {
-            const u16* vr = vb + (u64)(tile + (jj < nk ? jj : 0)) * HD + lane * E;
+            int vslot = ts + (jj < nk ? jj : 0);
+            const u16* vr = vb + (u64)(vslot >= n_ctx ? vslot - n_ctx : vslot) * HD + lane * E;
 #pragma unroll
             for (int e = 0; e < E; e++) vv[jj][e] = h2f(vr[e]);
         }
@@ -1054,8 +1064,9 @@ __device__ __forceinline__ void attn_prompt_t(const float* q, const u16* kc, con
             int key = i / (HD / 8), c8 = i - key * (HD / 8);
             uint4 kw = make_uint4(0, 0, 0, 0), vw = make_uint4(0, 0, 0, 0);
             if (k0 + key < n_kv) { // zeros past the cached keys (never garbage: 0 · NaN is NaN)
-                kw = ((const uint4*)(kb + (u64)(k0 + key) * HD))[c8];
-                vw = ((const uint4*)(vb + (u64)(k0 + key) * HD))[c8];
+                int slot = kv_slot(k0 + key, n_ctx);
+                kw = ((const uint4*)(kb + (u64)slot * HD))[c8];
+                vw = ((const uint4*)(vb + (u64)slot * HD))[c8];
             }
             *(uint4*)(ks + key * LD + c8 * 8) = kw;
             *(uint4*)(vs + key * LD + c8 * 8) = vw;
