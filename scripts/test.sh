@@ -14,7 +14,8 @@ cargo test --release --workspace "$@"
 if compgen -G "/usr/share/vulkan/icd.d/*.json" >/dev/null || compgen -G "/etc/vulkan/icd.d/*.json" >/dev/null; then
     # The Vulkan loader wants a runtime directory (CI and containers often have none).
     export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
-    cargo test --release -p rustorch-model --features wgpu --test wgpu_kernels --test wgpu_model "$@"
+    cargo test --release -p rustorch-model --features wgpu --test wgpu_kernels --test wgpu_model \
+        --test wgpu_architectures "$@"
 elif [[ "${RUSTORCH_REQUIRE_WGPU:-0}" == 1 ]]; then
     echo "error: no Vulkan driver for the wgpu tests (install mesa-vulkan-drivers)" >&2
     exit 1

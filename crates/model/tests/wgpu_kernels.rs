@@ -5,6 +5,7 @@
 
 use half::f16;
 use rustorch_gguf::GgmlType;
+use rustorch_model::config::RopeStyle;
 use rustorch_model::cpu::CpuWeight;
 use rustorch_model::wgpu::{shaders, MvShapes, Options, WgpuBackend, WgpuBuf};
 use rustorch_model::{AttnShape, Backend, Batch, CpuBackend};
@@ -240,21 +241,90 @@ fn elementwise_ops_match_the_cpu_backend() {
             );
         }
 
-        // RoPE, partial rotation (n_rot < head_dim), each row at its own position: rows of two
-        // sequences, interleaved, at positions far apart.
-        let x = rng.vec(n * dim);
-        let shape = AttnShape::llama(9, 3, 64, 48, 10000.0);
+        // RoPE, each row at its own position: rows of two sequences, interleaved, at positions
+        // far apart. Adjacent pairs (Llama) and NEOX pairs (i, i + n_rot / 2), of all dims and of
+        // some (n_rot < head_dim); with frequency factors (Llama 3's rope_freqs, LongRoPE's)
+        // dividing each pair's angle, and with sine and cosine scaled (LongRoPE's mscale).
         let (seqs, pos) = ([0, 1, 0, 1, 1], [123, 5, 124, 6, 7]);
         step(&mut cpu, &[], &seqs, &pos);
         step(&mut b, &[], &seqs, &pos);
-        let mut want = x.clone();
-        cpu.rope(&mut want, n, 9, &shape, None).unwrap();
-        let mut xg = upload(&mut b, &x);
-        b.rope(&mut xg, n, 9, &shape, None).unwrap();
-        assert_close("rope", &download(&mut b, &xg, n * dim), &want, 1e-4);
+        let ff: Vec<f32> = rng.vec(32).iter().map(|f| 4.5 + 3.5 * f).collect();
+        let fw = (
+            CpuWeight::F32(ff.clone()),
+            b.upload_vector("rope_freqs", &ff).unwrap(),
+        );
+        for (rope, n_rot, mscale, factors) in [
+            (RopeStyle::Adjacent, 48, 1.0, false),
+            (RopeStyle::Adjacent, 64, 1.0, true),
+            (RopeStyle::Neox, 64, 1.0, false),
+            (RopeStyle::Neox, 32, 1.0, false),
+            (RopeStyle::Neox, 64, 1.19, true),
+        ] {
+            let x = rng.vec(n * dim);
+            let shape = AttnShape {
+                rope,
+                rope_mscale: mscale,
+                ..AttnShape::llama(9, 3, 64, n_rot, 10000.0)
+            };
+            let what = format!("rope {rope:?} of {n_rot} dims, mscale {mscale}, factors {factors}");
+            let mut want = x.clone();
+            cpu.rope(&mut want, n, 9, &shape, factors.then_some(&fw.0))
+                .unwrap();
+            let mut xg = upload(&mut b, &x);
+            b.rope(&mut xg, n, 9, &shape, factors.then_some(&fw.1))
+                .unwrap();
+            assert_close(&what, &download(&mut b, &xg, n * dim), &want, 1e-4);
+            assert!(
+                b.rope(&mut xg, n + 1, 9, &shape, None).is_err(),
+                "RoPE of more rows than the step has"
+            );
+        }
+        let short = b.upload_vector("rope_freqs", &ff[..16]).unwrap();
+        let mut xg = upload(&mut b, &rng.vec(n * dim));
+        let shape = AttnShape::llama(9, 3, 64, 64, 10000.0);
         assert!(
-            b.rope(&mut xg, n + 1, 9, &shape, None).is_err(),
-            "RoPE of more rows than the step has"
+            b.rope(&mut xg, n, 9, &shape, Some(&short)).is_err(),
+            "16 frequency factors for 32 pairs"
+        );
+
+        // GeGLU (GELU's tanh form as ggml's f16 table gives it), over values past its ends at
+        // -10 and 10; add_bias over rows; scale.
+        let (g, u): (Vec<f32>, Vec<f32>) = (
+            rng.vec(n * dim).iter().map(|x| 12.0 * x).collect(),
+            rng.vec(n * dim),
+        );
+        let mut want = g.clone();
+        cpu.geglu(&mut want, &u, n * dim).unwrap();
+        let mut gg = upload(&mut b, &g);
+        let ug = upload(&mut b, &u);
+        b.geglu(&mut gg, &ug, n * dim).unwrap();
+        // Both round GELU's value to f16 as ggml's table does; where the GPU's tanh differs from
+        // the CPU's in the last bits, the value may round to the next f16 (2^-10 relative).
+        assert_close("geglu", &download(&mut b, &gg, n * dim), &want, 1e-3);
+        let (x, bias) = (rng.vec(n * dim), rng.vec(dim));
+        let mut want = x.clone();
+        cpu.add_bias(&mut want, &CpuWeight::F32(bias.clone()), n, dim)
+            .unwrap();
+        let mut xg = upload(&mut b, &x);
+        let bg = b.upload_vector("bias", &bias).unwrap();
+        b.add_bias(&mut xg, &bg, n, dim).unwrap();
+        assert_close("add_bias", &download(&mut b, &xg, n * dim), &want, 0.0);
+        assert!(
+            b.add_bias(&mut xg, &bg, n, dim - 4).is_err(),
+            "a bias of another width"
+        );
+        assert!(
+            b.add_bias(&mut xg, &bg, n + 1, dim).is_err(),
+            "a bias past the end"
+        );
+        let mut want = x.clone();
+        cpu.scale(&mut want, 25.3, n * dim).unwrap();
+        let mut xg = upload(&mut b, &x);
+        b.scale(&mut xg, 25.3, n * dim).unwrap();
+        assert_close("scale", &download(&mut b, &xg, n * dim), &want, 0.0);
+        assert!(
+            b.scale(&mut xg, 2.0, n * dim + 1).is_err(),
+            "a scale past the end"
         );
 
         // SwiGLU, add, copy_within
@@ -322,65 +392,86 @@ fn attention_matches_the_cpu_backend() {
     // a prompt of 300 rows of sequence 1 (causal mask across several 64-key tiles) beside 20 of
     // sequence 0, interleaved; then both sequences' rows mixed (two runs interleaved); a decode
     // step of both (split-K over the longer cache, the shorter one's last splits empty); and one
-    // of sequence 1 alone. kv_store writes each row into its sequence at its position.
-    let shape = AttnShape::llama(8, 2, 64, 64, 10000.0);
-    let (e, kvd, n_ctx) = (8 * 64, 2 * 64, 512);
+    // of sequence 1 alone. kv_store writes each row into its sequence at its position. Llama's
+    // shape; another score scale with a sliding window of 280 (decode split-K over the window,
+    // its splits starting past 0) and of 40 (windows not on 64-key tiles); head_dim 256 (Gemma
+    // 3, MQA 4:1, split-K past 256 keys).
     let steps = [
         interleave(&[(1, 0, 300), (0, 0, 20)]),
         interleave(&[(0, 20, 3), (1, 300, 2)]),
         (vec![1, 0], vec![302, 23]),
         (vec![1], vec![303]),
     ];
+    let shapes = [
+        AttnShape::llama(8, 2, 64, 64, 10000.0),
+        AttnShape {
+            scale: 0.3,
+            window: 280,
+            ..AttnShape::llama(8, 2, 64, 64, 10000.0)
+        },
+        AttnShape {
+            window: 40,
+            ..AttnShape::llama(8, 2, 64, 64, 10000.0)
+        },
+        AttnShape::llama(4, 1, 256, 256, 10000.0),
+    ];
+    let n_ctx = 512;
     for subgroups in [false, true] {
         let mut b = gpu(subgroups);
-        let mut cpu = CpuBackend::new(2);
-        let mut rng = Rng(7);
-        let mut ckv = cpu.alloc_kv(1, 2, n_ctx, 2, 64).unwrap();
-        let mut gkv = b.alloc_kv(1, 2, n_ctx, 2, 64).unwrap();
-        for (seqs, pos) in &steps {
-            let n = seqs.len();
-            let q = rng.vec(n * e);
-            // Scaled so that the softmax is far from uniform.
-            let k: Vec<f32> = rng.vec(n * kvd).iter().map(|x| 3.0 * x).collect();
-            let v = rng.vec(n * kvd);
-            step(&mut cpu, &[], seqs, pos);
-            cpu.kv_store(&mut ckv, 0, &k, &v, n).unwrap();
-            let mut want = vec![0.0; n * e];
-            cpu.attention(&q, &ckv, 0, n, &shape, &mut want).unwrap();
-            let (qg, kg, vg) = (upload(&mut b, &q), upload(&mut b, &k), upload(&mut b, &v));
-            step(&mut b, &[], seqs, pos);
-            b.kv_store(&mut gkv, 0, &kg, &vg, n).unwrap();
-            let mut out = b.alloc(n * e).unwrap();
-            b.attention(&qg, &gkv, 0, n, &shape, &mut out).unwrap();
-            // The CPU keeps the cache in f16 and rounds q and p to f16; the GPU keeps f32.
-            assert_close(
-                &format!(
-                    "attention of {n} rows at {:?} (subgroups {subgroups})",
-                    &pos[..n.min(4)]
-                ),
-                &download(&mut b, &out, n * e),
-                &want,
-                2e-2,
+        for shape in &shapes {
+            let (hd, n_kv_head) = (shape.head_dim, shape.n_head_kv);
+            let (e, kvd) = (shape.n_head * hd, n_kv_head * hd);
+            let mut cpu = CpuBackend::new(2);
+            let mut rng = Rng(7);
+            let mut ckv = cpu.alloc_kv(&[n_ctx], 2, n_kv_head, hd).unwrap();
+            let mut gkv = b.alloc_kv(&[n_ctx], 2, n_kv_head, hd).unwrap();
+            for (seqs, pos) in &steps {
+                let n = seqs.len();
+                let q = rng.vec(n * e);
+                // Scaled so that the softmax is far from uniform.
+                let k: Vec<f32> = rng.vec(n * kvd).iter().map(|x| 3.0 * x).collect();
+                let v = rng.vec(n * kvd);
+                step(&mut cpu, &[], seqs, pos);
+                cpu.kv_store(&mut ckv, 0, &k, &v, n).unwrap();
+                let mut want = vec![0.0; n * e];
+                cpu.attention(&q, &ckv, 0, n, shape, &mut want).unwrap();
+                let (qg, kg, vg) = (upload(&mut b, &q), upload(&mut b, &k), upload(&mut b, &v));
+                step(&mut b, &[], seqs, pos);
+                b.kv_store(&mut gkv, 0, &kg, &vg, n).unwrap();
+                let mut out = b.alloc(n * e).unwrap();
+                b.attention(&qg, &gkv, 0, n, shape, &mut out).unwrap();
+                // The CPU keeps the cache in f16 and rounds q and p to f16; the GPU keeps f32.
+                assert_close(
+                    &format!(
+                        "attention of {n} rows at {:?} (hd {hd}, scale {}, window {}, subgroups {subgroups})",
+                        &pos[..n.min(4)],
+                        shape.scale,
+                        shape.window
+                    ),
+                    &download(&mut b, &out, n * e),
+                    &want,
+                    2e-2,
+                );
+            }
+            // Rows outside the cache are errors, not stray writes.
+            let (qg, kg) = (upload(&mut b, &rng.vec(e)), upload(&mut b, &rng.vec(kvd)));
+            let mut out = b.alloc(e).unwrap();
+            step(&mut b, &[], &[2], &[0]);
+            assert!(
+                b.kv_store(&mut gkv, 0, &kg, &kg, 1).is_err(),
+                "sequence 2 of 2"
+            );
+            assert!(b.attention(&qg, &gkv, 0, 1, shape, &mut out).is_err());
+            step(&mut b, &[], &[0], &[n_ctx as u32]);
+            assert!(
+                b.kv_store(&mut gkv, 0, &kg, &kg, 1).is_err(),
+                "position n_ctx"
+            );
+            assert!(
+                b.kv_store(&mut gkv, 1, &kg, &kg, 1).is_err(),
+                "layer 1 of 1"
             );
         }
-        // Rows outside the cache are errors, not stray writes.
-        let (qg, kg) = (upload(&mut b, &rng.vec(e)), upload(&mut b, &rng.vec(kvd)));
-        let mut out = b.alloc(e).unwrap();
-        step(&mut b, &[], &[2], &[0]);
-        assert!(
-            b.kv_store(&mut gkv, 0, &kg, &kg, 1).is_err(),
-            "sequence 2 of 2"
-        );
-        assert!(b.attention(&qg, &gkv, 0, 1, &shape, &mut out).is_err());
-        step(&mut b, &[], &[0], &[n_ctx as u32]);
-        assert!(
-            b.kv_store(&mut gkv, 0, &kg, &kg, 1).is_err(),
-            "position n_ctx"
-        );
-        assert!(
-            b.kv_store(&mut gkv, 1, &kg, &kg, 1).is_err(),
-            "layer 1 of 1"
-        );
     }
 }
 
@@ -762,14 +853,24 @@ fn qkv_rope_store_and_attention_match_the_cpu_backend() {
     // CPU's primitives on the same q/k/v (f64 products of its normed rows), GQA 6:2 and 8:2,
     // head_dim 64 and 128 (96 dims rotated). After a folded step, the cache it left is read back
     // by a plain attention of the rotated queries; after a separate one, the buffers hold the
-    // normed rows and the rotated queries and keys.
+    // normed rows and the rotated queries and keys. Then Phi-3's and Llama 3's RoPE (NEOX pairs
+    // with LongRoPE's factors and mscale, another score scale; adjacent pairs with rope_freqs),
+    // NEOX of some dims, and head_dim 256 through a sliding window.
+    let neox = |n_head, n_head_kv, hd, n_rot| AttnShape {
+        rope: RopeStyle::Neox,
+        ..AttnShape::llama(n_head, n_head_kv, hd, n_rot, 10000.0)
+    };
+    let llama_steps = || {
+        vec![
+            interleave(&[(0, 0, 20), (1, 0, 7)]),
+            (vec![1, 0], vec![7, 20]),
+            (vec![0], vec![21]),
+        ]
+    };
     let cases = [
         (
-            6,
-            2,
-            64,
-            64,
-            500000.0,
+            AttnShape::llama(6, 2, 64, 64, 500000.0),
+            false,
             vec![
                 interleave(&[(0, 0, 20), (1, 0, 7)]),
                 (vec![1, 0], vec![7, 20]),
@@ -778,24 +879,45 @@ fn qkv_rope_store_and_attention_match_the_cpu_backend() {
             ],
         ),
         (
-            8,
-            2,
-            128,
-            96,
-            10000.0,
+            AttnShape::llama(8, 2, 128, 96, 10000.0),
+            false,
             vec![
                 interleave(&[(1, 0, 300), (0, 0, 2)]),
                 (vec![0, 1], vec![2, 300]),
                 (vec![1], vec![301]),
             ],
         ),
+        (
+            AttnShape {
+                rope_mscale: 1.19,
+                scale: 0.2,
+                ..neox(6, 2, 64, 64)
+            },
+            true,
+            llama_steps(),
+        ),
+        (
+            AttnShape::llama(6, 2, 64, 64, 500000.0),
+            true,
+            llama_steps(),
+        ),
+        (neox(6, 2, 64, 32), false, llama_steps()),
+        (
+            AttnShape {
+                window: 5,
+                scale: 1.0 / 16.0,
+                ..neox(4, 1, 256, 256)
+            },
+            false,
+            llama_steps(),
+        ),
     ];
     let (n_ctx, dim) = (384, 128);
     for subgroups in [false, true] {
         let mut b = gpu(subgroups);
-        for (n_head, n_head_kv, hd, n_rot, base, steps) in &cases {
-            let (n_head, n_head_kv, hd) = (*n_head, *n_head_kv, *hd);
-            let shape = AttnShape::llama(n_head, n_head_kv, hd, *n_rot, *base);
+        for (shape, with_factors, steps) in &cases {
+            let shape = *shape;
+            let (n_head, n_head_kv, hd) = (shape.n_head, shape.n_head_kv, shape.head_dim);
             let (e, kvd) = (n_head * hd, n_head_kv * hd);
             let mut cpu = CpuBackend::new(2);
             let mut rng = Rng(11);
@@ -811,14 +933,25 @@ fn qkv_rope_store_and_attention_match_the_cpu_backend() {
                 scaled(kvd * dim, 0.15),
             );
             let nw = rng.vec(dim);
+            let ff: Vec<f32> = rng
+                .vec(shape.n_rot / 2)
+                .iter()
+                .map(|f| 4.5 + 3.5 * f)
+                .collect();
+            let factors = with_factors.then(|| {
+                (
+                    CpuWeight::F32(ff.clone()),
+                    b.upload_vector("rope_freqs", &ff).unwrap(),
+                )
+            });
             let ws = [
                 upload_f32(&mut b, &wq, e, dim),
                 upload_f32(&mut b, &wk, kvd, dim),
                 upload_f32(&mut b, &wv, kvd, dim),
             ];
             let nwg = b.upload_vector("norm", &nw).unwrap();
-            let mut ckv = cpu.alloc_kv(2, 2, n_ctx, n_head_kv, hd).unwrap();
-            let mut gkv = b.alloc_kv(2, 2, n_ctx, n_head_kv, hd).unwrap();
+            let mut ckv = cpu.alloc_kv(&[n_ctx; 2], 2, n_head_kv, hd).unwrap();
+            let mut gkv = b.alloc_kv(&[n_ctx; 2], 2, n_head_kv, hd).unwrap();
             for (seqs, pos) in steps {
                 let n = seqs.len();
                 let x = rng.vec(n * dim);
@@ -829,8 +962,9 @@ fn qkv_rope_store_and_attention_match_the_cpu_backend() {
                 let mut q = reference_matmul(&wq, &normed, e, dim, n);
                 let mut k = reference_matmul(&wk, &normed, kvd, dim, n);
                 let v = reference_matmul(&wv, &normed, kvd, dim, n);
-                cpu.rope(&mut q, n, n_head, &shape, None).unwrap();
-                cpu.rope(&mut k, n, n_head_kv, &shape, None).unwrap();
+                let cf = factors.as_ref().map(|f| &f.0);
+                cpu.rope(&mut q, n, n_head, &shape, cf).unwrap();
+                cpu.rope(&mut k, n, n_head_kv, &shape, cf).unwrap();
                 cpu.kv_store(&mut ckv, 1, &k, &v, n).unwrap();
                 let mut want = vec![0.0; n * e];
                 cpu.attention(&q, &ckv, 1, n, &shape, &mut want).unwrap();
@@ -855,7 +989,7 @@ fn qkv_rope_store_and_attention_match_the_cpu_backend() {
                     &mut gkv,
                     1,
                     &shape,
-                    None,
+                    factors.as_ref().map(|f| &f.1),
                 )
                 .unwrap();
                 // The norm folds into the decode mat-vec (subgroups, one row).
@@ -869,8 +1003,12 @@ fn qkv_rope_store_and_attention_match_the_cpu_backend() {
                 let mut distinct = seqs.clone();
                 distinct.sort_unstable();
                 distinct.dedup();
-                let fused = distinct.len() == n;
-                let n_kv = *pos.iter().max().unwrap() as usize + 1;
+                let fused = distinct.len() == n && b.rope_folds();
+                let n_kv = pos
+                    .iter()
+                    .map(|&p| p as usize + 1 - shape.first_seen(p as usize))
+                    .max()
+                    .unwrap();
                 let split = usize::from(n <= 8 && n_kv > 256);
                 assert_eq!(
                     b.pending_ops(),
@@ -878,7 +1016,7 @@ fn qkv_rope_store_and_attention_match_the_cpu_backend() {
                     "attention takes the RoPE and the store in: {fused}"
                 );
                 let what = format!(
-                    "of {n} rows at {:?} (hd {hd}, subgroups {subgroups})",
+                    "of {n} rows at {:?} ({shape:?}, factors {with_factors}, subgroups {subgroups})",
                     &pos[..n.min(4)]
                 );
                 assert_close(
@@ -955,7 +1093,7 @@ fn missing_adapters_and_oversized_buffers_are_clear_errors() {
         .to_string();
     assert!(msg.contains("exceeds this GPU's limit"), "{msg}");
     let msg = b
-        .alloc_kv(32, 1, 1 << 30, 8, 128)
+        .alloc_kv(&[1 << 30; 32], 1, 8, 128)
         .err()
         .expect("a KV cache of 2^30 positions")
         .to_string();

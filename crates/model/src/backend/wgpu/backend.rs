@@ -8,7 +8,7 @@ use rustorch_quant::dispatch;
 
 use super::context::{Bind, Context, Options};
 use super::shaders::{self, MvShape, MATMUL_NT};
-use crate::backend::{AttnShape, Backend, Batch, Device, Step, N_UBATCH};
+use crate::backend::{AttnShape, Backend, Batch, Device, RopeStyle, Step, N_UBATCH};
 use crate::ModelError;
 
 mod fused;
@@ -95,6 +95,9 @@ pub struct WgpuBackend {
     /// Whether an RMSNorm folds into the decode mat-vec after it (that kernel then binds ten
     /// storage buffers, which the adapter must allow).
     fold_norm: bool,
+    /// Whether a decode attention may take in the RoPE and cache store before it (that kernel
+    /// then binds nine storage buffers).
+    fold_rope: bool,
     /// Attention partials of split-K decode: `(SPLIT_ROWS, n_head, MAX_SPLIT, head_dim + 2)`.
     part: Option<WgpuBuf>,
     /// The step's rows on the GPU, `(token, sequence, position, 0)` each, written once per step by
@@ -124,6 +127,19 @@ fn fail(msg: String) -> ModelError {
     ModelError::Backend(msg)
 }
 
+/// The RoPE parameter words of the kernels that rotate (`rope.wgsl`): `n_rot`, `theta_scale`,
+/// `neox`, `mscale`, `has_factors`.
+fn rope_params(s: &AttnShape, has_factors: bool) -> [u32; 5] {
+    let theta_scale = s.rope_freq_base.powf(-2.0 / s.n_rot as f32);
+    [
+        s.n_rot as u32,
+        theta_scale.to_bits(),
+        (s.rope == RopeStyle::Neox) as u32,
+        s.rope_mscale.to_bits(),
+        has_factors as u32,
+    ]
+}
+
 impl WgpuBackend {
     pub fn new(opts: Options) -> Result<WgpuBackend, ModelError> {
         let mut cx = Context::new(&opts)?;
@@ -145,8 +161,10 @@ impl WgpuBackend {
         let rows = buf("step rows", 4 * N_UBATCH)?;
         let argmax_out = buf("argmax", 1)?;
         let fold_norm = cx.matvec && cx.limits.max_storage_buffers_per_shader_stage >= 10;
+        let fold_rope = cx.limits.max_storage_buffers_per_shader_stage >= 9;
         Ok(WgpuBackend {
             fold_norm,
+            fold_rope,
             cx,
             dummy,
             part: None,
@@ -171,6 +189,12 @@ impl WgpuBackend {
     /// Whether the kernels use subgroup operations.
     pub fn subgroups(&self) -> bool {
         self.cx.subgroups
+    }
+
+    /// Whether a decode attention takes in the RoPE and cache store of the `qkv_rope_store`
+    /// before it (adapters that let a kernel bind nine storage buffers).
+    pub fn rope_folds(&self) -> bool {
+        self.fold_rope
     }
 
     fn buf(&mut self, label: &str, len: usize) -> Result<WgpuBuf, ModelError> {
@@ -374,15 +398,36 @@ impl WgpuBackend {
             || !hd.is_multiple_of(16)
             || shape.n_head_kv == 0
             || !shape.n_head.is_multiple_of(shape.n_head_kv)
-            || shape.n_rot > hd
-            || !shape.n_rot.is_multiple_of(2)
         {
             return Err(fail(format!(
-                "{op}: head_dim {hd} is over 256 or not a multiple of 16, n_rot {} is odd or over it, or uneven GQA groups",
-                shape.n_rot
+                "{op}: head_dim {hd} is over 256 or not a multiple of 16, or uneven GQA groups ({} heads, {} KV heads)",
+                shape.n_head, shape.n_head_kv
             )));
         }
         Ok(())
+    }
+
+    /// Checks RoPE's dims and its frequency factors (a vector of `n_rot / 2` at least), which the
+    /// kernels index unchecked.
+    fn check_rope(
+        op: &str,
+        shape: &AttnShape,
+        factors: Option<&WgpuWeight>,
+    ) -> Result<(), ModelError> {
+        let (hd, n_rot) = (shape.head_dim, shape.n_rot);
+        if n_rot > hd || !n_rot.is_multiple_of(2) || !hd.is_multiple_of(2) {
+            return Err(fail(format!(
+                "{op}: RoPE of {n_rot} dims of heads of {hd} (an even number, up to head_dim)"
+            )));
+        }
+        match factors {
+            Some(f) if f.pipes.is_some() || f.cols < n_rot / 2 => Err(fail(format!(
+                "{op}: RoPE frequency factors: {} values for {} pairs",
+                f.rows * f.cols,
+                n_rot / 2
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Records the RoPE of `r` (queries, and keys if any), storing keys and values into the cache
@@ -391,20 +436,23 @@ impl WgpuBackend {
         let pipe = self.simple(
             "rope_kv",
             shaders::ROPE_KV,
-            &[true, true, false, true, true, false],
+            &[true, true, false, true, true, false, false],
         )?;
         let s = &r.shape;
-        let theta_scale = s.rope_freq_base.powf(-2.0 / s.n_rot as f32);
         let n_ctx = r.store.map_or(0, |st| st.3);
+        let [n_rot, theta_scale, neox, mscale, has_factors] = rope_params(s, r.factors.is_some());
         let params = [
             r.n as u32,
             r.n_head as u32,
             r.n_head_kv as u32,
             s.head_dim as u32,
-            s.n_rot as u32,
-            theta_scale.to_bits(),
+            n_rot,
+            theta_scale,
             n_ctx as u32,
             r.store.is_some() as u32,
+            neox,
+            mscale,
+            has_factors,
         ];
         let k = r.k.map_or(self.dummy[1].bind(), |k| k.bind());
         let (v, kc, vc) = match r.store {
@@ -421,28 +469,10 @@ impl WgpuBackend {
             rows.min(32768) as u32,
             rows.div_ceil(32768) as u32,
         ];
-        let binds = [r.q.bind(), k, v, kc, vc, self.rows.bind()];
+        let f = r.factors.map_or(self.dummy[0].bind(), |f| f.bind());
+        let binds = [r.q.bind(), k, v, kc, vc, self.rows.bind(), f];
         self.cache = None;
         self.cx.dispatch(pipe, &binds, &params, size)
-    }
-}
-
-impl WgpuBackend {
-    /// The error of an operation the wgpu shaders do not have yet (the architectures beyond
-    /// Llama use them).
-    fn not_yet(what: &str) -> ModelError {
-        ModelError::Backend(format!(
-            "wgpu: {what} is not implemented by the wgpu backend yet (use --backend cpu or cuda)"
-        ))
-    }
-
-    /// The RoPE shaders rotate adjacent pairs without frequency factors.
-    fn llama_rope_only(shape: &AttnShape, factors: bool) -> Result<(), ModelError> {
-        if shape.rope != crate::backend::RopeStyle::Adjacent || factors || shape.rope_mscale != 1.0
-        {
-            return Err(Self::not_yet("NEOX-style RoPE or RoPE frequency factors"));
-        }
-        Ok(())
     }
 }
 
@@ -510,12 +540,16 @@ impl Backend for WgpuBackend {
 
     fn alloc_kv(
         &mut self,
-        n_layer: usize,
+        layer_ctx: &[usize],
         n_seq: usize,
-        n_ctx: usize,
         n_head_kv: usize,
         head_dim: usize,
     ) -> Result<WgpuKv, ModelError> {
+        // Every layer holds the whole context, sliding-window layers too (position p in slot p).
+        let (n_layer, n_ctx) = (
+            layer_ctx.len(),
+            layer_ctx.iter().copied().max().unwrap_or(0),
+        );
         let kv_dim = n_head_kv * head_dim;
         let len = n_ctx
             .checked_mul(kv_dim)
@@ -675,7 +709,7 @@ impl Backend for WgpuBackend {
         shape: &AttnShape,
         factors: Option<&WgpuWeight>,
     ) -> Result<(), ModelError> {
-        Self::llama_rope_only(shape, factors.is_some())?;
+        Self::check_rope("rope", shape, factors)?;
         Self::fits(
             "rope",
             &[
@@ -691,6 +725,7 @@ impl Backend for WgpuBackend {
             n_head: n_heads,
             n_head_kv: 0,
             shape: *shape,
+            factors,
             store: None,
         })?;
         Ok(())
@@ -750,31 +785,45 @@ impl Backend for WgpuBackend {
         shape: &AttnShape,
         out: &mut WgpuBuf,
     ) -> Result<(), ModelError> {
-        let plain = 1.0 / (shape.head_dim as f32).sqrt();
-        if shape.window > 0 || (shape.scale - plain).abs() > plain * 1e-6 {
-            return Err(Self::not_yet(
-                "sliding-window attention or a score scale other than 1/sqrt(head_dim)",
-            ));
-        }
         self.attend(q, kv, layer, n, shape, out)
     }
 
-    fn geglu(&mut self, _gate: &mut WgpuBuf, _up: &WgpuBuf, _len: usize) -> Result<(), ModelError> {
-        Err(Self::not_yet("GELU"))
+    fn geglu(&mut self, gate: &mut WgpuBuf, up: &WgpuBuf, len: usize) -> Result<(), ModelError> {
+        Self::fits("geglu", &[(len, gate.len), (len, up.len)])?;
+        let p = self.simple("geglu", shaders::GEGLU, &[true, false])?;
+        self.record(p, &[gate.bind(), up.bind()], &[len as u32], fold(len, 256))?;
+        Ok(())
     }
 
     fn add_bias(
         &mut self,
-        _x: &mut WgpuBuf,
-        _bias: &WgpuWeight,
-        _n: usize,
-        _dim: usize,
+        x: &mut WgpuBuf,
+        bias: &WgpuWeight,
+        n: usize,
+        dim: usize,
     ) -> Result<(), ModelError> {
-        Err(Self::not_yet("bias addition"))
+        if bias.pipes.is_some() || bias.cols != dim || dim == 0 {
+            return Err(fail(format!(
+                "add_bias: a bias of {} values for rows of {dim}",
+                bias.rows * bias.cols
+            )));
+        }
+        Self::fits("add_bias", &[(n * dim, x.len)])?;
+        let p = self.simple("add_bias", shaders::ADD_BIAS, &[true, false])?;
+        self.record(
+            p,
+            &[x.bind(), bias.bind()],
+            &[(n * dim) as u32, dim as u32],
+            fold(n * dim, 256),
+        )?;
+        Ok(())
     }
 
-    fn scale(&mut self, _x: &mut WgpuBuf, _s: f32, _len: usize) -> Result<(), ModelError> {
-        Err(Self::not_yet("scaling"))
+    fn scale(&mut self, x: &mut WgpuBuf, s: f32, len: usize) -> Result<(), ModelError> {
+        Self::fits("scale", &[(len, x.len)])?;
+        let p = self.simple("scale", shaders::SCALE, &[true])?;
+        self.record(p, &[x.bind()], &[len as u32, s.to_bits()], fold(len, 256))?;
+        Ok(())
     }
 
     fn swiglu(&mut self, gate: &mut WgpuBuf, up: &WgpuBuf, len: usize) -> Result<(), ModelError> {
@@ -880,8 +929,18 @@ impl Backend for WgpuBackend {
         shape: &AttnShape,
         factors: Option<&WgpuWeight>,
     ) -> Result<(), ModelError> {
-        Self::llama_rope_only(shape, factors.is_some())?;
-        self.fused_qkv_rope_store(x, norm, eps, (n, dim), xb, wqkv, qkv, kv, layer, shape)
+        self.fused_qkv_rope_store(
+            x,
+            norm,
+            eps,
+            (n, dim),
+            xb,
+            wqkv,
+            qkv,
+            kv,
+            layer,
+            (shape, factors),
+        )
     }
 
     fn matmul_add(

@@ -29,9 +29,14 @@
 //!   row of a different sequence) the attention takes in `qkv_rope_store`'s RoPE and cache store
 //!   (`attention.wgsl`'s FUSED: each workgroup rotates its query head and its KV head's new key
 //!   itself and takes the new key and value from workgroup memory; the first head of each group
-//!   stores them into the cache; split-K too; prompts keep the separate `rope_kv` dispatch). The
+//!   stores them into the cache; split-K too; prompts keep the separate `rope_kv` dispatch; the
+//!   kernel then binds nine storage buffers, which the adapter must allow). The
 //!   q and k buffers are then left unrotated: nothing reads them after the attention, and a read
 //!   before it (`RUSTORCH_DEBUG`) submits the RoPE dispatch first, so that no fold happens.
+//! - Every architecture's operations have a kernel: RoPE of adjacent or NEOX pairs, with
+//!   frequency factors and LongRoPE's scaled sine and cosine (`rope.wgsl`, which `rope_kv.wgsl` and
+//!   the fused attention share); attention through a sliding window, with any score scale, over
+//!   heads up to 256 wide; GeGLU with ggml's f16 roundings; bias rows; scaling.
 //! - Workgroup sums use subgroup operations where the adapter has them, workgroup memory where not.
 //! - A missing adapter, a lost device, a validation or out-of-memory error, or a GPU that does not
 //!   answer within the time limit is an error naming the problem, never a hang.
@@ -56,8 +61,8 @@ pub fn present() -> bool {
     context::present()
 }
 
-/// Loads a Llama-family model onto the first (or the `adapter` option's) GPU adapter, with a KV
-/// cache of `n_seq` sequences of `n_ctx` positions.
+/// Loads a model (any of [`crate::arch`]'s architectures) onto the first (or the `adapter`
+/// option's) GPU adapter, with a KV cache of `n_seq` sequences of `n_ctx` positions.
 pub fn load(
     file: Arc<GgufFile>,
     config: Config,

@@ -30,13 +30,32 @@ const MATVEC_PLAIN: &str = include_str!("shaders/matvec_plain.wgsl");
 const MATVEC_NORM: &str = include_str!("shaders/matvec_norm.wgsl");
 pub const EMBED: &str = include_str!("shaders/embed.wgsl");
 pub const RMS_NORM: &str = include_str!("shaders/rms_norm.wgsl");
-pub const ROPE_KV: &str = include_str!("shaders/rope_kv.wgsl");
+/// RoPE's rotation (`rope.wgsl`), which `rope_kv` and the fused attention share.
+const ROPE: &str = include_str!("shaders/rope.wgsl");
+pub const ROPE_KV: &str = concat!(
+    include_str!("shaders/rope_kv.wgsl"),
+    include_str!("shaders/rope.wgsl")
+);
 pub const KV_STORE: &str = include_str!("shaders/kv_store.wgsl");
 pub const ATTENTION: &str = include_str!("shaders/attention.wgsl");
 /// The attention kernel, plain or with the decode step's RoPE and cache store folded in
-/// (`fused`; the cache then bound read-write).
+/// (`fused`; the cache then bound read-write, and RoPE's frequency factors bound too).
 pub fn attention(fused: bool) -> String {
-    ATTENTION
+    let factors = if fused {
+        "@group(0) @binding(9) var<storage, read> factors: array<f32>;
+fn rope_factor(i: u32) -> f32 {
+    if (p.has_factors == 1u) {
+        return factors[i];
+    }
+    return 1.0;
+}"
+    } else {
+        "fn rope_factor(i: u32) -> f32 {
+    return 1.0;
+}"
+    };
+    (ATTENTION.to_string() + ROPE)
+        .replace("{FACTORS}", factors)
         .replace("{FUSED}", if fused { "true" } else { "false" })
         .replace("{KV}", if fused { "read_write" } else { "read" })
         .replace(
@@ -51,6 +70,9 @@ pub fn attention(fused: bool) -> String {
 
 pub const ATTN_COMBINE: &str = include_str!("shaders/attn_combine.wgsl");
 pub const SWIGLU: &str = include_str!("shaders/swiglu.wgsl");
+pub const GEGLU: &str = include_str!("shaders/geglu.wgsl");
+pub const ADD_BIAS: &str = include_str!("shaders/add_bias.wgsl");
+pub const SCALE: &str = include_str!("shaders/scale.wgsl");
 pub const ADD: &str = include_str!("shaders/add.wgsl");
 pub const COPY: &str = include_str!("shaders/copy.wgsl");
 pub const ARGMAX: &str = include_str!("shaders/argmax.wgsl");
@@ -62,7 +84,10 @@ pub const PLAIN: &[(&str, &str)] = &[
     ("kv_store", KV_STORE),
     ("attn_combine", ATTN_COMBINE),
     ("swiglu", SWIGLU),
+    ("geglu", GEGLU),
     ("add", ADD),
+    ("add_bias", ADD_BIAS),
+    ("scale", SCALE),
     ("copy", COPY),
     ("argmax", ARGMAX),
 ];

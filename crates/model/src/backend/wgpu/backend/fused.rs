@@ -55,6 +55,8 @@ pub(super) struct RopeOp<'a> {
     pub(super) n_head: usize,
     pub(super) n_head_kv: usize,
     pub(super) shape: AttnShape,
+    /// RoPE's frequency factors, if any.
+    pub(super) factors: Option<&'a WgpuWeight>,
     /// Values, key cache, value cache, and the cache's positions per sequence.
     pub(super) store: Option<(&'a WgpuBuf, &'a WgpuBuf, &'a WgpuBuf, usize)>,
 }
@@ -70,15 +72,14 @@ pub(super) struct PendingRope {
     kc: u64,
     vc: u64,
     n: usize,
+    /// The RoPE's shape (the taken-in RoPE rotates as it says) and frequency factors.
     shape: AttnShape,
+    factors: Option<(wgpu::Buffer, u64)>,
 }
 
-fn same_shape(a: &AttnShape, b: &AttnShape) -> bool {
-    a.n_head == b.n_head
-        && a.n_head_kv == b.n_head_kv
-        && a.head_dim == b.head_dim
-        && a.n_rot == b.n_rot
-        && a.rope_freq_base == b.rope_freq_base
+/// Whether q and k laid out as `a` are laid out as `b`.
+fn same_heads(a: &AttnShape, b: &AttnShape) -> bool {
+    a.n_head == b.n_head && a.n_head_kv == b.n_head_kv && a.head_dim == b.head_dim
 }
 
 /// Workgroups of a matmul over `rows` rows, `rpw` a workgroup, and `tiles` token tiles; rows
@@ -293,9 +294,10 @@ impl WgpuBackend {
         [q, k, v]: [&mut WgpuBuf; 3],
         kv: &mut WgpuKv,
         layer: usize,
-        shape: &AttnShape,
+        (shape, factors): (&AttnShape, Option<&WgpuWeight>),
     ) -> Result<(), ModelError> {
         Self::check_shape("qkv_rope_store", kv, shape)?;
+        Self::check_rope("qkv_rope_store", shape, factors)?;
         self.check_rows("qkv_rope_store", kv, n)?;
         let (hd, kvd) = (shape.head_dim, kv.kv_dim);
         Self::fits(
@@ -323,9 +325,10 @@ impl WgpuBackend {
             n_head: shape.n_head,
             n_head_kv: shape.n_head_kv,
             shape: *shape,
+            factors,
             store: Some((&*v, &kv.k[layer], &kv.v[layer], kv.n_ctx)),
         })?;
-        self.rope_kv = self.step.distinct.then(|| PendingRope {
+        self.rope_kv = (self.step.distinct && self.fold_rope).then(|| PendingRope {
             serial,
             q: q.id,
             k: (k.buf.clone(), k.id),
@@ -334,6 +337,7 @@ impl WgpuBackend {
             vc: kv.v[layer].id,
             n,
             shape: *shape,
+            factors: factors.map(|f| (f.buf.clone(), f.id)),
         });
         Ok(())
     }
@@ -408,8 +412,9 @@ impl WgpuBackend {
         Ok(())
     }
 
-    /// Attention, split over the keys for a few query rows past [`SPLIT_FROM`] keys, and with the
-    /// last `qkv_rope_store`'s RoPE and cache store taken in where it can be (module docs).
+    /// Attention, split over the keys for a few query rows past [`SPLIT_FROM`] keys (the keys each
+    /// row sees: its window's), and with the last `qkv_rope_store`'s RoPE and cache store taken
+    /// in where it can be (module docs).
     pub(super) fn attend(
         &mut self,
         q: &WgpuBuf,
@@ -440,8 +445,9 @@ impl WgpuBackend {
         // fewer keys than the longest find their last splits empty.
         let n_kv = self.step.pos[..n]
             .iter()
+            .map(|&p| p as usize + 1 - shape.first_seen(p as usize))
             .max()
-            .map_or(1, |&p| p as usize + 1);
+            .unwrap_or(1);
         let n_split = if n <= SPLIT_ROWS && n_kv > SPLIT_FROM {
             n_kv.div_ceil(64).min(MAX_SPLIT)
         } else {
@@ -450,19 +456,23 @@ impl WgpuBackend {
         let split_len = n_kv.div_ceil(n_split).div_ceil(64) * 64;
         let (kc, vc) = (&kv.k[layer], &kv.v[layer]);
         let rope = self.rope_kv.take().filter(|r| {
-            r.n == n && r.q == q.id && r.kc == kc.id && r.vc == vc.id && same_shape(&r.shape, shape)
+            r.n == n && r.q == q.id && r.kc == kc.id && r.vc == vc.id && same_heads(&r.shape, shape)
         });
         let rope = rope.filter(|r| self.cx.pop_if_last(r.serial));
         let fused = rope.is_some();
         let sg = self.cx.subgroups;
-        let writes = [false, fused, fused, true, true, false, false, false];
-        let pa = self
-            .cx
-            .pipe(&format!("attention/fused={fused}/sg={sg}"), &writes, || {
-                shaders::compose(&shaders::attention(fused), None, sg, 1)
-            })?;
-        let scale = 1.0 / (hd as f32).sqrt();
-        let theta_scale = shape.rope_freq_base.powf(-2.0 / shape.n_rot as f32);
+        let writes = [false, fused, fused, true, true, false, false, false, false];
+        let pa = self.cx.pipe(
+            &format!("attention/fused={fused}/sg={sg}"),
+            &writes[..if fused { 9 } else { 8 }],
+            || shaders::compose(&shaders::attention(fused), None, sg, 1),
+        )?;
+        // The RoPE words are read only when the RoPE is taken in.
+        let rope_shape = rope.as_ref().map_or(*shape, |r| r.shape);
+        let dummy = || (self.dummy[0].buf.clone(), self.dummy[0].id);
+        let factors = rope.as_ref().and_then(|r| r.factors.clone());
+        let [n_rot, theta_scale, neox, mscale, has_factors] =
+            super::rope_params(&rope_shape, factors.is_some());
         let params = [
             shape.n_head as u32,
             shape.n_head_kv as u32,
@@ -470,32 +480,38 @@ impl WgpuBackend {
             kv.n_ctx as u32,
             n_split as u32,
             split_len as u32,
-            scale.to_bits(),
-            shape.n_rot as u32,
-            theta_scale.to_bits(),
+            shape.scale.to_bits(),
+            shape.window as u32,
+            n_rot,
+            theta_scale,
+            neox,
+            mscale,
+            has_factors,
         ];
         let part = self.part.take().expect("allocated above");
         let (kn, vn) = match rope {
             Some(r) => (r.k, r.v),
-            None => (
-                (self.dummy[0].buf.clone(), self.dummy[0].id),
-                (self.dummy[1].buf.clone(), self.dummy[1].id),
-            ),
+            None => (dummy(), (self.dummy[1].buf.clone(), self.dummy[1].id)),
         };
+        let factors = factors.unwrap_or_else(dummy);
         let rows = (self.rows.buf.clone(), self.rows.id);
+        let mut binds = vec![
+            q.bind(),
+            kc.bind(),
+            vc.bind(),
+            out.bind(),
+            part.bind(),
+            bind_of(&kn),
+            bind_of(&vn),
+            bind_of(&rows),
+        ];
+        if fused {
+            binds.push(bind_of(&factors));
+        }
         self.cache = None;
         let done = self.cx.dispatch(
             pa,
-            &[
-                q.bind(),
-                kc.bind(),
-                vc.bind(),
-                out.bind(),
-                part.bind(),
-                bind_of(&kn),
-                bind_of(&vn),
-                bind_of(&rows),
-            ],
+            &binds,
             &params,
             [shape.n_head as u32, n as u32, n_split as u32],
         );

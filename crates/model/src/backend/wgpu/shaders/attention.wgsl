@@ -1,20 +1,23 @@
 // Causal grouped-query attention, flash style: one workgroup per (head, query row, key split)
 // walks its keys in tiles of 64 with an online softmax, so no score matrix is stored. Each row
 // attends over its own sequence's cache (the step's rows give its sequence and position), keys
-// 0..=pos. The prompt runs with one split; decode splits the keys (split-K) so that a few query
+// first..=pos, where first is 0, or pos + 1 - window with a sliding window. Scores are q · k times
+// scale. The prompt runs with one split; decode splits the row's keys (split-K) so that a few query
 // rows still fill the GPU, and attn_combine.wgsl merges the partial results (a split past a row's
 // last key is empty and counts for nothing there). Scores: an invocation per key. Values:
 // the 64 invocations split into 64 / (head_dim / 4) groups, each summing every that-many-th key of
 // the tile with one four-value load per key, so the serial chain per tile is a quarter (head_dim
-// 64) of the keys; the groups' sums are added once at the end.
+// 64) of the keys; the groups' sums are added once at the end. head_dim is a multiple of 16 up to
+// 256.
 //
 // FUSED (decode only, each row of a different sequence): the RoPE of the query and of the new
-// key and the cache store are folded in (what rope_kv.wgsl would do before): each workgroup
-// rotates its own query head and the new key of its KV head from the q/k/v mat-vec's output
-// (pre-RoPE), takes the new key and value (the row's position) from workgroup memory rather than
-// the cache, and reads only the earlier positions from the cache. One workgroup per KV head (the first query head of its group,
-// split 0) writes the rotated key and the value into the cache for later steps; nothing in this
-// dispatch reads that slot. The q and k buffers are left as they were (unrotated).
+// key and the cache store are folded in (what rope_kv.wgsl would do before, with rope.wgsl's
+// rotation): each workgroup rotates its own query head and the new key of its KV head from the
+// q/k/v mat-vec's output (pre-RoPE), takes the new key and value (the row's position) from
+// workgroup memory rather than the cache, and reads only the earlier positions from the cache. One
+// workgroup per KV head (the first query head of its group, split 0) writes the rotated key and
+// the value into the cache for later steps; nothing in this dispatch reads that slot. The q and k
+// buffers are left as they were (unrotated).
 const FUSED: bool = {FUSED};
 struct Params {
     n_head: u32,
@@ -24,8 +27,12 @@ struct Params {
     n_split: u32,
     split_len: u32, // keys per split, a multiple of 64
     scale: f32,
-    n_rot: u32,       // FUSED: dims rotated of each head
+    window: u32,      // keys a row sees, itself included; 0: all before it
+    n_rot: u32,       // FUSED: RoPE (rope.wgsl)
     theta_scale: f32, // FUSED: base^(-2 / n_rot)
+    neox: u32,        // FUSED
+    mscale: f32,      // FUSED
+    has_factors: u32, // FUSED
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -40,6 +47,8 @@ struct Params {
 @group(0) @binding(6) var<storage, read> kn: array<f32>;
 @group(0) @binding(7) var<storage, read> vn: array<f32>;
 @group(0) @binding(8) var<storage, read> step: array<vec4<u32>>; // per row: token, sequence, position
+// FUSED: the RoPE frequency factors, (n_rot / 2) if has_factors, at binding 9 (else no binding).
+{FACTORS}
 
 const NEG: f32 = -1.0e30;
 
@@ -49,25 +58,20 @@ var<workgroup> accs: array<vec4<f32>, 64>; // per invocation: its group's partia
 var<workgroup> ls: array<f32, 64>;         // and softmax sum
 var<workgroup> ks: array<vec4<f32>, 64>; // FUSED: the new key, rotated
 
-// Rotation of the pair of dims (2i, 2i + 1) at position pos, as rope_kv.wgsl does it.
-fn rotate(x0: f32, x1: f32, i: u32, pos: u32) -> vec2<f32> {
-    if (2u * i >= p.n_rot) {
-        return vec2<f32>(x0, x1);
+// Dims 4 d4 .. 4 d4 + 3 of a head after RoPE at pos: x holds them, y their partners
+// (rope_partner).
+fn rotate4(x: vec4<f32>, y: vec4<f32>, d4: u32, pos: u32) -> vec4<f32> {
+    var r = x;
+    for (var e = 0u; e < 4u; e++) {
+        r[e] = rope_dim(x[e], y[e], 4u * d4 + e, pos);
     }
-    var theta = f32(pos);
-    for (var j = 0u; j < i; j++) {
-        theta *= p.theta_scale;
-    }
-    let c = cos(theta);
-    let s = sin(theta);
-    return vec2<f32>(x0 * c - x1 * s, x0 * s + x1 * c);
+    return r;
 }
 
-// Dims 4 d4 .. 4 d4 + 3 (the pairs 2 d4 and 2 d4 + 1) rotated at pos.
-fn rotate4(x: vec4<f32>, d4: u32, pos: u32) -> vec4<f32> {
-    let a = rotate(x.x, x.y, 2u * d4, pos);
-    let b = rotate(x.z, x.w, 2u * d4 + 1u, pos);
-    return vec4<f32>(a.x, a.y, b.x, b.y);
+// The RoPE partners of dims 4 d4 .. 4 d4 + 3.
+fn partners4(d4: u32) -> vec4<u32> {
+    let d = 4u * d4;
+    return vec4<u32>(rope_partner(d), rope_partner(d + 1u), rope_partner(d + 2u), rope_partner(d + 3u));
 }
 
 @compute @workgroup_size(64)
@@ -81,7 +85,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let seq = step[t].y;
     let pos = step[t].z;
     let n_kv = pos + 1u;
-    let start = split * p.split_len;
+    var first = 0u;
+    if (p.window > 0u) {
+        first = n_kv - min(n_kv, p.window);
+    }
+    let start = first + split * p.split_len;
     let end = min(start + p.split_len, n_kv);
     let qb = (t * p.n_head + h) * hd;
     let hd4 = hd / 4u;
@@ -97,9 +105,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let b = qb + 4u * lid;
         var x = vec4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]);
         if (FUSED) {
-            x = rotate4(x, lid, pos);
-            let kb = (t * p.n_head_kv + kvh) * hd + 4u * lid;
-            let kr = rotate4(vec4<f32>(kn[kb], kn[kb + 1u], kn[kb + 2u], kn[kb + 3u]), lid, pos);
+            let o = partners4(lid);
+            x = rotate4(x, vec4<f32>(q[qb + o.x], q[qb + o.y], q[qb + o.z], q[qb + o.w]), lid, pos);
+            let hb = (t * p.n_head_kv + kvh) * hd;
+            let kb = hb + 4u * lid;
+            let ky = vec4<f32>(kn[hb + o.x], kn[hb + o.y], kn[hb + o.z], kn[hb + o.w]);
+            let kr = rotate4(vec4<f32>(kn[kb], kn[kb + 1u], kn[kb + 2u], kn[kb + 3u]), ky, lid, pos);
             vnew = vec4<f32>(vn[kb], vn[kb + 1u], vn[kb + 2u], vn[kb + 3u]);
             ks[lid] = kr;
             if (h % (p.n_head / p.n_head_kv) == 0u && split == 0u) {

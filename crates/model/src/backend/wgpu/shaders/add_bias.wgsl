@@ -1,0 +1,17 @@
+// x[t] += bias for rows of width dim, elementwise over len = rows * dim values.
+struct Params {
+    len: u32,
+    dim: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> x: array<f32>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>; // (dim)
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * 32768u) * 256u + lid;
+    if (i < p.len) {
+        x[i] += bias[i % p.dim];
+    }
+}
