@@ -230,7 +230,10 @@ impl Ring {
             let rows = (t0..n)
                 .filter(|&t| batch.seqs[t] == seq)
                 .map(|t| batch.pos[t] as usize);
-            let (first, last) = (batch.pos[t0] as usize, rows.clone().last().unwrap_or(0));
+            let (first, last) = (
+                batch.pos[t0] as usize,
+                rows.clone().next_back().unwrap_or(0),
+            );
             let lo = (first + 1).saturating_sub(self.window);
             if last - lo >= self.cap {
                 return Err(ModelError::BadBatch(format!(

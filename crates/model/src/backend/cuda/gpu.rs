@@ -551,6 +551,43 @@ fn ptx_for(major: i32, minor: i32) -> Result<String, ModelError> {
 mod tests {
     use super::*;
 
+    /// Every kernel a decode step may launch with Programmatic Dependent Launch waits for the
+    /// kernel before it (`grid_wait`) before it reads an activation: one that does not may run
+    /// on its inputs before they are written, and lets later kernels overtake the chain. Only the
+    /// kernels of uploads, prompts and the host's argmax (launched without PDL) are exempt.
+    #[test]
+    fn decode_kernels_wait_for_their_predecessor() {
+        const NO_PDL: &[&str] = &[
+            "dequant_f16",
+            "dequant_f32",
+            "rows_to_heads",
+            "attn_prompt_",
+            "softmax_causal",
+            "heads_to_rows",
+            "argmax",
+        ];
+        let marker = "extern \"C\" __global__ void";
+        let kernels: Vec<&str> = SOURCE.split(marker).skip(1).collect();
+        assert!(kernels.len() >= KERNELS.len() / 2, "kernels not found");
+        for k in kernels {
+            let head = k.trim_start();
+            let head = match head.strip_prefix("__launch_bounds__(") {
+                Some(r) => r.split_once(')').unwrap().1.trim_start(),
+                None => head,
+            };
+            let name = head.split('(').next().unwrap().trim();
+            if NO_PDL.iter().any(|n| name.contains(n)) {
+                continue;
+            }
+            // A kernel's body up to the next top-level definition, or a template it calls.
+            let body = k.split("\n}").next().unwrap();
+            assert!(
+                body.contains("grid_wait()") || body.contains("attn_decode_t<"),
+                "kernel {name} does not call grid_wait()"
+            );
+        }
+    }
+
     /// The kernels compile with NVRTC for every architecture the backend starts on (no GPU
     /// needed: NVRTC is a compiler library), and every kernel the backend loads is in the PTX.
     /// Needs libnvrtc on the library path (CI installs the `nvidia-cuda-nvrtc-cu12` wheel).

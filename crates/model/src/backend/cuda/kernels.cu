@@ -615,6 +615,8 @@ extern "C" __global__ void rope_store(float* q, float* k, const float* v, int n_
                                       int hd, int n_rot, float theta_scale, const int* io, int neox,
                                       const float* ff, float mscale, u16* kc, u16* vc, int n_ctx,
                                       u64 seq_stride) {
+    grid_wait();
+    grid_launch();
     int t = blockIdx.x, hh = blockIdx.y, i = threadIdx.x, half = n_rot / 2;
     int pos = io[3 * t + 1];
     float c = 1.f, s = 0.f;

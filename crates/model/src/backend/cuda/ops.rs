@@ -545,8 +545,8 @@ pub(crate) fn flash_enabled(gpu: &Gpu) -> bool {
 const FA_BQ: usize = 64;
 
 /// Causal attention of `n` query rows (f32 `[t][head][head_dim]`) of one sequence at positions
-/// `pos0..pos0 + n` over that sequence's cache of one layer (`kc`, `vc`), which holds positions
-/// `0..pos0 + n`: flash attention on tensor cores, no score matrix. Writes f32
+/// `pos0..pos0 + n` over that sequence's cache of one layer (`kc`, `vc`), which holds the
+/// positions they see: flash attention on tensor cores, no score matrix. Writes f32
 /// `of32[t][head * head_dim + d]`, and the same as f16 to `of16` when not null. Needs sm_80+
 /// ([`flash_enabled`]).
 pub(crate) fn attn_prompt(
@@ -561,7 +561,8 @@ pub(crate) fn attn_prompt(
         gpu.cc_major >= 8,
         "the prompt attention kernel needs sm_80+"
     );
-    assert!(n > 0 && pos0 + n <= a.n_ctx);
+    // The cache holds what the rows see: positions 0..pos0 + n, or a ring of a window's last.
+    debug_assert!(n > 0 && (pos0 + n <= a.n_ctx || a.window > 0 && a.window + n - 1 <= a.n_ctx));
     let scale = a.scale;
     gpu.launch(
         &gpu.k.attn_prompt[a.kernel()?],
