@@ -13,9 +13,14 @@ use support::tiny_arch;
 /// Relative L2 error of each position's logits ≤ 2%, and the same argmax wherever llama.cpp's
 /// top-two margin is at least 0.5 ([`tiny_arch::check`]).
 fn check(arch: &str) {
-    let r = tiny_arch::reference(arch);
     // llama.cpp ran this file with its context padded to 256.
-    let mut m = load(Arc::new(GgufFile::open(&r.file).unwrap()), Device::Cpu, 256).unwrap();
+    check_ctx(arch, 256);
+}
+
+/// [`check`] with a context of `n_ctx` positions.
+fn check_ctx(arch: &str, n_ctx: usize) {
+    let r = tiny_arch::reference(arch);
+    let mut m = load(Arc::new(GgufFile::open(&r.file).unwrap()), Device::Cpu, n_ctx).unwrap();
     let n_vocab = m.config().n_vocab;
     let mut got = Vec::new();
     m.eval(&r.tokens, 0, Logits::All, &mut got).unwrap();
@@ -55,6 +60,13 @@ fn phi3_short_factors() {
 #[test]
 fn phi3_long_factors() {
     check("phi3-long");
+}
+
+/// LongRoPE compares the context padded to 256, as llama.cpp does: `-c 100` of a file whose
+/// original context is 128 still takes the long factors (llama.cpp runs it at 256).
+#[test]
+fn phi3_long_factors_from_the_padded_context() {
+    check_ctx("phi3-long", 100);
 }
 
 /// The largest difference between two logit rows, relative to the largest logit.

@@ -34,8 +34,9 @@ impl<B: Backend> Architecture<B> for Phi3Model<B> {
     fn load(b: &mut B, file: &Arc<GgufFile>, config: Config) -> Result<Self, ModelError> {
         let c = &config;
         let (e, qd, kv, ff) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff);
-        // LongRoPE: the long factors for contexts past the original one, else the short.
-        let long = c.rope_orig_ctx > 0 && c.n_ctx > c.rope_orig_ctx;
+        // LongRoPE: the long factors for contexts past the original one, else the short; the
+        // context compared is a sequence's padded to 256 positions, as llama.cpp pads it.
+        let long = c.rope_orig_ctx > 0 && c.n_ctx.next_multiple_of(256) > c.rope_orig_ctx;
         let pick = if long {
             "rope_factors_long.weight"
         } else {
