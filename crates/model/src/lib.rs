@@ -22,13 +22,13 @@ pub use arch::{Architecture, RunState};
 pub use backend::cuda;
 #[cfg(feature = "wgpu")]
 pub use backend::wgpu;
-pub use backend::{cpu, AttnShape, Backend, Batch, Device, Span, Step, N_UBATCH};
+pub use backend::{cpu, AttnShape, Backend, Batch, Device, KvSpec, Span, Step, KV_BLOCK, N_UBATCH};
 pub use config::{Arch, Config, SUPPORTED_ARCHITECTURES};
 pub use convert::{ftype, quantize, synth};
 pub use cpu::CpuBackend;
 pub use debug::Debug;
 pub use options::{BackendOptions, CpuOptions, CudaOptions};
-pub use runner::{load, load_seqs, load_with, Logits, Model};
+pub use runner::{load, load_cache, load_seqs, load_with, paged, KvSize, Logits, Model};
 
 /// Checks a batch before evaluating it: not empty, every id inside the vocabulary.
 pub fn check_tokens(tokens: &[u32], n_vocab: usize) -> Result<(), ModelError> {

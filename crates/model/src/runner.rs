@@ -12,7 +12,7 @@ use crate::arch::qwen2::Qwen2Model;
 use crate::arch::qwen3::Qwen3Model;
 use crate::arch::{self, Architecture, RunState};
 use crate::backend::cpu::CpuBackend;
-use crate::backend::{Backend, Batch, Device, Step};
+use crate::backend::{Backend, Batch, Device, KvSpec, Step, KV_BLOCK};
 use crate::config::{Arch, Config};
 use crate::debug::Debug;
 use crate::options::BackendOptions;
@@ -31,10 +31,16 @@ pub enum Logits {
 pub trait Model: Send {
     fn config(&self) -> &Config;
     fn device(&self) -> Device;
-    /// Positions the KV cache holds per sequence.
+    /// Positions one sequence may reach.
     fn n_ctx(&self) -> usize;
-    /// Sequences the KV cache holds side by side.
+    /// Sequences the KV cache holds.
     fn n_seq(&self) -> usize;
+    /// The KV cache's shape: its pool of blocks and its sequences.
+    fn kv_spec(&self) -> &KvSpec;
+    /// Points entries `first..first + blocks.len()` of sequence `seq`'s block table at pool
+    /// blocks `blocks` ([`Backend::map_blocks`]). A cache loaded side by side
+    /// ([`KvSpec::side_by_side`]) starts with each sequence on its own blocks.
+    fn map_blocks(&mut self, seq: usize, first: usize, blocks: &[u32]) -> Result<(), ModelError>;
 
     /// Evaluates the rows of `batch` (any number; split into steps internally) and puts the
     /// logits of the rows listed in `logits` (ascending) into `out`, `n_vocab` values each, in
@@ -94,6 +100,10 @@ pub(crate) struct Runner<B: Backend, A: Architecture<B>> {
     pub(crate) model: A,
     pub(crate) state: RunState<B>,
     pub(crate) kv: B::Kv,
+    spec: KvSpec,
+    /// The block tables as mapped (the backend's copy is what it reads): to refuse a step whose
+    /// rows have positions without a block.
+    tables: Vec<Vec<u32>>,
     pub(crate) n_ctx: usize,
     pub(crate) n_seq: usize,
     pub(crate) dbg: Debug,
@@ -106,25 +116,37 @@ pub(crate) struct Runner<B: Backend, A: Architecture<B>> {
 }
 
 impl<B: Backend, A: Architecture<B>> Runner<B, A> {
-    /// Loads the model onto `backend` with a cache of `n_seq` sequences of `n_ctx` positions.
+    /// Loads the model onto `backend` with a KV cache of `size`.
     pub(crate) fn new(
         mut backend: B,
         file: &Arc<GgufFile>,
         config: Config,
-        n_ctx: usize,
-        n_seq: usize,
+        size: KvSize,
     ) -> Result<Runner<B, A>, ModelError> {
         let model = A::load(&mut backend, file, config)?;
         let state = RunState::new(&mut backend, model.config())?;
-        let kv = arch::new_kv(&mut backend, model.config(), n_seq, n_ctx)?;
-        let ring = Ring::new(model.config(), n_ctx, n_seq, backend.max_rows());
+        let spec = size.spec(model.config(), backend.max_rows());
+        let kv = backend.alloc_kv(&spec)?;
+        let ring = Ring::new(model.config(), &spec);
+        let tables = (0..spec.n_seq)
+            .map(|s| {
+                (0..spec.table_len())
+                    .map(|i| match spec.side_by_side() {
+                        true => spec.own_block(s, i),
+                        false => u32::MAX,
+                    })
+                    .collect()
+            })
+            .collect();
         Ok(Runner {
             backend,
             model,
             state,
             kv,
-            n_ctx,
-            n_seq,
+            n_ctx: spec.seq_ctx,
+            n_seq: spec.n_seq,
+            spec,
+            tables,
             dbg: Debug::from_env(),
             ring,
             scratch: Default::default(),
@@ -154,6 +176,23 @@ impl<B: Backend, A: Architecture<B>> Runner<B, A> {
                     n_tokens: p as usize + 1,
                     n_ctx: self.n_ctx,
                 });
+            }
+        }
+        if self.spec.ring.contains(&0) {
+            // Every position a row sees has a block: its own, and where a run of one sequence
+            // starts, all before it.
+            for t in 0..n {
+                let (seq, pos) = (batch.seqs[t] as usize, batch.pos[t] as usize);
+                let starts = t == 0 || batch.seqs[t - 1] != batch.seqs[t];
+                let first = if starts { 0 } else { pos / KV_BLOCK };
+                if let Some(i) = (first..=pos / KV_BLOCK).find(|&i| self.tables[seq][i] == u32::MAX)
+                {
+                    return Err(ModelError::BadBatch(format!(
+                        "sequence {seq} at position {pos}: no KV block is mapped for its positions {}..{}",
+                        i * KV_BLOCK,
+                        (i + 1) * KV_BLOCK
+                    )));
+                }
             }
         }
         if logits.windows(2).any(|w| w[0] >= w[1])
@@ -207,14 +246,14 @@ struct Ring {
 }
 
 impl Ring {
-    /// The rings of `c`'s sliding-window layers, if any keeps less than the whole context.
-    fn new(c: &Config, n_ctx: usize, n_seq: usize, max_rows: usize) -> Option<Ring> {
+    /// The rings of `c`'s sliding-window layers in a cache of shape `spec`, if it has any.
+    fn new(c: &Config, spec: &KvSpec) -> Option<Ring> {
+        let cap = spec.ring.iter().copied().max().filter(|&cap| cap > 0)?;
         let window = (0..c.n_layer).map(|il| c.layer_window(il)).max()?;
-        let cap = crate::backend::kv_capacity(n_ctx, window, max_rows);
-        (window > 0 && cap < n_ctx).then(|| Ring {
+        Some(Ring {
             window,
             cap,
-            held: vec![u32::MAX; n_seq * cap],
+            held: vec![u32::MAX; spec.n_seq * cap],
         })
     }
 
@@ -293,6 +332,17 @@ where
 
     fn n_seq(&self) -> usize {
         self.n_seq
+    }
+
+    fn kv_spec(&self) -> &KvSpec {
+        &self.spec
+    }
+
+    fn map_blocks(&mut self, seq: usize, first: usize, blocks: &[u32]) -> Result<(), ModelError> {
+        self.spec.check_map(seq, first, blocks)?;
+        self.backend.map_blocks(&mut self.kv, seq, first, blocks)?;
+        self.tables[seq][first..first + blocks.len()].copy_from_slice(blocks);
+        Ok(())
     }
 
     fn eval_batch(
@@ -418,48 +468,92 @@ pub fn load_seqs(
     n_seq: usize,
     opts: &BackendOptions,
 ) -> Result<Box<dyn Model>, ModelError> {
+    let size = KvSize {
+        n_seq,
+        seq_ctx: n_ctx,
+        n_blocks: 0,
+    };
+    load_cache(file, device, size, opts)
+}
+
+/// How large a KV cache to allocate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvSize {
+    /// Sequences (block tables).
+    pub n_seq: usize,
+    /// Positions one sequence may reach (0: the trained context length).
+    pub seq_ctx: usize,
+    /// Blocks of [`KV_BLOCK`] positions in the pool, shared by all sequences (0: every sequence's
+    /// whole context side by side).
+    pub n_blocks: usize,
+}
+
+impl KvSize {
+    fn spec(&self, c: &Config, max_rows: usize) -> KvSpec {
+        let side_by_side = self.n_seq * self.seq_ctx.div_ceil(KV_BLOCK);
+        let n_blocks = match self.n_blocks {
+            0 => side_by_side,
+            n => n,
+        };
+        arch::kv_spec(c, self.n_seq, self.seq_ctx, n_blocks, max_rows)
+    }
+}
+
+/// Whether `device`'s KV cache is paged: sequences take pool blocks as they grow and may share
+/// them (on the others each sequence keeps its own side-by-side blocks).
+pub fn paged(device: Device) -> bool {
+    device == Device::Cpu
+}
+
+/// Loads the model in `file` onto `device` with a KV cache of `size`.
+pub fn load_cache(
+    file: Arc<GgufFile>,
+    device: Device,
+    size: KvSize,
+    opts: &BackendOptions,
+) -> Result<Box<dyn Model>, ModelError> {
     device.check_available()?;
     let config = Config::from_gguf(&file)?;
-    let n_ctx = if n_ctx == 0 {
-        config.n_ctx_train
-    } else {
-        n_ctx
+    let n_ctx = match size.seq_ctx {
+        0 => config.n_ctx_train,
+        n => n,
     };
     if n_ctx == 0 {
         return Err(ModelError::InvalidConfig(
             "the context length is 0 (give one with -c)".into(),
         ));
     }
-    if n_seq == 0 || n_ctx > 1 << 31 {
+    let (n_seq, n_blocks) = (size.n_seq, size.n_blocks);
+    if n_seq == 0 || n_ctx > 1 << 31 || n_seq > 1 << 16 || n_blocks > 1 << 28 {
         return Err(ModelError::InvalidConfig(format!(
-            "a cache of {n_seq} sequences of {n_ctx} positions"
+            "a cache of {n_seq} sequences of {n_ctx} positions ({n_blocks} blocks)"
         )));
     }
+    let size = KvSize {
+        seq_ctx: n_ctx,
+        ..size
+    };
     let mut config = config;
     config.n_ctx = n_ctx;
     match (device, config.arch) {
         (Device::Cpu, _) => {
             crate::host_memory::check(
-                crate::backend::cpu::kv_bytes(
-                    &arch::layer_ctx(&config, n_ctx, crate::backend::N_UBATCH),
-                    n_seq,
-                    config.kv_dim(),
-                ),
+                crate::backend::cpu::kv_bytes(&size.spec(&config, crate::backend::N_UBATCH)),
                 || format!("the KV cache for {n_seq} x {n_ctx} tokens"),
             )?;
             let backend = CpuBackend::with_options(rayon::current_num_threads(), &opts.cpu);
-            boxed(backend, &file, config, n_ctx, n_seq)
+            boxed(backend, &file, config, size)
         }
         #[cfg(feature = "cuda")]
         (Device::Cuda, _) => {
             let backend = crate::backend::cuda::CudaBackend::new(&opts.cuda)?;
-            boxed(backend, &file, config, n_ctx, n_seq)
+            boxed(backend, &file, config, size)
         }
         #[cfg(feature = "wgpu")]
         (Device::Metal | Device::Vulkan, _) => {
-            crate::backend::wgpu::load(file, config, n_ctx, n_seq, &opts.wgpu)
+            crate::backend::wgpu::load(file, config, size, &opts.wgpu)
         }
-        (Device::Gpu, _) => load_seqs(file, pick_gpu()?, n_ctx, n_seq, opts),
+        (Device::Gpu, _) => load_cache(file, pick_gpu()?, size, opts),
         // Reached only in builds without some backend.
         #[allow(unreachable_patterns)]
         (other, _) => Err(ModelError::Backend(format!(
@@ -469,13 +563,11 @@ pub fn load_seqs(
     }
 }
 
-/// The model of `config`'s architecture on `backend`, behind [`Model`].
 pub(crate) fn boxed<B>(
     backend: B,
     file: &Arc<GgufFile>,
     config: Config,
-    n_ctx: usize,
-    n_seq: usize,
+    size: KvSize,
 ) -> Result<Box<dyn Model>, ModelError>
 where
     B: Backend + Send + 'static,
@@ -485,20 +577,18 @@ where
 {
     Ok(match config.arch {
         Arch::Llama => Box::new(Runner::<B, LlamaModel<B>>::new(
-            backend, file, config, n_ctx, n_seq,
+            backend, file, config, size,
         )?),
         Arch::Qwen2 => Box::new(Runner::<B, Qwen2Model<B>>::new(
-            backend, file, config, n_ctx, n_seq,
+            backend, file, config, size,
         )?),
         Arch::Qwen3 => Box::new(Runner::<B, Qwen3Model<B>>::new(
-            backend, file, config, n_ctx, n_seq,
+            backend, file, config, size,
         )?),
         Arch::Gemma3 => Box::new(Runner::<B, Gemma3Model<B>>::new(
-            backend, file, config, n_ctx, n_seq,
+            backend, file, config, size,
         )?),
-        Arch::Phi3 => Box::new(Runner::<B, Phi3Model<B>>::new(
-            backend, file, config, n_ctx, n_seq,
-        )?),
+        Arch::Phi3 => Box::new(Runner::<B, Phi3Model<B>>::new(backend, file, config, size)?),
     })
 }
 

@@ -12,7 +12,7 @@ use rustorch_gguf::{GgmlType, GgufFile};
 use rustorch_model::cuda::{self, testing, Gpu};
 use rustorch_model::ftype::FileType;
 use rustorch_model::synth::{self, Shape};
-use rustorch_model::{AttnShape, Backend, Batch, CpuBackend, Device, Logits};
+use rustorch_model::{AttnShape, Backend, Batch, CpuBackend, Device, KvSpec, Logits};
 use rustorch_quant::dispatch;
 
 mod support;
@@ -404,7 +404,9 @@ fn decode_attention_matches_cpu() {
             let got =
                 testing::attention_decode(&gpu, &q, &k, &v, n, &shape, n_ctx, n_split).unwrap();
             let mut cpu = CpuBackend::new(2);
-            let mut kv = cpu.alloc_kv(&[n_ctx], 1, n_head_kv, hd).unwrap();
+            let mut kv = cpu
+                .alloc_kv(&KvSpec::side_by_side_of(1, 1, n_ctx, n_head_kv, hd))
+                .unwrap();
             let (mut qc, mut kc) = (q.clone(), k.clone());
             cpu_rows(&mut cpu, 0, n);
             cpu.rope(&mut qc, n, n_head, &shape, None).unwrap();
@@ -477,7 +479,9 @@ fn prompt_attention_matches_cpu() {
                 return;
             };
             let mut cpu = CpuBackend::new(4);
-            let mut kv = cpu.alloc_kv(&[n_ctx], 1, n_head_kv, hd).unwrap();
+            let mut kv = cpu
+                .alloc_kv(&KvSpec::side_by_side_of(1, 1, n_ctx, n_head_kv, hd))
+                .unwrap();
             let (mut qc, mut kc) = (q.clone(), k.clone());
             cpu_rows(&mut cpu, 0, total);
             cpu.rope(&mut qc, total, n_head, &shape, None).unwrap();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use rustorch_gguf::GgufFile;
 
-use crate::backend::{kv_capacity, Backend, N_UBATCH};
+use crate::backend::{kv_capacity, Backend, KvSpec, N_UBATCH};
 use crate::config::Config;
 use crate::debug::Debug;
 use crate::ModelError;
@@ -102,28 +102,33 @@ impl<B: Backend> RunState<B> {
     }
 }
 
-/// Positions each layer's cache keeps of a sequence, for a context of `n_ctx` and steps of at
-/// most `max_rows` rows (a sliding-window layer keeps only its window, see [`kv_capacity`]).
-pub fn layer_ctx(c: &Config, n_ctx: usize, max_rows: usize) -> Vec<usize> {
-    (0..c.n_layer)
-        .map(|il| kv_capacity(n_ctx, c.layer_window(il), max_rows))
-        .collect()
-}
-
-/// A KV cache of `n_seq` sequences of `n_ctx` positions for the model of `c`.
-pub fn new_kv<B: Backend>(
-    b: &mut B,
+/// The KV cache of the model of `c` for `n_seq` sequences of up to `seq_ctx` positions, with a
+/// pool of `n_blocks` blocks, on a backend whose steps take at most `max_rows` rows: a
+/// sliding-window layer keeps a ring of its window and a step's rows per sequence
+/// ([`kv_capacity`]) where that is less than the context, every other layer is paged.
+pub fn kv_spec(
     c: &Config,
     n_seq: usize,
-    n_ctx: usize,
-) -> Result<B::Kv, ModelError> {
-    let max_rows = b.max_rows();
-    b.alloc_kv(
-        &layer_ctx(c, n_ctx, max_rows),
+    seq_ctx: usize,
+    n_blocks: usize,
+    max_rows: usize,
+) -> KvSpec {
+    let ring = (0..c.n_layer)
+        .map(
+            |il| match kv_capacity(seq_ctx, c.layer_window(il), max_rows) {
+                cap if cap < seq_ctx => cap,
+                _ => 0,
+            },
+        )
+        .collect();
+    KvSpec {
+        ring,
         n_seq,
-        c.n_head_kv,
-        c.head_dim,
-    )
+        seq_ctx,
+        n_blocks,
+        n_head_kv: c.n_head_kv,
+        head_dim: c.head_dim,
+    }
 }
 
 /// Checks that tensor `name` exists with dimensions `want` (ggml order: row length first).

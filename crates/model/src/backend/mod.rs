@@ -223,6 +223,105 @@ pub fn kv_capacity(n_ctx: usize, window: usize, max_rows: usize) -> usize {
     }
 }
 
+/// Positions of one block of the paged KV cache.
+pub const KV_BLOCK: usize = 16;
+
+/// The shape of a KV cache: a pool of blocks for the layers that attend to the whole context (a
+/// sequence's positions live in the blocks its block table lists: position `p` in block
+/// `table[p / KV_BLOCK]`, so memory goes where the tokens are and sequences may share blocks),
+/// and a ring per sequence for each sliding-window layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvSpec {
+    /// Per layer: 0 for a paged layer, or the positions of its ring per sequence
+    /// ([`kv_capacity`]).
+    pub ring: Vec<usize>,
+    /// Sequences (block tables, rings).
+    pub n_seq: usize,
+    /// Positions one sequence may reach.
+    pub seq_ctx: usize,
+    /// Blocks of [`KV_BLOCK`] positions in the pool.
+    pub n_blocks: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+}
+
+impl KvSpec {
+    /// `n_layer` paged layers holding `n_seq` sequences of `seq_ctx` positions side by side.
+    pub fn side_by_side_of(
+        n_layer: usize,
+        n_seq: usize,
+        seq_ctx: usize,
+        n_head_kv: usize,
+        head_dim: usize,
+    ) -> KvSpec {
+        KvSpec {
+            ring: vec![0; n_layer],
+            n_seq,
+            seq_ctx,
+            n_blocks: n_seq * seq_ctx.div_ceil(KV_BLOCK),
+            n_head_kv,
+            head_dim,
+        }
+    }
+
+    /// Entries of a sequence's block table.
+    pub fn table_len(&self) -> usize {
+        self.seq_ctx.div_ceil(KV_BLOCK)
+    }
+
+    /// Whether the pool holds every sequence's whole context side by side: then sequence `s`'s
+    /// table starts as blocks `s * table_len()..`, and callers that never map blocks (a
+    /// single-user run) need not.
+    pub fn side_by_side(&self) -> bool {
+        self.n_blocks >= self.n_seq * self.table_len()
+    }
+
+    /// Block `i` of sequence `seq` in the side-by-side layout.
+    pub fn own_block(&self, seq: usize, i: usize) -> u32 {
+        (seq * self.table_len() + i) as u32
+    }
+
+    /// Checks that `blocks` may be mapped at entries `first..` of a sequence's table.
+    pub fn check_map(&self, seq: usize, first: usize, blocks: &[u32]) -> Result<(), ModelError> {
+        if seq >= self.n_seq || first + blocks.len() > self.table_len() {
+            return Err(ModelError::BadBatch(format!(
+                "block table entries {first}..{} of sequence {seq}: the cache has {} sequences of {} blocks",
+                first + blocks.len(),
+                self.n_seq,
+                self.table_len()
+            )));
+        }
+        if let Some(b) = blocks.iter().find(|&&b| b as usize >= self.n_blocks) {
+            return Err(ModelError::BadBatch(format!(
+                "KV block {b} is outside the pool of {} blocks",
+                self.n_blocks
+            )));
+        }
+        Ok(())
+    }
+
+    /// [`KvSpec::check_map`] for a backend whose cache is not paged (named `backend`): only
+    /// each sequence's own side-by-side blocks may be mapped.
+    pub fn check_own_blocks(
+        &self,
+        backend: &str,
+        seq: usize,
+        first: usize,
+        blocks: &[u32],
+    ) -> Result<(), ModelError> {
+        self.check_map(seq, first, blocks)?;
+        let own = self.side_by_side()
+            && (blocks.iter().enumerate()).all(|(i, &b)| b == self.own_block(seq, first + i));
+        if own {
+            Ok(())
+        } else {
+            Err(ModelError::Backend(format!(
+                "{backend}: the KV cache is not paged on this backend yet (each sequence keeps its own blocks)"
+            )))
+        }
+    }
+}
+
 /// The cache slots of positions `lo..hi` (at most `cap` of them) in a layer cache of `cap`
 /// positions: up to two runs `(first slot, length)` that hold them in position order.
 pub fn ring_runs(lo: usize, hi: usize, cap: usize) -> [(usize, usize); 2] {
@@ -312,17 +411,20 @@ pub trait Backend {
     ) -> Result<Self::Weight, ModelError>;
     /// An activation buffer of `len` f32 values.
     fn alloc(&mut self, len: usize) -> Result<Self::Buf, ModelError>;
-    /// A KV cache of `n_seq` sequences side by side, of `layer_ctx.len()` layers of `n_head_kv`
-    /// heads of `head_dim`: layer `l` holds `layer_ctx[l]` positions of each sequence, position `p`
-    /// in slot `p % layer_ctx[l]` (a sliding-window layer keeps a ring of its last positions, see
-    /// [`kv_capacity`]; a full layer holds the whole context).
-    fn alloc_kv(
+    /// A KV cache of the shape `spec` (f16 keys and values). Where the pool holds every
+    /// sequence side by side ([`KvSpec::side_by_side`]), each sequence's table starts mapped to
+    /// its own blocks; otherwise no position is mapped until [`Backend::map_blocks`].
+    fn alloc_kv(&mut self, spec: &KvSpec) -> Result<Self::Kv, ModelError>;
+    /// Points entries `first..first + blocks.len()` of sequence `seq`'s block table at pool
+    /// blocks `blocks` (checked with [`KvSpec::check_map`]). A backend whose cache is not paged
+    /// accepts only the side-by-side mapping.
+    fn map_blocks(
         &mut self,
-        layer_ctx: &[usize],
-        n_seq: usize,
-        n_head_kv: usize,
-        head_dim: usize,
-    ) -> Result<Self::Kv, ModelError>;
+        kv: &mut Self::Kv,
+        seq: usize,
+        first: usize,
+        blocks: &[u32],
+    ) -> Result<(), ModelError>;
     /// Rows one forward call may have at most.
     fn max_rows(&self) -> usize {
         N_UBATCH

@@ -21,7 +21,8 @@ use rustorch_quant::vecmath;
 use std::ops::Range;
 
 use crate::backend::{
-    matrix_rows, ring_runs, AttnShape, Backend, Batch, Device, RopeStyle, Span, Step,
+    matrix_rows, ring_runs, AttnShape, Backend, Batch, Device, KvSpec, RopeStyle, Span, Step,
+    KV_BLOCK,
 };
 use crate::options::CpuOptions;
 use crate::ModelError;
@@ -90,15 +91,80 @@ impl CpuWeight {
     }
 }
 
-/// KV cache, f16 as llama.cpp's default. Per layer, sequence and KV head, keys are
-/// `[cap, head_dim]` and values transposed, `[head_dim, cap]`, so that attention reads both as
-/// contiguous rows; layer `l` holds `cap = ctx[l]` positions, position `p` in slot `p % cap`.
+/// KV cache, f16 as llama.cpp's default. Per layer and KV head, keys are `[slots, head_dim]` and
+/// values transposed, `[head_dim, slots]`, so that attention reads both as contiguous rows. A
+/// paged layer's slots are the pool's (position `p` of a sequence in slot
+/// `table[p / KV_BLOCK] * KV_BLOCK + p % KV_BLOCK`: consecutive blocks are contiguous); a
+/// sliding-window layer keeps a ring of `cap` slots per sequence (position `p` in slot `p % cap`).
 pub struct CpuKv {
-    k: Vec<Vec<f16>>, // (layer) -> (n_seq, n_head_kv, cap, head_dim)
-    v: Vec<Vec<f16>>, // (layer) -> (n_seq, n_head_kv, head_dim, cap)
-    ctx: Vec<usize>,
+    k: Vec<Vec<f16>>, // (layer) -> paged (n_head_kv, pool, head_dim); ring (n_seq, n_head_kv, cap, head_dim)
+    v: Vec<Vec<f16>>, // (layer) -> paged (n_head_kv, head_dim, pool); ring (n_seq, n_head_kv, head_dim, cap)
+    spec: KvSpec,
+    /// Each sequence's block table (`u32::MAX`: not mapped).
+    tables: Vec<Vec<u32>>,
     kv_dim: usize,
     head_dim: usize,
+}
+
+impl CpuKv {
+    /// Where sequence `seq`'s part of layer `layer` starts (values into `k` and `v`), and the
+    /// slots of each KV head's plane.
+    fn plane(&self, layer: usize, seq: usize) -> (usize, usize) {
+        match self.spec.ring[layer] {
+            0 => (0, self.spec.n_blocks * KV_BLOCK),
+            cap => (seq * self.kv_dim * cap, cap),
+        }
+    }
+
+    /// The slot of position `pos` of sequence `seq` in layer `layer`'s plane.
+    fn slot(&self, layer: usize, seq: usize, pos: usize) -> Result<usize, ModelError> {
+        match self.spec.ring[layer] {
+            0 => match self.tables[seq].get(pos / KV_BLOCK) {
+                Some(&b) if b != u32::MAX => Ok(b as usize * KV_BLOCK + pos % KV_BLOCK),
+                _ => Err(ModelError::BadBatch(format!(
+                    "sequence {seq} has no KV block mapped for position {pos}"
+                ))),
+            },
+            cap => Ok(pos % cap),
+        }
+    }
+
+    /// Calls `f(slot, len)` for runs of contiguous slots that hold positions `lo..hi` of
+    /// sequence `seq` in layer `layer`, in position order (mapped blocks: checked by the runner).
+    fn runs(
+        &self,
+        layer: usize,
+        seq: usize,
+        lo: usize,
+        hi: usize,
+        mut f: impl FnMut(usize, usize),
+    ) {
+        match self.spec.ring[layer] {
+            0 => {
+                let table = &self.tables[seq];
+                let mut p = lo;
+                while p < hi {
+                    let start = table[p / KV_BLOCK] as usize * KV_BLOCK + p % KV_BLOCK;
+                    let mut len = (KV_BLOCK - p % KV_BLOCK).min(hi - p);
+                    // Consecutive blocks are one run.
+                    while p + len < hi
+                        && table[(p + len) / KV_BLOCK] as usize * KV_BLOCK == start + len
+                    {
+                        len += KV_BLOCK.min(hi - p - len);
+                    }
+                    f(start, len);
+                    p += len;
+                }
+            }
+            cap => {
+                for (slot, len) in ring_runs(lo, hi, cap) {
+                    if len > 0 {
+                        f(slot, len);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Weights that may share one input in [`Backend::matmuls`] (q/k/v, gate/up).
@@ -187,11 +253,11 @@ impl CpuBackend {
         shape: &AttnShape,
         out: &mut [f32],
     ) {
-        let (hd, n_head, cap) = (shape.head_dim, shape.n_head, kv.ctx[layer]);
+        let (hd, n_head) = (shape.head_dim, shape.n_head);
+        let (base, cap) = kv.plane(layer, span.seq);
         let (n, pos0) = (span.len, span.pos0);
         let q = &q[span.row0 * n_head * hd..];
         let out = &mut out[span.row0 * n_head * hd..];
-        let base = span.seq * kv.kv_dim * cap;
         let group = shape.n_head / shape.n_head_kv;
         let scale = shape.scale;
         let dot = mat_kernel(GgmlType::F32).expect("f32 kernel");
@@ -221,15 +287,19 @@ impl CpuBackend {
                     // Sized for the whole cache at once up to 4096 positions, then in powers of
                     // two, so decoding never grows them token by token (`n_q` is at most `group`
                     // when decoding) and a huge context costs memory only as it fills.
-                    let span = n_kv.next_power_of_two().max(4096).min(cap).max(n_kv);
-                    grow(&mut s.k, span * hd);
-                    grow(&mut s.vt, hd * span);
+                    let room = n_kv
+                        .next_power_of_two()
+                        .max(4096)
+                        .min(kv.spec.seq_ctx)
+                        .max(n_kv);
+                    grow(&mut s.k, room * hd);
+                    grow(&mut s.vt, hd * room);
                     grow(&mut s.q, n_q.max(group) * hd);
-                    grow(&mut s.scores, span * n_q.max(group));
-                    grow(&mut s.p, n_q.max(group) * span);
-                    // Positions lo.. in order, from one or two runs of the layer's ring.
+                    grow(&mut s.scores, room * n_q.max(group));
+                    grow(&mut s.p, n_q.max(group) * room);
+                    // Positions lo.. in order, from the runs of slots that hold them.
                     let mut j = 0;
-                    for (slot, len) in ring_runs(lo, lo + n_kv, cap) {
+                    kv.runs(layer, span.seq, lo, lo + n_kv, |slot, len| {
                         let k0 = (kvh * cap + slot) * hd;
                         keys[k0..k0 + len * hd]
                             .convert_to_f32_slice(&mut s.k[j * hd..(j + len) * hd]);
@@ -239,7 +309,7 @@ impl CpuBackend {
                                 .convert_to_f32_slice(&mut s.vt[d * n_kv + j..d * n_kv + j + len]);
                         }
                         j += len;
-                    }
+                    });
                     for g in 0..group {
                         let h = kvh * group + g;
                         for t in 0..tn {
@@ -410,11 +480,16 @@ fn grow<T: Clone + Default>(v: &mut Vec<T>, len: usize) {
     }
 }
 
-/// Bytes of a CPU KV cache of `n_seq` sequences: keys and values in f16 for every layer's
-/// positions (`layer_ctx`).
-pub(crate) fn kv_bytes(layer_ctx: &[usize], n_seq: usize, kv_dim: usize) -> u64 {
-    let positions: u64 = layer_ctx.iter().map(|&c| c as u64).sum();
-    4 * positions * n_seq as u64 * kv_dim as u64
+/// Bytes of a CPU KV cache of shape `spec`: keys and values in f16 for the pool's positions in
+/// every paged layer and each sequence's ring in every sliding-window layer.
+pub(crate) fn kv_bytes(spec: &KvSpec) -> u64 {
+    let positions: u64 = (spec.ring.iter())
+        .map(|&r| match r {
+            0 => spec.n_blocks as u64 * KV_BLOCK as u64,
+            cap => cap as u64 * spec.n_seq as u64,
+        })
+        .sum();
+    4 * positions * (spec.n_head_kv * spec.head_dim) as u64
 }
 
 impl Backend for CpuBackend {
@@ -443,43 +518,64 @@ impl Backend for CpuBackend {
         Ok(vec![0.0; len])
     }
 
-    fn alloc_kv(
-        &mut self,
-        layer_ctx: &[usize],
-        n_seq: usize,
-        n_head_kv: usize,
-        head_dim: usize,
-    ) -> Result<CpuKv, ModelError> {
-        let kv_dim = n_head_kv * head_dim;
+    fn alloc_kv(&mut self, spec: &KvSpec) -> Result<CpuKv, ModelError> {
+        let kv_dim = spec.n_head_kv * spec.head_dim;
         // Zeroed pages straight from the allocator (the OS maps them untouched): memory is used
         // as the context fills, not up front. A context too large is an error, not an abort.
-        let zeros = |cap: usize| -> Result<Vec<f16>, ModelError> {
+        let zeros = |ring: usize| -> Result<Vec<f16>, ModelError> {
             let too_big = || ModelError::Memory {
-                what: format!("the KV cache for {n_seq} sequences"),
-                needed: kv_bytes(layer_ctx, n_seq, kv_dim),
+                what: format!("the KV cache for {} sequences", spec.n_seq),
+                needed: kv_bytes(spec),
                 available: None,
             };
-            let len = cap
-                .checked_mul(kv_dim)
-                .and_then(|l| l.checked_mul(n_seq))
+            let slots = match ring {
+                0 => spec.n_blocks.checked_mul(KV_BLOCK),
+                cap => cap.checked_mul(spec.n_seq),
+            };
+            let len = slots
+                .and_then(|l| l.checked_mul(kv_dim))
                 .ok_or_else(too_big)?;
             bytemuck::allocation::try_zeroed_slice_box::<f16>(len)
                 .map(Vec::from)
                 .map_err(|_| too_big())
         };
+        let unmapped = vec![u32::MAX; spec.table_len()];
+        let mut tables = vec![unmapped; spec.n_seq];
+        if spec.side_by_side() {
+            for (s, t) in tables.iter_mut().enumerate() {
+                for (i, b) in t.iter_mut().enumerate() {
+                    *b = spec.own_block(s, i);
+                }
+            }
+        }
         Ok(CpuKv {
-            k: layer_ctx
+            k: spec
+                .ring
                 .iter()
-                .map(|&c| zeros(c))
+                .map(|&r| zeros(r))
                 .collect::<Result<_, _>>()?,
-            v: layer_ctx
+            v: spec
+                .ring
                 .iter()
-                .map(|&c| zeros(c))
+                .map(|&r| zeros(r))
                 .collect::<Result<_, _>>()?,
-            ctx: layer_ctx.to_vec(),
+            spec: spec.clone(),
+            tables,
             kv_dim,
-            head_dim,
+            head_dim: spec.head_dim,
         })
+    }
+
+    fn map_blocks(
+        &mut self,
+        kv: &mut CpuKv,
+        seq: usize,
+        first: usize,
+        blocks: &[u32],
+    ) -> Result<(), ModelError> {
+        kv.spec.check_map(seq, first, blocks)?;
+        kv.tables[seq][first..first + blocks.len()].copy_from_slice(blocks);
+        Ok(())
     }
 
     fn begin_step(&mut self, batch: &Batch, _head: &[u32]) -> Result<Step, ModelError> {
@@ -755,16 +851,12 @@ impl Backend for CpuBackend {
         v: &Vec<f32>,
         n: usize,
     ) -> Result<(), ModelError> {
-        let (kv_dim, cap, head_dim) = (kv.kv_dim, kv.ctx[layer], kv.head_dim);
-        let (keys, vals) = (&mut kv.k[layer], &mut kv.v[layer]);
+        let (kv_dim, head_dim) = (kv.kv_dim, kv.head_dim);
         for t in 0..n {
-            let slot = self.pos[t] as usize % cap;
-            // The sequence's caches start `seq * kv_dim * cap` values in, for keys and values.
-            let base = self.seqs[t] as usize * kv_dim * cap;
-            let (keys, vals) = (
-                &mut keys[base..base + kv_dim * cap],
-                &mut vals[base..base + kv_dim * cap],
-            );
+            let seq = self.seqs[t] as usize;
+            let slot = kv.slot(layer, seq, self.pos[t] as usize)?;
+            let (base, cap) = kv.plane(layer, seq);
+            let (keys, vals) = (&mut kv.k[layer][base..], &mut kv.v[layer][base..]);
             for (kvh, (kr, vr)) in k[t * kv_dim..(t + 1) * kv_dim]
                 .chunks(head_dim)
                 .zip(v[t * kv_dim..(t + 1) * kv_dim].chunks(head_dim))

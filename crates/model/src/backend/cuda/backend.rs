@@ -48,7 +48,7 @@ use super::ops::{
     GWeight, MvIn, RopeOut, RMS_NORM_MAX,
 };
 use crate::backend::{
-    matrix_rows, AttnShape, Backend, Batch, Device, RopeStyle, Span, Step, N_UBATCH,
+    matrix_rows, AttnShape, Backend, Batch, Device, KvSpec, RopeStyle, Span, Step, N_UBATCH,
 };
 use crate::options::CudaOptions;
 use crate::ModelError;
@@ -107,6 +107,7 @@ impl CudaWeight {
 pub struct CudaKv {
     kc: DevBuf,
     vc: DevBuf,
+    spec: KvSpec,
     /// Positions each layer holds per sequence.
     ctx: Vec<usize>,
     /// Where each layer starts, in bytes.
@@ -557,22 +558,26 @@ impl Backend for CudaBackend {
         })
     }
 
-    fn alloc_kv(
-        &mut self,
-        layer_ctx: &[usize],
-        n_seq: usize,
-        n_head_kv: usize,
-        head_dim: usize,
-    ) -> Result<CudaKv, ModelError> {
+    fn alloc_kv(&mut self, spec: &KvSpec) -> Result<CudaKv, ModelError> {
+        if !spec.side_by_side() {
+            return Err(ModelError::Backend(
+                "cuda: the KV cache is not paged on this backend yet: each sequence needs its own blocks".into(),
+            ));
+        }
         let overflow = || ModelError::Backend("cuda: KV cache size overflows".into());
-        // Bytes of one position of one sequence (f16 keys or values of every KV head).
+        let (n_seq, n_head_kv, head_dim) = (spec.n_seq, spec.n_head_kv, spec.head_dim);
+        // Bytes of one position of every sequence (f16 keys or values of every KV head).
         let row = n_head_kv
             .checked_mul(head_dim)
             .and_then(|v| v.checked_mul(2 * n_seq))
             .ok_or_else(overflow)?;
-        let mut start = Vec::with_capacity(layer_ctx.len());
+        // Each sequence's whole context side by side; a sliding-window layer's ring.
+        let ctx: Vec<usize> = (spec.ring.iter())
+            .map(|&r| if r == 0 { spec.seq_ctx } else { r })
+            .collect();
+        let mut start = Vec::with_capacity(ctx.len());
         let mut bytes = 0usize;
-        for &c in layer_ctx {
+        for &c in &ctx {
             start.push(bytes);
             bytes = c
                 .checked_mul(row)
@@ -589,11 +594,22 @@ impl Backend for CudaBackend {
         Ok(CudaKv {
             kc,
             vc,
-            ctx: layer_ctx.to_vec(),
+            spec: spec.clone(),
+            ctx,
             start,
             n_head_kv,
             hd: head_dim,
         })
+    }
+
+    fn map_blocks(
+        &mut self,
+        kv: &mut CudaKv,
+        seq: usize,
+        first: usize,
+        blocks: &[u32],
+    ) -> Result<(), ModelError> {
+        kv.spec.check_own_blocks("cuda", seq, first, blocks)
     }
 
     fn begin_step(&mut self, batch: &Batch, head: &[u32]) -> Result<Step, ModelError> {
