@@ -20,7 +20,12 @@ fn check(arch: &str) {
 /// [`check`] with a context of `n_ctx` positions.
 fn check_ctx(arch: &str, n_ctx: usize) {
     let r = tiny_arch::reference(arch);
-    let mut m = load(Arc::new(GgufFile::open(&r.file).unwrap()), Device::Cpu, n_ctx).unwrap();
+    let mut m = load(
+        Arc::new(GgufFile::open(&r.file).unwrap()),
+        Device::Cpu,
+        n_ctx,
+    )
+    .unwrap();
     let n_vocab = m.config().n_vocab;
     let mut got = Vec::new();
     m.eval(&r.tokens, 0, Logits::All, &mut got).unwrap();

@@ -125,7 +125,10 @@ fn paged_blocks_and_shared_prefixes() {
     let diff = (out.iter().zip(&cold[64 * n_vocab..]))
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
-    assert!(diff == 0.0, "a shared prefix differs from a cold prefill by {diff}");
+    assert!(
+        diff == 0.0,
+        "a shared prefix differs from a cold prefill by {diff}"
+    );
 
     // Out-of-pool blocks and tables are errors.
     assert!(m.map_blocks(0, 0, &[24]).is_err());

@@ -28,7 +28,7 @@ mod unicode_data;
 mod vocab;
 
 pub use meta::{MetaValue, Metadata, MetadataMap};
-pub use stream::StreamDecoder;
+pub use stream::{StreamDecoder, TextStream};
 
 use partition::{Fragment, SpecialMatcher};
 use pretokenize::PreTokenizer;

@@ -8,8 +8,7 @@ use crate::Tokenizer;
 /// prints them (`token_to_piece`, no leading-space stripping or space clean-up).
 pub struct StreamDecoder<'a> {
     tokenizer: &'a Tokenizer,
-    special: bool,
-    pending: Vec<u8>,
+    text: TextStream,
 }
 
 impl<'a> StreamDecoder<'a> {
@@ -22,9 +21,7 @@ impl<'a> StreamDecoder<'a> {
     pub fn with_special(tokenizer: &'a Tokenizer, special: bool) -> StreamDecoder<'a> {
         StreamDecoder {
             tokenizer,
-            special,
-            // Longer than any token's piece in practice, so pushing never grows it.
-            pending: Vec::with_capacity(256),
+            text: TextStream::new(special),
         }
     }
 
@@ -38,8 +35,36 @@ impl<'a> StreamDecoder<'a> {
     /// Adds one token and appends the text it completes to `out`. Allocates nothing once `out`
     /// and the pending buffer have grown to a token's size, so a generation loop can reuse `out`.
     pub fn push_into(&mut self, id: u32, out: &mut String) {
+        self.text.push_into(self.tokenizer, id, out);
+    }
+
+    /// Whatever is left at the end (an incomplete character becomes U+FFFD).
+    pub fn flush(&mut self) -> String {
+        self.text.flush()
+    }
+}
+
+/// [`StreamDecoder`]'s state without the tokenizer, for a holder that keeps one per sequence and
+/// passes the tokenizer in (a scheduler's many streams).
+pub struct TextStream {
+    special: bool,
+    pending: Vec<u8>,
+}
+
+impl TextStream {
+    /// `special`: render control tokens as their text.
+    pub fn new(special: bool) -> TextStream {
+        TextStream {
+            special,
+            // Longer than any token's piece in practice, so pushing never grows it.
+            pending: Vec::with_capacity(256),
+        }
+    }
+
+    /// Adds token `id` of `tokenizer` and appends the text it completes to `out`.
+    pub fn push_into(&mut self, tokenizer: &Tokenizer, id: u32, out: &mut String) {
         self.pending
-            .extend_from_slice(self.tokenizer.piece(id, self.special));
+            .extend_from_slice(tokenizer.piece(id, self.special));
         let mut rest: &[u8] = &self.pending;
         loop {
             match std::str::from_utf8(rest) {

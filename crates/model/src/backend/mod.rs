@@ -105,6 +105,7 @@ impl Device {
 
 /// Rows of a matrix in a file, for [`Backend::upload`] and [`Backend::upload_rows`].
 pub(crate) struct MatrixRows<'a> {
+    #[cfg_attr(not(any(feature = "cuda", feature = "wgpu")), allow(dead_code))]
     pub info: &'a TensorInfo,
     /// Values in a row.
     pub cols: usize,
