@@ -28,7 +28,7 @@ pub use convert::{ftype, quantize, synth};
 pub use cpu::CpuBackend;
 pub use debug::Debug;
 pub use options::{BackendOptions, CpuOptions, CudaOptions};
-pub use runner::{load, load_cache, load_seqs, load_with, paged, KvSize, Logits, Model};
+pub use runner::{load, load_cache, load_on, load_seqs, load_with, paged, KvSize, Logits, Model};
 
 /// Checks a batch before evaluating it: not empty, every id inside the vocabulary.
 pub fn check_tokens(tokens: &[u32], n_vocab: usize) -> Result<(), ModelError> {

@@ -499,6 +499,34 @@ impl KvSize {
     }
 }
 
+/// Loads the model in `file` onto a backend the caller built (a backend of its own, or one
+/// wrapping ours), with a KV cache of `size`.
+pub fn load_on<B>(
+    backend: B,
+    file: Arc<GgufFile>,
+    size: KvSize,
+) -> Result<Box<dyn Model>, ModelError>
+where
+    B: Backend + Send + 'static,
+    B::Buf: Send,
+    B::Weight: Send,
+    B::Kv: Send,
+{
+    let mut config = Config::from_gguf(&file)?;
+    let seq_ctx = match size.seq_ctx {
+        0 => config.n_ctx_train,
+        n => n,
+    };
+    if size.n_seq == 0 || seq_ctx == 0 || seq_ctx > 1 << 31 {
+        return Err(ModelError::InvalidConfig(format!(
+            "a cache of {} sequences of {seq_ctx} positions",
+            size.n_seq
+        )));
+    }
+    config.n_ctx = seq_ctx;
+    boxed(backend, &file, config, KvSize { seq_ctx, ..size })
+}
+
 /// Whether `device`'s KV cache is paged: sequences take pool blocks as they grow and may share
 /// them (on the others each sequence keeps its own side-by-side blocks).
 pub fn paged(device: Device) -> bool {
