@@ -72,6 +72,19 @@ impl RuntimeArgs {
         Ok(opts)
     }
 
+    /// Loads the model in `file` (named `path` in errors) on the chosen backend with a KV cache
+    /// of `size`.
+    pub fn load_cache(
+        &self,
+        path: &Path,
+        file: Arc<GgufFile>,
+        size: rustorch_model::KvSize,
+    ) -> anyhow::Result<Box<dyn rustorch_model::Model>> {
+        let opts = self.backend_options()?;
+        rustorch_model::load_cache(file, self.backend, size, &opts)
+            .with_context(|| path.display().to_string())
+    }
+
     /// Loads the model in `file` (named `path` in errors) on the chosen backend.
     pub fn load(
         &self,

@@ -1,12 +1,14 @@
 //! `run` (raw prompt completion) and `chat` (interactive, with the model's chat template).
 
 use std::io::{IsTerminal, Write};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Args;
 use rustorch_engine::chat_template::{known, ChatMessage, ChatTemplate};
+use rustorch_engine::engine::{Engine, EngineConfig, Event, Finish, FinishReason, Request};
 use rustorch_engine::sampler::SamplerConfig;
-use rustorch_engine::session::{Session, StopReason};
+use rustorch_tokenizer::Tokenizer;
 
 use crate::common::{self, ModelArg, RuntimeArgs};
 
@@ -136,31 +138,75 @@ fn open_model(
     })
 }
 
-/// Loads the model with a KV cache of `n_ctx` positions and starts a session.
-fn start_session(
+/// Loads the model with a KV cache of one sequence of `n_ctx` positions, under an engine.
+fn start_engine(
     o: Opened,
-    sampler: SamplerConfig,
     n_ctx: usize,
     runtime: &RuntimeArgs,
-) -> anyhow::Result<Session> {
-    let model = runtime.load(&o.path, o.file, n_ctx)?;
-    Ok(Session::new(model, o.tok, sampler))
+) -> anyhow::Result<(Engine, Arc<Tokenizer>)> {
+    let size = rustorch_model::KvSize {
+        n_seq: 1,
+        seq_ctx: n_ctx,
+        n_blocks: 0,
+    };
+    let model = runtime.load_cache(&o.path, o.file, size)?;
+    let tok = Arc::new(o.tok);
+    Ok((
+        Engine::new(model, tok.clone(), EngineConfig::default()),
+        tok,
+    ))
 }
 
-fn print_timings(s: &Session) {
-    let t = &s.timings;
+/// Runs `req` on `engine`, writing its text to stdout as it comes. Returns the generated ids,
+/// their text and how it ended. A failed write to stdout ends the request (the stream is dropped)
+/// and is the error.
+fn generate(engine: &mut Engine, req: Request) -> anyhow::Result<(Vec<u32>, String, Finish)> {
+    let mut stream = engine.submit(req)?;
+    let stdout = std::io::stdout();
+    let (mut ids, mut text) = (Vec::new(), String::new());
+    loop {
+        engine.step();
+        while let Some(ev) = stream.try_next() {
+            let piece = match ev {
+                Event::Token { id, text } => {
+                    ids.push(id);
+                    text
+                }
+                Event::Text(t) => t,
+                Event::Done(f) => {
+                    if let Some(e) = &f.error {
+                        bail!("{e}");
+                    }
+                    return Ok((ids, text, f));
+                }
+            };
+            let mut out = stdout.lock();
+            out.write_all(piece.as_bytes())
+                .and_then(|_| out.flush())
+                .map_err(common::stdout_error)?;
+            text.push_str(&piece);
+        }
+        if engine.idle() {
+            bail!("the engine stopped without finishing the request");
+        }
+    }
+}
+
+fn print_timings(f: &Finish) {
+    let prompt = f.prompt_tokens - f.cached_tokens;
+    let gen = f.completion_tokens.saturating_sub(1);
     eprintln!(
         "\n[timings] prompt: {} tokens, {:.1} tok/s | generation: {} tokens, {:.1} tok/s",
-        t.prompt_tokens,
-        t.prompt_tps(),
-        t.gen_tokens,
-        t.gen_tps()
+        prompt,
+        prompt as f64 / f.prompt_time.as_secs_f64().max(1e-9),
+        f.completion_tokens,
+        gen as f64 / f.gen_time.as_secs_f64().max(1e-9)
     );
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let max_tokens = args.sampling.max_tokens()?;
-    let sampler = args.sampling.sampler()?;
+    let sampling = args.sampling.sampler()?;
     let opened = open_model(&args.model, &args.sampling, &args.runtime)?;
     let ids = opened.tok.encode(&args.prompt, true, true);
     if ids.is_empty() {
@@ -175,35 +221,26 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     // The cache holds what this run evaluates: the prompt and the tokens to generate.
     let n_ctx = opened.n_ctx.min(ids.len().saturating_add(max_tokens));
-    let mut session = start_session(opened, sampler, n_ctx, &args.runtime)?;
-    session.feed(&ids)?;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let mut io_err = None;
-    let (_, reason) = session.generate(max_tokens, |text| {
-        if io_err.is_none() {
-            if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-                io_err = Some(e);
-            }
-        }
-    })?;
-    if let Some(e) = io_err {
-        return Err(common::stdout_error(e));
+    let (mut engine, _) = start_engine(opened, n_ctx, &args.runtime)?;
+    let req = Request {
+        prompt: ids,
+        max_tokens,
+        sampling,
+        stop: Vec::new(),
+        ignore_eos: false,
+    };
+    let (_, _, fin) = generate(&mut engine, req)?;
+    common::outln!();
+    if fin.reason == FinishReason::ContextFull {
+        eprintln!("[stopped: the context of {n_ctx} tokens is full]");
     }
-    writeln!(out).map_err(common::stdout_error)?;
-    if reason == StopReason::ContextFull {
-        eprintln!(
-            "[stopped: the context of {} tokens is full]",
-            session.n_ctx()
-        );
-    }
-    print_timings(&session);
+    print_timings(&fin);
     Ok(())
 }
 
 pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
     let max_tokens = args.sampling.max_tokens()?;
-    let sampler = args.sampling.sampler()?;
+    let sampling = args.sampling.sampler()?;
     let opened = open_model(&args.model, &args.sampling, &args.runtime)?;
     let source = opened
         .file
@@ -217,8 +254,7 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
         .flatten()
         .map(str::to_string);
     let n_ctx = opened.n_ctx;
-    let mut session = start_session(opened, sampler, n_ctx, &args.runtime)?;
-    let tok = session.tokenizer();
+    let (mut engine, tok) = start_engine(opened, n_ctx, &args.runtime)?;
     let bos = tok
         .bos()
         .map(|id| tok.token_text(id).to_string())
@@ -258,8 +294,11 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
             content: system.clone(),
         });
     }
-    // The text of the conversation as it is in the KV cache.
+    // The text of the conversation so far, and its tokens (each turn is one request of all of
+    // them: the prefix cache keeps the earlier turns' blocks where the backend pages its cache).
     let mut rendered = String::new();
+    let mut history: Vec<u32> = Vec::new();
+    let mut last: Option<Finish> = None;
     let mut stdin = std::io::stdin().lock();
     // The prompt marker only for a person at a terminal, not for piped input.
     let interactive = std::io::stdin().is_terminal();
@@ -284,59 +323,53 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
             Some(d) => d.to_string(),
             None => bail!("the chat template re-rendered earlier turns differently; cannot continue the cached conversation"),
         };
-        let first = session.n_past() == 0;
+        let first = history.is_empty();
         // A template that writes BOS itself, for a vocabulary that adds it: only one BOS (as
         // llama.cpp does).
         let text = match delta.strip_prefix(bos.as_str()) {
-            Some(rest) if first && !bos.is_empty() && session.tokenizer().add_bos() => rest,
+            Some(rest) if first && !bos.is_empty() && tok.add_bos() => rest,
             _ => delta.as_str(),
         };
-        let ids = session.tokenizer().encode(text, first, true);
-        if !session.fits(ids.len() + 1) {
+        let ids = tok.encode(text, first, true);
+        if history.len() + ids.len() + 1 > n_ctx {
             if first {
                 bail!(
-                    "the first message is {} tokens long with the template, more than the context of {} tokens holds (raise -c)",
+                    "the first message is {} tokens long with the template, more than the context of {n_ctx} tokens holds (raise -c)",
                     ids.len(),
-                    session.n_ctx()
                 );
             }
-            eprintln!(
-                "[the context of {} tokens is full: start a new chat]",
-                session.n_ctx()
-            );
+            eprintln!("[the context of {n_ctx} tokens is full: start a new chat]");
             break;
         }
-        session.feed(&ids)?;
+        history.extend_from_slice(&ids);
         rendered = full;
-        let stdout = std::io::stdout();
-        let mut reply = String::new();
-        let mut io_err = None;
-        let (_, reason) = session.generate(max_tokens, |text| {
-            reply.push_str(text);
-            if io_err.is_none() {
-                let mut out = stdout.lock();
-                if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-                    io_err = Some(e);
-                }
-            }
-        })?;
-        if let Some(e) = io_err {
-            return Err(common::stdout_error(e));
-        }
+        let req = Request {
+            prompt: history.clone(),
+            max_tokens,
+            sampling: SamplerConfig {
+                seed: sampling.seed.wrapping_add(history.len() as u64),
+                ..sampling.clone()
+            },
+            stop: Vec::new(),
+            ignore_eos: false,
+        };
+        let (out_ids, reply, fin) = generate(&mut engine, req)?;
+        history.extend_from_slice(&out_ids);
+        let reason = fin.reason;
+        last = Some(fin);
         common::outln!();
         rendered.push_str(&reply);
         messages.push(ChatMessage {
             role: "assistant".into(),
             content: reply,
         });
-        if reason == StopReason::ContextFull {
-            eprintln!(
-                "[the context of {} tokens is full: start a new chat]",
-                session.n_ctx()
-            );
+        if reason == FinishReason::ContextFull {
+            eprintln!("[the context of {n_ctx} tokens is full: start a new chat]");
             break;
         }
     }
-    print_timings(&session);
+    if let Some(f) = &last {
+        print_timings(f);
+    }
     Ok(())
 }

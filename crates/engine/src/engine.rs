@@ -1,0 +1,888 @@
+//! Many sequences in one forward pass: the scheduler that owns the model.
+//!
+//! Each [`Engine::step`] evaluates every running sequence in one forward pass, so each weight is
+//! read once per step: a decode row for every sequence that is generating first, then chunks of
+//! the prompts being prefilled within a per-step token budget (a long prompt cannot stall the
+//! others' tokens). Each sequence samples with its own sampler and seed and sends its tokens to
+//! its request's [`Stream`]; a stream dropped by its reader cancels the request, whose blocks are
+//! freed before the next step. The KV cache is a pool of blocks ([`BlockPool`]) with a block table
+//! per sequence; full blocks are shared through the prefix cache. When the pool runs out, the
+//! most recently admitted sequence is preempted (its blocks freed, its tokens prefilled again
+//! later) rather than failed, and requests beyond a bound wait or are refused.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustorch_model::{paged, Batch, Model, ModelError, KV_BLOCK};
+use rustorch_tokenizer::{TextStream, Tokenizer};
+use tokio::sync::mpsc as events;
+
+use crate::blocks::{BlockKey, BlockPool};
+use crate::sampler::{Sampler, SamplerConfig};
+
+/// How the engine schedules.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Rows one step evaluates at most: decode rows first, then prompt chunks in what is left.
+    pub step_tokens: usize,
+    /// Requests that may wait for a sequence slot; more are refused.
+    pub max_waiting: usize,
+    /// Share full blocks between sequences with the same prefix (off for models whose
+    /// sliding-window layers keep rings: a ring holds no prefix).
+    pub prefix_cache: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            step_tokens: rustorch_model::N_UBATCH,
+            max_waiting: 256,
+            prefix_cache: true,
+        }
+    }
+}
+
+/// One generation request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The prompt's tokens (with BOS where the vocabulary wants it).
+    pub prompt: Vec<u32>,
+    /// Tokens to generate at most.
+    pub max_tokens: usize,
+    pub sampling: SamplerConfig,
+    /// Texts that end the generation when it produces them (not part of the output).
+    pub stop: Vec<String>,
+    /// Go on past end-of-generation tokens (benchmarks).
+    pub ignore_eos: bool,
+}
+
+/// Why a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-generation token or a stop text.
+    Stop,
+    /// `max_tokens` tokens were generated.
+    Length,
+    /// The sequence reached the model's context.
+    ContextFull,
+    /// The model failed (the message says why).
+    Error,
+}
+
+/// How a request ended, with its counts and timings.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub reason: FinishReason,
+    pub error: Option<String>,
+    pub prompt_tokens: usize,
+    /// Prompt tokens found in the prefix cache (not computed).
+    pub cached_tokens: usize,
+    pub completion_tokens: usize,
+    /// From admission to the first generated token.
+    pub prompt_time: Duration,
+    /// From the first generated token to the end.
+    pub gen_time: Duration,
+}
+
+/// What a request's stream delivers.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A generated token and the text it completes (text that may begin a stop string is held
+    /// back until it is decided).
+    Token { id: u32, text: String },
+    /// Text released at the end that no new token brought (held back for a stop string that
+    /// did not come).
+    Text(String),
+    /// The end; nothing follows.
+    Done(Finish),
+}
+
+/// A request's events. Dropping it cancels the request.
+pub struct Stream {
+    rx: events::UnboundedReceiver<Event>,
+}
+
+impl Stream {
+    /// The next event, waiting for it (from a thread outside any async runtime); `None` after
+    /// the end.
+    pub fn next_blocking(&mut self) -> Option<Event> {
+        self.rx.blocking_recv()
+    }
+
+    /// The next event if one has come.
+    pub fn try_next(&mut self) -> Option<Event> {
+        self.rx.try_recv().ok()
+    }
+
+    /// The next event; `None` after the end.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+
+    /// Reads the stream to its end: the generated ids, their text, and how it ended.
+    pub fn collect_blocking(mut self) -> (Vec<u32>, String, Option<Finish>) {
+        let (mut ids, mut text) = (Vec::new(), String::new());
+        while let Some(e) = self.next_blocking() {
+            match e {
+                Event::Token { id, text: t } => {
+                    ids.push(id);
+                    text.push_str(&t);
+                }
+                Event::Text(t) => text.push_str(&t),
+                Event::Done(f) => return (ids, text, Some(f)),
+            }
+        }
+        (ids, text, None)
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("the prompt is {n} tokens long, more than the context of {n_ctx} tokens holds")]
+    PromptTooLong { n: usize, n_ctx: usize },
+    #[error("token {0} is outside the vocabulary")]
+    BadToken(u32),
+    #[error("{waiting} requests are already waiting: try again later")]
+    QueueFull { waiting: usize },
+    #[error("the engine has stopped")]
+    Stopped,
+    #[error("invalid sampling settings: {0}")]
+    Sampling(String),
+}
+
+/// The counters a server exports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub steps: u64,
+    /// Rows evaluated in all steps, and in the last one.
+    pub rows: u64,
+    pub last_step_rows: usize,
+    pub running: usize,
+    pub waiting: usize,
+    /// Preemptions so far.
+    pub preempted: u64,
+    pub cancelled: u64,
+    pub finished: u64,
+    pub blocks_used: usize,
+    pub blocks_free: usize,
+    pub blocks_cached: usize,
+    pub prefix_hits: u64,
+    pub prefix_misses: u64,
+    pub prompt_tokens: u64,
+    pub cached_tokens: u64,
+    pub generated_tokens: u64,
+}
+
+/// A sequence of the engine: a request being prefilled or generating.
+struct Seq {
+    /// Admission order (preemption takes the latest).
+    id: u64,
+    slot: usize,
+    /// Prompt and generated tokens; `computed` of them are in the cache.
+    tokens: Vec<u32>,
+    n_prompt: usize,
+    computed: usize,
+    /// Block table and the prefix keys of its full blocks, in order.
+    blocks: Vec<u32>,
+    keys: Vec<BlockKey>,
+    max_tokens: usize,
+    generated: usize,
+    sampler: Sampler,
+    stop: Vec<String>,
+    ignore_eos: bool,
+    tx: events::UnboundedSender<Event>,
+    text: TextStream,
+    /// Generated text not yet sent (it may be the start of a stop string).
+    held: String,
+    cached_tokens: usize,
+    admitted: Option<Instant>,
+    first_token: Option<Instant>,
+}
+
+/// The scheduler and the model it owns.
+pub struct Engine {
+    model: Box<dyn Model>,
+    tok: Arc<Tokenizer>,
+    cfg: EngineConfig,
+    /// The pool, for a paged cache; `None`: each slot keeps its own blocks.
+    pool: Option<BlockPool>,
+    free_slots: Vec<usize>,
+    waiting: VecDeque<Seq>,
+    running: Vec<Seq>,
+    next_id: u64,
+    counters: Counters,
+    /// Requests submitted through handles and not yet admitted.
+    queued: Arc<AtomicUsize>,
+    // Reused per step.
+    tokens: Vec<u32>,
+    seqs: Vec<u32>,
+    pos: Vec<u32>,
+    head: Vec<u32>,
+    logits: Vec<f32>,
+    /// The step's sequences in row order: (index in `running`, rows).
+    plan: Vec<(usize, usize)>,
+}
+
+impl Engine {
+    pub fn new(model: Box<dyn Model>, tok: Arc<Tokenizer>, mut cfg: EngineConfig) -> Engine {
+        let spec = model.kv_spec().clone();
+        let pool = paged(model.device()).then(|| BlockPool::new(spec.n_blocks));
+        if pool.is_none() || spec.ring.iter().any(|&r| r > 0) {
+            cfg.prefix_cache = false;
+        }
+        cfg.step_tokens = cfg.step_tokens.clamp(1, rustorch_model::N_UBATCH);
+        Engine {
+            model,
+            tok,
+            cfg,
+            pool,
+            free_slots: (0..spec.n_seq).rev().collect(),
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            next_id: 0,
+            counters: Counters::default(),
+            queued: Arc::new(AtomicUsize::new(0)),
+            tokens: Vec::new(),
+            seqs: Vec::new(),
+            pos: Vec::new(),
+            head: Vec::new(),
+            logits: Vec::new(),
+            plan: Vec::new(),
+        }
+    }
+
+    pub fn model(&self) -> &dyn Model {
+        self.model.as_ref()
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Whether no request is waiting or running.
+    pub fn idle(&self) -> bool {
+        self.waiting.is_empty() && self.running.is_empty()
+    }
+
+    /// The counters as of now.
+    pub fn counters(&self) -> Counters {
+        let mut c = self.counters.clone();
+        c.running = self.running.len();
+        c.waiting = self.waiting.len();
+        let spec = self.model.kv_spec();
+        match &self.pool {
+            Some(p) => {
+                c.blocks_used = p.used();
+                c.blocks_free = p.available();
+                c.blocks_cached = p.cached();
+                c.prefix_hits = p.hits;
+                c.prefix_misses = p.misses;
+            }
+            None => {
+                let used: usize = self.running.iter().map(|s| s.blocks.len()).sum();
+                c.blocks_used = used;
+                c.blocks_free = spec.n_blocks - used;
+            }
+        }
+        c
+    }
+
+    /// Checks a request against the model and queues it.
+    pub fn submit(&mut self, req: Request) -> Result<Stream, SubmitError> {
+        if self.waiting.len() >= self.cfg.max_waiting {
+            return Err(SubmitError::QueueFull {
+                waiting: self.waiting.len(),
+            });
+        }
+        let (tx, rx) = events::unbounded_channel();
+        self.enqueue(req, tx)?;
+        Ok(Stream { rx })
+    }
+
+    fn check(&self, req: &Request) -> Result<(), SubmitError> {
+        let n_ctx = self.model.n_ctx();
+        if req.prompt.is_empty() {
+            return Err(SubmitError::EmptyPrompt);
+        }
+        if req.prompt.len() > n_ctx {
+            return Err(SubmitError::PromptTooLong {
+                n: req.prompt.len(),
+                n_ctx,
+            });
+        }
+        let n_vocab = self.model.config().n_vocab;
+        if let Some(&t) = req.prompt.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(SubmitError::BadToken(t));
+        }
+        req.sampling
+            .validate()
+            .map_err(|e| SubmitError::Sampling(e.to_string()))
+    }
+
+    fn enqueue(
+        &mut self,
+        req: Request,
+        tx: events::UnboundedSender<Event>,
+    ) -> Result<(), SubmitError> {
+        self.check(&req)?;
+        let n_vocab = self.model.config().n_vocab;
+        self.next_id += 1;
+        self.waiting.push_back(Seq {
+            id: self.next_id,
+            slot: usize::MAX,
+            n_prompt: req.prompt.len(),
+            tokens: req.prompt,
+            computed: 0,
+            blocks: Vec::new(),
+            keys: Vec::new(),
+            max_tokens: req.max_tokens,
+            generated: 0,
+            sampler: Sampler::new(req.sampling, n_vocab),
+            stop: req.stop.into_iter().filter(|s| !s.is_empty()).collect(),
+            ignore_eos: req.ignore_eos,
+            tx,
+            text: TextStream::new(false),
+            held: String::new(),
+            cached_tokens: 0,
+            admitted: None,
+            first_token: None,
+        });
+        Ok(())
+    }
+
+    /// One step: drops cancelled requests, admits waiting ones, evaluates one forward pass of
+    /// every running sequence, samples, and sends tokens. Returns the rows evaluated.
+    pub fn step(&mut self) -> usize {
+        self.reap_cancelled();
+        self.admit();
+        let rows = self.build_step();
+        if rows == 0 {
+            return 0;
+        }
+        let batch = Batch {
+            tokens: &self.tokens,
+            seqs: &self.seqs,
+            pos: &self.pos,
+        };
+        let r = self.model.eval_batch(&batch, &self.head, &mut self.logits);
+        self.counters.steps += 1;
+        self.counters.rows += rows as u64;
+        self.counters.last_step_rows = rows;
+        match r {
+            Ok(()) => self.after_step(),
+            Err(e) => self.fail_step(e),
+        }
+        rows
+    }
+
+    /// Steps until no request is left.
+    pub fn run_until_idle(&mut self) {
+        while !self.idle() {
+            self.step();
+        }
+    }
+
+    /// Frees the sequences whose stream was dropped.
+    fn reap_cancelled(&mut self) {
+        let mut i = 0;
+        while i < self.running.len() {
+            if self.running[i].tx.is_closed() {
+                let s = self.running.swap_remove(i);
+                self.free(s);
+                self.counters.cancelled += 1;
+            } else {
+                i += 1;
+            }
+        }
+        let before = self.waiting.len();
+        self.waiting.retain(|s| !s.tx.is_closed());
+        self.counters.cancelled += (before - self.waiting.len()) as u64;
+    }
+
+    /// Gives a sequence's blocks and slot back.
+    fn free(&mut self, mut s: Seq) {
+        self.release_blocks(&mut s);
+        if s.slot != usize::MAX {
+            self.free_slots.push(s.slot);
+        }
+    }
+
+    fn release_blocks(&mut self, s: &mut Seq) {
+        if let Some(pool) = &mut self.pool {
+            for &b in &s.blocks {
+                pool.release(b);
+            }
+        }
+        s.blocks.clear();
+        s.keys.clear();
+        s.computed = 0;
+    }
+
+    /// Admits waiting requests while a slot is free and the pool has blocks for their prompt.
+    fn admit(&mut self) {
+        while let Some(slot) = self.free_slots.last().copied() {
+            let Some(mut s) = self.waiting.pop_front() else {
+                break;
+            };
+            if !self.place(&mut s, slot) {
+                self.waiting.push_front(s);
+                break;
+            }
+            self.free_slots.pop();
+            if s.admitted.is_none() {
+                self.counters.prompt_tokens += s.n_prompt as u64;
+                self.counters.cached_tokens += s.computed as u64;
+                s.cached_tokens = s.computed;
+                s.admitted = Some(Instant::now());
+            }
+            self.queued
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| q.checked_sub(1))
+                .ok();
+            self.running.push(s);
+        }
+    }
+
+    /// Maps the cached prefix of `s` into `slot` and checks that the pool has blocks for the rest
+    /// of its tokens; false (and nothing held) if not.
+    fn place(&mut self, s: &mut Seq, slot: usize) -> bool {
+        let need = s.tokens.len().div_ceil(KV_BLOCK);
+        let Some(pool) = &mut self.pool else {
+            s.slot = slot;
+            return true;
+        };
+        if self.cfg.prefix_cache {
+            // Full blocks before the last token (at least one token is computed, for logits).
+            let full = (s.tokens.len() - 1) / KV_BLOCK;
+            for i in 0..full {
+                let parent = s.keys.last().copied().unwrap_or(0);
+                match pool.lookup(parent, &s.tokens[i * KV_BLOCK..(i + 1) * KV_BLOCK]) {
+                    Some((b, key)) => {
+                        s.blocks.push(b);
+                        s.keys.push(key);
+                    }
+                    None => break,
+                }
+            }
+        }
+        // Room for the prompt's other blocks, and one more block per running sequence so that
+        // admitting does not preempt at once.
+        let reserve = self.running.len();
+        if pool.available() < need - s.blocks.len() + reserve && !self.running.is_empty() {
+            for &b in &s.blocks {
+                pool.release(b);
+            }
+            s.blocks.clear();
+            s.keys.clear();
+            return false;
+        }
+        s.slot = slot;
+        s.computed = s.blocks.len() * KV_BLOCK;
+        if !s.blocks.is_empty() {
+            if let Err(e) = self.model.map_blocks(slot, 0, &s.blocks) {
+                // Cannot happen for a checked pool; report it on the request.
+                let _ = s.tx.send(Event::Done(error_finish(s, &e)));
+            }
+        }
+        true
+    }
+
+    /// Takes blocks so that `s` can hold `n` positions; false if the pool ran out (what was
+    /// taken stays with `s`).
+    fn grow(&mut self, i: usize, n: usize) -> bool {
+        let s = &mut self.running[i];
+        let need = n.div_ceil(KV_BLOCK);
+        if s.blocks.len() >= need {
+            return true;
+        }
+        let first = s.blocks.len();
+        match &mut self.pool {
+            None => {
+                let spec = self.model.kv_spec();
+                s.blocks
+                    .extend((first..need).map(|b| spec.own_block(s.slot, b)));
+                true
+            }
+            Some(pool) => {
+                while s.blocks.len() < need {
+                    match pool.alloc() {
+                        Some(b) => s.blocks.push(b),
+                        None => break,
+                    }
+                }
+                if s.blocks.len() > first {
+                    let (slot, new) = (s.slot, &s.blocks[first..]);
+                    self.model
+                        .map_blocks(slot, first, new)
+                        .expect("blocks from the pool fit the cache");
+                }
+                s.blocks.len() >= need
+            }
+        }
+    }
+
+    /// Preempts the most recently admitted running sequence: its blocks go back (full ones stay
+    /// in the prefix cache), its slot is freed, and it waits at the front of the queue to be
+    /// prefilled again with every token it has.
+    fn preempt_latest(&mut self) {
+        let Some(i) = (0..self.running.len()).max_by_key(|&i| self.running[i].id) else {
+            return;
+        };
+        let mut s = self.running.swap_remove(i);
+        self.release_blocks(&mut s);
+        self.free_slots.push(s.slot);
+        s.slot = usize::MAX;
+        self.counters.preempted += 1;
+        self.waiting.push_front(s);
+    }
+
+    /// Builds the step's rows: a decode row for every generating sequence (oldest first), then
+    /// prompt chunks within the budget. Returns the number of rows.
+    fn build_step(&mut self) -> usize {
+        loop {
+            self.tokens.clear();
+            self.seqs.clear();
+            self.pos.clear();
+            self.head.clear();
+            self.plan.clear();
+            self.running.sort_by_key(|s| s.id);
+            let mut budget = self.cfg.step_tokens;
+            let mut short = false;
+            // Decode rows first.
+            for i in 0..self.running.len() {
+                let s = &self.running[i];
+                if s.tokens.len() - s.computed != 1 || budget == 0 {
+                    continue;
+                }
+                if !self.grow(i, self.running[i].computed + 1) {
+                    short = true;
+                    break;
+                }
+                self.push_rows(i, 1);
+                budget -= 1;
+            }
+            if short {
+                // A generating sequence needs a block: preempt the latest and build again.
+                self.preempt_latest();
+                continue;
+            }
+            // Then prompt chunks.
+            for i in 0..self.running.len() {
+                let s = &self.running[i];
+                let pending = s.tokens.len() - s.computed;
+                if pending <= 1 || budget == 0 {
+                    continue;
+                }
+                let mut n = pending.min(budget);
+                let want = self.running[i].computed + n;
+                if !self.grow(i, want) {
+                    let held = self.running[i].blocks.len() * KV_BLOCK;
+                    n = held.saturating_sub(self.running[i].computed).min(n);
+                }
+                if n == 0 {
+                    continue;
+                }
+                self.push_rows(i, n);
+                budget -= n;
+            }
+            if self.tokens.is_empty() && !self.running.is_empty() {
+                // Every running sequence waits for blocks the others hold.
+                if self.running.len() == 1 {
+                    let s = self.running.pop().expect("one sequence");
+                    let e = ModelError::BadBatch(
+                        "the KV cache pool is too small for this sequence".into(),
+                    );
+                    let _ = s.tx.send(Event::Done(error_finish(&s, &e)));
+                    self.free(s);
+                    self.counters.finished += 1;
+                    return 0;
+                }
+                self.preempt_latest();
+                continue;
+            }
+            return self.tokens.len();
+        }
+    }
+
+    /// Adds rows for the next `n` tokens of running sequence `i` (logits for the last one when
+    /// it reaches the sequence's end).
+    fn push_rows(&mut self, i: usize, n: usize) {
+        let s = &self.running[i];
+        for p in s.computed..s.computed + n {
+            self.tokens.push(s.tokens[p]);
+            self.seqs.push(s.slot as u32);
+            self.pos.push(p as u32);
+        }
+        if s.computed + n == s.tokens.len() {
+            self.head.push(self.tokens.len() as u32 - 1);
+        }
+        self.plan.push((i, n));
+    }
+
+    /// After a successful forward pass: the sequences' new cache contents, their full blocks in
+    /// the prefix cache, and a token sampled for every sequence whose prefill or decode ended.
+    fn after_step(&mut self) {
+        let n_vocab = self.model.config().n_vocab;
+        let n_ctx = self.model.n_ctx();
+        let mut head = 0;
+        let mut finished = Vec::new();
+        for &(i, n) in &self.plan {
+            let s = &mut self.running[i];
+            s.computed += n;
+            if let Some(pool) = &mut self.pool {
+                if self.cfg.prefix_cache {
+                    while (s.keys.len() + 1) * KV_BLOCK <= s.computed {
+                        let k = s.keys.len();
+                        let parent = s.keys.last().copied().unwrap_or(0);
+                        let toks = &s.tokens[k * KV_BLOCK..(k + 1) * KV_BLOCK];
+                        let key = pool.register(s.blocks[k], parent, toks);
+                        s.keys.push(key);
+                    }
+                }
+            }
+            if s.computed < s.tokens.len() {
+                continue; // a prompt chunk short of the end
+            }
+            let logits = &self.logits[head * n_vocab..(head + 1) * n_vocab];
+            head += 1;
+            if s.max_tokens == 0 {
+                finished.push((i, End::Length));
+                continue;
+            }
+            let id = s.sampler.sample(logits, &s.tokens);
+            s.first_token.get_or_insert_with(Instant::now);
+            if self.tok.is_eog(id) && !s.ignore_eos {
+                finished.push((i, End::Eog));
+                continue;
+            }
+            s.tokens.push(id);
+            s.generated += 1;
+            self.counters.generated_tokens += 1;
+            let mut text = String::new();
+            s.text.push_into(&self.tok, id, &mut text);
+            if emit(s, id, text) {
+                finished.push((i, End::StopText));
+            } else if s.generated >= s.max_tokens {
+                finished.push((i, End::Length));
+            } else if s.tokens.len() >= n_ctx {
+                finished.push((i, End::ContextFull));
+            }
+        }
+        // Highest index first, so the indices stay valid.
+        finished.sort_by(|a, b| b.0.cmp(&a.0));
+        for (i, end) in finished {
+            let mut s = self.running.swap_remove(i);
+            if end != End::StopText {
+                // Text held back for a stop string that did not come, and an incomplete
+                // character, end the output.
+                let mut rest = std::mem::take(&mut s.held);
+                rest.push_str(&s.text.flush());
+                if !rest.is_empty() {
+                    let _ = s.tx.send(Event::Text(rest));
+                }
+            }
+            let reason = match end {
+                End::Eog | End::StopText => FinishReason::Stop,
+                End::Length => FinishReason::Length,
+                End::ContextFull => FinishReason::ContextFull,
+            };
+            let _ = s.tx.send(Event::Done(finish(&s, reason)));
+            self.counters.finished += 1;
+            self.free(s);
+        }
+    }
+
+    /// A failed forward pass fails its sequences (the cache contents of the step are unknown).
+    fn fail_step(&mut self, e: ModelError) {
+        let slots: Vec<u32> = self.seqs.clone();
+        let mut i = 0;
+        while i < self.running.len() {
+            if slots.contains(&(self.running[i].slot as u32)) {
+                let s = self.running.swap_remove(i);
+                let _ = s.tx.send(Event::Done(error_finish(&s, &e)));
+                self.counters.finished += 1;
+                self.free(s);
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+/// How a sequence ended in a step.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    Eog,
+    StopText,
+    Length,
+    ContextFull,
+}
+
+/// Sends the text of a new token, holding back what may start a stop string. Returns whether a
+/// stop string was completed (the text before it is sent, the rest dropped).
+fn emit(s: &mut Seq, id: u32, text: String) -> bool {
+    if s.stop.is_empty() {
+        let _ = s.tx.send(Event::Token { id, text });
+        return false;
+    }
+    s.held.push_str(&text);
+    if let Some(at) = s
+        .stop
+        .iter()
+        .filter_map(|stop| s.held.find(stop.as_str()))
+        .min()
+    {
+        s.held.truncate(at);
+        let text = std::mem::take(&mut s.held);
+        let _ = s.tx.send(Event::Token { id, text });
+        return true;
+    }
+    // Keep the longest tail that is a prefix of some stop string.
+    let keep = s
+        .stop
+        .iter()
+        .map(|stop| {
+            (1..stop.len().min(s.held.len() + 1))
+                .rev()
+                .find(|&k| {
+                    s.held.is_char_boundary(s.held.len() - k)
+                        && stop.starts_with(&s.held[s.held.len() - k..])
+                })
+                .unwrap_or(0)
+        })
+        .max()
+        .unwrap_or(0);
+    let text = s.held[..s.held.len() - keep].to_string();
+    s.held.drain(..s.held.len() - keep);
+    let _ = s.tx.send(Event::Token { id, text });
+    false
+}
+
+fn finish(s: &Seq, reason: FinishReason) -> Finish {
+    let now = Instant::now();
+    let admitted = s.admitted.unwrap_or(now);
+    let first = s.first_token.unwrap_or(now);
+    Finish {
+        reason,
+        error: None,
+        prompt_tokens: s.n_prompt,
+        cached_tokens: s.cached_tokens,
+        completion_tokens: s.generated,
+        prompt_time: first.duration_since(admitted),
+        gen_time: now.duration_since(first),
+    }
+}
+
+fn error_finish(s: &Seq, e: &ModelError) -> Finish {
+    Finish {
+        error: Some(e.to_string()),
+        ..finish(s, FinishReason::Error)
+    }
+}
+
+/// Commands from handles to the engine thread.
+enum Command {
+    Submit(
+        Request,
+        events::UnboundedSender<Event>,
+        mpsc::Sender<Result<(), SubmitError>>,
+    ),
+}
+
+/// A handle to an engine running on its own thread: submit requests from any thread. The
+/// engine stops when every handle is dropped and its requests have finished.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Command>,
+    counters: Arc<Mutex<Counters>>,
+    queued: Arc<AtomicUsize>,
+    max_waiting: usize,
+    n_ctx: usize,
+}
+
+impl EngineHandle {
+    /// Starts `engine` on a thread of its own.
+    pub fn spawn(mut engine: Engine) -> EngineHandle {
+        let (tx, rx) = mpsc::channel::<Command>();
+        let counters = Arc::new(Mutex::new(engine.counters()));
+        let queued = engine.queued.clone();
+        let handle = EngineHandle {
+            tx,
+            counters: counters.clone(),
+            queued,
+            max_waiting: engine.cfg.max_waiting,
+            n_ctx: engine.model.n_ctx(),
+        };
+        std::thread::Builder::new()
+            .name("rustorch-engine".into())
+            .spawn(move || loop {
+                // Idle: wait for work (or for every handle to go); busy: take what has come.
+                let first = if engine.idle() {
+                    match rx.recv() {
+                        Ok(c) => Some(c),
+                        Err(_) => return,
+                    }
+                } else {
+                    None
+                };
+                for cmd in first.into_iter().chain(rx.try_iter()) {
+                    match cmd {
+                        Command::Submit(req, events, reply) => {
+                            let r = engine.enqueue(req, events);
+                            if r.is_err() {
+                                engine
+                                    .queued
+                                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                                        q.checked_sub(1)
+                                    })
+                                    .ok();
+                            }
+                            let _ = reply.send(r);
+                        }
+                    }
+                }
+                engine.step();
+                *counters.lock().unwrap_or_else(|p| p.into_inner()) = engine.counters();
+            })
+            .expect("spawning the engine thread");
+        handle
+    }
+
+    /// Queues a request; its tokens arrive on the returned stream. Refused at once when the
+    /// queue is full or the request is invalid.
+    pub fn submit(&self, req: Request) -> Result<Stream, SubmitError> {
+        let q = self.queued.fetch_add(1, Ordering::Relaxed);
+        if q >= self.max_waiting {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(SubmitError::QueueFull { waiting: q });
+        }
+        let (etx, erx) = events::unbounded_channel();
+        let (rtx, rrx) = mpsc::channel();
+        if self.tx.send(Command::Submit(req, etx, rtx)).is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(SubmitError::Stopped);
+        }
+        match rrx.recv() {
+            Ok(Ok(())) => Ok(Stream { rx: erx }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(SubmitError::Stopped),
+        }
+    }
+
+    /// The counters as of the last step.
+    pub fn counters(&self) -> Counters {
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Positions one sequence may reach.
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+}

@@ -1,0 +1,352 @@
+//! The multi-sequence engine on SmolLM2 on the CPU: interleaved sequences give what each gives
+//! alone, cancelled requests free their blocks, a small pool preempts and still finishes every
+//! request the same, the prefix cache serves a repeated prompt, stop texts end the output.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustorch_engine::engine::{
+    Engine, EngineConfig, EngineHandle, Event, FinishReason, Request, Stream,
+};
+use rustorch_engine::sampler::SamplerConfig;
+use rustorch_gguf::GgufFile;
+use rustorch_model::{load_cache, Device, KvSize, Logits, KV_BLOCK};
+use rustorch_tokenizer::Tokenizer;
+
+fn smollm2() -> Arc<GgufFile> {
+    let dir = std::env::var_os("RUSTORCH_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/rustorch/models")
+        });
+    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch-models.sh",
+        p.display()
+    );
+    Arc::new(GgufFile::open(p).unwrap())
+}
+
+fn engine(file: &Arc<GgufFile>, n_seq: usize, n_blocks: usize, cfg: EngineConfig) -> Engine {
+    let size = KvSize {
+        n_seq,
+        seq_ctx: 512,
+        n_blocks,
+    };
+    let model = load_cache(file.clone(), Device::Cpu, size, &Default::default()).unwrap();
+    let tok = Arc::new(Tokenizer::from_gguf(file).unwrap());
+    Engine::new(model, tok, cfg)
+}
+
+const PROMPTS: [&str; 8] = [
+    "The capital of France is",
+    "Once upon a time, in a small village,",
+    "def fibonacci(n):",
+    "The three primary colors are",
+    "Water boils at a temperature of",
+    "My favourite book is",
+    "The quick brown fox",
+    "In 1969, the first humans",
+];
+
+fn prompts(file: &Arc<GgufFile>) -> Vec<Vec<u32>> {
+    let tok = Tokenizer::from_gguf(file).unwrap();
+    PROMPTS.iter().map(|p| tok.encode(p, true, false)).collect()
+}
+
+fn greedy(prompt: Vec<u32>, max_tokens: usize) -> Request {
+    Request {
+        prompt,
+        max_tokens,
+        sampling: SamplerConfig::greedy(),
+        stop: Vec::new(),
+        ignore_eos: true,
+    }
+}
+
+/// Greedy tokens of `prompt` run alone, one token at a time, with each step's top-two margin.
+fn alone(file: &Arc<GgufFile>, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<f32>) {
+    let mut m = rustorch_model::load(file.clone(), Device::Cpu, 512).unwrap();
+    let mut logits = Vec::new();
+    m.eval(prompt, 0, Logits::Last, &mut logits).unwrap();
+    let (mut ids, mut margins) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let best = rustorch_model::runner::argmax(&logits) as usize;
+        let second = (logits.iter().enumerate())
+            .filter(|&(j, _)| j != best)
+            .map(|(_, &v)| v)
+            .fold(f32::NEG_INFINITY, f32::max);
+        ids.push(best as u32);
+        margins.push(logits[best] - second);
+        m.eval(&[best as u32], prompt.len() + i, Logits::Last, &mut logits)
+            .unwrap();
+    }
+    (ids, margins)
+}
+
+/// `got` equals `want` up to the first position where the solo run's top two were closer than
+/// 0.25 (a near-tie that rounding may flip); returns how many tokens were compared.
+fn agree_to_near_tie(what: &str, got: &[u32], want: &[u32], margins: &[f32]) -> usize {
+    let n = margins.iter().position(|&m| m < 0.25).unwrap_or(want.len());
+    assert_eq!(
+        &got[..n],
+        &want[..n],
+        "{what}: differs before the first near-tie ({n})"
+    );
+    n
+}
+
+/// Eight sequences stepped together: each step evaluates every running sequence in one forward
+/// pass (8 decode rows a step once all prompts are in), and each sequence's greedy tokens equal
+/// its solo run's up to its first near-tie. The CPU's arithmetic differs with the batch: a
+/// lone decode row goes through the one-row mat-vec, several rows through the grouped matmul
+/// (its activation rows quantized and summed in groups of eight), so logits agree to rounding,
+/// not bit for bit.
+#[test]
+fn eight_interleaved_sequences_match_each_alone() {
+    let file = smollm2();
+    let n = 24;
+    let mut e = engine(&file, 8, 8 * 32, EngineConfig::default());
+    let streams: Vec<Stream> = prompts(&file)
+        .into_iter()
+        .map(|p| e.submit(greedy(p, n)).unwrap())
+        .collect();
+    let mut rows = Vec::new();
+    while !e.idle() {
+        rows.push(e.step());
+    }
+    // One prompt step with all eight prompts, then one step of eight decode rows per token.
+    assert_eq!(rows.len(), n, "steps: {rows:?}");
+    assert!(rows[1..].iter().all(|&r| r == 8), "rows per step: {rows:?}");
+    let c = e.counters();
+    assert_eq!((c.running, c.waiting, c.blocks_used), (0, 0, 0));
+    let mut compared = 0;
+    for (i, (s, p)) in streams.into_iter().zip(prompts(&file)).enumerate() {
+        let (ids, _, fin) = s.collect_blocking();
+        assert_eq!(fin.unwrap().reason, FinishReason::Length);
+        let (want, margins) = alone(&file, &p, n);
+        compared += agree_to_near_tie(&format!("sequence {i}"), &ids, &want, &margins);
+    }
+    assert!(compared >= 40, "only {compared} tokens compared");
+}
+
+/// Requests cancelled by dropping their stream, mid-prompt and mid-generation, free their
+/// blocks before the next step; after 1,000 requests with random cancellations no block is held
+/// by any sequence (cached prefix blocks may stay, unheld).
+#[test]
+fn cancelled_requests_free_their_blocks() {
+    let file = smollm2();
+    let cfg = EngineConfig {
+        step_tokens: 48,
+        ..EngineConfig::default()
+    };
+    let mut e = engine(&file, 16, 96, cfg);
+    let base = prompts(&file);
+    let mut rng = 0x2545F4914F6CDD1Du64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    // Mid-prompt: a long prompt (more than a step's budget), dropped after its first step.
+    let long: Vec<u32> = base.iter().flatten().copied().cycle().take(150).collect();
+    let s = e.submit(greedy(long.clone(), 8)).unwrap();
+    e.step();
+    let c = e.counters();
+    assert!(c.blocks_used > 0 && c.running == 1, "{c:?}");
+    drop(s);
+    e.step();
+    assert_eq!(
+        e.counters().blocks_used,
+        0,
+        "a request cancelled mid-prompt holds blocks"
+    );
+    // Mid-generation.
+    let s = e.submit(greedy(base[0].clone(), 50)).unwrap();
+    for _ in 0..5 {
+        e.step();
+    }
+    drop(s);
+    e.step();
+    let c = e.counters();
+    assert_eq!((c.blocks_used, c.running), (0, 0), "{c:?}");
+
+    let mut live: Vec<Stream> = Vec::new();
+    let (mut submitted, mut done) = (0, 0);
+    while submitted < 1000 || !e.idle() {
+        while submitted < 1000 && live.len() < 40 {
+            let r = next();
+            let mut prompt = base[(r % 8) as usize].clone();
+            if r % 5 == 0 {
+                prompt = long[..(r as usize % 140) + 2].to_vec();
+            }
+            live.push(
+                e.submit(greedy(prompt, 1 + (r >> 8) as usize % 12))
+                    .unwrap(),
+            );
+            submitted += 1;
+        }
+        e.step();
+        // Drop a random few; read the others' finished events.
+        live.retain_mut(|s| {
+            if next() % 7 == 0 {
+                return false;
+            }
+            loop {
+                match s.try_next() {
+                    Some(Event::Done(_)) => {
+                        done += 1;
+                        return false;
+                    }
+                    Some(_) => continue,
+                    None => return true,
+                }
+            }
+        });
+    }
+    let c = e.counters();
+    assert_eq!((c.running, c.waiting, c.blocks_used), (0, 0, 0), "{c:?}");
+    assert!(
+        c.cancelled > 100 && done > 100,
+        "{c:?}, {done} read to the end"
+    );
+    assert_eq!(c.blocks_free, 96);
+}
+
+/// A pool too small for all requests at once preempts sequences (their blocks freed, their
+/// tokens prefilled again later) and finishes every request with the tokens a large pool gives.
+#[test]
+fn a_small_pool_preempts_and_finishes_everything_the_same() {
+    let file = smollm2();
+    let n = 40;
+    let run = |n_blocks: usize| {
+        let cfg = EngineConfig {
+            prefix_cache: false,
+            ..EngineConfig::default()
+        };
+        let mut e = engine(&file, 8, n_blocks, cfg);
+        let streams: Vec<Stream> = prompts(&file)
+            .into_iter()
+            .map(|p| e.submit(greedy(p, n)).unwrap())
+            .collect();
+        e.run_until_idle();
+        let outs: Vec<Vec<u32>> = streams
+            .into_iter()
+            .map(|s| {
+                let (ids, _, fin) = s.collect_blocking();
+                assert_eq!(fin.unwrap().reason, FinishReason::Length);
+                ids
+            })
+            .collect();
+        (outs, e.counters())
+    };
+    let (big, c) = run(8 * 32);
+    assert_eq!(c.preempted, 0);
+    // 8 sequences of up to 50 positions need 32 blocks at the end: 14 blocks make them take
+    // turns.
+    let (small, c) = run(14);
+    assert!(c.preempted > 0, "{c:?}");
+    assert_eq!(c.blocks_used, 0);
+    for (i, p) in prompts(&file).iter().enumerate() {
+        let (_, margins) = alone(&file, p, n);
+        agree_to_near_tie(&format!("sequence {i}"), &small[i], &big[i], &margins);
+    }
+}
+
+/// A second request with the same long prompt maps the cached blocks instead of computing them,
+/// and generates what the first did.
+#[test]
+fn the_prefix_cache_serves_a_repeated_prompt() {
+    let file = smollm2();
+    let mut e = engine(&file, 4, 256, EngineConfig::default());
+    let system: Vec<u32> = prompts(&file)
+        .concat()
+        .into_iter()
+        .cycle()
+        .take(300)
+        .collect();
+    let first = e.submit(greedy(system.clone(), 16)).unwrap();
+    e.run_until_idle();
+    let (ids1, _, f1) = first.collect_blocking();
+    let f1 = f1.unwrap();
+    assert_eq!(f1.cached_tokens, 0);
+    let second = e.submit(greedy(system.clone(), 16)).unwrap();
+    e.run_until_idle();
+    let (ids2, _, f2) = second.collect_blocking();
+    let f2 = f2.unwrap();
+    // Every full block but the one holding the last prompt token.
+    assert_eq!(f2.cached_tokens, (system.len() - 1) / KV_BLOCK * KV_BLOCK);
+    assert_eq!(ids1, ids2);
+    let c = e.counters();
+    assert!(c.prefix_hits >= (300 / KV_BLOCK) as u64, "{c:?}");
+    assert!(c.blocks_cached > 0 && c.blocks_used == 0, "{c:?}");
+}
+
+/// A stop text ends the output before it; text that only begins like a stop text is released.
+#[test]
+fn stop_texts_end_the_output() {
+    let file = smollm2();
+    let mut e = engine(&file, 2, 64, EngineConfig::default());
+    let p = prompts(&file)[0].clone();
+    let (_, full, _) = e
+        .submit(greedy(p.clone(), 24))
+        .unwrap()
+        .collect_blocking_after(&mut e);
+    let words: Vec<&str> = full.split_whitespace().collect();
+    assert!(words.len() >= 4, "{full:?}");
+    let stop = format!(" {}", words[3]);
+    let req = Request {
+        stop: vec![stop.clone(), "never appears: zq".into()],
+        ..greedy(p, 24)
+    };
+    let (_, text, fin) = e.submit(req).unwrap().collect_blocking_after(&mut e);
+    assert_eq!(fin.unwrap().reason, FinishReason::Stop);
+    let cut = full.find(&stop).unwrap();
+    assert_eq!(text, full[..cut]);
+}
+
+/// The engine on its own thread: requests from several threads, each stream read as it comes.
+#[test]
+fn the_engine_thread_serves_several_clients() {
+    let file = smollm2();
+    let handle = EngineHandle::spawn(engine(&file, 4, 128, EngineConfig::default()));
+    let threads: Vec<_> = prompts(&file)
+        .into_iter()
+        .map(|p| {
+            let h = handle.clone();
+            std::thread::spawn(move || h.submit(greedy(p, 8)).unwrap().collect_blocking())
+        })
+        .collect();
+    for t in threads {
+        let (ids, _, fin) = t.join().unwrap();
+        assert_eq!(ids.len(), 8);
+        assert_eq!(fin.unwrap().reason, FinishReason::Length);
+    }
+    // The counters are published after each step (the streams end within it).
+    let t0 = std::time::Instant::now();
+    while handle.counters().finished < 8 && t0.elapsed().as_secs() < 5 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(handle.counters().finished, 8);
+    // A bad request is refused at once.
+    assert!(handle.submit(greedy(Vec::new(), 1)).is_err());
+}
+
+trait CollectAfter {
+    fn collect_blocking_after(
+        self,
+        e: &mut Engine,
+    ) -> (Vec<u32>, String, Option<rustorch_engine::engine::Finish>);
+}
+
+impl CollectAfter for Stream {
+    fn collect_blocking_after(
+        self,
+        e: &mut Engine,
+    ) -> (Vec<u32>, String, Option<rustorch_engine::engine::Finish>) {
+        e.run_until_idle();
+        self.collect_blocking()
+    }
+}
