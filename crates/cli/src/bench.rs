@@ -26,9 +26,14 @@ pub struct BenchArgs {
     /// Repetitions of each test (after one warm-up run)
     #[arg(short = 'r', long = "repetitions", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     reps: u32,
-    /// Print a JSON list with llama-bench's `-o json` field names
+    /// Print a JSON list with llama-bench's `-o json` field names (with --parallel: one JSON
+    /// object per line with llama-batched-bench's `jsonl` field names)
     #[arg(long)]
     json: bool,
+    /// Sequences decoded together, as llama-batched-bench's -npl: e.g. 1,4,8,16. Each runs a
+    /// prompt of -p tokens and generates -n tokens; reports prompt, decode and total tokens/s
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=1024))]
+    parallel: Vec<u32>,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -66,6 +71,9 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         bail!("nothing to measure: both -p and -n are 0");
     }
     let path = args.model.path()?;
+    if !args.parallel.is_empty() {
+        return parallel(&args, &path);
+    }
     let file = common::open(&path)?;
     let model_size: u64 = file.tensors().iter().map(|t| t.n_bytes).sum();
     let n_params: u64 = file.tensors().iter().map(|t| t.n_elements).sum();
@@ -150,6 +158,127 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             r.avg_ts,
             r.stddev_ts
         );
+    }
+    Ok(())
+}
+
+/// One line of llama-batched-bench's results (its `jsonl` field names).
+#[derive(Serialize)]
+struct BatchedResult {
+    pp: usize,
+    tg: usize,
+    pl: usize,
+    n_kv: usize,
+    t_pp: f64,
+    speed_pp: f64,
+    t_tg: f64,
+    speed_tg: f64,
+    t: f64,
+    speed: f64,
+}
+
+/// `bench --parallel`: for each count `pl`, `pl` sequences of `-p` prompt tokens (distinct
+/// random ids, so no prefix is shared) each generate `-n` tokens through the engine, all in one
+/// forward pass per step. The prompt phase ends when every sequence has its first token; the
+/// rest is the decode phase.
+fn parallel(args: &BenchArgs, path: &std::path::Path) -> anyhow::Result<()> {
+    use rustorch_engine::engine::{Engine, EngineConfig, Request};
+    use rustorch_engine::sampler::SamplerConfig;
+    if args.n_prompt == 0 || args.n_gen == 0 {
+        bail!("--parallel needs -p and -n above 0");
+    }
+    let (file, tok) = common::open_with_tokenizer(path)?;
+    let tok = std::sync::Arc::new(tok);
+    let (pp, tg) = (args.n_prompt, args.n_gen);
+    let max_pl = *args.parallel.iter().max().expect("not empty") as usize;
+    let size = rustorch_model::KvSize {
+        n_seq: max_pl,
+        seq_ctx: pp + tg,
+        n_blocks: 0,
+    };
+    let model = args.runtime.load_cache(path, file, size)?;
+    let n_vocab = model.config().n_vocab as u64;
+    let cfg = EngineConfig {
+        prefix_cache: false,
+        max_waiting: max_pl,
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(model, tok, cfg);
+    let mut seed = 0x9E3779B97F4A7C15u64;
+    let mut rand_prompt = || -> Vec<u32> {
+        (0..pp)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed % n_vocab) as u32
+            })
+            .collect()
+    };
+    let mut run = |pl: usize| -> anyhow::Result<BatchedResult> {
+        let mut streams = Vec::with_capacity(pl);
+        for _ in 0..pl {
+            let req = Request {
+                prompt: rand_prompt(),
+                max_tokens: tg,
+                sampling: SamplerConfig::greedy(),
+                stop: Vec::new(),
+                ignore_eos: true,
+            };
+            streams.push(engine.submit(req)?);
+        }
+        let t0 = Instant::now();
+        let mut started = vec![false; pl];
+        let mut t_pp = None;
+        while !engine.idle() {
+            engine.step();
+            for (s, st) in streams.iter_mut().zip(started.iter_mut()) {
+                while let Some(ev) = s.try_next() {
+                    if let rustorch_engine::engine::Event::Done(f) = &ev {
+                        if let Some(e) = &f.error {
+                            bail!("{e}");
+                        }
+                    }
+                    *st = true;
+                }
+            }
+            if t_pp.is_none() && started.iter().all(|&s| s) {
+                t_pp = Some(t0.elapsed().as_secs_f64());
+            }
+        }
+        let t = t0.elapsed().as_secs_f64();
+        let t_pp = t_pp.unwrap_or(t);
+        let t_tg = (t - t_pp).max(1e-9);
+        Ok(BatchedResult {
+            pp,
+            tg,
+            pl,
+            n_kv: pl * (pp + tg),
+            t_pp,
+            speed_pp: (pl * pp) as f64 / t_pp,
+            t_tg,
+            // The first token of each sequence comes with its prompt.
+            speed_tg: (pl * (tg - 1)) as f64 / t_tg,
+            t,
+            speed: (pl * (pp + tg)) as f64 / t,
+        })
+    };
+    // Warm-up: threads, page faults, buffers.
+    run(1)?;
+    if !args.json {
+        common::outln!("|    PP |     TG |    B |   N_KV |   T_PP s | S_PP t/s |   T_TG s | S_TG t/s |      T s |    S t/s |");
+        common::outln!("|-------|--------|------|--------|----------|----------|----------|----------|----------|----------|");
+    }
+    for &pl in &args.parallel {
+        let r = run(pl as usize)?;
+        if args.json {
+            common::outln!("{}", serde_json::to_string(&r)?);
+        } else {
+            common::outln!(
+                "| {:5} | {:6} | {:4} | {:6} | {:8.3} | {:8.2} | {:8.3} | {:8.2} | {:8.3} | {:8.2} |",
+                r.pp, r.tg, r.pl, r.n_kv, r.t_pp, r.speed_pp, r.t_tg, r.speed_tg, r.t, r.speed
+            );
+        }
     }
     Ok(())
 }
