@@ -3,15 +3,15 @@
 //! Phi-3 with LongRoPE's short and long factors) against llama.cpp's logits, as the CPU's
 //! `architectures.rs` checks them, once as one prompt (the batched kernels) and once as a shorter
 //! prompt and single-token steps after it (the decode kernels, with the RoPE and the cache store
-//! folded into attention); and the real Gemma 3 270M (its vocabulary cut for lavapipe's buffer
-//! limit, its sliding window shortened) against the CPU backend over a short prompt and decode
-//! steps.
+//! folded into attention); and the real Gemma 3 270M (its embedding and output head larger than
+//! lavapipe lets one buffer bind, so uploaded in parts) against the CPU backend over a short
+//! prompt and decode steps.
 #![cfg(feature = "wgpu")]
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustorch_gguf::{GgufFile, GgufWriter, TensorInfo, TensorSpec, Value};
+use rustorch_gguf::GgufFile;
 use rustorch_model::{load, Device, Logits};
 use rustorch_tokenizer::Tokenizer;
 
@@ -105,42 +105,6 @@ fn gemma_path() -> PathBuf {
     path
 }
 
-/// Tokens of [`gemma3_270m_subset`]'s vocabulary.
-const SUBSET_VOCAB: u64 = 65536;
-/// [`gemma3_270m_subset`]'s sliding window.
-const SUBSET_WINDOW: u32 = 8;
-
-/// The real Gemma 3 270M, all its layers and weights, with its vocabulary cut to the first
-/// [`SUBSET_VOCAB`] tokens and its sliding window to [`SUBSET_WINDOW`] positions: the whole
-/// embedding (170 MiB in Q8_0) is past the 128 MiB that lavapipe lets a storage buffer bind, and a
-/// short window has a short prompt cross it (five of every six layers slide).
-fn gemma3_270m_subset(src: &GgufFile) -> GgufFile {
-    let meta: Vec<(String, Value)> = src
-        .metadata()
-        .iter()
-        .filter(|(k, _)| !k.starts_with("tokenizer."))
-        .map(|(k, v)| match k.as_str() {
-            "gemma3.attention.sliding_window" => (k.clone(), Value::U32(SUBSET_WINDOW)),
-            _ => (k.clone(), v.clone()),
-        })
-        .collect();
-    let dims = |t: &TensorInfo| match t.name.as_str() {
-        "token_embd.weight" => vec![t.dims[0], SUBSET_VOCAB],
-        _ => t.dims.clone(),
-    };
-    let specs: Vec<TensorSpec> = src
-        .tensors()
-        .iter()
-        .map(|t| TensorSpec::new(t.name.clone(), &dims(t), t.ty))
-        .collect();
-    let mut w = GgufWriter::new(Vec::new(), &meta, &specs).unwrap();
-    for (t, spec) in src.tensors().iter().zip(&specs) {
-        let n = spec.n_bytes().unwrap() as usize;
-        w.write_tensor_data(&src.tensor_data(t)[..n]).unwrap();
-    }
-    GgufFile::from_bytes(w.finish().unwrap()).unwrap()
-}
-
 /// Index of the largest value and how far the second is below it.
 fn top2(row: &[f32]) -> (usize, f32) {
     let best = rustorch_model::runner::argmax(row) as usize;
@@ -154,22 +118,19 @@ fn top2(row: &[f32]) -> (usize, f32) {
 }
 
 #[test]
-fn gemma3_270m_subset_agrees_with_the_cpu_backend() {
-    // A prompt of 17 rows, then 4 decode steps fed the CPU's greedy choice, all past the window:
-    // every position's logits, CPU against GPU (about 20 s on lavapipe, 2 s a decode step).
-    let src = GgufFile::open(gemma_path()).unwrap();
-    let tok = Tokenizer::from_gguf(&src).unwrap();
+fn gemma3_270m_agrees_with_the_cpu_backend() {
+    // The real file: its token embedding, also the output head (262,144 rows of 640 in Q8_0,
+    // 180 MiB as the kernels read it), is past the 128 MiB that lavapipe lets a storage buffer
+    // bind, so the embedding and the head run in parts there. A prompt of 16 rows, then 4 decode
+    // steps fed the CPU's greedy choice: every position's logits, CPU against GPU.
+    let file = Arc::new(GgufFile::open(gemma_path()).unwrap());
+    let tok = Tokenizer::from_gguf(&file).unwrap();
     let prompt = tok.encode(
-        "The history of the printing press begins in a small town where a young man made a",
+        "The history of the printing press begins in a small town where a young man",
         true,
         false,
     );
-    assert!(
-        prompt.len() > 2 * SUBSET_WINDOW as usize
-            && prompt.iter().all(|&t| u64::from(t) < SUBSET_VOCAB),
-        "prompt {prompt:?}"
-    );
-    let file = Arc::new(gemma3_270m_subset(&src));
+    assert!(prompt.len() >= 12, "prompt {prompt:?}");
     let mut cpu = load(Arc::clone(&file), Device::Cpu, 64).unwrap();
     let mut gpu = load(Arc::clone(&file), gpu_device(), 64).unwrap();
     let n_vocab = cpu.config().n_vocab;
@@ -198,12 +159,13 @@ fn gemma3_270m_subset_agrees_with_the_cpu_backend() {
         next = check(&lc, &lg);
     }
     eprintln!(
-        "gemma-3-270m subset, wgpu vs cpu: {agreed}/{compared} confident positions agree, largest logit difference {max_diff}"
+        "gemma-3-270m ({} prompt rows), wgpu vs cpu: {agreed}/{compared} confident positions agree, largest logit difference {max_diff}",
+        prompt.len()
     );
     assert!(compared >= 8, "only {compared} confident positions");
-    // The CPU rounds activations to 8 bits and the GPU keeps f32; Gemma's activations are large:
-    // 2.0 at most here on lavapipe (logits span about 40), where the CPU's own prompt and decode
-    // kernels give logits up to 3.9 apart at the same positions (the GPU's: 0.005).
+    // The CPU rounds activations to 8 bits and the GPU keeps f32; Gemma's activations are large
+    // (logits span about 40), and the CPU's own prompt and decode kernels give logits up to 3.9
+    // apart at the same positions (the GPU's: 0.005).
     assert!(max_diff < 4.0, "largest logit difference {max_diff}");
     assert_eq!(agreed, compared, "argmax differs at a confident position");
 }

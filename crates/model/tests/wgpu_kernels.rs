@@ -8,7 +8,7 @@ use rustorch_gguf::GgmlType;
 use rustorch_model::config::RopeStyle;
 use rustorch_model::cpu::CpuWeight;
 use rustorch_model::wgpu::{shaders, MvShapes, Options, WgpuBackend, WgpuBuf};
-use rustorch_model::{AttnShape, Backend, Batch, CpuBackend};
+use rustorch_model::{AttnShape, Backend, Batch, CpuBackend, KvSpec};
 use rustorch_quant::dispatch;
 
 /// A small deterministic generator (xorshift), values roughly uniform in [-1, 1).
@@ -423,8 +423,12 @@ fn attention_matches_the_cpu_backend() {
             let (e, kvd) = (shape.n_head * hd, n_kv_head * hd);
             let mut cpu = CpuBackend::new(2);
             let mut rng = Rng(7);
-            let mut ckv = cpu.alloc_kv(&[n_ctx], 2, n_kv_head, hd).unwrap();
-            let mut gkv = b.alloc_kv(&[n_ctx], 2, n_kv_head, hd).unwrap();
+            let mut ckv = cpu
+                .alloc_kv(&KvSpec::side_by_side_of(1, 2, n_ctx, n_kv_head, hd))
+                .unwrap();
+            let mut gkv = b
+                .alloc_kv(&KvSpec::side_by_side_of(1, 2, n_ctx, n_kv_head, hd))
+                .unwrap();
             for (seqs, pos) in &steps {
                 let n = seqs.len();
                 let q = rng.vec(n * e);
@@ -950,8 +954,12 @@ fn qkv_rope_store_and_attention_match_the_cpu_backend() {
                 upload_f32(&mut b, &wv, kvd, dim),
             ];
             let nwg = b.upload_vector("norm", &nw).unwrap();
-            let mut ckv = cpu.alloc_kv(&[n_ctx; 2], 2, n_head_kv, hd).unwrap();
-            let mut gkv = b.alloc_kv(&[n_ctx; 2], 2, n_head_kv, hd).unwrap();
+            let mut ckv = cpu
+                .alloc_kv(&KvSpec::side_by_side_of(2, 2, n_ctx, n_head_kv, hd))
+                .unwrap();
+            let mut gkv = b
+                .alloc_kv(&KvSpec::side_by_side_of(2, 2, n_ctx, n_head_kv, hd))
+                .unwrap();
             for (seqs, pos) in steps {
                 let n = seqs.len();
                 let x = rng.vec(n * dim);
@@ -1093,7 +1101,7 @@ fn missing_adapters_and_oversized_buffers_are_clear_errors() {
         .to_string();
     assert!(msg.contains("exceeds this GPU's limit"), "{msg}");
     let msg = b
-        .alloc_kv(&[1 << 30; 32], 1, 8, 128)
+        .alloc_kv(&KvSpec::side_by_side_of(32, 1, 1 << 30, 8, 128))
         .err()
         .expect("a KV cache of 2^30 positions")
         .to_string();
@@ -1101,4 +1109,248 @@ fn missing_adapters_and_oversized_buffers_are_clear_errors() {
     // The backend still works afterwards.
     let x = upload(&mut b, &[1.0, 2.0]);
     assert_eq!(download(&mut b, &x, 2), [1.0, 2.0]);
+}
+
+/// Bytes a weight's buffer holds at most in [`weights_larger_than_a_binding_run_in_parts`].
+const SMALL_BINDING: u64 = 4096;
+
+#[test]
+fn weights_larger_than_a_binding_run_in_parts() {
+    // With weight buffers held to 4 KiB (the `max_binding` option, as a GPU's binding limit
+    // would), 37 rows of 512 take 3 parts in Q4_K (288-byte rows), 4 to 6 in Q4_0, Q6_K and
+    // Q8_0, 13 in F16 and 37 in F32 (a row a part). The matmul (decode mat-vec, one partial
+    // prompt tile, two tiles) runs once per part, each writing its rows' columns, and gives the
+    // values of the same weight in one buffer exactly (the same kernel over the same rows), and
+    // the scalar reference's within the usual tolerance; the embedding reads each token from its
+    // part. Then the fused operations over weights in parts: the norm folded into the output
+    // head's parts, q/k/v with one weight in parts, the residual add, and gate/up (SwiGLU then
+    // apart). A row larger than the limit is an error.
+    let (rows, cols) = (37, 512);
+    // The prompt matmul without subgroups, and the decode mat-vec (where subgroups are on).
+    for (subgroups, matvec) in [(false, false), (true, true)] {
+        let mut whole = gpu_with(subgroups, matvec);
+        let mut parted = WgpuBackend::new(Options {
+            subgroups,
+            matvec,
+            max_binding: Some(SMALL_BINDING),
+            // Every dispatch of an op stays pending, so that the test counts them.
+            submit_every: 0,
+            ..Options::from_env()
+        })
+        .unwrap();
+        let mut cpu = CpuBackend::new(1);
+        let mut rng = Rng(0x51ce);
+        let what = format!("(subgroups {subgroups}, mat-vec {matvec})");
+        for (ty, want_parts) in [
+            (GgmlType::Q4_K, 3),
+            (GgmlType::Q6_K, 5),
+            (GgmlType::Q8_0, 6),
+            (GgmlType::Q4_0, 4),
+            (GgmlType::F16, 13),
+            (GgmlType::F32, 37),
+        ] {
+            let bytes = quantize(ty, &rng.vec(rows * cols), rows);
+            let wd = dequantize(ty, &bytes, rows, cols);
+            let w1 = whole.upload_matrix("w", ty, rows, cols, &bytes).unwrap();
+            let wp = parted.upload_matrix("w", ty, rows, cols, &bytes).unwrap();
+            assert_eq!((w1.parts(), wp.parts()), (1, want_parts), "{ty} parts");
+            for n in [1, 3, 11] {
+                let x = rng.vec(n * cols);
+                let (xw, xp) = (upload(&mut whole, &x), upload(&mut parted, &x));
+                let mut ow = whole.alloc(n * rows).unwrap();
+                let mut op = parted.alloc(n * rows).unwrap();
+                whole.matmul(&w1, &xw, n, &mut ow).unwrap();
+                parted.matmul(&wp, &xp, n, &mut op).unwrap();
+                assert_eq!(parted.pending_ops(), want_parts, "{ty}: a dispatch a part");
+                let got = download(&mut parted, &op, n * rows);
+                assert_eq!(
+                    got,
+                    download(&mut whole, &ow, n * rows),
+                    "{ty} matmul in parts {what}, n {n}"
+                );
+                assert_close(
+                    &format!("{ty} matmul in parts {what}, n {n}"),
+                    &got,
+                    &reference_matmul(&wd, &x, rows, cols, n),
+                    1e-4,
+                );
+            }
+            // Tokens of every part, the first and last rows among them.
+            let tokens = [36u32, 0, 12, 25, 13, 36];
+            step(&mut parted, &tokens, &[0; 6], &[0, 1, 2, 3, 4, 5]);
+            let mut out = parted.alloc(tokens.len() * cols).unwrap();
+            parted.embed(&wp, tokens.len(), &mut out).unwrap();
+            let got = download(&mut parted, &out, tokens.len() * cols);
+            for (t, &tok) in tokens.iter().enumerate() {
+                let tok = tok as usize;
+                assert_eq!(
+                    &got[t * cols..(t + 1) * cols],
+                    &wd[tok * cols..(tok + 1) * cols],
+                    "{ty} embedding of token {tok} from its part {what}"
+                );
+            }
+            step(&mut parted, &[rows as u32], &[0], &[0]);
+            assert!(
+                parted.embed(&wp, 1, &mut out).is_err(),
+                "{ty}: a token past a table in parts"
+            );
+        }
+
+        // The fused operations over weights in parts (Q4_K: 14 rows a part; 8 rows fit one).
+        let q4k = |b: &mut WgpuBackend, bytes: &[u8], r: usize| {
+            b.upload_matrix("w", GgmlType::Q4_K, r, cols, bytes)
+                .unwrap()
+        };
+        let mk = |rng: &mut Rng, r: usize| {
+            let bytes = quantize(GgmlType::Q4_K, &rng.vec(r * cols), r);
+            let wd = dequantize(GgmlType::Q4_K, &bytes, r, cols);
+            (bytes, wd)
+        };
+        let (head, small, gate, up) = (
+            mk(&mut rng, 37),
+            mk(&mut rng, 8),
+            mk(&mut rng, 30),
+            mk(&mut rng, 30),
+        );
+        let head_w = q4k(&mut parted, &head.0, 37);
+        let small_w = q4k(&mut parted, &small.0, 8);
+        let (gate_w, up_w) = (q4k(&mut parted, &gate.0, 30), q4k(&mut parted, &up.0, 30));
+        assert_eq!((head_w.parts(), small_w.parts(), gate_w.parts()), (3, 1, 3));
+        let nw = rng.vec(cols);
+        let nwg = parted.upload_vector("norm", &nw).unwrap();
+        let fold = subgroups && matvec;
+        for n in [1, 3] {
+            let x = rng.vec(n * cols);
+            let mut normed = vec![0.0; n * cols];
+            cpu.rms_norm(&x, &CpuWeight::F32(nw.clone()), 1e-5, n, cols, &mut normed)
+                .unwrap();
+            let xg = upload(&mut parted, &x);
+            let what = format!("{what}, n {n}");
+
+            // The output head: the norm folds into each part's mat-vec.
+            let mut xb = parted.alloc(n * cols).unwrap();
+            let mut logits = parted.alloc(n * 37).unwrap();
+            parted
+                .norm_matmuls(
+                    &xg,
+                    &nwg,
+                    1e-5,
+                    (n, cols),
+                    &mut xb,
+                    &[&head_w],
+                    &mut [&mut logits],
+                )
+                .unwrap();
+            let folds = fold && n == 1;
+            assert_eq!(parted.pending_ops(), 3 + usize::from(!folds), "norm + head");
+            assert_close(
+                &format!("head in parts after the norm {what}"),
+                &download(&mut parted, &logits, n * 37),
+                &reference_matmul(&head.1, &normed, 37, cols, n),
+                1e-4,
+            );
+            assert_close(
+                &format!("normed input of a head in parts {what}"),
+                &download(&mut parted, &xb, n * cols),
+                &normed,
+                1e-5,
+            );
+
+            // q/k/v with k in parts: q and v on their own, k a dispatch a part.
+            let mut o: Vec<WgpuBuf> = [8, 37, 8]
+                .iter()
+                .map(|&r| parted.alloc(n * r).unwrap())
+                .collect();
+            let [oq, ok, ov] = &mut o[..] else {
+                unreachable!()
+            };
+            parted
+                .norm_matmuls(
+                    &xg,
+                    &nwg,
+                    1e-5,
+                    (n, cols),
+                    &mut xb,
+                    &[&small_w, &head_w, &small_w],
+                    &mut [oq, ok, ov],
+                )
+                .unwrap();
+            assert_eq!(
+                parted.pending_ops(),
+                5 + usize::from(!folds),
+                "norm + q/k/v"
+            );
+            for (i, (wd, r)) in [(&small.1, 8), (&head.1, 37), (&small.1, 8)]
+                .into_iter()
+                .enumerate()
+            {
+                assert_close(
+                    &format!("q/k/v {i} with k in parts {what}"),
+                    &download(&mut parted, &o[i], n * r),
+                    &reference_matmul(wd, &normed, r, cols, n),
+                    1e-4,
+                );
+            }
+
+            // The residual add folds into each part's dispatch.
+            let resid = rng.vec(n * 37);
+            let mut rg = upload(&mut parted, &resid);
+            let mut proj = parted.alloc(n * 37).unwrap();
+            parted
+                .matmul_add(&head_w, &xg, (n, 37), &mut rg, &mut proj)
+                .unwrap();
+            assert_eq!(parted.pending_ops(), 3, "matmul + add in parts");
+            let p = reference_matmul(&head.1, &x, 37, cols, n);
+            let want: Vec<f32> = resid.iter().zip(&p).map(|(r, p)| r + p).collect();
+            assert_close(
+                &format!("residual add of a weight in parts {what}"),
+                &download(&mut parted, &rg, n * 37),
+                &want,
+                1e-4,
+            );
+
+            // Gate/up in parts: each apart, then SwiGLU.
+            let (mut g, mut u) = (parted.alloc(n * 30).unwrap(), parted.alloc(n * 30).unwrap());
+            parted
+                .ffn_swiglu(
+                    &xg,
+                    &nwg,
+                    1e-5,
+                    (n, cols, 30),
+                    &mut xb,
+                    [&gate_w, &up_w],
+                    &mut g,
+                    &mut u,
+                )
+                .unwrap();
+            assert_eq!(
+                parted.pending_ops(),
+                7 + usize::from(!folds),
+                "norm, gate/up, SwiGLU"
+            );
+            let gr = reference_matmul(&gate.1, &normed, 30, cols, n);
+            let ur = reference_matmul(&up.1, &normed, 30, cols, n);
+            let want: Vec<f32> = gr
+                .iter()
+                .zip(&ur)
+                .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
+                .collect();
+            assert_close(
+                &format!("gate/up in parts and SwiGLU {what}"),
+                &download(&mut parted, &g, n * 30),
+                &want,
+                1e-4,
+            );
+        }
+
+        // One row larger than a buffer may hold.
+        let wide = 2048;
+        let w = rng.vec(wide);
+        let msg = parted
+            .upload_matrix("wide", GgmlType::F32, 1, wide, bytemuck::cast_slice(&w))
+            .err()
+            .expect("a row of 8 KiB in buffers of 4 KiB")
+            .to_string();
+        assert!(msg.contains("wide") && msg.contains("one row"), "{msg}");
+    }
 }

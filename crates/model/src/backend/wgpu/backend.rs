@@ -8,7 +8,7 @@ use rustorch_quant::dispatch;
 
 use super::context::{Bind, Context, Options};
 use super::shaders::{self, MvShape, MATMUL_NT};
-use crate::backend::{AttnShape, Backend, Batch, Device, RopeStyle, Step, N_UBATCH};
+use crate::backend::{AttnShape, Backend, Batch, Device, KvSpec, RopeStyle, Step, N_UBATCH};
 use crate::ModelError;
 
 mod fused;
@@ -35,8 +35,10 @@ impl WgpuBuf {
 
 /// A weight on the GPU: a matrix in its block format, or an f32 vector (norms).
 pub struct WgpuWeight {
-    buf: wgpu::Buffer,
-    id: u64,
+    /// The rows in buffers of at most [`Context::weight_binding`] bytes: one part (all rows)
+    /// where they fit, else parts of consecutive whole rows, each multiplied and looked up in by
+    /// dispatches of its own.
+    parts: Vec<Part>,
     ty: GgmlType,
     rows: usize,
     cols: usize,
@@ -45,16 +47,40 @@ pub struct WgpuWeight {
     pipes: Option<[usize; 3]>,
 }
 
-impl WgpuWeight {
+/// Rows `row0..row0 + rows` of a weight, in a buffer of their own.
+struct Part {
+    buf: wgpu::Buffer,
+    id: u64,
+    row0: usize,
+    rows: usize,
+}
+
+impl Part {
     fn bind(&self) -> Bind<'_> {
         Bind {
             buf: &self.buf,
             id: self.id,
         }
     }
+}
+
+impl WgpuWeight {
+    /// The buffer of a weight in one part (a vector, or a matrix that fits one binding).
+    fn bind(&self) -> Bind<'_> {
+        self.parts[0].bind()
+    }
+
+    fn chunked(&self) -> bool {
+        self.parts.len() > 1
+    }
 
     pub fn ty(&self) -> GgmlType {
         self.ty
+    }
+
+    /// Buffers the weight's rows are split over (1 unless it is larger than one binding).
+    pub fn parts(&self) -> usize {
+        self.parts.len()
     }
 }
 
@@ -62,6 +88,7 @@ impl WgpuWeight {
 pub struct WgpuKv {
     k: Vec<WgpuBuf>,
     v: Vec<WgpuBuf>,
+    spec: KvSpec,
     n_seq: usize,
     n_ctx: usize,
     kv_dim: usize,
@@ -244,11 +271,7 @@ impl WgpuBackend {
                 rows * row_bytes
             )));
         }
-        let words = shaders::repack(ty, data).ok_or_else(unsupported)?;
-        let buf = self
-            .cx
-            .buffer(name, words.len() as u64 * 4, wgpu::BufferUsages::empty())?;
-        self.cx.write(&buf, 0, bytemuck::cast_slice(&words));
+        let parts = self.upload_parts(name, ty, (rows, cols), data)?;
         let sg = self.cx.subgroups;
         let k1 = format!("matmul/{ty}/nt=1/sg={sg}");
         let k8 = format!("matmul/{ty}/nt={MATMUL_NT}/sg={sg}");
@@ -274,13 +297,71 @@ impl WgpuBackend {
             }
         }
         Ok(WgpuWeight {
-            buf,
-            id: self.cx.next_id(),
+            parts,
             ty,
             rows,
             cols,
             pipes: Some([p1, p8, pe]),
         })
+    }
+
+    /// The `rows` rows of `cols` values of type `ty` (GGUF bytes `data`, whole rows checked by
+    /// the caller) in buffers of at most [`Context::weight_binding`] bytes: one if they fit, else
+    /// as few parts of as many rows as that allows, of as near equal sizes as whole rows give.
+    /// An error if one row alone is larger.
+    fn upload_parts(
+        &mut self,
+        name: &str,
+        ty: GgmlType,
+        (rows, cols): (usize, usize),
+        data: &[u8],
+    ) -> Result<Vec<Part>, ModelError> {
+        let row_bytes = data.len() / rows.max(1);
+        // A row as the kernels read it: [`shaders::repack`] pads some formats' blocks.
+        let packed_row = shaders::packed_row_bytes(ty, row_bytes).ok_or_else(|| {
+            ModelError::UnsupportedType {
+                name: name.to_string(),
+                ty,
+                backend: "wgpu",
+            }
+        })?;
+        // A buffer holds its rows, repack's spare word, rounded up to 16 bytes.
+        let limit = self.cx.weight_binding / 16 * 16;
+        let most = (limit.saturating_sub(4) / packed_row.max(1) as u64) as usize;
+        if most == 0 {
+            return Err(fail(format!(
+                "{name}: one row of {cols} {ty} values takes {packed_row} bytes, more than one buffer may hold on this GPU ({limit} bytes)"
+            )));
+        }
+        let n_parts = rows.div_ceil(most).max(1);
+        let per = rows.div_ceil(n_parts).max(1);
+        let mut parts = Vec::with_capacity(n_parts);
+        let mut row0 = 0;
+        loop {
+            let part_rows = per.min(rows - row0);
+            let bytes = &data[row0 * row_bytes..(row0 + part_rows) * row_bytes];
+            let words = shaders::repack(ty, bytes)
+                .ok_or_else(|| fail(format!("{name}: rows are not whole {ty} blocks")))?;
+            let label = if n_parts == 1 {
+                name.to_string()
+            } else {
+                format!("{name} rows {row0}..{}", row0 + part_rows)
+            };
+            let buf =
+                self.cx
+                    .buffer(&label, words.len() as u64 * 4, wgpu::BufferUsages::empty())?;
+            self.cx.write(&buf, 0, bytemuck::cast_slice(&words));
+            parts.push(Part {
+                buf,
+                id: self.cx.next_id(),
+                row0,
+                rows: part_rows,
+            });
+            row0 += part_rows;
+            if row0 >= rows {
+                return Ok(parts);
+            }
+        }
     }
 
     /// The decode mat-vec over weights of formats `fmts`, with the RMSNorm folded in if `norm`.
@@ -311,8 +392,12 @@ impl WgpuBackend {
             .buffer(name, v.len() as u64 * 4, wgpu::BufferUsages::empty())?;
         self.cx.write(&buf, 0, bytemuck::cast_slice(v));
         Ok(WgpuWeight {
-            buf,
-            id: self.cx.next_id(),
+            parts: vec![Part {
+                buf,
+                id: self.cx.next_id(),
+                row0: 0,
+                rows: 1,
+            }],
             ty: GgmlType::F32,
             rows: 1,
             cols: v.len(),
@@ -538,18 +623,17 @@ impl Backend for WgpuBackend {
         self.buf("activations", len)
     }
 
-    fn alloc_kv(
-        &mut self,
-        layer_ctx: &[usize],
-        n_seq: usize,
-        n_head_kv: usize,
-        head_dim: usize,
-    ) -> Result<WgpuKv, ModelError> {
-        // Every layer holds the whole context, sliding-window layers too (position p in slot p).
-        let (n_layer, n_ctx) = (
-            layer_ctx.len(),
-            layer_ctx.iter().copied().max().unwrap_or(0),
-        );
+    fn alloc_kv(&mut self, spec: &KvSpec) -> Result<WgpuKv, ModelError> {
+        if !spec.side_by_side() {
+            return Err(fail(
+                "the KV cache is not paged on this backend yet: each sequence needs its own blocks"
+                    .into(),
+            ));
+        }
+        // Every layer holds each sequence's whole context, sliding-window layers too (position p
+        // in slot p).
+        let (n_layer, n_seq, n_ctx) = (spec.ring.len(), spec.n_seq, spec.seq_ctx);
+        let (n_head_kv, head_dim) = (spec.n_head_kv, spec.head_dim);
         let kv_dim = n_head_kv * head_dim;
         let len = n_ctx
             .checked_mul(kv_dim)
@@ -571,11 +655,22 @@ impl Backend for WgpuBackend {
         Ok(WgpuKv {
             k,
             v,
+            spec: spec.clone(),
             n_seq,
             n_ctx,
             kv_dim,
             head_dim,
         })
+    }
+
+    fn map_blocks(
+        &mut self,
+        kv: &mut WgpuKv,
+        seq: usize,
+        first: usize,
+        blocks: &[u32],
+    ) -> Result<(), ModelError> {
+        kv.spec.check_own_blocks("wgpu", seq, first, blocks)
     }
 
     fn begin_step(&mut self, batch: &Batch, _head: &[u32]) -> Result<Step, ModelError> {
@@ -639,15 +734,24 @@ impl Backend for WgpuBackend {
         })?;
         crate::check_tokens(tokens, table.rows)?;
         Self::fits("embed", &[(n * table.cols, out.len)])?;
-        let params = [table.rows as u32, table.cols as u32, n as u32];
         let size = [(table.cols / 32).div_ceil(64) as u32, n as u32, 1];
         let rows = (self.rows.buf.clone(), self.rows.id);
-        self.record(
-            pipe,
-            &[table.bind(), bind_of(&rows), out.bind()],
-            &params,
-            size,
-        )?;
+        // A table in parts: a dispatch per part, each writing the rows whose token it holds.
+        for part in &table.parts {
+            let params = [
+                table.rows as u32,
+                table.cols as u32,
+                n as u32,
+                part.row0 as u32,
+                part.rows as u32,
+            ];
+            self.record(
+                pipe,
+                &[part.bind(), bind_of(&rows), out.bind()],
+                &params,
+                size,
+            )?;
+        }
         out.written = n * table.cols;
         Ok(())
     }

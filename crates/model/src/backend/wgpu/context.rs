@@ -49,6 +49,10 @@ pub struct Options {
     /// Keep naga's run-time checks in the shaders (index clamping, loop bounding); off by default,
     /// see [`Context::pipe`].
     pub checked: bool,
+    /// Bytes a weight's buffer holds at most (`None`: as many as the adapter lets a kernel bind).
+    /// A matrix larger than that is uploaded as several parts of whole rows, each multiplied by a
+    /// dispatch of its own; a lower figure than the adapter's runs that path on any adapter.
+    pub max_binding: Option<u64>,
 }
 
 /// The decode mat-vec's workgroup shape per kind of dispatch.
@@ -149,6 +153,7 @@ impl Default for Options {
             profile: false,
             profile_passes: false,
             checked: false,
+            max_binding: None,
             matvec: true,
             matvec_shapes: MvShapes::DEFAULT,
         }
@@ -171,7 +176,8 @@ impl Options {
 
     /// Sets one option by name (`rustorch --backend-opt wgpu.KEY=VALUE`): `adapter`, `profile`
     /// (`0`, `1`, `pass`), `subgroups`, `matvec`, `checked` (`0`/`1`), `timeout` (seconds),
-    /// `submit_every` (ops), `mv` (see [`MvShapes::parse`]).
+    /// `submit_every` (ops), `mv` (see [`MvShapes::parse`]), `max_binding` (bytes, see
+    /// [`Options::max_binding`]; `0`: the adapter's limit).
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         let flag = || match value {
             "0" | "false" | "off" => Ok(false),
@@ -194,6 +200,7 @@ impl Options {
             "checked" => self.checked = flag()?,
             "timeout" => self.timeout = Duration::from_secs(number()?),
             "submit_every" => self.submit_every = number()? as usize,
+            "max_binding" => self.max_binding = Some(number()?).filter(|&b| b > 0),
             "mv" => {
                 self.matvec_shapes = MvShapes::parse(value)
                     .ok_or_else(|| format!("wgpu.mv: {value:?} is not a list of KIND=WGxRPW"))?
@@ -226,6 +233,13 @@ pub(crate) fn present() -> bool {
         .enumerate_adapters(backends())
         .iter()
         .any(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
+}
+
+/// The largest storage buffer the adapter binds whole.
+fn max_binding(limits: &wgpu::Limits) -> u64 {
+    limits
+        .max_buffer_size
+        .min(limits.max_storage_buffer_binding_size as u64)
 }
 
 fn err(msg: impl Into<String>) -> ModelError {
@@ -274,6 +288,9 @@ pub(crate) struct Context {
     /// The mat-vec's workgroup shapes, those the adapter cannot take replaced by 64x1.
     pub matvec_shapes: MvShapes,
     pub limits: wgpu::Limits,
+    /// Bytes one weight buffer holds at most: the largest buffer the adapter binds, or the
+    /// `max_binding` option's figure if lower.
+    pub weight_binding: u64,
     timeout: Duration,
     submit_every: usize,
     /// Submissions made in this step (since the last read).
@@ -522,6 +539,7 @@ impl Context {
                 info.name, info.device_type, info.driver, info.driver_info
             ),
             subgroups,
+            weight_binding: max_binding(&limits).min(opts.max_binding.unwrap_or(u64::MAX)),
             limits,
             timeout: opts.timeout,
             submit_every: opts.submit_every,
@@ -573,10 +591,7 @@ impl Context {
         extra: wgpu::BufferUsages,
     ) -> Result<wgpu::Buffer, ModelError> {
         let bytes = bytes.max(16).div_ceil(16) * 16;
-        let max = self
-            .limits
-            .max_buffer_size
-            .min(self.limits.max_storage_buffer_binding_size as u64);
+        let max = max_binding(&self.limits);
         if bytes > max {
             return Err(err(format!(
                 "{label}: a buffer of {} MiB exceeds this GPU's limit of {} MiB",

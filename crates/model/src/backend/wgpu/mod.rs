@@ -2,7 +2,12 @@
 //! (everywhere else).
 //!
 //! - Weights are uploaded once in their GGUF block formats (only padded to whole 32-bit words,
-//!   [`shaders::repack`]) and decoded inside the matmul and embedding kernels.
+//!   [`shaders::repack`]) and decoded inside the matmul and embedding kernels. A matrix larger
+//!   than the adapter lets one storage buffer bind (lavapipe's 128 MiB; a large vocabulary's
+//!   embedding and output head) is uploaded as parts of whole rows, a buffer each: its matmul
+//!   runs once per part, each dispatch writing its rows' columns of the output (the kernels take
+//!   an output offset and row stride), and the embedding once per part, each writing the rows
+//!   whose token that part holds. A weight that fits stays one buffer and one dispatch.
 //! - Activations, the attention partials and the KV cache (f32, `(n_seq, n_head_kv, n_ctx,
 //!   head_dim)` per layer) live in GPU buffers allocated once.
 //! - A step's rows (token, sequence and position of each) are written once per step into a small
@@ -62,12 +67,11 @@ pub fn present() -> bool {
 }
 
 /// Loads a model (any of [`crate::arch`]'s architectures) onto the first (or the `adapter`
-/// option's) GPU adapter, with a KV cache of `n_seq` sequences of `n_ctx` positions.
+/// option's) GPU adapter, with a KV cache of `size`.
 pub fn load(
     file: Arc<GgufFile>,
     config: Config,
-    n_ctx: usize,
-    n_seq: usize,
+    size: crate::runner::KvSize,
     opts: &Options,
 ) -> Result<Box<dyn Model>, ModelError> {
     let backend = WgpuBackend::new(opts.clone())?;
@@ -77,5 +81,5 @@ pub fn load(
         backend.adapter(),
         if backend.subgroups() { "on" } else { "off" }
     );
-    crate::runner::boxed(backend, &file, config, n_ctx, n_seq)
+    crate::runner::boxed(backend, &file, config, size)
 }

@@ -378,16 +378,7 @@ pub fn all_modules() -> Vec<(String, String)> {
 /// not a multiple of 4 bytes get 2 bytes of padding: after the leading f16 scale (Q4_0, Q5_0,
 /// Q8_0, so the quants are word-aligned) or at the end (Q6_K). Nothing is dequantized.
 pub fn repack(ty: GgmlType, data: &[u8]) -> Option<Vec<u32>> {
-    use GgmlType as T;
-    // (block bytes in the file, byte after which 2 bytes of padding go)
-    let (block, pad_at) = match ty {
-        T::Q4_0 => (18, Some(2)),
-        T::Q5_0 => (22, Some(2)),
-        T::Q8_0 => (34, Some(2)),
-        T::Q6_K => (210, Some(210)),
-        T::F32 | T::F16 | T::Q4_1 | T::Q5_1 | T::Q4_K | T::Q5_K => (4, None),
-        _ => return None,
-    };
+    let (block, pad_at) = padding(ty)?;
     if !data.len().is_multiple_of(block) {
         return None;
     }
@@ -410,4 +401,28 @@ pub fn repack(ty: GgmlType, data: &[u8]) -> Option<Vec<u32>> {
             .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
             .collect(),
     )
+}
+
+/// How [`repack`] pads format `ty`: (block bytes in the file, byte after which 2 bytes of padding
+/// go); blocks of formats without padding count as 4 bytes.
+fn padding(ty: GgmlType) -> Option<(usize, Option<usize>)> {
+    use GgmlType as T;
+    Some(match ty {
+        T::Q4_0 => (18, Some(2)),
+        T::Q5_0 => (22, Some(2)),
+        T::Q8_0 => (34, Some(2)),
+        T::Q6_K => (210, Some(210)),
+        T::F32 | T::F16 | T::Q4_1 | T::Q5_1 | T::Q4_K | T::Q5_K => (4, None),
+        _ => return None,
+    })
+}
+
+/// Bytes that `row_bytes` bytes of format `ty` (whole blocks) take once [`repack`]ed, without
+/// its spare word.
+pub fn packed_row_bytes(ty: GgmlType, row_bytes: usize) -> Option<usize> {
+    let (block, pad_at) = padding(ty)?;
+    let pad = if pad_at.is_some() { 2 } else { 0 };
+    row_bytes
+        .is_multiple_of(block)
+        .then(|| row_bytes / block * (block + pad))
 }

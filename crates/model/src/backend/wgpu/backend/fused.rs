@@ -1,7 +1,10 @@
 //! The compound operations as fused dispatches, and the matmul dispatch they are made of.
 //!
 //! - Matmuls of one input share a dispatch (q/k/v, gate/up): up to three weights of one width, of
-//!   one format for the prompt matmul, of any in the decode mat-vec.
+//!   one format for the prompt matmul, of any in the decode mat-vec. A weight larger than one
+//!   binding (in parts, see [`WgpuWeight`]) takes a dispatch per part, alone, each writing its
+//!   rows' columns of the output; the norm and the residual add fold into each, SwiGLU does not
+//!   (gate/up in parts run apart, then the `swiglu` op).
 //! - [`Backend::norm_matmuls`]: in decode the RMSNorm folds into the mat-vec (`matvec.wgsl`'s
 //!   norm variant, which also writes the normed row to `xb`).
 //! - [`Backend::matmul_add`]: the residual add folds into the matmul (mode 1: `res += out`; the
@@ -91,8 +94,8 @@ fn matmul_grid(rows: usize, tiles: usize, rpw: usize) -> [u32; 3] {
 
 impl WgpuBackend {
     /// Runs of up to three weights of one width share a dispatch: of one format for the prompt
-    /// matmul, of any for the decode mat-vec (which has a decoder per weight). `norm` folds into
-    /// the first run (the later ones read its output).
+    /// matmul, of any for the decode mat-vec (which has a decoder per weight); a weight in parts
+    /// is a run of its own. `norm` folds into the first run (the later ones read its output).
     pub(super) fn matmul_runs(
         &mut self,
         ws: &[&WgpuWeight],
@@ -117,6 +120,8 @@ impl WgpuBackend {
                 && j - i < 3
                 && (mixed || ws[j].ty == ws[i].ty)
                 && ws[j].cols == ws[i].cols
+                && !ws[i].chunked()
+                && !ws[j].chunked()
             {
                 j += 1;
             }
@@ -128,7 +133,8 @@ impl WgpuBackend {
     }
 
     /// One dispatch of up to three weights of the same width over the same input (of the same
-    /// format too, except in the decode mat-vec), doing what `fold` adds.
+    /// format too, except in the decode mat-vec), doing what `fold` adds; or, for one weight in
+    /// parts (not in SwiGLU's mode), that dispatch once per part.
     pub(super) fn matmul_group(
         &mut self,
         ws: &[&WgpuWeight],
@@ -191,49 +197,69 @@ impl WgpuBackend {
                 (p8, MATMUL_NT as usize, 1)
             }
         };
-        // The rows the grid runs over: SwiGLU's workgroups take a gate row and its up row.
-        let groups: usize = if fold.mode == 2 {
-            w0.rows
-        } else {
-            ws.iter().map(|w| w.rows).sum()
-        };
-        let rows = |i: usize| ws.get(i).map_or(0, |w| w.rows) as u32;
-        let tiles = n.div_ceil(nt);
-        let size = matmul_grid(groups, tiles, rpw);
-        let params = [
-            w0.cols as u32,
-            n as u32,
-            fold.mode,
-            groups as u32,
-            rows(0),
-            rows(1),
-            rows(2),
-            rpw as u32,
-            fold.norm.map_or(0, |(_, _, eps)| eps.to_bits()),
-        ];
-        let wb = |i: usize| ws.get(i).map_or(self.dummy[0].bind(), |w| w.bind());
-        let ob = |i: usize| outs.get(i).map_or(self.dummy[i].bind(), |o| o.bind());
-        let mut binds: Vec<Bind> = vec![
-            wb(0),
-            wb(1),
-            wb(2),
-            x.bind(),
-            ob(0),
-            ob(1),
-            ob(2),
-            fold.res.map_or(self.dummy[3].bind(), |r| r.bind()),
-        ];
-        if let Some((nx, nw, _)) = fold.norm {
-            // The kernel reads the norm's input and writes its output (this call's `x`).
-            binds[3] = nx.bind();
-            binds.push(nw.bind());
-            binds.push(x.bind());
+        // A weight in parts is alone in its dispatch, and the same dispatch runs once per part,
+        // each writing its rows' columns of the outputs (and of `res`); the norm folds into each
+        // (each writes the same normed row).
+        if w0.chunked() && (ws.len() > 1 || fold.mode == 2) {
+            return Err(ModelError::Backend(format!(
+                "matmul: a weight of {} rows in {} parts shares a dispatch (mode {})",
+                w0.rows,
+                w0.parts.len(),
+                fold.mode
+            )));
         }
-        // The bindings borrow self's dummies: owned handles, so that recording can borrow self.
-        let owned: Vec<(wgpu::Buffer, u64)> = binds.iter().map(|b| (b.buf.clone(), b.id)).collect();
-        let binds: Vec<Bind> = owned.iter().map(bind_of).collect();
-        self.cache = None;
-        self.cx.dispatch(pipe, &binds, &params, size)?;
+        for part in &w0.parts {
+            let rows = |i: usize| match i {
+                0 => part.rows,
+                _ => ws.get(i).map_or(0, |w| w.rows),
+            };
+            // The rows the grid runs over: SwiGLU's workgroups take a gate row and its up row.
+            let groups = if fold.mode == 2 {
+                rows(0)
+            } else {
+                rows(0) + rows(1) + rows(2)
+            };
+            let tiles = n.div_ceil(nt);
+            let size = matmul_grid(groups, tiles, rpw);
+            let params = [
+                w0.cols as u32,
+                n as u32,
+                fold.mode,
+                groups as u32,
+                rows(0) as u32,
+                rows(1) as u32,
+                rows(2) as u32,
+                rpw as u32,
+                fold.norm.map_or(0, |(_, _, eps)| eps.to_bits()),
+                w0.rows as u32,
+                part.row0 as u32,
+            ];
+            let wb = |i: usize| ws.get(i).map_or(self.dummy[0].bind(), |w| w.bind());
+            let ob = |i: usize| outs.get(i).map_or(self.dummy[i].bind(), |o| o.bind());
+            let mut binds: Vec<Bind> = vec![
+                part.bind(),
+                wb(1),
+                wb(2),
+                x.bind(),
+                ob(0),
+                ob(1),
+                ob(2),
+                fold.res.map_or(self.dummy[3].bind(), |r| r.bind()),
+            ];
+            if let Some((nx, nw, _)) = fold.norm {
+                // The kernel reads the norm's input and writes its output (this call's `x`).
+                binds[3] = nx.bind();
+                binds.push(nw.bind());
+                binds.push(x.bind());
+            }
+            // The bindings borrow self's dummies: owned handles, so that recording can borrow
+            // self.
+            let owned: Vec<(wgpu::Buffer, u64)> =
+                binds.iter().map(|b| (b.buf.clone(), b.id)).collect();
+            let binds: Vec<Bind> = owned.iter().map(bind_of).collect();
+            self.cache = None;
+            self.cx.dispatch(pipe, &binds, &params, size)?;
+        }
         for (w, out) in ws.iter().zip(outs.iter_mut()) {
             out.written = n * w.rows;
         }
@@ -337,7 +363,10 @@ impl WgpuBackend {
             vc: kv.v[layer].id,
             n,
             shape: *shape,
-            factors: factors.map(|f| (f.buf.clone(), f.id)),
+            factors: factors.map(|f| {
+                let b = f.bind();
+                (b.buf.clone(), b.id)
+            }),
         });
         Ok(())
     }
@@ -380,6 +409,8 @@ impl WgpuBackend {
         let shared = w_gate.rows == n_ff
             && w_up.rows == n_ff
             && w_gate.cols == w_up.cols
+            && !w_gate.chunked()
+            && !w_up.chunked()
             && ((n == 1 && self.cx.matvec) || w_gate.ty == w_up.ty);
         if !shared {
             self.fused_norm_matmuls(

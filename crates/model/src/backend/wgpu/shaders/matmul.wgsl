@@ -6,6 +6,9 @@
 // rows follow each other in the grid. The mode adds what would otherwise be separate passes:
 // 0: out_k = W_k x;  1: out_0 = W_0 x and res += out_0 (the residual add);
 // 2: out_1 = W_1 x and out_0 = silu(W_0 x) * out_1 (SwiGLU; both weights have rows_0 rows).
+//
+// W_0 may be a part of a larger weight (rows off0..off0 + rows0 of it, a weight larger than one
+// binding): its outputs then go to columns off0.. of out0's (and res's) rows of stride0 values.
 struct Params {
     cols: u32,
     n: u32,
@@ -14,6 +17,10 @@ struct Params {
     rows0: u32,
     rows1: u32,
     rows2: u32,
+    rpw: u32, // the mat-vec's (unused here)
+    eps: f32, // the mat-vec's (unused here)
+    stride0: u32, // values a row of out0 and res holds (rows0 unless W_0 is a part)
+    off0: u32, // out0's column of W_0's first row (0 unless W_0 is a part)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -21,10 +28,10 @@ struct Params {
 @group(0) @binding(2) var<storage, read> w1: array<u32>;
 @group(0) @binding(3) var<storage, read> w2: array<u32>;
 @group(0) @binding(4) var<storage, read> x: array<vec4<f32>>; // (n, cols / 4)
-@group(0) @binding(5) var<storage, read_write> out0: array<f32>; // (n, rows0)
+@group(0) @binding(5) var<storage, read_write> out0: array<f32>; // (n, stride0)
 @group(0) @binding(6) var<storage, read_write> out1: array<f32>; // (n, rows1)
 @group(0) @binding(7) var<storage, read_write> out2: array<f32>; // (n, rows2)
-@group(0) @binding(8) var<storage, read_write> res: array<f32>;  // (n, rows0)
+@group(0) @binding(8) var<storage, read_write> res: array<f32>;  // (n, stride0)
 
 const NT: u32 = {NT}u;
 
@@ -55,6 +62,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             k = 2u;
             rows = p.rows2;
         }
+    }
+    var stride = rows;
+    var off = 0u;
+    if (k == 0u) {
+        stride = p.stride0;
+        off = p.off0;
     }
     let t0 = wid.y * NT;
     let n_chunk = p.cols / 32u;
@@ -93,7 +106,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             u = reduce_sum(acc1[t], lid, sg_size, sg_lane);
         }
         if (lid == 0u && t0 + t < p.n) {
-            let o = (t0 + t) * rows + row;
+            let o = (t0 + t) * stride + off + row;
             if (p.mode == 2u) {
                 out0[o] = s / (1.0 + exp(-s)) * u;
                 out1[o] = u;

@@ -17,7 +17,8 @@
 // different formats. The `norm` variant also folds in the RMSNorm before the matmul: x is the
 // un-normalised input, rows are dotted with x * nw, and since the lanes of a row read all of x
 // once, they also sum its squares, so each row finds 1 / rms(x) and scales its sum by it; the
-// first workgroup writes the normalised input to xn, as the RMSNorm op would.
+// first workgroup writes the normalised input to xn, as the RMSNorm op would. W_0 may be a part
+// of a larger weight (as in matmul.wgsl): its rows' outputs then go to out0 and res from off0.
 struct Params {
     cols: u32,
     n: u32,
@@ -28,6 +29,8 @@ struct Params {
     rows2: u32,
     rpw: u32, // rows per workgroup (1 here)
     eps: f32, // RMSNorm epsilon (norm variant)
+    stride0: u32, // matmul.wgsl's (one row here)
+    off0: u32, // out0's index of W_0's first row (0 unless W_0 is a part)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -35,10 +38,10 @@ struct Params {
 @group(0) @binding(2) var<storage, read> w1: array<u32>;
 @group(0) @binding(3) var<storage, read> w2: array<u32>;
 @group(0) @binding(4) var<storage, read> x: array<vec4<f32>>; // (cols / 4)
-@group(0) @binding(5) var<storage, read_write> out0: array<f32>; // (rows0)
+@group(0) @binding(5) var<storage, read_write> out0: array<f32>; // (off0 + rows0)
 @group(0) @binding(6) var<storage, read_write> out1: array<f32>; // (rows1)
 @group(0) @binding(7) var<storage, read_write> out2: array<f32>; // (rows2)
-@group(0) @binding(8) var<storage, read_write> res: array<f32>;  // (rows0)
+@group(0) @binding(8) var<storage, read_write> res: array<f32>;  // (off0 + rows0)
 {NORM_DECL}
 {ROWS}
 {GU}
@@ -104,13 +107,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         write_xn(scale, lid, WG);
     }
     if (lane == 0u && live) {
+        let o = p.off0 + row;
         if (p.mode == 2u) {
-            out0[row] = sum / (1.0 + exp(-sum)) * u;
-            out1[row] = u;
+            out0[o] = sum / (1.0 + exp(-sum)) * u;
+            out1[o] = u;
         } else if (k == 0u) {
-            out0[row] = sum;
+            out0[o] = sum;
             if (p.mode == 1u) {
-                res[row] += sum;
+                res[o] += sum;
             }
         } else if (k == 1u) {
             out1[row] = sum;
