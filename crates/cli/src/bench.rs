@@ -34,6 +34,10 @@ pub struct BenchArgs {
     /// prompt of -p tokens and generates -n tokens; reports prompt, decode and total tokens/s
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=1024))]
     parallel: Vec<u32>,
+    /// The prefix cache: the same prompt of -p tokens twice through the engine; prints the cold
+    /// and the cached prefill times (median of -r runs, each on a fresh cache)
+    #[arg(long)]
+    repeat_prompt: bool,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -73,6 +77,9 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let path = args.model.path()?;
     if !args.parallel.is_empty() {
         return parallel(&args, &path);
+    }
+    if args.repeat_prompt {
+        return repeat_prompt(&args, &path);
     }
     let file = common::open(&path)?;
     let model_size: u64 = file.tensors().iter().map(|t| t.n_bytes).sum();
@@ -280,6 +287,71 @@ fn parallel(args: &BenchArgs, path: &std::path::Path) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// `bench --repeat-prompt`: a prompt of -p random tokens through the engine twice; the second
+/// maps the first's blocks from the prefix cache and computes only the last block's tokens.
+fn repeat_prompt(args: &BenchArgs, path: &std::path::Path) -> anyhow::Result<()> {
+    use rustorch_engine::engine::{Engine, EngineConfig, Request};
+    use rustorch_engine::sampler::SamplerConfig;
+    if args.n_prompt == 0 {
+        bail!("--repeat-prompt needs -p above 0");
+    }
+    let (file, tok) = common::open_with_tokenizer(path)?;
+    let tok = std::sync::Arc::new(tok);
+    let pp = args.n_prompt;
+    let n_vocab = rustorch_model::Config::from_gguf(&file)?.n_vocab as u32;
+    let size = rustorch_model::KvSize {
+        n_seq: 1,
+        seq_ctx: pp + 1,
+        n_blocks: 0,
+    };
+    let model = args.runtime.load_cache(path, file, size)?;
+    let mut engine = Engine::new(model, tok, EngineConfig::default());
+    if !engine.config().prefix_cache {
+        bail!("this model or backend has no prefix cache (a paged cache without sliding-window rings: the CPU backend)");
+    }
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    for rep in 0..=args.reps {
+        // A new prompt each time: the cold run finds nothing cached.
+        let prompt: Vec<u32> = (0..pp as u32)
+            .map(|i| (i * 7919 + rep * 104729 + 13) % n_vocab)
+            .collect();
+        let mut times = [0f64; 2];
+        for t in &mut times {
+            let req = Request {
+                prompt: prompt.clone(),
+                max_tokens: 1,
+                sampling: SamplerConfig::greedy(),
+                stop: Vec::new(),
+                ignore_eos: true,
+            };
+            let stream = engine.submit(req)?;
+            let t0 = Instant::now();
+            engine.run_until_idle();
+            *t = t0.elapsed().as_secs_f64();
+            let (_, _, fin) = stream.collect_blocking();
+            if let Some(e) = fin.and_then(|f| f.error) {
+                bail!("{e}");
+            }
+        }
+        if rep > 0 {
+            cold.push(times[0]);
+            warm.push(times[1]);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (c, w) = (median(&mut cold), median(&mut warm));
+    common::outln!(
+        "prompt of {pp} tokens: cold prefill {:.1} ms, from the prefix cache {:.2} ms ({:.0}x)",
+        c * 1e3,
+        w * 1e3,
+        c / w
+    );
     Ok(())
 }
 
