@@ -163,6 +163,17 @@ impl Sampler {
         if logits.is_empty() {
             return 0;
         }
+        if self.cfg.temp <= 0.0 && (self.cfg.repeat_penalty == 1.0 || self.cfg.repeat_last_n == 0) {
+            // Greedy without a penalty: the first largest logit (NaN as -inf), as the candidate
+            // path picks it, without building the candidates.
+            let mut best = (0, f32::NEG_INFINITY);
+            for (i, &l) in logits.iter().enumerate() {
+                if l > best.1 {
+                    best = (i, l);
+                }
+            }
+            return best.0 as u32;
+        }
         self.load(logits, history);
         if self.cfg.temp <= 0.0 {
             return self.greedy_index() as u32;

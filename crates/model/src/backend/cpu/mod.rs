@@ -167,6 +167,10 @@ impl CpuKv {
     }
 }
 
+/// Rows of a matmul up to which its weights are streamed as in decode (long runs per thread)
+/// rather than tiled for cache reuse as in prompts.
+const SMALL_BATCH: usize = 16;
+
 /// Weights that may share one input in [`Backend::matmuls`] (q/k/v, gate/up).
 const MAX_GROUP: usize = 4;
 
@@ -736,8 +740,10 @@ impl Backend for CpuBackend {
         // Decode streams the weights once: two long runs of rows per thread keep the hardware
         // prefetchers busy and the threads finishing together (measured best here: 4 tiles for 2
         // threads beat 8 or 16, and beat long tiles followed by short ones taken on demand).
-        // Prompts: small tiles whose weights stay in cache across tokens.
-        let rows_per_task = if n == 1 {
+        // A few rows (decode steps of several sequences) are bound by the same stream of
+        // weights: the decode tiling. Prompts: small tiles whose weights stay in cache across
+        // tokens.
+        let rows_per_task = if n <= SMALL_BATCH {
             total_rows
                 .div_ceil(2 * self.pool.n_threads())
                 .div_ceil(8)
