@@ -216,7 +216,7 @@ pub struct Engine {
     running: Vec<Seq>,
     next_id: u64,
     counters: Counters,
-    /// Requests submitted through handles and not yet admitted.
+    /// Requests waiting, as of the last change (read by handles to refuse early).
     queued: Arc<AtomicUsize>,
     // Reused per step.
     tokens: Vec<u32>,
@@ -294,11 +294,6 @@ impl Engine {
 
     /// Checks a request against the model and queues it.
     pub fn submit(&mut self, req: Request) -> Result<Stream, SubmitError> {
-        if self.waiting.len() >= self.cfg.max_waiting {
-            return Err(SubmitError::QueueFull {
-                waiting: self.waiting.len(),
-            });
-        }
         let (tx, rx) = events::unbounded_channel();
         self.enqueue(req, tx)?;
         Ok(Stream { rx })
@@ -329,6 +324,11 @@ impl Engine {
         req: Request,
         tx: events::UnboundedSender<Event>,
     ) -> Result<(), SubmitError> {
+        if self.waiting.len() >= self.cfg.max_waiting {
+            return Err(SubmitError::QueueFull {
+                waiting: self.waiting.len(),
+            });
+        }
         self.check(&req)?;
         let n_vocab = self.model.config().n_vocab;
         self.next_id += 1;
@@ -352,6 +352,7 @@ impl Engine {
             admitted: None,
             first_token: None,
         });
+        self.queued.store(self.waiting.len(), Ordering::Relaxed);
         Ok(())
     }
 
@@ -361,6 +362,7 @@ impl Engine {
         self.reap_cancelled();
         self.admit();
         let rows = self.build_step();
+        self.queued.store(self.waiting.len(), Ordering::Relaxed);
         if rows == 0 {
             return 0;
         }
@@ -440,9 +442,6 @@ impl Engine {
                 s.cached_tokens = s.computed;
                 s.admitted = Some(Instant::now());
             }
-            self.queued
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| q.checked_sub(1))
-                .ok();
             self.running.push(s);
         }
     }
@@ -566,6 +565,11 @@ impl Engine {
                 budget -= 1;
             }
             if short {
+                if self.running.len() == 1 {
+                    // Alone and still short: the pool cannot hold this sequence.
+                    self.fail_alone();
+                    return 0;
+                }
                 // A generating sequence needs a block: preempt the latest and build again.
                 self.preempt_latest();
                 continue;
@@ -592,13 +596,7 @@ impl Engine {
             if self.tokens.is_empty() && !self.running.is_empty() {
                 // Every running sequence waits for blocks the others hold.
                 if self.running.len() == 1 {
-                    let s = self.running.pop().expect("one sequence");
-                    let e = ModelError::BadBatch(
-                        "the KV cache pool is too small for this sequence".into(),
-                    );
-                    let _ = s.tx.send(Event::Done(error_finish(&s, &e)));
-                    self.free(s);
-                    self.counters.finished += 1;
+                    self.fail_alone();
                     return 0;
                 }
                 self.preempt_latest();
@@ -606,6 +604,19 @@ impl Engine {
             }
             return self.tokens.len();
         }
+    }
+
+    /// Ends the only running sequence, which the pool cannot hold, with an error.
+    fn fail_alone(&mut self) {
+        let s = self.running.pop().expect("one sequence");
+        let e = ModelError::BadBatch(format!(
+            "the KV cache pool of {} blocks cannot hold this sequence's {} tokens",
+            self.model.kv_spec().n_blocks,
+            s.tokens.len()
+        ));
+        let _ = s.tx.send(Event::Done(error_finish(&s, &e)));
+        self.free(s);
+        self.counters.finished += 1;
     }
 
     /// Adds rows for the next `n` tokens of running sequence `i` (logits for the last one when
@@ -832,16 +843,7 @@ impl EngineHandle {
                 for cmd in first.into_iter().chain(rx.try_iter()) {
                     match cmd {
                         Command::Submit(req, events, reply) => {
-                            let r = engine.enqueue(req, events);
-                            if r.is_err() {
-                                engine
-                                    .queued
-                                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
-                                        q.checked_sub(1)
-                                    })
-                                    .ok();
-                            }
-                            let _ = reply.send(r);
+                            let _ = reply.send(engine.enqueue(req, events));
                         }
                     }
                 }
@@ -855,15 +857,15 @@ impl EngineHandle {
     /// Queues a request; its tokens arrive on the returned stream. Refused at once when the
     /// queue is full or the request is invalid.
     pub fn submit(&self, req: Request) -> Result<Stream, SubmitError> {
-        let q = self.queued.fetch_add(1, Ordering::Relaxed);
+        // A full queue is refused here without waiting for the engine's step (the engine checks
+        // again: this count is as of its last change).
+        let q = self.queued.load(Ordering::Relaxed);
         if q >= self.max_waiting {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(SubmitError::QueueFull { waiting: q });
         }
         let (etx, erx) = events::unbounded_channel();
         let (rtx, rrx) = mpsc::channel();
         if self.tx.send(Command::Submit(req, etx, rtx)).is_err() {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(SubmitError::Stopped);
         }
         match rrx.recv() {

@@ -350,3 +350,42 @@ impl CollectAfter for Stream {
         self.collect_blocking()
     }
 }
+
+/// A sequence the whole pool cannot hold ends with an error instead of preempting itself
+/// forever; a full queue refuses requests, and requests cancelled while waiting leave it.
+#[test]
+fn a_pool_too_small_and_a_full_queue_are_errors() {
+    let file = smollm2();
+    let cfg = EngineConfig {
+        max_waiting: 3,
+        ..EngineConfig::default()
+    };
+    let mut e = engine(&file, 1, 4, cfg);
+    let p = prompts(&file)[1].clone();
+    let s = e.submit(greedy(p.clone(), 200)).unwrap();
+    let mut steps = 0;
+    while !e.idle() {
+        e.step();
+        steps += 1;
+        assert!(steps < 200, "no end");
+    }
+    let (ids, _, fin) = s.collect_blocking();
+    let fin = fin.unwrap();
+    assert_eq!(fin.reason, FinishReason::Error);
+    assert!(fin.error.unwrap().contains("cannot hold"));
+    assert!(ids.len() < 64);
+    assert_eq!(e.counters().blocks_used, 0);
+
+    let waiting: Vec<Stream> = (0..3)
+        .map(|_| e.submit(greedy(p.clone(), 1)).unwrap())
+        .collect();
+    let err = e.submit(greedy(p.clone(), 1)).err().unwrap();
+    assert!(
+        matches!(err, rustorch_engine::engine::SubmitError::QueueFull { .. }),
+        "{err}"
+    );
+    drop(waiting);
+    e.step();
+    assert_eq!(e.counters().waiting, 0);
+    assert!(e.submit(greedy(p, 1)).is_ok());
+}
