@@ -684,7 +684,7 @@ impl Engine {
             }
         }
         // Highest index first, so the indices stay valid.
-        finished.sort_by(|a, b| b.0.cmp(&a.0));
+        finished.sort_by_key(|f| std::cmp::Reverse(f.0));
         for (i, end) in finished {
             let mut s = self.running.swap_remove(i);
             if end != End::StopText {
