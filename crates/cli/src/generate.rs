@@ -294,10 +294,6 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
             content: system.clone(),
         });
     }
-    // The text of the conversation so far, and its tokens (each turn is one request of all of
-    // them: the prefix cache keeps the earlier turns' blocks where the backend pages its cache).
-    let mut rendered = String::new();
-    let mut history: Vec<u32> = Vec::new();
     let mut last: Option<Finish> = None;
     let mut stdin = std::io::stdin().lock();
     // The prompt marker only for a person at a terminal, not for piped input.
@@ -318,21 +314,19 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
             role: "user".into(),
             content: line.to_string(),
         });
+        // The whole conversation, rendered and tokenized again each turn (as llama-server does
+        // for a chat request): a template that changes earlier turns (Gemma's trims the replies)
+        // is followed; the prefix cache keeps the blocks the turns share.
         let full = template.render(&messages, true).context("chat template")?;
-        let delta = match full.strip_prefix(&rendered) {
-            Some(d) => d.to_string(),
-            None => bail!("the chat template re-rendered earlier turns differently; cannot continue the cached conversation"),
-        };
-        let first = history.is_empty();
         // A template that writes BOS itself, for a vocabulary that adds it: only one BOS (as
         // llama.cpp does).
-        let text = match delta.strip_prefix(bos.as_str()) {
-            Some(rest) if first && !bos.is_empty() && tok.add_bos() => rest,
-            _ => delta.as_str(),
+        let text = match full.strip_prefix(bos.as_str()) {
+            Some(rest) if !bos.is_empty() && tok.add_bos() => rest,
+            _ => full.as_str(),
         };
-        let ids = tok.encode(text, first, true);
-        if history.len() + ids.len() + 1 > n_ctx {
-            if first {
+        let ids = tok.encode(text, true, true);
+        if ids.len() + 1 > n_ctx {
+            if messages.len() <= 2 {
                 bail!(
                     "the first message is {} tokens long with the template, more than the context of {n_ctx} tokens holds (raise -c)",
                     ids.len(),
@@ -341,24 +335,23 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
             eprintln!("[the context of {n_ctx} tokens is full: start a new chat]");
             break;
         }
-        history.extend_from_slice(&ids);
-        rendered = full;
+        // Each turn is one request of the whole conversation: the prefix cache keeps the earlier
+        // turns' blocks where the backend pages its cache.
+        let seed = sampling.seed.wrapping_add(ids.len() as u64);
         let req = Request {
-            prompt: history.clone(),
+            prompt: ids,
             max_tokens,
             sampling: SamplerConfig {
-                seed: sampling.seed.wrapping_add(history.len() as u64),
+                seed,
                 ..sampling.clone()
             },
             stop: Vec::new(),
             ignore_eos: false,
         };
-        let (out_ids, reply, fin) = generate(&mut engine, req)?;
-        history.extend_from_slice(&out_ids);
+        let (_, reply, fin) = generate(&mut engine, req)?;
         let reason = fin.reason;
         last = Some(fin);
         common::outln!();
-        rendered.push_str(&reply);
         messages.push(ChatMessage {
             role: "assistant".into(),
             content: reply,
