@@ -171,12 +171,14 @@ impl CpuKv {
 /// rather than tiled for cache reuse as in prompts.
 const SMALL_BATCH: usize = 16;
 
-/// Packed weight rows a few tokens take one after another (a multiple of the packed tiles' 8).
-const PACKED_SUB: usize = 32;
+/// Packed weight rows a few tokens take one after another (a multiple of the packed tiles' 8;
+/// 128 rows of a 2,048-wide Q4_K matrix are 144 KiB, in L2).
+const PACKED_SUB: usize = 128;
 
 /// Tokens up to which a packed weight's matmul runs the one-token kernel per token (measured on
-/// TinyLlama Q4_K_M, 2 threads: 4 tokens 56 against 41 tok/s, 8 tokens 73 against 66; 16 tokens
-/// are faster through the many-token kernel, 94 against 85).
+/// TinyLlama Q4_K_M, 2 threads, sub-tiles of 128 rows: 4 tokens about 60 against 41 tok/s, 8
+/// tokens about 76 against 66; 16 tokens are faster through the many-token kernel, about 110
+/// against 90). Sub-tiles of 8 or 32 rows were slower (45 and 57 tok/s at 4 tokens).
 const PACKED_FEW: usize = 8;
 
 /// Weights that may share one input in [`Backend::matmuls`] (q/k/v, gate/up).
