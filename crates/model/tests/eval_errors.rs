@@ -1,30 +1,15 @@
 //! Evaluation errors are typed and checked before any work: an empty batch, a token id outside
 //! the vocabulary; and a prompt longer than one batch runs the output head once.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustorch_gguf::GgufFile;
 use rustorch_model::{load, Device, Logits, ModelError, N_UBATCH};
 
-fn smollm2() -> Arc<GgufFile> {
-    let dir = std::env::var_os("RUSTORCH_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/rustorch/models")
-        });
-    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/fetch-models.sh",
-        p.display()
-    );
-    Arc::new(GgufFile::open(p).unwrap())
-}
+mod support;
 
 #[test]
 fn empty_batches_and_unknown_tokens_are_typed_errors() {
-    let mut m = load(smollm2(), Device::Cpu, 64).unwrap();
+    let mut m = load(support::smollm2(), Device::Cpu, 64).unwrap();
     let n_vocab = m.config().n_vocab;
     let mut out = Vec::new();
     assert!(matches!(
@@ -46,7 +31,7 @@ fn a_long_prompt_gives_the_logits_of_its_last_token() {
     // Three batches, only the last through the output head: the logits of its last token are
     // those of the same text evaluated with every row's logits (no earlier batch's head output
     // is mistaken for them).
-    let file = smollm2();
+    let file = support::smollm2();
     let n = 2 * N_UBATCH + 7;
     let tokens: Vec<u32> = (0..n as u32).map(|i| 1 + (i * 7919) % 1000).collect();
     let mut a = load(Arc::clone(&file), Device::Cpu, n).unwrap();

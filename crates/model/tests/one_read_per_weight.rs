@@ -2,7 +2,6 @@
 //! take shows the same count per step with one decode row as with eight sequences' rows.
 
 use std::ops::Range;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -12,6 +11,8 @@ use rustorch_model::{
     load_on, AttnShape, Backend, Batch, CpuBackend, Device, KvSize, KvSpec, Logits, ModelError,
     Step,
 };
+
+mod support;
 
 /// The CPU backend, counting the weights every matmul reads.
 struct Counting {
@@ -160,12 +161,7 @@ impl Backend for Counting {
 
 #[test]
 fn eight_sequences_read_each_weight_once_per_step() {
-    let dir = std::env::var_os("RUSTORCH_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/rustorch/models")
-        });
-    let file = Arc::new(GgufFile::open(dir.join("SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap());
+    let file = support::smollm2();
     let weights = Arc::new(AtomicUsize::new(0));
     let backend = Counting {
         cpu: CpuBackend::new(2),

@@ -1,28 +1,9 @@
 //! Several sequences in one forward call on the CPU backend: each row attends to its own
 //! sequence's cache at its own position, and gets the logits it gets alone.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use rustorch_gguf::GgufFile;
 use rustorch_model::{load_seqs, Batch, Device, ModelError};
 
 mod support;
-
-fn smollm2() -> Arc<GgufFile> {
-    let dir = std::env::var_os("RUSTORCH_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/rustorch/models")
-        });
-    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/fetch-models.sh",
-        p.display()
-    );
-    Arc::new(GgufFile::open(p).unwrap())
-}
 
 #[test]
 fn interleaved_sequences_match_each_alone() {
@@ -30,12 +11,12 @@ fn interleaved_sequences_match_each_alone() {
     // blocks of one sequence laid out as they are alone give identical logits; interleaved rows
     // agree to the rounding of the kernels (below the 1-row / many-row difference of the same
     // file, up to about 0.9).
-    support::two_sequences::check(smollm2(), Device::Cpu, 0.0, 1.0);
+    support::two_sequences::check(support::smollm2(), Device::Cpu, 0.0, 1.0);
 }
 
 #[test]
 fn rows_outside_the_cache_are_errors() {
-    let mut m = load_seqs(smollm2(), Device::Cpu, 16, 2, &Default::default()).unwrap();
+    let mut m = load_seqs(support::smollm2(), Device::Cpu, 16, 2, &Default::default()).unwrap();
     let mut out = Vec::new();
     let bad = |tokens: &[u32],
                seqs: &[u32],
@@ -86,7 +67,7 @@ fn rows_outside_the_cache_are_errors() {
 #[test]
 fn paged_blocks_and_shared_prefixes() {
     use rustorch_model::{load_cache, KvSize, Logits, KV_BLOCK};
-    let file = smollm2();
+    let file = support::smollm2();
     let n_vocab = rustorch_model::Config::from_gguf(&file).unwrap().n_vocab;
     let tokens: Vec<u32> = (0..70).map(|i| (i * 37 + 11) % 4000 + 5).collect();
     let mut cold = Vec::new();
