@@ -184,33 +184,47 @@ struct BatchedResult {
     speed: f64,
 }
 
+/// The model in `path` under an engine of `n_seq` sequences of `seq_ctx` positions side by side.
+fn bench_engine(
+    args: &BenchArgs,
+    path: &std::path::Path,
+    n_seq: usize,
+    seq_ctx: usize,
+    cfg: rustorch_engine::engine::EngineConfig,
+) -> anyhow::Result<rustorch_engine::engine::Engine> {
+    let (file, tok) = common::open_with_tokenizer(path)?;
+    let size = rustorch_model::KvSize {
+        n_seq,
+        seq_ctx,
+        n_blocks: 0,
+    };
+    let model = args.runtime.load_cache(path, file, size)?;
+    Ok(rustorch_engine::engine::Engine::new(
+        model,
+        std::sync::Arc::new(tok),
+        cfg,
+    ))
+}
+
 /// `bench --parallel`: for each count `pl`, `pl` sequences of `-p` prompt tokens (distinct
 /// random ids, so no prefix is shared) each generate `-n` tokens through the engine, all in one
 /// forward pass per step. The prompt phase ends when every sequence has its first token; the
 /// rest is the decode phase.
 fn parallel(args: &BenchArgs, path: &std::path::Path) -> anyhow::Result<()> {
-    use rustorch_engine::engine::{Engine, EngineConfig, Request};
+    use rustorch_engine::engine::{EngineConfig, Request};
     use rustorch_engine::sampler::SamplerConfig;
     if args.n_prompt == 0 || args.n_gen == 0 {
         bail!("--parallel needs -p and -n above 0");
     }
-    let (file, tok) = common::open_with_tokenizer(path)?;
-    let tok = std::sync::Arc::new(tok);
     let (pp, tg) = (args.n_prompt, args.n_gen);
     let max_pl = *args.parallel.iter().max().expect("not empty") as usize;
-    let size = rustorch_model::KvSize {
-        n_seq: max_pl,
-        seq_ctx: pp + tg,
-        n_blocks: 0,
-    };
-    let model = args.runtime.load_cache(path, file, size)?;
-    let n_vocab = model.config().n_vocab as u64;
     let cfg = EngineConfig {
         prefix_cache: false,
         max_waiting: max_pl,
         ..EngineConfig::default()
     };
-    let mut engine = Engine::new(model, tok, cfg);
+    let mut engine = bench_engine(args, path, max_pl, pp + tg, cfg)?;
+    let n_vocab = engine.model().config().n_vocab as u64;
     let mut seed = 0x9E3779B97F4A7C15u64;
     let mut rand_prompt = || -> Vec<u32> {
         (0..pp)
@@ -293,22 +307,14 @@ fn parallel(args: &BenchArgs, path: &std::path::Path) -> anyhow::Result<()> {
 /// `bench --repeat-prompt`: a prompt of -p random tokens through the engine twice; the second
 /// maps the first's blocks from the prefix cache and computes only the last block's tokens.
 fn repeat_prompt(args: &BenchArgs, path: &std::path::Path) -> anyhow::Result<()> {
-    use rustorch_engine::engine::{Engine, EngineConfig, Request};
+    use rustorch_engine::engine::{EngineConfig, Request};
     use rustorch_engine::sampler::SamplerConfig;
     if args.n_prompt == 0 {
         bail!("--repeat-prompt needs -p above 0");
     }
-    let (file, tok) = common::open_with_tokenizer(path)?;
-    let tok = std::sync::Arc::new(tok);
     let pp = args.n_prompt;
-    let n_vocab = rustorch_model::Config::from_gguf(&file)?.n_vocab as u32;
-    let size = rustorch_model::KvSize {
-        n_seq: 1,
-        seq_ctx: pp + 1,
-        n_blocks: 0,
-    };
-    let model = args.runtime.load_cache(path, file, size)?;
-    let mut engine = Engine::new(model, tok, EngineConfig::default());
+    let mut engine = bench_engine(args, path, 1, pp + 1, EngineConfig::default())?;
+    let n_vocab = engine.model().config().n_vocab as u32;
     if !engine.config().prefix_cache {
         bail!("this model or backend has no prefix cache (a paged cache without sliding-window rings: the CPU backend)");
     }
