@@ -530,7 +530,11 @@ where
 /// Whether `device`'s KV cache is paged: sequences take pool blocks as they grow and may share
 /// them (on the others each sequence keeps its own side-by-side blocks).
 pub fn paged(device: Device) -> bool {
-    device == Device::Cpu
+    match device {
+        Device::Cpu => true,
+        Device::Cuda => cfg!(feature = "cuda"),
+        Device::Metal | Device::Vulkan | Device::Gpu => false,
+    }
 }
 
 /// Loads the model in `file` onto `device` with a KV cache of `size`.

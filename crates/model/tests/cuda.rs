@@ -401,8 +401,6 @@ fn decode_attention_matches_cpu() {
             let q = rng.vec(n * e, 1.0);
             let k = rng.vec(n * kvd, 1.0);
             let v = rng.vec(n * kvd, 1.0);
-            let got =
-                testing::attention_decode(&gpu, &q, &k, &v, n, &shape, n_ctx, n_split).unwrap();
             let mut cpu = CpuBackend::new(2);
             let mut kv = cpu
                 .alloc_kv(&KvSpec::side_by_side_of(1, 1, n_ctx, n_head_kv, hd))
@@ -415,15 +413,21 @@ fn decode_attention_matches_cpu() {
             let mut out = vec![0f32; n * e];
             cpu.attention(&qc, &kv, 0, n, &shape, &mut out).unwrap();
             let want = &out[(n - 1) * e..];
-            let err = got
-                .iter()
-                .zip(want)
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            eprintln!(
-                "attention {n_head}/{n_head_kv}x{hd} window {window} n={n} splits={n_split}: max |err| {err:.2e}"
-            );
-            // Both round q to f16; the CPU also rounds the probabilities to f16.
-            assert!(err <= 4e-3, "max error {err}");
+            // The cache as a plane of the sequence's own, and paged through a block table.
+            for paged in [false, true] {
+                let got =
+                    testing::attention_decode(&gpu, &q, &k, &v, n, &shape, (n_ctx, paged), n_split)
+                        .unwrap();
+                let err = got
+                    .iter()
+                    .zip(want)
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                eprintln!(
+                    "attention {n_head}/{n_head_kv}x{hd} window {window} n={n} splits={n_split} paged={paged}: max |err| {err:.2e}"
+                );
+                // Both round q to f16; the CPU also rounds the probabilities to f16.
+                assert!(err <= 4e-3, "max error {err}");
+            }
         }
     }
 }
@@ -472,12 +476,6 @@ fn prompt_attention_matches_cpu() {
             let q = rng.vec(total * e, 1.0);
             let k = rng.vec(total * kvd, 1.0);
             let v = rng.vec(total * kvd, 1.0);
-            let Some((got, got16)) =
-                testing::attention_prompt(&gpu, &q, &k, &v, (n_past, n), &shape, n_ctx).unwrap()
-            else {
-                eprintln!("no flash-attention kernel on this card (before sm_80): skipped");
-                return;
-            };
             let mut cpu = CpuBackend::new(4);
             let mut kv = cpu
                 .alloc_kv(&KvSpec::side_by_side_of(1, 1, n_ctx, n_head_kv, hd))
@@ -492,21 +490,37 @@ fn prompt_attention_matches_cpu() {
             let mut want = vec![0f32; n * e];
             cpu.attention(&qc[n_past * e..].to_vec(), &kv, 0, n, &shape, &mut want)
                 .unwrap();
-            // The f16 copy (the projection's GEMM input) is the f32 output rounded.
-            for (a, b) in got.iter().zip(&got16) {
-                assert_eq!(half::f16::from_f32(*a).to_f32(), *b, "f16 copy");
+            // The cache as a plane of the sequence's own, and paged through a block table.
+            for paged in [false, true] {
+                let Some((got, got16)) = testing::attention_prompt(
+                    &gpu,
+                    &q,
+                    &k,
+                    &v,
+                    (n_past, n),
+                    &shape,
+                    (n_ctx, paged),
+                )
+                .unwrap() else {
+                    eprintln!("no flash-attention kernel on this card (before sm_80): skipped");
+                    return;
+                };
+                // The f16 copy (the projection's GEMM input) is the f32 output rounded.
+                for (a, b) in got.iter().zip(&got16) {
+                    assert_eq!(half::f16::from_f32(*a).to_f32(), *b, "f16 copy");
+                }
+                let err = got
+                    .iter()
+                    .zip(&want)
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                let nan = got.iter().any(|x| !x.is_finite());
+                eprintln!(
+                    "prompt attention {n_head}/{n_head_kv}x{hd} window {window} past={n_past} n={n} paged={paged}: max |err| {err:.2e}"
+                );
+                assert!(!nan, "non-finite output");
+                // Both round q and the probabilities to f16.
+                assert!(err <= 4e-3, "max error {err}");
             }
-            let err = got
-                .iter()
-                .zip(&want)
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            let nan = got.iter().any(|x| !x.is_finite());
-            eprintln!(
-                "prompt attention {n_head}/{n_head_kv}x{hd} window {window} past={n_past} n={n}: max |err| {err:.2e}"
-            );
-            assert!(!nan, "non-finite output");
-            // Both round q and the probabilities to f16.
-            assert!(err <= 4e-3, "max error {err}");
         }
     }
 }
@@ -755,6 +769,98 @@ fn two_sequences_match_each_alone() {
     // One row takes the mat-vecs (int8 products), several rows cuBLAS (f16 products): a row's
     // logits depend on the shape of its batch by about the 1-row / many-row difference.
     support::two_sequences::check(file, Device::Cuda, 0.05, 1.0);
+    if made {
+        std::fs::remove_file(&path).ok();
+    }
+}
+
+/// The paged KV cache: two sequences on blocks scattered over a pool smaller than side by side
+/// get the logits of the same steps on their own contiguous blocks (a prompt step of both, decode
+/// steps of both, then one-row steps through the decode graph): only where the keys lie changes,
+/// not what is summed in which order, so the logits are equal. Then a third table that shares the
+/// first sequence's four full prefix blocks evaluates only its suffix and gets the logits of a
+/// cold prefill (of a batch of another shape: within the tolerance of a row count's difference).
+#[test]
+fn paged_blocks_match_own_blocks() {
+    use rustorch_model::{load_cache, KvSize, KV_BLOCK};
+    let Some(_gpu) = gpu() else { return };
+    let (path, made) = match std::env::var_os("RUSTORCH_TEST_SMOLLM2") {
+        Some(p) => (PathBuf::from(p), false),
+        None => (synth_file("smollm2-135m", FileType::Q8_0), true),
+    };
+    let file = Arc::new(GgufFile::open(&path).unwrap());
+    let n_vocab = rustorch_model::Config::from_gguf(&file).unwrap().n_vocab;
+    let a: Vec<u32> = (0..70).map(|i| (i * 37 + 11) % 4000 + 5).collect();
+    let b: Vec<u32> = (0..40).map(|i| (i * 53 + 7) % 4000 + 5).collect();
+    let opts = Default::default();
+    let mut own = rustorch_model::load_seqs(file.clone(), Device::Cuda, 256, 3, &opts).unwrap();
+    let size = KvSize {
+        n_seq: 3,
+        seq_ctx: 256,
+        n_blocks: 24,
+    };
+    let mut paged = load_cache(file, Device::Cuda, size, &opts).unwrap();
+    assert!(!paged.kv_spec().side_by_side());
+    // A (sequence 1) takes 5 blocks for its 70 positions and 4 steps, B (sequence 0) 3.
+    let blocks_a = [7u32, 3, 20, 11, 0];
+    paged.map_blocks(1, 0, &blocks_a).unwrap();
+    paged.map_blocks(0, 0, &[22, 5, 14]).unwrap();
+    assert_eq!(blocks_a.len(), (a.len() + 4).div_ceil(KV_BLOCK));
+
+    let run =
+        |m: &mut Box<dyn rustorch_model::Model>, tokens: &[u32], seqs: &[u32], pos: &[u32]| {
+            let rows: Vec<u32> = (0..tokens.len() as u32).collect();
+            let mut out = Vec::new();
+            let batch = Batch { tokens, seqs, pos };
+            m.eval_batch(&batch, &rows, &mut out).unwrap();
+            out
+        };
+    let same = |what: &str, x: &[f32], y: &[f32]| {
+        let d = (x.iter().zip(y)).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        eprintln!("paged {what}: largest difference {d:e}");
+        assert!(
+            x.len() == y.len() && d == 0.0,
+            "paged {what}: logits differ by {d}"
+        );
+    };
+    // Both prompts in one step.
+    let tokens: Vec<u32> = a.iter().chain(&b).copied().collect();
+    let seqs: Vec<u32> = [1]
+        .repeat(a.len())
+        .into_iter()
+        .chain([0].repeat(b.len()))
+        .collect();
+    let pos: Vec<u32> = (0..a.len() as u32).chain(0..b.len() as u32).collect();
+    let cold = run(&mut own, &tokens, &seqs, &pos);
+    same("prompts", &cold, &run(&mut paged, &tokens, &seqs, &pos));
+    // Two steps of both, then one row at a time.
+    let (mut pa, mut pb) = (a.len() as u32, b.len() as u32);
+    for step in 0..4u32 {
+        let (t, s, p): (Vec<u32>, Vec<u32>, Vec<u32>) = match step {
+            0 | 1 => (vec![100 + step, 200 + step], vec![1, 0], vec![pa, pb]),
+            2 => (vec![300], vec![1], vec![pa]),
+            _ => (vec![400], vec![0], vec![pb]),
+        };
+        same(
+            &format!("step {step}"),
+            &run(&mut own, &t, &s, &p),
+            &run(&mut paged, &t, &s, &p),
+        );
+        pa += s.contains(&1) as u32;
+        pb += s.contains(&0) as u32;
+    }
+    // Sequence 2 shares A's four full blocks and evaluates only positions 64..70.
+    paged.map_blocks(2, 0, &blocks_a[..4]).unwrap();
+    paged.map_blocks(2, 4, &[23]).unwrap();
+    let pos: Vec<u32> = (64..70).collect();
+    let got = run(&mut paged, &a[64..], &[2; 6], &pos);
+    let want = &cold[64 * n_vocab..70 * n_vocab];
+    let agreement = compare(want, &got, n_vocab);
+    eprintln!(
+        "shared prefix vs cold prefill: rel. error {:.2e}",
+        agreement.rel_err
+    );
+    assert!(agreement.rel_err < 0.02 && agreement.regret <= 0.5);
     if made {
         std::fs::remove_file(&path).ok();
     }

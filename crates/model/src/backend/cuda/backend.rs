@@ -48,7 +48,8 @@ use super::ops::{
     GWeight, MvIn, RopeOut, RMS_NORM_MAX,
 };
 use crate::backend::{
-    matrix_rows, AttnShape, Backend, Batch, Device, KvSpec, RopeStyle, Span, Step, N_UBATCH,
+    matrix_rows, AttnShape, Backend, Batch, Device, KvSpec, RopeStyle, Span, Step, KV_BLOCK,
+    N_UBATCH,
 };
 use crate::options::CudaOptions;
 use crate::ModelError;
@@ -108,10 +109,16 @@ pub struct CudaKv {
     kc: DevBuf,
     vc: DevBuf,
     spec: KvSpec,
-    /// Positions each layer holds per sequence.
+    /// Rows of one KV head's plane in each layer (`kv_at` in `kernels.cu`): the pool's positions
+    /// in a paged layer (one plane for all sequences), a ring's in a sliding-window layer (a
+    /// plane per sequence).
     ctx: Vec<usize>,
     /// Where each layer starts, in bytes.
     start: Vec<usize>,
+    /// Each sequence's block table (`spec.table_len()` entries; -1: not mapped), and the copy
+    /// on the GPU that the kernels read.
+    tables: Vec<i32>,
+    dev_tables: DevBuf,
     n_head_kv: usize,
     hd: usize,
 }
@@ -120,6 +127,22 @@ impl CudaKv {
     /// The addresses of layer `il`'s keys and values (its first sequence).
     fn layer(&self, il: usize) -> (u64, u64) {
         (self.kc.at(self.start[il]), self.vc.at(self.start[il]))
+    }
+
+    /// The block tables' address and entries a sequence, for layer `il` if it is paged.
+    fn paging(&self, il: usize) -> Option<(u64, usize)> {
+        (self.spec.ring[il] == 0).then(|| (self.dev_tables.ptr, self.spec.table_len()))
+    }
+
+    /// The plane row of sequence `seq`'s position 0 when its positions `0..n_kv` lie in
+    /// consecutive blocks of the pool (a side-by-side sequence's own blocks).
+    fn contiguous(&self, seq: usize, n_kv: usize) -> Option<usize> {
+        let tlen = self.spec.table_len();
+        let table = &self.tables[seq * tlen..(seq + 1) * tlen];
+        let first = *table.first()?;
+        let consecutive = (table[..n_kv.div_ceil(KV_BLOCK)].iter().enumerate())
+            .all(|(i, &b)| b == first + i as i32);
+        (first >= 0 && consecutive).then_some(first as usize * KV_BLOCK)
     }
 }
 
@@ -293,11 +316,15 @@ impl CudaBackend {
 
     /// The attention geometry of layer `layer`.
     fn attn(&self, shape: &AttnShape, kv: &CudaKv, layer: usize) -> Attn {
-        Attn::new(
+        let a = Attn::new(
             shape,
             kv.ctx[layer],
             Attn::splits_for(shape.n_head, shape.n_head_kv),
-        )
+        );
+        match kv.paging(layer) {
+            Some((tables, tlen)) => a.paged(tables, tlen),
+            None => a,
+        }
     }
 
     /// `out[n][rows] (+)= x16[n][cols] · Wᵀ` through the f16 scratch copy of `w`.
@@ -559,32 +586,42 @@ impl Backend for CudaBackend {
     }
 
     fn alloc_kv(&mut self, spec: &KvSpec) -> Result<CudaKv, ModelError> {
-        if !spec.side_by_side() {
-            return Err(ModelError::Backend(
-                "cuda: the KV cache is not paged on this backend yet: each sequence needs its own blocks".into(),
-            ));
-        }
         let overflow = || ModelError::Backend("cuda: KV cache size overflows".into());
         let (n_seq, n_head_kv, head_dim) = (spec.n_seq, spec.n_head_kv, spec.head_dim);
-        // Bytes of one position of every sequence (f16 keys or values of every KV head).
+        // Bytes of one position of one sequence (f16 keys or values of every KV head).
         let row = n_head_kv
             .checked_mul(head_dim)
-            .and_then(|v| v.checked_mul(2 * n_seq))
+            .and_then(|v| v.checked_mul(2))
             .ok_or_else(overflow)?;
-        // Each sequence's whole context side by side; a sliding-window layer's ring.
+        let pool = spec.n_blocks.checked_mul(KV_BLOCK).ok_or_else(overflow)?;
+        if pool > i32::MAX as usize {
+            return Err(overflow());
+        }
+        // A paged layer's pool, shared; a sliding-window layer's ring per sequence.
         let ctx: Vec<usize> = (spec.ring.iter())
-            .map(|&r| if r == 0 { spec.seq_ctx } else { r })
+            .map(|&r| if r == 0 { pool } else { r })
             .collect();
         let mut start = Vec::with_capacity(ctx.len());
         let mut bytes = 0usize;
-        for &c in &ctx {
+        for (&c, &ring) in ctx.iter().zip(&spec.ring) {
             start.push(bytes);
+            let planes = if ring == 0 { 1 } else { n_seq };
             bytes = c
                 .checked_mul(row)
+                .and_then(|b| b.checked_mul(planes))
                 .and_then(|b| b.checked_add(bytes))
                 .filter(|&b| b <= isize::MAX as usize)
                 .ok_or_else(overflow)?;
         }
+        let tlen = spec.table_len();
+        let tables: Vec<i32> = (0..n_seq)
+            .flat_map(|s| (0..tlen).map(move |i| (s, i)))
+            .map(|(s, i)| match spec.side_by_side() {
+                true => spec.own_block(s, i) as i32,
+                false => -1,
+            })
+            .collect();
+        let dev_tables = self.gpu.upload(&tables, "the KV block tables")?;
         let what = format!("the KV cache ({n_seq} sequences)");
         let (kc, vc) = (self.gpu.alloc(bytes, &what)?, self.gpu.alloc(bytes, &what)?);
         // Zeroed: attention may read a slot it masks out (a tile's keys before a window), and a
@@ -597,6 +634,8 @@ impl Backend for CudaBackend {
             spec: spec.clone(),
             ctx,
             start,
+            tables,
+            dev_tables,
             n_head_kv,
             hd: head_dim,
         })
@@ -609,7 +648,14 @@ impl Backend for CudaBackend {
         first: usize,
         blocks: &[u32],
     ) -> Result<(), ModelError> {
-        kv.spec.check_own_blocks("cuda", seq, first, blocks)
+        kv.spec.check_map(seq, first, blocks)?;
+        let at = seq * kv.spec.table_len() + first;
+        let entries = &mut kv.tables[at..at + blocks.len()];
+        for (e, &b) in entries.iter_mut().zip(blocks) {
+            *e = b as i32;
+        }
+        // On the stream, ahead of the next step's kernels (a replayed graph's included).
+        self.gpu.write(&kv.dev_tables, at * 4, entries)
     }
 
     fn begin_step(&mut self, batch: &Batch, head: &[u32]) -> Result<Step, ModelError> {
@@ -757,6 +803,12 @@ impl Backend for CudaBackend {
             scale: 1.0,
             rope_mscale: 1.0,
             window: 0,
+            tables: 0,
+            tlen: 0,
+        };
+        let a = match kv.paging(layer) {
+            Some((tables, tlen)) => a.paged(tables, tlen),
+            None => a,
         };
         let (kp, vp) = (self.f32_of(k)?, self.f32_of(v)?);
         ops::kv_store(&self.gpu, &a, (kp, vp), n, self.io.ptr, kv.layer(layer))
@@ -783,7 +835,6 @@ impl Backend for CudaBackend {
         let spans: Vec<Span> = self.spans.iter().copied().filter(|s| s.row0 < n).collect();
         // Every span through flash attention: the f16 copy alone serves the projection.
         let f16_only = !self.debug && flash && spans.iter().all(|s| s.len > 1);
-        let seq = |s: &Span| s.seq as u64 * a.seq_stride() * 2;
         if n == 1 {
             // One row: split-K decode attention, merged into f32 and the q8_1 of the projection.
             let part = self.scratch(S::Part, a.n_head * a.n_split * (a.hd + 2) * 4)?;
@@ -812,23 +863,26 @@ impl Backend for CudaBackend {
             0
         };
         let mut f16_rows = x16 != 0;
-        if !flash
-            && shape.window == 0
-            && spans.len() == 1
-            && spans[0].len > 1
-            && self.gpu.has_blas()
-        {
-            self.scores_attention(
-                &a,
-                q,
-                (kc + seq(&spans[0]), vc + seq(&spans[0])),
-                spans[0],
-                op,
-                x16,
-            )?;
+        // The cuBLAS path reads a sequence's keys as one matrix a head: a plane of its own, or
+        // consecutive blocks of the pool.
+        let matrix = |s: &Span| match a.tables {
+            0 => Some(a.seq_part(s.seq).0),
+            _ => kv
+                .contiguous(s.seq, s.pos0 + s.len)
+                .map(|row| (row * a.hd * 2) as u64),
+        };
+        let scores = match spans.as_slice() {
+            [s] if !flash && shape.window == 0 && s.len > 1 && self.gpu.has_blas() => {
+                matrix(s).map(|at| (*s, at))
+            }
+            _ => None,
+        };
+        if let Some((s, at)) = scores {
+            self.scores_attention(&a, q, (kc + at, vc + at), s, op, x16)?;
         } else {
             for s in &spans {
-                let (k, v) = (kc + seq(s), vc + seq(s));
+                let (at, tab) = a.seq_part(s.seq);
+                let (k, v) = (kc + at, vc + at);
                 if s.len > 1 && flash {
                     let o16 = if x16 != 0 {
                         x16 + (s.row0 * e * 2) as u64
@@ -841,7 +895,7 @@ impl Backend for CudaBackend {
                         &a,
                         (s.len, s.pos0),
                         qp + row(s.row0),
-                        (k, v),
+                        (k, v, tab),
                         (o32, o16),
                     )?;
                     continue;

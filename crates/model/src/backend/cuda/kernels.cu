@@ -443,6 +443,29 @@ __device__ __forceinline__ int kv_slot(int p, int cap) {
     return p < cap ? p : p % cap;
 }
 
+// Positions a block of a paged layer holds (backend::KV_BLOCK).
+#define KV_BLOCK 16
+// A layer's cache holds, per KV head, a plane of n_ctx rows of head_dim f16 values. A paged layer
+// has one plane of the whole pool, shared by every sequence: position p of a sequence is in row
+// tab[p / KV_BLOCK] * KV_BLOCK + p % KV_BLOCK, `tab` being the sequence's block table. A layer
+// that is not paged (a sliding window's ring) has a plane per sequence, seq_stride values apart,
+// and p is in row p % n_ctx of its sequence's.
+//
+// Sequence `seq`'s block table (null when the layer is not paged: `tables` null).
+__device__ __forceinline__ const int* kv_table(const int* tables, int tlen, int seq) {
+    return tables ? tables + (u64)seq * tlen : 0;
+}
+// The row of position p of the sequence whose table is `tab` (null: its ring of n_ctx rows).
+__device__ __forceinline__ int kv_row(const int* tab, int p, int n_ctx) {
+    return tab ? tab[p / KV_BLOCK] * KV_BLOCK + p % KV_BLOCK : kv_slot(p, n_ctx);
+}
+// Where row `p` of sequence `seq`, KV head `kvh` starts in a layer's cache, in values.
+__device__ __forceinline__ u64 kv_at(const int* tables, int tlen, u64 seq_stride, int seq, int kvh,
+                                     int p, int n_ctx, int hd) {
+    const int* tab = kv_table(tables, tlen, seq);
+    return (tab ? 0 : (u64)seq * seq_stride) + ((u64)kvh * n_ctx + kv_row(tab, p, n_ctx)) * hd;
+}
+
 // Mat-vec of up to three weights sharing one input (q/k/v). A block of nw <= 16 warps takes
 // nw / wpr work items, `wpr` warps each (wide rows get more lanes, so every lane has at most a few chunks and all
 // of its loads are in flight at once). An item is one output row; in mode 2 an item is one row of
@@ -457,7 +480,8 @@ extern "C" __global__ void matvec(const u8* w0, int t0, int r0, float* o0,
                                   const u8* w2, int t2, int r2, float* o2,
                                   const i8* aq, const float2* ads, int ncols, int mode, int wpr,
                                   const int* io, u16* kc, u16* vc, int n_ctx, u64 seq_stride,
-                                  int hd, int n_rot, float theta_scale, int flags) {
+                                  const int* tables, int tlen, int hd, int n_rot, float theta_scale,
+                                  int flags) {
     __shared__ float part[16];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, n_warps = blockDim.x >> 5;
     int nch = ncols >> 5;
@@ -489,13 +513,12 @@ extern "C" __global__ void matvec(const u8* w0, int t0, int r0, float* o0,
         return;
     }
     if (mode == 3) {
-        int pos = io[1];
-        u64 cache = (u64)io[2] * seq_stride;
+        int pos = io[1], seq = io[2];
         if (g >= r0 + r1) { // v: straight into the cache
             g -= r0 + r1;
             if (g < r2) {
                 o2[g] = v;
-                vc[cache + ((u64)(g / hd) * n_ctx + kv_slot(pos, n_ctx)) * hd + g % hd] = f2h(v);
+                vc[kv_at(tables, tlen, seq_stride, seq, g / hd, pos, n_ctx, hd) + g % hd] = f2h(v);
             }
             return;
         }
@@ -518,7 +541,7 @@ extern "C" __global__ void matvec(const u8* w0, int t0, int r0, float* o0,
         of[0] = x0;
         of[1] = x1;
         if (!is_q) {
-            u16* dst = kc + cache + ((u64)(r / hd) * n_ctx + kv_slot(pos, n_ctx)) * hd + d;
+            u16* dst = kc + kv_at(tables, tlen, seq_stride, seq, r / hd, pos, n_ctx, hd) + d;
             dst[0] = f2h(x0);
             dst[1] = f2h(x1);
         }
@@ -614,7 +637,7 @@ extern "C" __global__ void swiglu(float* g, const float* u, u16* out, int n, int
 extern "C" __global__ void rope_store(float* q, float* k, const float* v, int n_head, int n_head_kv,
                                       int hd, int n_rot, float theta_scale, const int* io, int neox,
                                       const float* ff, float mscale, u16* kc, u16* vc, int n_ctx,
-                                      u64 seq_stride) {
+                                      u64 seq_stride, const int* tables, int tlen) {
     grid_wait();
     grid_launch();
     int t = blockIdx.x, hh = blockIdx.y, i = threadIdx.x, half = n_rot / 2;
@@ -642,7 +665,7 @@ extern "C" __global__ void rope_store(float* q, float* k, const float* v, int n_
     p[a] = y0;
     p[b] = y1;
     if (!is_q) {
-        u64 at = (u64)io[3 * t + 2] * seq_stride + ((u64)kvh * n_ctx + kv_slot(pos, n_ctx)) * hd;
+        u64 at = kv_at(tables, tlen, seq_stride, io[3 * t + 2], kvh, pos, n_ctx, hd);
         const float* vs = v + ((u64)t * n_head_kv + kvh) * hd;
         kc[at + a] = f2h(y0);
         kc[at + b] = f2h(y1);
@@ -722,14 +745,15 @@ extern "C" __global__ void geglu(float* g, const float* u, u16* out, int n, int 
     }
 }
 
-// k and v of each row as f16 into the layer's cache [seq][kv_head][n_ctx][hd] of the row's
-// sequence (io[3t + 2]) at its position (io[3t + 1]). grid (n, n_head_kv), block hd.
+// k and v of each row as f16 into the layer's cache (see kv_at) of the row's sequence (io[3t + 2])
+// at its position (io[3t + 1]). grid (n, n_head_kv), block hd.
 extern "C" __global__ void kv_store(const float* k, const float* v, int n_head_kv, int hd,
-                                    const int* io, u16* kc, u16* vc, int n_ctx, u64 seq_stride) {
+                                    const int* io, u16* kc, u16* vc, int n_ctx, u64 seq_stride,
+                                    const int* tables, int tlen) {
     grid_wait();
     grid_launch();
     int t = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
-    u64 at = (u64)io[3 * t + 2] * seq_stride + ((u64)h * n_ctx + kv_slot(io[3 * t + 1], n_ctx)) * hd + d;
+    u64 at = kv_at(tables, tlen, seq_stride, io[3 * t + 2], h, io[3 * t + 1], n_ctx, hd) + d;
     u64 src = ((u64)t * n_head_kv + h) * hd + d;
     kc[at] = f2h(k[src]);
     vc[at] = f2h(v[src]);
@@ -763,13 +787,17 @@ __device__ __forceinline__ int attn_chunk(int n_kv, int n_split) {
 }
 template <int HD>
 __device__ void attn_decode_t(const float* q, const u16* kc, const u16* vc, const int* io, int n_ctx,
-                              u64 seq_stride, int n_head, int n_head_kv, float scale, float* part,
-                              int* counter, float* of32, i8* aq, float2* ads, int pf, int window) {
+                              u64 seq_stride, const int* tables, int tlen, int n_head, int n_head_kv,
+                              float scale, float* part, int* counter, float* of32, i8* aq,
+                              float2* ads, int pf, int window) {
     constexpr int E = HD / 32;
     // The first position the query sees: 0, or the start of its sliding window.
     int lo = window > 0 ? max(0, io[1] + 1 - window) : 0;
-    kc += (u64)io[2] * seq_stride;
-    vc += (u64)io[2] * seq_stride;
+    const int* tab = kv_table(tables, tlen, io[2]);
+    if (!tab) {
+        kc += (u64)io[2] * seq_stride;
+        vc += (u64)io[2] * seq_stride;
+    }
     if (pf) {
         // The cached positions before this one (io is written by the host before the step, so it
         // can be read before the wait) do not depend on the previous kernel: pull this split's keys
@@ -783,8 +811,8 @@ __device__ void attn_decode_t(const float* q, const u16* kc, const u16* vc, cons
         for (int j = p0 + threadIdx.x * gridDim.z + blockIdx.z; j < p1; j += blockDim.x * gridDim.z) {
 #pragma unroll
             for (int l = 0; l < LINES; l++) {
-                prefetch_l2(kb + (u64)kv_slot(j, n_ctx) * HD * 2 + l * 128);
-                prefetch_l2(vb + (u64)kv_slot(j, n_ctx) * HD * 2 + l * 128);
+                prefetch_l2(kb + (u64)kv_row(tab, j, n_ctx) * HD * 2 + l * 128);
+                prefetch_l2(vb + (u64)kv_row(tab, j, n_ctx) * HD * 2 + l * 128);
             }
         }
     }
@@ -821,12 +849,12 @@ __device__ void attn_decode_t(const float* q, const u16* kc, const u16* vc, cons
     for (int tile = j0 + warp * 32; tile < j1; tile += AD_WARPS * 32) {
         int j = tile + lane;
         bool valid = j < j1;
-        // The tile's first slot: its positions run on from there, wrapping once at most.
-        int ts = kv_slot(tile, n_ctx);
+        // The row of the lane's key (of the tile's first past the end); the value rows below are
+        // the lanes' rows in turn.
+        int krow = kv_row(tab, valid ? j : tile, n_ctx);
         // Scores: lane j reads key j whole (all loads first, then the arithmetic).
         uint4 kw[HD / 8];
-        int kslot = ts + (valid ? lane : 0);
-        const uint4* kr = (const uint4*)(kb + (u64)(kslot >= n_ctx ? kslot - n_ctx : kslot) * HD);
+        const uint4* kr = (const uint4*)(kb + (u64)krow * HD);
 #pragma unroll
         for (int d8 = 0; d8 < HD / 8; d8++) kw[d8] = kr[d8];
         float s[AD_G];
@@ -869,8 +897,8 @@ __device__ void attn_decode_t(const float* q, const u16* kc, const u16* vc, cons
         float vv[32][E];
 #pragma unroll
         for (int jj = 0; jj < 32; jj++) {
-            int vslot = ts + (jj < nk ? jj : 0);
-            const u16* vr = vb + (u64)(vslot >= n_ctx ? vslot - n_ctx : vslot) * HD + lane * E;
+            int vrow = __shfl_sync(0xffffffffu, krow, jj);
+            const u16* vr = vb + (u64)vrow * HD + lane * E;
 #pragma unroll
             for (int e = 0; e < E; e++) vv[jj][e] = h2f(vr[e]);
         }
@@ -977,11 +1005,12 @@ __device__ void attn_decode_t(const float* q, const u16* kc, const u16* vc, cons
 #define ATTN_DECODE(HD)                                                                            \
     extern "C" __global__ void attn_decode_##HD(const float* q, const u16* kc, const u16* vc,    \
                                                 const int* io, int n_ctx, u64 seq_stride,         \
-                                                int n_head, int n_head_kv, float scale,           \
-                                                float* part, int* counter, float* of32, i8* aq,   \
-                                                float2* ads, int pf, int window) {                \
-        attn_decode_t<HD>(q, kc, vc, io, n_ctx, seq_stride, n_head, n_head_kv, scale, part,       \
-                          counter, of32, aq, ads, pf, window);                                    \
+                                                const int* tables, int tlen, int n_head,          \
+                                                int n_head_kv, float scale, float* part,          \
+                                                int* counter, float* of32, i8* aq, float2* ads,   \
+                                                int pf, int window) {                             \
+        attn_decode_t<HD>(q, kc, vc, io, n_ctx, seq_stride, tables, tlen, n_head, n_head_kv,      \
+                          scale, part, counter, of32, aq, ads, pf, window);                       \
     }
 ATTN_DECODE(32)
 ATTN_DECODE(64)
@@ -991,7 +1020,8 @@ ATTN_DECODE(256)
 
 // ---------------------------------------------------------------------------------------------
 // Prompt attention (flash attention on tensor cores, sm_80+): n queries at positions pos0.. of one
-// head against the layer's f16 cache, causal, online softmax in registers; no score matrix in
+// head against the sequence's part of the layer's f16 cache (kv_row: `tab` its block table, or
+// null and kc/vc its ring), causal, online softmax in registers; no score matrix in
 // memory. Block (query tile of FA_BQ rows, head), 4 warps of 16 rows; the block walks the keys its
 // rows see in tiles of BK keys, staged in shared memory (f16, rows padded by 8 halves so the fragment
 // loads hit distinct banks). Per tile a warp takes S = Q·Kᵀ (16 × BK) with mma.m16n8k16 (f16 in,
@@ -1018,9 +1048,10 @@ __device__ __forceinline__ u32 pack_h2(float lo, float hi) {
 }
 
 template <int HD, int BK>
-__device__ __forceinline__ void attn_prompt_t(const float* q, const u16* kc, const u16* vc, int n,
-                                              int pos0, int n_ctx, int n_head, int n_head_kv,
-                                              float scale, float* of32, u16* of16, int window) {
+__device__ __forceinline__ void attn_prompt_t(const float* q, const u16* kc, const u16* vc,
+                                              const int* tab, int n, int pos0, int n_ctx,
+                                              int n_head, int n_head_kv, float scale, float* of32,
+                                              u16* of16, int window) {
     constexpr int KS = HD / 16; // k-steps of Q·Kᵀ
     constexpr int DN = HD / 8;  // n-tiles of the output
     constexpr int LD = HD + 8;  // shared row stride in halves (a multiple of 8: rows stay 16-aligned)
@@ -1066,9 +1097,9 @@ __device__ __forceinline__ void attn_prompt_t(const float* q, const u16* kc, con
             int key = i / (HD / 8), c8 = i - key * (HD / 8);
             uint4 kw = make_uint4(0, 0, 0, 0), vw = make_uint4(0, 0, 0, 0);
             if (k0 + key < n_kv) { // zeros past the cached keys (never garbage: 0 · NaN is NaN)
-                int slot = kv_slot(k0 + key, n_ctx);
-                kw = ((const uint4*)(kb + (u64)slot * HD))[c8];
-                vw = ((const uint4*)(vb + (u64)slot * HD))[c8];
+                int row = kv_row(tab, k0 + key, n_ctx);
+                kw = ((const uint4*)(kb + (u64)row * HD))[c8];
+                vw = ((const uint4*)(vb + (u64)row * HD))[c8];
             }
             *(uint4*)(ks + key * LD + c8 * 8) = kw;
             *(uint4*)(vs + key * LD + c8 * 8) = vw;
@@ -1168,11 +1199,11 @@ __device__ __forceinline__ void attn_prompt_t(const float* q, const u16* kc, con
 // Key tiles of 64 (32 for 256-wide heads, whose staged tiles would not fit 48 KiB of shared memory).
 #define ATTN_PROMPT(HD, BK)                                                                        \
     extern "C" __global__ void __launch_bounds__(128)                                              \
-        attn_prompt_##HD(const float* q, const u16* kc, const u16* vc, int n, int pos0,         \
-                         int n_ctx, int n_head, int n_head_kv, float scale, float* of32,           \
+        attn_prompt_##HD(const float* q, const u16* kc, const u16* vc, const int* tab, int n,   \
+                         int pos0, int n_ctx, int n_head, int n_head_kv, float scale, float* of32, \
                          u16* of16, int window) {                                                  \
-        attn_prompt_t<HD, BK>(q, kc, vc, n, pos0, n_ctx, n_head, n_head_kv, scale, of32, of16,    \
-                              window);                                                             \
+        attn_prompt_t<HD, BK>(q, kc, vc, tab, n, pos0, n_ctx, n_head, n_head_kv, scale, of32,     \
+                              of16, window);                                                       \
     }
 ATTN_PROMPT(32, 64)
 ATTN_PROMPT(64, 64)

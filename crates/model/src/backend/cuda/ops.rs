@@ -157,20 +157,21 @@ pub(crate) fn matvec(
     let items = if mode == 2 { 2 * rows } else { rows };
     let warps = gpu.opts.mv_warps;
     let grid = items.div_ceil(warps / wpr) as u32;
-    let (io, kc, vc, n_ctx, seq_stride, hd, n_rot, theta_scale) = match rope {
+    let (io, kc, vc, n_ctx, seq_stride, (tables, tlen), hd, n_rot, theta_scale) = match rope {
         Some((a, r)) => (
             r.io,
             r.kc,
             r.vc,
             a.n_ctx as i32,
             a.seq_stride(),
+            (a.tables, a.tlen as i32),
             a.hd as i32,
             a.n_rot as i32,
             a.theta_scale(),
         ),
         None => {
             assert!(mode != 3, "the q/k/v mode needs its RoPE outputs");
-            (0, 0, 0, 0, 0, 0, 0, 0.0)
+            (0, 0, 0, 0, 0, (0, 0), 0, 0, 0.0)
         }
     };
     gpu.launch(
@@ -200,6 +201,8 @@ pub(crate) fn matvec(
             &vc,
             &n_ctx,
             &seq_stride,
+            &tables,
+            &tlen,
             &hd,
             &n_rot,
             &theta_scale,
@@ -275,6 +278,11 @@ pub(crate) struct Attn {
     pub rope_mscale: f32,
     /// Positions a query sees, itself included (0: all before it).
     pub window: usize,
+    /// A paged layer's block tables (i32, `tlen` entries a sequence; `n_ctx` is then the pool's
+    /// rows), or 0: each sequence has a plane of `n_ctx` rows of its own (`kv_at` in
+    /// `kernels.cu`).
+    pub tables: u64,
+    pub tlen: usize,
 }
 
 impl Attn {
@@ -292,11 +300,29 @@ impl Attn {
             scale: shape.scale,
             rope_mscale: shape.rope_mscale,
             window: shape.window,
+            tables: 0,
+            tlen: 0,
         }
     }
-    /// f16 values between two sequences' caches of one layer.
+    /// The geometry of a paged layer: `tables` holds each sequence's `tlen` block ids.
+    pub fn paged(self, tables: u64, tlen: usize) -> Attn {
+        Attn {
+            tables,
+            tlen,
+            ..self
+        }
+    }
+    /// f16 values between two sequences' caches of one layer that is not paged.
     pub fn seq_stride(&self) -> u64 {
         (self.n_head_kv * self.n_ctx * self.hd) as u64
+    }
+    /// Sequence `seq`'s part of the layer: bytes past the layer's start, and the address of its
+    /// block table (0 when the layer is not paged).
+    pub fn seq_part(&self, seq: usize) -> (u64, u64) {
+        match self.tables {
+            0 => (seq as u64 * self.seq_stride() * 2, 0),
+            t => (0, t + (seq * self.tlen * 4) as u64),
+        }
     }
     /// RoPE's `base^(-2/n_rot)`.
     pub fn theta_scale(&self) -> f32 {
@@ -411,6 +437,8 @@ pub(crate) fn kv_store(
             &vc,
             &(a.n_ctx as i32),
             &a.seq_stride(),
+            &a.tables,
+            &(a.tlen as i32),
         ],
     )
 }
@@ -486,6 +514,8 @@ pub(crate) fn rope_store(
             &vc,
             &(a.n_ctx as i32),
             &a.seq_stride(),
+            &a.tables,
+            &(a.tlen as i32),
         ],
     )
 }
@@ -521,6 +551,8 @@ pub(crate) fn attn_decode(
             &io,
             &(a.n_ctx as i32),
             &a.seq_stride(),
+            &a.tables,
+            &(a.tlen as i32),
             &(a.n_head as i32),
             &(a.n_head_kv as i32),
             &scale,
@@ -545,8 +577,8 @@ pub(crate) fn flash_enabled(gpu: &Gpu) -> bool {
 const FA_BQ: usize = 64;
 
 /// Causal attention of `n` query rows (f32 `[t][head][head_dim]`) of one sequence at positions
-/// `pos0..pos0 + n` over that sequence's cache of one layer (`kc`, `vc`), which holds the
-/// positions they see: flash attention on tensor cores, no score matrix. Writes f32
+/// `pos0..pos0 + n` over that sequence's part of one layer's cache (`kc`, `vc`, and `tab` its
+/// block table in a paged layer, else 0), which holds the positions they see: flash attention on tensor cores, no score matrix. Writes f32
 /// `of32[t][head * head_dim + d]`, and the same as f16 to `of16` when not null. Needs sm_80+
 /// ([`flash_enabled`]).
 pub(crate) fn attn_prompt(
@@ -554,15 +586,18 @@ pub(crate) fn attn_prompt(
     a: &Attn,
     (n, pos0): (usize, usize),
     q: u64,
-    (kc, vc): (u64, u64),
+    (kc, vc, tab): (u64, u64, u64),
     (of32, of16): (u64, u64),
 ) -> Result<(), ModelError> {
     assert!(
         gpu.cc_major >= 8,
         "the prompt attention kernel needs sm_80+"
     );
-    // The cache holds what the rows see: positions 0..pos0 + n, or a ring of a window's last.
-    debug_assert!(n > 0 && (pos0 + n <= a.n_ctx || a.window > 0 && a.window + n - 1 <= a.n_ctx));
+    // The cache holds what the rows see: positions 0..pos0 + n (through the block table `tab`
+    // when not 0), or a ring of a window's last.
+    debug_assert!(
+        n > 0 && (tab != 0 || pos0 + n <= a.n_ctx || a.window > 0 && a.window + n - 1 <= a.n_ctx)
+    );
     let scale = a.scale;
     gpu.launch(
         &gpu.k.attn_prompt[a.kernel()?],
@@ -572,6 +607,7 @@ pub(crate) fn attn_prompt(
             &q,
             &kc,
             &vc,
+            &tab,
             &(n as i32),
             &(pos0 as i32),
             &(a.n_ctx as i32),

@@ -144,10 +144,33 @@ fn rows(gpu: &Gpu, pos0: usize, n: usize) -> Result<DevBuf, ModelError> {
     gpu.upload(&io, "rows")
 }
 
+/// The attention tests' cache of one sequence of `n_ctx` positions: a plane of its own, or with
+/// `paged` a pool of blocks (one more than it needs) that its block table takes in reverse order,
+/// so no position is where the plane of its own would keep it. Returns the geometry and the
+/// table's buffer.
+fn test_cache(
+    gpu: &Gpu,
+    shape: &AttnShape,
+    n_ctx: usize,
+    n_split: usize,
+    paged: bool,
+) -> Result<(Attn, Option<DevBuf>), ModelError> {
+    use crate::backend::KV_BLOCK;
+    if !paged {
+        return Ok((Attn::new(shape, n_ctx, n_split), None));
+    }
+    let tlen = n_ctx.div_ceil(KV_BLOCK);
+    let n_blocks = tlen + 1;
+    let table: Vec<i32> = (0..tlen).map(|i| (n_blocks - 1 - i) as i32).collect();
+    let tab = gpu.upload(&table, "block table")?;
+    let a = Attn::new(shape, n_blocks * KV_BLOCK, n_split).paged(tab.ptr, tlen);
+    Ok((a, Some(tab)))
+}
+
 /// Decode attention of the last of `n` tokens: q (`n × n_head × head_dim`), k and v (`n × kv_dim`)
 /// before RoPE; all `n` go through RoPE into an f16 cache of `n_ctx` positions, then the last
-/// token's query attends over positions `0..n` with `n_split` splits. Returns its output
-/// (`n_head × head_dim`).
+/// token's query attends over positions `0..n` with `n_split` splits; `paged` as in
+/// [`test_cache`]. Returns its output (`n_head × head_dim`).
 #[allow(clippy::too_many_arguments)] // the op's operands
 pub fn attention_decode(
     gpu: &Gpu,
@@ -156,10 +179,10 @@ pub fn attention_decode(
     v: &[f32],
     n: usize,
     shape: &AttnShape,
-    n_ctx: usize,
+    (n_ctx, paged): (usize, bool),
     n_split: usize,
 ) -> Result<Vec<f32>, ModelError> {
-    let a = Attn::new(shape, n_ctx, n_split);
+    let (a, _table) = test_cache(gpu, shape, n_ctx, n_split, paged)?;
     a.check()?;
     let e = a.n_head * a.hd;
     let (qb, kb, vb) = (
@@ -167,8 +190,8 @@ pub fn attention_decode(
         gpu.upload(k, "k")?,
         gpu.upload(v, "v")?,
     );
-    let kc = gpu.alloc(a.n_head_kv * n_ctx * a.hd * 2, "k cache")?;
-    let vc = gpu.alloc(a.n_head_kv * n_ctx * a.hd * 2, "v cache")?;
+    let kc = gpu.alloc(a.n_head_kv * a.n_ctx * a.hd * 2, "k cache")?;
+    let vc = gpu.alloc(a.n_head_kv * a.n_ctx * a.hd * 2, "v cache")?;
     let io = rows(gpu, 0, n)?;
     let part = gpu.alloc(a.n_head * n_split * (a.hd + 2) * 4, "partials")?;
     let counter = gpu.upload(&vec![0i32; a.n_head_kv * a.group_blocks()], "counters")?;
@@ -286,7 +309,8 @@ pub fn qkv_rope(
 /// Prompt attention (the flash-attention kernel, sm_80+) of `n` new tokens after `n_past` earlier
 /// ones: q (`(n_past + n) × n_head × head_dim`), k and v (`(n_past + n) × kv_dim`) before RoPE. All
 /// tokens go through RoPE and into an f16 cache of `n_ctx` positions; the new tokens' queries
-/// attend causally over positions `0..n_past + n`, as a prompt batch runs them. Returns the output
+/// attend causally over positions `0..n_past + n`, as a prompt batch runs them; `paged` as in
+/// [`test_cache`]. Returns the output
 /// of the new tokens (`n × n_head × head_dim`, f32) and its f16 copy, or `None` on a card without
 /// the kernel (before sm_80).
 #[allow(clippy::too_many_arguments)] // the op's operands
@@ -298,12 +322,12 @@ pub fn attention_prompt(
     v: &[f32],
     (n_past, n): (usize, usize),
     shape: &AttnShape,
-    n_ctx: usize,
+    (n_ctx, paged): (usize, bool),
 ) -> Result<Option<(Vec<f32>, Vec<f32>)>, ModelError> {
     if gpu.cc_major < 8 {
         return Ok(None);
     }
-    let a = Attn::new(shape, n_ctx, 1);
+    let (a, table) = test_cache(gpu, shape, n_ctx, 1, paged)?;
     a.check()?;
     let e = a.n_head * a.hd;
     let total = n_past + n;
@@ -313,7 +337,7 @@ pub fn attention_prompt(
         gpu.upload(v, "v")?,
     );
     // Positions past the prompt hold NaN bits: the kernel must never let them into a result.
-    let cache = vec![0x7e00u16; a.n_head_kv * n_ctx * a.hd];
+    let cache = vec![0x7e00u16; a.n_head_kv * a.n_ctx * a.hd];
     let kc = gpu.upload(&cache, "k cache")?;
     let vc = gpu.upload(&cache, "v cache")?;
     let io = rows(gpu, 0, total)?;
@@ -327,7 +351,7 @@ pub fn attention_prompt(
         &a,
         (n, n_past),
         qb.at(n_past * e * 4),
-        (kc.ptr, vc.ptr),
+        (kc.ptr, vc.ptr, table.as_ref().map_or(0, |t| t.ptr)),
         (out.ptr, out16.ptr),
     )?;
     let mut o = vec![0f32; n * e];
