@@ -532,8 +532,9 @@ where
 pub fn paged(device: Device) -> bool {
     match device {
         Device::Cpu => true,
+        Device::Metal | Device::Vulkan => cfg!(feature = "wgpu"),
         Device::Cuda => cfg!(feature = "cuda"),
-        Device::Metal | Device::Vulkan | Device::Gpu => false,
+        Device::Gpu => false,
     }
 }
 

@@ -79,6 +79,52 @@ fn gemma3_default_pattern() {
     check("gemma3-pattern6");
 }
 
+/// Relative L2 error of `got` against `want`.
+fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
+    let (mut err, mut norm) = (0f64, 0f64);
+    for (a, b) in got.iter().zip(want) {
+        err += ((a - b) as f64).powi(2);
+        norm += (*b as f64).powi(2);
+    }
+    (err / norm).sqrt()
+}
+
+#[test]
+fn gemma3_sliding_window_rings_match_the_cpu_backend() {
+    // With a context of 1024 the tiny Gemma 3's sliding-window layers (window 8) keep a ring of
+    // 8 + 512 - 1 = 519 positions per sequence, its global layer a paged pool. 600 positions (its
+    // reference tokens over and over) as a prompt (the runner's steps of 512 and 88 rows, the
+    // second's windows reaching into the first's ring) and 40 decode steps wrap the rings. Every
+    // position's logits against the CPU backend's rings: relative L2 error within the 2% the tiny
+    // files are held to against llama.cpp.
+    let r = tiny_arch::reference("gemma3");
+    let file = Arc::new(GgufFile::open(&r.file).unwrap());
+    let mut cpu = load(Arc::clone(&file), Device::Cpu, 1024).unwrap();
+    let mut gpu = load(file, gpu_device(), 1024).unwrap();
+    assert_eq!(gpu.kv_spec().ring, [519, 519, 0]);
+    let n_vocab = cpu.config().n_vocab;
+    let tokens: Vec<u32> = r.tokens.iter().copied().cycle().take(640).collect();
+    let (mut lc, mut lg) = (Vec::new(), Vec::new());
+    cpu.eval(&tokens[..600], 0, Logits::All, &mut lc).unwrap();
+    gpu.eval(&tokens[..600], 0, Logits::All, &mut lg).unwrap();
+    for pos in 600..640 {
+        let (mut c, mut g) = (Vec::new(), Vec::new());
+        cpu.eval(&tokens[pos..pos + 1], pos, Logits::Last, &mut c)
+            .unwrap();
+        gpu.eval(&tokens[pos..pos + 1], pos, Logits::Last, &mut g)
+            .unwrap();
+        lc.extend_from_slice(&c);
+        lg.extend_from_slice(&g);
+    }
+    let mut worst = 0f64;
+    for (pos, (c, g)) in lc.chunks(n_vocab).zip(lg.chunks(n_vocab)).enumerate() {
+        let e = rel_l2(g, c);
+        worst = worst.max(e);
+        assert!(e <= 0.02, "position {pos}: relative L2 error {e:.4}");
+    }
+    eprintln!("gemma3 rings (wgpu vs cpu, 640 positions): worst relative L2 error {worst:.5}");
+}
+
 #[test]
 fn phi3_short_factors() {
     check("phi3");

@@ -395,7 +395,9 @@ fn attention_matches_the_cpu_backend() {
     // of sequence 1 alone. kv_store writes each row into its sequence at its position. Llama's
     // shape; another score scale with a sliding window of 280 (decode split-K over the window,
     // its splits starting past 0) and of 40 (windows not on 64-key tiles); head_dim 256 (Gemma
-    // 3, MQA 4:1, split-K past 256 keys).
+    // 3, MQA 4:1, split-K past 256 keys). Each on a cache with every sequence on its own blocks
+    // side by side, and on a pool of 24 blocks (64 side by side) with both sequences' blocks
+    // scattered over it (sequence 1's in reverse order around sequence 0's), mapped alike on both.
     let steps = [
         interleave(&[(1, 0, 300), (0, 0, 20)]),
         interleave(&[(0, 20, 3), (1, 300, 2)]),
@@ -416,19 +418,27 @@ fn attention_matches_the_cpu_backend() {
         AttnShape::llama(4, 1, 256, 256, 10000.0),
     ];
     let n_ctx = 512;
+    let blocks_0 = [23, 11];
+    let blocks_1: Vec<u32> = (12..23).rev().chain((3..11).rev()).collect();
     for subgroups in [false, true] {
         let mut b = gpu(subgroups);
-        for shape in &shapes {
+        for (shape, scattered) in shapes.iter().flat_map(|s| [(s, false), (s, true)]) {
             let (hd, n_kv_head) = (shape.head_dim, shape.n_head_kv);
             let (e, kvd) = (shape.n_head * hd, n_kv_head * hd);
             let mut cpu = CpuBackend::new(2);
             let mut rng = Rng(7);
-            let mut ckv = cpu
-                .alloc_kv(&KvSpec::side_by_side_of(1, 2, n_ctx, n_kv_head, hd))
-                .unwrap();
-            let mut gkv = b
-                .alloc_kv(&KvSpec::side_by_side_of(1, 2, n_ctx, n_kv_head, hd))
-                .unwrap();
+            let mut spec = KvSpec::side_by_side_of(1, 2, n_ctx, n_kv_head, hd);
+            if scattered {
+                spec.n_blocks = 24;
+            }
+            let mut ckv = cpu.alloc_kv(&spec).unwrap();
+            let mut gkv = b.alloc_kv(&spec).unwrap();
+            if scattered {
+                for (seq, blocks) in [(0, &blocks_0[..]), (1, &blocks_1[..])] {
+                    cpu.map_blocks(&mut ckv, seq, 0, blocks).unwrap();
+                    b.map_blocks(&mut gkv, seq, 0, blocks).unwrap();
+                }
+            }
             for (seqs, pos) in &steps {
                 let n = seqs.len();
                 let q = rng.vec(n * e);
@@ -447,7 +457,7 @@ fn attention_matches_the_cpu_backend() {
                 // The CPU keeps the cache in f16 and rounds q and p to f16; the GPU keeps f32.
                 assert_close(
                     &format!(
-                        "attention of {n} rows at {:?} (hd {hd}, scale {}, window {}, subgroups {subgroups})",
+                        "attention of {n} rows at {:?} (hd {hd}, scale {}, window {}, subgroups {subgroups}, scattered {scattered})",
                         &pos[..n.min(4)],
                         shape.scale,
                         shape.window
@@ -1106,6 +1116,22 @@ fn missing_adapters_and_oversized_buffers_are_clear_errors() {
         .expect("a KV cache of 2^30 positions")
         .to_string();
     assert!(msg.contains("use a smaller -c"), "{msg}");
+    // A pool of 2^24 blocks (1 TiB of keys a layer) for one short sequence, and an empty pool.
+    let pool = KvSpec {
+        n_blocks: 1 << 24,
+        ..KvSpec::side_by_side_of(2, 1, 64, 8, 128)
+    };
+    let msg = b.alloc_kv(&pool).err().expect("a pool of 1 TiB").to_string();
+    assert!(
+        msg.contains("a pool of 268435456 slots") && msg.contains("one buffer may bind"),
+        "{msg}"
+    );
+    let empty = KvSpec {
+        n_blocks: 0,
+        ..KvSpec::side_by_side_of(2, 1, 64, 8, 128)
+    };
+    let msg = b.alloc_kv(&empty).err().expect("no blocks").to_string();
+    assert!(msg.contains("holds nothing"), "{msg}");
     // The backend still works afterwards.
     let x = upload(&mut b, &[1.0, 2.0]);
     assert_eq!(download(&mut b, &x, 2), [1.0, 2.0]);

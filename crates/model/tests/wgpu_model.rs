@@ -1,7 +1,8 @@
 //! The whole model on the wgpu backend against the CPU backend, on SmolLM2 135M (Q4_1 with Q8_0 /
 //! Q6_K tensors): teacher-forced argmax agreement over a prompt (the batched kernels) and over
-//! single-token steps after it (decode kernels, split-K attention); and two sequences in one call
-//! against each alone.
+//! single-token steps after it (decode kernels, split-K attention); two sequences in one call
+//! against each alone; and the paged KV cache: sequences on scattered blocks against the same on
+//! their own, and a shared prefix against a cold prefill.
 #![cfg(feature = "wgpu")]
 
 use std::path::PathBuf;
@@ -239,4 +240,168 @@ fn two_sequences_shared_check() {
     // (the mat-vec alone, the prompt matmul beside another row): 5e-3 as above.
     let file = Arc::new(GgufFile::open(model_path()).unwrap());
     support::two_sequences::check(file, gpu_device(), 1e-3, 5e-3);
+}
+
+/// Checks that every row (`n_vocab` values) of `got` is within `tol` of the same row of `want`,
+/// with the same argmax.
+fn check_rows(what: &str, got: &[f32], want: &[f32], n_vocab: usize, tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: logits");
+    let mut worst = 0f32;
+    for (r, (g, w)) in got.chunks(n_vocab).zip(want.chunks(n_vocab)).enumerate() {
+        let d = max_diff(g, w);
+        worst = worst.max(d);
+        assert!(d <= tol, "{what}, row {r}: logits differ by {d}");
+        assert_eq!(
+            rustorch_model::runner::argmax(g),
+            rustorch_model::runner::argmax(w),
+            "{what}, row {r}: argmax"
+        );
+    }
+    eprintln!("{what}: largest difference {worst}");
+}
+
+/// The paged KV cache: two sequences on blocks scattered over a pool smaller than side by side
+/// (one's in reverse order, the other's between them) give the logits of the same steps run with
+/// each sequence on its own contiguous blocks: a prompt step of both (interleaved rows, the
+/// prompt kernels), greedy decode steps of both (the prompt matmul over two rows; each sequence
+/// crosses into another block), and decode steps of one (the mat-vec, the RoPE and the cache
+/// store folded into attention). Only where the keys are in memory changes, not the order
+/// anything is summed in: tolerance 1e-3 as above (lavapipe: 0). Short, since lavapipe takes
+/// about half a second a prompt row; `wgpu_kernels.rs` runs attention over scattered blocks
+/// past 256 keys, where decode splits them.
+#[test]
+fn scattered_blocks_match_own_blocks() {
+    use rustorch_model::{load_cache, KvSize, KV_BLOCK};
+    let file = Arc::new(GgufFile::open(model_path()).unwrap());
+    let dev = gpu_device();
+    let (n_ctx, n_blocks) = (64, 6);
+    let a: Vec<u32> = (0..28).map(|i| (i * 37 + 11) % 4000 + 5).collect();
+    let b: Vec<u32> = (0..12).map(|i| (i * 53 + 7) % 4000 + 5).collect();
+    let (both, one) = (6, 2); // decode steps of both sequences, then of A alone
+    let mut own = load_seqs(Arc::clone(&file), dev, n_ctx, 2, &Default::default()).unwrap();
+    let size = KvSize {
+        n_seq: 2,
+        seq_ctx: n_ctx,
+        n_blocks,
+    };
+    let mut paged = load_cache(Arc::clone(&file), dev, size, &Default::default()).unwrap();
+    assert!(own.kv_spec().side_by_side() && !paged.kv_spec().side_by_side());
+    let n_vocab = own.config().n_vocab;
+    // A (sequence 1) needs 3 blocks, B (sequence 0) 2.
+    let (blocks_a, blocks_b) = ([5, 3, 0], [4, 1]);
+    assert_eq!(blocks_a.len(), (a.len() + both + one).div_ceil(KV_BLOCK));
+    assert_eq!(blocks_b.len(), (b.len() + both).div_ceil(KV_BLOCK));
+    paged.map_blocks(1, 0, &blocks_a).unwrap();
+    paged.map_blocks(0, 0, &blocks_b).unwrap();
+
+    // Both prompts in one step, rows interleaved, logits of every row.
+    let (mut tokens, mut seqs, mut pos) = (vec![], vec![], vec![]);
+    for i in 0..a.len() {
+        for (seq, p) in [(1u32, &a), (0, &b)] {
+            if let Some(&t) = p.get(i) {
+                tokens.push(t);
+                seqs.push(seq);
+                pos.push(i as u32);
+            }
+        }
+    }
+    let rows: Vec<u32> = (0..tokens.len() as u32).collect();
+    let batch = Batch {
+        tokens: &tokens,
+        seqs: &seqs,
+        pos: &pos,
+    };
+    let (mut want, mut got) = (Vec::new(), Vec::new());
+    own.eval_batch(&batch, &rows, &mut want).unwrap();
+    paged.eval_batch(&batch, &rows, &mut got).unwrap();
+    check_rows("scattered blocks, two prompts", &got, &want, n_vocab, 1e-3);
+
+    let at = |logits: &[f32], r: usize| {
+        rustorch_model::runner::argmax(&logits[r * n_vocab..(r + 1) * n_vocab])
+    };
+    let last_b = rows.iter().rposition(|&r| seqs[r as usize] == 0).unwrap();
+    let (mut next_a, mut next_b) = (at(&want, rows.len() - 1), at(&want, last_b));
+    let (mut pa, mut pb) = (a.len() as u32, b.len() as u32);
+    for step in 0..both + one {
+        let two = step < both;
+        let (tokens, seqs, pos, rows): (&[u32], &[u32], &[u32], &[u32]) = if two {
+            (&[next_b, next_a], &[0, 1], &[pb, pa], &[0, 1])
+        } else {
+            (&[next_a], &[1], &[pa], &[0])
+        };
+        let batch = Batch { tokens, seqs, pos };
+        own.eval_batch(&batch, rows, &mut want).unwrap();
+        paged.eval_batch(&batch, rows, &mut got).unwrap();
+        let what = format!("scattered blocks, decode step {step} of {}", rows.len());
+        check_rows(&what, &got, &want, n_vocab, 1e-3);
+        if two {
+            (next_b, next_a) = (at(&want, 0), at(&want, 1));
+            pb += 1;
+        } else {
+            next_a = at(&want, 0);
+        }
+        pa += 1;
+    }
+}
+
+/// Two sequences whose tables share prefix blocks: the first evaluates a prompt on scattered
+/// blocks (a cold prefill); the second maps the first's two full blocks, evaluates only the rest
+/// of the same prompt on a block of its own, and gets the cold prefill's logits of those rows;
+/// then a decode step of both on the same token gives both rows the same logits. Same kernels
+/// over the same rows, keys read from other blocks: tolerance 1e-3 as above (lavapipe: 0).
+#[test]
+fn shared_prefix_blocks_match_a_cold_prefill() {
+    use rustorch_model::{load_cache, KvSize, KV_BLOCK};
+    let file = Arc::new(GgufFile::open(model_path()).unwrap());
+    let dev = gpu_device();
+    let tokens: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % 4000 + 5).collect();
+    let n = tokens.len();
+    let all: Vec<u32> = (0..n as u32).collect();
+    let size = KvSize {
+        n_seq: 2,
+        seq_ctx: 64,
+        n_blocks: 6,
+    };
+    let mut m = load_cache(file, dev, size, &Default::default()).unwrap();
+    let n_vocab = m.config().n_vocab;
+    let mut cold = Vec::new();
+    let err = m.eval(&tokens, 0, Logits::All, &mut cold).unwrap_err();
+    assert!(err.to_string().contains("no KV block"), "{err}");
+    let blocks = [4, 1, 3];
+    assert_eq!(blocks.len(), n.div_ceil(KV_BLOCK));
+    m.map_blocks(0, 0, &blocks).unwrap();
+    m.eval(&tokens, 0, Logits::All, &mut cold).unwrap();
+
+    // Sequence 1 shares the two full blocks (32 positions) and has its own third block.
+    let shared = 2 * KV_BLOCK;
+    m.map_blocks(1, 0, &blocks[..2]).unwrap();
+    m.map_blocks(1, 2, &[0]).unwrap();
+    let suffix = Batch {
+        tokens: &tokens[shared..],
+        seqs: &vec![1; n - shared],
+        pos: &all[shared..],
+    };
+    let mut out = Vec::new();
+    m.eval_batch(&suffix, &all[..n - shared], &mut out).unwrap();
+    check_rows(
+        "shared prefix blocks, the suffix",
+        &out,
+        &cold[shared * n_vocab..],
+        n_vocab,
+        1e-3,
+    );
+    let next = rustorch_model::runner::argmax(&cold[(n - 1) * n_vocab..]);
+    let step = Batch {
+        tokens: &[next, next],
+        seqs: &[0, 1],
+        pos: &[n as u32, n as u32],
+    };
+    m.eval_batch(&step, &[0, 1], &mut out).unwrap();
+    check_rows(
+        "shared prefix blocks, a decode step of both",
+        &out[n_vocab..],
+        &out[..n_vocab],
+        n_vocab,
+        1e-3,
+    );
 }

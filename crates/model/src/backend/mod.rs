@@ -300,27 +300,6 @@ impl KvSpec {
         }
         Ok(())
     }
-
-    /// [`KvSpec::check_map`] for a backend whose cache is not paged (named `backend`): only
-    /// each sequence's own side-by-side blocks may be mapped.
-    pub fn check_own_blocks(
-        &self,
-        backend: &str,
-        seq: usize,
-        first: usize,
-        blocks: &[u32],
-    ) -> Result<(), ModelError> {
-        self.check_map(seq, first, blocks)?;
-        let own = self.side_by_side()
-            && (blocks.iter().enumerate()).all(|(i, &b)| b == self.own_block(seq, first + i));
-        if own {
-            Ok(())
-        } else {
-            Err(ModelError::Backend(format!(
-                "{backend}: the KV cache is not paged on this backend yet (each sequence keeps its own blocks)"
-            )))
-        }
-    }
 }
 
 /// The cache slots of positions `lo..hi` (at most `cap` of them) in a layer cache of `cap`
@@ -412,13 +391,12 @@ pub trait Backend {
     ) -> Result<Self::Weight, ModelError>;
     /// An activation buffer of `len` f32 values.
     fn alloc(&mut self, len: usize) -> Result<Self::Buf, ModelError>;
-    /// A KV cache of the shape `spec` (f16 keys and values). Where the pool holds every
-    /// sequence side by side ([`KvSpec::side_by_side`]), each sequence's table starts mapped to
-    /// its own blocks; otherwise no position is mapped until [`Backend::map_blocks`].
+    /// A KV cache of the shape `spec` (f16 keys and values; f32 on wgpu). Where the pool holds
+    /// every sequence side by side ([`KvSpec::side_by_side`]), each sequence's table starts mapped
+    /// to its own blocks; otherwise no position is mapped until [`Backend::map_blocks`].
     fn alloc_kv(&mut self, spec: &KvSpec) -> Result<Self::Kv, ModelError>;
     /// Points entries `first..first + blocks.len()` of sequence `seq`'s block table at pool
-    /// blocks `blocks` (checked with [`KvSpec::check_map`]). A backend whose cache is not paged
-    /// accepts only the side-by-side mapping.
+    /// blocks `blocks` (checked with [`KvSpec::check_map`]).
     fn map_blocks(
         &mut self,
         kv: &mut Self::Kv,

@@ -8,7 +8,9 @@ use rustorch_quant::dispatch;
 
 use super::context::{Bind, Context, Options};
 use super::shaders::{self, MvShape, MATMUL_NT};
-use crate::backend::{AttnShape, Backend, Batch, Device, KvSpec, RopeStyle, Step, N_UBATCH};
+use crate::backend::{
+    AttnShape, Backend, Batch, Device, KvSpec, RopeStyle, Step, KV_BLOCK, N_UBATCH,
+};
 use crate::ModelError;
 
 mod fused;
@@ -84,15 +86,39 @@ impl WgpuWeight {
     }
 }
 
-/// The KV cache: per layer, keys and values as `(n_seq, n_head_kv, n_ctx, head_dim)` f32.
+/// The KV cache, f32, laid out as `kv_slot.wgsl` reads it. A paged layer (`spec.ring[layer]` 0)
+/// is one pool of blocks shared by every sequence: position `p` of sequence `s` is in slot
+/// `table[s][p / KV_BLOCK] * KV_BLOCK + p % KV_BLOCK`. A sliding-window layer keeps a ring of
+/// `cap = spec.ring[layer]` slots per sequence: position `p` in slot `p % cap`.
 pub struct WgpuKv {
+    /// Per layer, the keys: paged `(n_head_kv, n_blocks * KV_BLOCK, head_dim)`, ring
+    /// `(n_seq, n_head_kv, cap, head_dim)`.
     k: Vec<WgpuBuf>,
+    /// Per layer, the values, laid out as the keys.
     v: Vec<WgpuBuf>,
+    /// The block tables the kernels read, `(n_seq, table_len)` u32 (`u32::MAX`: not mapped).
+    table: WgpuBuf,
+    /// The host's copy of `table`, as [`Backend::map_blocks`] last set it.
+    tables: Vec<u32>,
     spec: KvSpec,
-    n_seq: usize,
-    n_ctx: usize,
     kv_dim: usize,
     head_dim: usize,
+}
+
+impl WgpuKv {
+    /// `kv_slot.wgsl`'s words for layer `layer`: `kv_ring`, `kv_slots` (the pool's slots, or the
+    /// ring's), `table_len`.
+    fn slot_words(&self, layer: usize) -> [u32; 3] {
+        let slots = match self.spec.ring[layer] {
+            0 => self.spec.n_blocks * KV_BLOCK,
+            cap => cap,
+        };
+        [
+            self.spec.ring[layer] as u32,
+            slots as u32,
+            self.spec.table_len() as u32,
+        ]
+    }
 }
 
 /// Largest number of key splits of one decode attention.
@@ -123,7 +149,7 @@ pub struct WgpuBackend {
     /// storage buffers, which the adapter must allow).
     fold_norm: bool,
     /// Whether a decode attention may take in the RoPE and cache store before it (that kernel
-    /// then binds nine storage buffers).
+    /// then binds ten storage buffers).
     fold_rope: bool,
     /// Attention partials of split-K decode: `(SPLIT_ROWS, n_head, MAX_SPLIT, head_dim + 2)`.
     part: Option<WgpuBuf>,
@@ -188,7 +214,7 @@ impl WgpuBackend {
         let rows = buf("step rows", 4 * N_UBATCH)?;
         let argmax_out = buf("argmax", 1)?;
         let fold_norm = cx.matvec && cx.limits.max_storage_buffers_per_shader_stage >= 10;
-        let fold_rope = cx.limits.max_storage_buffers_per_shader_stage >= 9;
+        let fold_rope = cx.limits.max_storage_buffers_per_shader_stage >= 10;
         Ok(WgpuBackend {
             fold_norm,
             fold_rope,
@@ -219,7 +245,7 @@ impl WgpuBackend {
     }
 
     /// Whether a decode attention takes in the RoPE and cache store of the `qkv_rope_store`
-    /// before it (adapters that let a kernel bind nine storage buffers).
+    /// before it (adapters that let a kernel bind ten storage buffers).
     pub fn rope_folds(&self) -> bool {
         self.fold_rope
     }
@@ -458,13 +484,11 @@ impl WgpuBackend {
                 self.step.pos.len()
             )));
         }
+        let (n_seq, n_ctx) = (kv.spec.n_seq, kv.spec.seq_ctx);
         let mut rows = self.step.seqs[..n].iter().zip(&self.step.pos[..n]);
-        if let Some((s, p)) =
-            rows.find(|&(&s, &p)| s as usize >= kv.n_seq || p as usize >= kv.n_ctx)
-        {
+        if let Some((s, p)) = rows.find(|&(&s, &p)| s as usize >= n_seq || p as usize >= n_ctx) {
             return Err(fail(format!(
-                "{op}: sequence {s} at position {p} is outside the cache of {} sequences of {}",
-                kv.n_seq, kv.n_ctx
+                "{op}: sequence {s} at position {p} is outside the cache of {n_seq} sequences of {n_ctx}"
             )));
         }
         Ok(())
@@ -521,11 +545,11 @@ impl WgpuBackend {
         let pipe = self.simple(
             "rope_kv",
             shaders::ROPE_KV,
-            &[true, true, false, true, true, false, false],
+            &[true, true, false, true, true, false, false, false],
         )?;
         let s = &r.shape;
-        let n_ctx = r.store.map_or(0, |st| st.3);
         let [n_rot, theta_scale, neox, mscale, has_factors] = rope_params(s, r.factors.is_some());
+        let [kv_ring, kv_slots, table_len] = r.store.map_or([0; 3], |(_, kv, l)| kv.slot_words(l));
         let params = [
             r.n as u32,
             r.n_head as u32,
@@ -533,19 +557,27 @@ impl WgpuBackend {
             s.head_dim as u32,
             n_rot,
             theta_scale,
-            n_ctx as u32,
             r.store.is_some() as u32,
             neox,
             mscale,
             has_factors,
+            kv_ring,
+            kv_slots,
+            table_len,
         ];
         let k = r.k.map_or(self.dummy[1].bind(), |k| k.bind());
-        let (v, kc, vc) = match r.store {
-            Some((v, kc, vc, _)) => (v.bind(), kc.bind(), vc.bind()),
+        let (v, kc, vc, table) = match r.store {
+            Some((v, kv, layer)) => (
+                v.bind(),
+                kv.k[layer].bind(),
+                kv.v[layer].bind(),
+                kv.table.bind(),
+            ),
             None => (
                 self.dummy[0].bind(),
                 self.dummy[2].bind(),
                 self.dummy[3].bind(),
+                self.dummy[0].bind(),
             ),
         };
         let rows = r.n * (r.n_head + r.n_head_kv);
@@ -555,7 +587,7 @@ impl WgpuBackend {
             rows.div_ceil(32768) as u32,
         ];
         let f = r.factors.map_or(self.dummy[0].bind(), |f| f.bind());
-        let binds = [r.q.bind(), k, v, kc, vc, self.rows.bind(), f];
+        let binds = [r.q.bind(), k, v, kc, vc, self.rows.bind(), f, table];
         self.cache = None;
         self.cx.dispatch(pipe, &binds, &params, size)
     }
@@ -624,42 +656,81 @@ impl Backend for WgpuBackend {
     }
 
     fn alloc_kv(&mut self, spec: &KvSpec) -> Result<WgpuKv, ModelError> {
-        if !spec.side_by_side() {
-            return Err(fail(
-                "the KV cache is not paged on this backend yet: each sequence needs its own blocks"
-                    .into(),
-            ));
+        let (n_seq, n_ctx) = (spec.n_seq, spec.seq_ctx);
+        let kv_dim = spec.n_head_kv * spec.head_dim;
+        let too_big = |why: String| {
+            fail(format!(
+                "cannot allocate the KV cache for {n_seq} sequences of {n_ctx} tokens ({why}): use a smaller -c"
+            ))
+        };
+        // The kernels clamp their table and pool indices to the last entry and block: there must
+        // be one.
+        if n_seq == 0 || n_ctx == 0 || (spec.ring.contains(&0) && spec.n_blocks == 0) {
+            return Err(fail(format!(
+                "a KV cache of {n_seq} sequences of {n_ctx} positions and {} blocks holds nothing",
+                spec.n_blocks
+            )));
         }
-        // Every layer holds each sequence's whole context, sliding-window layers too (position p
-        // in slot p).
-        let (n_layer, n_seq, n_ctx) = (spec.ring.len(), spec.n_seq, spec.seq_ctx);
-        let (n_head_kv, head_dim) = (spec.n_head_kv, spec.head_dim);
-        let kv_dim = n_head_kv * head_dim;
-        let len = n_ctx
-            .checked_mul(kv_dim)
-            .and_then(|l| l.checked_mul(n_seq))
-            .ok_or_else(|| fail("KV cache size overflows".into()))?;
-        let mut k = Vec::with_capacity(n_layer);
-        let mut v = Vec::with_capacity(n_layer);
-        for _ in 0..n_layer {
-            let mut one = || {
-                self.buf("kv cache", len).map_err(|e| {
-                    fail(format!(
-                        "cannot allocate the KV cache for {n_seq} sequences of {n_ctx} tokens ({e}): use a smaller -c"
-                    ))
-                })
+        // The attention kernel binds nine storage buffers (ten with the RoPE folded in).
+        let most = self.cx.limits.max_storage_buffers_per_shader_stage;
+        if most < 9 {
+            return Err(fail(format!(
+                "the attention kernel binds 9 storage buffers, and this GPU lets a kernel bind {most}"
+            )));
+        }
+        // Each layer's keys (and values) are one binding: a pool or rings larger than the GPU
+        // lets one buffer bind are refused here, with their size, before anything is allocated.
+        let max = self.cx.max_buffer();
+        let words = |slots: Option<usize>, per: usize| {
+            slots
+                .and_then(|s| s.checked_mul(per))
+                .filter(|&w| w as u64 * 4 <= max)
+        };
+        let table_len = spec.table_len();
+        let n_table = words(n_seq.checked_mul(table_len), 1).ok_or_else(|| {
+            too_big(format!(
+                "block tables of {n_seq} x {table_len} entries exceed the {} MiB one buffer may bind on this GPU",
+                max >> 20
+            ))
+        })?;
+        let mut lens = Vec::with_capacity(spec.ring.len());
+        for &ring in &spec.ring {
+            let (slots, what) = match ring {
+                0 => (spec.n_blocks.checked_mul(KV_BLOCK), "a pool of"),
+                cap => (cap.checked_mul(n_seq), "rings of"),
             };
-            k.push(one()?);
-            v.push(one()?);
+            let len = words(slots, kv_dim).ok_or_else(|| {
+                too_big(format!(
+                    "a layer's keys, {what} {} slots of {kv_dim} values, exceed the {} MiB one buffer may bind on this GPU",
+                    slots.map_or("too many".into(), |s| s.to_string()),
+                    max >> 20
+                ))
+            })?;
+            lens.push(len);
         }
+        let mut k = Vec::with_capacity(lens.len());
+        let mut v = Vec::with_capacity(lens.len());
+        for len in lens {
+            let mut one = |label| self.buf(label, len).map_err(|e| too_big(e.to_string()));
+            k.push(one("kv cache keys")?);
+            v.push(one("kv cache values")?);
+        }
+        let mut tables = vec![u32::MAX; n_table];
+        if spec.side_by_side() {
+            for (i, b) in tables.iter_mut().enumerate() {
+                *b = spec.own_block(i / table_len, i % table_len);
+            }
+        }
+        let table = self.buf("kv block tables", n_table)?;
+        self.cx.write(&table.buf, 0, bytemuck::cast_slice(&tables));
         Ok(WgpuKv {
             k,
             v,
+            table,
+            tables,
             spec: spec.clone(),
-            n_seq,
-            n_ctx,
             kv_dim,
-            head_dim,
+            head_dim: spec.head_dim,
         })
     }
 
@@ -670,7 +741,19 @@ impl Backend for WgpuBackend {
         first: usize,
         blocks: &[u32],
     ) -> Result<(), ModelError> {
-        kv.spec.check_own_blocks("wgpu", seq, first, blocks)
+        kv.spec.check_map(seq, first, blocks)?;
+        let at = seq * kv.spec.table_len() + first;
+        let entries = &mut kv.tables[at..at + blocks.len()];
+        if entries == blocks {
+            return Ok(());
+        }
+        // Queue writes land before the next submission: what is recorded goes first, so that it
+        // still reads the entries it was recorded with.
+        self.cx.flush()?;
+        entries.copy_from_slice(blocks);
+        self.cx
+            .write(&kv.table.buf, at as u64 * 4, bytemuck::cast_slice(blocks));
+        Ok(())
     }
 
     fn begin_step(&mut self, batch: &Batch, _head: &[u32]) -> Result<Step, ModelError> {
@@ -855,13 +938,17 @@ impl Backend for WgpuBackend {
         let p = self.simple(
             "kv_store",
             shaders::KV_STORE,
-            &[false, false, true, true, false],
+            &[false, false, true, true, false, false],
         )?;
+        let [kv_ring, kv_slots, table_len] = kv.slot_words(layer);
         let params = [
             n as u32,
             kv.kv_dim as u32,
             kv.head_dim as u32,
-            kv.n_ctx as u32,
+            kv.spec.n_head_kv as u32,
+            kv_ring,
+            kv_slots,
+            table_len,
         ];
         let size = [kv.kv_dim.div_ceil(64) as u32, n as u32, 1];
         let rows = (self.rows.buf.clone(), self.rows.id);
@@ -873,6 +960,7 @@ impl Backend for WgpuBackend {
                 kv.k[layer].bind(),
                 kv.v[layer].bind(),
                 bind_of(&rows),
+                kv.table.bind(),
             ],
             &params,
             size,

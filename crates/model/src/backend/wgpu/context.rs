@@ -619,6 +619,11 @@ impl Context {
         Ok(buf)
     }
 
+    /// Bytes of the largest storage buffer the adapter binds whole ([`Context::buffer`]'s limit).
+    pub fn max_buffer(&self) -> u64 {
+        max_binding(&self.limits)
+    }
+
     pub fn write(&self, buf: &wgpu::Buffer, offset: u64, data: &[u8]) {
         self.queue.write_buffer(buf, offset, data);
     }

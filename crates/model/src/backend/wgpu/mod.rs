@@ -8,8 +8,12 @@
 //!   runs once per part, each dispatch writing its rows' columns of the output (the kernels take
 //!   an output offset and row stride), and the embedding once per part, each writing the rows
 //!   whose token that part holds. A weight that fits stays one buffer and one dispatch.
-//! - Activations, the attention partials and the KV cache (f32, `(n_seq, n_head_kv, n_ctx,
-//!   head_dim)` per layer) live in GPU buffers allocated once.
+//! - Activations, the attention partials and the KV cache live in GPU buffers allocated once. The
+//!   cache (f32, [`WgpuKv`]) is paged: per layer one pool of blocks of 16 positions that every
+//!   sequence takes blocks from, and a block table per sequence (a small storage buffer that
+//!   [`Backend::map_blocks`](crate::backend::Backend::map_blocks) writes) through which the cache
+//!   store, `rope_kv` and attention find a position's slot (`kv_slot.wgsl`); so sequences may
+//!   share prefix blocks. A sliding-window layer keeps a ring per sequence instead.
 //! - A step's rows (token, sequence and position of each) are written once per step into a small
 //!   storage buffer ([`Backend::begin_step`](crate::backend::Backend::begin_step)), which the
 //!   embedding, RoPE, cache store and attention kernels read: each row rotates at its own
@@ -35,7 +39,7 @@
 //!   (`attention.wgsl`'s FUSED: each workgroup rotates its query head and its KV head's new key
 //!   itself and takes the new key and value from workgroup memory; the first head of each group
 //!   stores them into the cache; split-K too; prompts keep the separate `rope_kv` dispatch; the
-//!   kernel then binds nine storage buffers, which the adapter must allow). The
+//!   kernel then binds ten storage buffers, which the adapter must allow). The
 //!   q and k buffers are then left unrotated: nothing reads them after the attention, and a read
 //!   before it (`RUSTORCH_DEBUG`) submits the RoPE dispatch first, so that no fold happens.
 //! - Every architecture's operations have a kernel: RoPE of adjacent or NEOX pairs, with

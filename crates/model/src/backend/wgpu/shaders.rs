@@ -32,17 +32,24 @@ pub const EMBED: &str = include_str!("shaders/embed.wgsl");
 pub const RMS_NORM: &str = include_str!("shaders/rms_norm.wgsl");
 /// RoPE's rotation (`rope.wgsl`), which `rope_kv` and the fused attention share.
 const ROPE: &str = include_str!("shaders/rope.wgsl");
+/// Where a position lives in a layer's KV cache (`kv_slot.wgsl`: block tables for a paged layer,
+/// a ring for a sliding-window one), which the cache store, `rope_kv` and attention share.
+const KV_SLOT: &str = include_str!("shaders/kv_slot.wgsl");
 pub const ROPE_KV: &str = concat!(
     include_str!("shaders/rope_kv.wgsl"),
-    include_str!("shaders/rope.wgsl")
+    include_str!("shaders/rope.wgsl"),
+    include_str!("shaders/kv_slot.wgsl")
 );
-pub const KV_STORE: &str = include_str!("shaders/kv_store.wgsl");
+pub const KV_STORE: &str = concat!(
+    include_str!("shaders/kv_store.wgsl"),
+    include_str!("shaders/kv_slot.wgsl")
+);
 pub const ATTENTION: &str = include_str!("shaders/attention.wgsl");
 /// The attention kernel, plain or with the decode step's RoPE and cache store folded in
 /// (`fused`; the cache then bound read-write, and RoPE's frequency factors bound too).
 pub fn attention(fused: bool) -> String {
     let factors = if fused {
-        "@group(0) @binding(9) var<storage, read> factors: array<f32>;
+        "@group(0) @binding(10) var<storage, read> factors: array<f32>;
 fn rope_factor(i: u32) -> f32 {
     if (p.has_factors == 1u) {
         return factors[i];
@@ -54,7 +61,7 @@ fn rope_factor(i: u32) -> f32 {
     return 1.0;
 }"
     };
-    (ATTENTION.to_string() + ROPE)
+    (ATTENTION.to_string() + ROPE + KV_SLOT)
         .replace("{FACTORS}", factors)
         .replace("{FUSED}", if fused { "true" } else { "false" })
         .replace("{KV}", if fused { "read_write" } else { "read" })

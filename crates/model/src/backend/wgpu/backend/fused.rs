@@ -60,8 +60,8 @@ pub(super) struct RopeOp<'a> {
     pub(super) shape: AttnShape,
     /// RoPE's frequency factors, if any.
     pub(super) factors: Option<&'a WgpuWeight>,
-    /// Values, key cache, value cache, and the cache's positions per sequence.
-    pub(super) store: Option<(&'a WgpuBuf, &'a WgpuBuf, &'a WgpuBuf, usize)>,
+    /// The values, and the cache and layer they and the keys are stored into.
+    pub(super) store: Option<(&'a WgpuBuf, &'a WgpuKv, usize)>,
 }
 
 /// The `rope_kv` dispatch of the last `qkv_rope_store`, which a decode attention can take in.
@@ -352,7 +352,7 @@ impl WgpuBackend {
             n_head_kv: shape.n_head_kv,
             shape: *shape,
             factors,
-            store: Some((&*v, &kv.k[layer], &kv.v[layer], kv.n_ctx)),
+            store: Some((&*v, &*kv, layer)),
         })?;
         self.rope_kv = (self.step.distinct && self.fold_rope).then(|| PendingRope {
             serial,
@@ -492,10 +492,12 @@ impl WgpuBackend {
         let rope = rope.filter(|r| self.cx.pop_if_last(r.serial));
         let fused = rope.is_some();
         let sg = self.cx.subgroups;
-        let writes = [false, fused, fused, true, true, false, false, false, false];
+        let writes = [
+            false, fused, fused, true, true, false, false, false, false, false,
+        ];
         let pa = self.cx.pipe(
             &format!("attention/fused={fused}/sg={sg}"),
-            &writes[..if fused { 9 } else { 8 }],
+            &writes[..if fused { 10 } else { 9 }],
             || shaders::compose(&shaders::attention(fused), None, sg, 1),
         )?;
         // The RoPE words are read only when the RoPE is taken in.
@@ -504,11 +506,11 @@ impl WgpuBackend {
         let factors = rope.as_ref().and_then(|r| r.factors.clone());
         let [n_rot, theta_scale, neox, mscale, has_factors] =
             super::rope_params(&rope_shape, factors.is_some());
+        let [kv_ring, kv_slots, table_len] = kv.slot_words(layer);
         let params = [
             shape.n_head as u32,
             shape.n_head_kv as u32,
             hd as u32,
-            kv.n_ctx as u32,
             n_split as u32,
             split_len as u32,
             shape.scale.to_bits(),
@@ -518,6 +520,9 @@ impl WgpuBackend {
             neox,
             mscale,
             has_factors,
+            kv_ring,
+            kv_slots,
+            table_len,
         ];
         let part = self.part.take().expect("allocated above");
         let (kn, vn) = match rope {
@@ -535,6 +540,7 @@ impl WgpuBackend {
             bind_of(&kn),
             bind_of(&vn),
             bind_of(&rows),
+            kv.table.bind(),
         ];
         if fused {
             binds.push(bind_of(&factors));

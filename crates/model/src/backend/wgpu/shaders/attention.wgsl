@@ -1,10 +1,12 @@
 // Causal grouped-query attention, flash style: one workgroup per (head, query row, key split)
 // walks its keys in tiles of 64 with an online softmax, so no score matrix is stored. Each row
 // attends over its own sequence's cache (the step's rows give its sequence and position), keys
-// first..=pos, where first is 0, or pos + 1 - window with a sliding window. Scores are q · k times
-// scale. The prompt runs with one split; decode splits the row's keys (split-K) so that a few query
-// rows still fill the GPU, and attn_combine.wgsl merges the partial results (a split past a row's
-// last key is empty and counts for nothing there). Scores: an invocation per key. Values:
+// first..=pos, where first is 0, or pos + 1 - window with a sliding window; each key's cache row
+// is kv_slot.wgsl's (looked up once a tile by the invocation that scores the key, and read from
+// workgroup memory by the value sums). Scores are q · k times scale. The prompt runs with one
+// split; decode splits the row's keys (split-K) so that a few query rows still fill the GPU, and
+// attn_combine.wgsl merges the partial results (a split past a row's last key is empty and
+// counts for nothing there). Scores: an invocation per key. Values:
 // the 64 invocations split into 64 / (head_dim / 4) groups, each summing every that-many-th key of
 // the tile with one four-value load per key, so the serial chain per tile is a quarter (head_dim
 // 64) of the keys; the groups' sums are added once at the end. head_dim is a multiple of 16 up to
@@ -23,7 +25,6 @@ struct Params {
     n_head: u32,
     n_head_kv: u32,
     head_dim: u32,
-    n_ctx: u32,
     n_split: u32,
     split_len: u32, // keys per split, a multiple of 64
     scale: f32,
@@ -33,11 +34,14 @@ struct Params {
     neox: u32,        // FUSED
     mscale: f32,      // FUSED
     has_factors: u32, // FUSED
+    kv_ring: u32,     // the cache's shape (kv_slot.wgsl)
+    kv_slots: u32,
+    table_len: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;  // (n, n_head, head_dim)
-// (n_seq, n_head_kv, n_ctx, head_dim / 4)
+// Paged (n_head_kv, kv_slots, head_dim / 4), or rings (n_seq, n_head_kv, kv_ring, head_dim / 4)
 @group(0) @binding(2) var<storage, {KV}> kc: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, {KV}> vc: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>; // (n, n_head, head_dim)
@@ -47,7 +51,8 @@ struct Params {
 @group(0) @binding(6) var<storage, read> kn: array<f32>;
 @group(0) @binding(7) var<storage, read> vn: array<f32>;
 @group(0) @binding(8) var<storage, read> step: array<vec4<u32>>; // per row: token, sequence, position
-// FUSED: the RoPE frequency factors, (n_rot / 2) if has_factors, at binding 9 (else no binding).
+@group(0) @binding(9) var<storage, read> table: array<u32>; // (n_seq, table_len) block tables
+// FUSED: the RoPE frequency factors, (n_rot / 2) if has_factors, at binding 10 (else no binding).
 {FACTORS}
 
 const NEG: f32 = -1.0e30;
@@ -57,6 +62,7 @@ var<workgroup> sc: array<f32, 64>;
 var<workgroup> accs: array<vec4<f32>, 64>; // per invocation: its group's partial output
 var<workgroup> ls: array<f32, 64>;         // and softmax sum
 var<workgroup> ks: array<vec4<f32>, 64>; // FUSED: the new key, rotated
+var<workgroup> rows: array<u32, 64>;     // the tile's keys' cache rows
 
 // Dims 4 d4 .. 4 d4 + 3 of a head after RoPE at pos: x holds them, y their partners
 // (rope_partner).
@@ -96,7 +102,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let ng = 64u / hd4; // key groups of the value sum
     let g = lid / hd4;
     let d4 = lid % hd4;
-    let cb = (seq * p.n_head_kv + kvh) * p.n_ctx * hd;
     // FUSED: the new key (position pos) is not in the cache yet; the split that holds it takes it
     // from workgroup memory first, and every split reads only keys before it from the cache.
     let has_new = FUSED && start <= pos && pos < end;
@@ -113,8 +118,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             let kr = rotate4(vec4<f32>(kn[kb], kn[kb + 1u], kn[kb + 2u], kn[kb + 3u]), ky, lid, pos);
             vnew = vec4<f32>(vn[kb], vn[kb + 1u], vn[kb + 2u], vn[kb + 3u]);
             ks[lid] = kr;
-            if (h % (p.n_head / p.n_head_kv) == 0u && split == 0u) {
-                let c = (cb + pos * hd) / 4u + lid;
+            let row = kv_store_row(seq, kvh, pos);
+            if (h % (p.n_head / p.n_head_kv) == 0u && split == 0u && row != KV_NONE) {
+                let c = row * hd4 + lid;
                 {STORE} // kc[c] = kr; vc[c] = vnew; (FUSED only: else the cache is read-only)
             }
         }
@@ -144,9 +150,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let j = j0 + lid;
         var s = NEG;
         if (j < end_c) {
+            let row = kv_read_row(seq, kvh, j);
+            rows[lid] = row;
             // Four independent partial sums, so the key's loads do not wait on each other.
             var s4 = vec4<f32>(0.0);
-            let kb = (cb + j * hd) / 4u;
+            let kb = row * hd4;
             for (var d = 0u; d < hd4; d += 4u) {
                 s4.x += dot(qs[d], kc[kb + d]);
                 s4.y += dot(qs[d + 1u], kc[kb + d + 1u]);
@@ -165,14 +173,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var ps = 0.0;
         acc *= alpha;
         if (g < ng) {
-            let vb = (cb + j0 * hd) / 4u + d4;
             // Four keys a step, their loads written out so that they are in flight together.
             var i = g;
             for (; i + 3u * ng < cnt; i += 4u * ng) {
-                let v0 = vc[vb + i * hd4];
-                let v1 = vc[vb + (i + ng) * hd4];
-                let v2 = vc[vb + (i + 2u * ng) * hd4];
-                let v3 = vc[vb + (i + 3u * ng) * hd4];
+                let v0 = vc[rows[i] * hd4 + d4];
+                let v1 = vc[rows[i + ng] * hd4 + d4];
+                let v2 = vc[rows[i + 2u * ng] * hd4 + d4];
+                let v3 = vc[rows[i + 3u * ng] * hd4 + d4];
                 let p0 = sc[i];
                 let p1 = sc[i + ng];
                 let p2 = sc[i + 2u * ng];
@@ -183,7 +190,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             for (; i < cnt; i += ng) {
                 let pi = sc[i];
                 ps += pi;
-                acc += pi * vc[vb + i * hd4];
+                acc += pi * vc[rows[i] * hd4 + d4];
             }
         }
         l = l * alpha + ps;

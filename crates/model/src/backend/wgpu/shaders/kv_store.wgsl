@@ -1,19 +1,24 @@
 // Copies the keys and values of n rows into one layer's cache, each row into its sequence's
-// cache at its position (from the step's rows). Cache layout: (n_seq, n_head_kv, n_ctx, head_dim)
-// for both keys and values.
+// cache at its position (from the step's rows), at the slot kv_slot.wgsl gives; a row whose
+// position has no block is not stored.
 struct Params {
     n: u32,
     kv_dim: u32,
     head_dim: u32,
-    n_ctx: u32,
+    n_head_kv: u32,
+    kv_ring: u32,
+    kv_slots: u32,
+    table_len: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> k: array<f32>; // (n, kv_dim)
 @group(0) @binding(2) var<storage, read> v: array<f32>; // (n, kv_dim)
+// Paged (n_head_kv, kv_slots, head_dim), or rings (n_seq, n_head_kv, kv_ring, head_dim)
 @group(0) @binding(3) var<storage, read_write> kc: array<f32>;
 @group(0) @binding(4) var<storage, read_write> vc: array<f32>;
 @group(0) @binding(5) var<storage, read> step: array<vec4<u32>>; // per row: token, sequence, position
+@group(0) @binding(6) var<storage, read> table: array<u32>; // (n_seq, table_len) block tables
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -24,8 +29,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let h = i / p.head_dim;
     let d = i % p.head_dim;
-    let row = step[t];
-    let dst = row.y * p.kv_dim * p.n_ctx + (h * p.n_ctx + row.z) * p.head_dim + d;
+    let row = kv_store_row(step[t].y, h, step[t].z);
+    if (row == KV_NONE) {
+        return;
+    }
+    let dst = row * p.head_dim + d;
     kc[dst] = k[t * p.kv_dim + i];
     vc[dst] = v[t * p.kv_dim + i];
 }

@@ -3,7 +3,7 @@
 // own position and of its own sequence (the step's rows). One invocation per (pair slot i, row of
 // a head): slot i < n_rot / 2 is pair i (rope_dims), the later slots the unrotated dims 2i and
 // 2i + 1. Heads 0..n_head are queries, the next n_head_kv are keys (n_head_kv = 0: queries only).
-// Cache layout: (n_seq, n_head_kv, n_ctx, head_dim).
+// The cache slot of a row is kv_slot.wgsl's (a row whose position has no block is not stored).
 struct Params {
     n: u32,
     n_head: u32,
@@ -11,21 +11,25 @@ struct Params {
     head_dim: u32,
     n_rot: u32,
     theta_scale: f32,
-    n_ctx: u32,
     store: u32,
     neox: u32,
     mscale: f32,
     has_factors: u32,
+    kv_ring: u32,   // store = 1: the cache's shape (kv_slot.wgsl)
+    kv_slots: u32,
+    table_len: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> q: array<f32>; // (n, n_head, head_dim)
 @group(0) @binding(2) var<storage, read_write> k: array<f32>; // (n, n_head_kv, head_dim)
 @group(0) @binding(3) var<storage, read> v: array<f32>;       // (n, n_head_kv, head_dim)
-@group(0) @binding(4) var<storage, read_write> kc: array<f32>; // (n_seq, n_head_kv, n_ctx, head_dim)
-@group(0) @binding(5) var<storage, read_write> vc: array<f32>; // (n_seq, n_head_kv, n_ctx, head_dim)
+// Paged (n_head_kv, kv_slots, head_dim), or rings (n_seq, n_head_kv, kv_ring, head_dim)
+@group(0) @binding(4) var<storage, read_write> kc: array<f32>;
+@group(0) @binding(5) var<storage, read_write> vc: array<f32>;
 @group(0) @binding(6) var<storage, read> step: array<vec4<u32>>; // per row: token, sequence, position
 @group(0) @binding(7) var<storage, read> factors: array<f32>; // (n_rot / 2) if has_factors
+@group(0) @binding(8) var<storage, read> table: array<u32>; // (n_seq, table_len) block tables
 
 fn rope_factor(i: u32) -> f32 {
     if (p.has_factors == 1u) {
@@ -68,7 +72,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         k[b + dims.y] = r.y;
     }
     if (p.store == 1u) {
-        let c = ((step[t].y * p.n_head_kv + kh) * p.n_ctx + pos) * p.head_dim;
+        let row = kv_store_row(step[t].y, kh, pos);
+        if (row == KV_NONE) {
+            return;
+        }
+        let c = row * p.head_dim;
         kc[c + dims.x] = r.x;
         kc[c + dims.y] = r.y;
         vc[c + dims.x] = v[b + dims.x];
