@@ -2,10 +2,11 @@
 # The test command: fetches the test models (cached) and runs every test in release mode.
 #
 # The CPU tests always run. The wgpu backend's tests (every shader against the CPU reference, the
-# whole model against the CPU backend, the shaders' translation to Metal) run too when a Vulkan
-# driver is installed (Mesa's lavapipe runs them on the CPU: `apt-get install mesa-vulkan-drivers`);
-# RUSTORCH_REQUIRE_WGPU=1 (set by CI) makes a missing driver an error instead of a skip. The CUDA
-# tests need an NVIDIA GPU: scripts/device-cuda.sh runs them there.
+# whole model against the CPU backend, the shaders' translation to Metal, the engine on its paged
+# KV cache) run too when a Vulkan driver is installed (Mesa's lavapipe runs them on the CPU:
+# `apt-get install mesa-vulkan-drivers`); RUSTORCH_REQUIRE_WGPU=1 (set by CI) makes a missing
+# driver an error instead of a skip. The CUDA tests need an NVIDIA GPU: scripts/device-cuda.sh runs
+# them there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-models.sh >/dev/null
@@ -16,6 +17,7 @@ if compgen -G "/usr/share/vulkan/icd.d/*.json" >/dev/null || compgen -G "/etc/vu
     export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
     cargo test --release -p rustorch-model --features wgpu --test wgpu_kernels --test wgpu_model \
         --test wgpu_architectures "$@"
+    cargo test --release -p rustorch-engine --features wgpu --test engine_vulkan "$@"
 elif [[ "${RUSTORCH_REQUIRE_WGPU:-0}" == 1 ]]; then
     echo "error: no Vulkan driver for the wgpu tests (install mesa-vulkan-drivers)" >&2
     exit 1
