@@ -3,6 +3,7 @@
 # binaries built elsewhere:
 #   CARGO_TARGET_DIR=target-cuda cargo build --release --features cuda
 #   CARGO_TARGET_DIR=target-cuda cargo test --release --features cuda-testing -p rustorch-model --test cuda --no-run
+#   CARGO_TARGET_DIR=target-cuda cargo test --release --features cuda -p rustorch-engine --test engine_gpu --no-run
 #   scripts/device-cuda.sh --stage    # copies and strips them into .cudabin/ (with the commit id)
 # then on the GPU machine, from the repository root:
 #   scripts/device-cuda.sh [OUT_DIR]  # makes the synthetic models, runs the tests and the benches
@@ -17,7 +18,9 @@ if [[ "${1:-}" == "--stage" ]]; then
     cp "$t/release/rustorch" .cudabin/rustorch
     test_bin=$(ls -t "$t"/release/deps/cuda-* | grep -v '\.d$' | head -1)
     cp "$test_bin" .cudabin/cuda-tests
-    strip .cudabin/rustorch .cudabin/cuda-tests
+    engine_bin=$(ls -t "$t"/release/deps/engine_gpu-* | grep -v '\.d$' | head -1)
+    cp "$engine_bin" .cudabin/engine-tests
+    strip .cudabin/rustorch .cudabin/cuda-tests .cudabin/engine-tests
     git rev-parse HEAD >.cudabin/COMMIT
     git status --porcelain --untracked-files=no | grep -q . && echo "dirty" >>.cudabin/COMMIT
     ls -la .cudabin
@@ -64,6 +67,9 @@ fi
 RUSTORCH_REQUIRE_CUDA=1 RUSTORCH_TEST_TINYLLAMA="$MODELS/tinyllama-1.1b-Q4_K_M.gguf" \
     "$BIN/cuda-tests" --test-threads=2 --nocapture ${TEST_FILTER:-} 2>&1 | tee "$OUT/cuda-tests.log"
 test_rc=${PIPESTATUS[0]}
+# The engine on CUDA (paged cache, preemption, prefix cache), appended to the same log.
+RUSTORCH_REQUIRE_CUDA=1 "$BIN/engine-tests" --test-threads=1 --nocapture 2>&1 | tee -a "$OUT/cuda-tests.log"
+[[ ${PIPESTATUS[0]} == 0 ]] || test_rc=1
 
 # Benchmarks.
 BENCH=$(mktemp -d)

@@ -17,7 +17,7 @@ if compgen -G "/usr/share/vulkan/icd.d/*.json" >/dev/null || compgen -G "/etc/vu
     export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
     cargo test --release -p rustorch-model --features wgpu --test wgpu_kernels --test wgpu_model \
         --test wgpu_architectures "$@"
-    cargo test --release -p rustorch-engine --features wgpu --test engine_vulkan "$@"
+    cargo test --release -p rustorch-engine --features wgpu --test engine_gpu "$@"
 elif [[ "${RUSTORCH_REQUIRE_WGPU:-0}" == 1 ]]; then
     echo "error: no Vulkan driver for the wgpu tests (install mesa-vulkan-drivers)" >&2
     exit 1

@@ -1,5 +1,5 @@
-//! The engine tests' model, prompts and solo runs, shared by the CPU (`engine.rs`) and Vulkan
-//! (`engine_vulkan.rs`) tests.
+//! The engine tests' model, prompts and solo runs, shared by the CPU (`engine.rs`) and GPU
+//! (`engine_gpu.rs`: wgpu or CUDA) tests.
 #![allow(dead_code)]
 
 use std::path::PathBuf;

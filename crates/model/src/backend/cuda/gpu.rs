@@ -6,7 +6,7 @@
 
 use std::ffi::c_void;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use cudarc::cublas::{result as blas, sys as blas_sys};
@@ -539,7 +539,10 @@ fn ptx_for(major: i32, minor: i32) -> Result<String, ModelError> {
         if let Some(dir) = p.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        let tmp = p.with_extension(format!("tmp{}", std::process::id()));
+        // A name of its own per writer: threads of one process may compile at once.
+        static WRITERS: AtomicUsize = AtomicUsize::new(0);
+        let n = WRITERS.fetch_add(1, Ordering::Relaxed);
+        let tmp = p.with_extension(format!("tmp{}-{n}", std::process::id()));
         if std::fs::write(&tmp, &ptx).is_ok() {
             let _ = std::fs::rename(&tmp, p);
         }

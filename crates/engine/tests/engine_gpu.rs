@@ -1,13 +1,14 @@
-//! The multi-sequence engine on the wgpu backend (Vulkan; Metal on macOS), whose KV cache is
-//! paged as the CPU's is: sequences on a pool smaller than their contexts side by side (blocks
-//! taken as they grow, so each sequence's blocks lie scattered between the others') give the
-//! greedy tokens each gives alone, also on a pool too small for all at once (sequences preempted,
-//! their blocks reused by others, their tokens prefilled again); the prefix cache serves a
-//! repeated prompt from its cached blocks. On the tiny random-weight Qwen2 file
-//! (`tests/data/tiny-arch`, whose greedy choices are rarely near ties), so that lavapipe runs
-//! hundreds of steps in seconds; `crates/model/tests/wgpu_model.rs` checks scattered and shared
-//! blocks on SmolLM2.
-#![cfg(feature = "wgpu")]
+//! The multi-sequence engine on a GPU backend whose KV cache is paged as the CPU's is: wgpu
+//! (Vulkan; Metal on macOS) with the `wgpu` feature, CUDA with `cuda`. Sequences on a pool
+//! smaller than their contexts side by side (blocks taken as they grow, so each sequence's blocks
+//! lie scattered between the others') give the greedy tokens each gives alone, also on a pool too
+//! small for all at once (sequences preempted, their blocks reused by others, their tokens
+//! prefilled again); the prefix cache serves a repeated prompt from its cached blocks. On the
+//! tiny random-weight Qwen2 file (`tests/data/tiny-arch`, whose greedy choices are rarely near
+//! ties), so that lavapipe runs hundreds of steps in seconds; `crates/model/tests/wgpu_model.rs`
+//! and `cuda.rs` check scattered and shared blocks on SmolLM2. CUDA needs a GPU: without a driver
+//! each test says so and returns, unless `RUSTORCH_REQUIRE_CUDA=1` (the device script sets it).
+#![cfg(any(feature = "wgpu", feature = "cuda"))]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,16 +20,39 @@ use rustorch_model::{Device, KV_BLOCK};
 mod support;
 use support::{agree_to_near_tie, alone_on, engine_on, greedy};
 
-fn gpu_device() -> Device {
-    if cfg!(target_os = "macos") {
+/// The device under test: CUDA in a `cuda` build (None without a driver, unless one is
+/// required), else wgpu's.
+fn gpu_device() -> Option<Device> {
+    if cfg!(feature = "cuda") {
+        let present = rustorch_model::load(tiny_qwen2(), Device::Cuda, 16).is_ok();
+        if !present {
+            assert!(
+                std::env::var_os("RUSTORCH_REQUIRE_CUDA").is_none(),
+                "RUSTORCH_REQUIRE_CUDA is set but the CUDA backend cannot load a model"
+            );
+            eprintln!("no usable CUDA driver or GPU here: skipped");
+        }
+        return present.then_some(Device::Cuda);
+    }
+    Some(if cfg!(target_os = "macos") {
         Device::Metal
     } else {
         Device::Vulkan
-    }
+    })
 }
 
+/// `tests/data/tiny-arch/qwen2.gguf`, from the checkout this was built in or, for a test binary
+/// carried to another machine, from the working directory (the repository root there).
 fn tiny_qwen2() -> Arc<GgufFile> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/tiny-arch/qwen2.gguf");
+    let rel = "tests/data/tiny-arch/qwen2.gguf";
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel);
+    let p = if built.exists() {
+        built
+    } else {
+        PathBuf::from(rel)
+    };
     Arc::new(GgufFile::open(p).unwrap())
 }
 
@@ -50,8 +74,8 @@ fn prompts(n: usize) -> Vec<Vec<u32>> {
 /// to its first near-tie.
 #[test]
 fn sequences_on_a_small_pool_match_each_alone() {
+    let Some(dev) = gpu_device() else { return };
     let file = tiny_qwen2();
-    let dev = gpu_device();
     let n = 60;
     let prompts = prompts(8);
     let solo: Vec<(Vec<u32>, Vec<f32>)> =
@@ -89,8 +113,9 @@ fn sequences_on_a_small_pool_match_each_alone() {
 /// computing them, and generates what the first did.
 #[test]
 fn the_prefix_cache_serves_a_repeated_prompt() {
+    let Some(dev) = gpu_device() else { return };
     let file = tiny_qwen2();
-    let mut e = engine_on(gpu_device(), &file, 2, 64, EngineConfig::default());
+    let mut e = engine_on(dev, &file, 2, 64, EngineConfig::default());
     let system: Vec<u32> = prompts(8).concat().into_iter().cycle().take(300).collect();
     let first = e.submit(greedy(system.clone(), 16)).unwrap();
     e.run_until_idle();
