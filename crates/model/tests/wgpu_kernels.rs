@@ -1121,7 +1121,11 @@ fn missing_adapters_and_oversized_buffers_are_clear_errors() {
         n_blocks: 1 << 24,
         ..KvSpec::side_by_side_of(2, 1, 64, 8, 128)
     };
-    let msg = b.alloc_kv(&pool).err().expect("a pool of 1 TiB").to_string();
+    let msg = b
+        .alloc_kv(&pool)
+        .err()
+        .expect("a pool of 1 TiB")
+        .to_string();
     assert!(
         msg.contains("a pool of 268435456 slots") && msg.contains("one buffer may bind"),
         "{msg}"
