@@ -12,6 +12,8 @@ Files (vocab 320: <unk> <s> </s>, the 256 byte tokens <0x00>..<0xFF>, 61 plain t
                output, rope_freqs.weight [8]: Llama 3.1's per-pair divisors (factor 8, low/high freq factor
                1/4, original context 32 so that the 8 pairs span all three regimes).
 - qwen2.gguf   qwen2, 3 layers, n_embd 64, 4/2 heads, q/k/v biases, rope base 1e6, tied output.
+- qwen2-hd32.gguf  qwen2 as above with 2 heads / 1 KV head of 32 (the CUDA kernels take head_dim 32 and
+               up; the engine's GPU tests run on it).
 - qwen3.gguf   qwen3, 3 layers, n_embd 64, 4/2 heads with key_length 32 (q is 128 wide, not n_embd),
                q/k RMS norms, rope base 1e6, untied output.
 - gemma3.gguf  gemma3, 3 layers, n_embd 64, 4 heads / 1 KV head, key_length 32, sliding window 8,
@@ -119,9 +121,11 @@ def llama(path):
     finish(w)
 
 
-def qwen(path, arch):
+def qwen(path, arch, wide=False):
     g, H, HK = Gen(2 if arch == "qwen2" else 3), 4, 2
     d = 16 if arch == "qwen2" else 32
+    if wide:  # 2 heads / 1 KV head of 32: the narrowest the CUDA kernels take
+        g, H, HK, d = Gen(8), 2, 1, 32
     w = writer(path, arch, 3, H, HK)
     w.add_layer_norm_rms_eps(1e-6)
     w.add_rope_freq_base(1000000.0)
@@ -220,6 +224,7 @@ def main():
     llama(f"{out}/llama.gguf")
     qwen(f"{out}/qwen2.gguf", "qwen2")
     qwen(f"{out}/qwen3.gguf", "qwen3")
+    qwen(f"{out}/qwen2-hd32.gguf", "qwen2", wide=True)
     gemma3(f"{out}/gemma3.gguf", 3, 3, FF)
     gemma3(f"{out}/gemma3-pattern6.gguf", 6, None, 64)
     phi3(f"{out}/phi3.gguf", 131072, 4096)

@@ -4,10 +4,11 @@
 //! lie scattered between the others') give the greedy tokens each gives alone, also on a pool too
 //! small for all at once (sequences preempted, their blocks reused by others, their tokens
 //! prefilled again); the prefix cache serves a repeated prompt from its cached blocks. On the
-//! tiny random-weight Qwen2 file (`tests/data/tiny-arch`, whose greedy choices are rarely near
-//! ties), so that lavapipe runs hundreds of steps in seconds; `crates/model/tests/wgpu_model.rs`
-//! and `cuda.rs` check scattered and shared blocks on SmolLM2. CUDA needs a GPU: without a driver
-//! each test says so and returns, unless `RUSTORCH_REQUIRE_CUDA=1` (the device script sets it).
+//! tiny random-weight Qwen2 file of 32-wide heads (`tests/data/tiny-arch`, as the CUDA kernels
+//! need; greedy choices rarely near ties), so that lavapipe runs hundreds of steps in seconds;
+//! `crates/model/tests/wgpu_model.rs` and `cuda.rs` check scattered and shared blocks on
+//! SmolLM2. CUDA needs a GPU: without a driver each test says so and returns, unless
+//! `RUSTORCH_REQUIRE_CUDA=1` (the device script sets it).
 #![cfg(any(feature = "wgpu", feature = "cuda"))]
 
 use std::path::PathBuf;
@@ -24,7 +25,7 @@ use support::{agree_to_near_tie, alone_on, engine_on, greedy};
 /// required), else wgpu's.
 fn gpu_device() -> Option<Device> {
     if cfg!(feature = "cuda") {
-        let present = rustorch_model::load(tiny_qwen2(), Device::Cuda, 16).is_ok();
+        let present = rustorch_model::load(tiny_qwen2_hd32(), Device::Cuda, 16).is_ok();
         if !present {
             assert!(
                 std::env::var_os("RUSTORCH_REQUIRE_CUDA").is_none(),
@@ -41,10 +42,10 @@ fn gpu_device() -> Option<Device> {
     })
 }
 
-/// `tests/data/tiny-arch/qwen2.gguf`, from the checkout this was built in or, for a test binary
+/// `tests/data/tiny-arch/qwen2-hd32.gguf`, from the checkout this was built in or, for a test binary
 /// carried to another machine, from the working directory (the repository root there).
-fn tiny_qwen2() -> Arc<GgufFile> {
-    let rel = "tests/data/tiny-arch/qwen2.gguf";
+fn tiny_qwen2_hd32() -> Arc<GgufFile> {
+    let rel = "tests/data/tiny-arch/qwen2-hd32.gguf";
     let built = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .join(rel);
@@ -75,7 +76,7 @@ fn prompts(n: usize) -> Vec<Vec<u32>> {
 #[test]
 fn sequences_on_a_small_pool_match_each_alone() {
     let Some(dev) = gpu_device() else { return };
-    let file = tiny_qwen2();
+    let file = tiny_qwen2_hd32();
     let n = 60;
     let prompts = prompts(8);
     let solo: Vec<(Vec<u32>, Vec<f32>)> =
@@ -114,7 +115,7 @@ fn sequences_on_a_small_pool_match_each_alone() {
 #[test]
 fn the_prefix_cache_serves_a_repeated_prompt() {
     let Some(dev) = gpu_device() else { return };
-    let file = tiny_qwen2();
+    let file = tiny_qwen2_hd32();
     let mut e = engine_on(dev, &file, 2, 64, EngineConfig::default());
     let system: Vec<u32> = prompts(8).concat().into_iter().cycle().take(300).collect();
     let first = e.submit(greedy(system.clone(), 16)).unwrap();

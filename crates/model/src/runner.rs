@@ -577,15 +577,6 @@ pub fn load_cache(
             let backend = CpuBackend::with_options(rayon::current_num_threads(), &opts.cpu);
             boxed(backend, &file, config, size)
         }
-        // Phi-3's decode on CUDA does not match the CPU backend (logits 10-23% off in
-        // `tests/cuda.rs`, `other_architectures_match_cpu`; its prompt path matches): refused
-        // rather than run wrong, until it is found.
-        #[cfg(feature = "cuda")]
-        (Device::Cuda, Arch::Phi3) if std::env::var_os("RUSTORCH_CUDA_PHI3").is_none() => {
-            Err(ModelError::Backend(
-                "cuda: phi3 is not supported by the cuda backend yet (its decode does not match the CPU backend's); use --backend cpu or vulkan".into(),
-            ))
-        }
         #[cfg(feature = "cuda")]
         (Device::Cuda, _) => {
             let backend = crate::backend::cuda::CudaBackend::new(&opts.cuda)?;

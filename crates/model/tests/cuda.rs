@@ -871,9 +871,6 @@ fn paged_blocks_match_own_blocks() {
 #[test]
 fn other_architectures_match_cpu() {
     let Some(_gpu) = gpu() else { return };
-    // Phi-3 is refused on CUDA until its decode matches (see `load_cache`); this test runs it
-    // anyway, to find the fault.
-    std::env::set_var("RUSTORCH_CUDA_PHI3", "1");
     for shape in ["qwen2.5-0.5b", "qwen3-0.6b", "phi3-mini"] {
         let path = synth_file(shape, FileType::Q8_0);
         model_vs_cpu(&path, shape, 40);
