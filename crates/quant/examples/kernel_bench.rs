@@ -8,7 +8,9 @@
 //! 2048 values) is multiplied, in tiles of 64 rows as the CPU backend calls it, by
 //! - one activation row (decode, memory-bound): weight bytes streamed per second, once with the
 //!   matrix hot in cache and once cycling through copies totalling more than any L3 (cold);
-//! - 64 activation rows (prompt processing, compute-bound): 2 · rows · cols · tokens per second.
+//! - 64 activation rows (prompt processing, compute-bound): 2 · rows · cols · tokens per second;
+//! - 1 to 32 activation rows, cold, in the backend's decode tiles (a quarter of the rows each):
+//!   microseconds per token (the decode of a few sequences).
 //!
 //! Measured on the dev box (AMD EPYC, Zen 4, 2 cores shared with other jobs, so ±10%), best of
 //! repeated runs; "ggml" is llama.cpp 0c1e570's `vec_dot` built `-march=native`, called per row
@@ -29,6 +31,16 @@
 //! n_tok=1 34-40 GB/s hot, 22-25 cold with avx512vnni (the cold figure is one thread's single
 //! stream; the backend reads four streams per thread, see `DECODE_STREAMS`); n_tok=64 as the
 //! GGUF layout (the eight-row kernel repacks both into the same scratch).
+//!
+//! A few tokens, cold, microseconds per token with avx512vnni, same machine: the kernels with a
+//! few-token pass (`RowKernel::FEW_TOKENS` in `kernels/x86`), and in brackets the eight-row
+//! repacking they take instead from 4 tokens with `FEW_TOKENS = 1`:
+//!
+//! | type        | n_tok: 1 | 2   | 3   | 4         | 8         | 16        |
+//! |-------------|----------|-----|-----|-----------|-----------|-----------|
+//! | q4_K packed | 258      | 156 | 129 | 112 (392) | 110 (232) | 116 (156) |
+//! | q4_0 packed | 245      | 137 | 152 | 126 (353) | 130 (220) | 126 (153) |
+//! | q6_K        | 347      | 206 | 165 | 164 (700) | 146 (431) | 152 (272) |
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -41,6 +53,8 @@ const N_ROWS: usize = 5632;
 const N_COLS: usize = 2048;
 const TILE_ROWS: usize = 64;
 const COLD_BYTES: usize = 512 << 20;
+/// Token counts of the few-token timing.
+const FEW_TOKENS: [usize; 8] = [1, 2, 3, 4, 8, 12, 16, 32];
 
 /// A deterministic spread of values (no `rand` outside dev-dependencies).
 fn values(n: usize, seed: u32) -> Vec<f32> {
@@ -57,8 +71,21 @@ fn values(n: usize, seed: u32) -> Vec<f32> {
 
 /// `gemm` (or `gemm_packed` on packed weights) over all rows of `w`, tile by tile.
 fn run(k: &MatKernel, packed: bool, w: &[u8], act: &[u8], n_tok: usize, out: &mut [f32]) {
-    let w_tile = TILE_ROWS * k.weight_row_bytes(N_COLS);
-    for (wt, ot) in w.chunks(w_tile).zip(out.chunks_mut(TILE_ROWS * n_tok)) {
+    run_tiles(k, packed, w, act, n_tok, TILE_ROWS, out)
+}
+
+/// [`run`] with tiles of `tile_rows` rows.
+fn run_tiles(
+    k: &MatKernel,
+    packed: bool,
+    w: &[u8],
+    act: &[u8],
+    n_tok: usize,
+    tile_rows: usize,
+    out: &mut [f32],
+) {
+    let w_tile = tile_rows * k.weight_row_bytes(N_COLS);
+    for (wt, ot) in w.chunks(w_tile).zip(out.chunks_mut(tile_rows * n_tok)) {
         let rows = ot.len() / n_tok;
         if packed {
             k.gemm_packed(wt, rows, act, n_tok, N_COLS, ot);
@@ -125,6 +152,28 @@ fn bench(ty: GgmlType, isa: Isa, packed: bool) {
             &mut out[..N_ROWS],
         );
     });
+
+    // A few tokens (decode of a few sequences), cold weights in the backend's decode tiles (a
+    // quarter of the rows each): microseconds per token.
+    let few: Vec<String> = FEW_TOKENS
+        .iter()
+        .map(|&n| {
+            let s = time(budget, || {
+                i = (i + 1) % copies;
+                let out = &mut out[..N_ROWS * n];
+                run_tiles(
+                    k,
+                    packed,
+                    &cold_set[i],
+                    &act[..n * a_bytes],
+                    n,
+                    N_ROWS / 4,
+                    out,
+                );
+            });
+            format!("{n}:{:.0}", s * 1e6 / n as f64)
+        })
+        .collect();
     drop(cold_set);
 
     let prompt = time(budget, || run(k, packed, &w, &act, 64, &mut out));
@@ -137,7 +186,8 @@ fn bench(ty: GgmlType, isa: Isa, packed: bool) {
     });
     println!(
         "{:>5} {:>17}  n_tok=1: {:6.1} GB/s hot {:6.1} GB/s cold ({:7.1} us)   \
-         n_tok=64: {:6.1} GFLOP/s ({:6.2} ms)   quantize_act: {:5.2} us",
+         n_tok=64: {:6.1} GFLOP/s ({:6.2} ms)   quantize_act: {:5.2} us   \
+         cold us/token by n_tok: {}",
         ty.name(),
         if packed {
             format!("{}+packed", isa.name())
@@ -150,6 +200,7 @@ fn bench(ty: GgmlType, isa: Isa, packed: bool) {
         gflops,
         prompt * 1e3,
         quant * 1e6,
+        few.join(" "),
     );
 }
 

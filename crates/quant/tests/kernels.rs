@@ -272,6 +272,87 @@ fn row_groups_and_leftover_rows() {
     }
 }
 
+/// Whether `kernel` promises that `n_tok` tokens in one call give, to the bit, what `n_tok`
+/// one-token calls give: the x86 kernels that dot each row with a few tokens in one pass (packed
+/// Q4_0 and Q4_K, Q6_K; up to 16 tokens, in chunks of eight). Packed Q4_K with four tokens or
+/// more sums each super-block exactly and scales it once per token, the one-token kernel scales
+/// each sub-block: the two round differently.
+fn same_as_one_token(kernel: &MatKernel, packed: bool, n_tok: usize) -> bool {
+    if !matches!(kernel.isa(), "avx2" | "avx512vnni") {
+        return false;
+    }
+    match (kernel.weight_type(), packed) {
+        (T::Q4_0, true) | (T::Q6_K, false) => n_tok <= 16,
+        (T::Q4_K, true) => n_tok <= 3,
+        _ => false,
+    }
+}
+
+/// A few tokens (the decode of a few sequences) over rows of the kernels that take them in one
+/// pass: every output agrees with the reference, and where [`same_as_one_token`] promises it,
+/// with one-token calls to the bit. Row counts that are not whole tiles of the passes (eight
+/// rows, 64-row sub-tiles, two or four interleaved streams), rows of one to nine super-blocks,
+/// and token counts around the chunks of eight and the end of the few-token path (16).
+#[test]
+fn few_tokens_match_reference_and_one_token_calls() {
+    let mut rng = rng("few_tokens_match_reference_and_one_token_calls");
+    for isa in isas() {
+        for ty in [T::Q4_K, T::Q4_0, T::Q6_K] {
+            let Some(kernel) = mat_kernel_for(ty, isa) else {
+                continue;
+            };
+            for (n_rows, n_cols) in [(1, 256), (7, 512), (67, 1024), (133, 2304)] {
+                let w = quantized_row(ty, &random_values(&mut rng, n_rows * n_cols));
+                let mut packed = vec![0u8; w.len()];
+                if kernel.has_packed_layout() {
+                    kernel.pack(&w, n_rows, n_cols, &mut packed);
+                }
+                let a_row = kernel.act_row_bytes(n_cols);
+                for n_tok in (1..=9).chain([12, 16, 17, 24]) {
+                    check_gemm(&mut rng, kernel, &w, n_rows, n_cols, n_tok);
+                    let mut act = vec![0u8; n_tok * a_row];
+                    for row in act.chunks_exact_mut(a_row) {
+                        kernel.quantize_act(&random_values(&mut rng, n_cols), row);
+                    }
+                    let layouts: &[(bool, &[u8])] = if kernel.has_packed_layout() {
+                        &[(false, &w), (true, &packed)]
+                    } else {
+                        &[(false, &w)]
+                    };
+                    for &(is_packed, w) in layouts {
+                        if !same_as_one_token(kernel, is_packed, n_tok) {
+                            continue;
+                        }
+                        let gemm = |act: &[u8], n: usize, out: &mut [f32]| {
+                            if is_packed {
+                                kernel.gemm_packed(w, n_rows, act, n, n_cols, out)
+                            } else {
+                                kernel.gemm(w, n_rows, act, n, n_cols, out)
+                            }
+                        };
+                        let mut all = vec![f32::NAN; n_rows * n_tok];
+                        gemm(&act, n_tok, &mut all);
+                        let mut one = vec![f32::NAN; n_rows];
+                        for (t, a) in act.chunks_exact(a_row).enumerate() {
+                            gemm(a, 1, &mut one);
+                            for (r, &x) in one.iter().enumerate() {
+                                assert_eq!(
+                                    all[r * n_tok + t].to_bits(),
+                                    x.to_bits(),
+                                    "{ty} on {isa} (packed: {is_packed}), {n_rows} x {n_cols}, \
+                                     {n_tok} tokens: row {r} token {t} is {} in one call, {x} \
+                                     alone",
+                                    all[r * n_tok + t]
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn float_rows_of_any_length() {
     let mut rng = rng("float_rows_of_any_length");

@@ -171,16 +171,6 @@ impl CpuKv {
 /// rather than tiled for cache reuse as in prompts.
 const SMALL_BATCH: usize = 16;
 
-/// Packed weight rows a few tokens take one after another (a multiple of the packed tiles' 8;
-/// 128 rows of a 2,048-wide Q4_K matrix are 144 KiB, in L2).
-const PACKED_SUB: usize = 128;
-
-/// Tokens up to which a packed weight's matmul runs the one-token kernel per token (measured on
-/// TinyLlama Q4_K_M, 2 threads, sub-tiles of 128 rows: 4 tokens about 60 against 41 tok/s, 8
-/// tokens about 76 against 66; 16 tokens are faster through the many-token kernel, about 110
-/// against 90). Sub-tiles of 8 or 32 rows were slower (45 and 57 tok/s at 4 tokens).
-const PACKED_FEW: usize = 8;
-
 /// Weights that may share one input in [`Backend::matmuls`] (q/k/v, gate/up).
 const MAX_GROUP: usize = 4;
 
@@ -751,8 +741,9 @@ impl Backend for CpuBackend {
         // prefetchers busy and the threads finishing together (measured best here: 4 tiles for 2
         // threads beat 8 or 16, and beat long tiles followed by short ones taken on demand).
         // A few rows (decode steps of several sequences) are bound by the same stream of
-        // weights: the decode tiling. Prompts: small tiles whose weights stay in cache across
-        // tokens.
+        // weights: the decode tiling, whose rows the kernels of the common decode formats
+        // (packed Q4_0 and Q4_K, Q6_K) read once per eight tokens. Prompts: small tiles whose
+        // weights stay in cache across tokens.
         let rows_per_task = if n <= SMALL_BATCH {
             total_rows
                 .div_ceil(2 * self.pool.n_threads())
@@ -781,25 +772,7 @@ impl Backend for CpuBackend {
                 let nr = (job.rows - r0).min(end - g);
                 let (now, rest) = dst.split_at_mut(nr * n);
                 let w = &ws[i].bytes()[r0 * job.w_row..(r0 + nr) * job.w_row];
-                if ws[i].is_packed() && n > 1 && n <= PACKED_FEW {
-                    // A few tokens over packed rows: the one-token kernel per token, over
-                    // sub-tiles small enough to stay in cache across the tokens (the many-token
-                    // kernel repacks each tile for prompts, too costly for a few tokens).
-                    let acts = act_of(job);
-                    let mut one = [0f32; PACKED_SUB];
-                    for s0 in (0..nr).step_by(PACKED_SUB) {
-                        let sn = PACKED_SUB.min(nr - s0);
-                        let ws = &w[s0 * job.w_row..(s0 + sn) * job.w_row];
-                        for t in 0..n {
-                            let a = &acts[t * job.act_bytes..(t + 1) * job.act_bytes];
-                            job.kernel
-                                .gemm_packed(ws, sn, a, 1, job.cols, &mut one[..sn]);
-                            for (r, &v) in one[..sn].iter().enumerate() {
-                                now[(s0 + r) * n + t] = v;
-                            }
-                        }
-                    }
-                } else if ws[i].is_packed() {
+                if ws[i].is_packed() {
                     job.kernel.gemm_packed(w, nr, act_of(job), n, job.cols, now);
                 } else {
                     job.kernel.gemm(w, nr, act_of(job), n, job.cols, now);

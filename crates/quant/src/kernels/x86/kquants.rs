@@ -204,6 +204,7 @@ impl RowKernel for Q6K {
     const WEIGHT: GgmlType = GgmlType::Q6_K;
     const ACT: GgmlType = GgmlType::Q8_K;
     const REPACK8: bool = true;
+    const FEW_TOKENS: usize = 16;
     #[inline(always)]
     unsafe fn dot_row<D: Dot, const NT: usize>(
         w: *const u8,

@@ -10,13 +10,15 @@
 //! registers, fewer for the last tokens. [`gemm_tiled`] walks the tile: activation rows in groups
 //! that stay in L2, every weight row against each group. With one token this is the decode
 //! mat-vec, each weight row streamed once. Q4_0, Q5_0, Q8_0 (VNNI only), Q4_K and Q6_K with four
-//! tokens or more first take the rows in groups of eight, repacked into a per-thread scratch buffer so that one
-//! `dpbusd` lane is one row ([`repack`], [`repack_k4`], [`repack_k6`]).
+//! tokens or more first take the rows in groups of eight, repacked into a per-thread scratch
+//! buffer so that one `dpbusd` lane is one row ([`repack`], [`repack_k4`], [`repack_k6`]).
 //!
 //! Q4_0 and Q4_K also have load-time layouts ([`crate::kernels::packed`], read by [`packed`]): the
 //! backend rewrites those weights once, and their kernels put blocks (Q4_0) or sub-blocks (Q4_K)
 //! in the lanes of a dot product. With one token, every kernel takes a task's rows as
-//! [`DECODE_STREAMS`] interleaved streams.
+//! [`DECODE_STREAMS`] interleaved streams. The packed kernels and Q6_K (the formats of a Q4_K_M
+//! model) do so up to 16 tokens ([`RowKernel::FEW_TOKENS`], the decode of a few sequences): each
+//! row meets eight tokens per pass, where repacking it would cost more than it saves.
 
 mod float;
 mod kquants;
@@ -294,6 +296,19 @@ trait RowKernel {
     /// [`REPACK_MIN_TOKENS`] tokens or more.
     const REPACK8: bool = false;
 
+    /// Tokens up to which `gemm` dots each weight row with up to eight of them in one pass
+    /// ([`few_tokens`]): each row is read and unpacked once per eight tokens, as in decode,
+    /// rather than repacked eight rows at a time ([`Self::REPACK8`]; with 4 to 16 tokens the
+    /// repacking costs more than it saves) or met by tiles of four or eight tokens.
+    const FEW_TOKENS: usize = 1;
+
+    /// With [`Self::PACKED`]: floats per token and weight block of a table of the activations
+    /// that [`Self::pack_acts`] writes after their rows, eight tokens to a chunk (0: none).
+    /// `dot_rows` then gets in `s[0]` the chunk of its first token, and the driver takes every
+    /// row not repacked through [`few_tokens`], whose chunks of tokens start at multiples of
+    /// eight.
+    const TOKEN_TABLE: usize = 0;
+
     /// Weight rows per pass the kernel is best at: 2 lets a kernel share each activation load
     /// between two rows (the float kernels, whose activations are four bytes a value).
     const ROWS: usize = 1;
@@ -436,6 +451,10 @@ const DECODE_STREAMS: usize = 4;
 /// Tokens from which repacking eight weight rows pays for itself ([`RowKernel::REPACK8`]).
 const REPACK_MIN_TOKENS: usize = 4;
 
+/// Rows a few-token pass takes at a time when the tokens are more than eight
+/// ([`RowKernel::FEW_TOKENS`]): every chunk of eight tokens meets them while they are in L2.
+const FEW_SUB_ROWS: usize = 64;
+
 /// Activation rows are walked in groups of about this many bytes, so that a group stays in L2
 /// while every weight row of the tile passes over it.
 const ACT_GROUP_BYTES: usize = 192 * 1024;
@@ -470,7 +489,8 @@ unsafe fn gemm_tiled<K: RowKernel, D: Dot>(
         n_cols,
     };
     let (mut w, mut out, mut n_rows) = (w.as_ptr(), out.as_mut_ptr(), n_rows);
-    if K::REPACK8 && n_tok >= REPACK_MIN_TOKENS {
+    let few = n_tok <= K::FEW_TOKENS.max(1);
+    if K::REPACK8 && n_tok >= REPACK_MIN_TOKENS && !few {
         let done = match K::WEIGHT {
             GgmlType::Q4_0 if K::PACKED => {
                 repack::gemm_rows8::<packed::PackedQ4_0Rows, D>(w, w_row, n_rows, &v, n_tok, out)
@@ -499,37 +519,110 @@ unsafe fn gemm_tiled<K: RowKernel, D: Dot>(
     if K::PACKED && n_rows > 0 {
         v.a_row = K::pack_acts(act, a_row, n_tok, n_cols, &mut transposed);
         v.act = transposed.as_ptr();
+        if K::TOKEN_TABLE > 0 {
+            v.scales = transposed.as_ptr().add(n_tok * v.a_row).cast();
+            v.s_row = K::TOKEN_TABLE * (n_cols / K::WEIGHT.block_size());
+        }
     }
-    for t0 in (0..n_tok).step_by(group) {
-        let t1 = n_tok.min(t0 + group);
-        let mut r = 0;
-        if t1 - t0 == 1 {
-            // Decode: rows `r`, `r + part`, ... in turn ([`DECODE_STREAMS`]); the packed kernel
-            // interleaves them group by group (`packed::dot_packed`).
-            const S: usize = DECODE_STREAMS;
-            let part = n_rows / S;
-            for r in 0..part {
-                let ws: [*const u8; S] = std::array::from_fn(|i| w.add((r + i * part) * w_row));
-                let os: [*mut f32; S] = std::array::from_fn(|i| out.add((r + i * part) * n_tok));
-                row_pass::<K, D, S>(ws, os, &v, t0, t1);
-            }
-            r = S * part;
-        }
-        // Pairs only pay with several tokens; one token is a memory-bound stream per row.
-        if K::ROWS == 2 && t1 - t0 > 1 {
-            while r + 2 <= n_rows {
-                let ws = [w.add(r * w_row), w.add((r + 1) * w_row)];
-                let os = [out.add(r * n_tok), out.add((r + 1) * n_tok)];
-                row_pass::<K, D, 2>(ws, os, &v, t0, t1);
-                r += 2;
+    if few || K::TOKEN_TABLE > 0 {
+        // Tokens in chunks of eight (the [`RowKernel::TOKEN_TABLE`]'s); with several chunks,
+        // every chunk over a sub-tile of rows while it is in L2.
+        let sub = if n_tok <= 8 { n_rows } else { FEW_SUB_ROWS };
+        for r0 in (0..n_rows).step_by(sub.max(1)) {
+            let nr = sub.min(n_rows - r0);
+            let (w, out) = (w.add(r0 * w_row), out.add(r0 * n_tok));
+            for t0 in (0..n_tok).step_by(8) {
+                few_tokens::<K, D>(w, w_row, nr, &v, t0..n_tok.min(t0 + 8), n_tok, out);
             }
         }
-        for r in r..n_rows {
-            row_pass::<K, D, 1>([w.add(r * w_row)], [out.add(r * n_tok)], &v, t0, t1);
+    } else {
+        for t0 in (0..n_tok).step_by(group) {
+            let t1 = n_tok.min(t0 + group);
+            let mut r = 0;
+            // Pairs only pay with several tokens; one token is a memory-bound stream per row.
+            if K::ROWS == 2 && t1 - t0 > 1 {
+                while r + 2 <= n_rows {
+                    let ws = [w.add(r * w_row), w.add((r + 1) * w_row)];
+                    let os = [out.add(r * n_tok), out.add((r + 1) * n_tok)];
+                    row_pass::<K, D, 2>(ws, os, &v, t0, t1);
+                    r += 2;
+                }
+            }
+            for r in r..n_rows {
+                row_pass::<K, D, 1>([w.add(r * w_row)], [out.add(r * n_tok)], &v, t0, t1);
+            }
         }
     }
     ACT_SCALE_BUF.set(scales);
     ACT_T_BUF.set(transposed);
+}
+
+/// Tokens `tokens` of `v` (1 to 8 of them) against each weight row in one pass, the rows taken
+/// as interleaved streams as in decode ([`DECODE_STREAMS`]): as many as the accumulators of
+/// `streams × tokens` leave registers for when a kernel interleaves them (the packed ones; each
+/// row's unpacked codes take eight more). A kernel with [`RowKernel::FEW_TOKENS`] does the same
+/// arithmetic for every token count, so each (row, token) sum is, to the bit, what a one-token
+/// call gives; packed Q4_K with four tokens or more is the exception (see
+/// [`packed::PackedQ4K`]).
+///
+/// # Safety
+/// As `gemm_tiled`: `w` holds `n_rows` rows of `w_row` bytes, `out` `n_rows * n_tok` floats, `v`
+/// describes `n_tok >= tokens.end` activation rows; the CPU has the features of `D`.
+#[inline(always)]
+unsafe fn few_tokens<K: RowKernel, D: Dot>(
+    w: *const u8,
+    w_row: usize,
+    n_rows: usize,
+    v: &Views,
+    tokens: std::ops::Range<usize>,
+    n_tok: usize,
+    out: *mut f32,
+) {
+    let t0 = tokens.start;
+    macro_rules! streams {
+        ($s:expr, $nt:literal) => {
+            streams::<K, D, { $s }, $nt>(w, w_row, n_rows, v, t0, n_tok, out)
+        };
+    }
+    // Measured on Zen 4 with kernel_bench (packed Q4_K, Q4_0 and Q6_K; four tokens take the
+    // packed Q4_K kernel whose accumulators are one vector per row).
+    match tokens.len() {
+        1 => streams!(DECODE_STREAMS, 1),
+        2 => streams!(2, 2),
+        3 => streams!(1, 3),
+        4 => streams!(2, 4),
+        5 => streams!(1, 5),
+        6 => streams!(1, 6),
+        7 => streams!(1, 7),
+        8 => streams!(1, 8),
+        nt => unreachable!("few_tokens: {nt} tokens"),
+    }
+}
+
+/// Rows `r`, `r + part`, ... (`S` streams) against tokens `t0..t0 + NT` of `v`, then the rows
+/// left over one at a time.
+///
+/// # Safety
+/// As [`few_tokens`] with `tokens == t0..t0 + NT`.
+#[inline(always)]
+unsafe fn streams<K: RowKernel, D: Dot, const S: usize, const NT: usize>(
+    w: *const u8,
+    w_row: usize,
+    n_rows: usize,
+    v: &Views,
+    t0: usize,
+    n_tok: usize,
+    out: *mut f32,
+) {
+    let part = n_rows / S;
+    for r in 0..part {
+        let ws: [*const u8; S] = std::array::from_fn(|i| w.add((r + i * part) * w_row));
+        let os: [*mut f32; S] = std::array::from_fn(|i| out.add((r + i * part) * n_tok));
+        tile::<K, D, S, NT>(ws, v, t0, os);
+    }
+    for r in S * part..n_rows {
+        tile::<K, D, 1, NT>([w.add(r * w_row)], v, t0, [out.add(r * n_tok)]);
+    }
 }
 
 /// [`repack::gemm_rows8`] for a legacy type.

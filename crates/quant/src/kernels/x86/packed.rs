@@ -74,6 +74,7 @@ impl RowKernel for PackedQ4_0 {
     const ACT_SCALES: bool = true;
     const PACKED: bool = true;
     const REPACK8: bool = true;
+    const FEW_TOKENS: usize = 16;
 
     #[inline(always)]
     unsafe fn pack_acts(
@@ -257,27 +258,51 @@ std::thread_local! {
 /// activations whose codes are transposed per super-block (lane `l` of vector `c`: codes
 /// `4c..4c + 4` of sub-block `l`); `d` and `bsums` stay where Q8_K has them.
 ///
-/// Per super-block and token: eight `dpbusd`s give the eight sub-blocks' integer sums in the
-/// eight lanes, one `vpmulld` weights them by the eight scales, one `madd` of the mins with the
-/// activation's `bsums` gives the min term (lanes again sub-blocks), and two multiply-adds apply
-/// `d_w d_a` and `dmin_w d_a`. The row-layout kernel (`kquants::dot_k4`) needs a shuffle per 32
-/// weights to splat the scales, and `maddubs` plus `dpwssd` for each 32 products.
+/// Per super-block and token, eight `dpbusd`s give the eight sub-blocks' integer sums in the
+/// eight lanes and one `vpmulld` weights them by the eight scales; the min term is the `madd` of
+/// the mins with the activation's `bsums`. Then:
+/// - up to three tokens ([`dot_lanes_k4`]; decode): two multiply-adds per token apply `d_w d_a`
+///   and `dmin_w d_a` to the lanes, which are added up once per row;
+/// - four to eight tokens, starting at a multiple of eight ([`dot_packed_k4`]): the tokens' lane
+///   sums side by side (`S`, lane `t`: token `t`), the min terms as four `madd`s of the row's mins
+///   with a table of the tokens' sub-block `bsums` (`M`, lane `t` again; see [`TOKEN_TABLE`]),
+///   and one multiply-add each for all the tokens' `d_w d_a S` and `dmin_w d_a M`. Per token and
+///   super-block that leaves the eight `dpbusd`s and one `vpmulld` (against about fourteen
+///   operations on the multiply ports with lanes per sub-block), and the row's unpacking is
+///   shared by every token. `S` and `M` are exact integers, so this rounds once per super-block
+///   where the lanes round once per sub-block: the results differ from one-token calls in the
+///   last bits, both within float rounding of the reference.
+///
+/// The row-layout kernel (`kquants::dot_k4`) needs a shuffle per 32 weights to splat the scales,
+/// and `maddubs` plus `dpwssd` for each 32 products.
 pub(super) struct PackedQ4K;
+
+/// Floats per token and super-block of the table [`PackedQ4K`]'s `pack_acts` writes after the
+/// activation rows (once per `gemm` call): per chunk of eight tokens and super-block, the eight
+/// tokens' `d` (f32), then four vectors whose lane `t` holds token `t`'s sub-block sums `B_2k`,
+/// `B_2k+1` as an i16 pair (`B_l = bsums_2l + bsums_2l+1`, at most 32 · 127 in magnitude).
+/// Tokens past the last are zero.
+const TOKEN_TABLE: usize = 5;
+/// Floats of one chunk's entry for one super-block.
+const TABLE_ENTRY: usize = 8 * TOKEN_TABLE;
 
 impl RowKernel for PackedQ4K {
     const WEIGHT: GgmlType = GgmlType::Q4_K;
     const ACT: GgmlType = GgmlType::Q8_K;
     const PACKED: bool = true;
     const REPACK8: bool = true;
+    const FEW_TOKENS: usize = 16;
+    const TOKEN_TABLE: usize = TOKEN_TABLE;
 
     #[inline(always)]
     unsafe fn pack_acts(
         act: &[u8],
         a_row: usize,
         n_tok: usize,
-        _n_cols: usize,
+        n_cols: usize,
         out: &mut Vec<u8>,
     ) -> usize {
+        let nb = n_cols / QK_K;
         out.clear();
         out.extend_from_slice(&act[..n_tok * a_row]);
         for block in out.chunks_exact_mut(Q8K_BYTES) {
@@ -287,6 +312,23 @@ impl RowKernel for PackedQ4K {
                 _mm256_storeu_si256(qs.add(32 * c).cast(), v);
             }
         }
+        let chunks = n_tok.div_ceil(8);
+        out.resize(n_tok * a_row + 4 * chunks * nb * TABLE_ENTRY, 0);
+        let table = out.as_mut_ptr().add(n_tok * a_row).cast::<u32>();
+        for t in 0..n_tok {
+            let (c, lane) = (t / 8, t % 8);
+            for b in 0..nb {
+                let y = act.as_ptr().add(t * a_row + b * Q8K_BYTES);
+                let entry = table.add((c * nb + b) * TABLE_ENTRY + lane);
+                entry.write_unaligned(y.add(Q8K_D).cast::<u32>().read_unaligned());
+                let bsum = |i: usize| y.add(Q8K_BSUMS + 2 * i).cast::<i16>().read_unaligned();
+                for k in 0..4 {
+                    let pair = |l: usize| bsum(2 * l).wrapping_add(bsum(2 * l + 1)) as u16 as u32;
+                    let v = pair(2 * k) | (pair(2 * k + 1) << 16);
+                    entry.add(8 * (1 + k)).write_unaligned(v);
+                }
+            }
+        }
         a_row
     }
 
@@ -294,76 +336,201 @@ impl RowKernel for PackedQ4K {
     unsafe fn dot_row<D: Dot, const NT: usize>(
         w: *const u8,
         a: [*const u8; NT],
-        _s: [*const f32; NT],
+        s: [*const f32; NT],
         n_cols: usize,
     ) -> [f32; NT] {
-        dot_packed_k4::<D, 1, NT>([w], a, n_cols)[0]
+        dot_packed_k4::<D, 1, NT>([w], a, s, n_cols)[0]
     }
 
     #[inline(always)]
     unsafe fn dot_rows<D: Dot, const R: usize, const NT: usize>(
         w: [*const u8; R],
         a: [*const u8; NT],
-        _s: [*const f32; NT],
+        s: [*const f32; NT],
         n_cols: usize,
     ) -> [[f32; NT]; R] {
-        dot_packed_k4::<D, R, NT>(w, a, n_cols)
+        dot_packed_k4::<D, R, NT>(w, a, s, n_cols)
     }
 }
 
-/// `R` packed Q4_K rows against `NT` transposed Q8_K rows, super-blocks of the rows interleaved
-/// (several streams with one token, as [`dot_packed`]).
+/// One packed Q4_K super-block, unpacked.
+struct UnpackedK4 {
+    /// Vector `c`, lane `l`: codes `4c..4c + 4` of sub-block `l`.
+    q: [__m256i; 8],
+    /// Lane `l`: the scale of sub-block `l`.
+    sc: __m256i,
+    /// i32 lane `k`: the mins of sub-blocks `2k`, `2k + 1` as an i16 pair.
+    min_pairs: __m128i,
+    /// i32 lane `l`: the min of sub-block `l`, twice (for a `madd` with `bsums`).
+    mins: __m256i,
+    /// `d` and `dmin` in every lane.
+    d: __m256,
+    dmin: __m256,
+}
+
+/// # Safety
+/// AVX2 and F16C are available; `x` points to a packed super-block.
+#[inline(always)]
+unsafe fn unpack_k4(x: *const u8) -> UnpackedK4 {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let sm = scales_mins_k4(x.add(offset_of!(BlockQ4K, scales)));
+    let mut q = [_mm256_setzero_si256(); 8];
+    for m in 0..4 {
+        let v = load(x.add(Q4K_QS + 32 * m));
+        q[2 * m] = _mm256_and_si256(v, m4);
+        q[2 * m + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+    }
+    UnpackedK4 {
+        q,
+        sc: _mm256_cvtepu8_epi32(sm),
+        min_pairs: _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm)),
+        mins: _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)), // m0 m0 m1 m1 .. m7 m7
+        d: splat_f16(x),
+        dmin: splat_f16(x.add(2)),
+    }
+}
+
+/// The scaled sub-block sums `sc_l Σ q·a` of one token's super-block at `y` (lane `l`).
 ///
 /// # Safety
-/// As [`RowKernel::dot_row`], for each of the `R` packed rows and transposed activation rows.
+/// As [`dot_packed_k4`]; `y` points to a transposed Q8_K block.
 #[inline(always)]
-unsafe fn dot_packed_k4<D: Dot, const R: usize, const NT: usize>(
+unsafe fn scaled_sums<D: Dot>(u: &UnpackedK4, y: *const u8) -> __m256i {
+    let at = |c: usize| load(y.add(Q8K_QS + 32 * c));
+    let mut even = D::dpbusd(_mm256_setzero_si256(), u.q[0], at(0));
+    let mut odd = D::dpbusd(_mm256_setzero_si256(), u.q[1], at(1));
+    for c in (2..8).step_by(2) {
+        even = D::dpbusd(even, u.q[c], at(c));
+        odd = D::dpbusd(odd, u.q[c + 1], at(c + 1));
+    }
+    // Per sub-block: |Σ q·a| <= 32 · 15 · 127, times a 6-bit scale; all eight fit an i32.
+    _mm256_mullo_epi32(_mm256_add_epi32(even, odd), u.sc)
+}
+
+/// Lane `t` of the result: the sum of the eight lanes of `v[t]` (zero past `NT`).
+#[inline(always)]
+unsafe fn lane_sums<const NT: usize>(v: [__m256i; NT]) -> __m256i {
+    let mut x = [_mm256_setzero_si256(); 8];
+    x[..NT].copy_from_slice(&v);
+    // Per 128-bit half: [a0 + a2, b0 + b2, a1 + a3, b1 + b3] of a = x[2i], b = x[2i + 1].
+    let p: [__m256i; 4] = [
+        pair_sums(x[0], x[1]),
+        pair_sums(x[2], x[3]),
+        pair_sums(x[4], x[5]),
+        pair_sums(x[6], x[7]),
+    ];
+    // Per half: that half's sums of x[4j], .., x[4j + 3].
+    let lo = _mm256_add_epi32(
+        _mm256_unpacklo_epi64(p[0], p[1]),
+        _mm256_unpackhi_epi64(p[0], p[1]),
+    );
+    let hi = _mm256_add_epi32(
+        _mm256_unpacklo_epi64(p[2], p[3]),
+        _mm256_unpackhi_epi64(p[2], p[3]),
+    );
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256::<0x20>(lo, hi),
+        _mm256_permute2x128_si256::<0x31>(lo, hi),
+    )
+}
+
+/// Per 128-bit half: `[a0 + a2, b0 + b2, a1 + a3, b1 + b3]`.
+#[inline(always)]
+unsafe fn pair_sums(a: __m256i, b: __m256i) -> __m256i {
+    _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b))
+}
+
+/// [`dot_packed_k4`] with up to three tokens: float sums per sub-block lane, added up at the
+/// end.
+///
+/// # Safety
+/// As [`dot_packed_k4`].
+#[inline(always)]
+unsafe fn dot_lanes_k4<D: Dot, const R: usize, const NT: usize>(
     w: [*const u8; R],
     a: [*const u8; NT],
     n_cols: usize,
 ) -> [[f32; NT]; R] {
-    let m4 = _mm256_set1_epi8(0x0F);
     let mut acc = [[_mm256_setzero_ps(); NT]; R];
     for b in 0..n_cols / QK_K {
-        for r in 0..R {
-            let x = w[r].add(b * Q4K_BYTES);
-            let sm = scales_mins_k4(x.add(offset_of!(BlockQ4K, scales)));
-            let sc = _mm256_cvtepu8_epi32(sm);
-            let mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)); // m0 m0 m1 m1 .. m7 m7
-            let d = splat_f16(x);
-            let dmin = splat_f16(x.add(2));
-            let mut q = [_mm256_setzero_si256(); 8];
-            for m in 0..4 {
-                let v = load(x.add(Q4K_QS + 32 * m));
-                q[2 * m] = _mm256_and_si256(v, m4);
-                q[2 * m + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
-            }
+        unroll8!(R, |r| {
+            let u = unpack_k4(w[r].add(b * Q4K_BYTES));
             unroll8!(NT, |t| {
                 let y = a[t].add(b * Q8K_BYTES);
-                let at = |c: usize| load(y.add(Q8K_QS + 32 * c));
-                let mut even = D::dpbusd(_mm256_setzero_si256(), q[0], at(0));
-                let mut odd = D::dpbusd(_mm256_setzero_si256(), q[1], at(1));
-                for c in (2..8).step_by(2) {
-                    even = D::dpbusd(even, q[c], at(c));
-                    odd = D::dpbusd(odd, q[c + 1], at(c + 1));
-                }
-                // Per sub-block: |Σ q·a| <= 32 · 15 · 127, times a 6-bit scale: exact in f32.
-                let sums = _mm256_mullo_epi32(_mm256_add_epi32(even, odd), sc);
-                let min_sums = _mm256_madd_epi16(load(y.add(Q8K_BSUMS)), mins);
+                let sums = scaled_sums::<D>(&u, y);
+                let min_sums = _mm256_madd_epi16(load(y.add(Q8K_BSUMS)), u.mins);
                 let dy = splat_f32(y.add(Q8K_D));
                 let acc_rt =
-                    _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(sums), acc[r][t]);
+                    _mm256_fmadd_ps(_mm256_mul_ps(u.d, dy), _mm256_cvtepi32_ps(sums), acc[r][t]);
                 acc[r][t] = _mm256_fnmadd_ps(
-                    _mm256_mul_ps(dmin, dy),
+                    _mm256_mul_ps(u.dmin, dy),
                     _mm256_cvtepi32_ps(min_sums),
                     acc_rt,
                 );
             });
-        }
+        });
     }
     let mut out = [[0.0; NT]; R];
     for (o, acc) in out.iter_mut().zip(acc) {
         *o = hsums(acc);
+    }
+    out
+}
+
+/// `R` packed Q4_K rows against `NT` transposed Q8_K rows (see [`PackedQ4K`]), super-blocks of
+/// the rows interleaved (several streams, as [`dot_packed`]).
+///
+/// # Safety
+/// As [`RowKernel::dot_row`], for each of the `R` packed rows and transposed activation rows;
+/// with `NT >= 4` (at most 8), `s[0]` points to the [`TOKEN_TABLE`] chunk of the tokens, the
+/// first of which is its first.
+#[inline(always)]
+unsafe fn dot_packed_k4<D: Dot, const R: usize, const NT: usize>(
+    w: [*const u8; R],
+    a: [*const u8; NT],
+    s: [*const f32; NT],
+    n_cols: usize,
+) -> [[f32; NT]; R] {
+    if NT < 4 {
+        return dot_lanes_k4::<D, R, NT>(w, a, n_cols);
+    }
+    let mut out = [[0.0; NT]; R];
+    let mut acc = [_mm256_setzero_ps(); R];
+    for b in 0..n_cols / QK_K {
+        let entry = s[0].add(b * TABLE_ENTRY);
+        let dy = _mm256_loadu_ps(entry);
+        let bsum_pairs: [__m256i; 4] = std::array::from_fn(|k| load(entry.add(8 + 8 * k).cast()));
+        unroll8!(R, |r| {
+            let u = unpack_k4(w[r].add(b * Q4K_BYTES));
+            let mp = u.min_pairs;
+            let min_pairs = [
+                _mm256_broadcastd_epi32(mp),
+                _mm256_broadcastd_epi32(_mm_shuffle_epi32::<0x55>(mp)),
+                _mm256_broadcastd_epi32(_mm_shuffle_epi32::<0xAA>(mp)),
+                _mm256_broadcastd_epi32(_mm_shuffle_epi32::<0xFF>(mp)),
+            ];
+            // Lane `t`: Σ_l m_l B_l of token `t`.
+            let mut min_sums = _mm256_madd_epi16(bsum_pairs[0], min_pairs[0]);
+            for k in 1..4 {
+                min_sums = D::dpwssd(min_sums, bsum_pairs[k], min_pairs[k]);
+            }
+            let mut sums = [_mm256_setzero_si256(); NT];
+            unroll8!(NT, |t| {
+                sums[t] = scaled_sums::<D>(&u, a[t].add(b * Q8K_BYTES));
+            });
+            let sums = _mm256_cvtepi32_ps(lane_sums(sums));
+            let acc_r = _mm256_fmadd_ps(_mm256_mul_ps(u.d, dy), sums, acc[r]);
+            acc[r] = _mm256_fnmadd_ps(
+                _mm256_mul_ps(u.dmin, dy),
+                _mm256_cvtepi32_ps(min_sums),
+                acc_r,
+            );
+        });
+    }
+    for (o, acc) in out.iter_mut().zip(acc) {
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+        o.copy_from_slice(&lanes[..NT]);
     }
     out
 }
