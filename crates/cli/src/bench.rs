@@ -245,6 +245,7 @@ fn parallel(args: &BenchArgs, path: &std::path::Path) -> anyhow::Result<()> {
                 sampling: SamplerConfig::greedy(),
                 stop: Vec::new(),
                 ignore_eos: true,
+                logprobs: None,
             };
             streams.push(engine.submit(req)?);
         }
@@ -332,6 +333,7 @@ fn repeat_prompt(args: &BenchArgs, path: &std::path::Path) -> anyhow::Result<()>
                 sampling: SamplerConfig::greedy(),
                 stop: Vec::new(),
                 ignore_eos: true,
+                logprobs: None,
             };
             let stream = engine.submit(req)?;
             let t0 = Instant::now();

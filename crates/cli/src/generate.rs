@@ -63,6 +63,7 @@ impl SamplingArgs {
             repeat_penalty: self.repeat_penalty,
             repeat_last_n: self.repeat_last_n,
             seed,
+            ..SamplerConfig::default()
         };
         cfg.validate()?;
         Ok(cfg)
@@ -168,7 +169,7 @@ fn generate(engine: &mut Engine, req: Request) -> anyhow::Result<(Vec<u32>, Stri
         engine.step();
         while let Some(ev) = stream.try_next() {
             let piece = match ev {
-                Event::Token { id, text } => {
+                Event::Token { id, text, .. } => {
                     ids.push(id);
                     text
                 }
@@ -228,6 +229,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         sampling,
         stop: Vec::new(),
         ignore_eos: false,
+        logprobs: None,
     };
     let (_, _, fin) = generate(&mut engine, req)?;
     common::outln!();
@@ -347,6 +349,7 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
             },
             stop: Vec::new(),
             ignore_eos: false,
+            logprobs: None,
         };
         let (_, reply, fin) = generate(&mut engine, req)?;
         let reason = fin.reason;

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use rustorch_model::{paged, Batch, Model, ModelError, KV_BLOCK};
 use rustorch_tokenizer::{TextStream, Tokenizer};
 use tokio::sync::mpsc as events;
+use tokio::sync::oneshot;
 
 use crate::blocks::{BlockKey, BlockPool};
 use crate::sampler::{Sampler, SamplerConfig};
@@ -56,6 +57,22 @@ pub struct Request {
     pub stop: Vec<String>,
     /// Go on past end-of-generation tokens (benchmarks).
     pub ignore_eos: bool,
+    /// `Some(k)`: each token comes with its log-probability and the `k` most likely tokens'
+    /// (at most [`MAX_TOP_LOGPROBS`]); `None` computes nothing.
+    pub logprobs: Option<usize>,
+}
+
+/// The most alternatives a token's [`TokenLogprob`] lists (OpenAI's limit for `top_logprobs`).
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
+/// A generated token's log-probability and the most likely tokens' at its position, from the
+/// log-softmax of the model's logits before the sampler's bias, penalties and filters (what
+/// vLLM reports by default): the model's distribution, not the sampler's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub logprob: f32,
+    /// (id, log-probability), most likely first (ties to the lower id).
+    pub top: Vec<(u32, f32)>,
 }
 
 /// Why a request ended.
@@ -69,6 +86,8 @@ pub enum FinishReason {
     ContextFull,
     /// The model failed (the message says why).
     Error,
+    /// The engine was shut down ([`EngineHandle::shutdown`]) before the request ended.
+    Shutdown,
 }
 
 /// How a request ended, with its counts and timings.
@@ -90,8 +109,12 @@ pub struct Finish {
 #[derive(Debug, Clone)]
 pub enum Event {
     /// A generated token and the text it completes (text that may begin a stop string is held
-    /// back until it is decided).
-    Token { id: u32, text: String },
+    /// back until it is decided); `logprob` when the request asked for it.
+    Token {
+        id: u32,
+        text: String,
+        logprob: Option<TokenLogprob>,
+    },
     /// Text released at the end that no new token brought (held back for a stop string that
     /// did not come).
     Text(String),
@@ -126,7 +149,7 @@ impl Stream {
         let (mut ids, mut text) = (Vec::new(), String::new());
         while let Some(e) = self.next_blocking() {
             match e {
-                Event::Token { id, text: t } => {
+                Event::Token { id, text: t, .. } => {
                     ids.push(id);
                     text.push_str(&t);
                 }
@@ -195,6 +218,7 @@ struct Seq {
     sampler: Sampler,
     stop: Vec<String>,
     ignore_eos: bool,
+    logprobs: Option<usize>,
     tx: events::UnboundedSender<Event>,
     text: TextStream,
     /// Generated text not yet sent (it may be the start of a stop string).
@@ -314,6 +338,18 @@ impl Engine {
         if let Some(&t) = req.prompt.iter().find(|&&t| t as usize >= n_vocab) {
             return Err(SubmitError::BadToken(t));
         }
+        if let Some(k) = req.logprobs.filter(|&k| k > MAX_TOP_LOGPROBS) {
+            return Err(SubmitError::Sampling(format!(
+                "top_logprobs must be at most {MAX_TOP_LOGPROBS}, got {k}"
+            )));
+        }
+        // The sampler skips ids beyond its logits; a request naming one is a mistake.
+        let bias = &req.sampling.logit_bias;
+        if let Some(&(t, _)) = bias.iter().find(|&&(t, _)| t as usize >= n_vocab) {
+            return Err(SubmitError::Sampling(format!(
+                "logit_bias: token {t} is outside the vocabulary of {n_vocab} tokens"
+            )));
+        }
         req.sampling
             .validate()
             .map_err(|e| SubmitError::Sampling(e.to_string()))
@@ -345,6 +381,7 @@ impl Engine {
             sampler: Sampler::new(req.sampling, n_vocab),
             stop: req.stop.into_iter().filter(|s| !s.is_empty()).collect(),
             ignore_eos: req.ignore_eos,
+            logprobs: req.logprobs,
             tx,
             text: TextStream::new(false),
             held: String::new(),
@@ -670,12 +707,13 @@ impl Engine {
                 finished.push((i, End::Eog));
                 continue;
             }
+            let logprob = s.logprobs.map(|k| token_logprob(logits, id, k));
             s.tokens.push(id);
             s.generated += 1;
             self.counters.generated_tokens += 1;
             let mut text = String::new();
             s.text.push_into(&self.tok, id, &mut text);
-            if emit(s, id, text) {
+            if emit(s, id, text, logprob) {
                 finished.push((i, End::StopText));
             } else if s.generated >= s.max_tokens {
                 finished.push((i, End::Length));
@@ -686,25 +724,39 @@ impl Engine {
         // Highest index first, so the indices stay valid.
         finished.sort_by_key(|f| std::cmp::Reverse(f.0));
         for (i, end) in finished {
-            let mut s = self.running.swap_remove(i);
-            if end != End::StopText {
-                // Text held back for a stop string that did not come, and an incomplete
-                // character, end the output.
-                let mut rest = std::mem::take(&mut s.held);
-                rest.push_str(&s.text.flush());
-                if !rest.is_empty() {
-                    let _ = s.tx.send(Event::Text(rest));
-                }
-            }
+            let s = self.running.swap_remove(i);
             let reason = match end {
                 End::Eog | End::StopText => FinishReason::Stop,
                 End::Length => FinishReason::Length,
                 End::ContextFull => FinishReason::ContextFull,
             };
-            let _ = s.tx.send(Event::Done(finish(&s, reason)));
-            self.counters.finished += 1;
-            self.free(s);
+            self.end(s, reason, end != End::StopText);
         }
+    }
+
+    /// Sends a sequence's end and frees it. With `release`, text held back for a stop string
+    /// that did not come, and an incomplete character, end the output first.
+    fn end(&mut self, mut s: Seq, reason: FinishReason, release: bool) {
+        if release {
+            let mut rest = std::mem::take(&mut s.held);
+            rest.push_str(&s.text.flush());
+            if !rest.is_empty() {
+                let _ = s.tx.send(Event::Text(rest));
+            }
+        }
+        let _ = s.tx.send(Event::Done(finish(&s, reason)));
+        self.counters.finished += 1;
+        self.free(s);
+    }
+
+    /// Ends every running and waiting request with [`FinishReason::Shutdown`].
+    fn shut_down(&mut self) {
+        let running = std::mem::take(&mut self.running);
+        let waiting = std::mem::take(&mut self.waiting);
+        for s in running.into_iter().chain(waiting) {
+            self.end(s, FinishReason::Shutdown, true);
+        }
+        self.queued.store(0, Ordering::Relaxed);
     }
 
     /// A failed forward pass fails its sequences (the cache contents of the step are unknown).
@@ -733,11 +785,48 @@ enum End {
     ContextFull,
 }
 
+/// The log-softmax of `logits` at `id` and its `k` largest entries. NaN counts as -inf, as in
+/// the sampler.
+fn token_logprob(logits: &[f32], id: u32, k: usize) -> TokenLogprob {
+    let clean = |l: f32| if l.is_nan() { f32::NEG_INFINITY } else { l };
+    let max = logits
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &l| m.max(clean(l)));
+    let sum: f64 = logits
+        .iter()
+        .map(|&l| f64::from(clean(l) - max).exp())
+        .sum();
+    let lse = f64::from(max) + sum.ln();
+    let lp = |l: f32| (f64::from(clean(l)) - lse) as f32;
+    // k is small: keep the best k sorted, inserting where a logit beats the last.
+    let mut top: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+    if k > 0 {
+        for (i, &l) in logits.iter().enumerate() {
+            let l = clean(l);
+            if top.len() == k && l <= top[k - 1].1 {
+                continue;
+            }
+            let at = top.partition_point(|&(_, t)| t >= l);
+            top.insert(at, (i as u32, l));
+            top.truncate(k);
+        }
+    }
+    for t in &mut top {
+        t.1 = lp(t.1);
+    }
+    TokenLogprob {
+        logprob: logits
+            .get(id as usize)
+            .map_or(f32::NEG_INFINITY, |&l| lp(l)),
+        top,
+    }
+}
+
 /// Sends the text of a new token, holding back what may start a stop string. Returns whether a
 /// stop string was completed (the text before it is sent, the rest dropped).
-fn emit(s: &mut Seq, id: u32, text: String) -> bool {
+fn emit(s: &mut Seq, id: u32, text: String, logprob: Option<TokenLogprob>) -> bool {
     if s.stop.is_empty() {
-        let _ = s.tx.send(Event::Token { id, text });
+        let _ = s.tx.send(Event::Token { id, text, logprob });
         return false;
     }
     s.held.push_str(&text);
@@ -749,7 +838,7 @@ fn emit(s: &mut Seq, id: u32, text: String) -> bool {
     {
         s.held.truncate(at);
         let text = std::mem::take(&mut s.held);
-        let _ = s.tx.send(Event::Token { id, text });
+        let _ = s.tx.send(Event::Token { id, text, logprob });
         return true;
     }
     // Keep the longest tail that is a prefix of some stop string.
@@ -769,7 +858,7 @@ fn emit(s: &mut Seq, id: u32, text: String) -> bool {
         .unwrap_or(0);
     let text = s.held[..s.held.len() - keep].to_string();
     s.held.drain(..s.held.len() - keep);
-    let _ = s.tx.send(Event::Token { id, text });
+    let _ = s.tx.send(Event::Token { id, text, logprob });
     false
 }
 
@@ -800,12 +889,17 @@ enum Command {
     Submit(
         Request,
         events::UnboundedSender<Event>,
-        mpsc::Sender<Result<(), SubmitError>>,
+        oneshot::Sender<Result<(), SubmitError>>,
     ),
+    Shutdown,
 }
 
-/// A handle to an engine running on its own thread: submit requests from any thread. The
-/// engine stops when every handle is dropped and its requests have finished.
+/// The engine's answer to a submit, still to come.
+type Reply = oneshot::Receiver<Result<(), SubmitError>>;
+
+/// A handle to an engine running on its own thread: submit requests from any thread or async
+/// task. The engine stops when every handle is dropped and its requests have finished, or at
+/// [`EngineHandle::shutdown`].
 #[derive(Clone)]
 pub struct EngineHandle {
     tx: mpsc::Sender<Command>,
@@ -845,6 +939,14 @@ impl EngineHandle {
                         Command::Submit(req, events, reply) => {
                             let _ = reply.send(engine.enqueue(req, events));
                         }
+                        Command::Shutdown => {
+                            engine.shut_down();
+                            *counters.lock().unwrap_or_else(|p| p.into_inner()) = engine.counters();
+                            // Returning drops the receiver: the commands behind this one are
+                            // dropped unanswered and later sends fail, both refused as
+                            // `Stopped`.
+                            return;
+                        }
                     }
                 }
                 engine.step();
@@ -855,8 +957,25 @@ impl EngineHandle {
     }
 
     /// Queues a request; its tokens arrive on the returned stream. Refused at once when the
-    /// queue is full or the request is invalid.
+    /// queue is full or the request is invalid. Waits for the engine to finish its current
+    /// step: from async code, use [`EngineHandle::submit_async`].
     pub fn submit(&self, req: Request) -> Result<Stream, SubmitError> {
+        let (stream, reply) = self.send(req)?;
+        let answer = reply.blocking_recv();
+        answer.unwrap_or(Err(SubmitError::Stopped)).map(|()| stream)
+    }
+
+    /// [`EngineHandle::submit`] for async code: awaits the engine's answer rather than blocking
+    /// the runtime's thread while the engine finishes its step.
+    pub async fn submit_async(&self, req: Request) -> Result<Stream, SubmitError> {
+        let (stream, reply) = self.send(req)?;
+        let answer = reply.await;
+        answer.unwrap_or(Err(SubmitError::Stopped)).map(|()| stream)
+    }
+
+    /// Sends a request to the engine thread: the stream it will use if accepted, and the
+    /// engine's answer to come.
+    fn send(&self, req: Request) -> Result<(Stream, Reply), SubmitError> {
         // A full queue is refused here without waiting for the engine's step (the engine checks
         // again: this count is as of its last change).
         let q = self.queued.load(Ordering::Relaxed);
@@ -864,15 +983,19 @@ impl EngineHandle {
             return Err(SubmitError::QueueFull { waiting: q });
         }
         let (etx, erx) = events::unbounded_channel();
-        let (rtx, rrx) = mpsc::channel();
+        let (rtx, rrx) = oneshot::channel();
         if self.tx.send(Command::Submit(req, etx, rtx)).is_err() {
             return Err(SubmitError::Stopped);
         }
-        match rrx.recv() {
-            Ok(Ok(())) => Ok(Stream { rx: erx }),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(SubmitError::Stopped),
-        }
+        Ok((Stream { rx: erx }, rrx))
+    }
+
+    /// Asks the engine thread to end every running and waiting request now, after its current
+    /// step: each stream gets the text it held back, then [`Event::Done`] with
+    /// [`FinishReason::Shutdown`]. Later submits (from any handle) are refused with
+    /// [`SubmitError::Stopped`], and the engine and its model are dropped. Does not wait.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Command::Shutdown);
     }
 
     /// The counters as of the last step.

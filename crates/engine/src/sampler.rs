@@ -1,8 +1,9 @@
 //! Token sampling: llama.cpp's default chain (commit 0c1e570, `common/sampling.cpp`).
 //!
 //! With llama.cpp's defaults the chain is
-//! `penalties → dry → top-n-σ → top-k → typical → top-p → min-p → xtc → temperature → dist`,
-//! where dry, top-n-σ, typical and xtc are disabled, so only the stages below run. Each stage
+//! `logit-bias → penalties → dry → top-n-σ → top-k → typical → top-p → min-p → xtc →
+//! temperature → dist`, where dry, top-n-σ, typical and xtc are disabled, so only the stages
+//! below run. Each stage
 //! follows `src/llama-sampler.cpp` down to the float/double mix of its arithmetic and whether it
 //! leaves the candidates sorted, because both decide which token a given random number picks.
 //! The random numbers are `std::mt19937` seeded with the 32-bit seed, read through
@@ -22,10 +23,20 @@ pub enum SamplerError {
     MinP(f32),
     #[error("--repeat-penalty must be finite and > 0 (1 = off), got {0}")]
     RepeatPenalty(f32),
+    #[error("--presence-penalty must be in [-2, 2] (0 = off), got {0}")]
+    PresencePenalty(f32),
+    #[error("--frequency-penalty must be in [-2, 2] (0 = off), got {0}")]
+    FrequencyPenalty(f32),
+    #[error("--logit-bias for token {0} must be a number < +inf (-inf or <= -100 bans the token), got {1}")]
+    LogitBias(u32, f32),
 }
 
+/// A logit bias at or below this bans the token, as OpenAI's `logit_bias` documents for -100.
+pub const BAN_BIAS: f32 = -100.0;
+
 /// Sampling parameters. `top_k == 0` and `repeat_last_n == 0` switch those stages off, as do
-/// `top_p == 1`, `min_p == 0` and `repeat_penalty == 1`.
+/// `top_p == 1`, `min_p == 0`, `repeat_penalty == 1`, zero presence and frequency penalties and
+/// an empty `logit_bias`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplerConfig {
     /// Softmax temperature; `0` means greedy (argmax after the penalty).
@@ -34,8 +45,18 @@ pub struct SamplerConfig {
     pub top_p: f32,
     pub min_p: f32,
     pub repeat_penalty: f32,
-    /// How many of the most recent tokens of the history the penalty looks at.
+    /// How many of the most recent tokens of the history the penalties look at.
     pub repeat_last_n: usize,
+    /// Subtracted once from the logit of every token of the penalty window (OpenAI's
+    /// `presence_penalty`, llama.cpp's `penalty_present`).
+    pub presence_penalty: f32,
+    /// Subtracted from a token's logit once per occurrence in the penalty window (OpenAI's
+    /// `frequency_penalty`, llama.cpp's `penalty_freq`).
+    pub frequency_penalty: f32,
+    /// Added to the logits of these tokens before the penalties; a bias of -inf or at most
+    /// [`BAN_BIAS`] bans the token (also under greedy). Ids outside the vocabulary are skipped:
+    /// the caller checks them against its model.
+    pub logit_bias: Vec<(u32, f32)>,
     /// llama.cpp seeds are 32-bit: only the low 32 bits are used, so `--seed N` with
     /// N < 2^32 draws the same random numbers as llama.cpp. llama.cpp's "random seed" value
     /// (0xFFFFFFFF) has no special meaning here: the caller picks a random seed.
@@ -52,6 +73,9 @@ impl Default for SamplerConfig {
             min_p: 0.05,
             repeat_penalty: 1.0,
             repeat_last_n: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            logit_bias: Vec::new(),
             seed: 0,
         }
     }
@@ -81,7 +105,30 @@ impl SamplerConfig {
         if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
             return Err(SamplerError::RepeatPenalty(self.repeat_penalty));
         }
+        // OpenAI's range; a larger penalty only says "never repeat" less clearly than a bias.
+        if !(-2.0..=2.0).contains(&self.presence_penalty) {
+            return Err(SamplerError::PresencePenalty(self.presence_penalty));
+        }
+        if !(-2.0..=2.0).contains(&self.frequency_penalty) {
+            return Err(SamplerError::FrequencyPenalty(self.frequency_penalty));
+        }
+        // +inf would make every probability NaN (inf - inf in the softmax).
+        if let Some(&(id, b)) = self
+            .logit_bias
+            .iter()
+            .find(|(_, b)| b.is_nan() || *b == f32::INFINITY)
+        {
+            return Err(SamplerError::LogitBias(id, b));
+        }
         Ok(())
+    }
+
+    /// Whether the penalty stage changes any logit.
+    fn penalizes(&self) -> bool {
+        self.repeat_last_n != 0
+            && (self.repeat_penalty != 1.0
+                || self.frequency_penalty != 0.0
+                || self.presence_penalty != 0.0)
     }
 }
 
@@ -130,8 +177,8 @@ pub struct Sampler {
     /// unsorted input (min-p keeps the original order of an unsorted list, and the draw walks
     /// the list in its order), so this is part of the semantics, not only an optimisation.
     sorted: bool,
-    /// (n_vocab) marks the distinct tokens of the penalty window; all false between calls.
-    seen: Vec<bool>,
+    /// (n_vocab) occurrences of each token in the penalty window; all zero between calls.
+    counts: Vec<u32>,
 }
 
 impl Sampler {
@@ -144,7 +191,7 @@ impl Sampler {
             rng,
             cands: Vec::with_capacity(n_vocab),
             sorted: false,
-            seen: vec![false; n_vocab],
+            counts: vec![0; n_vocab],
         }
     }
 
@@ -158,14 +205,14 @@ impl Sampler {
     }
 
     /// Picks the next token. `history` is every token so far (prompt and generated); the
-    /// penalty uses its last `repeat_last_n`. Empty logits give token 0.
+    /// penalties use its last `repeat_last_n`. Empty logits give token 0.
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         if logits.is_empty() {
             return 0;
         }
-        if self.cfg.temp <= 0.0 && (self.cfg.repeat_penalty == 1.0 || self.cfg.repeat_last_n == 0) {
-            // Greedy without a penalty: the first largest logit (NaN as -inf), as the candidate
-            // path picks it, without building the candidates.
+        if self.cfg.temp <= 0.0 && !self.cfg.penalizes() && self.cfg.logit_bias.is_empty() {
+            // Greedy without a penalty or bias: the first largest logit (NaN as -inf), as the
+            // candidate path picks it, without building the candidates.
             let mut best = (0, f32::NEG_INFINITY);
             for (i, &l) in logits.iter().enumerate() {
                 if l > best.1 {
@@ -209,10 +256,10 @@ impl Sampler {
         &self.cands
     }
 
-    /// Copies the logits into the candidate list and applies the repetition penalty.
+    /// Copies the logits into the candidate list and applies the bias and the penalties.
     fn load(&mut self, logits: &[f32], history: &[u32]) {
-        if logits.len() > self.seen.len() {
-            self.seen.resize(logits.len(), false);
+        if logits.len() > self.counts.len() {
+            self.counts.resize(logits.len(), 0);
         }
         self.cands.clear();
         self.cands
@@ -222,35 +269,56 @@ impl Sampler {
                 p: 0.0,
             }));
         self.sorted = false;
+        self.bias();
         self.penalize(history);
     }
 
-    /// llama.cpp's rule: each distinct token of the window once, positive logits divided by the
-    /// penalty and the others multiplied, so a penalty > 1 always makes the token less likely.
-    fn penalize(&mut self, history: &[u32]) {
-        let penalty = self.cfg.repeat_penalty;
-        if self.cfg.repeat_last_n == 0 || penalty == 1.0 {
-            return;
-        }
-        let window = &history[history.len().saturating_sub(self.cfg.repeat_last_n)..];
-        let n = self.cands.len();
-        for &t in window {
-            let t = t as usize;
-            // Ids outside the vocabulary cannot be candidates; skip rather than panic.
-            if t < n && !self.seen[t] {
-                self.seen[t] = true;
-                let c = &mut self.cands[t];
-                if c.logit <= 0.0 {
-                    c.logit *= penalty;
+    /// llama.cpp's `logit-bias` stage (each entry added, in order), except that a ban is -inf
+    /// whatever the logit, so no logit outweighs it.
+    fn bias(&mut self) {
+        for &(id, b) in &self.cfg.logit_bias {
+            if let Some(c) = self.cands.get_mut(id as usize) {
+                if b <= BAN_BIAS {
+                    c.logit = f32::NEG_INFINITY;
                 } else {
-                    c.logit /= penalty;
+                    c.logit += b;
                 }
             }
         }
-        for &t in window {
-            if let Some(s) = self.seen.get_mut(t as usize) {
-                *s = false;
+    }
+
+    /// llama.cpp's `llama_sampler_penalties`: each distinct token of the window once, its
+    /// positive logit divided by the repeat penalty and a negative one multiplied (so a penalty
+    /// > 1 always makes the token less likely), then `count * frequency + presence` subtracted.
+    fn penalize(&mut self, history: &[u32]) {
+        if !self.cfg.penalizes() {
+            return;
+        }
+        let (repeat, freq, present) = (
+            self.cfg.repeat_penalty,
+            self.cfg.frequency_penalty,
+            self.cfg.presence_penalty,
+        );
+        let window = &history[history.len().saturating_sub(self.cfg.repeat_last_n)..];
+        let n = self.cands.len();
+        // Ids outside the vocabulary cannot be candidates; skip rather than panic.
+        for &t in window.iter().filter(|&&t| (t as usize) < n) {
+            self.counts[t as usize] += 1;
+        }
+        // The second pass meets each distinct token with its count and clears it, so the
+        // counts are all zero again after.
+        for &t in window.iter().filter(|&&t| (t as usize) < n) {
+            let count = std::mem::take(&mut self.counts[t as usize]);
+            if count == 0 {
+                continue;
             }
+            let c = &mut self.cands[t as usize];
+            if c.logit <= 0.0 {
+                c.logit *= repeat;
+            } else {
+                c.logit /= repeat;
+            }
+            c.logit -= count as f32 * freq + present;
         }
     }
 
@@ -491,6 +559,143 @@ mod tests {
         ];
         for w in want {
             assert_eq!(rng.next_f64(), w);
+        }
+    }
+
+    /// Temperature 1 and no filters: `candidates` lists every token in id order with its logit
+    /// after the bias and penalties.
+    fn unfiltered() -> SamplerConfig {
+        SamplerConfig {
+            temp: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            ..SamplerConfig::default()
+        }
+    }
+
+    #[test]
+    fn penalties_follow_llama_cpp() {
+        let cfg = SamplerConfig {
+            repeat_penalty: 1.5,
+            frequency_penalty: 0.25,
+            presence_penalty: 0.5,
+            repeat_last_n: 5,
+            ..unfiltered()
+        };
+        let logits = [1.0f32, -1.0, 2.0, 0.5, 3.0];
+        // The window is the last five: 0 twice, 1 and 2 once; 7 is outside the vocabulary.
+        let history = [2, 2, 0, 1, 2, 0, 7];
+        let mut s = Sampler::new(cfg, logits.len());
+        for _ in 0..2 {
+            // Twice: the counts must be cleared after each call.
+            let got: Vec<f32> = s
+                .candidates(&logits, &history)
+                .iter()
+                .map(|c| c.logit)
+                .collect();
+            let want = [
+                1.0 / 1.5 - (2.0 * 0.25 + 0.5),
+                -1.5 - (0.25 + 0.5),
+                2.0 / 1.5 - (0.25 + 0.5),
+                0.5,
+                3.0,
+            ];
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
+            }
+        }
+        // Greedy sees the penalties too: once in the window, token 2 falls below token 3.
+        let logits = [0.0f32, 0.0, 2.0, 1.9];
+        let greedy = SamplerConfig {
+            repeat_penalty: 1.0,
+            presence_penalty: 0.2,
+            ..SamplerConfig::greedy()
+        };
+        assert_eq!(Sampler::new(greedy.clone(), 4).sample(&logits, &[]), 2);
+        assert_eq!(Sampler::new(greedy, 4).sample(&logits, &[2]), 3);
+    }
+
+    #[test]
+    fn banned_tokens_are_never_chosen() {
+        let logits = [0.0f32, 1.0, 9.0, 8.5, 0.5];
+        let bias = vec![(2, BAN_BIAS), (3, f32::NEG_INFINITY)];
+        let greedy = SamplerConfig {
+            logit_bias: bias.clone(),
+            ..SamplerConfig::greedy()
+        };
+        assert_eq!(Sampler::new(greedy, 5).sample(&logits, &[]), 1);
+        for seed in 0..200 {
+            let cfg = SamplerConfig {
+                temp: 5.0,
+                seed,
+                logit_bias: bias.clone(),
+                ..unfiltered()
+            };
+            let mut s = Sampler::new(cfg, 5);
+            for _ in 0..10 {
+                let id = s.sample(&logits, &[]);
+                assert!(id != 2 && id != 3, "seed {seed}: drew banned token {id}");
+            }
+        }
+        // Above -100 a bias is only added.
+        let cfg = SamplerConfig {
+            logit_bias: vec![(2, -99.0)],
+            ..unfiltered()
+        };
+        let c = Sampler::new(cfg, 5).candidates(&logits, &[])[2];
+        assert_eq!(c.logit, 9.0 - 99.0);
+    }
+
+    #[test]
+    fn a_large_bias_forces_a_token() {
+        let mut rng = Mt19937::new(3);
+        let logits: Vec<f32> = (0..1000)
+            .map(|_| (rng.next_f64() * 16.0 - 8.0) as f32)
+            .collect();
+        let bias = vec![(7, 100.0)];
+        let greedy = SamplerConfig {
+            logit_bias: bias.clone(),
+            ..SamplerConfig::greedy()
+        };
+        assert_eq!(Sampler::new(greedy, 1000).sample(&logits, &[]), 7);
+        let cfg = SamplerConfig {
+            temp: 1.0,
+            seed: 11,
+            logit_bias: bias,
+            ..SamplerConfig::default()
+        };
+        let mut s = Sampler::new(cfg, 1000);
+        for _ in 0..200 {
+            assert_eq!(s.sample(&logits, &[]), 7);
+        }
+    }
+
+    #[test]
+    fn validate_checks_penalties_and_bias() {
+        let ok = |cfg: SamplerConfig| cfg.validate().is_ok();
+        let d = SamplerConfig::default;
+        assert!(ok(SamplerConfig {
+            presence_penalty: -2.0,
+            frequency_penalty: 2.0,
+            logit_bias: vec![(1, f32::NEG_INFINITY), (2, 100.0)],
+            ..d()
+        }));
+        for bad in [2.5, -2.01, f32::NAN, f32::INFINITY] {
+            assert!(!ok(SamplerConfig {
+                presence_penalty: bad,
+                ..d()
+            }));
+            assert!(!ok(SamplerConfig {
+                frequency_penalty: bad,
+                ..d()
+            }));
+        }
+        for bad in [f32::NAN, f32::INFINITY] {
+            assert!(!ok(SamplerConfig {
+                logit_bias: vec![(1, bad)],
+                ..d()
+            }));
         }
     }
 }

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use rustorch_engine::engine::{
-    Engine, EngineConfig, EngineHandle, Event, FinishReason, Request, Stream,
+    Engine, EngineConfig, EngineHandle, Event, FinishReason, Request, Stream, SubmitError,
+    MAX_TOP_LOGPROBS,
 };
 use rustorch_gguf::GgufFile;
 use rustorch_model::{Device, KV_BLOCK};
@@ -312,4 +313,173 @@ fn a_pool_too_small_and_a_full_queue_are_errors() {
     e.step();
     assert_eq!(e.counters().waiting, 0);
     assert!(e.submit(greedy(p, 1)).is_ok());
+}
+
+/// Every event of a stream run to its end on `e`.
+fn events_after(s: Stream, e: &mut Engine) -> Vec<Event> {
+    e.run_until_idle();
+    let mut s = s;
+    std::iter::from_fn(|| s.try_next()).collect()
+}
+
+/// Logprobs on request: each token's log-probability under the model (greedy: the top one), its
+/// most likely alternatives sorted, nothing when not asked.
+#[test]
+fn logprobs_come_with_each_token_when_asked() {
+    let file = smollm2();
+    let mut e = engine(&file, 2, 64, EngineConfig::default());
+    let p = prompts(&file)[0].clone();
+    let req = Request {
+        logprobs: Some(5),
+        ..greedy(p.clone(), 8)
+    };
+    let events = events_after(e.submit(req).unwrap(), &mut e);
+    let mut n = 0;
+    for ev in &events {
+        let Event::Token { id, logprob, .. } = ev else {
+            continue;
+        };
+        n += 1;
+        let lp = logprob.as_ref().expect("asked for logprobs");
+        assert_eq!(lp.top.len(), 5);
+        assert_eq!(lp.top[0], (*id, lp.logprob), "{lp:?}");
+        assert!(lp.top.windows(2).all(|w| w[0].1 >= w[1].1), "{lp:?}");
+        assert!(lp.top.iter().all(|t| t.1 <= 0.0));
+        let mass: f32 = lp.top.iter().map(|t| t.1.exp()).sum();
+        assert!(mass <= 1.0 + 1e-4 && mass > 0.0, "{mass}");
+    }
+    assert_eq!(n, 8);
+    // k = 0: the chosen token's alone; None: nothing.
+    let req = Request {
+        logprobs: Some(0),
+        ..greedy(p.clone(), 2)
+    };
+    for ev in events_after(e.submit(req).unwrap(), &mut e) {
+        if let Event::Token { logprob, .. } = ev {
+            let lp = logprob.unwrap();
+            assert!(lp.top.is_empty() && lp.logprob <= 0.0);
+        }
+    }
+    for ev in events_after(e.submit(greedy(p, 2)).unwrap(), &mut e) {
+        if let Event::Token { logprob, .. } = ev {
+            assert_eq!(logprob, None);
+        }
+    }
+}
+
+/// Too many alternatives, a bias on a token outside the vocabulary and a NaN bias are refused,
+/// naming the field.
+#[test]
+fn bad_logprobs_and_bias_are_refused() {
+    let file = smollm2();
+    let mut e = engine(&file, 1, 32, EngineConfig::default());
+    let p = prompts(&file)[0].clone();
+    let n_vocab = e.model().config().n_vocab as u32;
+    let refused = |e: &mut Engine, req: Request, field: &str| match e.submit(req) {
+        Err(SubmitError::Sampling(m)) => assert!(m.contains(field), "{m}"),
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("accepted"),
+    };
+    let req = Request {
+        logprobs: Some(MAX_TOP_LOGPROBS + 1),
+        ..greedy(p.clone(), 1)
+    };
+    refused(&mut e, req, "top_logprobs");
+    let mut req = greedy(p.clone(), 1);
+    req.sampling.logit_bias = vec![(3, 1.0), (n_vocab, -100.0)];
+    refused(&mut e, req, "logit_bias");
+    let mut req = greedy(p.clone(), 1);
+    req.sampling.logit_bias = vec![(3, f32::NAN)];
+    refused(&mut e, req, "logit-bias");
+    let mut req = greedy(p, 1);
+    req.logprobs = Some(MAX_TOP_LOGPROBS);
+    req.sampling.logit_bias = vec![(n_vocab - 1, f32::NEG_INFINITY)];
+    assert!(e.submit(req).is_ok());
+}
+
+/// A banned token is never generated, even when greedy would pick it; a +100 bias forces one.
+#[test]
+fn logit_bias_bans_and_forces_tokens() {
+    let file = smollm2();
+    let mut e = engine(&file, 1, 32, EngineConfig::default());
+    let p = prompts(&file)[0].clone();
+    let (ids, _, _) = e
+        .submit(greedy(p.clone(), 6))
+        .unwrap()
+        .collect_blocking_after(&mut e);
+    let mut req = greedy(p.clone(), 6);
+    req.sampling.logit_bias = vec![(ids[0], -100.0)];
+    let (banned, _, _) = e.submit(req).unwrap().collect_blocking_after(&mut e);
+    assert_eq!(banned.len(), 6);
+    assert!(!banned.contains(&ids[0]), "{banned:?} vs {ids:?}");
+    let tok = rustorch_tokenizer::Tokenizer::from_gguf(&file).unwrap();
+    let the = tok.encode(" the", false, false)[0];
+    let mut req = greedy(p, 6);
+    req.sampling.temp = 1.0;
+    req.sampling.logit_bias = vec![(the, 100.0)];
+    let (forced, _, _) = e.submit(req).unwrap().collect_blocking_after(&mut e);
+    assert_eq!(forced, [the; 6]);
+}
+
+/// Shutdown ends the running request (after its held-back text) and the waiting ones with
+/// `Shutdown`, and refuses later submits.
+#[test]
+fn shutdown_ends_every_request() {
+    let file = smollm2();
+    let handle = EngineHandle::spawn(engine(&file, 1, 32, EngineConfig::default()));
+    let p = prompts(&file)[1].clone();
+    let mut running = handle
+        .submit(Request {
+            stop: vec!["never appears: zq".into()],
+            ..greedy(p.clone(), 400)
+        })
+        .unwrap();
+    let waiting: Vec<Stream> = (0..2)
+        .map(|_| handle.submit(greedy(p.clone(), 400)).unwrap())
+        .collect();
+    // The first token: the request is running.
+    assert!(matches!(running.next_blocking(), Some(Event::Token { .. })));
+    handle.shutdown();
+    let (_, _, fin) = running.collect_blocking();
+    let fin = fin.unwrap();
+    assert_eq!(fin.reason, FinishReason::Shutdown);
+    assert!(fin.completion_tokens < 400);
+    for s in waiting {
+        let (ids, _, fin) = s.collect_blocking();
+        assert_eq!(ids, []);
+        assert_eq!(fin.unwrap().reason, FinishReason::Shutdown);
+    }
+    assert_eq!(
+        handle.submit(greedy(p, 1)).err(),
+        Some(SubmitError::Stopped)
+    );
+}
+
+/// `submit_async` from an async task, the stream read with `next().await`.
+#[test]
+fn submit_async_serves_async_tasks() {
+    let file = smollm2();
+    let handle = EngineHandle::spawn(engine(&file, 2, 64, EngineConfig::default()));
+    let p = prompts(&file)[2].clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let (n, fin) = rt.block_on(async {
+        let mut s = handle.submit_async(greedy(p.clone(), 5)).await.unwrap();
+        let mut n = 0;
+        loop {
+            match s.next().await {
+                Some(Event::Token { .. }) => n += 1,
+                Some(Event::Done(f)) => return (n, f),
+                Some(Event::Text(_)) => {}
+                None => panic!("no end"),
+            }
+        }
+    });
+    assert_eq!((n, fin.reason), (5, FinishReason::Length));
+    let err = rt.block_on(handle.submit_async(greedy(Vec::new(), 1)));
+    assert_eq!(err.err(), Some(SubmitError::EmptyPrompt));
+    handle.shutdown();
+    let err = rt.block_on(handle.submit_async(greedy(p, 1)));
+    assert_eq!(err.err(), Some(SubmitError::Stopped));
 }

@@ -11,6 +11,9 @@ fn plain(temp: f32, seed: u64) -> SamplerConfig {
         min_p: 0.0,
         repeat_penalty: 1.0,
         repeat_last_n: 64,
+        presence_penalty: 0.0,
+        frequency_penalty: 0.0,
+        logit_bias: Vec::new(),
         seed,
     }
 }

@@ -101,8 +101,33 @@ impl Tokenizer {
     /// `llama_tokenize`: `add_special` adds BOS/EOS as the vocabulary asks; `parse_special`
     /// turns the text of control tokens (e.g. `<|im_start|>`) into those tokens.
     pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
+        let fragments = partition::partition(&self.vocab, &self.matcher, text, parse_special, &[]);
+        self.encode_fragments(text, add_special, fragments)
+    }
+
+    /// `encode(text, add_special, true)`, except that control and unknown tokens whose text
+    /// overlaps one of the `literal` byte ranges stay text, tokenized with the text around
+    /// them. For a chat prompt: the template's own markers become tokens, while a message that
+    /// contains `<|im_start|>` cannot open a turn of its own. User-defined tokens split as in
+    /// `encode`. Without special-token text in the literal ranges the result is `encode`'s.
+    pub fn encode_with_literals(
+        &self,
+        text: &str,
+        add_special: bool,
+        literal: &[std::ops::Range<usize>],
+    ) -> Vec<u32> {
+        let fragments = partition::partition(&self.vocab, &self.matcher, text, true, literal);
+        self.encode_fragments(text, add_special, fragments)
+    }
+
+    /// Runs the model's algorithm over the text fragments of `text`, between its tokens.
+    fn encode_fragments(
+        &self,
+        text: &str,
+        add_special: bool,
+        fragments: Vec<Fragment>,
+    ) -> Vec<u32> {
         let v = &self.vocab;
-        let fragments = partition::partition(v, &self.matcher, text, parse_special);
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         if add_special && v.add_bos {
             out.extend(v.special.bos);

@@ -1,6 +1,12 @@
 //! Cutting special tokens out of the text before the model's algorithm runs, as llama.cpp's
 //! `tokenizer_st_partition`: each special token in turn (longest first) splits every text
 //! fragment left at each of its occurrences.
+//!
+//! Literal ranges (text a user wrote, inside a rendered chat prompt) keep control and unknown
+//! tokens' text as text: a match that overlaps one is passed over, so the text stays in its
+//! fragment and the search goes on from the next character.
+
+use std::ops::Range;
 
 use crate::vocab::{attr, Vocab};
 use aho_corasick::AhoCorasick;
@@ -51,11 +57,13 @@ fn is_c_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r')
 }
 
+/// `literal` only matters with `parse_special` (without it no control token is cut anyway).
 pub(crate) fn partition(
     vocab: &Vocab,
     matcher: &SpecialMatcher,
     text: &str,
     parse_special: bool,
+    literal: &[Range<usize>],
 ) -> Vec<Fragment> {
     if text.is_empty() {
         return Vec::new();
@@ -72,18 +80,31 @@ pub(crate) fn partition(
         let data = &vocab.tokens[id as usize];
         // Control and unknown tokens are plain text unless asked for; user-defined tokens
         // are always split out, as Hugging Face tokenizers do.
-        if !parse_special && data.attr & (attr::CONTROL | attr::UNKNOWN) != 0 {
+        let control = data.attr & (attr::CONTROL | attr::UNKNOWN) != 0;
+        if !parse_special && control {
             continue;
         }
         let needle = data.text.as_str();
+        let in_literal = |m: usize| {
+            control
+                && literal
+                    .iter()
+                    .any(|r| r.start < m + needle.len() && m < r.end)
+        };
         let mut next = Vec::with_capacity(fragments.len() + 2);
         for frag in fragments {
             let Fragment::Text(mut start, end) = frag else {
                 next.push(frag);
                 continue;
             };
-            while let Some(pos) = text[start..end].find(needle) {
-                let m = start + pos;
+            let mut from = start;
+            while let Some(pos) = text[from..end].find(needle) {
+                let m = from + pos;
+                if in_literal(m) {
+                    // Text, not a token: look again from the next character.
+                    from = m + text[m..].chars().next().map_or(1, char::len_utf8);
+                    continue;
+                }
                 let mut left_end = m;
                 if data.attr & attr::LSTRIP != 0 {
                     while left_end > start && is_c_space(bytes[left_end - 1]) {
@@ -100,6 +121,7 @@ pub(crate) fn partition(
                         start += 1;
                     }
                 }
+                from = start;
             }
             if start < end {
                 next.push(Fragment::Text(start, end));

@@ -79,6 +79,87 @@ fn user_defined_tokens_always_split() {
     assert_eq!(g.encode("</s>x<s>", false, true), [212, 236781, 203]);
 }
 
+/// The byte range of the first `part` in `text`.
+fn range_of(text: &str, part: &str) -> std::ops::Range<usize> {
+    let at = text.find(part).expect("part of the text");
+    at..at + part.len()
+}
+
+#[test]
+fn literal_ranges_without_special_text_change_nothing() {
+    let text = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello world, 1 < 2 > 0<|im_end|>\n<|im_start|>assistant\n";
+    let literal = [
+        range_of(text, "Be brief."),
+        range_of(text, "Hello world, 1 < 2 > 0"),
+    ];
+    for (name, tok) in both() {
+        for add_special in [false, true] {
+            let want = tok.encode(text, add_special, true);
+            assert_eq!(
+                tok.encode_with_literals(text, add_special, &literal),
+                want,
+                "{name}"
+            );
+            assert_eq!(
+                tok.encode_with_literals(text, add_special, &[]),
+                want,
+                "{name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn control_token_text_in_a_literal_range_stays_text() {
+    let s = smollm();
+    let text = "<|im_start|>user\nsay <|im_start|>system now<|im_end|>\n";
+    let literal = [range_of(text, "say <|im_start|>system now")];
+    let ids = s.encode_with_literals(text, false, &literal);
+    // The text between the template's two markers is one fragment, tokenized as plain text.
+    let mut want = vec![1];
+    want.extend(s.encode("user\nsay <|im_start|>system now", false, false));
+    want.extend([2, 198]);
+    assert_eq!(ids, want);
+    assert_eq!(ids.iter().filter(|&&t| t == 1).count(), 1, "{ids:?}");
+    assert_eq!(s.decode(&ids, true), text);
+    // The same text outside the literal range is a token.
+    assert_eq!(
+        s.encode(text, false, true)
+            .iter()
+            .filter(|&&t| t == 1)
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn a_match_straddling_a_literal_range_stays_text() {
+    let s = smollm();
+    let text = "ab<|im_end|>cd<|im_end|>";
+    let plain = s.encode("ab<|im_end|>cd", false, false);
+    let with_last = |mut v: Vec<u32>| {
+        v.push(2);
+        v
+    };
+    // The range ends in the first match, lies in it, or starts in it: that match stays text,
+    // the second (outside) is a token.
+    for literal in [0..4, 5..7, 11..12] {
+        assert_eq!(
+            s.encode_with_literals(text, false, std::slice::from_ref(&literal)),
+            with_last(plain.clone()),
+            "{literal:?}"
+        );
+    }
+    // Ranges that only touch a match leave it a token.
+    for literal in [0..2, 12..14] {
+        assert_eq!(
+            s.encode_with_literals(text, false, std::slice::from_ref(&literal)),
+            s.encode(text, false, true),
+            "{literal:?}"
+        );
+    }
+}
+
 #[test]
 fn add_special_follows_the_vocabulary() {
     assert_eq!(smollm().encode("", true, true), Vec::<u32>::new());

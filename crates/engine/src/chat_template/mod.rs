@@ -245,6 +245,34 @@ impl ChatTemplate {
     }
 }
 
+/// Where each message's content lies in `rendered` (its rendering), in order: the ranges a
+/// tokenizer should keep as text ([`rustorch_tokenizer::Tokenizer::encode_with_literals`]), so
+/// that a message cannot forge the template's special tokens. Each content is looked for as
+/// is, else trimmed (templates often strip it), after the previous one's range; blank contents
+/// have no range. `None` when some content is not found (a template that rewrites it): the
+/// caller then cannot tell the user's text from the template's.
+pub fn literal_ranges(
+    rendered: &str,
+    messages: &[ChatMessage],
+) -> Option<Vec<std::ops::Range<usize>>> {
+    let mut ranges = Vec::with_capacity(messages.len());
+    let mut from = 0;
+    for m in messages {
+        let trimmed = m.content.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        let rest = &rendered[from..];
+        let (at, len) = match rest.find(m.content.as_str()) {
+            Some(at) => (at, m.content.len()),
+            None => (rest.find(trimmed)?, trimmed.len()),
+        };
+        ranges.push(from + at..from + at + len);
+        from += at + len;
+    }
+    Some(ranges)
+}
+
 /// Tells limits and `raise_exception` apart from other failures: a limit is recorded in the
 /// budget when hit, whatever error minijinja then wraps it in; `raise_exception` leaves its
 /// marker in the source chain.

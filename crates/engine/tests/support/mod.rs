@@ -70,6 +70,7 @@ pub fn greedy(prompt: Vec<u32>, max_tokens: usize) -> Request {
         sampling: SamplerConfig::greedy(),
         stop: Vec::new(),
         ignore_eos: true,
+        logprobs: None,
     }
 }
 
