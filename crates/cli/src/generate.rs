@@ -42,13 +42,10 @@ pub struct SamplingArgs {
     /// Random seed [default: from the clock]
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Context size in tokens (0: the model's training context)
-    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
-    pub ctx: u32,
 }
 
 impl SamplingArgs {
-    fn sampler(&self) -> anyhow::Result<SamplerConfig> {
+    pub fn sampler(&self) -> anyhow::Result<SamplerConfig> {
         let seed = self.seed.unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -69,13 +66,20 @@ impl SamplingArgs {
         Ok(cfg)
     }
 
-    fn max_tokens(&self) -> anyhow::Result<usize> {
+    pub fn max_tokens(&self) -> anyhow::Result<usize> {
         match self.n_predict {
             -1 => Ok(usize::MAX),
             n if n >= 0 => Ok(n as usize),
             n => bail!("invalid value {n} for --max-tokens: expected -1 or a count >= 0"),
         }
     }
+}
+
+#[derive(Args, Clone)]
+pub struct ContextArg {
+    /// Context size in tokens (0: the model's training context)
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
+    pub ctx: u32,
 }
 
 #[derive(Args, Clone)]
@@ -87,6 +91,8 @@ pub struct RunArgs {
     pub prompt: String,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub context: ContextArg,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -105,6 +111,8 @@ pub struct ChatArgs {
     #[command(flatten)]
     pub sampling: SamplingArgs,
     #[command(flatten)]
+    pub context: ContextArg,
+    #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
 
@@ -118,18 +126,18 @@ struct Opened {
 
 fn open_model(
     model: &ModelArg,
-    sampling: &SamplingArgs,
+    context: &ContextArg,
     runtime: &RuntimeArgs,
 ) -> anyhow::Result<Opened> {
     runtime.init_threads()?;
     let path = model.path()?;
     let (file, tok) = common::open_with_tokenizer(&path)?;
-    let n_ctx = if sampling.ctx == 0 {
+    let n_ctx = if context.ctx == 0 {
         rustorch_model::Config::from_gguf(&file)
             .with_context(|| path.display().to_string())?
             .n_ctx_train
     } else {
-        sampling.ctx as usize
+        context.ctx as usize
     };
     Ok(Opened {
         path,
@@ -208,7 +216,7 @@ fn print_timings(f: &Finish) {
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let max_tokens = args.sampling.max_tokens()?;
     let sampling = args.sampling.sampler()?;
-    let opened = open_model(&args.model, &args.sampling, &args.runtime)?;
+    let opened = open_model(&args.model, &args.context, &args.runtime)?;
     let ids = opened.tok.encode(&args.prompt, true, true);
     if ids.is_empty() {
         bail!("the prompt is empty");
@@ -240,45 +248,40 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
-    let max_tokens = args.sampling.max_tokens()?;
-    let sampling = args.sampling.sampler()?;
-    let opened = open_model(&args.model, &args.sampling, &args.runtime)?;
-    let source = opened
-        .file
+/// The chat template: `choice` (a known format's name or a Jinja file), else the file's
+/// `tokenizer.chat_template`, else its architecture's turn format.
+pub fn chat_template(
+    file: &rustorch_gguf::GgufFile,
+    tok: &Tokenizer,
+    choice: Option<&str>,
+) -> anyhow::Result<ChatTemplate> {
+    let own = file
         .opt_str("tokenizer.chat_template")
         .context("chat template")?
         .map(str::to_string);
-    let file_arch = opened
-        .file
-        .opt_str("general.architecture")
-        .ok()
-        .flatten()
-        .map(str::to_string);
-    let n_ctx = opened.n_ctx;
-    let (mut engine, tok) = start_engine(opened, n_ctx, &args.runtime)?;
-    let bos = tok
-        .bos()
-        .map(|id| tok.token_text(id).to_string())
-        .unwrap_or_default();
-    let eos = tok
-        .eos()
-        .map(|id| tok.token_text(id).to_string())
-        .unwrap_or_default();
-    let source = match (&args.chat_template, source) {
+    let text_of = |id: Option<u32>| {
+        id.map(|id| tok.token_text(id).to_string())
+            .unwrap_or_default()
+    };
+    let (bos, eos) = (text_of(tok.bos()), text_of(tok.eos()));
+    let source = match (choice, own) {
         (Some(choice), _) => match known::named(choice) {
             Some(s) => s.to_string(),
-            None => crate::common::read_text(std::path::Path::new(choice)).with_context(|| {
+            None => common::read_text(std::path::Path::new(choice)).with_context(|| {
                 format!(
                     "--chat-template {}: not a known format ({}) nor a readable file",
-                    crate::common::printable(choice),
+                    common::printable(choice),
                     known::NAMES.join(", ")
                 )
             })?,
         },
         (None, Some(s)) => s,
         (None, None) => {
-            let arch = file_arch.as_deref().unwrap_or("");
+            let arch = file
+                .opt_str("general.architecture")
+                .ok()
+                .flatten()
+                .unwrap_or("");
             let (name, s) = known::for_architecture(arch);
             eprintln!(
                 "[the model has no chat template; using the {name} turn format of its \
@@ -287,7 +290,17 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
             s.to_string()
         }
     };
-    let template = ChatTemplate::new(&source, &bos, &eos).context("chat template")?;
+    ChatTemplate::new(&source, &bos, &eos).context("chat template")
+}
+
+pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
+    let max_tokens = args.sampling.max_tokens()?;
+    let sampling = args.sampling.sampler()?;
+    let opened = open_model(&args.model, &args.context, &args.runtime)?;
+    let template = chat_template(&opened.file, &opened.tok, args.chat_template.as_deref())?;
+    let n_ctx = opened.n_ctx;
+    let (mut engine, tok) = start_engine(opened, n_ctx, &args.runtime)?;
+    let bos = template.bos_token().to_string();
 
     let mut messages: Vec<ChatMessage> = Vec::new();
     if let Some(system) = &args.system {

@@ -6,6 +6,7 @@ mod generate;
 mod inspect;
 mod perplexity;
 mod quantize;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +34,8 @@ enum Command {
     Run(generate::RunArgs),
     /// Interactive chat using the model's own chat template.
     Chat(generate::ChatArgs),
+    /// Serve the OpenAI API (chat, completions, models, metrics) and a chat page over HTTP.
+    Serve(Box<serve::ServeArgs>),
     /// Print the token ids of a text as a JSON list.
     Tokenize(TokenizeArgs),
     /// Perplexity of a text file, computed as llama-perplexity does.
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Run(a)) => generate::run(a),
         Some(Command::Chat(a)) => generate::chat(a),
+        Some(Command::Serve(a)) => serve::serve(*a),
         Some(Command::Tokenize(a)) => tokenize(a),
         Some(Command::Perplexity(a)) => perplexity::perplexity(a),
         Some(Command::Logits(a)) => perplexity::logits(a),
