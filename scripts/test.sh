@@ -7,6 +7,10 @@
 # `apt-get install mesa-vulkan-drivers`); RUSTORCH_REQUIRE_WGPU=1 (set by CI) makes a missing
 # driver an error instead of a skip. The CUDA tests need an NVIDIA GPU: scripts/device-cuda.sh runs
 # them there.
+#
+# Then the server suite: `rustorch serve` on SmolLM2 driven by the official `openai` Python client
+# and a headless Chromium (tests/server; needs `python3 -m pip install -r tests/server/requirements.txt`
+# and Debian's `chromium` and `chromium-driver`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-models.sh >/dev/null
@@ -24,3 +28,12 @@ elif [[ "${RUSTORCH_REQUIRE_WGPU:-0}" == 1 ]]; then
 else
     echo "note: no Vulkan driver found, wgpu tests skipped (install mesa-vulkan-drivers to run them)" >&2
 fi
+
+# The server suite runs target/release/rustorch, which `cargo test --release --workspace` above
+# builds for the CLI's own tests (a separate `cargo build -p rustorch` would resolve other features
+# and relink it every time).
+if ! python3 -c 'import openai, pytest, requests, selenium' 2>/dev/null; then
+    echo "error: the server tests need: python3 -m pip install -r tests/server/requirements.txt" >&2
+    exit 1
+fi
+python3 -m pytest -q -p no:cacheprovider tests/server
