@@ -319,7 +319,8 @@ def pick_stops(ref):
         return None
     k = n // 2
     spanning = p[k] + p[k + 1]
-    inner = [p[j][1:] + p[j + 1] for j in range(k, n - 1) if len(p[j]) >= 3]
+    # From the token's second letter (after its leading space, if any) into the next token.
+    inner = [p[j][1 + p[j].startswith(" "):] + p[j + 1] for j in range(k, n - 1) if len(p[j].strip()) >= 3]
     inner = [s for s in inner if text.find(s) > 0]
     if text.find(spanning) <= 0 or not inner:
         return None
