@@ -104,6 +104,8 @@ def test_chat_page_multi_turn(server_url, browser):
     )
     for stable_id in ("input", "send", "stop", "messages", "speed", "error"):
         assert browser.find_elements(By.ID, stable_id), f"#{stable_id} is missing"
+    # Answers of SmolLM2 at the default temperature may ramble for thousands of tokens.
+    browser.find_element(By.ID, "max-tokens").send_keys("48")
 
     answers = send_and_wait(browser, "What is the capital of France?", 1)
     assert answers[0].strip()
@@ -125,5 +127,6 @@ def test_chat_page_multi_turn(server_url, browser):
     sent = browser.execute_script("return window.__sent")
     assert len(sent) == 1 and sent[0]["stream"] is True, sent
     assert [m["role"] for m in sent[0]["messages"]] == ["user", "assistant", "user"], sent
+    assert sent[0]["max_tokens"] == 48, sent
     assert sent[0]["messages"][1]["content"].strip() == answers[0].strip(), sent
     assert re.search(r"\d+(\.\d+)?\s*tokens/s", browser.find_element(By.ID, "speed").text)

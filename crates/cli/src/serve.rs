@@ -125,6 +125,8 @@ fn load(args: &ServeArgs, path: &std::path::Path) -> anyhow::Result<Loaded> {
     let tok = Arc::new(tok);
     let cfg = EngineConfig {
         max_waiting: args.queue as usize,
+        // Streams keep their pace while long prompts are prefilled beside them.
+        pace_prompts: true,
         ..EngineConfig::default()
     };
     let engine = EngineHandle::spawn(Engine::new(model, tok.clone(), cfg));

@@ -33,6 +33,12 @@ pub struct EngineConfig {
     /// Share full blocks between sequences with the same prefix (off for models whose
     /// sliding-window layers keep rings: a ring holds no prefix).
     pub prefix_cache: bool,
+    /// Size the chunks of long prompts (over 128 tokens left) that share a step with decode
+    /// rows by time, so that such a step takes at most [`PACE`] times a decode step: a long
+    /// prompt then cannot stretch the running sequences' inter-token time beyond that (a
+    /// server's choice; off, the chunks fill `step_tokens` and the steps' rows do not depend on
+    /// timing).
+    pub pace_prompts: bool,
 }
 
 impl Default for EngineConfig {
@@ -41,9 +47,67 @@ impl Default for EngineConfig {
             step_tokens: rustorch_model::N_UBATCH,
             max_waiting: 256,
             prefix_cache: true,
+            pace_prompts: false,
         }
     }
 }
+
+/// A step with prompt rows beside decode rows takes at most this many times a decode step
+/// ([`EngineConfig::pace_prompts`]).
+pub const PACE: f64 = 1.8;
+
+/// Prompt rows beside decode rows before any step was timed.
+const PACE_FIRST: usize = 16;
+
+/// Prompts with at most this many tokens left are not paced: they go whole into one step, as a
+/// short stall of the running sequences, rather than taking many steps to their first token
+/// (vLLM's long-prefill threshold plays this part).
+const PACE_SHORT: usize = 128;
+
+/// Steps of prompt rows only, with at least this many rows, give a first cost of a row.
+const PACE_ROWS: usize = 32;
+
+/// The time a decode step takes and the time a prompt row adds to it, as recent steps measured
+/// them. The cost of a row is measured on the steps it is used for (a few prompt rows beside
+/// decode rows cost more each than in a long prompt's step, whose weights serve hundreds of
+/// rows), so chunks that turned out too slow make the next ones smaller.
+#[derive(Debug, Default)]
+struct Pace {
+    /// Seconds of a step of decode rows only (moving average).
+    decode: Option<f64>,
+    /// Seconds one prompt row adds to a decode step (moving average).
+    row: Option<f64>,
+}
+
+impl Pace {
+    fn observe(&mut self, rows: usize, prompt_rows: usize, secs: f64) {
+        fn avg(v: &mut Option<f64>, x: f64) {
+            *v = Some(v.map_or(x, |a| a + 0.25 * (x - a)));
+        }
+        let decode_rows = rows - prompt_rows;
+        if prompt_rows == 0 {
+            avg(&mut self.decode, secs);
+        } else if decode_rows > 0 {
+            if let Some(d) = self.decode {
+                avg(&mut self.row, (secs - d).max(0.0) / prompt_rows as f64);
+            }
+        } else if rows >= PACE_ROWS && self.row.is_none() {
+            self.row = Some(secs / rows as f64);
+        }
+    }
+
+    /// Prompt rows that may join a step of decode rows.
+    fn prompt_rows(&self) -> usize {
+        match (self.decode, self.row) {
+            (Some(d), Some(r)) if r > 0.0 => (((PACE - 1.0) * d / r) as usize).max(1),
+            (Some(_), Some(_)) => N_UBATCH_MAX,
+            _ => PACE_FIRST,
+        }
+    }
+}
+
+/// No limit from the pace (a row that costs nothing measurable).
+const N_UBATCH_MAX: usize = usize::MAX;
 
 /// One generation request.
 #[derive(Debug, Clone)]
@@ -250,6 +314,10 @@ pub struct Engine {
     logits: Vec<f32>,
     /// The step's sequences in row order: (index in `running`, rows).
     plan: Vec<(usize, usize)>,
+    /// Prompt rows of the step being built, and whether some are a short prompt's (unpaced).
+    prompt_rows: usize,
+    short_rows: bool,
+    pace: Pace,
 }
 
 impl Engine {
@@ -277,6 +345,9 @@ impl Engine {
             head: Vec::new(),
             logits: Vec::new(),
             plan: Vec::new(),
+            prompt_rows: 0,
+            short_rows: false,
+            pace: Pace::default(),
         }
     }
 
@@ -360,7 +431,8 @@ impl Engine {
         req: Request,
         tx: events::UnboundedSender<Event>,
     ) -> Result<(), SubmitError> {
-        if self.waiting.len() >= self.cfg.max_waiting {
+        // A request that a free sequence slot takes at the next step does not wait.
+        if self.waiting.len() >= self.cfg.max_waiting + self.free_slots.len() {
             return Err(SubmitError::QueueFull {
                 waiting: self.waiting.len(),
             });
@@ -389,7 +461,7 @@ impl Engine {
             admitted: None,
             first_token: None,
         });
-        self.queued.store(self.waiting.len(), Ordering::Relaxed);
+        self.publish_queue();
         Ok(())
     }
 
@@ -399,7 +471,7 @@ impl Engine {
         self.reap_cancelled();
         self.admit();
         let rows = self.build_step();
-        self.queued.store(self.waiting.len(), Ordering::Relaxed);
+        self.publish_queue();
         if rows == 0 {
             return 0;
         }
@@ -408,7 +480,13 @@ impl Engine {
             seqs: &self.seqs,
             pos: &self.pos,
         };
+        let t = Instant::now();
         let r = self.model.eval_batch(&batch, &self.head, &mut self.logits);
+        // A short prompt's step says nothing of what a paced row costs.
+        if r.is_ok() && !self.short_rows {
+            self.pace
+                .observe(rows, self.prompt_rows, t.elapsed().as_secs_f64());
+        }
         self.counters.steps += 1;
         self.counters.rows += rows as u64;
         self.counters.last_step_rows = rows;
@@ -424,6 +502,13 @@ impl Engine {
         while !self.idle() {
             self.step();
         }
+    }
+
+    /// The requests that wait beyond what the free sequence slots take at the next step, for
+    /// handles to refuse early.
+    fn publish_queue(&self) {
+        let q = self.waiting.len().saturating_sub(self.free_slots.len());
+        self.queued.store(q, Ordering::Relaxed);
     }
 
     /// Frees the sequences whose stream was dropped.
@@ -611,14 +696,25 @@ impl Engine {
                 self.preempt_latest();
                 continue;
             }
-            // Then prompt chunks.
+            // Then prompt chunks. Beside decode rows, when asked, a long prompt's chunks are
+            // paced (a short prompt goes whole, as one step's stall).
+            let decode_rows = self.tokens.len();
+            let pacing = self.cfg.pace_prompts && decode_rows > 0;
+            let mut paced = if pacing {
+                self.pace.prompt_rows()
+            } else {
+                usize::MAX
+            };
+            self.short_rows = false;
             for i in 0..self.running.len() {
                 let s = &self.running[i];
                 let pending = s.tokens.len() - s.computed;
-                if pending <= 1 || budget == 0 {
+                let long = pending > PACE_SHORT;
+                let limit = if long { budget.min(paced) } else { budget };
+                if pending <= 1 || limit == 0 {
                     continue;
                 }
-                let mut n = pending.min(budget);
+                let mut n = pending.min(limit);
                 let want = self.running[i].computed + n;
                 if !self.grow(i, want) {
                     let held = self.running[i].blocks.len() * KV_BLOCK;
@@ -629,7 +725,13 @@ impl Engine {
                 }
                 self.push_rows(i, n);
                 budget -= n;
+                if long {
+                    paced -= n;
+                } else {
+                    self.short_rows = true;
+                }
             }
+            self.prompt_rows = self.tokens.len() - decode_rows;
             if self.tokens.is_empty() && !self.running.is_empty() {
                 // Every running sequence waits for blocks the others hold.
                 if self.running.len() == 1 {
@@ -1009,5 +1111,31 @@ impl EngineHandle {
     /// Positions one sequence may reach.
     pub fn n_ctx(&self) -> usize {
         self.n_ctx
+    }
+}
+
+#[cfg(test)]
+mod pace_tests {
+    use super::*;
+
+    #[test]
+    fn paced_rows_follow_the_measured_costs() {
+        let mut p = Pace::default();
+        assert_eq!(p.prompt_rows(), PACE_FIRST);
+        // A long prompt alone: 512 rows in 1 s gives the first cost of a row (2 ms).
+        p.observe(512, 512, 1.0);
+        // Decode steps of 10 ms: 0.8 * 10 / 2 = 4 rows.
+        p.observe(4, 0, 0.010);
+        assert_eq!(p.prompt_rows(), 4);
+        // Rows beside decode rows cost more than in a long step: the chunks shrink.
+        for _ in 0..40 {
+            p.observe(8, 4, 0.010 + 4.0 * 0.004);
+        }
+        assert_eq!(p.prompt_rows(), 2);
+        // A row that costs nothing measurable: no limit from the pace.
+        for _ in 0..80 {
+            p.observe(8, 4, 0.009);
+        }
+        assert!(p.prompt_rows() > 1000);
     }
 }

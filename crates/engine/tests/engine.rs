@@ -301,7 +301,8 @@ fn a_pool_too_small_and_a_full_queue_are_errors() {
     assert!(ids.len() < 64);
     assert_eq!(e.counters().blocks_used, 0);
 
-    let waiting: Vec<Stream> = (0..3)
+    // The free sequence slot takes one at the next step; three more may wait.
+    let waiting: Vec<Stream> = (0..4)
         .map(|_| e.submit(greedy(p.clone(), 1)).unwrap())
         .collect();
     let err = e.submit(greedy(p.clone(), 1)).err().unwrap();
