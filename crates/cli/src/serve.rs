@@ -53,6 +53,15 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Logs on stderr, off but for warnings unless RUSTORCH_LOG asks (`RUSTORCH_LOG=info`: a
+    // line per request with its status and time).
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUSTORCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
     let path = args.model.path()?;
     // What can be checked before listening is: a bad flag or file fails at once.
     let sampling = args.sampling.sampler()?;

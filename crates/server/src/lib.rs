@@ -36,7 +36,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 
 pub use error::ApiError;
 use metrics::Metrics;
@@ -168,7 +168,6 @@ async fn run(
             .spawn(move || match load() {
                 Ok(l) => {
                     let _ = app.loaded.set(Arc::new(l));
-                    tracing::info!("model loaded");
                     eprintln!("model loaded: serving {}", app.cfg.model_id);
                 }
                 Err(e) => {
@@ -272,7 +271,10 @@ fn router(app: Arc<App>) -> Router {
                 .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
         );
     }
-    r.layer(TraceLayer::new_for_http()).with_state(app)
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO))
+        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO));
+    r.layer(trace).with_state(app)
 }
 
 /// Checks the API key and counts every answer by endpoint and status.
