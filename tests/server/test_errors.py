@@ -73,6 +73,10 @@ def test_missing_or_bad_fields_400(client, server_url):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model=MODEL, messages=[{"role": "wizard", "content": "hi"}])
     assert "role" in e.value.message
+    # A stop string is checked against each token's text: a huge one is refused, not scanned.
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, messages=user("hi"), stop=["x" * 5000])
+    assert "stop" in e.value.message
 
 
 def test_prompt_longer_than_context_400(client, server_url):

@@ -38,6 +38,10 @@ pub struct BenchArgs {
     /// and the cached prefill times (median of -r runs, each on a fresh cache)
     #[arg(long)]
     repeat_prompt: bool,
+    /// No model: the memory read bandwidth the threads (-t) reach with a plain multi-stream
+    /// read loop over 1 GiB, the ceiling of a memory-bound decode (median of -r runs)
+    #[arg(long)]
+    bandwidth: bool,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -71,6 +75,9 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     args.runtime.init_threads()?;
+    if args.bandwidth {
+        return bandwidth(&args);
+    }
     if args.n_prompt == 0 && args.n_gen == 0 {
         bail!("nothing to measure: both -p and -n are 0");
     }
@@ -418,5 +425,111 @@ pub fn synth(args: SynthArgs) -> anyhow::Result<()> {
         args.ftype.name(),
         std::fs::metadata(&args.output)?.len() as f64 / 1048576.0
     );
+    Ok(())
+}
+
+/// Bytes `bench --bandwidth` reads per run: well beyond any last-level cache.
+const BANDWIDTH_BYTES: usize = 1 << 30;
+/// Streams each thread reads side by side (the decode kernels read several, `DECODE_STREAMS`):
+/// each count is timed, and the best is the machine's figure.
+const BANDWIDTH_STREAMS: [usize; 4] = [1, 2, 4, 8];
+
+/// Sums `streams` equal parts of `words` side by side, a cache line of each in turn (with AVX2
+/// where the CPU has it: the loop must be faster than memory for the figure to be memory's).
+fn read_streams(words: &[u64], streams: usize) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is available.
+        return unsafe { read_streams_avx2(words, streams) };
+    }
+    let line = 8; // u64s in a 64-byte line
+    let part = words.len() / streams / line * line;
+    let mut acc = [0u64; 8];
+    for off in (0..part).step_by(line) {
+        for s in 0..streams {
+            let l = &words[s * part + off..s * part + off + line];
+            for (a, &w) in acc.iter_mut().zip(l) {
+                *a = a.wrapping_add(w);
+            }
+        }
+    }
+    acc.iter().fold(0, |x, &y| x ^ y)
+}
+
+/// [`read_streams`] with 32-byte loads.
+///
+/// # Safety
+/// AVX2 is available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn read_streams_avx2(words: &[u64], streams: usize) -> u64 {
+    use std::arch::x86_64::*;
+    // A run of RUN cache lines of a stream, then the next stream's (a weight row's worth, as the
+    // decode kernels take each stream's next row).
+    const RUN: usize = 16;
+    let part = words.len() / streams / (8 * RUN) * (8 * RUN);
+    let base = words.as_ptr();
+    let (mut a0, mut a1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    for off in (0..part).step_by(8 * RUN) {
+        for s in 0..streams {
+            let p = base.add(s * part + off).cast::<__m256i>();
+            for l in 0..2 * RUN {
+                a0 = _mm256_add_epi64(a0, _mm256_loadu_si256(p.add(l)));
+                std::mem::swap(&mut a0, &mut a1);
+            }
+        }
+    }
+    let mut out = [0u64; 4];
+    _mm256_storeu_si256(out.as_mut_ptr().cast(), _mm256_xor_si256(a0, a1));
+    out.iter().fold(0, |x, &y| x ^ y)
+}
+
+/// `bench --bandwidth`: GB/s of a plain read of 1 GiB by the pool's threads, each over its own
+/// slice in 1, 2, 4 and 8 streams; the best count's median of -r runs is the figure.
+fn bandwidth(args: &BenchArgs) -> anyhow::Result<()> {
+    use rayon::prelude::*;
+    let n_threads = rayon::current_num_threads();
+    // Written once, so that every page is mapped before timing.
+    let words: Vec<u64> = (0..BANDWIDTH_BYTES / 8).map(|i| i as u64).collect();
+    let chunk = words.len().div_ceil(n_threads);
+    let run = |streams: usize| {
+        let t = Instant::now();
+        let x: u64 = words
+            .par_chunks(chunk)
+            .map(|c| read_streams(c, streams))
+            .reduce(|| 0, |a, b| a ^ b);
+        std::hint::black_box(x);
+        BANDWIDTH_BYTES as f64 / t.elapsed().as_secs_f64() / 1e9
+    };
+    let mut best: Option<(usize, f64, Vec<f64>)> = None;
+    for streams in BANDWIDTH_STREAMS {
+        run(streams); // warm-up
+        let mut gbs: Vec<f64> = (0..args.reps).map(|_| run(streams)).collect();
+        gbs.sort_by(f64::total_cmp);
+        let median = gbs[gbs.len() / 2];
+        if args.json {
+            common::outln!(
+                "{}",
+                serde_json::json!({"test": "bandwidth", "n_threads": n_threads, "streams": streams,
+                                   "bytes": BANDWIDTH_BYTES, "gb_s": median, "samples_gb_s": gbs})
+            );
+        } else {
+            common::outln!(
+                "read bandwidth, {n_threads} threads x {streams} streams: {median:.1} GB/s \
+                 (median of {} runs over 1 GiB; range {:.1}-{:.1})",
+                gbs.len(),
+                gbs[0],
+                gbs[gbs.len() - 1]
+            );
+        }
+        if best.as_ref().is_none_or(|b| median > b.1) {
+            best = Some((streams, median, gbs));
+        }
+    }
+    if let (false, Some((streams, gb_s, _))) = (args.json, best) {
+        common::outln!(
+            "read bandwidth: {gb_s:.1} GB/s ({n_threads} threads, best with {streams} streams)"
+        );
+    }
     Ok(())
 }

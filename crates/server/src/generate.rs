@@ -29,8 +29,10 @@ use crate::{body, App, Loaded};
 
 /// Choices per request at most (`n`).
 const MAX_N: u32 = 16;
-/// Stop strings per request at most.
+/// Stop strings per request at most, and bytes per stop string (each token's text is checked
+/// against every stop string's beginnings).
 const MAX_STOP: usize = 16;
+const MAX_STOP_BYTES: usize = 4096;
 /// Alternatives per token at most (`top_logprobs`).
 const MAX_TOP_LOGPROBS: u32 = 20;
 
@@ -278,6 +280,12 @@ fn job(
         return Err(ApiError::field(
             "stop",
             format!("at most {MAX_STOP} stop strings"),
+        ));
+    }
+    if stop.iter().any(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(ApiError::field(
+            "stop",
+            format!("a stop string may be {MAX_STOP_BYTES} bytes long at most"),
         ));
     }
     if let Some(k) = logprobs {
