@@ -572,7 +572,13 @@ pub fn load_cache(
         (Device::Cpu, _) => {
             crate::host_memory::check(
                 crate::backend::cpu::kv_bytes(&size.spec(&config, crate::backend::N_UBATCH)),
-                || format!("the KV cache for {n_seq} x {n_ctx} tokens"),
+                || match n_blocks {
+                    0 => format!("the KV cache for {n_seq} x {n_ctx} tokens"),
+                    n => format!(
+                        "the KV cache pool of {} tokens ({n_seq} sequences)",
+                        n * crate::backend::KV_BLOCK
+                    ),
+                },
             )?;
             let backend = CpuBackend::with_options(rayon::current_num_threads(), &opts.cpu);
             boxed(backend, &file, config, size)
