@@ -273,7 +273,10 @@ fn router(app: Arc<App>) -> Router {
     }
     let trace = TraceLayer::new_for_http()
         .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO))
-        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO));
+        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO))
+        // A 503 while loading or a 429 is an answer, not a server fault: the response line
+        // (RUSTORCH_LOG=info) has the status.
+        .on_failure(());
     r.layer(trace).with_state(app)
 }
 
