@@ -100,14 +100,11 @@ impl Pace {
     fn prompt_rows(&self) -> usize {
         match (self.decode, self.row) {
             (Some(d), Some(r)) if r > 0.0 => (((PACE - 1.0) * d / r) as usize).max(1),
-            (Some(_), Some(_)) => N_UBATCH_MAX,
+            (Some(_), Some(_)) => usize::MAX,
             _ => PACE_FIRST,
         }
     }
 }
-
-/// No limit from the pace (a row that costs nothing measurable).
-const N_UBATCH_MAX: usize = usize::MAX;
 
 /// One generation request.
 #[derive(Debug, Clone)]

@@ -64,17 +64,27 @@ struct Job {
     arrived: Instant,
 }
 
+/// What both endpoints check first: the body, its endpoint fields and its sampling fields, the
+/// model's name, fields not implemented, and the model being loaded.
+fn accept<T: serde::de::DeserializeOwned>(
+    app: &App,
+    b: Result<Bytes, BytesRejection>,
+    unsupported: fn(&T) -> Result<(), ApiError>,
+) -> Result<(T, Sampling, Arc<Loaded>), ApiError> {
+    let b = body(b)?;
+    let req: T = api::parse(&b)?;
+    let s: Sampling = api::parse(&b)?;
+    app.check_model(s.model.as_deref())?;
+    unsupported(&req)?;
+    Ok((req, s, app.model()?))
+}
+
 pub async fn chat(
     State(app): State<Arc<App>>,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
-    let b = body(b)?;
-    let req: api::ChatRequest = api::parse(&b)?;
-    let s: Sampling = api::parse(&b)?;
-    app.check_model(s.model.as_deref())?;
-    req.check_unsupported()?;
-    let l = app.model()?;
+    let (req, s, l) = accept::<api::ChatRequest>(&app, b, api::ChatRequest::check_unsupported)?;
     let msgs = chat::messages(&req.messages)?;
     let logprobs = match (req.logprobs, req.top_logprobs) {
         (Some(true), k) => Some(k.unwrap_or(0)),
@@ -112,12 +122,8 @@ pub async fn completions(
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
-    let b = body(b)?;
-    let req: api::CompletionRequest = api::parse(&b)?;
-    let s: Sampling = api::parse(&b)?;
-    app.check_model(s.model.as_deref())?;
-    req.check_unsupported()?;
-    let l = app.model()?;
+    let (req, s, l) =
+        accept::<api::CompletionRequest>(&app, b, api::CompletionRequest::check_unsupported)?;
     let lc = l.clone();
     let prompts = tokio::task::spawn_blocking(move || match req.prompt {
         Prompt::Text(t) => vec![lc.tok.encode(&t, true, true)],
@@ -439,7 +445,7 @@ impl Answer {
                 opened: false,
             })
             .collect();
-        app.metrics.finished(prompt_tokens, 0);
+        app.metrics.prompt(prompt_tokens);
         Answer {
             app,
             l,
@@ -474,7 +480,7 @@ impl Answer {
             }
             Event::Done(f) => {
                 let (a, b) = c.reasoning.finish();
-                self.app.metrics.finished(0, f.completion_tokens);
+                self.app.metrics.generated(f.completion_tokens);
                 c.finish = Some(f);
                 (a, b, None)
             }
@@ -584,12 +590,7 @@ impl Answer {
             .iter()
             .filter_map(|c| c.finish.as_ref())
             .find(|f| f.reason == FinishReason::Error)
-            .map(|f| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    f.error.clone().unwrap_or_else(|| "the model failed".into()),
-                )
-            })
+            .map(finish_error)
     }
 }
 
@@ -625,6 +626,14 @@ async fn whole_response(mut a: Answer) -> Result<Response, ApiError> {
     let mut v = a.envelope(choices, false);
     v["usage"] = a.usage();
     Ok(Json(v).into_response())
+}
+
+/// The error of a choice the model failed.
+fn finish_error(f: &Finish) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        f.error.clone().unwrap_or_else(|| "the model failed".into()),
+    )
 }
 
 fn sse_json(v: &Value) -> Sse {
@@ -673,11 +682,7 @@ fn chunk_events(
     }
     if let Some(f) = finish {
         if f.reason == FinishReason::Error {
-            let e = ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                f.error.unwrap_or_else(|| "the model failed".into()),
-            );
-            a.out.push_back(sse_json(&e.body()));
+            a.out.push_back(sse_json(&finish_error(&f).body()));
             return;
         }
         let reason = Answer::finish_reason(&f);

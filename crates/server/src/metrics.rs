@@ -105,10 +105,14 @@ impl Metrics {
         self.lock().itl.observe(gap.as_secs_f64());
     }
 
-    pub fn finished(&self, prompt_tokens: usize, generated: usize) {
-        let mut m = self.lock();
-        m.prompt_tokens += prompt_tokens as u64;
-        m.generated_tokens += generated as u64;
+    /// A request's prompt tokens, counted when it is accepted.
+    pub fn prompt(&self, tokens: usize) {
+        self.lock().prompt_tokens += tokens as u64;
+    }
+
+    /// A choice's generated tokens, counted when it ends.
+    pub fn generated(&self, tokens: usize) {
+        self.lock().generated_tokens += tokens as u64;
     }
 
     /// The text of `/metrics`; `engine` is `None` while the model loads.
@@ -128,7 +132,7 @@ impl Metrics {
         counter(
             &mut out,
             "rustorch_prompt_tokens_total",
-            "Prompt tokens of finished requests.",
+            "Prompt tokens of accepted requests.",
             m.prompt_tokens,
         );
         counter(
