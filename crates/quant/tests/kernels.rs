@@ -276,14 +276,15 @@ fn row_groups_and_leftover_rows() {
 /// one-token calls give: the x86 kernels that dot each row with a few tokens in one pass (packed
 /// Q4_0 and Q4_K, Q6_K; up to 16 tokens, in chunks of eight). Packed Q4_K with four tokens or
 /// more sums each super-block exactly and scales it once per token, the one-token kernel scales
-/// each sub-block: the two round differently.
+/// each sub-block: the two round differently. The NEON packed kernels do the same operations
+/// per token whatever the tokens and rows of a pass (decode streams or not), for any number.
 fn same_as_one_token(kernel: &MatKernel, packed: bool, n_tok: usize) -> bool {
-    if !matches!(kernel.isa(), "avx2" | "avx512vnni") {
-        return false;
-    }
-    match (kernel.weight_type(), packed) {
-        (T::Q4_0, true) | (T::Q6_K, false) => n_tok <= 16,
-        (T::Q4_K, true) => n_tok <= 3,
+    match (kernel.isa(), kernel.weight_type(), packed) {
+        ("avx2" | "avx512vnni", T::Q4_0, true) | ("avx2" | "avx512vnni", T::Q6_K, false) => {
+            n_tok <= 16
+        }
+        ("avx2" | "avx512vnni", T::Q4_K, true) => n_tok <= 3,
+        ("neon", T::Q4_0 | T::Q4_K, true) => true,
         _ => false,
     }
 }
@@ -291,8 +292,9 @@ fn same_as_one_token(kernel: &MatKernel, packed: bool, n_tok: usize) -> bool {
 /// A few tokens (the decode of a few sequences) over rows of the kernels that take them in one
 /// pass: every output agrees with the reference, and where [`same_as_one_token`] promises it,
 /// with one-token calls to the bit. Row counts that are not whole tiles of the passes (eight
-/// rows, 64-row sub-tiles, two or four interleaved streams), rows of one to nine super-blocks,
-/// and token counts around the chunks of eight and the end of the few-token path (16).
+/// rows, 64-row sub-tiles, two or four interleaved streams), rows of one to nine super-blocks
+/// (Q4_0: and of 39 blocks, four packed groups and seven left over), and token counts around the
+/// chunks of eight and the end of the few-token path (16).
 #[test]
 fn few_tokens_match_reference_and_one_token_calls() {
     let mut rng = rng("few_tokens_match_reference_and_one_token_calls");
@@ -301,7 +303,8 @@ fn few_tokens_match_reference_and_one_token_calls() {
             let Some(kernel) = mat_kernel_for(ty, isa) else {
                 continue;
             };
-            for (n_rows, n_cols) in [(1, 256), (7, 512), (67, 1024), (133, 2304)] {
+            let shapes = [(1, 256), (7, 512), (67, 1024), (133, 2304), (10, 1248)];
+            for (n_rows, n_cols) in shapes.into_iter().filter(|(_, n)| n % ty.block_size() == 0) {
                 let w = quantized_row(ty, &random_values(&mut rng, n_rows * n_cols));
                 let mut packed = vec![0u8; w.len()];
                 if kernel.has_packed_layout() {
@@ -515,6 +518,12 @@ fn empty_shapes_are_fine() {
         let mut out = [f32::NAN; 6];
         k.gemm(&[], 2, &[], 3, 0, &mut out);
         assert_eq!(out, [0.0; 6]);
+        if k.has_packed_layout() {
+            k.gemm_packed(&[], 0, &[], 0, 256, &mut []);
+            let mut out = [f32::NAN; 6];
+            k.gemm_packed(&[], 2, &[], 3, 0, &mut out);
+            assert_eq!(out, [0.0; 6]);
+        }
         k.quantize_act(&[], &mut []);
     }
 }

@@ -26,16 +26,19 @@
 //!
 //! Some kernels also have a faster weight layout made once at load time
 //! ([`MatKernel::has_packed_layout`], [`MatKernel::pack`], [`MatKernel::gemm_packed`]; so far
-//! Q4_0 and Q4_K on x86): rows keep their size, `gemm_packed` is held to the same reference on
-//! the same random inputs, and [`MatKernel::unpack`] gives the GGUF bytes back.
+//! Q4_0 and Q4_K, on x86 and NEON): rows keep their size, `gemm_packed` is held to the same
+//! reference on the same random inputs, and [`MatKernel::unpack`] gives the GGUF bytes back.
 //!
 //! Set `RUSTORCH_ISA=scalar|avx2|avx512vnni|neon` to cap the choice (benchmarks, bisecting).
 //! The AVX-512 kernels need Rust 1.89 (stable AVX-512 intrinsics and target features).
 
 #[cfg(target_arch = "aarch64")]
 mod neon;
-// Only the x86 kernels read a packed layout so far.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+// Only the x86 and NEON kernels read the packed layouts.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 mod packed;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
@@ -262,7 +265,10 @@ impl MatKernel {
     }
 
     /// This kernel with a load-time weight layout.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
     const fn with_packed(mut self, pack: RowsFn, unpack: RowsFn, gemm: GemmFn) -> Self {
         self.packed = Some(Packed { pack, unpack, gemm });
         self

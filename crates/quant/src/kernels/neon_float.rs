@@ -3,9 +3,8 @@
 //! flight even with one token.
 
 use std::arch::aarch64::*;
-use std::arch::asm;
 
-use super::{load_u8, read_f16, read_f32, Dot, RowKernel};
+use super::{load_f16x8, load_f32, load_u8, read_f16, read_f32, Dot, RowKernel};
 use crate::float::bf16_to_fp32;
 use crate::GgmlType;
 
@@ -29,12 +28,6 @@ pub(super) struct F32;
 pub(super) struct F16;
 pub(super) struct Bf16;
 
-/// Four f32 at `p`, which need not be aligned.
-#[inline(always)]
-unsafe fn load_f32(p: *const u8) -> float32x4_t {
-    vreinterpretq_f32_u8(load_u8(p))
-}
-
 impl Float for F32 {
     const WEIGHT: GgmlType = GgmlType::F32;
     const SIZE: usize = 4;
@@ -53,19 +46,7 @@ impl Float for F16 {
     const SIZE: usize = 2;
     #[inline(always)]
     unsafe fn load8(p: *const u8) -> [float32x4_t; 2] {
-        // `fcvtl` / `fcvtl2` (base AdvSIMD, exact for every f16) through `asm!`: `vcvt_f32_f16`
-        // takes the f16 vector types, which are not stable yet.
-        let h = load_u8(p);
-        let (lo, hi): (float32x4_t, float32x4_t);
-        asm!(
-            "fcvtl {lo:v}.4s, {h:v}.4h",
-            "fcvtl2 {hi:v}.4s, {h:v}.8h",
-            h = in(vreg) h,
-            lo = out(vreg) lo,
-            hi = out(vreg) hi,
-            options(pure, nomem, nostack, preserves_flags)
-        );
-        [lo, hi]
+        load_f16x8(p)
     }
     #[inline(always)]
     unsafe fn load1(p: *const u8) -> f32 {
