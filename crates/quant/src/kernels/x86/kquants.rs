@@ -11,7 +11,9 @@
 use std::arch::x86_64::*;
 use std::mem::{offset_of, size_of};
 
-use super::{hsums, load, load128, read_u32, splat_f16, splat_f32, Dot, RowKernel};
+use super::{
+    hsums, load, load128, prefetch_ahead, read_u32, splat_f16, splat_f32, Dot, RowKernel,
+};
 use crate::kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 use crate::{GgmlType, QK_K};
 
@@ -111,6 +113,7 @@ unsafe fn dot_k4<D: Dot, const NT: usize, const BYTES: usize, const Q5: bool>(
     let mut acc = [_mm256_setzero_ps(); NT];
     for b in 0..n_cols / QK_K {
         let x = w.add(b * BYTES);
+        prefetch_ahead::<BYTES>(x);
         let sm = scales_mins_k4(x.add(offset_of!(BlockQ4K, scales)));
         let sc16 = _mm256_cvtepu8_epi16(sm);
         let scales = _mm256_permute4x64_epi64(sc16, 0b01_00_01_00); // sc0..8 in both halves
@@ -217,6 +220,7 @@ impl RowKernel for Q6K {
         let mut acc = [_mm256_setzero_ps(); NT];
         for b in 0..n_cols / QK_K {
             let x = w.add(b * size_of::<BlockQ6K>());
+            prefetch_ahead::<{ size_of::<BlockQ6K>() }>(x);
             let sc = load128(x.add(offset_of!(BlockQ6K, scales)));
             // Weights are stored as q + 32: subtract 32 · Σ sc·bsum.
             let mut sumi = Sums::new(offset_sums::<NT, 5>(&a, b, _mm256_cvtepi8_epi16(sc)));
@@ -288,6 +292,7 @@ impl RowKernel for Q3K {
         let mut acc = [_mm256_setzero_ps(); NT];
         for b in 0..n_cols / QK_K {
             let x = w.add(b * size_of::<BlockQ3K>());
+            prefetch_ahead::<{ size_of::<BlockQ3K>() }>(x);
             let sc = scales_q3k(x.add(offset_of!(BlockQ3K, scales)));
             // Weights are stored as q + 4 (2 low bits, the high bit meaning +4): subtract 4 Σ sc·bsum.
             let mut sumi = Sums::new(offset_sums::<NT, 2>(&a, b, _mm256_cvtepi8_epi16(sc)));
@@ -338,6 +343,7 @@ impl RowKernel for Q2K {
         let mut acc = [_mm256_setzero_ps(); NT];
         for b in 0..n_cols / QK_K {
             let x = w.add(b * size_of::<BlockQ2K>());
+            prefetch_ahead::<{ size_of::<BlockQ2K>() }>(x);
             // Byte j: scale of sub-block j in the low nibble, its min in the high one.
             let packed = load128(x.add(offset_of!(BlockQ2K, scales)));
             let sc = _mm_and_si128(packed, m4);

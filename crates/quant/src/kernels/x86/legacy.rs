@@ -10,7 +10,7 @@
 use std::arch::x86_64::*;
 use std::mem::{offset_of, size_of};
 
-use super::{hsum, hsums, load, read_u32, splat_f16, Dot, RowKernel};
+use super::{hsum, hsums, load, prefetch_ahead, read_u32, splat_f16, Dot, RowKernel};
 use crate::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 use crate::GgmlType;
 
@@ -232,6 +232,8 @@ unsafe fn dot_offset<B: Block, D: Dot, const NT: usize>(
     let mut b = 0;
     while b + 8 <= nb {
         let x = w.add(b * B::BYTES);
+        // Eight blocks of 18 or 22 bytes: three lines.
+        prefetch_ahead::<192>(x);
         let dw = D::f16x8(x, B::BYTES);
         let mut scale = [_mm256_setzero_ps(); NT];
         for t in 0..NT {
@@ -302,6 +304,8 @@ unsafe fn dot_min<B: Block, D: Dot, const NT: usize>(
     if two_chains(NT) {
         while b + 2 <= nb {
             let x = w.add(b * B::BYTES);
+            // Two blocks of 20 or 24 bytes: at most a line a step.
+            prefetch_ahead::<64>(x);
             block_min::<B, D, NT>(x, &a, &s, b, &mut acc[0], &mut acc_min);
             let x = w.add((b + 1) * B::BYTES);
             block_min::<B, D, NT>(x, &a, &s, b + 1, &mut acc[1], &mut acc_min);
@@ -309,6 +313,7 @@ unsafe fn dot_min<B: Block, D: Dot, const NT: usize>(
         }
     }
     for b in b..nb {
+        prefetch_ahead::<64>(w.add(b * B::BYTES));
         block_min::<B, D, NT>(w.add(b * B::BYTES), &a, &s, b, &mut acc[0], &mut acc_min);
     }
     let mut out = [0.0; NT];

@@ -130,6 +130,7 @@ unsafe fn dot_packed<D: Dot, const R: usize, const NT: usize>(
     for g in 0..ng {
         for r in 0..R {
             let x = w[r].add(g * Q4_0_GROUP_BYTES);
+            super::prefetch_ahead::<192>(x);
             let dw = _mm256_cvtph_ps(load128(x));
             let mut q = [_mm256_setzero_si256(); 8];
             for k in 0..4 {
@@ -454,6 +455,7 @@ unsafe fn dot_lanes_k4<D: Dot, const R: usize, const NT: usize>(
     let mut acc = [[_mm256_setzero_ps(); NT]; R];
     for b in 0..n_cols / QK_K {
         unroll8!(R, |r| {
+            super::prefetch_ahead::<192>(w[r].add(b * Q4K_BYTES));
             let u = unpack_k4(w[r].add(b * Q4K_BYTES));
             unroll8!(NT, |t| {
                 let y = a[t].add(b * Q8K_BYTES);
@@ -501,6 +503,7 @@ unsafe fn dot_packed_k4<D: Dot, const R: usize, const NT: usize>(
         let dy = _mm256_loadu_ps(entry);
         let bsum_pairs: [__m256i; 4] = std::array::from_fn(|k| load(entry.add(8 + 8 * k).cast()));
         unroll8!(R, |r| {
+            super::prefetch_ahead::<192>(w[r].add(b * Q4K_BYTES));
             let u = unpack_k4(w[r].add(b * Q4K_BYTES));
             let mp = u.min_pairs;
             let min_pairs = [
