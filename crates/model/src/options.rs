@@ -15,8 +15,9 @@ pub struct BackendOptions {
 /// The CPU backend's settings.
 #[derive(Debug, Clone)]
 pub struct CpuOptions {
-    /// Rewrite Q4_0 and Q4_K weights at load into the packed layouts whose dot-product lanes are
-    /// blocks (`RUSTORCH_CPU_PACK=0` keeps the file's layout).
+    /// Copy every matrix weight at load into memory of the backend's own (transparent huge
+    /// pages where the OS has them), Q4_0 and Q4_K rewritten into the packed layouts whose
+    /// dot-product lanes are blocks. `RUSTORCH_CPU_PACK=0` reads the mapped file as it is.
     pub pack: bool,
 }
 
