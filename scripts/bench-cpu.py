@@ -124,7 +124,7 @@ for t in threads:
     bw = max(bw_before, bw_after)
     for f, rounds in rows:
         size = os.path.getsize(f)
-        for test in [f"pp{p}" for p in prompts] + [f"tg{a.n}"]:
+        for test in [f"pp{p}" for p in prompts] + ([f"tg{a.n}"] if a.n else []):
             o = [r[0][test] for r in rounds]
             l = [r[1][test] for r in rounds]
             ratio = statistics.median(o) / statistics.median(l)

@@ -2,7 +2,7 @@
 # The aarch64 NEON kernels on an x86-64 host, emulated by qemu-user: rustorch-quant's tests
 # (every kernel against the scalar reference, packed layouts included) on a CPU with the
 # dot-product extension (`-cpu max`: the `sdot` kernels) and on one without (`-cpu cortex-a72`:
-# plain NEON). Not part of CI. Each build and run takes /tmp/rustorch-build.lock, so that it
+# plain NEON). CI runs it (.ci/run). Each build and run takes /tmp/rustorch-build.lock, so that it
 # waits for other builds and benchmarks on a shared machine instead of slowing them down.
 #
 # Needs (Debian): apt-get install qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross

@@ -246,7 +246,8 @@ fn gemm_matches_reference_on_random_bits() {
 }
 
 /// Tiles of many rows: kernels may take rows in groups (x86 Q4_0 repacks eight at a time with
-/// four tokens or more); the groups and the rows after the last one must all be right.
+/// four tokens or more, sixteen with AVX-512); the groups and the rows after the last one must all
+/// be right.
 #[test]
 fn row_groups_and_leftover_rows() {
     let mut rng = rng("row_groups_and_leftover_rows");
@@ -256,8 +257,9 @@ fn row_groups_and_leftover_rows() {
                 continue;
             };
             // 576 columns: 18 blocks, which packed layouts take as two groups of eight and two
-            // left over.
-            for (n_rows, n_cols) in [(19, 768), (17, 576)] {
+            // left over. 40 rows: the AVX-512 prompt kernels take two groups of eight rows at a
+            // time, then the fifth alone.
+            for (n_rows, n_cols) in [(19, 768), (17, 576), (40, 512)] {
                 if n_cols % ty.block_size() != 0 {
                     continue;
                 }

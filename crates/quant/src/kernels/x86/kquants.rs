@@ -11,9 +11,7 @@
 use std::arch::x86_64::*;
 use std::mem::{offset_of, size_of};
 
-use super::{
-    hsums, load, load128, prefetch_ahead, read_u32, splat_f16, splat_f32, Dot, RowKernel,
-};
+use super::{hsums, load, load128, prefetch_ahead, read_u32, splat_f16, splat_f32, Dot, RowKernel};
 use crate::kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 use crate::{GgmlType, QK_K};
 

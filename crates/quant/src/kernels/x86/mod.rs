@@ -109,6 +109,9 @@ trait Dot {
     /// Whether to dot eight activation rows per weight row pass rather than four (with the
     /// 32 registers of AVX-512 the accumulators of eight still fit).
     const WIDE: bool;
+    /// Whether the eight-row prompt kernels may take two groups of eight rows side by side in
+    /// 512-bit vectors ([`repack::Rows8::tile16`]; needs AVX-512 F, BW and VNNI).
+    const ZMM: bool = false;
     /// Whether [`Self::dpbusd`] sums any `u8 × i8` products exactly (no saturating step).
     const EXACT_U8: bool;
     /// `acc` plus, in each 32-bit lane, the sum of its four `u8 × i8` byte products. The AVX2
@@ -167,6 +170,7 @@ struct Vnni;
 
 impl Dot for Vnni {
     const WIDE: bool = true;
+    const ZMM: bool = true;
     const EXACT_U8: bool = true;
     #[inline(always)]
     unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {

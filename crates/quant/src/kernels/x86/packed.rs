@@ -240,6 +240,18 @@ impl Rows8 for PackedQ4_0Rows {
     ) {
         repack::tile8::<legacy::Q4_0, D, NT>(p, nb, v, t, n_tok, out)
     }
+
+    #[inline(always)]
+    unsafe fn tile16<const NT: usize>(
+        p: *const u8,
+        nb: usize,
+        v: &Views,
+        t: usize,
+        n_tok: usize,
+        out: *mut f32,
+    ) {
+        repack::tile16::<legacy::Q4_0, NT>(p, nb, v, t, n_tok, out)
+    }
 }
 
 const Q4K_BYTES: usize = size_of::<BlockQ4K>();
@@ -574,6 +586,18 @@ impl Rows8 for PackedQ4KRows {
         out: *mut f32,
     ) {
         <repack_k4::Q4KRows as Rows8>::tile8::<D, NT>(p, nb, v, t, n_tok, out)
+    }
+
+    #[inline(always)]
+    unsafe fn tile16<const NT: usize>(
+        p: *const u8,
+        nb: usize,
+        v: &Views,
+        t: usize,
+        n_tok: usize,
+        out: *mut f32,
+    ) {
+        <repack_k4::Q4KRows as Rows8>::tile16::<NT>(p, nb, v, t, n_tok, out)
     }
 }
 

@@ -166,6 +166,49 @@ pub(super) unsafe fn tile8<B: Block, D: Dot, const NT: usize>(
     }
 }
 
+/// [`tile8`] on two interleaved groups ([`Rows8::tile16`]).
+///
+/// # Safety
+/// As [`Rows8::tile16`].
+#[inline(always)]
+pub(super) unsafe fn tile16<B: Block, const NT: usize>(
+    p: *const u8,
+    nb: usize,
+    v: &Views,
+    t: usize,
+    n_tok: usize,
+    out: *mut f32,
+) {
+    let offset = if B::SIGNED { 128.0 } else { B::OFFSET };
+    let a: [*const u8; NT] = std::array::from_fn(|i| v.act.add((t + i) * v.a_row + Q8_0_QS));
+    let s: [*const f32; NT] = std::array::from_fn(|i| v.scales.add((t + i) * v.s_row));
+    let mut acc = [_mm512_setzero_ps(); NT];
+    for b in 0..nb {
+        let pb = p.add(b * 2 * PACKED);
+        let dw = _mm512_loadu_ps(pb.cast());
+        let mut q = [_mm512_setzero_si512(); 8];
+        for (k, q) in q.iter_mut().enumerate() {
+            *q = load512(pb.add(64 + 64 * k));
+        }
+        unroll8!(NT, |i| {
+            let y = a[i].add(b * Q8_0_BYTES);
+            let chunk = |k: usize| _mm512_set1_epi32(y.add(4 * k).cast::<i32>().read_unaligned());
+            let mut even = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[0], chunk(0));
+            let mut odd = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[1], chunk(1));
+            for k in (2..8).step_by(2) {
+                even = _mm512_dpbusd_epi32(even, q[k], chunk(k));
+                odd = _mm512_dpbusd_epi32(odd, q[k + 1], chunk(k + 1));
+            }
+            let sum = _mm512_cvtepi32_ps(_mm512_add_epi32(even, odd));
+            let sum_a = _mm512_set1_ps(*s[i].add(v.n_cols / 32 + b));
+            let sum = _mm512_fnmadd_ps(_mm512_set1_ps(offset), sum_a, sum);
+            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*s[i].add(b)));
+            acc[i] = _mm512_fmadd_ps(scale, sum, acc[i]);
+        });
+    }
+    store16(&acc, t, n_tok, out);
+}
+
 /// A weight format whose rows the prompt kernels take eight at a time: repacked into a per-thread
 /// scratch so one dot-product lane serves one row, then dotted with every token.
 pub(super) trait Rows8 {
@@ -191,6 +234,75 @@ pub(super) trait Rows8 {
         n_tok: usize,
         out: *mut f32,
     );
+    /// [`Self::tile8`] on sixteen rows: two repacked groups of eight interleaved 32 bytes at a
+    /// time ([`interleave`]), so that every 256-bit vector of `tile8` is the low half of a 512-bit
+    /// one here and the second group the high half. Each lane does `tile8`'s operations in
+    /// `tile8`'s order, so both give the same bits.
+    ///
+    /// # Safety
+    /// As [`Self::tile8`] for `p` holding `nb` interleaved pairs of repacked blocks, and the CPU
+    /// has AVX-512 F, BW, VL and VNNI.
+    unsafe fn tile16<const NT: usize>(
+        p: *const u8,
+        nb: usize,
+        v: &Views,
+        t: usize,
+        n_tok: usize,
+        out: *mut f32,
+    );
+}
+
+/// Two repacked groups of `len` bytes each (`a`, `b`; `len` a multiple of 32) into `out`
+/// (`2 * len` bytes): 32 bytes of `a`, then the same 32 of `b`, and so on.
+///
+/// # Safety
+/// The pointers are valid for those lengths.
+#[inline(always)]
+unsafe fn interleave(a: *const u8, b: *const u8, len: usize, out: *mut u8) {
+    for c in 0..len / 32 {
+        let dst = out.add(64 * c);
+        _mm256_storeu_si256(dst.cast(), load(a.add(32 * c)));
+        _mm256_storeu_si256(dst.add(32).cast(), load(b.add(32 * c)));
+    }
+}
+
+/// 64 bytes from `p`, unaligned.
+#[inline(always)]
+pub(super) unsafe fn load512(p: *const u8) -> __m512i {
+    _mm512_loadu_si512(p.cast())
+}
+
+/// [`Dot::dpwssd`] on 512-bit vectors (inline assembly for the same reason as the 256-bit one).
+// `inline(always)` cannot go with `target_feature`; the callers have these features, so LLVM
+// inlines it anyway.
+#[inline]
+#[target_feature(enable = "avx512f,avx512vnni")]
+pub(super) unsafe fn dpwssd512(mut acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+    std::arch::asm!(
+        "vpdpwssd {acc}, {a}, {b}",
+        acc = inout(zmm_reg) acc,
+        a = in(zmm_reg) a,
+        b = in(zmm_reg) b,
+        options(pure, nomem, nostack, preserves_flags)
+    );
+    acc
+}
+
+/// Writes the sixteen lanes of `acc[i]` (rows `r`) to `out[r * n_tok + t + i]`.
+#[inline(always)]
+pub(super) unsafe fn store16<const NT: usize>(
+    acc: &[__m512; NT],
+    t: usize,
+    n_tok: usize,
+    out: *mut f32,
+) {
+    for (i, acc) in acc.iter().enumerate() {
+        let mut lanes = [0f32; 16];
+        _mm512_storeu_ps(lanes.as_mut_ptr(), *acc);
+        for (r, &x) in lanes.iter().enumerate() {
+            *out.add(r * n_tok + t + i) = x;
+        }
+    }
 }
 
 /// Rows of `R` in groups of eight against all `n_tok` tokens of `v`; returns how many rows (a
@@ -215,8 +327,35 @@ pub(super) unsafe fn gemm_rows8<R: Rows8, D: Dot>(
     }
     let mut buf = PACK_BUF.take();
     buf.clear();
+    let mut g = 0;
+    if D::ZMM && groups >= 2 {
+        // Two groups at a time in 512-bit vectors: repacked one after the other, interleaved.
+        let len = nb * R::PACKED;
+        buf.resize(4 * len, 0);
+        let (pair, wide) = (buf.as_mut_ptr(), buf.as_mut_ptr().add(2 * len));
+        while g + 2 <= groups {
+            let (w, out) = (w.add(8 * g * w_row), out.add(8 * g * n_tok));
+            R::repack8(w, w_row, nb, pair);
+            R::repack8(w.add(8 * w_row), w_row, nb, pair.add(len));
+            interleave(pair, pair.add(len), len, wide);
+            let mut t = 0;
+            while t + 8 <= n_tok {
+                R::tile16::<8>(wide, nb, v, t, n_tok, out);
+                t += 8;
+            }
+            while t + 4 <= n_tok {
+                R::tile16::<4>(wide, nb, v, t, n_tok, out);
+                t += 4;
+            }
+            while t < n_tok {
+                R::tile16::<1>(wide, nb, v, t, n_tok, out);
+                t += 1;
+            }
+            g += 2;
+        }
+    }
     buf.resize(nb * R::PACKED, 0);
-    for g in 0..groups {
+    for g in g..groups {
         let (w, out) = (w.add(8 * g * w_row), out.add(8 * g * n_tok));
         R::repack8(w, w_row, nb, buf.as_mut_ptr());
         let p = buf.as_ptr();
@@ -260,5 +399,16 @@ impl<B: Block> Rows8 for LegacyRows<B> {
         out: *mut f32,
     ) {
         tile8::<B, D, NT>(p, nb, v, t, n_tok, out)
+    }
+    #[inline(always)]
+    unsafe fn tile16<const NT: usize>(
+        p: *const u8,
+        nb: usize,
+        v: &Views,
+        t: usize,
+        n_tok: usize,
+        out: *mut f32,
+    ) {
+        tile16::<B, NT>(p, nb, v, t, n_tok, out)
     }
 }

@@ -12,7 +12,7 @@ use std::arch::x86_64::*;
 use std::mem::{offset_of, size_of};
 
 use super::kquants::scales_mins_k4;
-use super::repack::{transpose8, unroll8};
+use super::repack::{dpwssd512, load512, store16, transpose8, unroll8};
 use super::{f16x8_inserted, load, Dot, Views};
 use crate::kquants::{BlockQ4K, BlockQ8K};
 use crate::QK_K;
@@ -142,6 +142,62 @@ unsafe fn tile8<D: Dot, const NT: usize>(
     }
 }
 
+/// [`tile8`] on two interleaved groups ([`super::repack::Rows8::tile16`]): every offset of the
+/// repacked layout doubled, the second group in the high halves.
+///
+/// # Safety
+/// As [`super::repack::Rows8::tile16`].
+#[inline(always)]
+unsafe fn tile16<const NT: usize>(
+    p: *const u8,
+    nb: usize,
+    v: &Views,
+    t: usize,
+    n_tok: usize,
+    out: *mut f32,
+) {
+    let a: [*const u8; NT] = std::array::from_fn(|i| v.act.add((t + i) * v.a_row));
+    let mut acc = [_mm512_setzero_ps(); NT];
+    for b in 0..nb {
+        let pb = p.add(b * 2 * PACKED);
+        let mut isum = [_mm512_setzero_si512(); NT];
+        let mut msum = [_mm512_setzero_si512(); NT];
+        for s in 0..QK_K / 32 {
+            let mut q = [_mm512_setzero_si512(); 8];
+            for (k, q) in q.iter_mut().enumerate() {
+                *q = load512(pb.add(2 * (P_QS + 32 * (8 * s + k))));
+            }
+            let sc = load512(pb.add(2 * (P_SC + 32 * s)));
+            let m = load512(pb.add(2 * (P_M + 32 * s)));
+            unroll8!(NT, |i| {
+                let y = a[i].add(b * Q8K_BYTES);
+                let qs = y.add(Q8K_QS + 32 * s);
+                let chunk =
+                    |k: usize| _mm512_set1_epi32(qs.add(4 * k).cast::<i32>().read_unaligned());
+                let mut even = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[0], chunk(0));
+                let mut odd = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[1], chunk(1));
+                for k in (2..8).step_by(2) {
+                    even = _mm512_dpbusd_epi32(even, q[k], chunk(k));
+                    odd = _mm512_dpbusd_epi32(odd, q[k + 1], chunk(k + 1));
+                }
+                let sum = _mm512_add_epi32(even, odd);
+                isum[i] = _mm512_add_epi32(isum[i], _mm512_mullo_epi32(sum, sc));
+                let bs = y.add(Q8K_BSUMS + 4 * s).cast::<i32>().read_unaligned();
+                msum[i] = dpwssd512(msum[i], m, _mm512_set1_epi32(bs));
+            });
+        }
+        let d = _mm512_loadu_ps(pb.add(2 * P_D).cast());
+        let dmin = _mm512_loadu_ps(pb.add(2 * P_DMIN).cast());
+        for i in 0..NT {
+            let dy = _mm512_set1_ps(*a[i].add(b * Q8K_BYTES + Q8K_D).cast::<f32>());
+            let mins = _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(msum[i]));
+            let sum = _mm512_fmsub_ps(d, _mm512_cvtepi32_ps(isum[i]), mins);
+            acc[i] = _mm512_fmadd_ps(dy, sum, acc[i]);
+        }
+    }
+    store16(&acc, t, n_tok, out);
+}
+
 /// Q4_K rows for the eight-row prompt kernel.
 pub(super) struct Q4KRows;
 
@@ -162,5 +218,16 @@ impl super::repack::Rows8 for Q4KRows {
         out: *mut f32,
     ) {
         tile8::<D, NT>(p, nb, v, t, n_tok, out)
+    }
+    #[inline(always)]
+    unsafe fn tile16<const NT: usize>(
+        p: *const u8,
+        nb: usize,
+        v: &Views,
+        t: usize,
+        n_tok: usize,
+        out: *mut f32,
+    ) {
+        tile16::<NT>(p, nb, v, t, n_tok, out)
     }
 }

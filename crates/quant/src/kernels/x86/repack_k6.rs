@@ -10,7 +10,7 @@
 use std::arch::x86_64::*;
 use std::mem::{offset_of, size_of};
 
-use super::repack::{transpose8, unroll8};
+use super::repack::{dpwssd512, load512, store16, transpose8, unroll8};
 use super::{f16x8_inserted, load, Dot, Views};
 use crate::kquants::{BlockQ6K, BlockQ8K};
 use crate::QK_K;
@@ -153,6 +153,62 @@ unsafe fn tile8<D: Dot, const NT: usize>(
     }
 }
 
+/// [`tile8`] on two interleaved groups ([`super::repack::Rows8::tile16`]): every offset of the
+/// repacked layout doubled, the second group in the high halves.
+///
+/// # Safety
+/// As [`super::repack::Rows8::tile16`].
+#[inline(always)]
+unsafe fn tile16<const NT: usize>(
+    p: *const u8,
+    nb: usize,
+    v: &Views,
+    t: usize,
+    n_tok: usize,
+    out: *mut f32,
+) {
+    let a: [*const u8; NT] = std::array::from_fn(|i| v.act.add((t + i) * v.a_row));
+    let mut acc = [_mm512_setzero_ps(); NT];
+    for b in 0..nb {
+        let pb = p.add(b * 2 * PACKED);
+        let mut isum = [_mm512_setzero_si512(); NT];
+        let mut osum = [_mm512_setzero_si512(); NT];
+        for g in 0..QK_K / 32 {
+            let mut q = [_mm512_setzero_si512(); 8];
+            for (k, q) in q.iter_mut().enumerate() {
+                *q = load512(pb.add(2 * (P_QS + 32 * (8 * g + k))));
+            }
+            let sc_lo = load512(pb.add(2 * (P_SC + 32 * (2 * g))));
+            let sc_hi = load512(pb.add(2 * (P_SC + 32 * (2 * g + 1))));
+            let sc2 = load512(pb.add(2 * (P_SC2 + 32 * g)));
+            unroll8!(NT, |i| {
+                let y = a[i].add(b * Q8K_BYTES);
+                let qs = y.add(Q8K_QS + 32 * g);
+                let chunk =
+                    |k: usize| _mm512_set1_epi32(qs.add(4 * k).cast::<i32>().read_unaligned());
+                let mut lo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[0], chunk(0));
+                let mut hi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[4], chunk(4));
+                for k in 1..4 {
+                    lo = _mm512_dpbusd_epi32(lo, q[k], chunk(k));
+                    hi = _mm512_dpbusd_epi32(hi, q[k + 4], chunk(k + 4));
+                }
+                let scaled =
+                    _mm512_add_epi32(_mm512_mullo_epi32(lo, sc_lo), _mm512_mullo_epi32(hi, sc_hi));
+                isum[i] = _mm512_add_epi32(isum[i], scaled);
+                let bs = y.add(Q8K_BSUMS + 4 * g).cast::<i32>().read_unaligned();
+                osum[i] = dpwssd512(osum[i], sc2, _mm512_set1_epi32(bs));
+            });
+        }
+        let d = _mm512_loadu_ps(pb.add(2 * P_D).cast());
+        for i in 0..NT {
+            let dy = _mm512_set1_ps(*a[i].add(b * Q8K_BYTES + Q8K_D).cast::<f32>());
+            let sum = _mm512_sub_epi32(isum[i], _mm512_slli_epi32::<5>(osum[i]));
+            acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(d, dy), _mm512_cvtepi32_ps(sum), acc[i]);
+        }
+    }
+    store16(&acc, t, n_tok, out);
+}
+
 /// Q6_K rows for the eight-row prompt kernel.
 pub(super) struct Q6KRows;
 
@@ -173,5 +229,16 @@ impl super::repack::Rows8 for Q6KRows {
         out: *mut f32,
     ) {
         tile8::<D, NT>(p, nb, v, t, n_tok, out)
+    }
+    #[inline(always)]
+    unsafe fn tile16<const NT: usize>(
+        p: *const u8,
+        nb: usize,
+        v: &Views,
+        t: usize,
+        n_tok: usize,
+        out: *mut f32,
+    ) {
+        tile16::<NT>(p, nb, v, t, n_tok, out)
     }
 }
