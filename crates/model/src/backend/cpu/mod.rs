@@ -212,6 +212,9 @@ impl CpuKv {
 /// rather than tiled for cache reuse as in prompts.
 const SMALL_BATCH: usize = 16;
 
+/// The most weight rows of a prompt matmul's tile.
+const PROMPT_ROWS: usize = 128;
+
 /// Weights that may share one input in [`Backend::matmuls`] (q/k/v, gate/up).
 const MAX_GROUP: usize = 4;
 
@@ -793,7 +796,7 @@ impl Backend for CpuBackend {
         // threads beat 8 or 16, and beat long tiles followed by short ones taken on demand).
         // A few rows (decode steps of several sequences) are bound by the same stream of
         // weights: the decode tiling, whose rows the kernels of the common decode formats
-        // (packed Q4_0 and Q4_K, Q6_K) read once per eight tokens. Prompts: small tiles whose
+        // (packed Q4_0 and Q4_K, Q6_K) read once per eight tokens. Prompts: tiles whose
         // weights stay in cache across tokens.
         let rows_per_task = if n <= SMALL_BATCH {
             total_rows
@@ -802,7 +805,11 @@ impl Backend for CpuBackend {
                 .max(1)
                 * 8
         } else {
-            16
+            // As long as four tiles a thread allow, up to 128 rows: a kernel's work per call
+            // (converting the activations' Q8_0 scales and sums, repacking) is then spread over
+            // more rows. Measured on TinyLlama Q4_0 pp128, 2 threads: 298 tok/s with 16 rows,
+            // 308 with 64, 327 with 128.
+            (total_rows / (4 * self.pool.n_threads())).clamp(16, PROMPT_ROWS) / 16 * 16
         };
         grow(&mut self.tmp, total_rows * n);
         let tmp = &mut self.tmp[..total_rows * n];
