@@ -53,10 +53,10 @@ pub enum CpuWeight {
 }
 
 /// Weight bytes the backend owns: an anonymous mapping, asked for transparent huge pages where
-/// the OS has them. Decode streams every weight once per token: read from the file's page-cache
-/// pages, the same kernels reached a quarter of the speed they reach here (measured on a 2-core
-/// AMD EPYC VM: 5-10 GB/s against 30-34 GB/s per thread), and huge pages spare the TLB misses
-/// of 4 KiB ones.
+/// the OS has them (decode streams every weight once per token; huge pages spare the TLB misses
+/// of 4 KiB ones). Measured against reading the file's page-cache pages on a 2-core AMD EPYC VM,
+/// the copy made no difference to decode speed; it keeps the weights out of the page cache's
+/// reclaim and gives one place for the packed layouts and the plain ones.
 pub struct WeightBytes {
     map: memmap2::MmapMut,
     len: usize,

@@ -3,7 +3,8 @@
 //! Every kernel is written once, generic over [`Dot`] (how 8-bit and 16-bit products are summed
 //! into 32-bit lanes) and inlined into two `#[target_feature]` entry points, [`gemm_avx2`] and
 //! [`gemm_vnni`]. The VNNI build turns `maddubs + madd + add` into one `vpdpbusd` and `madd + add`
-//! into one `vpdpwssd`, and gets AVX-512VL's 32 vector registers; vectors stay 256 bits wide.
+//! into one `vpdpwssd`, and gets AVX-512VL's 32 vector registers; vectors stay 256 bits wide but
+//! in the prompt kernels' `tile16`.
 //!
 //! A type's kernel ([`RowKernel::dot_row`]) dots one weight row with `NT` activation rows, so each
 //! weight block is loaded and unpacked once per `NT` tokens: 4 with AVX2, 8 with AVX-512's
@@ -11,7 +12,8 @@
 //! that stay in L2, every weight row against each group. With one token this is the decode
 //! mat-vec, each weight row streamed once. Q4_0, Q5_0, Q8_0 (VNNI only), Q4_K and Q6_K with four
 //! tokens or more first take the rows in groups of eight, repacked into a per-thread scratch
-//! buffer so that one `dpbusd` lane is one row ([`repack`], [`repack_k4`], [`repack_k6`]).
+//! buffer so that one `dpbusd` lane is one row ([`repack`], [`repack_k4`], [`repack_k6`]); with
+//! AVX-512 two such groups share a 512-bit vector ([`repack::Rows8::tile16`]).
 //!
 //! Q4_0 and Q4_K also have load-time layouts ([`crate::kernels::packed`], read by [`packed`]): the
 //! backend rewrites those weights once, and their kernels put blocks (Q4_0) or sub-blocks (Q4_K)
@@ -449,12 +451,12 @@ unsafe fn f16x8_inserted(p: *const u8, stride: usize) -> __m256 {
 /// Rows a decode mat-vec takes in turn, each from its own part of the tile: the hardware
 /// prefetchers then follow several streams per core, and two cores of Zen 4 read far more (here
 /// ~54 GB/s with two or more streams each, ~37 with one). Four beat two and eight on TinyLlama
-/// decode. Software prefetching, which helped one stream, slows several down on Zen 4 (the
-/// packed layouts' streams still read fastest without it; the row layouts of sub-byte formats
-/// need it, see [`prefetch_ahead`]).
+/// decode. A burst of software prefetches per row slowed several streams down on Zen 4; a
+/// prefetch per block step inside the kernels is what the sub-byte formats need (see
+/// [`prefetch_ahead`]).
 const DECODE_STREAMS: usize = 4;
 
-/// How far ahead of the block it reads a row-layout kernel of a sub-byte format prefetches
+/// How far ahead of the block it reads a kernel of a sub-byte format prefetches
 /// ([`prefetch_ahead`]).
 const PREFETCH_BYTES: usize = 4096;
 
@@ -464,9 +466,11 @@ const PREFETCH_BYTES: usize = 4096;
 ///
 /// Kernels that unpack sub-byte codes in the GGUF layout (Q4_0..Q5_1, Q2_K..Q6_K) spend many
 /// instructions per weight byte, so their loads reach memory too slowly for the hardware
-/// prefetchers alone: measured on AMD EPYC Zen 5 with one token, 6-11 GB/s a thread without,
-/// 14-28 with. Q8_0, the float kernels and the packed layouts read faster without it.
-/// A prefetch past the end of the weights is harmless (it never faults).
+/// prefetchers alone: measured on AMD EPYC Zen 5 with one token (`kernel_bench`, cold
+/// weights), 6-11 GB/s a thread without, 21-31 with. The packed Q4_K kernels gained too (30 to
+/// 36 GB/s), packed Q4_0 neither gained nor lost; Q8_0 and the float kernels read faster
+/// without it and do not call it. A prefetch past the end of the weights is harmless (it never
+/// faults).
 #[inline(always)]
 unsafe fn prefetch_ahead<const BYTES: usize>(x: *const u8) {
     // A `while` loop: `(0..BYTES).step_by(64)` compiled to much slower code here.
