@@ -13,6 +13,7 @@
 //! - `kernels`: fast CPU matrix kernels (SIMD chosen at run time), tested against the above
 
 pub mod act;
+pub mod attn;
 pub mod dispatch;
 pub mod float;
 pub mod kernels;

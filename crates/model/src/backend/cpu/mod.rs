@@ -14,6 +14,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rustorch_gguf::{GgmlType, GgufFile};
 use rustorch_quant::act::quantize_act_ggml_x86;
+use rustorch_quant::attn;
 use rustorch_quant::dispatch;
 use rustorch_quant::kernels::{mat_kernel, MatKernel};
 use rustorch_quant::vecmath;
@@ -132,14 +133,16 @@ impl CpuWeight {
     }
 }
 
-/// KV cache, f16 as llama.cpp's default. Per layer and KV head, keys are `[slots, head_dim]` and
-/// values transposed, `[head_dim, slots]`, so that attention reads both as contiguous rows. A
+/// KV cache, f16 as llama.cpp's default. Per layer and KV head, keys are transposed,
+/// `[head_dim, slots]`, and values `[slots, head_dim]`: both are then the right-hand operand of
+/// attention's matmuls as they lie ([`rustorch_quant::attn`]: `scores = Q · Kᵀ`, `out = P · V`,
+/// each an outer product that widens a row of the cache once for many query rows). A
 /// paged layer's slots are the pool's (position `p` of a sequence in slot
 /// `table[p / KV_BLOCK] * KV_BLOCK + p % KV_BLOCK`: consecutive blocks are contiguous); a
 /// sliding-window layer keeps a ring of `cap` slots per sequence (position `p` in slot `p % cap`).
 pub struct CpuKv {
-    k: Vec<Vec<f16>>, // (layer) -> paged (n_head_kv, pool, head_dim); ring (n_seq, n_head_kv, cap, head_dim)
-    v: Vec<Vec<f16>>, // (layer) -> paged (n_head_kv, head_dim, pool); ring (n_seq, n_head_kv, head_dim, cap)
+    k: Vec<Vec<f16>>, // (layer) -> paged (n_head_kv, head_dim, pool); ring (n_seq, n_head_kv, head_dim, cap)
+    v: Vec<Vec<f16>>, // (layer) -> paged (n_head_kv, pool, head_dim); ring (n_seq, n_head_kv, cap, head_dim)
     spec: KvSpec,
     /// Each sequence's block table (`u32::MAX`: not mapped).
     tables: Vec<Vec<u32>>,
@@ -250,22 +253,36 @@ pub struct CpuBackend {
     /// Whether weights with a packed kernel layout are rewritten into it at upload
     /// (`RUSTORCH_CPU_PACK=0` keeps every weight in the mapped file, for A/B measurements).
     pack_weights: bool,
+    /// This step's RoPE tables: per setting, `(sin, cos)` of each row's position, `n_rot / 2`
+    /// pairs a row.
+    /// `None`: free for reuse.
+    rope_tables: Vec<RopeTable>,
+}
+
+/// A RoPE table of this step (`None`: free for reuse) and its `(sin, cos)` pairs.
+type RopeTable = (Option<RopeKey>, Vec<(f32, f32)>);
+
+/// What a RoPE table depends on besides the step's positions.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct RopeKey {
+    n_rot: usize,
+    freq_base: u32,
+    mscale: u32,
+    /// The frequency factors' address and length (a weight of the model), or none.
+    factors: (usize, usize),
 }
 
 /// Per-thread attention scratch, grown to the largest call once.
 #[derive(Default)]
 struct AttnScratch {
-    k: Vec<f32>,      // (n_kv, head_dim) one head's keys in f32
-    vt: Vec<f32>,     // (head_dim, n_kv) its values, transposed
-    q: Vec<f32>,      // (n, head_dim) one head's queries
-    scores: Vec<f32>, // (n_kv, n)
-    p: Vec<f32>,      // (n, n_kv) softmax probabilities, zero past each query's position
+    q: Vec<f32>, // (n_q, head_dim) the query rows of one KV head's task, rounded to f16
+    /// (n_q, n_kv) scores, then in place the softmax probabilities (zero outside each query's
+    /// positions)
+    p: Vec<f32>,
 }
 
 thread_local! {
     static ATTN: RefCell<AttnScratch> = RefCell::new(AttnScratch::default());
-    /// RoPE's `(sin, cos)` of one position, `n_rot / 2` pairs.
-    static ROPE: RefCell<Vec<(f32, f32)>> = const { RefCell::new(Vec::new()) };
 }
 
 impl CpuBackend {
@@ -286,6 +303,7 @@ impl CpuBackend {
             tmp: Vec::new(),
             att: Vec::new(),
             pack_weights: opts.pack,
+            rope_tables: Vec::new(),
         }
     }
 }
@@ -308,15 +326,15 @@ impl CpuBackend {
         let out = &mut out[span.row0 * n_head * hd..];
         let group = shape.n_head / shape.n_head_kv;
         let scale = shape.scale;
-        let dot = mat_kernel(GgmlType::F32).expect("f32 kernel");
         let (keys, vals) = (&kv.k[layer][base..], &kv.v[layer][base..]);
         // One task per (KV head, tile of tokens): the queries of every head sharing that KV head,
-        // for the tile's tokens, go through one scores = K·Q matmul, a causal softmax, and one
-        // Vᵀ·P matmul, so each KV head's cache is read (and widened from f16) once per tile. q and p
-        // are rounded to f16 first, as llama.cpp's f16 KV matmuls round their f32 operand.
+        // for the tile's tokens, go through scores = Q·Kᵀ, a causal softmax, and out = P·V, so
+        // each KV head's cache is read (and widened from f16) once per tile, by kernels that read
+        // it in place. q and p are rounded to f16 first, as llama.cpp's f16 KV matmuls round
+        // their f32 operand.
         let tile = (256 / group).clamp(1, n);
         let n_tiles = n.div_ceil(tile);
-        let chunk = hd * group * tile; // (head_dim, group, tile) per task
+        let chunk = hd * group * tile; // (group, tile, head_dim) per task
         grow(&mut self.att, shape.n_head_kv * n_tiles * chunk);
         for_each_chunk(
             &self.pool,
@@ -330,6 +348,7 @@ impl CpuBackend {
                                       // its sliding window's start) to the last token.
                 let lo = shape.first_seen(pos0 + t0);
                 let n_kv = pos0 + t0 + tn - lo;
+                let (kt, v) = (&keys[kvh * hd * cap..], &vals[kvh * cap * hd..]);
                 ATTN.with(|s| {
                     let s = &mut *s.borrow_mut();
                     // Sized for the whole cache at once up to 4096 positions, then in powers of
@@ -340,70 +359,71 @@ impl CpuBackend {
                         .max(4096)
                         .min(kv.spec.seq_ctx)
                         .max(n_kv);
-                    grow(&mut s.k, room * hd);
-                    grow(&mut s.vt, hd * room);
                     grow(&mut s.q, n_q.max(group) * hd);
-                    grow(&mut s.scores, room * n_q.max(group));
-                    grow(&mut s.p, n_q.max(group) * room);
-                    // Positions lo.. in order, from the runs of slots that hold them.
-                    let mut j = 0;
-                    kv.runs(layer, span.seq, lo, lo + n_kv, |slot, len| {
-                        let k0 = (kvh * cap + slot) * hd;
-                        keys[k0..k0 + len * hd]
-                            .convert_to_f32_slice(&mut s.k[j * hd..(j + len) * hd]);
-                        for d in 0..hd {
-                            let v0 = (kvh * hd + d) * cap + slot;
-                            vals[v0..v0 + len]
-                                .convert_to_f32_slice(&mut s.vt[d * n_kv + j..d * n_kv + j + len]);
-                        }
-                        j += len;
-                    });
+                    grow(&mut s.p, room * n_q.max(group));
                     for g in 0..group {
                         let h = kvh * group + g;
                         for t in 0..tn {
                             let src =
                                 &q[((t0 + t) * n_head + h) * hd..((t0 + t) * n_head + h + 1) * hd];
                             let row = g * tn + t;
-                            for (d, &x) in s.q[row * hd..(row + 1) * hd].iter_mut().zip(src) {
-                                *d = f16::from_f32(x).to_f32();
-                            }
+                            s.q[row * hd..(row + 1) * hd].copy_from_slice(src);
+                            round_to_f16(&mut s.q[row * hd..(row + 1) * hd]);
                         }
                     }
-                    let scores = &mut s.scores[..n_kv * n_q];
-                    dot.gemm(
-                        bytemuck::cast_slice(&s.k[..n_kv * hd]),
-                        n_kv,
-                        bytemuck::cast_slice(&s.q[..n_q * hd]),
-                        n_q,
-                        hd,
-                        scores,
-                    );
-                    for row in 0..n_q {
+                    // scores: positions lo.. in order, from the runs of slots that hold them.
+                    let p = &mut s.p[..n_q * n_kv];
+                    let mut j = 0;
+                    kv.runs(layer, span.seq, lo, lo + n_kv, |slot, len| {
+                        attn::gemm_f16(
+                            n_q,
+                            len,
+                            hd,
+                            &s.q,
+                            hd,
+                            &kt[slot..],
+                            cap,
+                            &mut p[j..],
+                            n_kv,
+                            false,
+                        );
+                        j += len;
+                    });
+                    for (row, p) in p.chunks_mut(n_kv).enumerate() {
                         // Causal: positions first..=pos0+t, as indices from `lo`.
                         let at = pos0 + t0 + row % tn;
                         let (first, seen) = (shape.first_seen(at) - lo, at + 1 - lo);
-                        let p = &mut s.p[row * n_kv..(row + 1) * n_kv];
                         let mut max = f32::NEG_INFINITY;
-                        for (j, p) in p[first..seen].iter_mut().enumerate() {
-                            *p = scores[(first + j) * n_q + row] * scale;
+                        for p in p[first..seen].iter_mut() {
+                            *p *= scale;
                             max = max.max(*p);
                         }
                         let sum = vecmath::exp_sub_sum(&mut p[first..seen], max);
                         let inv = (1.0 / sum) as f32;
                         for p in p[first..seen].iter_mut() {
-                            *p = f16::from_f32(*p * inv).to_f32();
+                            *p *= inv;
                         }
+                        round_to_f16(&mut p[first..seen]);
                         p[..first].fill(0.0);
                         p[seen..].fill(0.0);
                     }
-                    dot.gemm(
-                        bytemuck::cast_slice(&s.vt[..hd * n_kv]),
-                        hd,
-                        bytemuck::cast_slice(&s.p[..n_q * n_kv]),
-                        n_q,
-                        n_kv,
-                        &mut dst[..hd * n_q],
-                    );
+                    let dst = &mut dst[..n_q * hd];
+                    let mut j = 0;
+                    kv.runs(layer, span.seq, lo, lo + n_kv, |slot, len| {
+                        attn::gemm_f16(
+                            n_q,
+                            hd,
+                            len,
+                            &p[j..],
+                            n_kv,
+                            &v[slot * hd..],
+                            hd,
+                            dst,
+                            hd,
+                            j > 0,
+                        );
+                        j += len;
+                    });
                 });
             },
         );
@@ -417,10 +437,8 @@ impl CpuBackend {
                 let tn = tile.min(n - t0);
                 for (h, o) in row.chunks_mut(hd).enumerate() {
                     let (kvh, g) = (h / group, h % group);
-                    let base = (kvh * n_tiles + t0 / tile) * chunk;
-                    for (d, o) in o.iter_mut().enumerate() {
-                        *o = att[base + d * group * tn + g * tn + tt];
-                    }
+                    let at = (kvh * n_tiles + t0 / tile) * chunk + (g * tn + tt) * hd;
+                    o.copy_from_slice(&att[at..at + hd]);
                 }
             },
         );
@@ -524,6 +542,17 @@ fn gelu_ggml(x: f32) -> f32 {
         const SQRT_2_OVER_PI: f32 = 0.797_884_6;
         let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x)).tanh());
         f16::from_f32(y).to_f32()
+    }
+}
+
+/// Rounds each value to the nearest f16 (ties to even, as `f16::from_f32`), in f32, through
+/// `half`'s vectorized slice conversions.
+fn round_to_f16(x: &mut [f32]) {
+    let mut h = [f16::ZERO; 64];
+    for c in x.chunks_mut(64) {
+        let h = &mut h[..c.len()];
+        h.convert_from_f32_slice(c);
+        h.convert_to_f32_slice(c);
     }
 }
 
@@ -639,6 +668,9 @@ impl Backend for CpuBackend {
         self.pos.clear();
         self.pos.extend_from_slice(batch.pos);
         batch.spans(&mut self.spans);
+        for (key, _) in &mut self.rope_tables {
+            *key = None;
+        }
         Ok(Step::Record)
     }
 
@@ -845,9 +877,18 @@ impl Backend for CpuBackend {
             if n == 1 {
                 out[..job.rows].copy_from_slice(part);
             } else {
-                for_each_chunk(&self.pool, &mut out[..n * job.rows], job.rows, |t, o| {
-                    for (r, o) in o.iter_mut().enumerate() {
-                        *o = part[r * n + t];
+                // In blocks of 16 tokens, so that each weight row's values for a block are one
+                // cache line read once (a token at a time read a line per row per token: 16% of
+                // a TinyLlama pp512).
+                let rows = job.rows;
+                for_each_chunk(&self.pool, &mut out[..n * rows], 16 * rows, |b, o| {
+                    let t0 = b * 16;
+                    let tn = o.len() / rows;
+                    for r in 0..rows {
+                        let src = &part[r * n + t0..r * n + t0 + tn];
+                        for (tt, &x) in src.iter().enumerate() {
+                            o[tt * rows + r] = x;
+                        }
                     }
                 });
             }
@@ -865,7 +906,12 @@ impl Backend for CpuBackend {
     ) -> Result<(), ModelError> {
         let hd = shape.head_dim;
         let half = shape.n_rot / 2;
-        let pos = &self.pos[..n];
+        if n > self.pos.len() {
+            return Err(ModelError::BadBatch(format!(
+                "RoPE of {n} rows in a step of {}",
+                self.pos.len()
+            )));
+        }
         let factors = factors.map(|f| f.as_f32());
         if factors.is_some_and(|f| f.len() < half) {
             return Err(ModelError::Backend(format!(
@@ -874,35 +920,65 @@ impl Backend for CpuBackend {
             )));
         }
         // ggml: theta_i = pos * base^(-2i/n_rot), built by repeated multiplication in f32, then
-        // divided by the pair's frequency factor.
-        let theta_scale = shape.rope_freq_base.powf(-2.0 / shape.n_rot as f32);
+        // divided by the pair's frequency factor. One (sin, cos) table per position and RoPE
+        // setting, made at the step's first call and shared by every layer's queries and keys
+        // (sin_cos per layer was 5% of a TinyLlama prompt).
+        let key = RopeKey {
+            n_rot: shape.n_rot,
+            freq_base: shape.rope_freq_base.to_bits(),
+            mscale: shape.rope_mscale.to_bits(),
+            factors: factors.map_or((0, 0), |f| (f.as_ptr() as usize, f.len())),
+        };
+        let all = self.pos.len();
+        let at = match self.rope_tables.iter().position(|(k, _)| *k == Some(key)) {
+            Some(i) => i,
+            None => {
+                // A table of an earlier step's, reused (decode allocates nothing per token).
+                let i = match self.rope_tables.iter().position(|(k, _)| k.is_none()) {
+                    Some(i) => i,
+                    None => {
+                        self.rope_tables.push((None, Vec::new()));
+                        self.rope_tables.len() - 1
+                    }
+                };
+                let theta_scale = shape.rope_freq_base.powf(-2.0 / shape.n_rot as f32);
+                let (slot, table) = &mut self.rope_tables[i];
+                *slot = Some(key);
+                table.clear();
+                table.resize(all * half, (0.0, 0.0));
+                let pos = &self.pos;
+                if half > 0 {
+                    for_each_chunk(&self.pool, table, half, |t, cs| {
+                        let mut theta = pos[t] as f32;
+                        for (i, c) in cs.iter_mut().enumerate() {
+                            let th = factors.map_or(theta, |f| theta / f[i]);
+                            let (sin, cos) = th.sin_cos();
+                            *c = (sin * shape.rope_mscale, cos * shape.rope_mscale);
+                            theta *= theta_scale;
+                        }
+                    });
+                }
+                i
+            }
+        };
+        let table = &self.rope_tables[at].1;
         for_each_chunk(
             &self.pool,
             &mut x[..n * n_heads * hd],
             n_heads * hd,
             |t, row| {
-                ROPE.with_borrow_mut(|cs| {
-                    // One (sin, cos) table per position, shared by every head of the row.
-                    cs.clear();
-                    let mut theta = pos[t] as f32;
-                    for i in 0..half {
-                        let th = factors.map_or(theta, |f| theta / f[i]);
-                        let (sin, cos) = th.sin_cos();
-                        cs.push((sin * shape.rope_mscale, cos * shape.rope_mscale));
-                        theta *= theta_scale;
+                let cs = &table[t * half..(t + 1) * half];
+                for head in row.chunks_mut(hd) {
+                    for (i, &(sin, cos)) in cs.iter().enumerate() {
+                        let (a, b) = match shape.rope {
+                            RopeStyle::Adjacent => (2 * i, 2 * i + 1),
+                            RopeStyle::Neox => (i, i + half),
+                        };
+                        let (x0, x1) = (head[a], head[b]);
+                        head[a] = x0 * cos - x1 * sin;
+                        head[b] = x0 * sin + x1 * cos;
                     }
-                    for head in row.chunks_mut(hd) {
-                        for (i, &(sin, cos)) in cs.iter().enumerate() {
-                            let (a, b) = match shape.rope {
-                                RopeStyle::Adjacent => (2 * i, 2 * i + 1),
-                                RopeStyle::Neox => (i, i + half),
-                            };
-                            let (x0, x1) = (head[a], head[b]);
-                            head[a] = x0 * cos - x1 * sin;
-                            head[b] = x0 * sin + x1 * cos;
-                        }
-                    }
-                });
+                }
             },
         );
         Ok(())
@@ -927,14 +1003,12 @@ impl Backend for CpuBackend {
                 .zip(v[t * kv_dim..(t + 1) * kv_dim].chunks(head_dim))
                 .enumerate()
             {
-                let kdst =
-                    &mut keys[(kvh * cap + slot) * head_dim..(kvh * cap + slot + 1) * head_dim];
-                for (d, &x) in kdst.iter_mut().zip(kr) {
-                    *d = f16::from_f32(x);
+                for (d, &x) in kr.iter().enumerate() {
+                    keys[(kvh * head_dim + d) * cap + slot] = f16::from_f32(x);
                 }
-                for (d, &x) in vr.iter().enumerate() {
-                    vals[(kvh * head_dim + d) * cap + slot] = f16::from_f32(x);
-                }
+                let vdst =
+                    &mut vals[(kvh * cap + slot) * head_dim..(kvh * cap + slot + 1) * head_dim];
+                vdst.convert_from_f32_slice(vr);
             }
         }
         Ok(())
