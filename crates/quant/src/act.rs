@@ -29,6 +29,70 @@ fn block(x: &[f32], qs: &mut [i8; QK8_0]) -> (f32, i32) {
     (d, sum)
 }
 
+/// [`block`] on AVX2: the same operations (the max of `|x|`, then `x · id` rounded by the same
+/// two additions, no fused multiply-add), so the same bits. `None` where a value is not finite or
+/// `id` overflows (a subnormal `amax`), for [`block`] to handle those edges as Rust's casts do.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn block_avx2(x: &[f32; QK8_0], qs: &mut [i8; QK8_0]) -> Option<(f32, i32)> {
+    use std::arch::x86_64::*;
+    let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(x.as_ptr().add(8 * i)));
+    let abs = _mm256_set1_ps(f32::from_bits(0x7fff_ffff));
+    let mut m = _mm256_setzero_ps();
+    let mut nan = _mm256_setzero_ps();
+    for &v in &v {
+        m = _mm256_max_ps(_mm256_and_ps(v, abs), m);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+    }
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), m);
+    let amax = lanes.iter().fold(0f32, |m, &v| m.max(v));
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    if _mm256_movemask_ps(nan) != 0 || !amax.is_finite() || !id.is_finite() {
+        return None;
+    }
+    let (idv, magic) = (_mm256_set1_ps(id), _mm256_set1_ps(12_582_912.0));
+    let r: [__m256i; 4] = std::array::from_fn(|i| {
+        let y = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(v[i], idv), magic), magic);
+        _mm256_cvttps_epi32(y)
+    });
+    // Codes are within ±127: the saturating packs are the truncating casts.
+    let w01 = _mm256_packs_epi32(r[0], r[1]);
+    let w23 = _mm256_packs_epi32(r[2], r[3]);
+    let b = _mm256_packs_epi16(w01, w23);
+    // The packs interleave 128-bit lanes: dwords 0 4 1 5 2 6 3 7 back in order.
+    let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(qs.as_mut_ptr().cast(), b);
+    let s = _mm256_add_epi32(_mm256_add_epi32(r[0], r[1]), _mm256_add_epi32(r[2], r[3]));
+    let mut sums = [0i32; 8];
+    _mm256_storeu_si256(sums.as_mut_ptr().cast(), s);
+    Some((amax / 127.0, sums.iter().sum()))
+}
+
+/// [`block`], on AVX2 where the CPU has it.
+#[inline]
+fn block_fast(x: &[f32], qs: &mut [i8; QK8_0], avx2: bool) -> (f32, i32) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        let x: &[f32; QK8_0] = x.try_into().expect("a block of 32");
+        // SAFETY: the caller checked the CPU has AVX2.
+        if let Some(r) = unsafe { block_avx2(x, qs) } {
+            return r;
+        }
+    }
+    let _ = avx2;
+    block(x, qs)
+}
+
+/// Whether [`block_avx2`] may run (the CPU has AVX2; `RUSTORCH_ISA` does not cap it at scalar).
+fn avx2() -> bool {
+    use crate::kernels::Isa;
+    matches!(Isa::detected(), Isa::Avx2 | Isa::Avx512Vnni)
+}
+
 /// Quantizes one activation row into Q8_0 or Q8_1 blocks the way ggml's x86 backend does.
 /// Returns `false` (writing nothing) for other formats, where the reference quantizer is what ggml
 /// runs. For Q8_0 / Q8_1, `x.len()` must be a multiple of 32 and `out` exactly the row's bytes.
@@ -45,8 +109,9 @@ pub fn quantize_act_ggml_x86(ty: GgmlType, x: &[f32], out: &mut [u8]) -> bool {
         GgmlType::Q8_0 => {
             let blocks: &mut [BlockQ8_0] = bytemuck::cast_slice_mut(out);
             assert_eq!(blocks.len() * QK8_0, x.len());
+            let avx2 = avx2();
             for (b, x) in blocks.iter_mut().zip(x.chunks_exact(QK8_0)) {
-                let (d, _) = block(x, &mut b.qs);
+                let (d, _) = block_fast(x, &mut b.qs, avx2);
                 b.d = f16::from_f32(d);
             }
             true
@@ -54,8 +119,9 @@ pub fn quantize_act_ggml_x86(ty: GgmlType, x: &[f32], out: &mut [u8]) -> bool {
         GgmlType::Q8_1 => {
             let blocks: &mut [BlockQ8_1] = bytemuck::cast_slice_mut(out);
             assert_eq!(blocks.len() * QK8_0, x.len());
+            let avx2 = avx2();
             for (b, x) in blocks.iter_mut().zip(x.chunks_exact(QK8_0)) {
-                let (d, sum) = block(x, &mut b.qs);
+                let (d, sum) = block_fast(x, &mut b.qs, avx2);
                 b.d = f16::from_f32(d);
                 b.s = f16::from_f32(d * sum as f32);
             }
@@ -92,6 +158,56 @@ mod tests {
         let b: &[BlockQ8_0] = bytemuck::cast_slice(&out);
         assert_eq!(&b[0].qs[..4], &[127, 2, -4, 0]);
         assert_eq!(b[0].d.to_f32(), 1.0);
+    }
+
+    /// The AVX2 block against the scalar one, bit for bit, on random scales and the edges (zeros,
+    /// halves, subnormal maxima, infinities, NaN).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_blocks_match_the_scalar_ones() {
+        if !avx2() {
+            eprintln!("skipped: this CPU has no AVX2");
+            return;
+        }
+        let mut state = 0x9e37_79b9u32;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state
+        };
+        let mut checked = 0;
+        for case in 0..20_000 {
+            let scale = [1e-3f32, 0.5, 8.0, 300.0, 1e30][case % 5];
+            let mut x = [0f32; QK8_0];
+            for v in x.iter_mut() {
+                *v = (next() as f32 / u32::MAX as f32 - 0.5) * scale;
+            }
+            match case % 11 {
+                0 => x.fill(0.0),
+                1 => x[case % 32] = f32::NAN,
+                2 => x[case % 32] = f32::INFINITY,
+                3 => {
+                    x.fill(0.0);
+                    x[3] = 1e-40;
+                }
+                4 => {
+                    for (i, v) in x.iter_mut().enumerate() {
+                        *v = (i as f32 - 16.0) * 0.5;
+                    }
+                    x[0] = 127.0;
+                }
+                _ => {}
+            }
+            let (mut a, mut b) = ([0i8; QK8_0], [0i8; QK8_0]);
+            let want = block(&x, &mut a);
+            let got = block_fast(&x, &mut b, true);
+            assert_eq!(a, b, "codes of {x:?}");
+            assert_eq!(want.0.to_bits(), got.0.to_bits(), "scale of {x:?}");
+            assert_eq!(want.1, got.1, "sum of {x:?}");
+            checked += 1;
+        }
+        assert_eq!(checked, 20_000);
     }
 
     #[test]
