@@ -87,7 +87,11 @@ def test_eight_streams_equal_solo(server_url):
             f"near-tie ({n}):\n got {''.join(got)!r}\nwant {''.join(want)!r}"
         )
         if n == len(want):
-            assert got == want and finish == want_finish, i
+            # The stop token is not a piece, so its margin is not reported: where the solo run
+            # stopped and this stream went on (or the other way), that last choice may have been
+            # a near-tie as well. Every reported token up to there is equal (checked above).
+            stop_tie = "stop" in (finish, want_finish) and got[: len(want)] == want[: len(got)]
+            assert (got == want and finish == want_finish) or stop_tie, i
         compared += n
     assert compared >= 100, f"only {compared} tokens compared: near-ties everywhere?"
     # They ran together: every stream had its first token before any stream ended.
