@@ -87,12 +87,6 @@ fn block_fast(x: &[f32], qs: &mut [i8; QK8_0], avx2: bool) -> (f32, i32) {
     block(x, qs)
 }
 
-/// Whether [`block_avx2`] may run (the CPU has AVX2; `RUSTORCH_ISA` does not cap it at scalar).
-fn avx2() -> bool {
-    use crate::kernels::Isa;
-    matches!(Isa::detected(), Isa::Avx2 | Isa::Avx512Vnni)
-}
-
 /// Quantizes one activation row into Q8_0 or Q8_1 blocks the way ggml's x86 backend does.
 /// Returns `false` (writing nothing) for other formats, where the reference quantizer is what ggml
 /// runs. For Q8_0 / Q8_1, `x.len()` must be a multiple of 32 and `out` exactly the row's bytes.
@@ -109,7 +103,7 @@ pub fn quantize_act_ggml_x86(ty: GgmlType, x: &[f32], out: &mut [u8]) -> bool {
         GgmlType::Q8_0 => {
             let blocks: &mut [BlockQ8_0] = bytemuck::cast_slice_mut(out);
             assert_eq!(blocks.len() * QK8_0, x.len());
-            let avx2 = avx2();
+            let avx2 = crate::vecmath::avx2();
             for (b, x) in blocks.iter_mut().zip(x.chunks_exact(QK8_0)) {
                 let (d, _) = block_fast(x, &mut b.qs, avx2);
                 b.d = f16::from_f32(d);
@@ -119,7 +113,7 @@ pub fn quantize_act_ggml_x86(ty: GgmlType, x: &[f32], out: &mut [u8]) -> bool {
         GgmlType::Q8_1 => {
             let blocks: &mut [BlockQ8_1] = bytemuck::cast_slice_mut(out);
             assert_eq!(blocks.len() * QK8_0, x.len());
-            let avx2 = avx2();
+            let avx2 = crate::vecmath::avx2();
             for (b, x) in blocks.iter_mut().zip(x.chunks_exact(QK8_0)) {
                 let (d, sum) = block_fast(x, &mut b.qs, avx2);
                 b.d = f16::from_f32(d);
@@ -165,7 +159,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx2_blocks_match_the_scalar_ones() {
-        if !avx2() {
+        if !crate::vecmath::avx2() {
             eprintln!("skipped: this CPU has no AVX2");
             return;
         }

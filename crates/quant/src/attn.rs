@@ -137,7 +137,33 @@ fn gemm_portable(
     ldc: usize,
     accumulate: bool,
 ) {
-    let mut panel = vec![0f32; k * PORTABLE_COLS];
+    thread_local! {
+        /// The widened panel, grown to the longest `k` once (decode allocates nothing per token).
+        static PANEL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    PANEL.with_borrow_mut(|panel| {
+        if panel.len() < k * PORTABLE_COLS {
+            panel.resize(k * PORTABLE_COLS, 0.0);
+        }
+        portable_panels(m, n, k, a, lda, b, ldb, c, ldc, accumulate, panel)
+    })
+}
+
+/// [`gemm_portable`] with its scratch (`k * PORTABLE_COLS` values at least).
+#[allow(clippy::too_many_arguments)]
+fn portable_panels(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f16],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    panel: &mut [f32],
+) {
     let mut j0 = 0;
     while j0 < n {
         let w = PORTABLE_COLS.min(n - j0);

@@ -96,9 +96,8 @@ pub fn exp_sub_sum_scalar(p: &mut [f32], max: f32) -> f64 {
 }
 
 /// Whether the AVX2 versions may run: the CPU has AVX2 + FMA, and `RUSTORCH_ISA` does not cap the
-/// choice at `scalar`.
-#[cfg(target_arch = "x86_64")]
-fn avx2() -> bool {
+/// choice at `scalar` (false off x86).
+pub(crate) fn avx2() -> bool {
     use crate::kernels::Isa;
     matches!(Isa::detected(), Isa::Avx2 | Isa::Avx512Vnni)
 }
