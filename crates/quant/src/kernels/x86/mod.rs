@@ -449,12 +449,13 @@ unsafe fn f16x8_inserted(p: *const u8, stride: usize) -> __m256 {
 }
 
 /// Rows a decode mat-vec takes in turn, each from its own part of the tile: the hardware
-/// prefetchers then follow several streams per core, and two cores of Zen 4 read far more (here
-/// ~54 GB/s with two or more streams each, ~37 with one). Four beat two and eight on TinyLlama
-/// decode. A burst of software prefetches per row slowed several streams down on Zen 4; a
-/// prefetch per block step inside the kernels is what the sub-byte formats need (see
-/// [`prefetch_ahead`]).
-const DECODE_STREAMS: usize = 4;
+/// prefetchers then follow several streams per core (one stream a thread reads far less than
+/// several). Measured on AMD EPYC Zen 5 (2 cores, `rustorch bench -p 0 -n 64`, paired rounds
+/// alternating builds), with the kernels' own prefetch ([`prefetch_ahead`]): two streams beat
+/// four by 5-12% at one thread and 4-11% at two (TinyLlama Q4_K_M, Q4_0, Q8_0, Llama-7B
+/// Q4_K_M), in both of the machine's memory phases (two-thread read loop ~80 and ~50 GB/s);
+/// one stream and eight were slower than four. Four had won on Zen 4 before the prefetch.
+const DECODE_STREAMS: usize = 2;
 
 /// How far ahead of the block it reads a kernel of a sub-byte format prefetches
 /// ([`prefetch_ahead`]).
