@@ -95,6 +95,88 @@ pub fn exp_sub_sum_scalar(p: &mut [f32], max: f32) -> f64 {
     sum
 }
 
+/// Writes `src`, `nr` rows of `n` values, transposed: `dst[t * ld + r] = src[r * n + t]`.
+///
+/// # Safety
+/// `src` holds `nr * n` values; `dst` is valid for writes at every `t * ld + r` (`t < n`,
+/// `r < nr`), none of them overlapping `src`, and nothing else writes those elements meanwhile.
+pub unsafe fn transpose_into(src: &[f32], nr: usize, n: usize, dst: *mut f32, ld: usize) {
+    assert!(src.len() >= nr * n, "transpose_into: source too short");
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the CPU has AVX2 (checked by `avx2`); the rest is the caller's contract.
+        unsafe { transpose_into_avx2(src, nr, n, dst, ld) };
+        return;
+    }
+    // SAFETY: the caller's contract.
+    unsafe { transpose_block_scalar(src, n, 0..nr, 0..n, dst, ld) };
+}
+
+/// `dst[t * ld + r] = src[r * n + t]` for `r` in `rows`, `t` in `cols`, one value at a time.
+///
+/// # Safety
+/// As [`transpose_into`], for the given rows and columns.
+unsafe fn transpose_block_scalar(
+    src: &[f32],
+    n: usize,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    dst: *mut f32,
+    ld: usize,
+) {
+    for t in cols {
+        for r in rows.clone() {
+            // SAFETY: the caller's contract.
+            unsafe { dst.add(t * ld + r).write(src[r * n + t]) };
+        }
+    }
+}
+
+/// [`transpose_into`] in 8 x 8 blocks of registers (an 8-row, 8-column block: eight loads, the
+/// 8 x 8 transpose in 24 shuffles, eight stores), the edges one value at a time.
+///
+/// # Safety
+/// The CPU has AVX2; as [`transpose_into`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn transpose_into_avx2(src: &[f32], nr: usize, n: usize, dst: *mut f32, ld: usize) {
+    let (r8, t8) = (nr / 8 * 8, n / 8 * 8);
+    let s = src.as_ptr();
+    // Tokens outer: each block's eight stores continue the eight output rows the previous block
+    // wrote (rows `ld` floats apart often alias one L1 set, so a row-outer order, which touches
+    // every token's line per block of rows, missed on every store).
+    for t in (0..t8).step_by(8) {
+        for r in (0..r8).step_by(8) {
+            let row = |i: usize| _mm256_loadu_ps(s.add((r + i) * n + t));
+            let (a0, a1, a2, a3) = (row(0), row(1), row(2), row(3));
+            let (a4, a5, a6, a7) = (row(4), row(5), row(6), row(7));
+            let (b0, b1) = (_mm256_unpacklo_ps(a0, a1), _mm256_unpackhi_ps(a0, a1));
+            let (b2, b3) = (_mm256_unpacklo_ps(a2, a3), _mm256_unpackhi_ps(a2, a3));
+            let (b4, b5) = (_mm256_unpacklo_ps(a4, a5), _mm256_unpackhi_ps(a4, a5));
+            let (b6, b7) = (_mm256_unpacklo_ps(a6, a7), _mm256_unpackhi_ps(a6, a7));
+            let c0 = _mm256_shuffle_ps::<0x44>(b0, b2);
+            let c1 = _mm256_shuffle_ps::<0xEE>(b0, b2);
+            let c2 = _mm256_shuffle_ps::<0x44>(b1, b3);
+            let c3 = _mm256_shuffle_ps::<0xEE>(b1, b3);
+            let c4 = _mm256_shuffle_ps::<0x44>(b4, b6);
+            let c5 = _mm256_shuffle_ps::<0xEE>(b4, b6);
+            let c6 = _mm256_shuffle_ps::<0x44>(b5, b7);
+            let c7 = _mm256_shuffle_ps::<0xEE>(b5, b7);
+            let out = |i: usize, v: __m256| _mm256_storeu_ps(dst.add((t + i) * ld + r), v);
+            out(0, _mm256_permute2f128_ps::<0x20>(c0, c4));
+            out(1, _mm256_permute2f128_ps::<0x20>(c1, c5));
+            out(2, _mm256_permute2f128_ps::<0x20>(c2, c6));
+            out(3, _mm256_permute2f128_ps::<0x20>(c3, c7));
+            out(4, _mm256_permute2f128_ps::<0x31>(c0, c4));
+            out(5, _mm256_permute2f128_ps::<0x31>(c1, c5));
+            out(6, _mm256_permute2f128_ps::<0x31>(c2, c6));
+            out(7, _mm256_permute2f128_ps::<0x31>(c3, c7));
+        }
+    }
+    transpose_block_scalar(src, n, 0..r8, t8..n, dst, ld);
+    transpose_block_scalar(src, n, r8..nr, 0..n, dst, ld);
+}
+
 /// Whether the AVX2 versions may run: the CPU has AVX2 + FMA, and `RUSTORCH_ISA` does not cap the
 /// choice at `scalar` (false off x86).
 pub(crate) fn avx2() -> bool {

@@ -3,7 +3,7 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rustorch_quant::vecmath::{exp, exp_sub_sum, exp_sub_sum_scalar, silu_mul, silu_mul_scalar};
+use rustorch_quant::vecmath::{self, exp, exp_sub_sum, exp_sub_sum_scalar, silu_mul, silu_mul_scalar};
 
 fn ulps(a: f32, b: f32) -> u32 {
     (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
@@ -115,6 +115,33 @@ fn exp_sub_sum_matches_scalar() {
             );
         } else {
             assert_eq!(s_fast, s_slow, "{len} values: sums");
+        }
+    }
+}
+
+/// The AVX2 transpose (where the CPU has it) against the definition, on every edge case of the
+/// 8 x 8 blocks: rows and columns from 0 to 19, and a destination stride wider than the rows
+/// (the untouched gaps must stay as they were).
+#[test]
+fn transpose_into_matches_definition() {
+    let mut rng = StdRng::seed_from_u64(7);
+    for nr in 0..20 {
+        for n in 0..20 {
+            let src = values(&mut rng, nr * n, 10.0);
+            let ld = nr + 3;
+            let mut dst = vec![f32::NAN; n.max(1) * ld];
+            // SAFETY: `dst` has `n * ld >= (n - 1) * ld + nr` elements; `src` is `nr * n` long.
+            unsafe { vecmath::transpose_into(&src, nr, n, dst.as_mut_ptr(), ld) };
+            for t in 0..n {
+                for r in 0..ld {
+                    let got = dst[t * ld + r];
+                    if r < nr {
+                        assert_eq!(got.to_bits(), src[r * n + t].to_bits(), "nr {nr} n {n} t {t} r {r}");
+                    } else {
+                        assert!(got.is_nan(), "nr {nr} n {n}: wrote the gap at t {t} r {r}");
+                    }
+                }
+            }
         }
     }
 }

@@ -221,15 +221,19 @@ unsafe impl Sync for OutRows {}
 
 impl OutRows {
     /// # Safety
-    /// `i` is in bounds of the output and no other task writes it.
-    unsafe fn write(self, i: usize, x: f32) {
-        unsafe { self.0.add(i).write(x) }
-    }
-
-    /// # Safety
     /// `i..i + x.len()` is in bounds of the output and no other task writes it.
     unsafe fn copy_from(self, i: usize, x: &[f32]) {
         unsafe { std::ptr::copy_nonoverlapping(x.as_ptr(), self.0.add(i), x.len()) }
+    }
+
+    /// Rows `r0..r0 + nr` of every token of an output of `rows` values a token, from a tile
+    /// `[nr, n]`.
+    ///
+    /// # Safety
+    /// The output holds `n * rows` values, `r0 + nr <= rows`, and no other task writes those
+    /// rows.
+    unsafe fn transpose_from(self, r0: usize, rows: usize, tile: &[f32], nr: usize, n: usize) {
+        unsafe { rustorch_quant::vecmath::transpose_into(tile, nr, n, self.0.add(r0), rows) }
     }
 }
 
@@ -918,16 +922,10 @@ impl Backend for CpuBackend {
                     // SAFETY: as below; one token's outputs are the rows in order.
                     unsafe { out.copy_from(r0, now) };
                 }
-                // Tokens in blocks of 16: a row's values for a block are one cache line.
-                for t0 in (0..n).step_by(16).filter(|_| n > 1) {
-                    let tn = 16.min(n - t0);
-                    for r in 0..nr {
-                        for (tt, &x) in now[r * n + t0..r * n + t0 + tn].iter().enumerate() {
-                            // SAFETY: `out` holds `n * job.rows` values (asserted above), and
-                            // only this task writes rows `r0..r0 + nr` of this job's output.
-                            unsafe { out.write((t0 + tt) * job.rows + r0 + r, x) };
-                        }
-                    }
+                if n > 1 {
+                    // SAFETY: `out` holds `n * job.rows` values (asserted above), and only this
+                    // task writes rows `r0..r0 + nr` of this job's output.
+                    unsafe { out.transpose_from(r0, job.rows, now, nr, n) };
                 }
                 dst = rest;
                 g += nr;
