@@ -545,20 +545,26 @@ fn synth_file(shape: &str, ftype: FileType) -> PathBuf {
 
 struct Agreement {
     rel_err: f64,
+    /// Root-mean-square difference of a logit.
+    rms_err: f64,
     decisive: usize,
     agree: usize,
     regret: f32,
+    /// Where the regret is largest: (position, CPU argmax, CPU top-two gap, GPU argmax).
+    worst: (usize, usize, f32, usize),
 }
 
 /// Teacher-forced logits of `tokens` on both backends; `decode` runs the CUDA side one token at a
 /// time (the graph path) instead of as one prompt batch.
 fn compare(cpu: &[f32], gpu: &[f32], n_vocab: usize) -> Agreement {
-    let (mut num, mut den) = (0f64, 0f64);
+    let (mut num, mut den, mut count) = (0f64, 0f64, 0usize);
     let (mut decisive, mut agree, mut regret) = (0, 0, 0f32);
-    for (c, g) in cpu.chunks(n_vocab).zip(gpu.chunks(n_vocab)) {
+    let mut worst = (0, 0, 0f32, 0);
+    for (pos, (c, g)) in cpu.chunks(n_vocab).zip(gpu.chunks(n_vocab)).enumerate() {
         for (a, b) in c.iter().zip(g) {
             num += ((a - b) as f64).powi(2);
             den += (*a as f64).powi(2);
+            count += 1;
         }
         let best = rustorch_model::runner::argmax(c) as usize;
         let second = c
@@ -572,13 +578,18 @@ fn compare(cpu: &[f32], gpu: &[f32], n_vocab: usize) -> Agreement {
             agree += (chosen == best) as usize;
         }
         // What the GPU's choice loses by the CPU's logits: at most a near-tie's gap anywhere.
-        regret = regret.max(c[best] - c[chosen]);
+        if c[best] - c[chosen] > regret {
+            regret = c[best] - c[chosen];
+            worst = (pos, best, c[best] - second, chosen);
+        }
     }
     Agreement {
         rel_err: (num / den).sqrt(),
+        rms_err: (num / count.max(1) as f64).sqrt(),
         decisive,
         agree,
         regret,
+        worst,
     }
 }
 
@@ -618,13 +629,19 @@ fn model_tokens_vs_cpu(
     for (what, g) in [("prompt", &got), ("decode", &got_step)] {
         let a = compare(&want, g, n_vocab);
         eprintln!(
-            "{label} {what}: logits rel. error {:.4}, argmax agrees at {}/{} positions with CPU gap >= 0.5, largest regret {:.3}",
-            a.rel_err, a.agree, a.decisive, a.regret
+            "{label} {what}: logits rel. error {:.4}, argmax agrees at {}/{} positions with CPU gap >= 0.5, largest regret {:.3} (position {}: CPU {} by {:.3}, GPU {}), RMS logit difference {:.3}",
+            a.rel_err, a.agree, a.decisive, a.regret, a.worst.0, a.worst.1, a.worst.2, a.worst.3, a.rms_err
         );
-        // Checked at every position, decisive or not (random weights give few decisive ones).
+        // Checked at every position, decisive or not (random weights give few decisive ones):
+        // the GPU's choice may lose at most what the two backends' logits differ by. 0.5, or four
+        // times the RMS difference of a logit where that is more: on the real SmolLM2 file
+        // (logits several times larger than random weights give) the RMS difference is about 3%
+        // of the logits' own, as on 2026-11-26, and at position 115 the CPU's top-two gap is 0.71
+        // where llama.cpp's own is 0.17: the GPU chose llama.cpp's runner-up there.
+        let bound = 0.5f32.max(4.0 * a.rms_err as f32);
         assert!(
-            a.regret <= 0.5,
-            "{label} {what}: the GPU's argmax is {} below the CPU's best by the CPU's logits",
+            a.regret <= bound,
+            "{label} {what}: the GPU's argmax is {} below the CPU's best by the CPU's logits (bound {bound})",
             a.regret
         );
         assert!(
@@ -705,8 +722,7 @@ fn real_smollm2_matches_cpu() {
         .collect();
     let file = Arc::new(GgufFile::open(model).unwrap());
     let got = model_tokens_vs_cpu(file, "SmolLM2-135M-Instruct Q4_1", &ids, 100);
-    // Beside llama.cpp's own argmax where its margin is decisive (information, not a requirement:
-    // the requirement is agreement with our CPU backend).
+    // Beside llama.cpp's own argmax where its margin is decisive.
     let (mut n, mut same) = (0, 0);
     for ((&g, want), margin) in got
         .iter()
@@ -720,6 +736,12 @@ fn real_smollm2_matches_cpu() {
     }
     eprintln!(
         "SmolLM2 CUDA argmax equals llama.cpp's at {same}/{n} positions with its margin >= 0.5"
+    );
+    // Where llama.cpp's own top two are 0.5 apart, the GPU has to pick its token (366/366 on an
+    // H100, 2026-12-07).
+    assert!(
+        same * 100 >= n * 99 && n >= 100,
+        "SmolLM2 CUDA argmax equals llama.cpp's at only {same}/{n} decisive positions"
     );
 }
 

@@ -120,6 +120,9 @@ pub(crate) struct RopeOut {
     pub vc: u64,
 }
 
+/// Work items (rows) from which a mat-vec takes one warp a row whatever its length.
+const MV_MANY_ITEMS: usize = 4096;
+
 /// `outs[i] (+)= ws[i] · x`; `mode` as in `kernels.cu` (0 write, 1 add, 2 SwiGLU of two weights,
 /// 3 q/k/v with RoPE, k and v also into the cache, which needs `rope`).
 pub(crate) fn matvec(
@@ -145,16 +148,20 @@ pub(crate) fn matvec(
         ws.iter().map(|(w, _)| w.rows).sum()
     };
     // Warps per row: enough that a lane has at most about two 32-weight chunks of the row. Modes 2
-    // and 3 pair adjacent items within a block, so they take at most 2.
+    // and 3 pair adjacent items within a block, so they take at most 2. With many items a warp
+    // a row keeps the card busy and splits less: on an H100, Llama-7B decode went from 359 to
+    // 406 tok/s (bench/cuda/results-h100-2026-12-07-matvec.md: 4096 x 4096 Q4_K 7.1 -> 6.1 us),
+    // while TinyLlama's down projection (2048 rows) lost 4.5% with one.
+    let items = if mode == 2 { 2 * rows } else { rows };
     let chunks = ncols / 32;
     let wpr: usize = match chunks {
+        _ if items >= MV_MANY_ITEMS => 1,
         0..=64 => 1,
         65..=128 => 2,
         _ if mode >= 2 => 2,
         _ => 4,
     }
     .min(gpu.opts.wpr_max);
-    let items = if mode == 2 { 2 * rows } else { rows };
     let warps = gpu.opts.mv_warps;
     let grid = items.div_ceil(warps / wpr) as u32;
     let (io, kc, vc, n_ctx, seq_stride, (tables, tlen), hd, n_rot, theta_scale) = match rope {
