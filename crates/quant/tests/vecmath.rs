@@ -3,7 +3,9 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rustorch_quant::vecmath::{self, exp, exp_sub_sum, exp_sub_sum_scalar, silu_mul, silu_mul_scalar};
+use rustorch_quant::vecmath::{
+    self, exp, exp_sub_sum, exp_sub_sum_scalar, silu_mul, silu_mul_scalar,
+};
 
 fn ulps(a: f32, b: f32) -> u32 {
     (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
@@ -136,7 +138,11 @@ fn transpose_into_matches_definition() {
                 for r in 0..ld {
                     let got = dst[t * ld + r];
                     if r < nr {
-                        assert_eq!(got.to_bits(), src[r * n + t].to_bits(), "nr {nr} n {n} t {t} r {r}");
+                        assert_eq!(
+                            got.to_bits(),
+                            src[r * n + t].to_bits(),
+                            "nr {nr} n {n} t {t} r {r}"
+                        );
                     } else {
                         assert!(got.is_nan(), "nr {nr} n {n}: wrote the gap at t {t} r {r}");
                     }
