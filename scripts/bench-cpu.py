@@ -16,8 +16,11 @@ its own llama-bench-style loop (one warm-up, then r runs). For each file and thr
 is run --rounds times, alternating; the table gives the median of the round means, their spread
 (min-max), and the ratio of the medians. Decode rows also give the weight bytes read per second
 (file size x tokens/s) against `rustorch bench --bandwidth` (a plain multi-stream read loop, best of
-1, 2, 4, 8 streams a thread), measured before and after the engines at each thread count: the
-machine's speed moves between runs (shared hosts), so only figures of one run are compared.
+1, 2, 4, 8 streams a thread), measured at the start of every round (the percentages: each round's
+decode over its own read loop, median over rounds; the column gives the read loop's median and
+spread) and before and after the engines at each thread count: the machine's memory speed moves
+between phases minutes apart (shared hosts), so only figures of one run, and of one round, are
+compared. `-p 0` runs decode only.
 """
 import argparse
 import json
@@ -118,24 +121,31 @@ for t in threads:
         rounds = []
         for k in range(a.rounds):
             log(f"{os.path.basename(f)} -t {t}: round {k + 1}/{a.rounds}")
-            rounds.append(engines(f, t, reps))
+            # The read loop of this round, next to its decode: the machine's memory speed moves
+            # between phases minutes apart, so each round's decode is set against its own.
+            bw_round = bandwidth(t) if a.n else 0.0
+            rounds.append(engines(f, t, reps) + (bw_round,))
         rows.append((f, rounds))
     bw_after = bandwidth(t)
-    bw = max(bw_before, bw_after)
     for f, rounds in rows:
         size = os.path.getsize(f)
-        for test in [f"pp{p}" for p in prompts] + ([f"tg{a.n}"] if a.n else []):
+        for test in [f"pp{p}" for p in prompts if p] + ([f"tg{a.n}"] if a.n else []):
             o = [r[0][test] for r in rounds]
             l = [r[1][test] for r in rounds]
             ratio = statistics.median(o) / statistics.median(l)
             gbs = ""
+            bws = [r[2] for r in rounds]
             if test.startswith("tg"):
                 go, gl = (statistics.median(x) * size / 1e9 for x in (o, l))
-                gbs = (f"{go:.1f} ({100 * go / bw:.0f}%) / {gl:.1f} ({100 * gl / bw:.0f}%) / "
-                       f"{bw:.1f} (before {bw_before:.1f}, after {bw_after:.1f})")
+                # Each round's share of its own read loop, the median over rounds.
+                fo = statistics.median(x * size / 1e9 / b for x, b in zip(o, bws))
+                fl = statistics.median(x * size / 1e9 / b for x, b in zip(l, bws))
+                gbs = (f"{go:.1f} ({100 * fo:.0f}%) / {gl:.1f} ({100 * fl:.0f}%) / "
+                       f"{spread(bws)} (before {bw_before:.1f}, after {bw_after:.1f})")
             print(f"| {os.path.basename(f)} | {size / 2**20:.0f} MiB | {t} | {test} | {spread(o)} "
                   f"| {spread(l)} | {ratio:.2f}x | {gbs} |", flush=True)
             summary.append({"file": os.path.basename(f), "threads": t, "test": test,
                             "rustorch_ts": o, "llama_cpp_ts": l, "ratio": ratio,
-                            "bandwidth_gb_s": [bw_before, bw_after]})
+                            "bandwidth_gb_s": [bw_before, bw_after],
+                            "round_bandwidth_gb_s": bws})
 json.dump(summary, open(os.environ.get("BENCH_JSON", os.devnull), "w"), indent=1)
