@@ -581,17 +581,22 @@ extern "C" __global__ void quantize_q8_1(const float* x, int n_total, i8* aq, fl
 extern "C" __global__ void rms_norm(const float* x, int x_row0, const float* w, float eps, int dim,
                                     float* of32, u16* of16, i8* aq, float2* ads) {
     __shared__ float red[32];
+    int bd = blockDim.x, tid = threadIdx.x;
+    float xv[RN_MAX], wv[RN_MAX];
+    // The weights do not depend on the previous kernel: read them while it finishes.
+#pragma unroll
+    for (int i = 0; i < RN_MAX; i++) {
+        int e = tid + i * bd;
+        wv[i] = e < dim ? w[e] : 0.f;
+    }
     grid_wait();
     grid_launch();
     const float* xr = x + (u64)(x_row0 + blockIdx.x) * dim;
-    int bd = blockDim.x, tid = threadIdx.x;
-    float xv[RN_MAX], wv[RN_MAX];
     float ss = 0.f;
 #pragma unroll
     for (int i = 0; i < RN_MAX; i++) {
         int e = tid + i * bd;
         xv[i] = e < dim ? xr[e] : 0.f;
-        wv[i] = e < dim ? w[e] : 0.f;
         ss += xv[i] * xv[i];
     }
     ss = warp_sum(ss);
