@@ -145,49 +145,31 @@ fn gemm_portable(
         if panel.len() < k * PORTABLE_COLS {
             panel.resize(k * PORTABLE_COLS, 0.0);
         }
-        portable_panels(m, n, k, a, lda, b, ldb, c, ldc, accumulate, panel)
-    })
-}
-
-/// [`gemm_portable`] with its scratch (`k * PORTABLE_COLS` values at least).
-#[allow(clippy::too_many_arguments)]
-fn portable_panels(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    lda: usize,
-    b: &[f16],
-    ldb: usize,
-    c: &mut [f32],
-    ldc: usize,
-    accumulate: bool,
-    panel: &mut [f32],
-) {
-    let mut j0 = 0;
-    while j0 < n {
-        let w = PORTABLE_COLS.min(n - j0);
-        for l in 0..k {
-            b[l * ldb + j0..l * ldb + j0 + w]
-                .convert_to_f32_slice(&mut panel[l * PORTABLE_COLS..l * PORTABLE_COLS + w]);
-        }
-        for i in 0..m {
-            let row = &mut c[i * ldc + j0..i * ldc + j0 + w];
-            if !accumulate {
-                row.fill(0.0);
-            }
+        let mut j0 = 0;
+        while j0 < n {
+            let w = PORTABLE_COLS.min(n - j0);
             for l in 0..k {
-                let x = a[i * lda + l];
-                for (s, &y) in row
-                    .iter_mut()
-                    .zip(&panel[l * PORTABLE_COLS..l * PORTABLE_COLS + w])
-                {
-                    *s = x.mul_add(y, *s);
+                b[l * ldb + j0..l * ldb + j0 + w]
+                    .convert_to_f32_slice(&mut panel[l * PORTABLE_COLS..l * PORTABLE_COLS + w]);
+            }
+            for i in 0..m {
+                let row = &mut c[i * ldc + j0..i * ldc + j0 + w];
+                if !accumulate {
+                    row.fill(0.0);
+                }
+                for l in 0..k {
+                    let x = a[i * lda + l];
+                    for (s, &y) in row
+                        .iter_mut()
+                        .zip(&panel[l * PORTABLE_COLS..l * PORTABLE_COLS + w])
+                    {
+                        *s = x.mul_add(y, *s);
+                    }
                 }
             }
+            j0 += w;
         }
-        j0 += w;
-    }
+    })
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -918,13 +918,12 @@ impl Backend for CpuBackend {
                     job.kernel.gemm(w, nr, act_of(job), n, job.cols, now);
                 }
                 let out = dests[i].expect("one destination per weight");
+                // SAFETY (both): `out` holds `n * job.rows` values (asserted above), and only
+                // this task writes rows `r0..r0 + nr` of this job's output.
                 if n == 1 {
-                    // SAFETY: as below; one token's outputs are the rows in order.
+                    // One token's outputs are the rows in order.
                     unsafe { out.copy_from(r0, now) };
-                }
-                if n > 1 {
-                    // SAFETY: `out` holds `n * job.rows` values (asserted above), and only this
-                    // task writes rows `r0..r0 + nr` of this job's output.
+                } else {
                     unsafe { out.transpose_from(r0, job.rows, now, nr, n) };
                 }
                 dst = rest;
