@@ -44,6 +44,12 @@ pub struct CudaOptions {
     pub mv_warps: usize,
     /// Most warps a mat-vec row gets: 1, 2 or 4 (2 was the fastest on an H100 for TinyLlama).
     pub wpr_max: usize,
+    /// Prompt matmuls read the quantized weights into tensor-core tiles (sm_80+); off: each
+    /// weight is dequantized to an f16 copy for cuBLAS; `None` (auto): the former for the widths
+    /// where it measured faster (see `cuda::ops::qgemm_for`).
+    pub qgemm: Option<bool>,
+    /// Tokens a prompt-matmul block owns: 64 or 128, or 0 to choose by the matrix's size.
+    pub qgemm_tm: usize,
 }
 
 impl Default for CudaOptions {
@@ -56,6 +62,8 @@ impl Default for CudaOptions {
             attn_prefetch: true,
             mv_warps: 4,
             wpr_max: 2,
+            qgemm: None,
+            qgemm_tm: 0,
         }
     }
 }
@@ -92,7 +100,8 @@ impl BackendOptions {
 
     /// Sets one option by its dotted name, as `--backend-opt KEY=VALUE` gives it: `cpu.pack`;
     /// `cuda.graph`, `cuda.flash`, `cuda.pdl`, `cuda.prefetch`, `cuda.attn_prefetch` (0/1),
-    /// `cuda.mv_warps` (4, 8, 16), `cuda.wpr_max` (1, 2, 4); `wgpu.*` (see
+    /// `cuda.mv_warps` (4, 8, 16), `cuda.wpr_max` (1, 2, 4), `cuda.qgemm` (0/1/auto),
+    /// `cuda.qgemm_tm` (0, 64, 128); `wgpu.*` (see
     /// `wgpu::Options::set`, in builds with the `wgpu` feature).
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         let c = &mut self.cuda;
@@ -105,6 +114,9 @@ impl BackendOptions {
             "cuda.attn_prefetch" => c.attn_prefetch = flag(key, value)?,
             "cuda.mv_warps" => c.mv_warps = one_of(key, value, &[4, 8, 16])?,
             "cuda.wpr_max" => c.wpr_max = one_of(key, value, &[1, 2, 4])?,
+            "cuda.qgemm" if value == "auto" => c.qgemm = None,
+            "cuda.qgemm" => c.qgemm = Some(flag(key, value)?),
+            "cuda.qgemm_tm" => c.qgemm_tm = one_of(key, value, &[0, 64, 128])?,
             #[cfg(feature = "wgpu")]
             k if k.starts_with("wgpu.") => self.wgpu.set(&k["wgpu.".len()..], value)?,
             _ => return Err(format!("unknown backend option {key:?}")),

@@ -204,6 +204,151 @@ fn matvec_matches_scalar_reference() {
     }
 }
 
+/// One prompt-matmul case: `got` (`n × rows`) against `init + x16 · Wqᵀ` in f64 at `outputs`
+/// (token, row) pairs, where x16 is `x` rounded to f16 and Wq the scalar dequantization. The
+/// kernel rounds each decoded weight to f16 (2^-11 relative) and sums in f32: bound 1e-3 of
+/// `Σ|x w|`. Returns the worst error as a share of its bound.
+#[allow(clippy::too_many_arguments)] // one case's operands
+fn check_gemm(
+    label: &str,
+    got: &[f32],
+    init: Option<&[f32]>,
+    x16: &[f32],
+    wq: &[f32],
+    (rows, cols): (usize, usize),
+    outputs: &[(usize, usize)],
+) -> f64 {
+    let mut worst = 0f64;
+    for &(t, r) in outputs {
+        let xr = &x16[t * cols..(t + 1) * cols];
+        let wr = &wq[r * cols..(r + 1) * cols];
+        let base = init.map_or(0.0, |v| v[t * rows + r] as f64);
+        let exact: f64 = base
+            + xr.iter()
+                .zip(wr)
+                .map(|(&a, &b)| a as f64 * b as f64)
+                .sum::<f64>();
+        let mag: f64 = base.abs()
+            + xr.iter()
+                .zip(wr)
+                .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                .sum::<f64>();
+        let bound = mag * 1e-3 + 1e-5;
+        let v = got[t * rows + r] as f64;
+        let err = (v - exact).abs();
+        assert!(
+            err <= bound,
+            "{label} token {t} row {r}: {v} vs {exact} (|err| {err:.3e} > bound {bound:.3e})"
+        );
+        worst = worst.max(err / bound);
+    }
+    worst
+}
+
+/// The prompt matmul that decodes quantized weights into tensor-core tiles, against the scalar
+/// dequantization: every format the GPU keeps (and the ones widened to f16 at upload), both token
+/// tiles, overwriting and accumulating, with rows and tokens that do not fill a tile, and three
+/// weights of different heights in one launch (as q/k/v go); then the Llama-7B matmul shapes
+/// (4096x4096, 11008x4096, 4096x11008) at a 512-token prompt in Q4_K and Q6_K, checked at 4096
+/// sampled outputs each.
+#[test]
+fn prompt_matmul_matches_scalar_reference() {
+    let Some(gpu) = gpu() else { return };
+    if !gpu.tensor_cores() {
+        eprintln!(
+            "{}: no tensor-core prompt matmul before sm_80: skipped",
+            gpu.name()
+        );
+        return;
+    }
+    let mut rng = Rng::seed();
+    let round16 =
+        |v: &[f32]| -> Vec<f32> { v.iter().map(|&a| half::f16::from_f32(a).to_f32()).collect() };
+    // (rows of each weight in the launch, cols, tokens)
+    let cases: &[(&[usize], usize, usize)] = &[
+        (&[200], 512, 77),
+        (&[130], 2816, 130),
+        (&[64], 768, 5),
+        (&[200, 64, 130], 512, 150),
+    ];
+    for &(heights, cols, n) in cases {
+        for &ty in FAST.iter().chain(WIDENED) {
+            let x = rng.vec(n * cols, 2.0);
+            let x16 = round16(&x);
+            let mut data = Vec::new();
+            let mut wq = Vec::new();
+            let mut init = Vec::new();
+            for &rows in heights {
+                let w = rng.vec(rows * cols, 1.0);
+                let d = quantize(ty, &w, cols);
+                wq.push(dequantize_ref(ty, &d, rows, cols));
+                data.push(d);
+                init.push(rng.vec(n * rows, 4.0));
+            }
+            let weights: Vec<(&[u8], usize)> = data
+                .iter()
+                .map(|d| &d[..])
+                .zip(heights.iter().copied())
+                .collect();
+            let mut worst = 0f64;
+            for tm in [64, 128] {
+                for add in [false, true] {
+                    let init = add.then_some(&init[..]);
+                    let got = testing::gemm(&gpu, (ty, cols), &weights, (&x, n), init, tm).unwrap();
+                    for (i, &rows) in heights.iter().enumerate() {
+                        let all: Vec<(usize, usize)> = (0..n)
+                            .flat_map(|t| (0..rows).map(move |r| (t, r)))
+                            .collect();
+                        let label = format!(
+                            "{ty} {rows}x{cols} (of {heights:?}) n {n} tile {tm} add {add}"
+                        );
+                        let before = init.map(|v| &v[i][..]);
+                        worst = worst.max(check_gemm(
+                            &label,
+                            &got[i],
+                            before,
+                            &x16,
+                            &wq[i],
+                            (rows, cols),
+                            &all,
+                        ));
+                    }
+                }
+            }
+            eprintln!(
+                "prompt matmul {ty} {heights:?}x{cols} n {n}: worst error {worst:.3} of the bound"
+            );
+        }
+    }
+    let n = 512;
+    for &(rows, cols) in &[(4096usize, 4096usize), (11008, 4096), (4096, 11008)] {
+        for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+            let w = rng.vec(rows * cols, 1.0);
+            let x = rng.vec(n * cols, 2.0);
+            let data = quantize(ty, &w, cols);
+            let wq = dequantize_ref(ty, &data, rows, cols);
+            let x16 = round16(&x);
+            let sample: Vec<(usize, usize)> = (0..4096)
+                .map(|_| {
+                    (
+                        (rng.next() % n as u64) as usize,
+                        (rng.next() % rows as u64) as usize,
+                    )
+                })
+                .collect();
+            for tm in [64, 128] {
+                let got =
+                    testing::gemm(&gpu, (ty, cols), &[(&data, rows)], (&x, n), None, tm).unwrap();
+                let label = format!("{ty} {rows}x{cols} n {n} tile {tm}");
+                let worst = check_gemm(&label, &got[0], None, &x16, &wq, (rows, cols), &sample);
+                eprintln!(
+                    "prompt matmul {label}: worst error {worst:.3} of the bound (4096 outputs)"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn fused_gate_up_silu() {
     let Some(gpu) = gpu() else { return };

@@ -327,15 +327,16 @@ impl CudaBackend {
         }
     }
 
-    /// `out[n][rows] (+)= x16[n][cols] · Wᵀ` through the f16 scratch copy of `w`.
+    /// `out[n][rows] (+)= x16[n][cols] · Wᵀ` through an f16 scratch copy of `w` and cuBLAS.
     fn linear(
         &mut self,
         w: &GWeight,
         x16: u64,
         n: usize,
         out: u64,
-        beta: f32,
+        add: bool,
     ) -> Result<(), ModelError> {
+        let beta = if add { 1.0 } else { 0.0 };
         let total = w.rows * w.cols;
         let wtmp = self.scratch(S::Wtmp, self.largest.max(total) * 2)?;
         self.gpu.launch(
@@ -379,10 +380,29 @@ impl CudaBackend {
             }
             return Ok(());
         }
+        if ops::qgemm_for(&self.gpu, cols) {
+            // Consecutive weights of one format share a launch (q/k/v, gate/up).
+            let x16 = self.f16_of(x, n * cols)?;
+            let mut i = 0;
+            while i < ws.len() {
+                let mut j = i + 1;
+                while j < ws.len() && j - i < 3 && ws[j].ty == ws[i].ty {
+                    j += 1;
+                }
+                let group: Vec<(&GWeight, u64)> = ws[i..j]
+                    .iter()
+                    .copied()
+                    .zip(outs[i..j].iter().copied())
+                    .collect();
+                ops::qgemm(&self.gpu, &group, (x16, n), add, None)?;
+                i = j;
+            }
+            return Ok(());
+        }
         if self.gpu.has_blas() {
             let x16 = self.f16_of(x, n * cols)?;
             for (w, &out) in ws.iter().zip(outs) {
-                self.linear(w, x16, n, out, if add { 1.0 } else { 0.0 })?;
+                self.linear(w, x16, n, out, add)?;
             }
             return Ok(());
         }

@@ -49,6 +49,18 @@ const KERNELS: &[&str] = &[
     "attn_prompt_96",
     "attn_prompt_128",
     "attn_prompt_256",
+    "qgemm_f16_64",
+    "qgemm_f16_128",
+    "qgemm_q4_0_64",
+    "qgemm_q4_0_128",
+    "qgemm_q8_0_64",
+    "qgemm_q8_0_128",
+    "qgemm_q4_k_64",
+    "qgemm_q4_k_128",
+    "qgemm_q6_k_64",
+    "qgemm_q6_k_128",
+    "qgemm_any_64",
+    "qgemm_any_128",
 ];
 
 /// The kernels by name.
@@ -76,6 +88,9 @@ pub(crate) struct Kernels {
     pub argmax: CudaFunction,
     /// Flash attention of a prompt (sm_80+), by head size: 32, 64, 96, 128, 256.
     pub attn_prompt: [CudaFunction; 5],
+    /// Prompt matmuls on the quantized weights (sm_80+), by format (F16, Q4_0, Q8_0, Q4_K,
+    /// padded Q6_K, any other) and token tile (64, 128): [`super::ops::qgemm`].
+    pub qgemm: [[CudaFunction; 2]; 6],
     _module: Arc<CudaModule>,
 }
 
@@ -159,6 +174,8 @@ pub struct Gpu {
     pub(crate) pdl: AtomicBool,
     /// The compute capability's major number (PDL needs 9).
     pub(crate) cc_major: i32,
+    /// Streaming multiprocessors (the prompt matmul sizes its blocks to fill them).
+    pub(crate) sms: usize,
     pub(crate) opts: CudaOptions,
     name: String,
 }
@@ -184,6 +201,9 @@ impl Gpu {
                 "cuda: {name} (compute capability {major}.{minor}) is too old; the kernels need 7.0 or newer"
             )));
         }
+        let sms = ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(|e| drv_err("reading the multiprocessor count", e))?;
         let stream = ctx
             .new_stream()
             .map_err(|e| drv_err("creating a stream", e))?;
@@ -220,8 +240,23 @@ impl Gpu {
             heads_to_rows: next()?,
             argmax: next()?,
             attn_prompt: [next()?, next()?, next()?, next()?, next()?],
+            qgemm: [
+                [next()?, next()?],
+                [next()?, next()?],
+                [next()?, next()?],
+                [next()?, next()?],
+                [next()?, next()?],
+                [next()?, next()?],
+            ],
             _module: module,
         };
+        for f in k.qgemm.iter().flatten() {
+            f.set_attribute(
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                super::ops::qgemm_shared(128) as i32,
+            )
+            .map_err(|e| drv_err("allowing the prompt matmul its shared memory", e))?;
+        }
         // SAFETY: only dlopen of the library.
         let blas = if unsafe { blas_sys::is_culib_present() } {
             let handle = blas::create_handle().map_err(|e| {
@@ -241,6 +276,7 @@ impl Gpu {
             blas,
             pdl: AtomicBool::new(false),
             cc_major: major,
+            sms: sms.max(1) as usize,
             opts,
             name,
         })
@@ -249,6 +285,11 @@ impl Gpu {
     /// The card's name, as the driver gives it.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether the card has the tensor-core instructions of the prompt kernels (sm_80+).
+    pub fn tensor_cores(&self) -> bool {
+        self.cc_major >= 8
     }
 
     /// Whether prompts can use cuBLAS (else they run token by token through the decode path).
@@ -374,6 +415,17 @@ impl Gpu {
         block: u32,
         args: &[&dyn KArg],
     ) -> Result<(), ModelError> {
+        self.launch_shared(f, grid, (block, 0), args)
+    }
+
+    /// [`Gpu::launch`] with `shared` bytes of dynamic shared memory a block.
+    pub(crate) fn launch_shared(
+        &self,
+        f: &CudaFunction,
+        grid: (u32, u32, u32),
+        (block, shared): (u32, u32),
+        args: &[&dyn KArg],
+    ) -> Result<(), ModelError> {
         self.ctx
             .bind_to_thread()
             .map_err(|e| drv_err("binding the context", e))?;
@@ -391,7 +443,7 @@ impl Gpu {
                 blockDimX: block,
                 blockDimY: 1,
                 blockDimZ: 1,
-                sharedMemBytes: 0,
+                sharedMemBytes: shared,
                 hStream: self.stream.cu_stream(),
                 attrs: &mut attr,
                 numAttrs: 1,
@@ -417,7 +469,7 @@ impl Gpu {
                 f.cu_function(),
                 grid,
                 (block, 1, 1),
-                0,
+                shared,
                 self.stream.cu_stream(),
                 &mut ptrs,
             )
@@ -565,6 +617,7 @@ mod tests {
             "dequant_f32",
             "rows_to_heads",
             "attn_prompt_",
+            "qgemm_",
             "softmax_causal",
             "heads_to_rows",
             "argmax",

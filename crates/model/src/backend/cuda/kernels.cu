@@ -1294,3 +1294,359 @@ extern "C" __global__ void argmax(const float* x, int n, int* out) {
     }
     if (threadIdx.x == 0) out[0] = si[0];
 }
+
+// ---- Prompt matmuls straight from the quantized weights (sm_80+) ----
+// out[t][r] (+)= Σ_c x[t][c] · W[r][c] for n rows of f16 activations x and a weight W in its GGUF
+// block format. A block of 256 threads owns QG_BN weight rows × TM tokens; per step of QG_BK
+// columns it copies the activations into shared memory (cp.async) and decodes the weights into an
+// f16 tile there (each thread 16 consecutive weights of one row), both double-buffered: the next
+// step's raw weight bytes are loaded into registers before the current step's products and
+// decoded after them. The products are m16n8k16 tensor-core MMAs (f16 in, f32 accumulation), the
+// activation rows as A (tokens × columns) and the weight rows as B, so each thread's accumulator
+// pairs are two adjacent outputs of one token. No dequantized copy of the weight is written.
+#define QG_BN 128
+#define QG_BK 32
+#define QG_LD 40 // shared row stride in halves: 80 bytes, so the 8 row addresses of an ldmatrix hit distinct banks
+#define T_ANY (-1)
+
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+    u32 a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr(dst)), "l"(src));
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+// Until at most one group of copies is still in flight.
+__device__ __forceinline__ void cp_async_wait1() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group 1;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void ldmatrix4(u32* r, const u16* p) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+#endif
+}
+// Two floats as an f16 pair (lo in the low half).
+__device__ __forceinline__ u32 h2pack(float lo, float hi) {
+#if __CUDA_ARCH__ >= 800
+    u32 r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+#else
+    return pack_h2(lo, hi);
+#endif
+}
+__device__ __forceinline__ u32 byte_of(u32 w, int i) { return (w >> (8 * i)) & 255u; }
+// Byte i (0..15) of four words, i known per thread.
+__device__ __forceinline__ u32 byte16(const u32* w, int i) {
+    u32 v = i < 4 ? w[0] : i < 8 ? w[1] : i < 12 ? w[2] : w[3];
+    return byte_of(v, i & 3);
+}
+
+// The raw bytes of 16 weights of one row from column `col` (a multiple of 16), loaded without
+// being used, and their decoding into 8 f16 pairs.
+struct QgRaw {
+    u32 w[10];
+};
+// Loads as volatile asm: the compiler keeps them where they are written (two column steps before
+// their use) instead of sinking them next to it, which exposed the full load latency every step.
+__device__ __forceinline__ uint4 ldg16(const void* p) {
+    uint4 v;
+    asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    return v;
+}
+__device__ __forceinline__ u32 ldg2(const void* p) {
+    u32 v;
+    asm volatile("ld.global.nc.u16 %0, [%1];" : "=r"(v) : "l"(p));
+    return v;
+}
+__device__ __forceinline__ u32 ldg1(const void* p) {
+    u32 v;
+    asm volatile("ld.global.nc.u8 %0, [%1];" : "=r"(v) : "l"(p));
+    return v;
+}
+template <int T>
+__device__ __forceinline__ void qg_load(const u8* row, int col, QgRaw& r) {
+    if (T == T_F16) {
+        uint4 a = ldg16(row + col * 2), b = ldg16(row + col * 2 + 16);
+        r.w[0] = a.x; r.w[1] = a.y; r.w[2] = a.z; r.w[3] = a.w;
+        r.w[4] = b.x; r.w[5] = b.y; r.w[6] = b.z; r.w[7] = b.w;
+    } else if (T == T_Q4_0 || T == T_Q8_0) {
+        // 18- / 34-byte blocks are only 2-byte aligned: the 16 code bytes as 8 halves.
+        const u8* b = row + (col >> 5) * (T == T_Q4_0 ? 18 : 34);
+        const u8* q = b + 2 + (T == T_Q8_0 ? (col & 16) : 0);
+#pragma unroll
+        for (int i = 0; i < 8; i++) r.w[i] = ldg2(q + 2 * i);
+        r.w[8] = ldg2(b);
+    } else if (T == T_Q4_K) {
+        const u8* b = row + (col >> 8) * 144;
+        uint4 h = ldg16(b);                                  // d, dmin, 12 scale bytes
+        uint4 q = ldg16(b + 16 + ((col & 255) >> 6) * 32 + (col & 16));
+        r.w[0] = h.x; r.w[1] = h.y; r.w[2] = h.z; r.w[3] = h.w;
+        r.w[4] = q.x; r.w[5] = q.y; r.w[6] = q.z; r.w[7] = q.w;
+    } else if (T == T_Q6_KP) {
+        const u8* b = row + (col >> 8) * 224;
+        int c = col & 255, h = c >> 7, k = (c & 127) >> 5, l0 = col & 16;
+        uint4 ql = ldg16(b + h * 64 + l0 + (k & 1) * 32);
+        uint4 qh = ldg16(b + 128 + h * 32 + l0);
+        r.w[0] = ql.x; r.w[1] = ql.y; r.w[2] = ql.z; r.w[3] = ql.w;
+        r.w[4] = qh.x; r.w[5] = qh.y; r.w[6] = qh.z; r.w[7] = qh.w;
+        r.w[8] = ldg1(b + 192 + h * 8 + (l0 >> 4) + 2 * k);
+        r.w[9] = ldg2(b + 208);
+    }
+}
+
+// f16x2 arithmetic and byte shuffles for the decoding: a byte b (< 1024) placed under the
+// exponent bits 0x64 is the half 1024 + b, so four codes become two f16 pairs with two byte
+// permutes, and one f16x2 subtraction makes them exact small integers (as in the mixed-precision
+// GEMMs of Marlin or FasterTransformer) instead of an int-to-float conversion per value.
+__device__ __forceinline__ u32 prmt(u32 a, u32 b, u32 sel) {
+    u32 r;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
+    return r;
+}
+__device__ __forceinline__ u32 hsub2(u32 a, u32 b) {
+    u32 r;
+    asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+__device__ __forceinline__ u32 hmul2(u32 a, u32 b) {
+    u32 r;
+    asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+__device__ __forceinline__ u32 hfma2(u32 a, u32 b, u32 c) {
+    u32 r;
+    asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+}
+// Bytes 0, 1 and 2, 3 of w as (1024 + b0, 1024 + b1) and (1024 + b2, 1024 + b3).
+__device__ __forceinline__ void bytes_h2(u32 w, u32& lo, u32& hi) {
+    lo = prmt(w, 0x64646464u, 0x5140);
+    hi = prmt(w, 0x64646464u, 0x5342);
+}
+// Four byte codes (minus the half pair `bias` = 1024 + offset) times the pair `d`, plus `c`
+// when given: values 4i..4i + 3 of the 16.
+__device__ __forceinline__ void codes4(u32 w, u32 bias, u32 d, u32 c, bool fma, u32* o) {
+    u32 lo, hi;
+    bytes_h2(w, lo, hi);
+    lo = hsub2(lo, bias);
+    hi = hsub2(hi, bias);
+    o[0] = fma ? hfma2(lo, d, c) : hmul2(lo, d);
+    o[1] = fma ? hfma2(hi, d, c) : hmul2(hi, d);
+}
+__device__ __forceinline__ u32 h2dup(u16 h) { return (u32)h | ((u32)h << 16); }
+
+template <int T>
+__device__ __forceinline__ void qg_decode(const QgRaw& r, int t, const u8* row, int col, u32* o) {
+    if (T == T_F16) {
+#pragma unroll
+        for (int i = 0; i < 8; i++) o[i] = r.w[i];
+    } else if (T == T_Q4_0 || T == T_Q8_0) {
+        u32 d = h2dup((u16)r.w[8]);
+        int sh = T == T_Q4_0 && (col & 16) ? 4 : 0; // Q4_0 columns 16..31: the high nibbles
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            u32 w = r.w[2 * i] | (r.w[2 * i + 1] << 16);
+            // Q4_0: q - 8 for nibbles q; Q8_0: signed bytes, shifted to unsigned by 128.
+            w = T == T_Q4_0 ? (w >> sh) & 0x0F0F0F0Fu : w ^ 0x80808080u;
+            codes4(w, T == T_Q4_0 ? 0x64086408u : 0x64806480u, d, 0, false, o + 2 * i);
+        }
+    } else if (T == T_Q4_K) {
+        int sub = ((col & 255) >> 6) * 2 + ((col & 32) ? 1 : 0);
+        const u32* s = r.w + 1; // the 12 scale bytes
+        int sc, m;
+        if (sub < 4) {
+            sc = byte16(s, sub) & 63;
+            m = byte16(s, sub + 4) & 63;
+        } else {
+            sc = (byte16(s, sub + 4) & 0xF) | ((byte16(s, sub - 4) >> 6) << 4);
+            m = (byte16(s, sub + 4) >> 4) | ((byte16(s, sub) >> 6) << 4);
+        }
+        float d = h2f((u16)r.w[0]) * (float)sc, mn = h2f((u16)(r.w[0] >> 16)) * (float)m;
+        u32 d2 = h2dup(f2h(d)), m2 = h2dup(f2h(-mn));
+        int sh = col & 32 ? 4 : 0;
+#pragma unroll
+        for (int i = 0; i < 4; i++) codes4((r.w[4 + i] >> sh) & 0x0F0F0F0Fu, 0x64006400u, d2, m2, true, o + 2 * i);
+    } else if (T == T_Q6_KP) {
+        int k = ((col & 255) & 127) >> 5;
+        int sh = k >= 2 ? 4 : 0;
+        u32 d2 = h2dup(f2h(h2f((u16)r.w[9]) * (float)(i8)r.w[8]));
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            u32 q = ((r.w[i] >> sh) & 0x0F0F0F0Fu) | (((r.w[4 + i] >> (2 * k)) & 0x03030303u) << 4);
+            codes4(q, 0x64206420u, d2, 0, false, o + 2 * i); // 6-bit codes minus 32
+        }
+    } else { // any other format, element by element
+#pragma unroll
+        for (int i = 0; i < 8; i++) o[i] = h2pack(dq(t, row, col + 2 * i), dq(t, row, col + 2 * i + 1));
+    }
+}
+
+// Column steps of activations in flight (cp.async stages), and the shared memory of a block.
+#define QG_XS 3
+__host__ __device__ constexpr int qg_smem(int tm) { return (QG_XS * tm + 2 * QG_BN) * QG_LD * 2; }
+
+template <int T>
+__device__ __forceinline__ void qg_store(u16* ws, int wrow, int half, const u32* d) {
+    *(uint4*)&ws[wrow * QG_LD + half * 16] = make_uint4(d[0], d[1], d[2], d[3]);
+    *(uint4*)&ws[wrow * QG_LD + half * 16 + 8] = make_uint4(d[4], d[5], d[6], d[7]);
+}
+
+// The pipeline, at column step kt: the activations of step kt + 2 are copied (cp.async, QG_XS
+// stages), the products of step kt run on its shared tiles, the raw weights of step kt + 1
+// (loaded two steps earlier) are decoded into the other weight tile, and that register set is
+// reloaded with step kt + 3. The loop is unrolled by two so each register set has a fixed name.
+// Up to three weights of one format and width share a launch (q/k/v, gate/up): the blocks along x
+// cover the row tiles of the first, then of the second, then of the third.
+struct QgGroup {
+    const u8* w[3];
+    float* out[3];
+    int rows[3];
+};
+template <int T, int TM>
+__device__ __forceinline__ void qgemm_t(QgGroup g3, int t, int cols, const u16* x, int n, int add) {
+    constexpr int MT = TM / 32; // m16 tiles of a warp: the warps are 2 (tokens) × 4 (rows)
+    extern __shared__ __align__(16) u16 qg_sh[];
+    u16* xs = qg_sh;                      // QG_XS × TM × QG_LD
+    u16* ws = qg_sh + QG_XS * TM * QG_LD; // 2 × QG_BN × QG_LD
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    int tile = blockIdx.x, which = 0;
+    while (which < 2 && tile >= (g3.rows[which] + QG_BN - 1) / QG_BN) {
+        tile -= (g3.rows[which] + QG_BN - 1) / QG_BN;
+        which++;
+    }
+    const u8* w = g3.w[which];
+    float* out = g3.out[which];
+    int rows = g3.rows[which];
+    int r0 = tile * QG_BN, t0 = blockIdx.y * TM;
+    int wt = (warp >> 2) * (TM / 2), wr = (warp & 3) * 32; // the warp's tokens and rows in the tile
+    u64 rb = row_bytes(t, cols);
+    // This thread's 16 weights per step: row wrow, columns 16·half.. of the step.
+    int wrow = tid >> 1, half = tid & 1;
+    const u8* wp = w + (u64)min(r0 + wrow, rows - 1) * rb;
+    // Its activation chunks: 16 bytes each, TM rows × 4 chunks a step.
+    const u16* xp[TM / 64];
+    int xo[TM / 64];
+#pragma unroll
+    for (int j = 0; j < TM / 64; j++) {
+        int i = tid + j * 256;
+        xp[j] = x + (u64)min(t0 + (i >> 2), n - 1) * cols + (i & 3) * 8;
+        xo[j] = (i >> 2) * QG_LD + (i & 3) * 8;
+    }
+    auto copy_x = [&](int kt) {
+        if (kt < cols / QG_BK) {
+            u16* dst = xs + (kt % QG_XS) * TM * QG_LD;
+#pragma unroll
+            for (int j = 0; j < TM / 64; j++) cp_async16(dst + xo[j], xp[j] + kt * QG_BK);
+        }
+        cp_async_commit(); // an empty group past the end keeps the count
+    };
+    float acc[MT][4][4];
+#pragma unroll
+    for (int i = 0; i < MT; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
+    int nk = cols / QG_BK;
+    QgRaw ra, rb2;
+    u32 dec[8];
+    copy_x(0);
+    copy_x(1);
+    qg_load<T>(wp, half * 16, ra);
+    qg_decode<T>(ra, t, wp, half * 16, dec);
+    qg_store<T>(ws, wrow, half, dec);
+    if (nk > 1) qg_load<T>(wp, QG_BK + half * 16, rb2);
+    if (nk > 2) qg_load<T>(wp, 2 * QG_BK + half * 16, ra);
+    cp_async_wait1();
+    __syncthreads();
+    auto step = [&](int kt, QgRaw& raw) {
+        copy_x(kt + 2);
+        const u16* xc = xs + (kt % QG_XS) * TM * QG_LD;
+        const u16* wc = ws + (kt & 1) * QG_BN * QG_LD;
+#pragma unroll
+        for (int ks = 0; ks < QG_BK / 16; ks++) {
+            u32 a[MT][4], b[2][4];
+#pragma unroll
+            for (int i = 0; i < MT; i++)
+                ldmatrix4(a[i], xc + (wt + i * 16 + (lane & 15)) * QG_LD + ks * 16 + (lane >> 4) * 8);
+#pragma unroll
+            for (int j = 0; j < 2; j++)
+                ldmatrix4(b[j], wc + (wr + j * 16 + (lane >> 4) * 8 + (lane & 7)) * QG_LD + ks * 16 + ((lane >> 3) & 1) * 8);
+#pragma unroll
+            for (int i = 0; i < MT; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    mma_16816(acc[i][j], a[i][0], a[i][1], a[i][2], a[i][3], b[j >> 1][(j & 1) * 2],
+                              b[j >> 1][(j & 1) * 2 + 1]);
+        }
+        if (kt + 1 < nk) {
+            int col = (kt + 1) * QG_BK + half * 16;
+            qg_decode<T>(raw, t, wp, col, dec);
+            qg_store<T>(ws + ((kt + 1) & 1) * QG_BN * QG_LD, wrow, half, dec);
+        }
+        if (kt + 3 < nk) qg_load<T>(wp, (kt + 3) * QG_BK + half * 16, raw);
+        cp_async_wait1();
+        __syncthreads();
+    };
+    for (int kt = 0; kt < nk; kt += 2) {
+        step(kt, rb2); // decodes step kt + 1 (set B), loads kt + 3 into it
+        if (kt + 1 < nk) step(kt + 1, ra);
+    }
+    int g = lane >> 2, c = lane & 3;
+    bool pairs = (rows & 1) == 0;
+#pragma unroll
+    for (int i = 0; i < MT; i++) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            int r = r0 + wr + j * 8 + 2 * c;
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                int tok = t0 + wt + i * 16 + g + e * 8;
+                if (tok >= n || r >= rows) continue;
+                float* o = out + (u64)tok * rows + r;
+                float v0 = acc[i][j][2 * e], v1 = acc[i][j][2 * e + 1];
+                if (pairs) {
+                    float2 y = make_float2(v0, v1);
+                    if (add) {
+                        float2 p = *(const float2*)o;
+                        y.x += p.x;
+                        y.y += p.y;
+                    }
+                    *(float2*)o = y;
+                } else {
+                    o[0] = add ? o[0] + v0 : v0;
+                    if (r + 1 < rows) o[1] = add ? o[1] + v1 : v1;
+                }
+            }
+        }
+    }
+}
+// One kernel per format (T_ANY: the rest, element by element) and token tile (64 or 128).
+#define QGEMM(NAME, T, TM)                                                                          \
+    extern "C" __global__ void __launch_bounds__(256, 1)                                           \
+        qgemm_##NAME##_##TM(QgGroup g3, int t, int cols, const u16* x, int n, int add) {           \
+        qgemm_t<T, TM>(g3, t, cols, x, n, add);                                                    \
+    }
+QGEMM(f16, T_F16, 64)
+QGEMM(f16, T_F16, 128)
+QGEMM(q4_0, T_Q4_0, 64)
+QGEMM(q4_0, T_Q4_0, 128)
+QGEMM(q8_0, T_Q8_0, 64)
+QGEMM(q8_0, T_Q8_0, 128)
+QGEMM(q4_k, T_Q4_K, 64)
+QGEMM(q4_k, T_Q4_K, 128)
+QGEMM(q6_k, T_Q6_KP, 64)
+QGEMM(q6_k, T_Q6_KP, 128)
+QGEMM(any, T_ANY, 64)
+QGEMM(any, T_ANY, 128)
