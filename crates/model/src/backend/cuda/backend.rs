@@ -380,11 +380,16 @@ impl CudaBackend {
             }
             return Ok(());
         }
-        if ops::qgemm_for(&self.gpu, cols) {
-            // Consecutive weights of one format share a launch (q/k/v, gate/up).
+        if self.gpu.has_blas() || ws.iter().all(|w| ops::qgemm_for(&self.gpu, w)) {
             let x16 = self.f16_of(x, n * cols)?;
             let mut i = 0;
             while i < ws.len() {
+                if !ops::qgemm_for(&self.gpu, ws[i]) {
+                    self.linear(ws[i], x16, n, outs[i], add)?;
+                    i += 1;
+                    continue;
+                }
+                // Consecutive weights of one format share a launch (q/k/v, gate/up).
                 let mut j = i + 1;
                 while j < ws.len() && j - i < 3 && ws[j].ty == ws[i].ty {
                     j += 1;
@@ -396,13 +401,6 @@ impl CudaBackend {
                     .collect();
                 ops::qgemm(&self.gpu, &group, (x16, n), add, None)?;
                 i = j;
-            }
-            return Ok(());
-        }
-        if self.gpu.has_blas() {
-            let x16 = self.f16_of(x, n * cols)?;
-            for (w, &out) in ws.iter().zip(outs) {
-                self.linear(w, x16, n, out, add)?;
             }
             return Ok(());
         }

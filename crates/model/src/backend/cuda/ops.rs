@@ -218,15 +218,18 @@ pub(crate) fn matvec(
     )
 }
 
-/// Narrowest weights (columns) the prompt matmul takes by default: at 2048 columns (TinyLlama)
-/// the f16 copy and cuBLAS were faster on an H100, at 4096 (Llama-7B) the tensor-core tiles on
-/// the quantized weights (bench/cuda/NOTES.md).
+/// Narrowest weights (columns) the prompt matmul takes by default, in the formats it measured
+/// faster in: at 2048 columns (TinyLlama) the f16 copy and cuBLAS were faster on an H100, at 4096
+/// (Llama-7B, Q4_K and Q6_K) the tensor-core tiles on the quantized weights; its Q4_0 and Q8_0
+/// decoders (2-byte aligned blocks) lost at every width measured (bench/cuda/NOTES.md).
 const QGEMM_AUTO_COLS: usize = 4096;
 
-/// Whether prompt matmuls of `cols`-wide weights take [`qgemm`] (tensor cores: sm_80+; the `qgemm`
-/// option, by default from [`QGEMM_AUTO_COLS`]).
-pub(crate) fn qgemm_for(gpu: &Gpu, cols: usize) -> bool {
-    gpu.cc_major >= 8 && gpu.opts.qgemm.unwrap_or(cols >= QGEMM_AUTO_COLS)
+/// Whether prompt matmuls with `w` take [`qgemm`] (tensor cores: sm_80+): the `qgemm` option,
+/// by default ([`QGEMM_AUTO_COLS`]) for wide Q4_K / Q6_K weights, and for every weight when
+/// cuBLAS is missing.
+pub(crate) fn qgemm_for(gpu: &Gpu, w: &GWeight) -> bool {
+    let auto = w.cols >= QGEMM_AUTO_COLS && (w.ty == GgmlType::Q4_K.id() as i32 || w.ty == T_Q6_KP);
+    gpu.cc_major >= 8 && gpu.opts.qgemm.unwrap_or(auto || !gpu.has_blas())
 }
 
 /// Weight rows a [`qgemm`] block owns (`QG_BN` in `kernels.cu`).
