@@ -2,7 +2,10 @@
 //! random inputs. Needs a GPU: without a driver each test says so and returns, unless
 //! `RUSTORCH_REQUIRE_CUDA=1` (the device script sets it), which makes a missing GPU a failure.
 //! `RUSTORCH_TEST_TINYLLAMA=path` points the TinyLlama-shaped model test at a file made by
-//! `rustorch synth`; without it that test synthesizes its own. Built with `--features cuda-testing`.
+//! `rustorch synth`; without it that test synthesizes its own. `RUSTORCH_TEST_CUDA_OPTS="KEY=VALUE
+//! ..."` loads the models of the model-level tests with those backend options (e.g.
+//! `cuda.qgemm=1`: every prompt matmul through the tensor-core kernel on the quantized weights,
+//! which by default only takes wide Q4_K / Q6_K weights). Built with `--features cuda-testing`.
 #![cfg(feature = "cuda-testing")]
 
 use std::path::PathBuf;
@@ -738,6 +741,18 @@ fn compare(cpu: &[f32], gpu: &[f32], n_vocab: usize) -> Agreement {
     }
 }
 
+/// The backend options of the model-level tests: `RUSTORCH_TEST_CUDA_OPTS` (see the top).
+fn test_options() -> rustorch_model::BackendOptions {
+    let mut opts = rustorch_model::BackendOptions::default();
+    if let Ok(v) = std::env::var("RUSTORCH_TEST_CUDA_OPTS") {
+        for pair in v.split_whitespace() {
+            opts.set_pair(pair).unwrap();
+        }
+        eprintln!("backend options: {v}");
+    }
+    opts
+}
+
 fn model_vs_cpu(path: &std::path::Path, label: &str, n_tokens: usize) {
     let file = Arc::new(GgufFile::open(path).unwrap());
     let n_vocab = rustorch_model::Config::from_gguf(&file).unwrap().n_vocab;
@@ -760,7 +775,7 @@ fn model_tokens_vs_cpu(
     let n_tokens = tokens.len();
     let n_ctx = n_tokens + 32;
     let mut cpu = rustorch_model::load(file.clone(), Device::Cpu, n_ctx).unwrap();
-    let mut gpu = rustorch_model::load(file, Device::Cuda, n_ctx).unwrap();
+    let mut gpu = rustorch_model::load_with(file, Device::Cuda, n_ctx, &test_options()).unwrap();
     let n_vocab = cpu.config().n_vocab;
     let (mut want, mut got, mut got_step) = (Vec::new(), Vec::new(), Vec::new());
     cpu.eval(tokens, 0, Logits::All, &mut want).unwrap();
