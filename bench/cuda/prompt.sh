@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # On the device machine: the prompt matmul (issue 17). Its kernel test and the model-level
-# CUDA-vs-CPU tests, then pp512 of the synthetic files with the tensor-core matmul on the quantized
-# weights (`cuda.qgemm=1`, token tile by size / 64 / 128) and off (the f16 copy + cuBLAS),
-# alternating, ROUNDS rounds; then a per-kernel profile of one 7B pp512 (ncu).
+# CUDA-vs-CPU tests (with `cuda.qgemm=1`), then pp512 of the synthetic files with the tensor-core
+# matmul on the quantized weights (`cuda.qgemm=1`, token tile 64 / 128), off (`=0`: the f16 copy +
+# cuBLAS) and by default, alternating, ROUNDS rounds; then a per-kernel profile of one 7B pp512
+# (ncu). TEST_FILTER, FILES, OPTS, ROUNDS, PROFILE=0 narrow it.
 #   bash bench/cuda/prompt.sh   (binaries in .cudabin/, see scripts/device-cuda.sh --stage)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,11 +18,13 @@ for f in $FILES; do
   [ -f $F ] || { t0=$(date +%s); $B synth --shape $s --type $t -o $F > /dev/null || echo "synth failed"; echo "synth $s $t: $(( $(date +%s) - t0 )) s"; }
 done
 if [ "${TESTS:-1}" = 1 ]; then
+  # The model-level tests with every prompt matmul through the tensor-core kernel.
   RUSTORCH_REQUIRE_CUDA=1 RUSTORCH_TEST_TINYLLAMA=$M/tinyllama-1.1b-Q4_K_M.gguf \
+    RUSTORCH_TEST_CUDA_OPTS=${RUSTORCH_TEST_CUDA_OPTS-cuda.qgemm=1} \
     .cudabin/cuda-tests --test-threads=1 --nocapture ${TEST_FILTER:-} 2>&1 | grep -vE "^\s*$" > $OUT/tests.log
   echo "tests rc ${PIPESTATUS[0]}"; grep -E "test result|FAILED|panicked|prompt matmul .*(tile|7B|4096)" $OUT/tests.log | tail -30
 fi
-IFS='|' read -ra opts <<< "${OPTS:-cuda.qgemm=0|default|cuda.qgemm_tm=64|cuda.qgemm_tm=128}"
+IFS='|' read -ra opts <<< "${OPTS:-cuda.qgemm=0|default|cuda.qgemm=1 cuda.qgemm_tm=64|cuda.qgemm=1 cuda.qgemm_tm=128}"
 for r in $(seq 1 ${ROUNDS:-2}); do
   for f in $FILES; do
     s=${f%%:*}; t=${f##*:}

@@ -250,10 +250,9 @@ fn check_gemm(
 
 /// The prompt matmul that decodes quantized weights into tensor-core tiles, against the scalar
 /// dequantization: every format the GPU keeps (and the ones widened to f16 at upload), both token
-/// tiles, overwriting and accumulating, with rows and tokens that do not fill a tile, and three
-/// weights of different heights in one launch (as q/k/v go); then the Llama-7B matmul shapes
-/// (4096x4096, 11008x4096, 4096x11008) at a 512-token prompt in Q4_K and Q6_K, checked at 4096
-/// sampled outputs each.
+/// tiles, overwriting and accumulating, with rows and tokens that do not fill a tile; then the
+/// Llama-7B matmul shapes (4096x4096, 11008x4096, 4096x11008) at a 512-token prompt in Q4_K and
+/// Q6_K, checked at 4096 sampled outputs each.
 #[test]
 fn prompt_matmul_matches_scalar_reference() {
     let Some(gpu) = gpu() else { return };
@@ -267,59 +266,41 @@ fn prompt_matmul_matches_scalar_reference() {
     let mut rng = Rng::seed();
     let round16 =
         |v: &[f32]| -> Vec<f32> { v.iter().map(|&a| half::f16::from_f32(a).to_f32()).collect() };
-    // (rows of each weight in the launch, cols, tokens)
-    let cases: &[(&[usize], usize, usize)] = &[
-        (&[200], 512, 77),
-        (&[130], 2816, 130),
-        (&[64], 768, 5),
-        (&[200, 64, 130], 512, 150),
-    ];
-    for &(heights, cols, n) in cases {
+    for &(rows, cols, n) in &[
+        (200usize, 512usize, 77usize),
+        (130, 2816, 130),
+        (64, 768, 5),
+    ] {
         for &ty in FAST.iter().chain(WIDENED) {
+            let w = rng.vec(rows * cols, 1.0);
             let x = rng.vec(n * cols, 2.0);
+            let init = rng.vec(n * rows, 4.0);
+            let data = quantize(ty, &w, cols);
+            let wq = dequantize_ref(ty, &data, rows, cols);
             let x16 = round16(&x);
-            let mut data = Vec::new();
-            let mut wq = Vec::new();
-            let mut init = Vec::new();
-            for &rows in heights {
-                let w = rng.vec(rows * cols, 1.0);
-                let d = quantize(ty, &w, cols);
-                wq.push(dequantize_ref(ty, &d, rows, cols));
-                data.push(d);
-                init.push(rng.vec(n * rows, 4.0));
-            }
-            let weights: Vec<(&[u8], usize)> = data
-                .iter()
-                .map(|d| &d[..])
-                .zip(heights.iter().copied())
+            let all: Vec<(usize, usize)> = (0..n)
+                .flat_map(|t| (0..rows).map(move |r| (t, r)))
                 .collect();
             let mut worst = 0f64;
             for tm in [64, 128] {
                 for add in [false, true] {
                     let init = add.then_some(&init[..]);
-                    let got = testing::gemm(&gpu, (ty, cols), &weights, (&x, n), init, tm).unwrap();
-                    for (i, &rows) in heights.iter().enumerate() {
-                        let all: Vec<(usize, usize)> = (0..n)
-                            .flat_map(|t| (0..rows).map(move |r| (t, r)))
-                            .collect();
-                        let label = format!(
-                            "{ty} {rows}x{cols} (of {heights:?}) n {n} tile {tm} add {add}"
-                        );
-                        let before = init.map(|v| &v[i][..]);
-                        worst = worst.max(check_gemm(
-                            &label,
-                            &got[i],
-                            before,
-                            &x16,
-                            &wq[i],
-                            (rows, cols),
-                            &all,
-                        ));
-                    }
+                    let got =
+                        testing::gemm(&gpu, (ty, &data, rows, cols), &x, n, init, tm).unwrap();
+                    let label = format!("{ty} {rows}x{cols} n {n} tile {tm} add {add}");
+                    worst = worst.max(check_gemm(
+                        &label,
+                        &got,
+                        init,
+                        &x16,
+                        &wq,
+                        (rows, cols),
+                        &all,
+                    ));
                 }
             }
             eprintln!(
-                "prompt matmul {ty} {heights:?}x{cols} n {n}: worst error {worst:.3} of the bound"
+                "prompt matmul {ty} {rows}x{cols} n {n}: worst error {worst:.3} of the bound"
             );
         }
     }
@@ -340,10 +321,9 @@ fn prompt_matmul_matches_scalar_reference() {
                 })
                 .collect();
             for tm in [64, 128] {
-                let got =
-                    testing::gemm(&gpu, (ty, cols), &[(&data, rows)], (&x, n), None, tm).unwrap();
+                let got = testing::gemm(&gpu, (ty, &data, rows, cols), &x, n, None, tm).unwrap();
                 let label = format!("{ty} {rows}x{cols} n {n} tile {tm}");
-                let worst = check_gemm(&label, &got[0], None, &x16, &wq, (rows, cols), &sample);
+                let worst = check_gemm(&label, &got, None, &x16, &wq, (rows, cols), &sample);
                 eprintln!(
                     "prompt matmul {label}: worst error {worst:.3} of the bound (4096 outputs)"
                 );

@@ -382,25 +382,12 @@ impl CudaBackend {
         }
         if self.gpu.has_blas() || ws.iter().all(|w| ops::qgemm_for(&self.gpu, w)) {
             let x16 = self.f16_of(x, n * cols)?;
-            let mut i = 0;
-            while i < ws.len() {
-                if !ops::qgemm_for(&self.gpu, ws[i]) {
-                    self.linear(ws[i], x16, n, outs[i], add)?;
-                    i += 1;
-                    continue;
+            for (w, &out) in ws.iter().zip(outs) {
+                if ops::qgemm_for(&self.gpu, w) {
+                    ops::qgemm(&self.gpu, w, (x16, n), out, add, None)?;
+                } else {
+                    self.linear(w, x16, n, out, add)?;
                 }
-                // Consecutive weights of one format share a launch (q/k/v, gate/up).
-                let mut j = i + 1;
-                while j < ws.len() && j - i < 3 && ws[j].ty == ws[i].ty {
-                    j += 1;
-                }
-                let group: Vec<(&GWeight, u64)> = ws[i..j]
-                    .iter()
-                    .copied()
-                    .zip(outs[i..j].iter().copied())
-                    .collect();
-                ops::qgemm(&self.gpu, &group, (x16, n), add, None)?;
-                i = j;
             }
             return Ok(());
         }

@@ -174,8 +174,6 @@ pub struct Gpu {
     pub(crate) pdl: AtomicBool,
     /// The compute capability's major number (PDL needs 9).
     pub(crate) cc_major: i32,
-    /// Streaming multiprocessors (the prompt matmul sizes its blocks to fill them).
-    pub(crate) sms: usize,
     pub(crate) opts: CudaOptions,
     name: String,
 }
@@ -201,9 +199,6 @@ impl Gpu {
                 "cuda: {name} (compute capability {major}.{minor}) is too old; the kernels need 7.0 or newer"
             )));
         }
-        let sms = ctx
-            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
-            .map_err(|e| drv_err("reading the multiprocessor count", e))?;
         let stream = ctx
             .new_stream()
             .map_err(|e| drv_err("creating a stream", e))?;
@@ -276,7 +271,6 @@ impl Gpu {
             blas,
             pdl: AtomicBool::new(false),
             cc_major: major,
-            sms: sms.max(1) as usize,
             opts,
             name,
         })

@@ -1508,29 +1508,15 @@ __device__ __forceinline__ void qg_store(u16* ws, int wrow, int half, const u32*
 // stages), the products of step kt run on its shared tiles, the raw weights of step kt + 1
 // (loaded two steps earlier) are decoded into the other weight tile, and that register set is
 // reloaded with step kt + 3. The loop is unrolled by two so each register set has a fixed name.
-// Up to three weights of one format and width share a launch (q/k/v, gate/up): the blocks along x
-// cover the row tiles of the first, then of the second, then of the third.
-struct QgGroup {
-    const u8* w[3];
-    float* out[3];
-    int rows[3];
-};
 template <int T, int TM>
-__device__ __forceinline__ void qgemm_t(QgGroup g3, int t, int cols, const u16* x, int n, int add) {
+__device__ __forceinline__ void qgemm_t(const u8* w, int t, int rows, int cols, const u16* x, int n,
+                                        float* out, int add) {
     constexpr int MT = TM / 32; // m16 tiles of a warp: the warps are 2 (tokens) × 4 (rows)
     extern __shared__ __align__(16) u16 qg_sh[];
     u16* xs = qg_sh;                      // QG_XS × TM × QG_LD
     u16* ws = qg_sh + QG_XS * TM * QG_LD; // 2 × QG_BN × QG_LD
     int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    int tile = blockIdx.x, which = 0;
-    while (which < 2 && tile >= (g3.rows[which] + QG_BN - 1) / QG_BN) {
-        tile -= (g3.rows[which] + QG_BN - 1) / QG_BN;
-        which++;
-    }
-    const u8* w = g3.w[which];
-    float* out = g3.out[which];
-    int rows = g3.rows[which];
-    int r0 = tile * QG_BN, t0 = blockIdx.y * TM;
+    int r0 = blockIdx.x * QG_BN, t0 = blockIdx.y * TM;
     int wt = (warp >> 2) * (TM / 2), wr = (warp & 3) * 32; // the warp's tokens and rows in the tile
     u64 rb = row_bytes(t, cols);
     // This thread's 16 weights per step: row wrow, columns 16·half.. of the step.
@@ -1635,8 +1621,9 @@ __device__ __forceinline__ void qgemm_t(QgGroup g3, int t, int cols, const u16* 
 // One kernel per format (T_ANY: the rest, element by element) and token tile (64 or 128).
 #define QGEMM(NAME, T, TM)                                                                          \
     extern "C" __global__ void __launch_bounds__(256, 1)                                           \
-        qgemm_##NAME##_##TM(QgGroup g3, int t, int cols, const u16* x, int n, int add) {           \
-        qgemm_t<T, TM>(g3, t, cols, x, n, add);                                                    \
+        qgemm_##NAME##_##TM(const u8* w, int t, int rows, int cols, const u16* x, int n,           \
+                            float* out, int add) {                                                 \
+        qgemm_t<T, TM>(w, t, rows, cols, x, n, out, add);                                          \
     }
 QGEMM(f16, T_F16, 64)
 QGEMM(f16, T_F16, 128)

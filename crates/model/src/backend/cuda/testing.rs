@@ -38,47 +38,33 @@ pub fn dequantize(
 }
 
 /// `out (+)= x · Wᵀ` for `n` rows `x` (`n × cols`, rounded to f16 on the GPU) through the prompt
-/// matmul that reads the weights' blocks into tensor-core tiles, with a token tile of `tm` (64 or
-/// 128), for up to three weights `(data, rows)` of format `ty` in one launch; `init`: each
-/// output's values before (`add` mode), else they are overwritten. Needs sm_80+.
+/// matmul that reads the weight's blocks into tensor-core tiles, with a token tile of `tm` (64 or
+/// 128); `init`: the output's values before (`add` mode), else it is overwritten. Needs sm_80+.
 pub fn gemm(
     gpu: &Gpu,
-    (ty, cols): (GgmlType, usize),
-    weights: &[(&[u8], usize)],
-    (x, n): (&[f32], usize),
-    init: Option<&[Vec<f32>]>,
+    (ty, data, rows, cols): (GgmlType, &[u8], usize, usize),
+    x: &[f32],
+    n: usize,
+    init: Option<&[f32]>,
     tm: usize,
-) -> Result<Vec<Vec<f32>>, ModelError> {
+) -> Result<Vec<f32>, ModelError> {
     if !gpu.tensor_cores() {
         return Err(ModelError::Backend(
             "cuda: the tensor-core matmul needs sm_80+".into(),
         ));
     }
-    let ws = weights
-        .iter()
-        .map(|&(data, rows)| upload_matrix(gpu, "weights", ty, data, rows, cols))
-        .collect::<Result<Vec<_>, _>>()?;
+    let w = upload_matrix(gpu, "weights", ty, data, rows, cols)?;
     let xb = gpu.upload(x, "input")?;
     let x16 = gpu.alloc(n * cols * 2, "f16 input")?;
     model::to_f16(gpu, xb.ptr, x16.ptr, n * cols)?;
-    let outs = weights
-        .iter()
-        .enumerate()
-        .map(|(i, &(_, rows))| match init {
-            Some(v) => gpu.upload(&v[i], "output"),
-            None => gpu.upload(&vec![f32::NAN; n * rows], "output"),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let group: Vec<_> = ws.iter().zip(&outs).map(|(w, o)| (w, o.ptr)).collect();
-    model::qgemm(gpu, &group, (x16.ptr, n), init.is_some(), Some(tm))?;
-    outs.iter()
-        .zip(weights)
-        .map(|(o, &(_, rows))| {
-            let mut v = vec![0f32; n * rows];
-            gpu.read(o, 0, &mut v)?;
-            Ok(v)
-        })
-        .collect()
+    let out = match init {
+        Some(v) => gpu.upload(v, "output")?,
+        None => gpu.upload(&vec![f32::NAN; n * rows], "output")?,
+    };
+    model::qgemm(gpu, &w, (x16.ptr, n), out.ptr, init.is_some(), Some(tm))?;
+    let mut v = vec![0f32; n * rows];
+    gpu.read(&out, 0, &mut v)?;
+    Ok(v)
 }
 
 /// Quantizes `x` (a multiple of 32 values) to the kernels' q8_1 layout: codes and `(d, d·Σq)`
