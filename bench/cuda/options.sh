@@ -4,10 +4,7 @@
 #   OPTS="default|cuda.wpr_max=1|..." bash bench/cuda/options.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-B=.cudabin/rustorch; M=/tmp/rt-models; mkdir -p $M
-libdirs=$(find /usr/local /usr/lib /opt -maxdepth 6 \( -name 'libnvrtc.so*' -o -name 'libcublas.so*' \) -printf '%h\n' 2>/dev/null | grep -v stubs | sort -u | tr '\n' ':')
-export LD_LIBRARY_PATH="${libdirs}${LD_LIBRARY_PATH:-}"
+source bench/cuda/env.sh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 for s in tinyllama-1.1b llama-7b; do
   F=$M/$s-Q4_K_M.gguf

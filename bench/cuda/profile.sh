@@ -5,11 +5,7 @@
 #   bash bench/cuda/profile.sh   (rustorch from .cudabin/, see scripts/device-cuda.sh --stage)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-B=.cudabin/rustorch; M=/tmp/rt-models; mkdir -p $M
-libdirs=$(find /usr/local /usr/lib /opt -maxdepth 6 \( -name 'libnvrtc.so*' -o -name 'libcublas.so*' \) -printf '%h\n' 2>/dev/null | grep -v stubs | sort -u | tr '\n' ':')
-export LD_LIBRARY_PATH="${libdirs}${LD_LIBRARY_PATH:-}" PATH=/usr/local/cuda/bin:$PATH
-NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+source bench/cuda/env.sh
 SHAPE=${SHAPE:-llama-7b}; TY=${TY:-Q4_K_M}; F=$M/$SHAPE-$TY.gguf
 [ -f $F ] || $B synth --shape $SHAPE --type $TY -o $F > /dev/null || { echo "synth failed"; exit 1; }
 $B bench -m $F --backend cuda -p 0 -n 128 -r 3 2>&1 | grep -E "tg|error" | tee $OUT/e2e.txt

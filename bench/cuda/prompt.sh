@@ -7,10 +7,7 @@
 #   bash bench/cuda/prompt.sh   (binaries in .cudabin/, see scripts/device-cuda.sh --stage)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-B=.cudabin/rustorch; M=/tmp/rt-models; mkdir -p $M
-libdirs=$(find /usr/local /usr/lib /opt -maxdepth 6 \( -name 'libnvrtc.so*' -o -name 'libcublas.so*' \) -printf '%h\n' 2>/dev/null | grep -v stubs | sort -u | tr '\n' ':')
-export LD_LIBRARY_PATH="${libdirs}${LD_LIBRARY_PATH:-}" PATH=/usr/local/cuda/bin:$PATH
+source bench/cuda/env.sh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/card.txt
 FILES=${FILES:-tinyllama-1.1b:Q4_K_M tinyllama-1.1b:Q4_0 tinyllama-1.1b:Q8_0 llama-7b:Q4_K_M}
 for f in $FILES; do
@@ -36,7 +33,6 @@ for r in $(seq 1 ${ROUNDS:-2}); do
   done
 done
 if [ "${PROFILE:-1}" = 1 ]; then
-  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   $NCU --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv --print-units base \
     --launch-count ${COUNT:-1200} $B bench -m $M/llama-7b-Q4_K_M.gguf --backend cuda -p 512 -n 0 -r 1 > $OUT/ncu-pp.csv 2> $OUT/ncu-pp.err
   tail -2 $OUT/ncu-pp.err

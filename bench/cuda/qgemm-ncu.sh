@@ -4,11 +4,7 @@
 #   bash bench/cuda/qgemm-ncu.sh   (binaries in .cudabin/)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-B=.cudabin/rustorch; M=/tmp/rt-models; mkdir -p $M
-libdirs=$(find /usr/local /usr/lib /opt -maxdepth 6 \( -name 'libnvrtc.so*' -o -name 'libcublas.so*' \) -printf '%h\n' 2>/dev/null | grep -v stubs | sort -u | tr '\n' ':')
-export LD_LIBRARY_PATH="${libdirs}${LD_LIBRARY_PATH:-}" PATH=/usr/local/cuda/bin:$PATH
-NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+source bench/cuda/env.sh
 F=$M/${SHAPE:-tinyllama-1.1b}-Q4_K_M.gguf
 [ -f $F ] || $B synth --shape ${SHAPE:-tinyllama-1.1b} --type Q4_K_M -o $F > /dev/null
 $NCU --section SpeedOfLight --section WarpStateStats --section MemoryWorkloadAnalysis --section Occupancy \
