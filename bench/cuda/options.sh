@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On the device machine: decode (tg128) of the synthetic TinyLlama and Llama-7B Q4_K_M files under
-# several backend options, alternating, ROUNDS rounds; then the per-kernel profile (profile.sh).
-#   OPTS="default|cuda.wpr_max=1|..." bash bench/cuda/options.sh
+# several backend options and binaries, alternating, ROUNDS rounds; then the per-kernel profile
+# (profile.sh). BINS lists binaries to alternate (e.g. a branch's and main's, staged side by side).
+#   OPTS="default|cuda.wpr_max=1|..." BINS=".cudabin/rustorch .cudabin/rustorch-main" bash bench/cuda/options.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source bench/cuda/env.sh
@@ -13,10 +14,12 @@ done
 IFS='|' read -ra opts <<< "${OPTS:-default|cuda.wpr_max=1}"
 for r in $(seq 1 ${ROUNDS:-2}); do
   for s in tinyllama-1.1b llama-7b; do
-    for o in "${opts[@]}"; do
-      a=(); [ "$o" != default ] && for kv in $o; do a+=(--backend-opt "$kv"); done
-      t=$($B bench -m $M/$s-Q4_K_M.gguf --backend cuda -p ${P:-0} -n 128 -r 3 "${a[@]}" --json 2>>$OUT/err.txt | python3 -c "import json,sys; print(' '.join('%.1f' % x['avg_ts'] for x in json.load(sys.stdin)))")
-      echo "round $r | $s | $o | $t" | tee -a $OUT/options.txt
+    for bin in ${BINS:-$B}; do
+      for o in "${opts[@]}"; do
+        a=(); [ "$o" != default ] && for kv in $o; do a+=(--backend-opt "$kv"); done
+        t=$($bin bench -m $M/$s-Q4_K_M.gguf --backend cuda -p ${P:-0} -n 128 -r 3 "${a[@]}" --json 2>>$OUT/err.txt | python3 -c "import json,sys; print(' '.join('%.1f' % x['avg_ts'] for x in json.load(sys.stdin)))")
+        echo "round $r | $s | $(basename $bin) | $o | $t" | tee -a $OUT/options.txt
+      done
     done
   done
 done
