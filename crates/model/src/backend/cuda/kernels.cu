@@ -97,15 +97,20 @@ __device__ __forceinline__ u64 row_bytes(int t, int ncols) {
     return (u64)(ncols / block_elems(t)) * (u64)block_bytes(t);
 }
 
-// ggml's get_scale_min_k4: the 6-bit scale and min of sub-block j of a Q4_K/Q5_K block.
-__device__ __forceinline__ void scale_min_k4(int j, const u8* q, int* sc, int* m) {
+// ggml's get_scale_min_k4: the 6-bit scale and min of sub-block j of a Q4_K/Q5_K block, from its
+// 12 scale bytes as `q(i)` gives them (read through a pointer, or held in registers).
+template <class Byte>
+__device__ __forceinline__ void scale_min_k4_of(int j, Byte q, int* sc, int* m) {
     if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
+        *sc = q(j) & 63;
+        *m = q(j + 4) & 63;
     } else {
-        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+        *sc = (q(j + 4) & 0xF) | ((q(j - 4) >> 6) << 4);
+        *m = (q(j + 4) >> 4) | ((q(j) >> 6) << 4);
     }
+}
+__device__ __forceinline__ void scale_min_k4(int j, const u8* q, int* sc, int* m) {
+    scale_min_k4_of(j, [q](int i) { return (int)q[i]; }, sc, m);
 }
 
 // Element i of a row of type t (the dequantize path: embeddings, prompt GEMM weights, tests).
@@ -1337,21 +1342,10 @@ __device__ __forceinline__ void ldmatrix4(u32* r, const u16* p) {
                  : "r"(smem_addr(p)));
 #endif
 }
-// Two floats as an f16 pair (lo in the low half).
-__device__ __forceinline__ u32 h2pack(float lo, float hi) {
-#if __CUDA_ARCH__ >= 800
-    u32 r;
-    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-#else
-    return pack_h2(lo, hi);
-#endif
-}
-__device__ __forceinline__ u32 byte_of(u32 w, int i) { return (w >> (8 * i)) & 255u; }
 // Byte i (0..15) of four words, i known per thread.
-__device__ __forceinline__ u32 byte16(const u32* w, int i) {
+__device__ __forceinline__ int byte16(const u32* w, int i) {
     u32 v = i < 4 ? w[0] : i < 8 ? w[1] : i < 12 ? w[2] : w[3];
-    return byte_of(v, i & 3);
+    return (int)((v >> (8 * (i & 3))) & 255u);
 }
 
 // The raw bytes of 16 weights of one row from column `col` (a multiple of 16), loaded without
@@ -1467,13 +1461,7 @@ __device__ __forceinline__ void qg_decode(const QgRaw& r, int t, const u8* row, 
         int sub = ((col & 255) >> 6) * 2 + ((col & 32) ? 1 : 0);
         const u32* s = r.w + 1; // the 12 scale bytes
         int sc, m;
-        if (sub < 4) {
-            sc = byte16(s, sub) & 63;
-            m = byte16(s, sub + 4) & 63;
-        } else {
-            sc = (byte16(s, sub + 4) & 0xF) | ((byte16(s, sub - 4) >> 6) << 4);
-            m = (byte16(s, sub + 4) >> 4) | ((byte16(s, sub) >> 6) << 4);
-        }
+        scale_min_k4_of(sub, [s](int i) { return byte16(s, i); }, &sc, &m);
         float d = h2f((u16)r.w[0]) * (float)sc, mn = h2f((u16)(r.w[0] >> 16)) * (float)m;
         u32 d2 = h2dup(f2h(d)), m2 = h2dup(f2h(-mn));
         int sh = col & 32 ? 4 : 0;
@@ -1490,7 +1478,7 @@ __device__ __forceinline__ void qg_decode(const QgRaw& r, int t, const u8* row, 
         }
     } else { // any other format, element by element
 #pragma unroll
-        for (int i = 0; i < 8; i++) o[i] = h2pack(dq(t, row, col + 2 * i), dq(t, row, col + 2 * i + 1));
+        for (int i = 0; i < 8; i++) o[i] = pack_h2(dq(t, row, col + 2 * i), dq(t, row, col + 2 * i + 1));
     }
 }
 
@@ -1498,7 +1486,6 @@ __device__ __forceinline__ void qg_decode(const QgRaw& r, int t, const u8* row, 
 #define QG_XS 3
 __host__ __device__ constexpr int qg_smem(int tm) { return (QG_XS * tm + 2 * QG_BN) * QG_LD * 2; }
 
-template <int T>
 __device__ __forceinline__ void qg_store(u16* ws, int wrow, int half, const u32* d) {
     *(uint4*)&ws[wrow * QG_LD + half * 16] = make_uint4(d[0], d[1], d[2], d[3]);
     *(uint4*)&ws[wrow * QG_LD + half * 16 + 8] = make_uint4(d[4], d[5], d[6], d[7]);
@@ -1551,7 +1538,7 @@ __device__ __forceinline__ void qgemm_t(const u8* w, int t, int rows, int cols, 
     copy_x(1);
     qg_load<T>(wp, half * 16, ra);
     qg_decode<T>(ra, t, wp, half * 16, dec);
-    qg_store<T>(ws, wrow, half, dec);
+    qg_store(ws, wrow, half, dec);
     if (nk > 1) qg_load<T>(wp, QG_BK + half * 16, rb2);
     if (nk > 2) qg_load<T>(wp, 2 * QG_BK + half * 16, ra);
     cp_async_wait1();
@@ -1579,7 +1566,7 @@ __device__ __forceinline__ void qgemm_t(const u8* w, int t, int rows, int cols, 
         if (kt + 1 < nk) {
             int col = (kt + 1) * QG_BK + half * 16;
             qg_decode<T>(raw, t, wp, col, dec);
-            qg_store<T>(ws + ((kt + 1) & 1) * QG_BN * QG_LD, wrow, half, dec);
+            qg_store(ws + ((kt + 1) & 1) * QG_BN * QG_LD, wrow, half, dec);
         }
         if (kt + 3 < nk) qg_load<T>(wp, (kt + 3) * QG_BK + half * 16, raw);
         cp_async_wait1();

@@ -229,7 +229,7 @@ const QGEMM_AUTO_COLS: usize = 4096;
 /// cuBLAS is missing.
 pub(crate) fn qgemm_for(gpu: &Gpu, w: &GWeight) -> bool {
     let auto = w.cols >= QGEMM_AUTO_COLS && (w.ty == GgmlType::Q4_K.id() as i32 || w.ty == T_Q6_KP);
-    gpu.cc_major >= 8 && gpu.opts.qgemm.unwrap_or(auto || !gpu.has_blas())
+    gpu.tensor_cores() && gpu.opts.qgemm.unwrap_or(auto || !gpu.has_blas())
 }
 
 /// Weight rows a [`qgemm`] block owns (`QG_BN` in `kernels.cu`).
