@@ -21,7 +21,7 @@ if [ "${TESTS:-1}" = 1 ]; then
     .cudabin/cuda-tests --test-threads=1 --nocapture ${TEST_FILTER:-} 2>&1 | grep -vE "^\s*$" > $OUT/tests.log
   echo "tests rc ${PIPESTATUS[0]}"; grep -E "test result|FAILED|panicked|prompt matmul .*(tile|7B|4096)" $OUT/tests.log | tail -30
 fi
-IFS='|' read -ra opts <<< "${OPTS:-cuda.qgemm=0|default|cuda.qgemm=1 cuda.qgemm_tm=64|cuda.qgemm=1 cuda.qgemm_tm=128}"
+IFS='|' read -ra opts <<< "${OPTS:-cuda.qgemm=0|default|cuda.qgemm=1|cuda.qgemm=1 cuda.qgemm_sb=0}"
 for r in $(seq 1 ${ROUNDS:-2}); do
   for f in $FILES; do
     s=${f%%:*}; t=${f##*:}

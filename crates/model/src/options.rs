@@ -50,6 +50,9 @@ pub struct CudaOptions {
     pub qgemm: Option<bool>,
     /// Tokens a prompt-matmul block owns: 64 or 128, or 0 to choose by the matrix's size.
     pub qgemm_tm: usize,
+    /// Q4_K / Q6_K prompt matmuls of more than 64 rows through the super-block kernel (whole
+    /// super-blocks staged in shared memory, 64x64 warp tiles); off: the 32-column tile kernel.
+    pub qgemm_sb: bool,
 }
 
 impl Default for CudaOptions {
@@ -64,6 +67,7 @@ impl Default for CudaOptions {
             wpr_max: 2,
             qgemm: None,
             qgemm_tm: 0,
+            qgemm_sb: true,
         }
     }
 }
@@ -101,7 +105,7 @@ impl BackendOptions {
     /// Sets one option by its dotted name, as `--backend-opt KEY=VALUE` gives it: `cpu.pack`;
     /// `cuda.graph`, `cuda.flash`, `cuda.pdl`, `cuda.prefetch`, `cuda.attn_prefetch` (0/1),
     /// `cuda.mv_warps` (4, 8, 16), `cuda.wpr_max` (1, 2, 4), `cuda.qgemm` (0/1/auto),
-    /// `cuda.qgemm_tm` (0, 64, 128); `wgpu.*` (see
+    /// `cuda.qgemm_tm` (0, 64, 128), `cuda.qgemm_sb` (0/1); `wgpu.*` (see
     /// `wgpu::Options::set`, in builds with the `wgpu` feature).
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         let c = &mut self.cuda;
@@ -117,6 +121,7 @@ impl BackendOptions {
             "cuda.qgemm" if value == "auto" => c.qgemm = None,
             "cuda.qgemm" => c.qgemm = Some(flag(key, value)?),
             "cuda.qgemm_tm" => c.qgemm_tm = one_of(key, value, &[0, 64, 128])?,
+            "cuda.qgemm_sb" => c.qgemm_sb = flag(key, value)?,
             #[cfg(feature = "wgpu")]
             k if k.starts_with("wgpu.") => self.wgpu.set(&k["wgpu.".len()..], value)?,
             _ => return Err(format!("unknown backend option {key:?}")),

@@ -250,7 +250,8 @@ fn check_gemm(
 
 /// The prompt matmul that decodes quantized weights into tensor-core tiles, against the scalar
 /// dequantization: every format the GPU keeps (and the ones widened to f16 at upload), both token
-/// tiles, overwriting and accumulating, with rows and tokens that do not fill a tile; then the
+/// tiles and the super-block kernel (Q4_K, Q6_K), overwriting and accumulating, with rows and
+/// tokens that do not fill a tile; then the
 /// Llama-7B matmul shapes (4096x4096, 11008x4096, 4096x11008) at a 512-token prompt in Q4_K and
 /// Q6_K, checked at 4096 sampled outputs each.
 #[test]
@@ -264,6 +265,14 @@ fn prompt_matmul_matches_scalar_reference() {
         return;
     }
     let mut rng = Rng::seed();
+    // Both token tiles of the 32-column kernel; the super-block kernel for Q4_K and Q6_K.
+    let kernels = |ty: GgmlType| {
+        let mut k = vec![testing::QgKernel::Tiles(64), testing::QgKernel::Tiles(128)];
+        if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) && gpu.superblock_matmul() {
+            k.push(testing::QgKernel::SuperBlocks);
+        }
+        k
+    };
     let round16 =
         |v: &[f32]| -> Vec<f32> { v.iter().map(|&a| half::f16::from_f32(a).to_f32()).collect() };
     for &(rows, cols, n) in &[
@@ -282,12 +291,12 @@ fn prompt_matmul_matches_scalar_reference() {
                 .flat_map(|t| (0..rows).map(move |r| (t, r)))
                 .collect();
             let mut worst = 0f64;
-            for tm in [64, 128] {
+            for kernel in kernels(ty) {
                 for add in [false, true] {
                     let init = add.then_some(&init[..]);
                     let got =
-                        testing::gemm(&gpu, (ty, &data, rows, cols), &x, n, init, tm).unwrap();
-                    let label = format!("{ty} {rows}x{cols} n {n} tile {tm} add {add}");
+                        testing::gemm(&gpu, (ty, &data, rows, cols), &x, n, init, kernel).unwrap();
+                    let label = format!("{ty} {rows}x{cols} n {n} {kernel:?} add {add}");
                     worst = worst.max(check_gemm(
                         &label,
                         &got,
@@ -320,9 +329,10 @@ fn prompt_matmul_matches_scalar_reference() {
                     )
                 })
                 .collect();
-            for tm in [64, 128] {
-                let got = testing::gemm(&gpu, (ty, &data, rows, cols), &x, n, None, tm).unwrap();
-                let label = format!("{ty} {rows}x{cols} n {n} tile {tm}");
+            for kernel in kernels(ty) {
+                let got =
+                    testing::gemm(&gpu, (ty, &data, rows, cols), &x, n, None, kernel).unwrap();
+                let label = format!("{ty} {rows}x{cols} n {n} {kernel:?}");
                 let worst = check_gemm(&label, &got, None, &x16, &wq, (rows, cols), &sample);
                 eprintln!(
                     "prompt matmul {label}: worst error {worst:.3} of the bound (4096 outputs)"

@@ -61,6 +61,8 @@ const KERNELS: &[&str] = &[
     "qgemm_q6_k_128",
     "qgemm_any_64",
     "qgemm_any_128",
+    "qgemm4_q4_k",
+    "qgemm4_q6_k",
 ];
 
 /// The kernels by name.
@@ -91,6 +93,8 @@ pub(crate) struct Kernels {
     /// Prompt matmuls on the quantized weights (sm_80+), by format (F16, Q4_0, Q8_0, Q4_K,
     /// padded Q6_K, any other) and token tile (64, 128): [`super::ops::qgemm`].
     pub qgemm: [[CudaFunction; 2]; 6],
+    /// The super-block prompt matmul (Q4_K, padded Q6_K): [`super::ops::qgemm`].
+    pub qgemm4: [CudaFunction; 2],
     _module: Arc<CudaModule>,
 }
 
@@ -174,6 +178,8 @@ pub struct Gpu {
     pub(crate) pdl: AtomicBool,
     /// The compute capability's major number (PDL needs 9).
     pub(crate) cc_major: i32,
+    /// The card gives a block the shared memory of the super-block prompt matmul.
+    pub(crate) qgemm4_ok: bool,
     pub(crate) opts: CudaOptions,
     name: String,
 }
@@ -199,6 +205,13 @@ impl Gpu {
                 "cuda: {name} (compute capability {major}.{minor}) is too old; the kernels need 7.0 or newer"
             )));
         }
+        // Every `Gpu` gets its own handle on the device's primary context. cudarc's event
+        // tracking (for its CudaSlice, which we do not use) makes a handle's first new stream
+        // synchronize the whole context: illegal while another thread's handle captures a decode
+        // graph ("creating a stream: operation not permitted when stream is capturing", seen with
+        // two test threads). This backend orders its work on its own stream itself.
+        // SAFETY: no CudaSlice is ever made on this context; buffers are `DevBuf`s.
+        unsafe { ctx.disable_event_tracking() };
         let stream = ctx
             .new_stream()
             .map_err(|e| drv_err("creating a stream", e))?;
@@ -243,12 +256,40 @@ impl Gpu {
                 [next()?, next()?],
                 [next()?, next()?],
             ],
+            qgemm4: [next()?, next()?],
             _module: module,
         };
-        for f in k.qgemm.iter().flatten() {
+        // The super-block matmul needs up to 110 KiB of shared memory a block: Hopper and A100
+        // have it (227 / 163 KiB), sm_86/89 (99 KiB), Turing (64) and Volta (96) do not.
+        let optin = ctx
+            .attribute(
+                sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+            )
+            .map_err(|e| drv_err("reading the shared memory limit", e))?
+            .max(0) as usize;
+        let big = [
+            super::ops::qgemm4_shared(144),
+            super::ops::qgemm4_shared(240),
+        ];
+        let qgemm4_ok = big.iter().all(|&b| b <= optin);
+        let shared = k
+            .qgemm
+            .iter()
+            .flatten()
+            .map(|f| (f, super::ops::qgemm_shared(128)))
+            .chain(k.qgemm4.iter().zip(big).filter(|_| qgemm4_ok));
+        for f in k.qgemm4.iter().filter(|_| qgemm4_ok) {
+            // All of L1 as shared memory, so two blocks fit a multiprocessor (the copies bypass L1).
+            f.set_attribute(
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+                100,
+            )
+            .map_err(|e| drv_err("preferring shared memory for the prompt matmul", e))?;
+        }
+        for (f, bytes) in shared {
             f.set_attribute(
                 sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                super::ops::qgemm_shared(128) as i32,
+                bytes as i32,
             )
             .map_err(|e| drv_err("allowing the prompt matmul its shared memory", e))?;
         }
@@ -271,6 +312,7 @@ impl Gpu {
             blas,
             pdl: AtomicBool::new(false),
             cc_major: major,
+            qgemm4_ok,
             opts,
             name,
         })
@@ -284,6 +326,11 @@ impl Gpu {
     /// Whether the card has the tensor-core instructions of the prompt kernels (sm_80+).
     pub fn tensor_cores(&self) -> bool {
         self.cc_major >= 8
+    }
+
+    /// Whether the card gives a block the shared memory of the super-block prompt matmul.
+    pub fn superblock_matmul(&self) -> bool {
+        self.qgemm4_ok
     }
 
     /// Whether prompts can use cuBLAS (else they run token by token through the decode path).
@@ -612,6 +659,7 @@ mod tests {
             "rows_to_heads",
             "attn_prompt_",
             "qgemm_",
+            "qgemm4_",
             "softmax_causal",
             "heads_to_rows",
             "argmax",

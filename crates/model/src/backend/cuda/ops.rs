@@ -241,6 +241,22 @@ pub(crate) fn qgemm_shared(tm: usize) -> usize {
     (3 * tm + 2 * QG_BN) * 40 * 2
 }
 
+/// Dynamic shared memory of a super-block [`qgemm`] block for super-blocks kept `stride` bytes
+/// apart (`qg4_smem` in `kernels.cu`: three activation stages and two decoded tiles of 128 rows
+/// of 40 halves, two raw super-blocks of 128 rows): Q4_K 144, Q6_K 240.
+pub(crate) fn qgemm4_shared(stride: usize) -> usize {
+    (3 * 128 + 2 * 128) * 40 * 2 + 2 * 128 * stride
+}
+
+/// Which prompt-matmul kernel [`qgemm`] runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum QgKernel {
+    /// 32-column tiles decoded per step from global memory, a token tile of 64 or 128.
+    Tiles(usize),
+    /// Q4_K / Q6_K: whole super-blocks staged in shared memory, 128 x 128 blocks.
+    SuperBlocks,
+}
+
 /// `out[n][rows] (+)= x16[n][cols] · Wᵀ` (`add`: into `out`) straight from the weight's blocks:
 /// `kernels.cu`'s `qgemm_t`, tensor-core tiles decoded in shared memory (sm_80+), no f16 copy
 /// of the weight. The token tile `tm` (64 or 128): by default 128 for more than 64 rows (at the
@@ -251,33 +267,49 @@ pub(crate) fn qgemm(
     (x16, n): (u64, usize),
     out: u64,
     add: bool,
-    tm: Option<usize>,
+    kernel: Option<QgKernel>,
 ) -> Result<(), ModelError> {
     use GgmlType as T;
-    let format = match w.ty {
-        t if t == T::F16.id() as i32 => 0,
-        t if t == T::Q4_0.id() as i32 => 1,
-        t if t == T::Q8_0.id() as i32 => 2,
-        t if t == T::Q4_K.id() as i32 => 3,
-        T_Q6_KP => 4,
-        _ => 5,
+    let k_quant = w.ty == T::Q4_K.id() as i32 || w.ty == T_Q6_KP;
+    let kernel = kernel.unwrap_or(match gpu.opts.qgemm_tm {
+        _ if gpu.opts.qgemm_sb && gpu.qgemm4_ok && k_quant && n > 64 => QgKernel::SuperBlocks,
+        0 if n > 64 => QgKernel::Tiles(128),
+        0 => QgKernel::Tiles(64),
+        t => QgKernel::Tiles(t),
+    });
+    // (kernel, tokens a block, threads, shared bytes)
+    let (f, tm, threads, shared) = match kernel {
+        QgKernel::SuperBlocks if k_quant && gpu.qgemm4_ok => {
+            let q6 = w.ty == T_Q6_KP;
+            let stride = if q6 { 240 } else { 144 };
+            (&gpu.k.qgemm4[usize::from(q6)], 128, 128, qgemm4_shared(stride))
+        }
+        QgKernel::SuperBlocks => {
+            return Err(ModelError::Backend(
+                "cuda: the super-block matmul reads only Q4_K and Q6_K, on cards with 110 KiB of shared memory a block".into(),
+            ))
+        }
+        QgKernel::Tiles(tm @ (64 | 128)) => {
+            let format = match w.ty {
+                t if t == T::F16.id() as i32 => 0,
+                t if t == T::Q4_0.id() as i32 => 1,
+                t if t == T::Q8_0.id() as i32 => 2,
+                t if t == T::Q4_K.id() as i32 => 3,
+                T_Q6_KP => 4,
+                _ => 5,
+            };
+            let f = &gpu.k.qgemm[format][usize::from(tm == 128)];
+            (f, tm, 256, qgemm_shared(tm))
+        }
+        QgKernel::Tiles(tm) => {
+            return Err(ModelError::Backend(format!("cuda: no {tm}-token matmul tile")))
+        }
     };
-    let tm = match (tm, gpu.opts.qgemm_tm) {
-        (Some(t), _) => t,
-        (None, 0) if n > 64 => 128,
-        (None, 0) => 64,
-        (None, t) => t,
-    };
-    if tm != 64 && tm != 128 {
-        return Err(ModelError::Backend(format!(
-            "cuda: no {tm}-token matmul tile"
-        )));
-    }
-    let f = &gpu.k.qgemm[format][usize::from(tm == 128)];
+    // Blocks of 128 weight rows (QG_BN, Q4_BN) and `tm` tokens.
     gpu.launch_shared(
         f,
         (w.rows.div_ceil(QG_BN) as u32, n.div_ceil(tm) as u32, 1),
-        (256, qgemm_shared(tm) as u32),
+        (threads, shared as u32),
         &[
             &w.buf.ptr,
             &w.ty,

@@ -37,16 +37,18 @@ pub fn dequantize(
     Ok(v)
 }
 
+pub use super::ops::QgKernel;
+
 /// `out (+)= x · Wᵀ` for `n` rows `x` (`n × cols`, rounded to f16 on the GPU) through the prompt
-/// matmul that reads the weight's blocks into tensor-core tiles, with a token tile of `tm` (64 or
-/// 128); `init`: the output's values before (`add` mode), else it is overwritten. Needs sm_80+.
+/// matmul that reads the weight's blocks into tensor-core tiles, with `kernel`; `init`: the
+/// output's values before (`add` mode), else it is overwritten. Needs sm_80+.
 pub fn gemm(
     gpu: &Gpu,
     (ty, data, rows, cols): (GgmlType, &[u8], usize, usize),
     x: &[f32],
     n: usize,
     init: Option<&[f32]>,
-    tm: usize,
+    kernel: QgKernel,
 ) -> Result<Vec<f32>, ModelError> {
     if !gpu.tensor_cores() {
         return Err(ModelError::Backend(
@@ -61,7 +63,7 @@ pub fn gemm(
         Some(v) => gpu.upload(v, "output")?,
         None => gpu.upload(&vec![f32::NAN; n * rows], "output")?,
     };
-    model::qgemm(gpu, &w, (x16.ptr, n), out.ptr, init.is_some(), Some(tm))?;
+    model::qgemm(gpu, &w, (x16.ptr, n), out.ptr, init.is_some(), Some(kernel))?;
     let mut v = vec![0f32; n * rows];
     gpu.read(&out, 0, &mut v)?;
     Ok(v)
