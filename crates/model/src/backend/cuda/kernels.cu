@@ -1637,8 +1637,11 @@ __device__ __forceinline__ void qgemm_t(const u8* w, int t, int rows, int cols, 
 }
 // One kernel per format (T_ANY: the rest, element by element) and token tile (64 or 128). The
 // super-block kernels below take the same parameters (`t` unused: the format is in the name).
+// Two blocks a multiprocessor: the 128-token tile then fits 128 registers (Q4_K without spills,
+// padded Q6_K with 32 bytes), and one block's MMAs run while the other decodes or waits at its
+// step barrier (with one block the tensor pipes idle through those phases; see bench/cuda/NOTES.md).
 #define QGEMM(NAME, T, TM)                                                                          \
-    extern "C" __global__ void __launch_bounds__(256, 1)                                           \
+    extern "C" __global__ void __launch_bounds__(256, 2)                                           \
         qgemm_##NAME##_##TM(const u8* w, int t, int rows, int cols, const u16* x, int n,           \
                             float* out, int add) {                                                 \
         qgemm_t<T, TM>(w, t, rows, cols, x, n, out, add);                                          \
