@@ -1690,18 +1690,9 @@ __device__ __forceinline__ void cp_async_wait2() {
 template <int T>
 __device__ __forceinline__ void qg4_decode(const u8* rp, int s, u32* o) {
     if (T == T_Q4_K) {
-        uint4 h = *(const uint4*)rp;
-        u32 hw[4] = {h.x, h.y, h.z, h.w};
-        const u32* sc6 = hw + 1;
         int sc, m;
-        if (s < 4) {
-            sc = byte16(sc6, s) & 63;
-            m = byte16(sc6, s + 4) & 63;
-        } else {
-            sc = (byte16(sc6, s + 4) & 0xF) | ((byte16(sc6, s - 4) >> 6) << 4);
-            m = (byte16(sc6, s + 4) >> 4) | ((byte16(sc6, s) >> 6) << 4);
-        }
-        float d = h2f((u16)h.x) * (float)sc, mn = h2f((u16)(h.x >> 16)) * (float)m;
+        scale_min_k4(s, rp + 4, &sc, &m);
+        float d = ldh(rp) * (float)sc, mn = ldh(rp + 2) * (float)m;
         u32 d2 = h2dup(f2h(d)), m2 = h2dup(f2h(-mn));
         int sh = (s & 1) * 4;
         const uint4* q = (const uint4*)(rp + 16 + (s >> 1) * 32);
