@@ -3,7 +3,7 @@
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 # Models in memory (/dev/shm) when it has room: a fresh machine makes them first (the 7B file's
 # 3.9 GB took ~60 s to make on /tmp).
-B=.cudabin/rustorch; M=/tmp/rt-models
+B=${B:-.cudabin/rustorch}; M=/tmp/rt-models
 [ "$(df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 {print $4}')" -gt 20000000 ] 2>/dev/null && M=/dev/shm/rt-models
 mkdir -p $M
 libdirs=$(find /usr/local /usr/lib /opt -maxdepth 6 \( -name 'libnvrtc.so*' -o -name 'libcublas.so*' \) -printf '%h\n' 2>/dev/null | grep -v stubs | sort -u | tr '\n' ':')

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# On the device machine, two calls back to back (the machine stays warm ~30 s between them), with
+# .cudabin/ (scripts/device-cuda.sh --stage, plus a second binary as .cudabin/rustorch-main) and
+# .ref/ (../shared/tools/gpu-compare.sh --stage .cudabin/rustorch) carried:
+#   bash bench/cuda/lease.sh check   # llama.cpp's CUDA build in the background (~5 min) while the
+#                                    # synthetic files are made and the CUDA tests run
+#   bash bench/cuda/lease.sh bench   # llama.cpp beside rustorch (gpu-compare bench, ROUNDS times),
+#                                    # then prompt and decode A/B (prompt.sh, options.sh)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+source bench/cuda/env.sh
+W=$HOME/gpucmp
+link_files() {  # gpu-compare's files under the names our scripts use
+  for p in "tl tinyllama-1.1b" "l7 llama-7b"; do set -- $p
+    for t in Q4_K_M Q4_0 Q8_0; do [ -f $W/m/$1-$t.gguf ] && ln -sf $W/m/$1-$t.gguf $M/$2-$t.gguf; done
+  done
+}
+case "${1:-}" in
+check)
+  ( bash .ref/gpu-compare.sh build > $OUT/build.txt 2>&1; touch $OUT/build.finished ) &
+  while ! { [ -f $W/m/l7-Q4_K_M.gguf ] && ! pgrep -f "synth --shape" > /dev/null; }; do sleep 2; done
+  link_files; ls -laL $M
+  t0=$(date +%s)
+  RUSTORCH_REQUIRE_CUDA=1 RUSTORCH_TEST_TINYLLAMA=$M/tinyllama-1.1b-Q4_K_M.gguf RUSTORCH_TEST_CUDA_OPTS=cuda.qgemm=1 \
+    .cudabin/cuda-tests --test-threads=1 --nocapture 2>&1 | grep -vE "^\s*$" > $OUT/tests-qgemm.log
+  echo "tests (cuda.qgemm=1) rc ${PIPESTATUS[0]} in $(( $(date +%s) - t0 )) s"
+  grep -E "test result|FAILED|panicked|prompt matmul" $OUT/tests-qgemm.log | tail -40
+  for k in 1 2; do
+    t0=$(date +%s)
+    RUSTORCH_REQUIRE_CUDA=1 RUSTORCH_TEST_TINYLLAMA=$M/tinyllama-1.1b-Q4_K_M.gguf \
+      .cudabin/cuda-tests --test-threads=2 > $OUT/tests-$k.log 2>&1
+    echo "tests (default, 2 threads) round $k rc $? in $(( $(date +%s) - t0 )) s"; grep -E "test result|FAILED|panicked" $OUT/tests-$k.log | tail -8
+  done
+  RUSTORCH_REQUIRE_CUDA=1 .cudabin/engine-tests --test-threads=1 > $OUT/engine-tests.log 2>&1
+  echo "engine tests rc $?"; grep -E "test result|FAILED|panicked" $OUT/engine-tests.log | tail -5
+  while [ ! -f $OUT/build.finished ]; do sleep 5; done; tail -8 $OUT/build.txt;;
+bench)
+  link_files
+  for r in $(seq 1 ${ROUNDS:-3}); do
+    echo "== gpu-compare round $r"; VULKAN=0 BATCHED=0 OUT=$OUT/compare-$r bash .ref/gpu-compare.sh bench | grep -E "^\| (llama|rust)"
+  done
+  [ "${AB:-1}" = 1 ] && { TESTS=0 PROFILE=0 ROUNDS=${AB_ROUNDS:-2} bash bench/cuda/prompt.sh | grep round
+    # main's 32-column kernel (one block a multiprocessor) against the branch's (two)
+    [ -x .cudabin/rustorch-main ] && B=.cudabin/rustorch-main FILES=llama-7b:Q4_K_M OPTS="default|cuda.qgemm=1" \
+      TESTS=0 PROFILE=0 ROUNDS=${AB_ROUNDS:-2} bash bench/cuda/prompt.sh | grep round | sed 's/^/main: /'
+    OPTS=default BINS=".cudabin/rustorch .cudabin/rustorch-main" PROFILE=0 ROUNDS=${AB_ROUNDS:-2} bash bench/cuda/options.sh | grep round; };;
+*) echo "usage: lease.sh check | bench"; exit 2;;
+esac
