@@ -19,7 +19,9 @@ case "${1:-}" in
 check)
   ( bash .ref/gpu-compare.sh build > $OUT/build.txt 2>&1; touch $OUT/build.finished ) &
   while ! { [ -f $W/m/l7-Q4_K_M.gguf ] && ! pgrep -f "synth --shape" > /dev/null; }; do sleep 2; done
-  link_files; ls -laL $M
+  # one shape that is not llama's (issue 17: every architecture gets the speed)
+  t0=$(date +%s); $B synth --shape gemma3-1b --type Q4_K_M -o $W/m/g1-Q4_K_M.gguf > /dev/null; echo "synth gemma3-1b: $(( $(date +%s) - t0 )) s"
+  link_files; ls -laL $M $W/m
   t0=$(date +%s)
   RUSTORCH_REQUIRE_CUDA=1 RUSTORCH_TEST_TINYLLAMA=$M/tinyllama-1.1b-Q4_K_M.gguf RUSTORCH_TEST_CUDA_OPTS=cuda.qgemm=1 \
     .cudabin/cuda-tests --test-threads=1 --nocapture 2>&1 | grep -vE "^\s*$" > $OUT/tests-qgemm.log
@@ -37,7 +39,7 @@ check)
 bench)
   link_files
   for r in $(seq 1 ${ROUNDS:-3}); do
-    echo "== gpu-compare round $r"; VULKAN=0 BATCHED=0 OUT=$OUT/compare-$r bash .ref/gpu-compare.sh bench | grep -E "^\| (llama|rust)"
+    echo "== gpu-compare round $r"; FILES=${FILES:-tl-Q4_K_M tl-Q4_0 tl-Q8_0 l7-Q4_K_M g1-Q4_K_M} VULKAN=0 BATCHED=0 OUT=$OUT/compare-$r bash .ref/gpu-compare.sh bench | grep -E "^\| (llama|rust)"
   done
   [ "${AB:-1}" = 1 ] && { TESTS=0 PROFILE=0 ROUNDS=${AB_ROUNDS:-2} bash bench/cuda/prompt.sh | grep round
     # main's 32-column kernel (one block a multiprocessor) against the branch's (two)
