@@ -46,6 +46,6 @@ bench)
     [ -x .cudabin/rustorch-main ] && B=.cudabin/rustorch-main FILES=llama-7b:Q4_K_M OPTS="default|cuda.qgemm=1" \
       TESTS=0 PROFILE=0 ROUNDS=${AB_ROUNDS:-2} bash bench/cuda/prompt.sh | grep round | sed 's/^/main: /'
     OPTS=default BINS=".cudabin/rustorch .cudabin/rustorch-main" PROFILE=0 ROUNDS=${AB_ROUNDS:-2} bash bench/cuda/options.sh | grep round; }
-  [ "${TIMELINE:-1}" = 1 ] && for s in llama-7b tinyllama-1.1b; do SHAPE=$s bash bench/cuda/timeline.sh; done;;
+  [ "${TIMELINE:-1}" = 1 ] && { for s in llama-7b tinyllama-1.1b; do SHAPE=$s bash bench/cuda/timeline.sh; done; SHAPE=tinyllama-1.1b P=512 bash bench/cuda/timeline.sh; };;
 *) echo "usage: lease.sh check | bench"; exit 2;;
 esac

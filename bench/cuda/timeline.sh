@@ -2,8 +2,9 @@
 # On the device machine: where a decode token's time goes in a real run (graph and PDL on), from an
 # Nsight Systems trace of the graph's nodes: per token, the wall time from one token's first kernel
 # to the next token's, the time some kernel runs (the union of kernel intervals), the gaps, and per
-# kernel the summed durations, set against the weight bytes at 3.0 TB/s.
-#   SHAPE=llama-7b TY=Q4_K_M bash bench/cuda/timeline.sh
+# kernel the summed durations, set against the weight bytes at 3.0 TB/s. P=512: the same for
+# prompt passes of P tokens instead of decode tokens.
+#   SHAPE=llama-7b TY=Q4_K_M [P=512] bash bench/cuda/timeline.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source bench/cuda/env.sh
@@ -11,8 +12,9 @@ NSYS=$(command -v nsys || ls /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cu
 [ -n "$NSYS" ] || { echo "no nsys here"; exit 0; }
 SHAPE=${SHAPE:-llama-7b}; TY=${TY:-Q4_K_M}; F=$M/$SHAPE-$TY.gguf
 [ -f $F ] || $B synth --shape $SHAPE --type $TY -o $F > /dev/null || { echo "synth failed"; exit 1; }
+[ -n "${P:-}" ] && SHAPE=$SHAPE-pp$P
 rm -f $OUT/tl-$SHAPE.nsys-rep $OUT/tl-$SHAPE.sqlite
-$NSYS profile -q --trace=cuda --cuda-graph-trace=node -o $OUT/tl-$SHAPE $B bench -m $F --backend cuda -p 0 -n 32 -r 1 > /dev/null 2> $OUT/tl-$SHAPE.err
+$NSYS profile -q --trace=cuda --cuda-graph-trace=node -o $OUT/tl-$SHAPE $B bench -m $F --backend cuda $([ -n "${P:-}" ] && echo "-p $P -n 0 -r 4" || echo "-p 0 -n 32 -r 1") > /dev/null 2> $OUT/tl-$SHAPE.err
 $NSYS stats -q --report cuda_gpu_trace --format csv -o $OUT/tl-$SHAPE $OUT/tl-$SHAPE.nsys-rep > /dev/null 2>> $OUT/tl-$SHAPE.err
 python3 - $OUT/tl-${SHAPE}_cuda_gpu_trace.csv "$(stat -c %s $F)" <<'PY'
 import csv, sys, collections
