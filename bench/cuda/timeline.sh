@@ -16,6 +16,7 @@ SHAPE=${SHAPE:-llama-7b}; TY=${TY:-Q4_K_M}; F=$M/$SHAPE-$TY.gguf
 rm -f $OUT/tl-$SHAPE.nsys-rep $OUT/tl-$SHAPE.sqlite
 $NSYS profile -q --trace=cuda --cuda-graph-trace=node -o $OUT/tl-$SHAPE $B bench -m $F --backend cuda $([ -n "${P:-}" ] && echo "-p $P -n 0 -r 4" || echo "-p 0 -n 32 -r 1") > /dev/null 2> $OUT/tl-$SHAPE.err
 $NSYS stats -q --report cuda_gpu_trace --format csv -o $OUT/tl-$SHAPE $OUT/tl-$SHAPE.nsys-rep > /dev/null 2>> $OUT/tl-$SHAPE.err
+rm -f $OUT/tl-$SHAPE.nsys-rep $OUT/tl-$SHAPE.sqlite
 python3 - $OUT/tl-${SHAPE}_cuda_gpu_trace.csv "$(stat -c %s $F)" <<'PY'
 import csv, sys, collections
 rows = list(csv.reader(open(sys.argv[1])))
