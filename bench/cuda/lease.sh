@@ -6,6 +6,7 @@
 #                                    # synthetic files are made and the CUDA tests run
 #   bash bench/cuda/lease.sh bench   # llama.cpp beside rustorch (gpu-compare bench, ROUNDS times),
 #                                    # then prompt and decode A/B (prompt.sh, options.sh)
+#   bash bench/cuda/lease.sh all     # both in one call, one round of each
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source bench/cuda/env.sh
@@ -27,7 +28,7 @@ check)
     .cudabin/cuda-tests --test-threads=1 --nocapture 2>&1 | grep -vE "^\s*$" > $OUT/tests-qgemm.log
   echo "tests (cuda.qgemm=1) rc ${PIPESTATUS[0]} in $(( $(date +%s) - t0 )) s"
   grep -E "test result|FAILED|panicked|prompt matmul" $OUT/tests-qgemm.log | tail -40
-  for k in 1 2; do
+  for k in $(seq 1 ${TEST_ROUNDS:-2}); do
     t0=$(date +%s)
     RUSTORCH_REQUIRE_CUDA=1 RUSTORCH_TEST_TINYLLAMA=$M/tinyllama-1.1b-Q4_K_M.gguf \
       .cudabin/cuda-tests --test-threads=2 > $OUT/tests-$k.log 2>&1
@@ -47,5 +48,7 @@ bench)
       TESTS=0 PROFILE=0 ROUNDS=${AB_ROUNDS:-2} bash bench/cuda/prompt.sh | grep round | sed 's/^/main: /'
     OPTS=default BINS=".cudabin/rustorch .cudabin/rustorch-main" PROFILE=0 ROUNDS=${AB_ROUNDS:-2} bash bench/cuda/options.sh | grep round; }
   [ "${TIMELINE:-1}" = 1 ] && { for s in llama-7b tinyllama-1.1b; do SHAPE=$s bash bench/cuda/timeline.sh; done; SHAPE=tinyllama-1.1b P=512 bash bench/cuda/timeline.sh; };;
-*) echo "usage: lease.sh check | bench"; exit 2;;
+all)  # both in one call, one round each, when machines are scarce
+  TEST_ROUNDS=1 bash $0 check; ROUNDS=${ROUNDS:-1} AB_ROUNDS=${AB_ROUNDS:-1} bash $0 bench;;
+*) echo "usage: lease.sh check | bench | all"; exit 2;;
 esac
