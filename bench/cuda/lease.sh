@@ -48,6 +48,20 @@ bench)
       TESTS=0 PROFILE=0 ROUNDS=${AB_ROUNDS:-2} bash bench/cuda/prompt.sh | grep round | sed 's/^/main: /'
     OPTS=default BINS=".cudabin/rustorch .cudabin/rustorch-main" PROFILE=0 ROUNDS=${AB_ROUNDS:-2} bash bench/cuda/options.sh | grep round; }
   [ "${TIMELINE:-1}" = 1 ] && { for s in llama-7b tinyllama-1.1b; do SHAPE=$s bash bench/cuda/timeline.sh; done; SHAPE=tinyllama-1.1b P=512 bash bench/cuda/timeline.sh; };;
+dev)  # no llama.cpp: tests, then prompt and decode A/B and the timelines on the Q4_K_M files
+  mkdir -p $W/m; $B synth --shape tinyllama-1.1b --type Q4_K_M -o $W/m/tl-Q4_K_M.gguf > /dev/null
+  ( $B synth --shape llama-7b --type Q4_K_M -o $W/m/l7-Q4_K_M.gguf.tmp > /dev/null && mv $W/m/l7-Q4_K_M.gguf.tmp $W/m/l7-Q4_K_M.gguf ) &
+  link_files
+  RUSTORCH_REQUIRE_CUDA=1 RUSTORCH_TEST_TINYLLAMA=$M/tinyllama-1.1b-Q4_K_M.gguf RUSTORCH_TEST_CUDA_OPTS=cuda.qgemm=1 \
+    .cudabin/cuda-tests --test-threads=2 --nocapture 2>&1 | grep -vE "^\s*$" > $OUT/tests-qgemm.log
+  echo "tests (cuda.qgemm=1, 2 threads) rc ${PIPESTATUS[0]}"; grep -E "test result|FAILED|panicked|prompt matmul" $OUT/tests-qgemm.log | tail -30
+  RUSTORCH_REQUIRE_CUDA=1 .cudabin/engine-tests --test-threads=1 > $OUT/engine-tests.log 2>&1
+  echo "engine tests rc $?"; grep -E "test result|FAILED|panicked" $OUT/engine-tests.log | tail -5
+  wait; link_files
+  FILES="tinyllama-1.1b:Q4_K_M llama-7b:Q4_K_M" TESTS=0 PROFILE=0 ROUNDS=1 bash bench/cuda/prompt.sh | grep round
+  B=.cudabin/rustorch-main FILES=llama-7b:Q4_K_M OPTS="default|cuda.qgemm=1" TESTS=0 PROFILE=0 ROUNDS=1 bash bench/cuda/prompt.sh | grep round | sed 's/^/main: /'
+  OPTS=default BINS=".cudabin/rustorch .cudabin/rustorch-main" PROFILE=0 ROUNDS=2 bash bench/cuda/options.sh | grep round
+  for s in llama-7b tinyllama-1.1b; do SHAPE=$s bash bench/cuda/timeline.sh; done; SHAPE=tinyllama-1.1b P=512 bash bench/cuda/timeline.sh;;
 all)  # both in one call, one round each, when machines are scarce
   TEST_ROUNDS=1 bash $0 check; ROUNDS=${ROUNDS:-1} AB_ROUNDS=${AB_ROUNDS:-1} bash $0 bench;;
 *) echo "usage: lease.sh check | bench | all"; exit 2;;
