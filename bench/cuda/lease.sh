@@ -62,6 +62,16 @@ dev)  # no llama.cpp: tests, then prompt and decode A/B and the timelines on the
   B=.cudabin/rustorch-main FILES=llama-7b:Q4_K_M OPTS="default|cuda.qgemm=1" TESTS=0 PROFILE=0 ROUNDS=1 bash bench/cuda/prompt.sh | grep round | sed 's/^/main: /'
   OPTS=default BINS=".cudabin/rustorch .cudabin/rustorch-main" PROFILE=0 ROUNDS=2 bash bench/cuda/options.sh | grep round
   for s in llama-7b tinyllama-1.1b; do SHAPE=$s bash bench/cuda/timeline.sh; done; SHAPE=tinyllama-1.1b P=512 bash bench/cuda/timeline.sh;;
+verify)  # a short re-check: tests (2 threads), pp512 old path / default, tg128 against main's binary
+  $B synth --shape tinyllama-1.1b --type Q4_K_M -o $M/tinyllama-1.1b-Q4_K_M.gguf > /dev/null
+  ( $B synth --shape llama-7b --type Q4_K_M -o $M/l7.tmp > /dev/null && mv $M/l7.tmp $M/llama-7b-Q4_K_M.gguf ) &
+  RUSTORCH_REQUIRE_CUDA=1 RUSTORCH_TEST_TINYLLAMA=$M/tinyllama-1.1b-Q4_K_M.gguf .cudabin/cuda-tests --test-threads=2 > $OUT/tests.log 2>&1
+  echo "tests rc $?"; grep -E "test result|FAILED|panicked" $OUT/tests.log | tail -6
+  RUSTORCH_REQUIRE_CUDA=1 .cudabin/engine-tests --test-threads=1 > $OUT/engine-tests.log 2>&1
+  echo "engine tests rc $?"; grep -E "test result|FAILED" $OUT/engine-tests.log | tail -3
+  wait
+  FILES="tinyllama-1.1b:Q4_K_M llama-7b:Q4_K_M" OPTS="cuda.qgemm=0|default" TESTS=0 PROFILE=0 ROUNDS=1 bash bench/cuda/prompt.sh | grep round
+  OPTS=default BINS=".cudabin/rustorch .cudabin/rustorch-main" PROFILE=0 ROUNDS=${ROUNDS:-2} bash bench/cuda/options.sh | grep round;;
 all)  # both in one call, one round each, when machines are scarce
   TEST_ROUNDS=1 bash $0 check; ROUNDS=${ROUNDS:-1} AB_ROUNDS=${AB_ROUNDS:-1} bash $0 bench;;
 *) echo "usage: lease.sh check | bench | all"; exit 2;;

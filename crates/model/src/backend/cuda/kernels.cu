@@ -330,6 +330,26 @@ template <> __device__ __forceinline__ float dot_chunk<T_Q6_K>(const u8* row, in
     float sc1 = (float)(i8)b[192 + h * 8 + 2 * k4 + 1];
     return ldh(b + 208) * ds.x * (sc0 * (float)s0 + sc1 * (float)s1);
 }
+template <> __device__ __forceinline__ float dot_chunk<T_Q6_KP>(const u8* row, int c, const int* a, float2 ds) {
+    const u8* b = row + (c >> 3) * 224;
+    int sub = c & 7, h = sub >> 2, k4 = sub & 3;
+    const uint4* ql = (const uint4*)(b + h * 64 + (k4 & 1) * 32);
+    const uint4* qh = (const uint4*)(b + 128 + h * 32);
+    uint4 l0 = ql[0], l1 = ql[1], h0 = qh[0], h1 = qh[1];
+    u32 lv[8] = {l0.x, l0.y, l0.z, l0.w, l1.x, l1.y, l1.z, l1.w};
+    u32 hv[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
+    int sl = (k4 >> 1) * 4, sh = 2 * k4;
+    int s0 = 0, s1 = 0;
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        u32 v = ((lv[k] >> sl) & 0x0F0F0F0F) | (((hv[k] >> sh) & 0x03030303) << 4);
+        int p = dp4a(v, a[k], 0) - 32 * dp4a(0x01010101, a[k], 0);
+        if (k < 4) s0 += p; else s1 += p;
+    }
+    float sc0 = (float)(i8)b[192 + h * 8 + 2 * k4];
+    float sc1 = (float)(i8)b[192 + h * 8 + 2 * k4 + 1];
+    return ldh(b + 208) * ds.x * (sc0 * (float)s0 + sc1 * (float)s1);
+}
 // f16 weights (every format without a quantized kernel is widened to f16 at upload).
 template <> __device__ __forceinline__ float dot_chunk<T_F16>(const u8* row, int c, const int* a, float2 ds) {
     const u32* w = (const u32*)(row + c * 64);
@@ -367,48 +387,6 @@ __device__ __forceinline__ float row_dot(const u8* row, int nch, const int* aq, 
     if (c < nch) s0 += chunk_at<T>(row, c, aq, ads);
     return s0 + s1;
 }
-// Padded Q6_K by 16-byte loads of whole half-blocks: lane i takes positions l0..l0 + 15 of half h
-// of a super-block (p = i & 3), three 16-byte loads (ql[l], ql[l + 32], qh[l]) give its 64 weights,
-// four groups of 16 with one scale each; super-blocks i / 4, i / 4 + stride / 4, ... Measured
-// +11% over the per-chunk loop on the 7B down projection (bench/cuda/matvec_bench.cu, "v2").
-__device__ __forceinline__ float row_dot_q6kp(const u8* row, int nsb, const i8* aq, const float2* ads,
-                                             int i, int stride) {
-    int p = i & 3, h = p >> 1, l0 = (p & 1) * 16;
-    float acc = 0.f;
-    for (int sb = i >> 2; sb < nsb; sb += stride >> 2) {
-        const u8* b = row + (u64)sb * 224;
-        uint4 qa = __ldg((const uint4*)(b + h * 64 + l0));
-        uint4 qb = __ldg((const uint4*)(b + h * 64 + 32 + l0));
-        uint4 qh = __ldg((const uint4*)(b + 128 + h * 32 + l0));
-        uint4 scw = __ldg((const uint4*)(b + 192));
-        float d = h2f(__ldg((const u16*)(b + 208)));
-        int c = sb * 256 + 128 * h + l0;
-        u32 lo[4] = {qa.x, qa.y, qa.z, qa.w};
-        u32 hi[4] = {qb.x, qb.y, qb.z, qb.w};
-        u32 hb[4] = {qh.x, qh.y, qh.z, qh.w};
-        float t = 0.f;
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            int4 a = __ldg((const int4*)(aq + c + 32 * k));
-            float2 ds = __ldg(ads + sb * 8 + 4 * h + k);
-            int av[4] = {a.x, a.y, a.z, a.w};
-            int s = 0, asum = 0;
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                u32 q4 = k & 1 ? hi[e] : lo[e];
-                u32 v = ((q4 >> ((k >> 1) * 4)) & 0x0F0F0F0F) | (((hb[e] >> (2 * k)) & 0x03030303) << 4);
-                s = dp4a(v, av[e], s);
-                asum = dp4a(0x01010101, av[e], asum);
-            }
-            s -= 32 * asum;
-            int si = h * 8 + (l0 >> 4) + 2 * k;
-            u32 wd = (si >> 2) == 0 ? scw.x : ((si >> 2) == 1 ? scw.y : ((si >> 2) == 2 ? scw.z : scw.w));
-            t += (float)(i8)((wd >> (8 * (si & 3))) & 255) * ds.x * (float)s;
-        }
-        acc += d * t;
-    }
-    return acc;
-}
 __device__ float row_dot_t(int t, const u8* row, int nch, const int* aq, const float2* ads, int i, int stride) {
     switch (t) {
     case T_Q4_0: return row_dot<T_Q4_0>(row, nch, aq, ads, i, stride);
@@ -419,7 +397,7 @@ __device__ float row_dot_t(int t, const u8* row, int nch, const int* aq, const f
     case T_Q4_K: return row_dot<T_Q4_K>(row, nch, aq, ads, i, stride);
     case T_Q5_K: return row_dot<T_Q5_K>(row, nch, aq, ads, i, stride);
     case T_Q6_K: return row_dot<T_Q6_K>(row, nch, aq, ads, i, stride);
-    case T_Q6_KP: return row_dot_q6kp(row, nch >> 3, (const i8*)aq, ads, i, stride);
+    case T_Q6_KP: return row_dot<T_Q6_KP>(row, nch, aq, ads, i, stride);
     default: return row_dot<T_F16>(row, nch, aq, ads, i, stride);
     }
 }
@@ -1641,7 +1619,7 @@ __device__ __forceinline__ void qgemm_t(const u8* w, int t, int rows, int cols, 
 // padded Q6_K with 32 bytes), and one block's MMAs run while the other decodes or waits at its
 // step barrier (with one block the tensor pipes idle through those phases; see bench/cuda/NOTES.md).
 #define QGEMM(NAME, T, TM)                                                                          \
-    extern "C" __global__ void __launch_bounds__(256, 2)                                           \
+    extern "C" __global__ void __launch_bounds__(256, 1)                                           \
         qgemm_##NAME##_##TM(const u8* w, int t, int rows, int cols, const u16* x, int n,           \
                             float* out, int add) {                                                 \
         qgemm_t<T, TM>(w, t, rows, cols, x, n, out, add);                                          \

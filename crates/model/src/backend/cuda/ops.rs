@@ -218,17 +218,20 @@ pub(crate) fn matvec(
     )
 }
 
-/// Narrowest weights (columns) the prompt matmul takes by default, in the formats it measured
-/// faster in: at 2048 columns (TinyLlama) the f16 copy and cuBLAS were faster on an H100, at 4096
-/// (Llama-7B, Q4_K and Q6_K) the tensor-core tiles on the quantized weights; its Q4_0 and Q8_0
+/// Smallest weights (rows and columns) the prompt matmul takes by default, in the formats it
+/// measured faster in. Q4_K and Q6_K at Llama-7B's 4096 x 4096 and larger: pp512 13,069 against
+/// the f16 copy and cuBLAS's 10,382 on an H200 (the super-block kernel). TinyLlama's weights, 2048
+/// columns or 2048 rows, lost (40,419 against 47,565 with every weight on it). Its Q4_0 and Q8_0
 /// decoders (2-byte aligned blocks) lost at every width measured (bench/cuda/NOTES.md).
-const QGEMM_AUTO_COLS: usize = 4096;
+const QGEMM_AUTO_MIN: usize = 4096;
 
 /// Whether prompt matmuls with `w` take [`qgemm`] (tensor cores: sm_80+): the `qgemm` option,
-/// by default ([`QGEMM_AUTO_COLS`]) for wide Q4_K / Q6_K weights, and for every weight when
+/// by default ([`QGEMM_AUTO_MIN`]) for large Q4_K / Q6_K weights, and for every weight when
 /// cuBLAS is missing.
 pub(crate) fn qgemm_for(gpu: &Gpu, w: &GWeight) -> bool {
-    let auto = w.cols >= QGEMM_AUTO_COLS && (w.ty == GgmlType::Q4_K.id() as i32 || w.ty == T_Q6_KP);
+    let auto = w.rows >= QGEMM_AUTO_MIN
+        && w.cols >= QGEMM_AUTO_MIN
+        && (w.ty == GgmlType::Q4_K.id() as i32 || w.ty == T_Q6_KP);
     gpu.tensor_cores() && gpu.opts.qgemm.unwrap_or(auto || !gpu.has_blas())
 }
 
