@@ -46,8 +46,7 @@ bench)
     # main's 32-column kernel (one block a multiprocessor) against the branch's (two)
     [ -x .cudabin/rustorch-main ] && B=.cudabin/rustorch-main FILES=llama-7b:Q4_K_M OPTS="default|cuda.qgemm=1" \
       TESTS=0 PROFILE=0 ROUNDS=${AB_ROUNDS:-2} bash bench/cuda/prompt.sh | grep round | sed 's/^/main: /'
-    OPTS=default BINS=".cudabin/rustorch .cudabin/rustorch-main" PROFILE=0 ROUNDS=${AB_ROUNDS:-2} bash bench/cuda/options.sh | grep round; }
-  [ "${TIMELINE:-1}" = 1 ] && { for s in llama-7b tinyllama-1.1b; do SHAPE=$s bash bench/cuda/timeline.sh; done; SHAPE=tinyllama-1.1b P=512 bash bench/cuda/timeline.sh; };;
+    OPTS=default BINS=".cudabin/rustorch .cudabin/rustorch-main" PROFILE=0 ROUNDS=${AB_ROUNDS:-2} bash bench/cuda/options.sh | grep round; };;
 dev)  # no llama.cpp: tests, then prompt and decode A/B and the timelines on the Q4_K_M files
   mkdir -p $W/m; $B synth --shape tinyllama-1.1b --type Q4_K_M -o $W/m/tl-Q4_K_M.gguf > /dev/null
   ( $B synth --shape llama-7b --type Q4_K_M -o $W/m/l7-Q4_K_M.gguf.tmp > /dev/null && mv $W/m/l7-Q4_K_M.gguf.tmp $W/m/l7-Q4_K_M.gguf ) &
@@ -60,8 +59,7 @@ dev)  # no llama.cpp: tests, then prompt and decode A/B and the timelines on the
   wait; link_files
   FILES="tinyllama-1.1b:Q4_K_M llama-7b:Q4_K_M" TESTS=0 PROFILE=0 ROUNDS=1 bash bench/cuda/prompt.sh | grep round
   B=.cudabin/rustorch-main FILES=llama-7b:Q4_K_M OPTS="default|cuda.qgemm=1" TESTS=0 PROFILE=0 ROUNDS=1 bash bench/cuda/prompt.sh | grep round | sed 's/^/main: /'
-  OPTS=default BINS=".cudabin/rustorch .cudabin/rustorch-main" PROFILE=0 ROUNDS=2 bash bench/cuda/options.sh | grep round
-  for s in llama-7b tinyllama-1.1b; do SHAPE=$s bash bench/cuda/timeline.sh; done; SHAPE=tinyllama-1.1b P=512 bash bench/cuda/timeline.sh;;
+  OPTS=default BINS=".cudabin/rustorch .cudabin/rustorch-main" PROFILE=0 ROUNDS=2 bash bench/cuda/options.sh | grep round;;
 verify)  # a short re-check: tests (2 threads), pp512 old path / default, tg128 against main's binary
   $B synth --shape tinyllama-1.1b --type Q4_K_M -o $M/tinyllama-1.1b-Q4_K_M.gguf > /dev/null
   ( $B synth --shape llama-7b --type Q4_K_M -o $M/l7.tmp > /dev/null && mv $M/l7.tmp $M/llama-7b-Q4_K_M.gguf ) &
