@@ -47,7 +47,7 @@ bench)
     [ -x .cudabin/rustorch-main ] && B=.cudabin/rustorch-main FILES=llama-7b:Q4_K_M OPTS="default|cuda.qgemm=1" \
       TESTS=0 PROFILE=0 ROUNDS=${AB_ROUNDS:-2} bash bench/cuda/prompt.sh | grep round | sed 's/^/main: /'
     OPTS=default BINS=".cudabin/rustorch .cudabin/rustorch-main" PROFILE=0 ROUNDS=${AB_ROUNDS:-2} bash bench/cuda/options.sh | grep round; };;
-dev)  # no llama.cpp: tests, then prompt and decode A/B and the timelines on the Q4_K_M files
+dev)  # no llama.cpp: tests, then prompt and decode A/B on the Q4_K_M files
   mkdir -p $W/m; $B synth --shape tinyllama-1.1b --type Q4_K_M -o $W/m/tl-Q4_K_M.gguf > /dev/null
   ( $B synth --shape llama-7b --type Q4_K_M -o $W/m/l7-Q4_K_M.gguf.tmp > /dev/null && mv $W/m/l7-Q4_K_M.gguf.tmp $W/m/l7-Q4_K_M.gguf ) &
   link_files
