@@ -43,7 +43,7 @@ pub struct RuntimeArgs {
     pub backend: Device,
     /// A backend setting, KEY=VALUE (repeatable): cpu.pack, cuda.graph, cuda.flash, cuda.pdl,
     /// cuda.prefetch, cuda.attn_prefetch, cuda.mv_warps, cuda.wpr_max, cuda.qgemm, cuda.qgemm_tm,
-    /// wgpu.adapter, wgpu.profile,
+    /// cuda.qgemm_sb, wgpu.adapter, wgpu.profile,
     /// wgpu.subgroups, wgpu.matvec, wgpu.checked, wgpu.timeout, wgpu.submit_every, wgpu.mv,
     /// wgpu.max_binding
     #[arg(long = "backend-opt", value_name = "KEY=VALUE")]

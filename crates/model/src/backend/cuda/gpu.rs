@@ -179,7 +179,7 @@ pub struct Gpu {
     /// The compute capability's major number (PDL needs 9).
     pub(crate) cc_major: i32,
     /// The card gives a block the shared memory of the super-block prompt matmul.
-    pub(crate) qgemm4_ok: bool,
+    qgemm4_ok: bool,
     pub(crate) opts: CudaOptions,
     name: String,
 }

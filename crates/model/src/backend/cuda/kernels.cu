@@ -1329,10 +1329,10 @@ __device__ __forceinline__ void cp_async_commit() {
     asm volatile("cp.async.commit_group;" ::: "memory");
 #endif
 }
-// Until at most one group of copies is still in flight.
-__device__ __forceinline__ void cp_async_wait1() {
+// Until at most N groups of copies are still in flight.
+template <int N> __device__ __forceinline__ void cp_async_wait() {
 #if __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_group 1;" ::: "memory");
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 #endif
 }
 __device__ __forceinline__ void ldmatrix4(u32* r, const u16* p) {
@@ -1576,7 +1576,7 @@ __device__ __forceinline__ void qgemm_t(const u8* w, int t, int rows, int cols, 
     qg_store(ws, wrow, half, dec);
     if (nk > 1) qg_load<T>(wp, QG_BK + half * 16, rb2);
     if (nk > 2) qg_load<T>(wp, 2 * QG_BK + half * 16, ra);
-    cp_async_wait1();
+    cp_async_wait<1>();
     __syncthreads();
     auto step = [&](int kt, QgRaw& raw) {
         copy_x(kt + 2);
@@ -1604,7 +1604,7 @@ __device__ __forceinline__ void qgemm_t(const u8* w, int t, int rows, int cols, 
             qg_store(ws + ((kt + 1) & 1) * QG_BN * QG_LD, wrow, half, dec);
         }
         if (kt + 3 < nk) qg_load<T>(wp, (kt + 3) * QG_BK + half * 16, raw);
-        cp_async_wait1();
+        cp_async_wait<1>();
         __syncthreads();
     };
     for (int kt = 0; kt < nk; kt += 2) {
@@ -1615,9 +1615,8 @@ __device__ __forceinline__ void qgemm_t(const u8* w, int t, int rows, int cols, 
 }
 // One kernel per format (T_ANY: the rest, element by element) and token tile (64 or 128). The
 // super-block kernels below take the same parameters (`t` unused: the format is in the name).
-// Two blocks a multiprocessor: the 128-token tile then fits 128 registers (Q4_K without spills,
-// padded Q6_K with 32 bytes), and one block's MMAs run while the other decodes or waits at its
-// step barrier (with one block the tensor pipes idle through those phases; see bench/cuda/NOTES.md).
+// One block a multiprocessor: bounds of (256, 2) (128 registers) measured no faster on an H200
+// (bench/cuda/NOTES.md).
 #define QGEMM(NAME, T, TM)                                                                          \
     extern "C" __global__ void __launch_bounds__(256, 1)                                           \
         qgemm_##NAME##_##TM(const u8* w, int t, int rows, int cols, const u16* x, int n,           \
@@ -1652,16 +1651,6 @@ __host__ __device__ constexpr int qg4_sb(int t) { return t == T_Q4_K ? 144 : 224
 __host__ __device__ constexpr int qg4_stride(int t) { return t == T_Q4_K ? 144 : 240; }
 __host__ __device__ constexpr int qg4_smem(int t) {
     return (3 * Q4_BT + 2 * Q4_BN) * QG_LD * 2 + 2 * Q4_BN * qg4_stride(t);
-}
-__device__ __forceinline__ void cp_async_wait0() {
-#if __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_group 0;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void cp_async_wait2() {
-#if __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_group 2;" ::: "memory");
-#endif
 }
 
 // Sub-block s (32 columns) of one row's super-block at `rp` (shared) -> 16 f16 pairs.
@@ -1760,7 +1749,7 @@ __device__ __forceinline__ void qgemm4_t(const u8* w, int rows, int cols, const 
     copy_x(0);
     copy_x(1);
     copy_raw(1);
-    cp_async_wait0();
+    cp_async_wait<0>();
     __syncthreads();
     decode(0);
     __syncthreads();
@@ -1789,8 +1778,8 @@ __device__ __forceinline__ void qgemm4_t(const u8* w, int rows, int cols, const 
         if (kt + 1 < nk) decode(kt + 1);
         // Activations of step kt + 1 in place; a super-block's raw copy may stay in flight one
         // step longer (it is needed eight steps later).
-        if (sb_start) cp_async_wait2();
-        else cp_async_wait1();
+        if (sb_start) cp_async_wait<2>();
+        else cp_async_wait<1>();
         __syncthreads();
     }
     qg_epilogue<4, 8>(acc, out, rows, n, t0 + wt, r0 + wr, add);

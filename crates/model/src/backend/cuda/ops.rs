@@ -229,10 +229,13 @@ const QGEMM_AUTO_MIN: usize = 4096;
 /// by default ([`QGEMM_AUTO_MIN`]) for large Q4_K / Q6_K weights, and for every weight when
 /// cuBLAS is missing.
 pub(crate) fn qgemm_for(gpu: &Gpu, w: &GWeight) -> bool {
-    let auto = w.rows >= QGEMM_AUTO_MIN
-        && w.cols >= QGEMM_AUTO_MIN
-        && (w.ty == GgmlType::Q4_K.id() as i32 || w.ty == T_Q6_KP);
+    let auto = w.rows >= QGEMM_AUTO_MIN && w.cols >= QGEMM_AUTO_MIN && k_quant(w);
     gpu.tensor_cores() && gpu.opts.qgemm.unwrap_or(auto || !gpu.has_blas())
+}
+
+/// Q4_K or (padded) Q6_K: the formats of the super-block prompt matmul.
+fn k_quant(w: &GWeight) -> bool {
+    w.ty == GgmlType::Q4_K.id() as i32 || w.ty == T_Q6_KP
 }
 
 /// Weight rows a [`qgemm`] block owns (`QG_BN` in `kernels.cu`).
@@ -260,10 +263,12 @@ pub enum QgKernel {
     SuperBlocks,
 }
 
-/// `out[n][rows] (+)= x16[n][cols] · Wᵀ` (`add`: into `out`) straight from the weight's blocks:
-/// `kernels.cu`'s `qgemm_t`, tensor-core tiles decoded in shared memory (sm_80+), no f16 copy
-/// of the weight. The token tile `tm` (64 or 128): by default 128 for more than 64 rows (at the
-/// 7B width 128 measured 9% faster than 64 over a pp512), else 64; the `qgemm_tm` option fixes it.
+/// `out[n][rows] (+)= x16[n][cols] · Wᵀ` (`add`: into `out`) straight from the weight's blocks,
+/// tensor-core tiles decoded in shared memory (sm_80+), no f16 copy of the weight. `kernel`, or by
+/// default: the super-block kernel (`qgemm4_t`) for Q4_K / Q6_K and more than 64 rows where the
+/// card has its shared memory and `qgemm_sb` is on; else the 32-column kernel (`qgemm_t`) with a
+/// token tile of 128 for more than 64 rows (at the 7B width 128 measured 9% faster than 64 over
+/// a pp512), else 64; the `qgemm_tm` option fixes the tile.
 pub(crate) fn qgemm(
     gpu: &Gpu,
     w: &GWeight,
@@ -273,16 +278,16 @@ pub(crate) fn qgemm(
     kernel: Option<QgKernel>,
 ) -> Result<(), ModelError> {
     use GgmlType as T;
-    let k_quant = w.ty == T::Q4_K.id() as i32 || w.ty == T_Q6_KP;
+    let superblocks = k_quant(w) && gpu.superblock_matmul();
     let kernel = kernel.unwrap_or(match gpu.opts.qgemm_tm {
-        _ if gpu.opts.qgemm_sb && gpu.qgemm4_ok && k_quant && n > 64 => QgKernel::SuperBlocks,
+        _ if gpu.opts.qgemm_sb && superblocks && n > 64 => QgKernel::SuperBlocks,
         0 if n > 64 => QgKernel::Tiles(128),
         0 => QgKernel::Tiles(64),
         t => QgKernel::Tiles(t),
     });
     // (kernel, tokens a block, threads, shared bytes)
     let (f, tm, threads, shared) = match kernel {
-        QgKernel::SuperBlocks if k_quant && gpu.qgemm4_ok => {
+        QgKernel::SuperBlocks if superblocks => {
             let q6 = w.ty == T_Q6_KP;
             let stride = if q6 { 240 } else { 144 };
             (&gpu.k.qgemm4[usize::from(q6)], 128, 128, qgemm4_shared(stride))
