@@ -9,9 +9,9 @@ source bench/cuda/env.sh
 SHAPE=${SHAPE:-llama-7b}; TY=${TY:-Q4_K_M}; F=$M/$SHAPE-$TY.gguf
 [ -f $F ] || $B synth --shape $SHAPE --type $TY -o $F > /dev/null || { echo "synth failed"; exit 1; }
 $B bench -m $F --backend cuda -p 0 -n 128 -r 3 2>&1 | grep -E "tg|error" | tee $OUT/e2e.txt
-# -p 0 -n 6 -r 1: warm-up and one run, 12 tokens; skip the first 8 tokens' launches.
+# -p 0 -n 6 -r 1: warm-up and one run, 12 tokens of 165-265 launches; skip the first ~3-5 tokens
 $NCU --clock-control none --cache-control none --metrics gpu__time_duration.sum,dram__bytes_read.sum \
-  --csv --print-units base --launch-skip ${SKIP:-2400} --launch-count ${COUNT:-600} \
+  --csv --print-units base --launch-skip ${SKIP:-800} --launch-count ${COUNT:-700} \
   $B bench -m $F --backend cuda -p 0 -n 6 -r 1 --backend-opt cuda.graph=0 > $OUT/ncu.csv 2> $OUT/ncu.err
 tail -3 $OUT/ncu.err
 python3 - "$OUT/ncu.csv" <<'PY'
