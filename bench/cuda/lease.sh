@@ -42,6 +42,8 @@ bench)
   for r in $(seq 1 ${ROUNDS:-3}); do
     echo "== gpu-compare round $r"; FILES=${FILES:-tl-Q4_K_M tl-Q4_0 tl-Q8_0 l7-Q4_K_M g1-Q4_K_M} VULKAN=0 BATCHED=0 OUT=$OUT/compare-$r bash .ref/gpu-compare.sh bench | grep -E "^\| (llama|rust)"
   done
+  # one file, not ~20 a round: the device returns only so many files
+  tar czf $OUT/compare.tgz -C $OUT $(cd $OUT && ls -d compare-*) && rm -rf $OUT/compare-*
   [ "${AB:-1}" = 1 ] && { TESTS=0 PROFILE=0 ROUNDS=${AB_ROUNDS:-2} bash bench/cuda/prompt.sh | grep round
     # main's 32-column kernel (one block a multiprocessor) against the branch's (two)
     [ -x .cudabin/rustorch-main ] && B=.cudabin/rustorch-main FILES=llama-7b:Q4_K_M OPTS="default|cuda.qgemm=1" \
