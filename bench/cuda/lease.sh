@@ -72,6 +72,21 @@ verify)  # a short re-check: tests (2 threads), pp512 old path / default, tg128 
   wait
   FILES="tinyllama-1.1b:Q4_K_M llama-7b:Q4_K_M" OPTS="cuda.qgemm=0|default" TESTS=0 PROFILE=0 ROUNDS=1 bash bench/cuda/prompt.sh | grep round
   OPTS=default BINS=".cudabin/rustorch .cudabin/rustorch-main" PROFILE=0 ROUNDS=${ROUNDS:-2} bash bench/cuda/options.sh | grep round;;
+quick)  # a short lease: the kernel-level and shape tests, then tg128 of this binary and main's alternating
+  $B synth --shape tinyllama-1.1b --type Q4_K_M -o $M/tinyllama-1.1b-Q4_K_M.gguf > /dev/null
+  ( $B synth --shape llama-7b --type Q4_K_M -o $M/l7.tmp > /dev/null && mv $M/l7.tmp $M/llama-7b-Q4_K_M.gguf ) &
+  RUSTORCH_REQUIRE_CUDA=1 RUSTORCH_TEST_TINYLLAMA=$M/tinyllama-1.1b-Q4_K_M.gguf .cudabin/cuda-tests \
+    matvec fused_gate qkv_with tinyllama_shape smollm2_shapes --test-threads=2 > $OUT/tests.log 2>&1
+  echo "tests rc $?"; grep -E "test result|FAILED|panicked" $OUT/tests.log | tail -6
+  wait
+  for r in $(seq 1 ${ROUNDS:-3}); do
+    for s in tinyllama-1.1b llama-7b; do
+      for bin in rustorch-main rustorch; do
+        t=$(.cudabin/$bin bench -m $M/$s-Q4_K_M.gguf --backend cuda -p 0 -n 128 -r 3 --json 2>>$OUT/err.txt | python3 -c "import json,sys; print(' '.join('%.1f' % x['avg_ts'] for x in json.load(sys.stdin)))")
+        echo "round $r | $s | $bin | $t" | tee -a $OUT/quick.txt
+      done
+    done
+  done;;
 all)  # both in one call, one round each, when machines are scarce
   TEST_ROUNDS=1 bash $0 check; ROUNDS=${ROUNDS:-1} AB_ROUNDS=${AB_ROUNDS:-1} bash $0 bench;;
 *) echo "usage: lease.sh check | bench | all"; exit 2;;
