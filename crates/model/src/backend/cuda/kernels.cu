@@ -313,16 +313,17 @@ template <> __device__ __forceinline__ float dot_chunk<T_Q5_K>(const u8* row, in
     scale_min_k4(sub, b + 4, &sc, &m);
     return ldh(b) * (float)sc * ds.x * (float)s - ldh(b + 2) * (float)m * ds.y;
 }
-template <> __device__ __forceinline__ float dot_chunk<T_Q6_K>(const u8* row, int c, const int* a, float2 ds) {
-    const u8* b = row + (c >> 3) * 210;
-    int sub = c & 7, h = sub >> 2, k4 = sub & 3;
-    const u8* ql = b + h * 64 + (k4 & 1) * 32;
-    const u8* qh = b + 128 + h * 32;
+// Sub-block `sub` of the Q6_K block at `b` (plain or padded: the same layout up to byte 210);
+// `lo(k)` and `hi(k)` give word k (0..7) of its low nibbles and of its high bits (read where
+// called, or held in registers).
+template <class Lo, class Hi>
+__device__ __forceinline__ float q6_chunk(const u8* b, int sub, Lo lo, Hi hi, const int* a, float2 ds) {
+    int h = sub >> 2, k4 = sub & 3;
     int sl = (k4 >> 1) * 4, sh = 2 * k4;
     int s0 = 0, s1 = 0;
 #pragma unroll
     for (int k = 0; k < 8; k++) {
-        u32 v = ((ld2(ql + 4 * k) >> sl) & 0x0F0F0F0F) | (((ld2(qh + 4 * k) >> sh) & 0x03030303) << 4);
+        u32 v = ((lo(k) >> sl) & 0x0F0F0F0F) | (((hi(k) >> sh) & 0x03030303) << 4);
         int p = dp4a(v, a[k], 0) - 32 * dp4a(0x01010101, a[k], 0);
         if (k < 4) s0 += p; else s1 += p;
     }
@@ -330,25 +331,23 @@ template <> __device__ __forceinline__ float dot_chunk<T_Q6_K>(const u8* row, in
     float sc1 = (float)(i8)b[192 + h * 8 + 2 * k4 + 1];
     return ldh(b + 208) * ds.x * (sc0 * (float)s0 + sc1 * (float)s1);
 }
+template <> __device__ __forceinline__ float dot_chunk<T_Q6_K>(const u8* row, int c, const int* a, float2 ds) {
+    const u8* b = row + (c >> 3) * 210;
+    int sub = c & 7;
+    const u8* ql = b + (sub >> 2) * 64 + (sub & 1) * 32;
+    const u8* qh = b + 128 + (sub >> 2) * 32;
+    return q6_chunk(b, sub, [ql](int k) { return ld2(ql + 4 * k); }, [qh](int k) { return ld2(qh + 4 * k); }, a, ds);
+}
+// Padded Q6_K (224-byte blocks): the codes by 16-byte loads.
 template <> __device__ __forceinline__ float dot_chunk<T_Q6_KP>(const u8* row, int c, const int* a, float2 ds) {
     const u8* b = row + (c >> 3) * 224;
-    int sub = c & 7, h = sub >> 2, k4 = sub & 3;
-    const uint4* ql = (const uint4*)(b + h * 64 + (k4 & 1) * 32);
-    const uint4* qh = (const uint4*)(b + 128 + h * 32);
+    int sub = c & 7;
+    const uint4* ql = (const uint4*)(b + (sub >> 2) * 64 + (sub & 1) * 32);
+    const uint4* qh = (const uint4*)(b + 128 + (sub >> 2) * 32);
     uint4 l0 = ql[0], l1 = ql[1], h0 = qh[0], h1 = qh[1];
     u32 lv[8] = {l0.x, l0.y, l0.z, l0.w, l1.x, l1.y, l1.z, l1.w};
     u32 hv[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
-    int sl = (k4 >> 1) * 4, sh = 2 * k4;
-    int s0 = 0, s1 = 0;
-#pragma unroll
-    for (int k = 0; k < 8; k++) {
-        u32 v = ((lv[k] >> sl) & 0x0F0F0F0F) | (((hv[k] >> sh) & 0x03030303) << 4);
-        int p = dp4a(v, a[k], 0) - 32 * dp4a(0x01010101, a[k], 0);
-        if (k < 4) s0 += p; else s1 += p;
-    }
-    float sc0 = (float)(i8)b[192 + h * 8 + 2 * k4];
-    float sc1 = (float)(i8)b[192 + h * 8 + 2 * k4 + 1];
-    return ldh(b + 208) * ds.x * (sc0 * (float)s0 + sc1 * (float)s1);
+    return q6_chunk(b, sub, [&lv](int k) { return lv[k]; }, [&hv](int k) { return hv[k]; }, a, ds);
 }
 // f16 weights (every format without a quantized kernel is widened to f16 at upload).
 template <> __device__ __forceinline__ float dot_chunk<T_F16>(const u8* row, int c, const int* a, float2 ds) {
