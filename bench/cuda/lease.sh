@@ -16,6 +16,12 @@ link_files() {  # gpu-compare's files under the names our scripts use
     for t in Q4_K_M Q4_0 Q8_0; do [ -f $W/m/$1-$t.gguf ] && ln -sf $W/m/$1-$t.gguf $M/$2-$t.gguf; done
   done
 }
+# The Q4_K_M files of options.sh and prompt.sh: TinyLlama now (the tests read it), the 7B (~60 s)
+# in the background (`wait` before timing).
+make_q4km() {
+  $B synth --shape tinyllama-1.1b --type Q4_K_M -o $M/tinyllama-1.1b-Q4_K_M.gguf > /dev/null
+  ( $B synth --shape llama-7b --type Q4_K_M -o $M/l7.tmp > /dev/null && mv $M/l7.tmp $M/llama-7b-Q4_K_M.gguf ) &
+}
 case "${1:-}" in
 check)
   ( bash .ref/gpu-compare.sh build > $OUT/build.txt 2>&1; touch $OUT/build.finished ) &
@@ -63,8 +69,7 @@ dev)  # no llama.cpp: tests, then prompt and decode A/B on the Q4_K_M files
   B=.cudabin/rustorch-main FILES=llama-7b:Q4_K_M OPTS="default|cuda.qgemm=1" TESTS=0 PROFILE=0 ROUNDS=1 bash bench/cuda/prompt.sh | grep round | sed 's/^/main: /'
   OPTS=default BINS=".cudabin/rustorch .cudabin/rustorch-main" PROFILE=0 ROUNDS=2 bash bench/cuda/options.sh | grep round;;
 verify)  # a short re-check: tests (2 threads), pp512 old path / default, tg128 against main's binary
-  $B synth --shape tinyllama-1.1b --type Q4_K_M -o $M/tinyllama-1.1b-Q4_K_M.gguf > /dev/null
-  ( $B synth --shape llama-7b --type Q4_K_M -o $M/l7.tmp > /dev/null && mv $M/l7.tmp $M/llama-7b-Q4_K_M.gguf ) &
+  make_q4km
   RUSTORCH_REQUIRE_CUDA=1 RUSTORCH_TEST_TINYLLAMA=$M/tinyllama-1.1b-Q4_K_M.gguf .cudabin/cuda-tests --test-threads=2 > $OUT/tests.log 2>&1
   echo "tests rc $?"; grep -E "test result|FAILED|panicked" $OUT/tests.log | tail -6
   RUSTORCH_REQUIRE_CUDA=1 .cudabin/engine-tests --test-threads=1 > $OUT/engine-tests.log 2>&1
@@ -73,21 +78,13 @@ verify)  # a short re-check: tests (2 threads), pp512 old path / default, tg128 
   FILES="tinyllama-1.1b:Q4_K_M llama-7b:Q4_K_M" OPTS="cuda.qgemm=0|default" TESTS=0 PROFILE=0 ROUNDS=1 bash bench/cuda/prompt.sh | grep round
   OPTS=default BINS=".cudabin/rustorch .cudabin/rustorch-main" PROFILE=0 ROUNDS=${ROUNDS:-2} bash bench/cuda/options.sh | grep round;;
 quick)  # a short lease: the kernel-level and shape tests, then tg128 of this binary and main's alternating
-  $B synth --shape tinyllama-1.1b --type Q4_K_M -o $M/tinyllama-1.1b-Q4_K_M.gguf > /dev/null
-  ( $B synth --shape llama-7b --type Q4_K_M -o $M/l7.tmp > /dev/null && mv $M/l7.tmp $M/llama-7b-Q4_K_M.gguf ) &
+  make_q4km
   RUSTORCH_REQUIRE_CUDA=1 RUSTORCH_TEST_TINYLLAMA=$M/tinyllama-1.1b-Q4_K_M.gguf .cudabin/cuda-tests \
     matvec fused_gate qkv_with tinyllama_shape smollm2_shapes --test-threads=2 > $OUT/tests.log 2>&1
   echo "tests rc $?"; grep -E "test result|FAILED|panicked" $OUT/tests.log | tail -6
   wait
-  for r in $(seq 1 ${ROUNDS:-3}); do
-    for s in tinyllama-1.1b llama-7b; do
-      for bin in rustorch-main rustorch; do
-        t=$(.cudabin/$bin bench -m $M/$s-Q4_K_M.gguf --backend cuda -p 0 -n 128 -r 3 --json 2>>$OUT/err.txt | python3 -c "import json,sys; print(' '.join('%.1f' % x['avg_ts'] for x in json.load(sys.stdin)))")
-        echo "round $r | $s | $bin | $t" | tee -a $OUT/quick.txt
-      done
-    done
-  done;;
+  OPTS=default BINS=".cudabin/rustorch-main .cudabin/rustorch" PROFILE=0 ROUNDS=${ROUNDS:-3} bash bench/cuda/options.sh | grep round;;
 all)  # both in one call, one round each, when machines are scarce
   TEST_ROUNDS=1 bash $0 check; ROUNDS=${ROUNDS:-1} AB_ROUNDS=${AB_ROUNDS:-1} bash $0 bench;;
-*) echo "usage: lease.sh check | bench | all"; exit 2;;
+*) echo "usage: lease.sh check | bench | all | dev | verify | quick"; exit 2;;
 esac
