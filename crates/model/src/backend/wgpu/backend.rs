@@ -44,9 +44,9 @@ pub struct WgpuWeight {
     ty: GgmlType,
     rows: usize,
     cols: usize,
-    /// Pipelines of a matrix: decode matmul, prompt matmul, embedding (the decode mat-vec's are
-    /// found by formats, [`WgpuBackend::matvec_pipe`]).
-    pipes: Option<[usize; 3]>,
+    /// Pipelines of a matrix: decode matmul, prompt matmul, embedding, tiled prompt matmul (the
+    /// decode mat-vec's are found by formats, [`WgpuBackend::matvec_pipe`]).
+    pipes: Option<[usize; 4]>,
 }
 
 /// Rows `row0..row0 + rows` of a weight, in a buffer of their own.
@@ -313,6 +313,9 @@ impl WgpuBackend {
             .pipe(&format!("embed/{ty}"), &[false, false, true], || {
                 shaders::compose(shaders::EMBED, Some(ty), false, 1)
             })?;
+        let pt = self.cx.pipe(&format!("matmul_tile/{ty}"), &access, || {
+            shaders::compose(shaders::MATMUL_TILE, Some(ty), false, 1)
+        })?;
         if self.cx.matvec {
             // Built now rather than at the first token (mixed formats are built when first met).
             let blocks = shaders::has_block_dot(ty);
@@ -327,7 +330,7 @@ impl WgpuBackend {
             ty,
             rows,
             cols,
-            pipes: Some([p1, p8, pe]),
+            pipes: Some([p1, p8, pe, pt]),
         })
     }
 
@@ -806,7 +809,7 @@ impl Backend for WgpuBackend {
     }
 
     fn embed(&mut self, table: &WgpuWeight, n: usize, out: &mut WgpuBuf) -> Result<(), ModelError> {
-        let Some([_, _, pipe]) = table.pipes else {
+        let Some([_, _, pipe, _]) = table.pipes else {
             return Err(fail("embedding table must be a matrix".into()));
         };
         let tokens = self.step.tokens.get(..n).ok_or_else(|| {

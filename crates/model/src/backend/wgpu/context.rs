@@ -17,6 +17,8 @@ const MAX_SLOTS: u32 = 2048;
 const SUBMIT_EVERY: usize = 32;
 /// Storage buffers one op binds at most (the decode mat-vec with the RMSNorm folded in).
 pub(crate) const MAX_BINDS: usize = 10;
+/// Tokens from which prompt matmuls are tiled by default ([`Options::tile_min`]).
+const TILE_MIN: usize = 16;
 /// Bytes of one op's parameters (16 words).
 const PARAM_BYTES: u64 = 64;
 
@@ -46,6 +48,10 @@ pub struct Options {
     /// With `matvec`: the workgroup shape of each kind of decode mat-vec (see
     /// [`MvShapes::parse`]).
     pub matvec_shapes: MvShapes,
+    /// Matmuls over this many tokens or more go through the tiled kernel (`matmul_tile.wgsl`,
+    /// 64 rows x 64 tokens a workgroup); fewer through `matmul.wgsl` (8 tokens a workgroup).
+    /// 0: never tiled.
+    pub tile_min: usize,
     /// Keep naga's run-time checks in the shaders (index clamping, loop bounding); off by default,
     /// see [`Context::pipe`].
     pub checked: bool,
@@ -156,6 +162,7 @@ impl Default for Options {
             max_binding: None,
             matvec: true,
             matvec_shapes: MvShapes::DEFAULT,
+            tile_min: TILE_MIN,
         }
     }
 }
@@ -176,7 +183,7 @@ impl Options {
 
     /// Sets one option by name (`rustorch --backend-opt wgpu.KEY=VALUE`): `adapter`, `profile`
     /// (`0`, `1`, `pass`), `subgroups`, `matvec`, `checked` (`0`/`1`), `timeout` (seconds),
-    /// `submit_every` (ops), `mv` (see [`MvShapes::parse`]), `max_binding` (bytes, see
+    /// `submit_every` (ops), `tile_min` (tokens, 0: off), `mv` (see [`MvShapes::parse`]), `max_binding` (bytes, see
     /// [`Options::max_binding`]; `0`: the adapter's limit).
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         let flag = || match value {
@@ -201,6 +208,7 @@ impl Options {
             "timeout" => self.timeout = Duration::from_secs(number()?),
             "submit_every" => self.submit_every = number()? as usize,
             "max_binding" => self.max_binding = Some(number()?).filter(|&b| b > 0),
+            "tile_min" => self.tile_min = number()? as usize,
             "mv" => {
                 self.matvec_shapes = MvShapes::parse(value)
                     .ok_or_else(|| format!("wgpu.mv: {value:?} is not a list of KIND=WGxRPW"))?
@@ -287,6 +295,8 @@ pub(crate) struct Context {
     pub matvec: bool,
     /// The mat-vec's workgroup shapes, those the adapter cannot take replaced by 64x1.
     pub matvec_shapes: MvShapes,
+    /// Tokens from which prompt matmuls are tiled (0: never; see [`Options::tile_min`]).
+    pub tile_min: usize,
     pub limits: wgpu::Limits,
     /// Bytes one weight buffer holds at most: the largest buffer the adapter binds, or the
     /// `max_binding` option's figure if lower.
@@ -527,6 +537,14 @@ impl Context {
             stamp_passes: opts.profile_passes,
             matvec: opts.matvec && subgroups,
             matvec_shapes,
+            // The tiles take 16 KiB of workgroup memory, WebGPU's default limit.
+            tile_min: if limits.max_compute_workgroup_storage_size >= 16384
+                && limits.max_compute_invocations_per_workgroup >= 128
+            {
+                opts.tile_min
+            } else {
+                0
+            },
             device,
             queue,
             kind: if cfg!(target_os = "macos") {

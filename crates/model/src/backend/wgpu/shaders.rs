@@ -14,6 +14,8 @@ const REDUCE_WG: &str = include_str!("shaders/reduce_wg.wgsl");
 const KSCALE: &str = include_str!("shaders/formats/kscale.wgsl");
 
 pub const MATMUL: &str = include_str!("shaders/matmul.wgsl");
+/// The prompt matmul by 64-row x 64-token tiles in workgroup memory (same bindings and modes).
+pub const MATMUL_TILE: &str = include_str!("shaders/matmul_tile.wgsl");
 /// Decode mat-vec with a workgroup per row (adapters with subgroups only), completed by
 /// [`matvec`] with the row loops and one of the plain / norm parts below.
 const MATVEC: &str = include_str!("shaders/matvec.wgsl");
@@ -336,6 +338,12 @@ pub fn all_modules() -> Vec<(String, String)> {
                 v.push((
                     format!("matmul/{ty}/nt={nt}/sg={sg}"),
                     compose(MATMUL, Some(ty), sg, nt),
+                ));
+            }
+            if !sg {
+                v.push((
+                    format!("matmul_tile/{ty}"),
+                    compose(MATMUL_TILE, Some(ty), false, 1),
                 ));
             }
             if sg {

@@ -144,7 +144,7 @@ impl WgpuBackend {
         fold: Fold,
     ) -> Result<(), ModelError> {
         let w0 = ws[0];
-        let Some([p1, p8, _]) = w0.pipes else {
+        let Some([p1, p8, _, pt]) = w0.pipes else {
             return Err(ModelError::Backend("matmul needs a matrix weight".into()));
         };
         let input = fold.norm.map_or(x.len, |(nx, _, _)| nx.len.min(x.len));
@@ -193,6 +193,9 @@ impl WgpuBackend {
             }
             if n == 1 {
                 (p1, 1, 1)
+            } else if self.cx.tile_min > 0 && n >= self.cx.tile_min {
+                // 64 tokens a workgroup; its rows are counted below.
+                (pt, 64, 0)
             } else {
                 (p8, MATMUL_NT as usize, 1)
             }
@@ -220,7 +223,11 @@ impl WgpuBackend {
                 rows(0) + rows(1) + rows(2)
             };
             let tiles = n.div_ceil(nt);
-            let size = matmul_grid(groups, tiles, rpw);
+            // The tiled kernel (rpw 0): 64 rows a workgroup, or 32 gate rows and their up rows.
+            let size = match rpw {
+                0 => matmul_grid(groups, tiles, if fold.mode == 2 { 32 } else { 64 }),
+                _ => matmul_grid(groups, tiles, rpw),
+            };
             let params = [
                 w0.cols as u32,
                 n as u32,

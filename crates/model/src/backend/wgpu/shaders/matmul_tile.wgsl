@@ -1,0 +1,154 @@
+// Quantized matrix times activations for prompts, by tiles: a workgroup of 128 invocations
+// computes 64 weight rows x 64 tokens. Per step of 32 columns, invocations 0..63 decode one
+// 32-weight chunk of a row each (load_chunkK, from the weight's format file) into workgroup
+// memory, invocations 64..127 copy the 64 tokens' 32 activations there, and then every invocation
+// accumulates 8 rows x 4 tokens out of workgroup memory: a decoded weight is read from workgroup
+// memory by 16 invocations and an activation by 8, instead of each weight once per token from
+// registers as in `matmul.wgsl`.
+//
+// The parameters, bindings and modes are `matmul.wgsl`'s (0: out_k = W_k x; 1: out_0 = W_0 x and
+// res += out_0; 2: out_0 = silu(W_0 x) * (W_1 x), out_1 = W_1 x). A tile's rows run across the
+// weights of the dispatch in modes 0 and 1; in mode 2 its first 32 rows are gate rows and its last
+// 32 the same rows of up, so that an invocation holds both halves of its outputs.
+struct Params {
+    cols: u32,
+    n: u32,
+    mode: u32,
+    groups: u32, // rows over the grid: rows0 in mode 2, rows0 + rows1 + rows2 otherwise
+    rows0: u32,
+    rows1: u32,
+    rows2: u32,
+    rpw: u32, // the mat-vec's (unused here)
+    eps: f32, // the mat-vec's (unused here)
+    stride0: u32, // values a row of out0 and res holds (rows0 unless W_0 is a part)
+    off0: u32, // out0's column of W_0's first row (0 unless W_0 is a part)
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> w0: array<u32>; // (rows0, blocks of the row)
+@group(0) @binding(2) var<storage, read> w1: array<u32>;
+@group(0) @binding(3) var<storage, read> w2: array<u32>;
+@group(0) @binding(4) var<storage, read> x: array<vec4<f32>>; // (n, cols / 4)
+@group(0) @binding(5) var<storage, read_write> out0: array<f32>; // (n, stride0)
+@group(0) @binding(6) var<storage, read_write> out1: array<f32>; // (n, rows1)
+@group(0) @binding(7) var<storage, read_write> out2: array<f32>; // (n, rows2)
+@group(0) @binding(8) var<storage, read_write> res: array<f32>;  // (n, stride0)
+
+// A step's 32 columns of 64 rows and of 64 tokens, 8 vec4s each. Vec4 q of row (or token) r is
+// at r * 8 + (q ^ (r & 7)): the 8 rows a decoding subgroup writes at once, and the 8 tokens
+// an accumulating one reads at once, fall in different banks.
+var<workgroup> wt: array<vec4<f32>, 512>;
+var<workgroup> xt: array<vec4<f32>, 512>;
+
+// Weight (0, 1, 2; 3: none) and row of row r of tile `tile`.
+fn tile_row(tile: u32, r: u32) -> vec2<u32> {
+    if (p.mode == 2u) {
+        let row = tile * 32u + r % 32u;
+        return vec2<u32>(select(3u, r / 32u, row < p.rows0), row);
+    }
+    var row = tile * 64u + r;
+    if (row < p.rows0) {
+        return vec2<u32>(0u, row);
+    }
+    row -= p.rows0;
+    if (row < p.rows1) {
+        return vec2<u32>(1u, row);
+    }
+    row -= p.rows1;
+    return vec2<u32>(select(3u, 2u, row < p.rows2), row);
+}
+
+// Where row `row` of weight k's output for token t goes.
+fn out_at(k: u32, row: u32, t: u32) -> u32 {
+    if (k == 0u) {
+        return t * p.stride0 + p.off0 + row;
+    }
+    return t * select(p.rows2, p.rows1, k == 1u) + row;
+}
+
+@compute @workgroup_size(128)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let tile = wid.x + wid.z * 32768u;
+    let t0 = wid.y * 64u;
+    let n_chunk = p.cols / 32u;
+    let row_words = (n_chunk / CPB) * BW;
+    let xw = p.cols / 4u;
+    // Decoding invocations: their row.
+    let kr = tile_row(tile, lid % 64u);
+    // Accumulating invocations: rows i + 8a, tokens j + 16b.
+    let i = lid / 16u;
+    let j = lid % 16u;
+    var acc: array<vec4<f32>, 8>;
+    for (var c = 0u; c < n_chunk; c++) {
+        if (lid < 64u) {
+            var w: array<vec4<f32>, 8>;
+            if (kr.x < 3u) {
+                let blk = kr.y * row_words + (c / CPB) * BW;
+                if (kr.x == 0u) {
+                    load_chunk0(blk, c % CPB, &w);
+                } else if (kr.x == 1u) {
+                    load_chunk1(blk, c % CPB, &w);
+                } else {
+                    load_chunk2(blk, c % CPB, &w);
+                }
+            }
+            for (var q = 0u; q < 8u; q++) {
+                wt[lid * 8u + (q ^ (lid & 7u))] = w[q];
+            }
+        } else {
+            // 512 vec4s, 8 a token: consecutive invocations read consecutive ones.
+            for (var m = 0u; m < 8u; m++) {
+                let e = m * 64u + lid - 64u;
+                let t = e / 8u;
+                let q = e % 8u;
+                var v = vec4<f32>(0.0);
+                if (t0 + t < p.n) {
+                    v = x[(t0 + t) * xw + c * 8u + q];
+                }
+                xt[t * 8u + (q ^ (t & 7u))] = v;
+            }
+        }
+        workgroupBarrier();
+        for (var q = 0u; q < 8u; q++) {
+            let xq = q ^ (j & 7u);
+            let x0 = xt[j * 8u + xq];
+            let x1 = xt[(j + 16u) * 8u + xq];
+            let x2 = xt[(j + 32u) * 8u + xq];
+            let x3 = xt[(j + 48u) * 8u + xq];
+            let wsw = q ^ (i & 7u);
+            for (var a = 0u; a < 8u; a++) {
+                let wv = wt[(i + 8u * a) * 8u + wsw];
+                acc[a] += vec4<f32>(dot(wv, x0), dot(wv, x1), dot(wv, x2), dot(wv, x3));
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var a = 0u; a < 8u; a++) {
+        let kr_a = tile_row(tile, i + 8u * a);
+        if (kr_a.x == 3u || (p.mode == 2u && a >= 4u)) {
+            continue;
+        }
+        for (var b = 0u; b < 4u; b++) {
+            let t = t0 + j + 16u * b;
+            if (t >= p.n) {
+                continue;
+            }
+            let s = acc[a][b];
+            let o = out_at(kr_a.x, kr_a.y, t);
+            if (p.mode == 2u) {
+                let u = acc[a + 4u][b];
+                out0[o] = s / (1.0 + exp(-s)) * u;
+                out1[o] = u;
+            } else if (kr_a.x == 0u) {
+                out0[o] = s;
+                if (p.mode == 1u) {
+                    res[o] += s;
+                }
+            } else if (kr_a.x == 1u) {
+                out1[o] = s;
+            } else {
+                out2[o] = s;
+            }
+        }
+    }
+}
