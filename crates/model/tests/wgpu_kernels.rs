@@ -1392,204 +1392,212 @@ fn tiled_prompt_matmul_matches_the_reference() {
     // tile's 64; three weights in one dispatch whose rows share tiles (mode 0), the residual add
     // (mode 1), gate/up with SwiGLU (mode 2: tiles of 32 gate rows and their up rows); and a
     // weight in parts. Each against the f64 reference, and equal to the 8-token kernel's
-    // results within rounding (a backend with `tile_min` 0).
-    let opts = |tile_min: usize, max_binding: Option<u64>| Options {
+    // results within rounding (a backend with `tile_min` 0). With f32 tiles, and with f16 ones
+    // where the adapter has `shader-f16` (lavapipe has): weights and activations rounded to f16
+    // (2^-11 relative each), so within 2e-3 of the sum of |products| rather than 1e-5.
+    let opts = |tile_min: usize, max_binding: Option<u64>, f16: bool| Options {
         subgroups: false,
         matvec: false,
         tile_min,
         max_binding,
+        f16,
         submit_every: 0,
         ..Options::from_env()
     };
-    let mut b = WgpuBackend::new(opts(16, None)).unwrap();
-    let mut plain = WgpuBackend::new(opts(0, None)).unwrap();
     let mut rng = Rng(0x7a11);
-    let check = |what: &str, got: &[f32], want: &[f32], mags: &[f64]| {
-        for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mags).enumerate() {
-            assert!(
-                ((g - w).abs() as f64) <= 1e-5 * m + 1e-6,
-                "{what}: element {i}: gpu {g} vs reference {w}"
-            );
-        }
-    };
-    // The reference and, per output, the sum of |products| (the tolerance's scale).
-    let reference = |wd: &[f32], x: &[f32], rows: usize, cols: usize, n: usize| {
-        let mut out = vec![0f32; n * rows];
-        let mut mag = vec![0f64; n * rows];
-        for t in 0..n {
-            for r in 0..rows {
-                let (mut d, mut m) = (0f64, 0f64);
-                for c in 0..cols {
-                    let p = wd[r * cols + c] as f64 * x[t * cols + c] as f64;
-                    d += p;
-                    m += p.abs();
+    for f16 in [false, true] {
+        let mut b = WgpuBackend::new(opts(16, None, f16)).unwrap();
+        let mut plain = WgpuBackend::new(opts(0, None, f16)).unwrap();
+        let tol = if f16 { 2e-3 } else { 1e-5 };
+        let check = |what: &str, got: &[f32], want: &[f32], mags: &[f64]| {
+            for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mags).enumerate() {
+                assert!(
+                    ((g - w).abs() as f64) <= tol * m + 1e-6,
+                    "{what} (f16 {f16}): element {i}: gpu {g} vs reference {w}"
+                );
+            }
+        };
+        // The reference and, per output, the sum of |products| (the tolerance's scale).
+        let reference = |wd: &[f32], x: &[f32], rows: usize, cols: usize, n: usize| {
+            let mut out = vec![0f32; n * rows];
+            let mut mag = vec![0f64; n * rows];
+            for t in 0..n {
+                for r in 0..rows {
+                    let (mut d, mut m) = (0f64, 0f64);
+                    for c in 0..cols {
+                        let p = wd[r * cols + c] as f64 * x[t * cols + c] as f64;
+                        d += p;
+                        m += p.abs();
+                    }
+                    out[t * rows + r] = d as f32;
+                    mag[t * rows + r] = m;
                 }
-                out[t * rows + r] = d as f32;
-                mag[t * rows + r] = m;
+            }
+            (out, mag)
+        };
+        for &ty in shaders::FORMATS {
+            let (rows, cols) = (100, 512);
+            let bytes = quantize(ty, &rng.vec(rows * cols), rows);
+            let wd = dequantize(ty, &bytes, rows, cols);
+            let w = b.upload_matrix("w", ty, rows, cols, &bytes).unwrap();
+            let wp = plain.upload_matrix("w", ty, rows, cols, &bytes).unwrap();
+            for n in [16, 64, 65, 130] {
+                let x = rng.vec(n * cols);
+                let (xb, xp) = (upload(&mut b, &x), upload(&mut plain, &x));
+                let mut out = b.alloc(n * rows).unwrap();
+                let mut outp = plain.alloc(n * rows).unwrap();
+                b.matmul(&w, &xb, n, &mut out).unwrap();
+                plain.matmul(&wp, &xp, n, &mut outp).unwrap();
+                let got = download(&mut b, &out, n * rows);
+                let (want, mag) = reference(&wd, &x, rows, cols, n);
+                check(&format!("{ty} tiled matmul, n {n}"), &got, &want, &mag);
+                let other = download(&mut plain, &outp, n * rows);
+                check(
+                    &format!("{ty} tiled vs 8-token kernel, n {n}"),
+                    &got,
+                    &other,
+                    &mag,
+                );
             }
         }
-        (out, mag)
-    };
-    for &ty in shaders::FORMATS {
-        let (rows, cols) = (100, 512);
-        let bytes = quantize(ty, &rng.vec(rows * cols), rows);
-        let wd = dequantize(ty, &bytes, rows, cols);
-        let w = b.upload_matrix("w", ty, rows, cols, &bytes).unwrap();
-        let wp = plain.upload_matrix("w", ty, rows, cols, &bytes).unwrap();
-        for n in [16, 64, 65, 130] {
-            let x = rng.vec(n * cols);
-            let (xb, xp) = (upload(&mut b, &x), upload(&mut plain, &x));
-            let mut out = b.alloc(n * rows).unwrap();
-            let mut outp = plain.alloc(n * rows).unwrap();
-            b.matmul(&w, &xb, n, &mut out).unwrap();
-            plain.matmul(&wp, &xp, n, &mut outp).unwrap();
-            let got = download(&mut b, &out, n * rows);
-            let (want, mag) = reference(&wd, &x, rows, cols, n);
-            check(&format!("{ty} tiled matmul, n {n}"), &got, &want, &mag);
-            let other = download(&mut plain, &outp, n * rows);
-            check(
-                &format!("{ty} tiled vs 8-token kernel, n {n}"),
-                &got,
-                &other,
-                &mag,
+
+        // Three weights in one dispatch: 100 + 40 + 30 rows, tiles across their boundaries.
+        let (cols, n) = (256, 70);
+        let rows = [100, 40, 30];
+        let mut ws = Vec::new();
+        let mut wds = Vec::new();
+        for &r in &rows {
+            let bytes = quantize(GgmlType::Q4_K, &rng.vec(r * cols), r);
+            wds.push(dequantize(GgmlType::Q4_K, &bytes, r, cols));
+            ws.push(
+                b.upload_matrix("w", GgmlType::Q4_K, r, cols, &bytes)
+                    .unwrap(),
             );
         }
-    }
+        let x = rng.vec(n * cols);
+        let xg = upload(&mut b, &x);
+        let mut o: Vec<WgpuBuf> = rows.iter().map(|&r| b.alloc(n * r).unwrap()).collect();
+        {
+            let [o0, o1, o2] = &mut o[..] else {
+                unreachable!()
+            };
+            b.matmuls(&[&ws[0], &ws[1], &ws[2]], &xg, n, &mut [o0, o1, o2])
+                .unwrap();
+        }
+        assert_eq!(b.pending_ops(), 1, "three weights, one dispatch");
+        for i in 0..3 {
+            let (want, mag) = reference(&wds[i], &x, rows[i], cols, n);
+            let got = download(&mut b, &o[i], n * rows[i]);
+            check(&format!("tiled matmuls: weight {i}"), &got, &want, &mag);
+        }
 
-    // Three weights in one dispatch: 100 + 40 + 30 rows, tiles across their boundaries.
-    let (cols, n) = (256, 70);
-    let rows = [100, 40, 30];
-    let mut ws = Vec::new();
-    let mut wds = Vec::new();
-    for &r in &rows {
-        let bytes = quantize(GgmlType::Q4_K, &rng.vec(r * cols), r);
-        wds.push(dequantize(GgmlType::Q4_K, &bytes, r, cols));
-        ws.push(
-            b.upload_matrix("w", GgmlType::Q4_K, r, cols, &bytes)
-                .unwrap(),
+        // The residual add, and gate/up with SwiGLU (80 rows: a partial 32-row tile).
+        let ff = 80;
+        let (bg, bu) = (
+            quantize(GgmlType::Q6_K, &rng.vec(ff * cols), ff),
+            quantize(GgmlType::Q6_K, &rng.vec(ff * cols), ff),
+        );
+        let (wgd, wud) = (
+            dequantize(GgmlType::Q6_K, &bg, ff, cols),
+            dequantize(GgmlType::Q6_K, &bu, ff, cols),
+        );
+        let gate_w = b
+            .upload_matrix("gate", GgmlType::Q6_K, ff, cols, &bg)
+            .unwrap();
+        let up_w = b
+            .upload_matrix("up", GgmlType::Q6_K, ff, cols, &bu)
+            .unwrap();
+        let resid = rng.vec(n * ff);
+        let mut rg = upload(&mut b, &resid);
+        let mut proj = b.alloc(n * ff).unwrap();
+        b.matmul_add(&gate_w, &xg, (n, ff), &mut rg, &mut proj)
+            .unwrap();
+        assert_eq!(
+            b.pending_ops(),
+            1,
+            "matmul and residual add in one dispatch"
+        );
+        let (g, gmag) = reference(&wgd, &x, ff, cols, n);
+        let want: Vec<f32> = resid.iter().zip(&g).map(|(r, g)| r + g).collect();
+        check(
+            "tiled residual add",
+            &download(&mut b, &rg, n * ff),
+            &want,
+            &gmag,
+        );
+        check(
+            "tiled residual's projection",
+            &download(&mut b, &proj, n * ff),
+            &g,
+            &gmag,
+        );
+
+        let nw = rng.vec(cols);
+        let nwg = b.upload_vector("norm", &nw).unwrap();
+        let mut cpu = CpuBackend::new(1);
+        let mut normed = vec![0.0; n * cols];
+        cpu.rms_norm(&x, &CpuWeight::F32(nw), 1e-5, n, cols, &mut normed)
+            .unwrap();
+        let mut xb = b.alloc(n * cols).unwrap();
+        let mut gate = b.alloc(n * ff).unwrap();
+        let mut up = b.alloc(n * ff).unwrap();
+        b.ffn_swiglu(
+            &xg,
+            &nwg,
+            1e-5,
+            (n, cols, ff),
+            &mut xb,
+            [&gate_w, &up_w],
+            &mut gate,
+            &mut up,
+        )
+        .unwrap();
+        let normed = download(&mut b, &xb, n * cols);
+        let (g, gmag) = reference(&wgd, &normed, ff, cols, n);
+        let (u, umag) = reference(&wud, &normed, ff, cols, n);
+        check(
+            "tiled swiglu's up",
+            &download(&mut b, &up, n * ff),
+            &u,
+            &umag,
+        );
+        // silu(g) * u moves by at most ~1.1 |u| per unit of g and |g| per unit of u.
+        let want: Vec<f32> = g
+            .iter()
+            .zip(&u)
+            .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
+            .collect();
+        let mag: Vec<f64> = (0..n * ff)
+            .map(|i| {
+                gmag[i] * 1.1 * (u[i].abs() as f64 + 1.0) + umag[i] * (g[i].abs() as f64 + 1.0)
+            })
+            .collect();
+        check(
+            "tiled swiglu",
+            &download(&mut b, &gate, n * ff),
+            &want,
+            &mag,
+        );
+
+        // A weight in parts (4 KiB buffers: 14 Q4_K rows of 512 each, 3 parts of 37 rows).
+        let mut parted = WgpuBackend::new(opts(16, Some(SMALL_BINDING), f16)).unwrap();
+        let (rows, cols, n) = (37, 512, 40);
+        let bytes = quantize(GgmlType::Q4_K, &rng.vec(rows * cols), rows);
+        let wd = dequantize(GgmlType::Q4_K, &bytes, rows, cols);
+        let wp = parted
+            .upload_matrix("w", GgmlType::Q4_K, rows, cols, &bytes)
+            .unwrap();
+        assert_eq!(wp.parts(), 3);
+        let x = rng.vec(n * cols);
+        let xp = upload(&mut parted, &x);
+        let mut op = parted.alloc(n * rows).unwrap();
+        parted.matmul(&wp, &xp, n, &mut op).unwrap();
+        let (want, mag) = reference(&wd, &x, rows, cols, n);
+        check(
+            "tiled matmul in parts",
+            &download(&mut parted, &op, n * rows),
+            &want,
+            &mag,
         );
     }
-    let x = rng.vec(n * cols);
-    let xg = upload(&mut b, &x);
-    let mut o: Vec<WgpuBuf> = rows.iter().map(|&r| b.alloc(n * r).unwrap()).collect();
-    {
-        let [o0, o1, o2] = &mut o[..] else {
-            unreachable!()
-        };
-        b.matmuls(&[&ws[0], &ws[1], &ws[2]], &xg, n, &mut [o0, o1, o2])
-            .unwrap();
-    }
-    assert_eq!(b.pending_ops(), 1, "three weights, one dispatch");
-    for i in 0..3 {
-        let (want, mag) = reference(&wds[i], &x, rows[i], cols, n);
-        let got = download(&mut b, &o[i], n * rows[i]);
-        check(&format!("tiled matmuls: weight {i}"), &got, &want, &mag);
-    }
-
-    // The residual add, and gate/up with SwiGLU (80 rows: a partial 32-row tile).
-    let ff = 80;
-    let (bg, bu) = (
-        quantize(GgmlType::Q6_K, &rng.vec(ff * cols), ff),
-        quantize(GgmlType::Q6_K, &rng.vec(ff * cols), ff),
-    );
-    let (wgd, wud) = (
-        dequantize(GgmlType::Q6_K, &bg, ff, cols),
-        dequantize(GgmlType::Q6_K, &bu, ff, cols),
-    );
-    let gate_w = b
-        .upload_matrix("gate", GgmlType::Q6_K, ff, cols, &bg)
-        .unwrap();
-    let up_w = b
-        .upload_matrix("up", GgmlType::Q6_K, ff, cols, &bu)
-        .unwrap();
-    let resid = rng.vec(n * ff);
-    let mut rg = upload(&mut b, &resid);
-    let mut proj = b.alloc(n * ff).unwrap();
-    b.matmul_add(&gate_w, &xg, (n, ff), &mut rg, &mut proj)
-        .unwrap();
-    assert_eq!(
-        b.pending_ops(),
-        1,
-        "matmul and residual add in one dispatch"
-    );
-    let (g, gmag) = reference(&wgd, &x, ff, cols, n);
-    let want: Vec<f32> = resid.iter().zip(&g).map(|(r, g)| r + g).collect();
-    check(
-        "tiled residual add",
-        &download(&mut b, &rg, n * ff),
-        &want,
-        &gmag,
-    );
-    check(
-        "tiled residual's projection",
-        &download(&mut b, &proj, n * ff),
-        &g,
-        &gmag,
-    );
-
-    let nw = rng.vec(cols);
-    let nwg = b.upload_vector("norm", &nw).unwrap();
-    let mut cpu = CpuBackend::new(1);
-    let mut normed = vec![0.0; n * cols];
-    cpu.rms_norm(&x, &CpuWeight::F32(nw), 1e-5, n, cols, &mut normed)
-        .unwrap();
-    let mut xb = b.alloc(n * cols).unwrap();
-    let mut gate = b.alloc(n * ff).unwrap();
-    let mut up = b.alloc(n * ff).unwrap();
-    b.ffn_swiglu(
-        &xg,
-        &nwg,
-        1e-5,
-        (n, cols, ff),
-        &mut xb,
-        [&gate_w, &up_w],
-        &mut gate,
-        &mut up,
-    )
-    .unwrap();
-    let normed = download(&mut b, &xb, n * cols);
-    let (g, gmag) = reference(&wgd, &normed, ff, cols, n);
-    let (u, umag) = reference(&wud, &normed, ff, cols, n);
-    check(
-        "tiled swiglu's up",
-        &download(&mut b, &up, n * ff),
-        &u,
-        &umag,
-    );
-    // silu(g) * u moves by at most ~1.1 |u| per unit of g and |g| per unit of u.
-    let want: Vec<f32> = g
-        .iter()
-        .zip(&u)
-        .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
-        .collect();
-    let mag: Vec<f64> = (0..n * ff)
-        .map(|i| gmag[i] * 1.1 * (u[i].abs() as f64 + 1.0) + umag[i] * (g[i].abs() as f64 + 1.0))
-        .collect();
-    check(
-        "tiled swiglu",
-        &download(&mut b, &gate, n * ff),
-        &want,
-        &mag,
-    );
-
-    // A weight in parts (4 KiB buffers: 14 Q4_K rows of 512 each, 3 parts of 37 rows).
-    let mut parted = WgpuBackend::new(opts(16, Some(SMALL_BINDING))).unwrap();
-    let (rows, cols, n) = (37, 512, 40);
-    let bytes = quantize(GgmlType::Q4_K, &rng.vec(rows * cols), rows);
-    let wd = dequantize(GgmlType::Q4_K, &bytes, rows, cols);
-    let wp = parted
-        .upload_matrix("w", GgmlType::Q4_K, rows, cols, &bytes)
-        .unwrap();
-    assert_eq!(wp.parts(), 3);
-    let x = rng.vec(n * cols);
-    let xp = upload(&mut parted, &x);
-    let mut op = parted.alloc(n * rows).unwrap();
-    parted.matmul(&wp, &xp, n, &mut op).unwrap();
-    let (want, mag) = reference(&wd, &x, rows, cols, n);
-    check(
-        "tiled matmul in parts",
-        &download(&mut parted, &op, n * rows),
-        &want,
-        &mag,
-    );
 }

@@ -313,9 +313,12 @@ impl WgpuBackend {
             .pipe(&format!("embed/{ty}"), &[false, false, true], || {
                 shaders::compose(shaders::EMBED, Some(ty), false, 1)
             })?;
-        let pt = self.cx.pipe(&format!("matmul_tile/{ty}"), &access, || {
-            shaders::compose(shaders::MATMUL_TILE, Some(ty), false, 1)
-        })?;
+        let f16 = self.cx.f16;
+        let pt = self
+            .cx
+            .pipe(&format!("matmul_tile/{ty}/f16={f16}"), &access, || {
+                shaders::matmul_tile(ty, f16)
+            })?;
         if self.cx.matvec {
             // Built now rather than at the first token (mixed formats are built when first met).
             let blocks = shaders::has_block_dot(ty);

@@ -52,6 +52,8 @@ pub struct Options {
     /// 64 rows x 64 tokens a workgroup); fewer through `matmul.wgsl` (8 tokens a workgroup).
     /// 0: never tiled.
     pub tile_min: usize,
+    /// f16 tiles in the tiled matmul where the adapter has `shader-f16`.
+    pub f16: bool,
     /// Keep naga's run-time checks in the shaders (index clamping, loop bounding); off by default,
     /// see [`Context::pipe`].
     pub checked: bool,
@@ -163,6 +165,7 @@ impl Default for Options {
             matvec: true,
             matvec_shapes: MvShapes::DEFAULT,
             tile_min: TILE_MIN,
+            f16: true,
         }
     }
 }
@@ -183,7 +186,7 @@ impl Options {
 
     /// Sets one option by name (`rustorch --backend-opt wgpu.KEY=VALUE`): `adapter`, `profile`
     /// (`0`, `1`, `pass`), `subgroups`, `matvec`, `checked` (`0`/`1`), `timeout` (seconds),
-    /// `submit_every` (ops), `tile_min` (tokens, 0: off), `mv` (see [`MvShapes::parse`]), `max_binding` (bytes, see
+    /// `submit_every` (ops), `tile_min` (tokens, 0: off), `f16` (`0`/`1`), `mv` (see [`MvShapes::parse`]), `max_binding` (bytes, see
     /// [`Options::max_binding`]; `0`: the adapter's limit).
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         let flag = || match value {
@@ -209,6 +212,7 @@ impl Options {
             "submit_every" => self.submit_every = number()? as usize,
             "max_binding" => self.max_binding = Some(number()?).filter(|&b| b > 0),
             "tile_min" => self.tile_min = number()? as usize,
+            "f16" => self.f16 = flag()?,
             "mv" => {
                 self.matvec_shapes = MvShapes::parse(value)
                     .ok_or_else(|| format!("wgpu.mv: {value:?} is not a list of KIND=WGxRPW"))?
@@ -297,6 +301,9 @@ pub(crate) struct Context {
     pub matvec_shapes: MvShapes,
     /// Tokens from which prompt matmuls are tiled (0: never; see [`Options::tile_min`]).
     pub tile_min: usize,
+    /// Whether the tiled matmul keeps its tiles in f16 (the `f16` option, where the adapter has
+    /// `shader-f16`).
+    pub f16: bool,
     pub limits: wgpu::Limits,
     /// Bytes one weight buffer holds at most: the largest buffer the adapter binds, or the
     /// `max_binding` option's figure if lower.
@@ -448,6 +455,10 @@ impl Context {
         } else {
             wgpu::Features::empty()
         };
+        let f16 = opts.f16 && adapter.features().contains(wgpu::Features::SHADER_F16);
+        if f16 {
+            features |= wgpu::Features::SHADER_F16;
+        }
         let stamped = opts.profile && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         if stamped {
             features |= wgpu::Features::TIMESTAMP_QUERY;
@@ -537,6 +548,7 @@ impl Context {
             stamp_passes: opts.profile_passes,
             matvec: opts.matvec && subgroups,
             matvec_shapes,
+            f16,
             // The tiles take 16 KiB of workgroup memory, WebGPU's default limit.
             tile_min: if limits.max_compute_workgroup_storage_size >= 16384
                 && limits.max_compute_invocations_per_workgroup >= 128

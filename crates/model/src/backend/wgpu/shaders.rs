@@ -141,6 +141,17 @@ pub fn compose(body: &str, ty: Option<GgmlType>, subgroups: bool, nt: u32) -> St
     compose_formats(body, ty.map(|t| [t; 3]), subgroups, nt)
 }
 
+/// The tiled prompt matmul for weights of format `ty`, its tiles in f16 where `f16` (the adapter
+/// has `shader-f16`) or f32.
+pub fn matmul_tile(ty: GgmlType, f16: bool) -> String {
+    let src = compose(MATMUL_TILE, Some(ty), false, 1);
+    if f16 {
+        format!("enable f16;\n{}", src.replace("<T>", "<f16>"))
+    } else {
+        src.replace("<T>", "<f32>")
+    }
+}
+
 /// Whether the decode mat-vec reads format `ty` by block dots.
 pub fn has_block_dot(ty: GgmlType) -> bool {
     block_dot(ty).is_some()
@@ -341,10 +352,9 @@ pub fn all_modules() -> Vec<(String, String)> {
                 ));
             }
             if !sg {
-                v.push((
-                    format!("matmul_tile/{ty}"),
-                    compose(MATMUL_TILE, Some(ty), false, 1),
-                ));
+                for f16 in [false, true] {
+                    v.push((format!("matmul_tile/{ty}/f16={f16}"), matmul_tile(ty, f16)));
+                }
             }
             if sg {
                 for norm in [false, true] {

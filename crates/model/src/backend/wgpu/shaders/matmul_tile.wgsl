@@ -10,6 +10,10 @@
 // res += out_0; 2: out_0 = silu(W_0 x) * (W_1 x), out_1 = W_1 x). A tile's rows run across the
 // weights of the dispatch in modes 0 and 1; in mode 2 its first 32 rows are gate rows and its last
 // 32 the same rows of up, so that an invocation holds both halves of its outputs.
+//
+// T is f32, or f16 where the adapter has `shader-f16`: the tiles then hold f16 weights and
+// activations (half the workgroup memory and its traffic), and each four-term dot product is an
+// f16 one (its products and their sum must stay within f16's range), added to f32 sums.
 struct Params {
     cols: u32,
     n: u32,
@@ -37,8 +41,8 @@ struct Params {
 // A step's 32 columns of 64 rows and of 64 tokens, 8 vec4s each. Vec4 q of row (or token) r is
 // at r * 8 + (q ^ (r & 7)): the 8 rows a decoding subgroup writes at once, and the 8 tokens
 // an accumulating one reads at once, fall in different banks.
-var<workgroup> wt: array<vec4<f32>, 512>;
-var<workgroup> xt: array<vec4<f32>, 512>;
+var<workgroup> wt: array<vec4<T>, 512>;
+var<workgroup> xt: array<vec4<T>, 512>;
 
 // Weight (0, 1, 2; 3: none) and row of row r of tile `tile`.
 fn tile_row(tile: u32, r: u32) -> vec2<u32> {
@@ -93,7 +97,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 }
             }
             for (var q = 0u; q < 8u; q++) {
-                wt[lid * 8u + (q ^ (lid & 7u))] = w[q];
+                wt[lid * 8u + (q ^ (lid & 7u))] = vec4<T>(w[q]);
             }
         } else {
             // 512 vec4s, 8 a token: consecutive invocations read consecutive ones.
@@ -105,7 +109,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 if (t0 + t < p.n) {
                     v = x[(t0 + t) * xw + c * 8u + q];
                 }
-                xt[t * 8u + (q ^ (t & 7u))] = v;
+                xt[t * 8u + (q ^ (t & 7u))] = vec4<T>(v);
             }
         }
         workgroupBarrier();
@@ -118,7 +122,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             let wsw = q ^ (i & 7u);
             for (var a = 0u; a < 8u; a++) {
                 let wv = wt[(i + 8u * a) * 8u + wsw];
-                acc[a] += vec4<f32>(dot(wv, x0), dot(wv, x1), dot(wv, x2), dot(wv, x3));
+                acc[a] += vec4<f32>(vec4<T>(dot(wv, x0), dot(wv, x1), dot(wv, x2), dot(wv, x3)));
             }
         }
         workgroupBarrier();
