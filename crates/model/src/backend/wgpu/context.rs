@@ -52,6 +52,9 @@ pub struct Options {
     /// 64 rows x 64 tokens a workgroup); fewer through `matmul.wgsl` (8 tokens a workgroup).
     /// 0: never tiled.
     pub tile_min: usize,
+    /// Prompt attention over this many rows or more by tiles of query rows
+    /// (`attention_tile.wgsl`); fewer, a workgroup per (head, row). 0: never tiled.
+    pub attn_tile_min: usize,
     /// f16 tiles in the tiled matmul where the adapter has `shader-f16` (off by default: not yet
     /// measured on a GPU, and its rounding makes a prompt row's values depend on whether its step
     /// had enough rows to be tiled, where f32 tiles change only the last bits).
@@ -167,6 +170,7 @@ impl Default for Options {
             matvec: true,
             matvec_shapes: MvShapes::DEFAULT,
             tile_min: TILE_MIN,
+            attn_tile_min: TILE_MIN,
             f16: false,
         }
     }
@@ -188,7 +192,7 @@ impl Options {
 
     /// Sets one option by name (`rustorch --backend-opt wgpu.KEY=VALUE`): `adapter`, `profile`
     /// (`0`, `1`, `pass`), `subgroups`, `matvec`, `checked` (`0`/`1`), `timeout` (seconds),
-    /// `submit_every` (ops), `tile_min` (tokens, 0: off), `f16` (`0`/`1`), `mv` (see [`MvShapes::parse`]), `max_binding` (bytes, see
+    /// `submit_every` (ops), `tile_min` and `attn_tile_min` (tokens, 0: off), `f16` (`0`/`1`), `mv` (see [`MvShapes::parse`]), `max_binding` (bytes, see
     /// [`Options::max_binding`]; `0`: the adapter's limit).
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         let flag = || match value {
@@ -214,6 +218,7 @@ impl Options {
             "submit_every" => self.submit_every = number()? as usize,
             "max_binding" => self.max_binding = Some(number()?).filter(|&b| b > 0),
             "tile_min" => self.tile_min = number()? as usize,
+            "attn_tile_min" => self.attn_tile_min = number()? as usize,
             "f16" => self.f16 = flag()?,
             "mv" => {
                 self.matvec_shapes = MvShapes::parse(value)
@@ -303,6 +308,8 @@ pub(crate) struct Context {
     pub matvec_shapes: MvShapes,
     /// Tokens from which prompt matmuls are tiled (0: never; see [`Options::tile_min`]).
     pub tile_min: usize,
+    /// Rows from which prompt attention is tiled (0: never; see [`Options::attn_tile_min`]).
+    pub attn_tile_min: usize,
     /// Whether the tiled matmul keeps its tiles in f16 (the `f16` option, where the adapter has
     /// `shader-f16`).
     pub f16: bool,
@@ -551,6 +558,12 @@ impl Context {
             matvec: opts.matvec && subgroups,
             matvec_shapes,
             f16,
+            // Its workgroup memory is checked per head size when dispatched.
+            attn_tile_min: if limits.max_compute_invocations_per_workgroup >= 128 {
+                opts.attn_tile_min
+            } else {
+                0
+            },
             // The tiles take 16 KiB of workgroup memory, WebGPU's default limit.
             tile_min: if limits.max_compute_workgroup_storage_size >= 16384
                 && limits.max_compute_invocations_per_workgroup >= 128

@@ -77,6 +77,40 @@ fn rope_factor(i: u32) -> f32 {
         )
 }
 
+/// Bytes of workgroup memory [`attention_tile`]'s kernel takes for heads of `head_dim`, and its
+/// tile: (bytes, query rows, keys).
+pub fn attention_tile_shape(head_dim: usize) -> Option<(usize, usize, usize)> {
+    if head_dim == 0 || !head_dim.is_multiple_of(4) || head_dim > 256 {
+        return None;
+    }
+    let hd4 = head_dim / 4;
+    let tq = if head_dim <= 128 { 16 } else { 8 };
+    let tk = (4096 / head_dim).clamp(8, 64);
+    let bytes = 16 * (tq * hd4 + tk * hd4) + 4 * tq * tk + 4 * tk + 16 + 4;
+    Some((bytes, tq, tk))
+}
+
+/// The prompt attention by tiles of query rows and keys (`attention_tile.wgsl`) for heads of
+/// `head_dim` (a multiple of 4 up to 256).
+pub fn attention_tile(head_dim: usize) -> Option<String> {
+    let (_, tq, tk) = attention_tile_shape(head_dim)?;
+    let hd4 = head_dim / 4;
+    let src = compose(
+        &(include_str!("shaders/attention_tile.wgsl").to_string() + KV_SLOT),
+        None,
+        false,
+        1,
+    );
+    Some(
+        src.replace("{TQ}", &tq.to_string())
+            .replace("{TK}", &tk.to_string())
+            .replace("{HD4}", &hd4.to_string())
+            .replace("{QN}", &(tq * hd4).to_string())
+            .replace("{KN}", &(tk * hd4).to_string())
+            .replace("{PN}", &(tq * tk).to_string()),
+    )
+}
+
 pub const ATTN_COMBINE: &str = include_str!("shaders/attn_combine.wgsl");
 pub const SWIGLU: &str = include_str!("shaders/swiglu.wgsl");
 pub const GEGLU: &str = include_str!("shaders/geglu.wgsl");
@@ -343,6 +377,14 @@ pub fn all_modules() -> Vec<(String, String)> {
                 format!("attention/fused={fused}/sg={sg}"),
                 compose(&attention(fused), None, sg, 1),
             ));
+        }
+        if !sg {
+            for hd in [64, 80, 96, 128, 256] {
+                v.push((
+                    format!("attention_tile/hd={hd}"),
+                    attention_tile(hd).expect("a head size the tiles take"),
+                ));
+            }
         }
         for &ty in FORMATS {
             for nt in [1, MATMUL_NT] {

@@ -498,15 +498,31 @@ impl WgpuBackend {
         });
         let rope = rope.filter(|r| self.cx.pop_if_last(r.serial));
         let fused = rope.is_some();
+        // A prompt of enough rows: by tiles of query rows where the head fits the adapter's
+        // workgroup memory.
+        let tile = shaders::attention_tile_shape(hd).filter(|&(bytes, _, _)| {
+            !fused
+                && n_split == 1
+                && self.cx.attn_tile_min > 0
+                && n >= self.cx.attn_tile_min
+                && bytes <= self.cx.limits.max_compute_workgroup_storage_size as usize
+        });
         let sg = self.cx.subgroups;
         let writes = [
             false, fused, fused, true, true, false, false, false, false, false,
         ];
-        let pa = self.cx.pipe(
-            &format!("attention/fused={fused}/sg={sg}"),
-            &writes[..if fused { 10 } else { 9 }],
-            || shaders::compose(&shaders::attention(fused), None, sg, 1),
-        )?;
+        let pa = match tile {
+            Some(_) => self
+                .cx
+                .pipe(&format!("attention_tile/hd={hd}"), &writes[..9], || {
+                    shaders::attention_tile(hd).expect("a head size the tiles take")
+                })?,
+            None => self.cx.pipe(
+                &format!("attention/fused={fused}/sg={sg}"),
+                &writes[..if fused { 10 } else { 9 }],
+                || shaders::compose(&shaders::attention(fused), None, sg, 1),
+            )?,
+        };
         // The RoPE words are read only when the RoPE is taken in.
         let rope_shape = rope.as_ref().map_or(*shape, |r| r.shape);
         let dummy = || (self.dummy[0].buf.clone(), self.dummy[0].id);
@@ -530,6 +546,7 @@ impl WgpuBackend {
             kv_ring,
             kv_slots,
             table_len,
+            n as u32, // the tiled kernel's
         ];
         let part = self.part.take().expect("allocated above");
         let (kn, vn) = match rope {
@@ -553,12 +570,11 @@ impl WgpuBackend {
             binds.push(bind_of(&factors));
         }
         self.cache = None;
-        let done = self.cx.dispatch(
-            pa,
-            &binds,
-            &params,
-            [shape.n_head as u32, n as u32, n_split as u32],
-        );
+        let grid = match tile {
+            Some((_, tq, _)) => [shape.n_head as u32, n.div_ceil(tq) as u32, 1],
+            None => [shape.n_head as u32, n as u32, n_split as u32],
+        };
+        let done = self.cx.dispatch(pa, &binds, &params, grid);
         let done = done.and_then(|_| {
             if n_split == 1 {
                 return Ok(());
