@@ -422,8 +422,16 @@ fn attention_matches_the_cpu_backend() {
     let n_ctx = 512;
     let blocks_0 = [23, 11];
     let blocks_1: Vec<u32> = (12..23).rev().chain((3..11).rev()).collect();
-    for subgroups in [false, true] {
-        let mut b = gpu(subgroups);
+    // The cache in f16 (the default where the adapter has `shader-f16`, as lavapipe has) and in
+    // f32.
+    for (subgroups, kv_f16) in [(false, true), (true, true), (false, false)] {
+        let mut b = WgpuBackend::new(Options {
+            subgroups,
+            kv_f16,
+            f16: false,
+            ..Options::from_env()
+        })
+        .unwrap();
         for (shape, scattered) in shapes.iter().flat_map(|s| [(s, false), (s, true)]) {
             let (hd, n_kv_head) = (shape.head_dim, shape.n_head_kv);
             let (e, kvd) = (shape.n_head * hd, n_kv_head * hd);
@@ -456,10 +464,11 @@ fn attention_matches_the_cpu_backend() {
                 b.kv_store(&mut gkv, 0, &kg, &vg, n).unwrap();
                 let mut out = b.alloc(n * e).unwrap();
                 b.attention(&qg, &gkv, 0, n, shape, &mut out).unwrap();
-                // The CPU keeps the cache in f16 and rounds q and p to f16; the GPU keeps f32.
+                // The CPU keeps the cache in f16 and rounds q and p to f16; the GPU keeps its
+                // cache in f16 or f32 and computes in f32.
                 assert_close(
                     &format!(
-                        "attention of {n} rows at {:?} (hd {hd}, scale {}, window {}, subgroups {subgroups}, scattered {scattered})",
+                        "attention of {n} rows at {:?} (hd {hd}, scale {}, window {}, subgroups {subgroups}, kv f16 {kv_f16}, scattered {scattered})",
                         &pos[..n.min(4)],
                         shape.scale,
                         shape.window

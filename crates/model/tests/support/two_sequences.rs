@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use rustorch_gguf::GgufFile;
-use rustorch_model::{load_seqs, Batch, Device, Logits, Model};
+use rustorch_model::{load_seqs, BackendOptions, Batch, Device, Logits, Model};
 
 /// Checks that two logit rows differ by at most `tol`, and that their argmax agrees wherever the
 /// reference's top two are more than `2 * tol` apart (closer ones may swap within the tolerance).
@@ -37,8 +37,14 @@ fn compare(what: &str, got: &[f32], want: &[f32], tol: f32) {
     }
 }
 
-fn alone(file: &Arc<GgufFile>, device: Device, tokens: &[u32], next: u32) -> (Vec<f32>, Vec<f32>) {
-    let mut m = load_seqs(Arc::clone(file), device, 64, 1, &Default::default()).unwrap();
+fn alone(
+    file: &Arc<GgufFile>,
+    device: Device,
+    opts: &BackendOptions,
+    tokens: &[u32],
+    next: u32,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut m = load_seqs(Arc::clone(file), device, 64, 1, opts).unwrap();
     let (mut prompt, mut step) = (Vec::new(), Vec::new());
     m.eval(tokens, 0, Logits::All, &mut prompt).unwrap();
     m.eval(&[next], tokens.len(), Logits::Last, &mut step)
@@ -53,13 +59,24 @@ fn alone(file: &Arc<GgufFile>, device: Device, tokens: &[u32], next: u32) -> (Ve
 /// run), and one decode row of each sequence in one call: within `tol_mixed` of alone (the
 /// batch's shape changes the kernels' summation order), with the same argmax.
 pub fn check(file: Arc<GgufFile>, device: Device, tol_same: f32, tol_mixed: f32) {
+    check_with(file, device, &Default::default(), tol_same, tol_mixed)
+}
+
+/// [`check`] with the backend's options `opts`.
+pub fn check_with(
+    file: Arc<GgufFile>,
+    device: Device,
+    opts: &BackendOptions,
+    tol_same: f32,
+    tol_mixed: f32,
+) {
     let n_vocab;
     {
         let a: Vec<u32> = vec![1, 504, 2240, 314, 260, 3458, 28, 216];
         let b: Vec<u32> = vec![1, 17, 9012, 30, 4402, 982, 4, 1187];
-        let (a_prompt, _) = alone(&file, device, &a, 2);
-        let (b_prompt, _) = alone(&file, device, &b, 2);
-        let mut m = load_seqs(Arc::clone(&file), device, 64, 3, &Default::default()).unwrap();
+        let (a_prompt, _) = alone(&file, device, opts, &a, 2);
+        let (b_prompt, _) = alone(&file, device, opts, &b, 2);
+        let mut m = load_seqs(Arc::clone(&file), device, 64, 3, opts).unwrap();
         n_vocab = m.config().n_vocab;
         let tokens: Vec<u32> = a.iter().chain(&b).copied().collect();
         let seqs: Vec<u32> = (0..16).map(|i| if i < 8 { 2 } else { 0 }).collect();
@@ -88,10 +105,10 @@ pub fn check(file: Arc<GgufFile>, device: Device, tol_same: f32, tol_mixed: f32)
     let a: Vec<u32> = vec![1, 504, 2240, 314, 260, 3458, 28, 216, 5127];
     let b: Vec<u32> = vec![1, 17, 9012, 30, 4402, 982];
     let (next_a, next_b) = (1042u32, 77u32);
-    let (a_prompt, a_step) = alone(&file, device, &a, next_a);
-    let (b_prompt, b_step) = alone(&file, device, &b, next_b);
+    let (a_prompt, a_step) = alone(&file, device, opts, &a, next_a);
+    let (b_prompt, b_step) = alone(&file, device, opts, &b, next_b);
 
-    let mut m: Box<dyn Model> = load_seqs(file, device, 64, 3, &Default::default()).unwrap();
+    let mut m: Box<dyn Model> = load_seqs(file, device, 64, 3, opts).unwrap();
     assert_eq!(m.n_seq(), 3);
     let (mut tokens, mut seqs, mut pos, mut which) = (vec![], vec![], vec![], vec![]);
     for i in 0..a.len().max(b.len()) {

@@ -244,6 +244,11 @@ impl WgpuBackend {
         self.cx.subgroups
     }
 
+    /// Whether the KV cache holds f16 values (else f32).
+    pub fn kv_f16(&self) -> bool {
+        self.cx.kv_f16
+    }
+
     /// Whether a decode attention takes in the RoPE and cache store of the `qkv_rope_store`
     /// before it (adapters that let a kernel bind ten storage buffers).
     pub fn rope_folds(&self) -> bool {
@@ -254,6 +259,22 @@ impl WgpuBackend {
         let buf = self
             .cx
             .buffer(label, len as u64 * 4, wgpu::BufferUsages::empty())?;
+        Ok(WgpuBuf {
+            buf,
+            id: self.cx.next_id(),
+            len,
+            written: len,
+        })
+    }
+
+    /// A KV cache buffer of `len` values: f16 where the cache is (`Context::kv_f16`), else f32.
+    fn kv_buf(&mut self, label: &str, len: usize) -> Result<WgpuBuf, ModelError> {
+        let bytes = if self.cx.kv_f16 { len * 2 } else { len * 4 };
+        let buf = self.cx.buffer(
+            label,
+            bytes.div_ceil(4) as u64 * 4,
+            wgpu::BufferUsages::empty(),
+        )?;
         Ok(WgpuBuf {
             buf,
             id: self.cx.next_id(),
@@ -454,9 +475,11 @@ impl WgpuBackend {
     /// The pipeline of a kernel that takes no weight format.
     fn simple(&mut self, key: &str, src: &str, writes: &[bool]) -> Result<usize, ModelError> {
         let sg = self.cx.subgroups;
-        self.cx.pipe(&format!("{key}/sg={sg}"), writes, || {
-            shaders::compose(src, None, sg, 1)
-        })
+        let kv16 = self.cx.kv_f16;
+        self.cx
+            .pipe(&format!("{key}/sg={sg}/kv16={kv16}"), writes, || {
+                shaders::kv_typed(&shaders::compose(src, None, sg, 1), kv16)
+            })
     }
 
     fn record(
@@ -687,13 +710,15 @@ impl Backend for WgpuBackend {
         // Each layer's keys (and values) are one binding: a pool or rings larger than the GPU
         // lets one buffer bind are refused here, with their size, before anything is allocated.
         let max = self.cx.max_buffer();
-        let words = |slots: Option<usize>, per: usize| {
+        // Values of `bytes` bytes each: u32 table entries, f16 or f32 cache values.
+        let kv_bytes = if self.cx.kv_f16 { 2 } else { 4 };
+        let words = |slots: Option<usize>, per: usize, bytes: u64| {
             slots
                 .and_then(|s| s.checked_mul(per))
-                .filter(|&w| w as u64 * 4 <= max)
+                .filter(|&w| w as u64 * bytes <= max)
         };
         let table_len = spec.table_len();
-        let n_table = words(n_seq.checked_mul(table_len), 1).ok_or_else(|| {
+        let n_table = words(n_seq.checked_mul(table_len), 1, 4).ok_or_else(|| {
             too_big(format!(
                 "block tables of {n_seq} x {table_len} entries exceed the {} MiB one buffer may bind on this GPU",
                 max >> 20
@@ -705,7 +730,7 @@ impl Backend for WgpuBackend {
                 0 => (spec.n_blocks.checked_mul(KV_BLOCK), "a pool of"),
                 cap => (cap.checked_mul(n_seq), "rings of"),
             };
-            let len = words(slots, kv_dim).ok_or_else(|| {
+            let len = words(slots, kv_dim, kv_bytes).ok_or_else(|| {
                 too_big(format!(
                     "a layer's keys, {what} {} slots of {kv_dim} values, exceed the {} MiB one buffer may bind on this GPU",
                     slots.map_or("too many".into(), |s| s.to_string()),
@@ -717,7 +742,7 @@ impl Backend for WgpuBackend {
         let mut k = Vec::with_capacity(lens.len());
         let mut v = Vec::with_capacity(lens.len());
         for len in lens {
-            let mut one = |label| self.buf(label, len).map_err(|e| too_big(e.to_string()));
+            let mut one = |label| self.kv_buf(label, len).map_err(|e| too_big(e.to_string()));
             k.push(one("kv cache keys")?);
             v.push(one("kv cache values")?);
         }

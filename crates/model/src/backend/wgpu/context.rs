@@ -55,6 +55,9 @@ pub struct Options {
     /// Prompt attention over this many rows or more by tiles of query rows
     /// (`attention_tile.wgsl`); fewer, a workgroup per (head, row). 0: never tiled.
     pub attn_tile_min: usize,
+    /// An f16 KV cache where the adapter has `shader-f16` (as the CPU and CUDA backends keep);
+    /// off, or without the feature: f32.
+    pub kv_f16: bool,
     /// f16 tiles in the tiled matmul where the adapter has `shader-f16` (off by default: not yet
     /// measured on a GPU, and its rounding makes a prompt row's values depend on whether its step
     /// had enough rows to be tiled, where f32 tiles change only the last bits).
@@ -171,6 +174,7 @@ impl Default for Options {
             matvec_shapes: MvShapes::DEFAULT,
             tile_min: TILE_MIN,
             attn_tile_min: TILE_MIN,
+            kv_f16: true,
             f16: false,
         }
     }
@@ -192,7 +196,7 @@ impl Options {
 
     /// Sets one option by name (`rustorch --backend-opt wgpu.KEY=VALUE`): `adapter`, `profile`
     /// (`0`, `1`, `pass`), `subgroups`, `matvec`, `checked` (`0`/`1`), `timeout` (seconds),
-    /// `submit_every` (ops), `tile_min` and `attn_tile_min` (tokens, 0: off), `f16` (`0`/`1`), `mv` (see [`MvShapes::parse`]), `max_binding` (bytes, see
+    /// `submit_every` (ops), `tile_min` and `attn_tile_min` (tokens, 0: off), `f16` and `kv_f16` (`0`/`1`), `mv` (see [`MvShapes::parse`]), `max_binding` (bytes, see
     /// [`Options::max_binding`]; `0`: the adapter's limit).
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         let flag = || match value {
@@ -220,6 +224,7 @@ impl Options {
             "tile_min" => self.tile_min = number()? as usize,
             "attn_tile_min" => self.attn_tile_min = number()? as usize,
             "f16" => self.f16 = flag()?,
+            "kv_f16" => self.kv_f16 = flag()?,
             "mv" => {
                 self.matvec_shapes = MvShapes::parse(value)
                     .ok_or_else(|| format!("wgpu.mv: {value:?} is not a list of KIND=WGxRPW"))?
@@ -313,6 +318,9 @@ pub(crate) struct Context {
     /// Whether the tiled matmul keeps its tiles in f16 (the `f16` option, where the adapter has
     /// `shader-f16`).
     pub f16: bool,
+    /// Whether the KV cache holds f16 values (the `kv_f16` option, where the adapter has
+    /// `shader-f16`).
+    pub kv_f16: bool,
     pub limits: wgpu::Limits,
     /// Bytes one weight buffer holds at most: the largest buffer the adapter binds, or the
     /// `max_binding` option's figure if lower.
@@ -464,8 +472,10 @@ impl Context {
         } else {
             wgpu::Features::empty()
         };
-        let f16 = opts.f16 && adapter.features().contains(wgpu::Features::SHADER_F16);
-        if f16 {
+        let has_f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
+        let f16 = opts.f16 && has_f16;
+        let kv_f16 = opts.kv_f16 && has_f16;
+        if f16 || kv_f16 {
             features |= wgpu::Features::SHADER_F16;
         }
         let stamped = opts.profile && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
@@ -558,6 +568,7 @@ impl Context {
             matvec: opts.matvec && subgroups,
             matvec_shapes,
             f16,
+            kv_f16,
             // Its workgroup memory is checked per head size when dispatched.
             attn_tile_min: if limits.max_compute_invocations_per_workgroup >= 128 {
                 opts.attn_tile_min

@@ -81,9 +81,10 @@ pub fn load(
     let backend = WgpuBackend::new(opts.clone())?;
     // Which GPU and driver ran: worth one line, since wgpu may pick any adapter present.
     eprintln!(
-        "wgpu: {}, subgroups {}",
+        "wgpu: {}, subgroups {}, KV cache {}",
         backend.adapter(),
-        if backend.subgroups() { "on" } else { "off" }
+        if backend.subgroups() { "on" } else { "off" },
+        if backend.kv_f16() { "f16" } else { "f32" }
     );
     crate::runner::boxed(backend, &file, config, size)
 }

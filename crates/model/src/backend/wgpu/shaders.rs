@@ -70,11 +70,24 @@ fn rope_factor(i: u32) -> f32 {
         .replace(
             "{STORE}",
             if fused {
-                "kc[c] = kr; vc[c] = vnew;"
+                "kc[c] = vec4<{KVT}>(kr); vc[c] = vec4<{KVT}>(vnew);"
             } else {
                 ""
             },
         )
+}
+
+/// `src` with the KV cache's element type `{KVT}` set: f16 (`f16`, where the adapter has
+/// `shader-f16`; the CPU and CUDA backends keep f16 caches too) or f32. Sources without it are
+/// returned as they are.
+pub fn kv_typed(src: &str, f16: bool) -> String {
+    if !src.contains("{KVT}") {
+        src.to_string()
+    } else if f16 {
+        format!("enable f16;\n{}", src.replace("{KVT}", "f16"))
+    } else {
+        src.replace("{KVT}", "f32")
+    }
 }
 
 /// Bytes of workgroup memory [`attention_tile`]'s kernel takes for heads of `head_dim`, and its
@@ -91,8 +104,8 @@ pub fn attention_tile_shape(head_dim: usize) -> Option<(usize, usize, usize)> {
 }
 
 /// The prompt attention by tiles of query rows and keys (`attention_tile.wgsl`) for heads of
-/// `head_dim` (a multiple of 4 up to 256).
-pub fn attention_tile(head_dim: usize) -> Option<String> {
+/// `head_dim` (a multiple of 4 up to 256), over an f16 cache where `kv16` (else f32).
+pub fn attention_tile(head_dim: usize, kv16: bool) -> Option<String> {
     let (_, tq, tk) = attention_tile_shape(head_dim)?;
     let hd4 = head_dim / 4;
     let src = compose(
@@ -101,14 +114,15 @@ pub fn attention_tile(head_dim: usize) -> Option<String> {
         false,
         1,
     );
-    Some(
-        src.replace("{TQ}", &tq.to_string())
+    Some(kv_typed(
+        &src.replace("{TQ}", &tq.to_string())
             .replace("{TK}", &tk.to_string())
             .replace("{HD4}", &hd4.to_string())
             .replace("{QN}", &(tq * hd4).to_string())
             .replace("{KN}", &(tk * hd4).to_string())
             .replace("{PN}", &(tq * tk).to_string()),
-    )
+        kv16,
+    ))
 }
 
 pub const ATTN_COMBINE: &str = include_str!("shaders/attn_combine.wgsl");
@@ -369,21 +383,29 @@ fn compose_formats(body: &str, fmts: Option<[GgmlType; 3]>, subgroups: bool, nt:
 pub fn all_modules() -> Vec<(String, String)> {
     let mut v = Vec::new();
     for sg in [false, true] {
-        for (name, body) in PLAIN {
-            v.push((format!("{name}/sg={sg}"), compose(body, None, sg, 1)));
-        }
-        for fused in [false, true] {
-            v.push((
-                format!("attention/fused={fused}/sg={sg}"),
-                compose(&attention(fused), None, sg, 1),
-            ));
-        }
-        if !sg {
-            for hd in [64, 80, 96, 128, 256] {
+        for kv16 in [false, true] {
+            for (name, body) in PLAIN {
+                if kv16 && !body.contains("{KVT}") {
+                    continue;
+                }
                 v.push((
-                    format!("attention_tile/hd={hd}"),
-                    attention_tile(hd).expect("a head size the tiles take"),
+                    format!("{name}/sg={sg}/kv16={kv16}"),
+                    kv_typed(&compose(body, None, sg, 1), kv16),
                 ));
+            }
+            for fused in [false, true] {
+                v.push((
+                    format!("attention/fused={fused}/sg={sg}/kv16={kv16}"),
+                    kv_typed(&compose(&attention(fused), None, sg, 1), kv16),
+                ));
+            }
+            if !sg {
+                for hd in [64, 80, 96, 128, 256] {
+                    v.push((
+                        format!("attention_tile/hd={hd}/kv16={kv16}"),
+                        attention_tile(hd, kv16).expect("a head size the tiles take"),
+                    ));
+                }
             }
         }
         for &ty in FORMATS {

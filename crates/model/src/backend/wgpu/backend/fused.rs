@@ -511,16 +511,22 @@ impl WgpuBackend {
         let writes = [
             false, fused, fused, true, true, false, false, false, false, false,
         ];
+        let kv16 = self.cx.kv_f16;
         let pa = match tile {
-            Some(_) => self
-                .cx
-                .pipe(&format!("attention_tile/hd={hd}"), &writes[..9], || {
-                    shaders::attention_tile(hd).expect("a head size the tiles take")
-                })?,
+            Some(_) => self.cx.pipe(
+                &format!("attention_tile/hd={hd}/kv16={kv16}"),
+                &writes[..9],
+                || shaders::attention_tile(hd, kv16).expect("a head size the tiles take"),
+            )?,
             None => self.cx.pipe(
-                &format!("attention/fused={fused}/sg={sg}"),
+                &format!("attention/fused={fused}/sg={sg}/kv16={kv16}"),
                 &writes[..if fused { 10 } else { 9 }],
-                || shaders::compose(&shaders::attention(fused), None, sg, 1),
+                || {
+                    shaders::kv_typed(
+                        &shaders::compose(&shaders::attention(fused), None, sg, 1),
+                        kv16,
+                    )
+                },
             )?,
         };
         // The RoPE words are read only when the RoPE is taken in.

@@ -42,8 +42,8 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;  // (n, n_head, head_dim)
 // Paged (n_head_kv, kv_slots, head_dim / 4), or rings (n_seq, n_head_kv, kv_ring, head_dim / 4)
-@group(0) @binding(2) var<storage, {KV}> kc: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, {KV}> vc: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, {KV}> kc: array<vec4<{KVT}>>; // KVT: f16 or f32 (shaders::kv_typed)
+@group(0) @binding(3) var<storage, {KV}> vc: array<vec4<{KVT}>>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>; // (n, n_head, head_dim)
 // (n, n_head, n_split, head_dim + 2): per split the running max, the sum and the unnormalised output
 @group(0) @binding(5) var<storage, read_write> part: array<f32>;
@@ -156,10 +156,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             var s4 = vec4<f32>(0.0);
             let kb = row * hd4;
             for (var d = 0u; d < hd4; d += 4u) {
-                s4.x += dot(qs[d], kc[kb + d]);
-                s4.y += dot(qs[d + 1u], kc[kb + d + 1u]);
-                s4.z += dot(qs[d + 2u], kc[kb + d + 2u]);
-                s4.w += dot(qs[d + 3u], kc[kb + d + 3u]);
+                s4.x += dot(qs[d], vec4<f32>(kc[kb + d]));
+                s4.y += dot(qs[d + 1u], vec4<f32>(kc[kb + d + 1u]));
+                s4.z += dot(qs[d + 2u], vec4<f32>(kc[kb + d + 2u]));
+                s4.w += dot(qs[d + 3u], vec4<f32>(kc[kb + d + 3u]));
             }
             s = s4.x + s4.y + s4.z + s4.w;
         }
@@ -176,10 +176,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             // Four keys a step, their loads written out so that they are in flight together.
             var i = g;
             for (; i + 3u * ng < cnt; i += 4u * ng) {
-                let v0 = vc[rows[i] * hd4 + d4];
-                let v1 = vc[rows[i + ng] * hd4 + d4];
-                let v2 = vc[rows[i + 2u * ng] * hd4 + d4];
-                let v3 = vc[rows[i + 3u * ng] * hd4 + d4];
+                let v0 = vec4<f32>(vc[rows[i] * hd4 + d4]);
+                let v1 = vec4<f32>(vc[rows[i + ng] * hd4 + d4]);
+                let v2 = vec4<f32>(vc[rows[i + 2u * ng] * hd4 + d4]);
+                let v3 = vec4<f32>(vc[rows[i + 3u * ng] * hd4 + d4]);
                 let p0 = sc[i];
                 let p1 = sc[i + ng];
                 let p2 = sc[i + 2u * ng];
@@ -190,7 +190,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             for (; i < cnt; i += ng) {
                 let pi = sc[i];
                 ps += pi;
-                acc += pi * vc[rows[i] * hd4 + d4];
+                acc += pi * vec4<f32>(vc[rows[i] * hd4 + d4]);
             }
         }
         l = l * alpha + ps;

@@ -32,8 +32,9 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>; // (n, n_head, head_dim)
-@group(0) @binding(2) var<storage, read> kc: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> vc: array<vec4<f32>>;
+// KVT: f16 where the adapter has `shader-f16`, else f32 (shaders::kv_typed).
+@group(0) @binding(2) var<storage, read> kc: array<vec4<{KVT}>>;
+@group(0) @binding(3) var<storage, read> vc: array<vec4<{KVT}>>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>; // (n, n_head, head_dim)
 @group(0) @binding(8) var<storage, read> step: array<vec4<u32>>; // per row: token, sequence, position
 @group(0) @binding(9) var<storage, read> table: array<u32>;
@@ -126,7 +127,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             }
             workgroupBarrier();
             for (var e = lid; e < TK * HD4; e += 128u) {
-                kvt[e] = kc[krow[e / HD4] * HD4 + e % HD4];
+                kvt[e] = vec4<f32>(kc[krow[e / HD4] * HD4 + e % HD4]);
             }
             workgroupBarrier();
             for (var k = sub; k < TK; k += IPR) {
@@ -144,7 +145,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             }
             workgroupBarrier();
             for (var e = lid; e < TK * HD4; e += 128u) {
-                kvt[e] = vc[krow[e / HD4] * HD4 + e % HD4];
+                kvt[e] = vec4<f32>(vc[krow[e / HD4] * HD4 + e % HD4]);
             }
             workgroupBarrier();
             if (mine) {

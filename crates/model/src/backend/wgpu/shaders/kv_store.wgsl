@@ -15,8 +15,9 @@ struct Params {
 @group(0) @binding(1) var<storage, read> k: array<f32>; // (n, kv_dim)
 @group(0) @binding(2) var<storage, read> v: array<f32>; // (n, kv_dim)
 // Paged (n_head_kv, kv_slots, head_dim), or rings (n_seq, n_head_kv, kv_ring, head_dim)
-@group(0) @binding(3) var<storage, read_write> kc: array<f32>;
-@group(0) @binding(4) var<storage, read_write> vc: array<f32>;
+// KVT: f16 where the adapter has `shader-f16`, else f32 (shaders::kv_typed).
+@group(0) @binding(3) var<storage, read_write> kc: array<{KVT}>;
+@group(0) @binding(4) var<storage, read_write> vc: array<{KVT}>;
 @group(0) @binding(5) var<storage, read> step: array<vec4<u32>>; // per row: token, sequence, position
 @group(0) @binding(6) var<storage, read> table: array<u32>; // (n_seq, table_len) block tables
 
@@ -34,6 +35,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let dst = row * p.head_dim + d;
-    kc[dst] = k[t * p.kv_dim + i];
-    vc[dst] = v[t * p.kv_dim + i];
+    kc[dst] = {KVT}(k[t * p.kv_dim + i]);
+    vc[dst] = {KVT}(v[t * p.kv_dim + i]);
 }

@@ -25,8 +25,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> k: array<f32>; // (n, n_head_kv, head_dim)
 @group(0) @binding(3) var<storage, read> v: array<f32>;       // (n, n_head_kv, head_dim)
 // Paged (n_head_kv, kv_slots, head_dim), or rings (n_seq, n_head_kv, kv_ring, head_dim)
-@group(0) @binding(4) var<storage, read_write> kc: array<f32>;
-@group(0) @binding(5) var<storage, read_write> vc: array<f32>;
+// KVT: f16 where the adapter has `shader-f16`, else f32 (shaders::kv_typed).
+@group(0) @binding(4) var<storage, read_write> kc: array<{KVT}>;
+@group(0) @binding(5) var<storage, read_write> vc: array<{KVT}>;
 @group(0) @binding(6) var<storage, read> step: array<vec4<u32>>; // per row: token, sequence, position
 @group(0) @binding(7) var<storage, read> factors: array<f32>; // (n_rot / 2) if has_factors
 @group(0) @binding(8) var<storage, read> table: array<u32>; // (n_seq, table_len) block tables
@@ -77,9 +78,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             return;
         }
         let c = row * p.head_dim;
-        kc[c + dims.x] = r.x;
-        kc[c + dims.y] = r.y;
-        vc[c + dims.x] = v[b + dims.x];
-        vc[c + dims.y] = v[b + dims.y];
+        kc[c + dims.x] = {KVT}(r.x);
+        kc[c + dims.y] = {KVT}(r.y);
+        vc[c + dims.x] = {KVT}(v[b + dims.x]);
+        vc[c + dims.y] = {KVT}(v[b + dims.y]);
     }
 }
