@@ -194,8 +194,8 @@ impl WgpuBackend {
             if n == 1 {
                 (p1, 1, 1)
             } else if self.cx.tile_min > 0 && n >= self.cx.tile_min {
-                // 64 tokens a workgroup; its rows are counted below.
-                (pt, 64, 0)
+                // 64 tokens a workgroup, and 64 rows (SwiGLU: 32 gate rows and their up rows).
+                (pt, 64, if fold.mode == 2 { 32 } else { 64 })
             } else {
                 (p8, MATMUL_NT as usize, 1)
             }
@@ -223,11 +223,7 @@ impl WgpuBackend {
                 rows(0) + rows(1) + rows(2)
             };
             let tiles = n.div_ceil(nt);
-            // The tiled kernel (rpw 0): 64 rows a workgroup, or 32 gate rows and their up rows.
-            let size = match rpw {
-                0 => matmul_grid(groups, tiles, if fold.mode == 2 { 32 } else { 64 }),
-                _ => matmul_grid(groups, tiles, rpw),
-            };
+            let size = matmul_grid(groups, tiles, rpw);
             let params = [
                 w0.cols as u32,
                 n as u32,

@@ -22,7 +22,7 @@ struct Params {
     rows0: u32,
     rows1: u32,
     rows2: u32,
-    rpw: u32, // the mat-vec's (unused here)
+    rpw: u32, // rows a workgroup: 64, or 32 in mode 2 (unused here)
     eps: f32, // the mat-vec's (unused here)
     stride0: u32, // values a row of out0 and res holds (rows0 unless W_0 is a part)
     off0: u32, // out0's column of W_0's first row (0 unless W_0 is a part)
