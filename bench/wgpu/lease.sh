@@ -29,19 +29,24 @@ ab)
   # Greedy ids after a 40-token prompt (tiled matmul and attention) against the untiled kernels
   # and the CPU (random weights: near-ties part the texts early, so this is a smoke check).
   P="The history of the printing press begins in the fifteenth century, when movable type met oil-based ink and a wooden press. Within fifty years printing had spread to two hundred cities."
-  for o in "wgpu.tile_min=0 wgpu.attn_tile_min=0" default "wgpu.f16=1"; do
+  for o in "wgpu.tile_min=0 wgpu.attn_tile_min=0 wgpu.kv_f16=0" default "wgpu.f16=1"; do
     a=(); [ "$o" != default ] && for kv in $o; do a+=(--backend-opt "$kv"); done
     echo "greedy TinyLlama vulkan | $o | $(timeout 60 $B run -m $M/tinyllama-1.1b-Q4_K_M.gguf --backend vulkan -p "$P" -n 32 --temp 0 "${a[@]}" 2>>$OUT/err.txt | md5sum | cut -c1-12)"
   done
   echo "greedy TinyLlama cpu | $(timeout 60 $B run -m $M/tinyllama-1.1b-Q4_K_M.gguf --backend cpu -p "$P" -n 32 --temp 0 2>/dev/null | md5sum | cut -c1-12)"
   wait
-  IFS='|' read -ra opts <<< "${OPTS:-wgpu.tile_min=0 wgpu.attn_tile_min=0|wgpu.attn_tile_min=0|default|wgpu.f16=1}"
+  # main's kernels before issue 18 | matmul tiled | + attention tiled | + f16 cache (the
+  # defaults) | + f16 matmul tiles
+  IFS='|' read -ra opts <<< "${OPTS:-wgpu.tile_min=0 wgpu.attn_tile_min=0 wgpu.kv_f16=0|wgpu.attn_tile_min=0 wgpu.kv_f16=0|wgpu.kv_f16=0|default|wgpu.f16=1}"
   for r in $(seq 1 ${ROUNDS:-2}); do for s in tinyllama-1.1b llama-7b; do for o in "${opts[@]}"; do
     a=(); [ "$o" != default ] && for kv in $o; do a+=(--backend-opt "$kv"); done
     echo "pp512 round $r | $s | $o | $(timeout 150 $B bench -m $M/$s-Q4_K_M.gguf --backend vulkan -p 512 -n 0 -r 2 "${a[@]}" --json 2>>$OUT/err.txt | num)" | tee -a $OUT/ab.txt
   done; done; done
   for s in tinyllama-1.1b llama-7b; do
-    echo "tg128 | $s | $(timeout 150 $B bench -m $M/$s-Q4_K_M.gguf --backend vulkan -p 0 -n 128 -r 2 --json 2>>$OUT/err.txt | num)" | tee -a $OUT/ab.txt
+    for o in wgpu.kv_f16=0 default; do
+      a=(); [ $o != default ] && a=(--backend-opt $o)
+      echo "tg128 | $s | $o | $(timeout 150 $B bench -m $M/$s-Q4_K_M.gguf --backend vulkan -p 0 -n 128 -r 2 "${a[@]}" --json 2>>$OUT/err.txt | num)" | tee -a $OUT/ab.txt
+    done
     for t in "-p 512 -n 0" "-p 0 -n 32"; do
       RUSTORCH_WGPU_PROFILE=1 timeout 150 $B bench -m $M/$s-Q4_K_M.gguf --backend vulkan $t -r 1 > /dev/null 2> $OUT/profile.tmp
       echo "== GPU time, $s, $t"; grep -E "^wgpu (profile|GPU time|kernel [^\[]*$)" $OUT/profile.tmp | head -16 | tee -a $OUT/profile.txt
