@@ -524,16 +524,32 @@ fn every_shader_translates_to_msl() {
 
 /// `W · x[t]` in f64 over dequantized weights, as `(n, rows)`.
 fn reference_matmul(wd: &[f32], x: &[f32], rows: usize, cols: usize, n: usize) -> Vec<f32> {
+    reference_matmul_mags(wd, x, rows, cols, n).0
+}
+
+/// [`reference_matmul`], and per output the sum of |products| (a tolerance's scale).
+fn reference_matmul_mags(
+    wd: &[f32],
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+    n: usize,
+) -> (Vec<f32>, Vec<f64>) {
     let mut out = vec![0f32; n * rows];
+    let mut mag = vec![0f64; n * rows];
     for t in 0..n {
         for r in 0..rows {
-            let dot: f64 = (0..cols)
-                .map(|c| wd[r * cols + c] as f64 * x[t * cols + c] as f64)
-                .sum();
+            let (mut dot, mut m) = (0f64, 0f64);
+            for c in 0..cols {
+                let p = wd[r * cols + c] as f64 * x[t * cols + c] as f64;
+                dot += p;
+                m += p.abs();
+            }
             out[t * rows + r] = dot as f32;
+            mag[t * rows + r] = m;
         }
     }
-    out
+    (out, mag)
 }
 
 #[test]
@@ -1428,24 +1444,6 @@ fn tiled_prompt_matmul_matches_the_reference() {
                 );
             }
         };
-        // The reference and, per output, the sum of |products| (the tolerance's scale).
-        let reference = |wd: &[f32], x: &[f32], rows: usize, cols: usize, n: usize| {
-            let mut out = vec![0f32; n * rows];
-            let mut mag = vec![0f64; n * rows];
-            for t in 0..n {
-                for r in 0..rows {
-                    let (mut d, mut m) = (0f64, 0f64);
-                    for c in 0..cols {
-                        let p = wd[r * cols + c] as f64 * x[t * cols + c] as f64;
-                        d += p;
-                        m += p.abs();
-                    }
-                    out[t * rows + r] = d as f32;
-                    mag[t * rows + r] = m;
-                }
-            }
-            (out, mag)
-        };
         for &ty in shaders::FORMATS {
             let (rows, cols) = (100, 512);
             let bytes = quantize(ty, &rng.vec(rows * cols), rows);
@@ -1460,7 +1458,7 @@ fn tiled_prompt_matmul_matches_the_reference() {
                 b.matmul(&w, &xb, n, &mut out).unwrap();
                 plain.matmul(&wp, &xp, n, &mut outp).unwrap();
                 let got = download(&mut b, &out, n * rows);
-                let (want, mag) = reference(&wd, &x, rows, cols, n);
+                let (want, mag) = reference_matmul_mags(&wd, &x, rows, cols, n);
                 check(&format!("{ty} tiled matmul, n {n}"), &got, &want, &mag);
                 let other = download(&mut plain, &outp, n * rows);
                 check(
@@ -1497,7 +1495,7 @@ fn tiled_prompt_matmul_matches_the_reference() {
         }
         assert_eq!(b.pending_ops(), 1, "three weights, one dispatch");
         for i in 0..3 {
-            let (want, mag) = reference(&wds[i], &x, rows[i], cols, n);
+            let (want, mag) = reference_matmul_mags(&wds[i], &x, rows[i], cols, n);
             let got = download(&mut b, &o[i], n * rows[i]);
             check(&format!("tiled matmuls: weight {i}"), &got, &want, &mag);
         }
@@ -1528,7 +1526,7 @@ fn tiled_prompt_matmul_matches_the_reference() {
             1,
             "matmul and residual add in one dispatch"
         );
-        let (g, gmag) = reference(&wgd, &x, ff, cols, n);
+        let (g, gmag) = reference_matmul_mags(&wgd, &x, ff, cols, n);
         let want: Vec<f32> = resid.iter().zip(&g).map(|(r, g)| r + g).collect();
         check(
             "tiled residual add",
@@ -1563,9 +1561,12 @@ fn tiled_prompt_matmul_matches_the_reference() {
             &mut up,
         )
         .unwrap();
-        let normed = download(&mut b, &xb, n * cols);
-        let (g, gmag) = reference(&wgd, &normed, ff, cols, n);
-        let (u, umag) = reference(&wud, &normed, ff, cols, n);
+        // The matmuls' reference takes the GPU's normed rows, checked against the CPU's first.
+        let normed_gpu = download(&mut b, &xb, n * cols);
+        assert_close("tiled swiglu's normed input", &normed_gpu, &normed, 1e-5);
+        let normed = normed_gpu;
+        let (g, gmag) = reference_matmul_mags(&wgd, &normed, ff, cols, n);
+        let (u, umag) = reference_matmul_mags(&wud, &normed, ff, cols, n);
         check(
             "tiled swiglu's up",
             &download(&mut b, &up, n * ff),
@@ -1603,7 +1604,7 @@ fn tiled_prompt_matmul_matches_the_reference() {
         let xp = upload(&mut parted, &x);
         let mut op = parted.alloc(n * rows).unwrap();
         parted.matmul(&wp, &xp, n, &mut op).unwrap();
-        let (want, mag) = reference(&wd, &x, rows, cols, n);
+        let (want, mag) = reference_matmul_mags(&wd, &x, rows, cols, n);
         check(
             "tiled matmul in parts",
             &download(&mut parted, &op, n * rows),

@@ -478,7 +478,7 @@ impl WgpuBackend {
         let kv16 = self.cx.kv_f16;
         self.cx
             .pipe(&format!("{key}/sg={sg}/kv16={kv16}"), writes, || {
-                shaders::kv_typed(&shaders::compose(src, None, sg, 1), kv16)
+                shaders::plain(src, sg, kv16)
             })
     }
 

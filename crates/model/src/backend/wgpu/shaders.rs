@@ -13,9 +13,15 @@ const REDUCE_SG: &str = include_str!("shaders/reduce_sg.wgsl");
 const REDUCE_WG: &str = include_str!("shaders/reduce_wg.wgsl");
 const KSCALE: &str = include_str!("shaders/formats/kscale.wgsl");
 
-pub const MATMUL: &str = include_str!("shaders/matmul.wgsl");
+pub const MATMUL: &str = concat!(
+    include_str!("shaders/matmul.wgsl"),
+    include_str!("shaders/matmul_params.wgsl")
+);
 /// The prompt matmul by 64-row x 64-token tiles in workgroup memory (same bindings and modes).
-pub const MATMUL_TILE: &str = include_str!("shaders/matmul_tile.wgsl");
+pub const MATMUL_TILE: &str = concat!(
+    include_str!("shaders/matmul_tile.wgsl"),
+    include_str!("shaders/matmul_params.wgsl")
+);
 /// Decode mat-vec with a workgroup per row (adapters with subgroups only), completed by
 /// [`matvec`] with the row loops and one of the plain / norm parts below.
 const MATVEC: &str = include_str!("shaders/matvec.wgsl");
@@ -49,7 +55,7 @@ pub const KV_STORE: &str = concat!(
 pub const ATTENTION: &str = include_str!("shaders/attention.wgsl");
 /// The attention kernel, plain or with the decode step's RoPE and cache store folded in
 /// (`fused`; the cache then bound read-write, and RoPE's frequency factors bound too).
-pub fn attention(fused: bool) -> String {
+fn attention(fused: bool) -> String {
     let factors = if fused {
         "@group(0) @binding(10) var<storage, read> factors: array<f32>;
 fn rope_factor(i: u32) -> f32 {
@@ -77,17 +83,37 @@ fn rope_factor(i: u32) -> f32 {
         )
 }
 
-/// `src` with the KV cache's element type `{KVT}` set: f16 (`f16`, where the adapter has
-/// `shader-f16`; the CPU and CUDA backends keep f16 caches too) or f32. Sources without it are
-/// returned as they are.
-pub fn kv_typed(src: &str, f16: bool) -> String {
-    if !src.contains("{KVT}") {
+/// `src` with the float type `placeholder` set to f16 (`f16`, where the adapter has
+/// `shader-f16`; the module then enables it, once) or f32. Sources without it are returned as
+/// they are.
+fn float_typed(src: &str, placeholder: &str, f16: bool) -> String {
+    const ENABLE: &str = "enable f16;\n";
+    if !src.contains(placeholder) {
         src.to_string()
-    } else if f16 {
-        format!("enable f16;\n{}", src.replace("{KVT}", "f16"))
+    } else if !f16 {
+        src.replace(placeholder, "f32")
+    } else if src.starts_with(ENABLE) {
+        src.replace(placeholder, "f16")
     } else {
-        src.replace("{KVT}", "f32")
+        format!("{ENABLE}{}", src.replace(placeholder, "f16"))
     }
+}
+
+/// `src` with the KV cache's element type `{KVT}` set: f16 (where the adapter has
+/// `shader-f16`; the CPU and CUDA backends keep f16 caches too) or f32.
+fn kv_typed(src: &str, f16: bool) -> String {
+    float_typed(src, "{KVT}", f16)
+}
+
+/// The complete module of a kernel that takes no weight format (one of [`PLAIN`]), with or
+/// without subgroups, over an f16 KV cache where `kv16`.
+pub fn plain(body: &str, subgroups: bool, kv16: bool) -> String {
+    kv_typed(&compose(body, None, subgroups, 1), kv16)
+}
+
+/// The complete attention module ([`attention`]'s source), over an f16 KV cache where `kv16`.
+pub fn attention_module(fused: bool, subgroups: bool, kv16: bool) -> String {
+    plain(&attention(fused), subgroups, kv16)
 }
 
 /// Bytes of workgroup memory [`attention_tile`]'s kernel takes for heads of `head_dim`, and its
@@ -192,12 +218,7 @@ pub fn compose(body: &str, ty: Option<GgmlType>, subgroups: bool, nt: u32) -> St
 /// The tiled prompt matmul for weights of format `ty`, its tiles in f16 where `f16` (the adapter
 /// has `shader-f16`) or f32.
 pub fn matmul_tile(ty: GgmlType, f16: bool) -> String {
-    let src = compose(MATMUL_TILE, Some(ty), false, 1);
-    if f16 {
-        format!("enable f16;\n{}", src.replace("<T>", "<f16>"))
-    } else {
-        src.replace("<T>", "<f32>")
-    }
+    float_typed(&compose(MATMUL_TILE, Some(ty), false, 1), "{TILE}", f16)
 }
 
 /// Whether the decode mat-vec reads format `ty` by block dots.
@@ -388,15 +409,12 @@ pub fn all_modules() -> Vec<(String, String)> {
                 if kv16 && !body.contains("{KVT}") {
                     continue;
                 }
-                v.push((
-                    format!("{name}/sg={sg}/kv16={kv16}"),
-                    kv_typed(&compose(body, None, sg, 1), kv16),
-                ));
+                v.push((format!("{name}/sg={sg}/kv16={kv16}"), plain(body, sg, kv16)));
             }
             for fused in [false, true] {
                 v.push((
                     format!("attention/fused={fused}/sg={sg}/kv16={kv16}"),
-                    kv_typed(&compose(&attention(fused), None, sg, 1), kv16),
+                    attention_module(fused, sg, kv16),
                 ));
             }
             if !sg {

@@ -517,12 +517,7 @@ impl WgpuBackend {
             None => self.cx.pipe(
                 &format!("attention/fused={fused}/sg={sg}/kv16={kv16}"),
                 &writes[..if fused { 10 } else { 9 }],
-                || {
-                    shaders::kv_typed(
-                        &shaders::compose(&shaders::attention(fused), None, sg, 1),
-                        kv16,
-                    )
-                },
+                || shaders::attention_module(fused, sg, kv16),
             )?,
         };
         // The RoPE words are read only when the RoPE is taken in.

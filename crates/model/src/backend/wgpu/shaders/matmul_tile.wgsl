@@ -11,38 +11,16 @@
 // weights of the dispatch in modes 0 and 1; in mode 2 its first 32 rows are gate rows and its last
 // 32 the same rows of up, so that an invocation holds both halves of its outputs.
 //
-// T is f32, or f16 where the adapter has `shader-f16`: the tiles then hold f16 weights and
+// {TILE} is f32, or f16 where the adapter has `shader-f16`: the tiles then hold f16 weights and
 // activations (half the workgroup memory and its traffic), and each four-term dot product is an
 // f16 one (its products and their sum must stay within f16's range), added to f32 sums.
-struct Params {
-    cols: u32,
-    n: u32,
-    mode: u32,
-    groups: u32, // rows over the grid: rows0 in mode 2, rows0 + rows1 + rows2 otherwise
-    rows0: u32,
-    rows1: u32,
-    rows2: u32,
-    rpw: u32, // rows a workgroup: 64, or 32 in mode 2 (unused here)
-    eps: f32, // the mat-vec's (unused here)
-    stride0: u32, // values a row of out0 and res holds (rows0 unless W_0 is a part)
-    off0: u32, // out0's column of W_0's first row (0 unless W_0 is a part)
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> w0: array<u32>; // (rows0, blocks of the row)
-@group(0) @binding(2) var<storage, read> w1: array<u32>;
-@group(0) @binding(3) var<storage, read> w2: array<u32>;
-@group(0) @binding(4) var<storage, read> x: array<vec4<f32>>; // (n, cols / 4)
-@group(0) @binding(5) var<storage, read_write> out0: array<f32>; // (n, stride0)
-@group(0) @binding(6) var<storage, read_write> out1: array<f32>; // (n, rows1)
-@group(0) @binding(7) var<storage, read_write> out2: array<f32>; // (n, rows2)
-@group(0) @binding(8) var<storage, read_write> res: array<f32>;  // (n, stride0)
+// Params and bindings: matmul_params.wgsl.
 
 // A step's 32 columns of 64 rows and of 64 tokens, 8 vec4s each. Vec4 q of row (or token) r is
 // at r * 8 + (q ^ (r & 7)): the 8 rows a decoding subgroup writes at once, and the 8 tokens
 // an accumulating one reads at once, fall in different banks.
-var<workgroup> wt: array<vec4<T>, 512>;
-var<workgroup> xt: array<vec4<T>, 512>;
+var<workgroup> wt: array<vec4<{TILE}>, 512>;
+var<workgroup> xt: array<vec4<{TILE}>, 512>;
 
 // Weight (0, 1, 2; 3: none) and row of row r of tile `tile`.
 fn tile_row(tile: u32, r: u32) -> vec2<u32> {
@@ -97,7 +75,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 }
             }
             for (var q = 0u; q < 8u; q++) {
-                wt[lid * 8u + (q ^ (lid & 7u))] = vec4<T>(w[q]);
+                wt[lid * 8u + (q ^ (lid & 7u))] = vec4<{TILE}>(w[q]);
             }
         } else {
             // 512 vec4s, 8 a token: consecutive invocations read consecutive ones.
@@ -109,7 +87,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 if (t0 + t < p.n) {
                     v = x[(t0 + t) * xw + c * 8u + q];
                 }
-                xt[t * 8u + (q ^ (t & 7u))] = vec4<T>(v);
+                xt[t * 8u + (q ^ (t & 7u))] = vec4<{TILE}>(v);
             }
         }
         workgroupBarrier();
@@ -122,7 +100,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             let wsw = q ^ (i & 7u);
             for (var a = 0u; a < 8u; a++) {
                 let wv = wt[(i + 8u * a) * 8u + wsw];
-                acc[a] += vec4<f32>(vec4<T>(dot(wv, x0), dot(wv, x1), dot(wv, x2), dot(wv, x3)));
+                acc[a] += vec4<f32>(vec4<{TILE}>(dot(wv, x0), dot(wv, x1), dot(wv, x2), dot(wv, x3)));
             }
         }
         workgroupBarrier();
