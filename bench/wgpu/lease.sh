@@ -25,11 +25,13 @@ for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 cat .wgpubin/COMMIT
 num() { python3 -c "import json,sys; print(' '.join('%.1f' % x['avg_ts'] for x in json.load(sys.stdin)))" 2>/dev/null; }
-case "${1:-}" in
-prep)
-  bash .ref/gpu-compare.sh build > $OUT/build.txt 2>&1 &
-  timeout 240 .wgpubin/wgpu-kernels --test-threads=1 2>&1 | grep -E "^test |test result|panicked|left|right" | tee $OUT/wgpu-tests.txt
-  wait; cat $OUT/build.txt
+synth() { # shape type file
+  [ -f $M/$3.gguf ] || { $B synth --shape $1 --type $2 -o $M/$3.tmp > /dev/null && mv $M/$3.tmp $M/$3.gguf; }
+}
+tests() {
+  RUSTORCH_REQUIRE_WGPU=1 timeout 240 .wgpubin/wgpu-kernels --test-threads=1 2>&1 | grep -E "^test |test result|panicked|left|right" | tee $OUT/wgpu-tests.txt
+}
+greedy() {
   # Greedy ids after a 40-token prompt (tiled matmul and attention) against the untiled kernels
   # and the CPU (random weights: near-ties part the texts early, so this is a smoke check).
   P="The history of the printing press begins in the fifteenth century, when movable type met oil-based ink and a wooden press. Within fifty years printing had spread to two hundred cities."
@@ -40,11 +42,9 @@ prep)
   for be in cpu cuda; do
     echo "greedy TinyLlama $be | $(timeout 60 $B run -m $M/tl-Q4_K_M.gguf --backend $be -p "$P" -n 32 --temp 0 2>/dev/null | md5sum | cut -c1-12)"
   done
-  timeout 60 $B run -m $M/tl-Q4_K_M.gguf --backend vulkan -p "$P" -n 8 --temp 0 2>&1 | grep -iE "adapter|error" | head -3;;
-table)
-  for r in 1 2 3; do echo "== round $r"; OUT=/tmp/table-r$r BATCHED=0 bash .ref/gpu-compare.sh bench; done 2>&1 | tee $OUT/table.txt
-  tar czf $OUT/table-json.tgz -C /tmp table-r1 table-r2 table-r3;;
-ab)
+  timeout 60 $B run -m $M/tl-Q4_K_M.gguf --backend vulkan -p "$P" -n 8 --temp 0 2>&1 | grep -iE "adapter|error" | head -3
+}
+ab() {
   # main's kernels before issue 18 | matmul tiled | + attention tiled | + f16 cache (the
   # defaults) | + f16 matmul tiles
   IFS='|' read -ra opts <<< "${OPTS:-wgpu.tile_min=0 wgpu.attn_tile_min=0 wgpu.kv_f16=0|wgpu.attn_tile_min=0 wgpu.kv_f16=0|wgpu.kv_f16=0|default|wgpu.f16=1}"
@@ -62,6 +62,22 @@ ab)
       echo "== GPU time, $s, $t"; grep -E "^wgpu (profile|GPU time|kernel)" $OUT/profile.tmp | head -40 | tee -a $OUT/profile.txt
     done
   done
-  grep -v XDG $OUT/err.txt | sort | uniq -c | sort -rn | head -5;;
-*) echo "usage: lease.sh prep|ab|table"; exit 2;;
+  grep -v XDG $OUT/err.txt | sort | uniq -c | sort -rn | head -5
+}
+case "${1:-}" in
+prep) # the files, the llama.cpp build beside the kernel tests, greedy ids
+  synth tinyllama-1.1b Q4_K_M tl-Q4_K_M; synth llama-7b Q4_K_M l7-Q4_K_M &
+  FILES=tl-Q4_K_M bash .ref/gpu-compare.sh build > $OUT/build.txt 2>&1 &
+  tests; greedy; wait; cat $OUT/build.txt;;
+one) # prep and ab in one call: the llama.cpp build runs niced beside the A/B (which compares
+     # options with one another only; the table comes in a call of its own)
+  synth tinyllama-1.1b Q4_K_M tl-Q4_K_M; synth llama-7b Q4_K_M l7-Q4_K_M &
+  tests; greedy; wait
+  FILES=tl-Q4_K_M nice -n 19 bash .ref/gpu-compare.sh build > $OUT/build.txt 2>&1 &
+  ab; wait; cat $OUT/build.txt;;
+ab) ab;;
+table)
+  for r in 1 2 3; do echo "== round $r"; OUT=/tmp/table-r$r BATCHED=0 bash .ref/gpu-compare.sh bench; done 2>&1 | tee $OUT/table.txt
+  tar czf $OUT/table-json.tgz -C /tmp table-r1 table-r2 table-r3;;
+*) echo "usage: lease.sh prep|one|ab|table"; exit 2;;
 esac
