@@ -1613,3 +1613,191 @@ fn tiled_prompt_matmul_matches_the_reference() {
         );
     }
 }
+
+/// `v` as the 8-bit activations of `quantize_q8.wgsl` see it: blocks of 32 quantised to
+/// round(v / d) with d = max |v| / 127 (ties to even, as WGSL's `round`), then dequantised.
+fn q8_row(v: &[f32]) -> Vec<f32> {
+    v.chunks(32)
+        .flat_map(|blk| {
+            let amax = blk.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let d = amax / 127.0;
+            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+            blk.iter()
+                .map(move |&x| (x * id).round_ties_even().clamp(-128.0, 127.0) * d)
+        })
+        .collect()
+}
+
+#[test]
+fn decode_matvec_over_8bit_activations_matches_the_reference() {
+    // `wgpu.q8`: q/k/v (mixed Q4_K / Q6_K, norm folded into the quantisation), one weight
+    // without a norm (the output head), gate/up + SwiGLU, and the residual add: each a
+    // quantisation dispatch and a mat-vec whose packed 8-bit dots must give the f32 dot of the
+    // weights with the quantised activations. A format without an 8-bit dot (Q4_0) keeps the f32
+    // mat-vec (one dispatch with its norm).
+    let mut b = WgpuBackend::new(Options {
+        q8: true,
+        f16: false,
+        ..Options::from_env()
+    })
+    .unwrap_or_else(|e| panic!("no GPU adapter for the wgpu tests ({e})"));
+    let mut cpu = CpuBackend::new(1);
+    let mut rng = Rng(88);
+    for cols in [256, 1280, 2816] {
+        let x = rng.vec(cols);
+        let nw = rng.vec(cols);
+        let mut normed = vec![0.0; cols];
+        cpu.rms_norm(&x, &CpuWeight::F32(nw.clone()), 1e-5, 1, cols, &mut normed)
+            .unwrap();
+        let nq = q8_row(&normed);
+        let nwg = b.upload_vector("norm", &nw).unwrap();
+        let xg = upload(&mut b, &x);
+        let what = format!("(q8, {cols} columns)");
+        // Against the quantised activations to 1e-4 of the products' magnitudes, and against
+        // the f32 activations to 1% of them (what 8-bit activations cost).
+        let check = |what: &str, got: &[f32], wd: &[f32], xf: &[f32], xq: &[f32], rows| {
+            let (want, mags) = reference_matmul_mags(wd, xq, rows, cols, 1);
+            let mags: Vec<f32> = mags.iter().map(|&m| m as f32).collect();
+            let exact = reference_matmul(wd, xf, rows, cols, 1);
+            for i in 0..rows {
+                assert!(
+                    (got[i] - want[i]).abs() <= 1e-4 * mags[i],
+                    "{what}: row {i}: gpu {} vs quantised reference {} (magnitude {})",
+                    got[i],
+                    want[i],
+                    mags[i]
+                );
+                assert!(
+                    (got[i] - exact[i]).abs() <= 1e-2 * mags[i],
+                    "{what}: row {i}: gpu {} vs f32 reference {}",
+                    got[i],
+                    exact[i]
+                );
+            }
+        };
+
+        let types = [GgmlType::Q4_K, GgmlType::Q4_K, GgmlType::Q6_K];
+        let rows = [64, 32, 37];
+        let (mut ws, mut wds) = (Vec::new(), Vec::new());
+        for (&ty, &r) in types.iter().zip(&rows) {
+            let bytes = quantize(ty, &rng.vec(r * cols), r);
+            wds.push(dequantize(ty, &bytes, r, cols));
+            ws.push(b.upload_matrix("w", ty, r, cols, &bytes).unwrap());
+        }
+        let mut xb = b.alloc(cols).unwrap();
+        let mut o: Vec<WgpuBuf> = rows.iter().map(|&r| b.alloc(r).unwrap()).collect();
+        let [o0, o1, o2] = &mut o[..] else {
+            unreachable!()
+        };
+        b.norm_matmuls(
+            &xg,
+            &nwg,
+            1e-5,
+            (1, cols),
+            &mut xb,
+            &[&ws[0], &ws[1], &ws[2]],
+            &mut [o0, o1, o2],
+        )
+        .unwrap();
+        assert_eq!(b.pending_ops(), 2, "quantisation + q/k/v {what}");
+        let xbd = download(&mut b, &xb, cols);
+        assert_close(&format!("normed input {what}"), &xbd, &normed, 1e-5);
+        for i in 0..3 {
+            let got = download(&mut b, &o[i], rows[i]);
+            check(
+                &format!("weight {i} ({}) {what}", types[i]),
+                &got,
+                &wds[i],
+                &normed,
+                &nq,
+                rows[i],
+            );
+        }
+
+        // One Q6_K weight over x as it is (no norm).
+        let xq = q8_row(&x);
+        b.matmuls(&[&ws[2]], &xg, 1, &mut [&mut o[2]]).unwrap();
+        assert_eq!(b.pending_ops(), 2, "quantisation + head {what}");
+        let got = download(&mut b, &o[2], rows[2]);
+        check(&format!("head {what}"), &got, &wds[2], &x, &xq, rows[2]);
+
+        // The attention output's mat-vec and the residual add.
+        let res0 = rng.vec(64);
+        let mut res = upload(&mut b, &res0);
+        let mut tmp = b.alloc(64).unwrap();
+        b.matmul_add(&ws[0], &xg, (1, 64), &mut res, &mut tmp)
+            .unwrap();
+        assert_eq!(b.pending_ops(), 2, "quantisation + matmul_add {what}");
+        let got: Vec<f32> = download(&mut b, &res, 64)
+            .iter()
+            .zip(&res0)
+            .map(|(r, r0)| r - r0)
+            .collect();
+        check(&format!("residual add {what}"), &got, &wds[0], &x, &xq, 64);
+
+        // Gate/up + SwiGLU of block dots, and of Q4_0 (no 8-bit dot: the f32 mat-vec).
+        for (tg, tu) in [
+            (GgmlType::Q4_K, GgmlType::Q4_K),
+            (GgmlType::Q6_K, GgmlType::Q4_K),
+            (GgmlType::Q4_0, GgmlType::Q4_K),
+        ] {
+            let ff = 94;
+            let (bg, bu) = (
+                quantize(tg, &rng.vec(ff * cols), ff),
+                quantize(tu, &rng.vec(ff * cols), ff),
+            );
+            let gate_w = b.upload_matrix("gate", tg, ff, cols, &bg).unwrap();
+            let up_w = b.upload_matrix("up", tu, ff, cols, &bu).unwrap();
+            let (mut gate, mut up) = (b.alloc(ff).unwrap(), b.alloc(ff).unwrap());
+            let mut xb = b.alloc(cols).unwrap();
+            b.ffn_swiglu(
+                &xg,
+                &nwg,
+                1e-5,
+                (1, cols, ff),
+                &mut xb,
+                [&gate_w, &up_w],
+                &mut gate,
+                &mut up,
+            )
+            .unwrap();
+            let q8 = tg != GgmlType::Q4_0;
+            assert_eq!(
+                b.pending_ops(),
+                if q8 { 2 } else { 1 },
+                "{tg}/{tu} gate/up {what}"
+            );
+            let (gd, ud) = (dequantize(tg, &bg, ff, cols), dequantize(tu, &bu, ff, cols));
+            let xin = if q8 { &nq } else { &normed };
+            let (g, gm) = reference_matmul_mags(&gd, xin, ff, cols, 1);
+            let (u, um) = reference_matmul_mags(&ud, xin, ff, cols, 1);
+            let (gm, um): (Vec<f32>, Vec<f32>) = (
+                gm.iter().map(|&m| m as f32).collect(),
+                um.iter().map(|&m| m as f32).collect(),
+            );
+            let got_u = download(&mut b, &up, ff);
+            let got_g = download(&mut b, &gate, ff);
+            for i in 0..ff {
+                assert!(
+                    (got_u[i] - u[i]).abs() <= 1e-4 * um[i],
+                    "{tg}/{tu} up row {i} {what}: gpu {} vs {}",
+                    got_u[i],
+                    u[i]
+                );
+                let want = g[i] / (1.0 + (-g[i]).exp()) * u[i];
+                let tol = 1e-4 * (gm[i] * (1.0 + u[i].abs()) + um[i] * (1.0 + g[i].abs()));
+                assert!(
+                    (got_g[i] - want).abs() <= tol,
+                    "{tg}/{tu} swiglu row {i} {what}: gpu {} vs {want}",
+                    got_g[i]
+                );
+            }
+            assert_close(
+                &format!("normed input, gate/up {what}"),
+                &download(&mut b, &xb, cols),
+                &normed,
+                1e-5,
+            );
+        }
+    }
+}

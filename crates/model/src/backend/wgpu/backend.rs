@@ -162,6 +162,8 @@ pub struct WgpuBackend {
     rope_kv: Option<PendingRope>,
     /// Where the GPU argmax puts its index.
     argmax_out: WgpuBuf,
+    /// The decode mat-vec's 8-bit activations (`quantize_q8.wgsl`), grown to the widest input.
+    q8x: Option<WgpuBuf>,
     /// The last read: buffer id, first value, values.
     cache: Option<(u64, usize, Vec<f32>)>,
 }
@@ -225,6 +227,7 @@ impl WgpuBackend {
             step: StepRows::default(),
             rope_kv: None,
             argmax_out,
+            q8x: None,
             cache: None,
         })
     }
@@ -415,6 +418,61 @@ impl WgpuBackend {
                 return Ok(parts);
             }
         }
+    }
+
+    /// The decode mat-vec over 8-bit activations of weights of formats `fmts` (each with
+    /// [`shaders::has_q8_dot`]).
+    pub(super) fn matvec_q8_pipe(
+        &mut self,
+        fmts: [GgmlType; 3],
+        shape: MvShape,
+    ) -> Result<usize, ModelError> {
+        // w0, w1, w2, x (8-bit), out0, out1, out2, res
+        let access = [false, false, false, false, true, true, true, true];
+        let key = format!("matvec_q8/{},{},{}/{shape}", fmts[0], fmts[1], fmts[2]);
+        self.cx
+            .pipe(&key, &access, || shaders::matvec_q8(fmts, shape))
+    }
+
+    /// `cols` values of `x` (or, with `norm`, the RMSNorm of the norm's input, which is then also
+    /// written to `x`) as 8-bit blocks of 32 and their scales, for [`Self::matvec_q8_pipe`]'s
+    /// kernels: the buffer's handle.
+    pub(super) fn quantize_q8(
+        &mut self,
+        x: &WgpuBuf,
+        cols: usize,
+        norm: Option<(&WgpuBuf, &WgpuWeight, f32)>,
+    ) -> Result<(wgpu::Buffer, u64), ModelError> {
+        let words = cols / 4 + cols / 32;
+        if self.q8x.as_ref().is_none_or(|b| b.len < words) {
+            self.q8x = Some(self.buf("q8 activations", words)?);
+        }
+        let q = self.q8x.as_ref().map(|b| (b.buf.clone(), b.id));
+        let q = q.ok_or_else(|| fail("no 8-bit activation buffer".into()))?;
+        let pipe = self.simple(
+            "quantize_q8",
+            shaders::QUANTIZE_Q8,
+            &[false, false, true, true],
+        )?;
+        let owned = |b: Bind| (b.buf.clone(), b.id);
+        let (input, nw, xn, flag, eps) = match norm {
+            Some((nx, nw, eps)) => (owned(nx.bind()), owned(nw.bind()), owned(x.bind()), 1, eps),
+            None => (
+                owned(x.bind()),
+                owned(self.dummy[0].bind()),
+                owned(self.dummy[1].bind()),
+                0,
+                0.0,
+            ),
+        };
+        let binds = [bind_of(&input), bind_of(&nw), bind_of(&xn), bind_of(&q)];
+        self.record(
+            pipe,
+            &binds,
+            &[cols as u32, flag, eps.to_bits(), 0],
+            [1, 1, 1],
+        )?;
+        Ok(q)
     }
 
     /// The decode mat-vec over weights of formats `fmts`, with the RMSNorm folded in if `norm`.

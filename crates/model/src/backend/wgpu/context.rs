@@ -62,6 +62,10 @@ pub struct Options {
     /// measured on a GPU, and its rounding makes a prompt row's values depend on whether its step
     /// had enough rows to be tiled, where f32 tiles change only the last bits).
     pub f16: bool,
+    /// The decode mat-vec over 8-bit activations (`quantize_q8.wgsl`, packed 8-bit dot
+    /// products) where every weight of a dispatch is Q4_K or Q6_K. Off by default: not yet
+    /// measured on a GPU.
+    pub q8: bool,
     /// Keep naga's run-time checks in the shaders (index clamping, loop bounding); off by default,
     /// see [`Context::pipe`].
     pub checked: bool,
@@ -176,6 +180,7 @@ impl Default for Options {
             attn_tile_min: TILE_MIN,
             kv_f16: true,
             f16: false,
+            q8: false,
         }
     }
 }
@@ -196,7 +201,7 @@ impl Options {
 
     /// Sets one option by name (`rustorch --backend-opt wgpu.KEY=VALUE`): `adapter`, `profile`
     /// (`0`, `1`, `pass`), `subgroups`, `matvec`, `checked` (`0`/`1`), `timeout` (seconds),
-    /// `submit_every` (ops), `tile_min` and `attn_tile_min` (tokens, 0: off), `f16` and `kv_f16` (`0`/`1`), `mv` (see [`MvShapes::parse`]), `max_binding` (bytes, see
+    /// `submit_every` (ops), `tile_min` and `attn_tile_min` (tokens, 0: off), `f16`, `kv_f16` and `q8` (`0`/`1`), `mv` (see [`MvShapes::parse`]), `max_binding` (bytes, see
     /// [`Options::max_binding`]; `0`: the adapter's limit).
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         let flag = || match value {
@@ -225,6 +230,7 @@ impl Options {
             "attn_tile_min" => self.attn_tile_min = number()? as usize,
             "f16" => self.f16 = flag()?,
             "kv_f16" => self.kv_f16 = flag()?,
+            "q8" => self.q8 = flag()?,
             "mv" => {
                 self.matvec_shapes = MvShapes::parse(value)
                     .ok_or_else(|| format!("wgpu.mv: {value:?} is not a list of KIND=WGxRPW"))?
@@ -321,6 +327,9 @@ pub(crate) struct Context {
     /// Whether the KV cache holds f16 values (the `kv_f16` option, where the adapter has
     /// `shader-f16`).
     pub kv_f16: bool,
+    /// Whether decode mat-vecs of Q4_K / Q6_K weights run over 8-bit activations (the `q8`
+    /// option, with the mat-vec).
+    pub q8: bool,
     pub limits: wgpu::Limits,
     /// Bytes one weight buffer holds at most: the largest buffer the adapter binds, or the
     /// `max_binding` option's figure if lower.
@@ -569,6 +578,7 @@ impl Context {
             matvec_shapes,
             f16,
             kv_f16,
+            q8: opts.q8 && opts.matvec && subgroups,
             // Its workgroup memory is checked per head size when dispatched.
             attn_tile_min: if limits.max_compute_invocations_per_workgroup >= 128 {
                 opts.attn_tile_min

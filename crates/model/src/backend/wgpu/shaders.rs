@@ -159,6 +159,8 @@ pub const SCALE: &str = include_str!("shaders/scale.wgsl");
 pub const ADD: &str = include_str!("shaders/add.wgsl");
 pub const COPY: &str = include_str!("shaders/copy.wgsl");
 pub const ARGMAX: &str = include_str!("shaders/argmax.wgsl");
+/// The 8-bit activations of the decode mat-vec over 8-bit activations ([`matvec_q8`]).
+pub const QUANTIZE_Q8: &str = include_str!("shaders/quantize_q8.wgsl");
 
 /// Kernels that take no weight format.
 pub const PLAIN: &[(&str, &str)] = &[
@@ -173,6 +175,7 @@ pub const PLAIN: &[(&str, &str)] = &[
     ("scale", SCALE),
     ("copy", COPY),
     ("argmax", ARGMAX),
+    ("quantize_q8", QUANTIZE_Q8),
 ];
 
 /// Weight formats the matmul and embedding kernels decode.
@@ -285,12 +288,44 @@ impl std::fmt::Display for MvShape {
 
 /// [`matvec`], with block dots only where `blocks`, and workgroups of `shape`.
 pub fn matvec_with(fmts: [GgmlType; 3], norm: bool, shape: MvShape) -> String {
-    let blk = block_dot;
+    matvec_body(fmts, norm, shape, block_dot)
+}
+
+/// The decode mat-vec over 8-bit activations (`quantize_q8.wgsl`'s), for weights whose formats
+/// all have a packed 8-bit block dot ([`has_q8_dot`]); no RMSNorm fold (the quantisation does it).
+pub fn matvec_q8(fmts: [GgmlType; 3], shape: MvShape) -> String {
+    let body = matvec_body(fmts, false, shape, q8_dot);
+    body.replace(
+        "var<storage, read> x: array<vec4<f32>>;",
+        "var<storage, read> x: array<u32>; // 8-bit activations (quantize_q8.wgsl)",
+    )
+}
+
+/// Whether the decode mat-vec can read weights of format `ty` over 8-bit activations.
+pub fn has_q8_dot(ty: GgmlType) -> bool {
+    q8_dot(ty).is_some()
+}
+
+/// The block dot over 8-bit activations (`dot4I8Packed`) of format `ty`: Q4_K and Q6_K.
+fn q8_dot(ty: GgmlType) -> Option<&'static str> {
+    match ty {
+        GgmlType::Q4_K => Some(include_str!("shaders/formats/q4_k_q8.wgsl")),
+        GgmlType::Q6_K => Some(include_str!("shaders/formats/q6_k_q8.wgsl")),
+        _ => None,
+    }
+}
+
+fn matvec_body(
+    fmts: [GgmlType; 3],
+    norm: bool,
+    shape: MvShape,
+    blk: fn(GgmlType) -> Option<&'static str>,
+) -> String {
     let rows: String = (0..3)
         .map(|k| match blk(fmts[k]) {
             Some(dot) => {
                 // The block dot and its helpers, once per weight.
-                let dot = ["dotblk", "q6f", "q6s"]
+                let dot = ["dotblk", "q6f", "q6s", "q6x"]
                     .iter()
                     .fold(rename(dot, "wq", &format!("w{k}")), |d, f| {
                         rename(&d, f, &format!("{f}{k}"))
@@ -455,6 +490,18 @@ pub fn all_modules() -> Vec<(String, String)> {
         "matvec/q4_K,q4_K,q6_K".into(),
         matvec([T::Q4_K, T::Q4_K, T::Q6_K], true),
     ));
+    // Over 8-bit activations: each format, and Q4_K_M's mixes.
+    for fmts in [
+        [T::Q4_K; 3],
+        [T::Q6_K; 3],
+        [T::Q4_K, T::Q4_K, T::Q6_K],
+        [T::Q6_K, T::Q4_K, T::Q6_K],
+    ] {
+        v.push((
+            format!("matvec_q8/{},{},{}", fmts[0], fmts[1], fmts[2]),
+            matvec_q8(fmts, MvShape { wg: 128, rpw: 4 }),
+        ));
+    }
     // Block dots beside quads in one mat-vec, and gate/up by blocks of two formats.
     v.push((
         "matvec/q6_K,q4_0,q4_K".into(),

@@ -157,6 +157,12 @@ impl WgpuBackend {
             }
         }
         let matvec = n == 1 && self.cx.matvec;
+        // Q4_K / Q6_K weights over 8-bit activations, quantised (and normed) in a dispatch of
+        // their own before the mat-vec.
+        let q8 = matvec
+            && self.cx.q8
+            && w0.cols.is_multiple_of(256)
+            && ws.iter().all(|w| shaders::has_q8_dot(w.ty));
         let fold_ok = match fold.mode {
             0 => fold.res.is_none(),
             1 => {
@@ -185,7 +191,11 @@ impl WgpuBackend {
             let total: usize = ws.iter().map(|w| w.rows).sum();
             let blocks = ws.iter().all(|w| shaders::has_block_dot(w.ty));
             let shape = self.cx.matvec_shapes.pick(ws.len(), total, w0.cols, blocks);
-            let pipe = self.matvec_pipe([ty(0), ty(1), ty(2)], fold.norm.is_some(), shape)?;
+            let pipe = if q8 {
+                self.matvec_q8_pipe([ty(0), ty(1), ty(2)], shape)?
+            } else {
+                self.matvec_pipe([ty(0), ty(1), ty(2)], fold.norm.is_some(), shape)?
+            };
             (pipe, 1, shape.rpw as usize)
         } else {
             if ws.iter().any(|w| w.ty != w0.ty) {
@@ -211,6 +221,11 @@ impl WgpuBackend {
                 fold.mode
             )));
         }
+        let xq = if q8 {
+            Some(self.quantize_q8(x, w0.cols, fold.norm)?)
+        } else {
+            None
+        };
         for part in &w0.parts {
             let rows = |i: usize| match i {
                 0 => part.rows,
@@ -249,7 +264,9 @@ impl WgpuBackend {
                 ob(2),
                 fold.res.map_or(self.dummy[3].bind(), |r| r.bind()),
             ];
-            if let Some((nx, nw, _)) = fold.norm {
+            if let Some(q) = &xq {
+                binds[3] = bind_of(q);
+            } else if let Some((nx, nw, _)) = fold.norm {
                 // The kernel reads the norm's input and writes its output (this call's `x`).
                 binds[3] = nx.bind();
                 binds.push(nw.bind());
