@@ -76,8 +76,25 @@ one) # prep and ab in one call: the llama.cpp build runs niced beside the A/B (w
   FILES=tl-Q4_K_M nice -n 19 bash .ref/gpu-compare.sh build > $OUT/build.txt 2>&1 &
   ab; wait; cat $OUT/build.txt;;
 ab) ab;;
+q8) # the decode mat-vec over 8-bit activations (wgpu.q8) against the f32 one: kernel tests, greedy
+    # ids, tg128 in three rounds alternating, GPU time per kernel (files from a warm machine's
+    # prep or made here)
+  synth tinyllama-1.1b Q4_K_M tl-Q4_K_M; synth llama-7b Q4_K_M l7-Q4_K_M &
+  tests; wait
+  P="The history of the printing press begins in the fifteenth century, when movable type met oil-based ink and a wooden press."
+  for o in wgpu.q8=0 wgpu.q8=1; do
+    echo "greedy TinyLlama vulkan | $o | $(timeout 60 $B run -m $M/tl-Q4_K_M.gguf --backend vulkan -p "$P" -n 32 --temp 0 --backend-opt $o 2>>$OUT/err.txt | md5sum | cut -c1-12)"
+  done
+  echo "greedy TinyLlama cpu | $(timeout 60 $B run -m $M/tl-Q4_K_M.gguf --backend cpu -p "$P" -n 32 --temp 0 2>/dev/null | md5sum | cut -c1-12)"
+  for r in 1 2 3; do for s in tl l7; do for o in wgpu.q8=0 wgpu.q8=1; do
+    echo "tg128 round $r | $s | $o | $(timeout 150 $B bench -m $M/$s-Q4_K_M.gguf --backend vulkan -p 0 -n 128 -r 2 --backend-opt $o --json 2>>$OUT/err.txt | num)" | tee -a $OUT/q8.txt
+  done; done; done
+  for s in tl l7; do
+    RUSTORCH_WGPU_PROFILE=1 timeout 150 $B bench -m $M/$s-Q4_K_M.gguf --backend vulkan -p 0 -n 32 -r 1 --backend-opt wgpu.q8=1 > /dev/null 2> $OUT/profile.tmp
+    echo "== GPU time, $s, q8"; grep -E "^wgpu (profile|GPU time|kernel [^[]*$)" $OUT/profile.tmp | head -16 | tee -a $OUT/profile-q8.txt
+  done;;
 table)
   for r in 1 2 3; do echo "== round $r"; OUT=/tmp/table-r$r BATCHED=0 bash .ref/gpu-compare.sh bench; done 2>&1 | tee $OUT/table.txt
   tar czf $OUT/table-json.tgz -C /tmp table-r1 table-r2 table-r3;;
-*) echo "usage: lease.sh prep|one|ab|table"; exit 2;;
+*) echo "usage: lease.sh prep|one|ab|table|q8"; exit 2;;
 esac
