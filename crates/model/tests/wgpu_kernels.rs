@@ -1422,25 +1422,28 @@ fn tiled_prompt_matmul_matches_the_reference() {
     // results within rounding (a backend with `tile_min` 0). With f32 tiles, and with f16 ones
     // where the adapter has `shader-f16` (lavapipe has): weights and activations rounded to f16
     // (2^-11 relative each), so within 2e-3 of the sum of |products| rather than 1e-5.
-    let opts = |tile_min: usize, max_binding: Option<u64>, f16: bool| Options {
-        subgroups: false,
-        matvec: false,
-        tile_min,
-        max_binding,
-        f16,
-        submit_every: 0,
-        ..Options::from_env()
-    };
+    let opts =
+        |tile_min: usize, max_binding: Option<u64>, (f16, tile_prefetch): (bool, bool)| Options {
+            subgroups: false,
+            matvec: false,
+            tile_min,
+            max_binding,
+            f16,
+            tile_prefetch,
+            submit_every: 0,
+            ..Options::from_env()
+        };
     let mut rng = Rng(0x7a11);
-    for f16 in [false, true] {
-        let mut b = WgpuBackend::new(opts(16, None, f16)).unwrap();
-        let mut plain = WgpuBackend::new(opts(0, None, f16)).unwrap();
+    // The tiles with the next step's loads before the sums (`tile_prefetch`) too.
+    for (f16, pf) in [(false, false), (true, false), (false, true)] {
+        let mut b = WgpuBackend::new(opts(16, None, (f16, pf))).unwrap();
+        let mut plain = WgpuBackend::new(opts(0, None, (f16, pf))).unwrap();
         let tol = if f16 { 2e-3 } else { 1e-5 };
         let check = |what: &str, got: &[f32], want: &[f32], mags: &[f64]| {
             for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mags).enumerate() {
                 assert!(
                     ((g - w).abs() as f64) <= tol * m + 1e-6,
-                    "{what} (f16 {f16}): element {i}: gpu {g} vs reference {w}"
+                    "{what} (f16 {f16}, prefetch {pf}): element {i}: gpu {g} vs reference {w}"
                 );
             }
         };
@@ -1592,7 +1595,7 @@ fn tiled_prompt_matmul_matches_the_reference() {
         );
 
         // A weight in parts (4 KiB buffers: 14 Q4_K rows of 512 each, 3 parts of 37 rows).
-        let mut parted = WgpuBackend::new(opts(16, Some(SMALL_BINDING), f16)).unwrap();
+        let mut parted = WgpuBackend::new(opts(16, Some(SMALL_BINDING), (f16, pf))).unwrap();
         let (rows, cols, n) = (37, 512, 40);
         let bytes = quantize(GgmlType::Q4_K, &rng.vec(rows * cols), rows);
         let wd = dequantize(GgmlType::Q4_K, &bytes, rows, cols);

@@ -337,12 +337,12 @@ impl WgpuBackend {
             .pipe(&format!("embed/{ty}"), &[false, false, true], || {
                 shaders::compose(shaders::EMBED, Some(ty), false, 1)
             })?;
-        let f16 = self.cx.f16;
-        let pt = self
-            .cx
-            .pipe(&format!("matmul_tile/{ty}/f16={f16}"), &access, || {
-                shaders::matmul_tile(ty, f16)
-            })?;
+        let (f16, pf) = (self.cx.f16, self.cx.tile_prefetch);
+        let pt = self.cx.pipe(
+            &format!("matmul_tile/{ty}/f16={f16}/prefetch={pf}"),
+            &access,
+            || shaders::matmul_tile(ty, f16, pf),
+        )?;
         if self.cx.matvec {
             // Built now rather than at the first token (mixed formats are built when first met).
             let blocks = shaders::has_block_dot(ty);

@@ -66,6 +66,9 @@ pub struct Options {
     /// products) where every weight of a dispatch is Q4_K or Q6_K. Off by default: not yet
     /// measured on a GPU.
     pub q8: bool,
+    /// The tiled matmul loads the next step's weights and activations before this step's sums
+    /// (`matmul_tile.wgsl`'s PREFETCH). Off by default: not yet measured on a GPU.
+    pub tile_prefetch: bool,
     /// Keep naga's run-time checks in the shaders (index clamping, loop bounding); off by default,
     /// see [`Context::pipe`].
     pub checked: bool,
@@ -181,6 +184,7 @@ impl Default for Options {
             kv_f16: true,
             f16: false,
             q8: false,
+            tile_prefetch: false,
         }
     }
 }
@@ -201,7 +205,7 @@ impl Options {
 
     /// Sets one option by name (`rustorch --backend-opt wgpu.KEY=VALUE`): `adapter`, `profile`
     /// (`0`, `1`, `pass`), `subgroups`, `matvec`, `checked` (`0`/`1`), `timeout` (seconds),
-    /// `submit_every` (ops), `tile_min` and `attn_tile_min` (tokens, 0: off), `f16`, `kv_f16` and `q8` (`0`/`1`), `mv` (see [`MvShapes::parse`]), `max_binding` (bytes, see
+    /// `submit_every` (ops), `tile_min` and `attn_tile_min` (tokens, 0: off), `f16`, `kv_f16`, `q8` and `tile_prefetch` (`0`/`1`), `mv` (see [`MvShapes::parse`]), `max_binding` (bytes, see
     /// [`Options::max_binding`]; `0`: the adapter's limit).
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         let flag = || match value {
@@ -231,6 +235,7 @@ impl Options {
             "f16" => self.f16 = flag()?,
             "kv_f16" => self.kv_f16 = flag()?,
             "q8" => self.q8 = flag()?,
+            "tile_prefetch" => self.tile_prefetch = flag()?,
             "mv" => {
                 self.matvec_shapes = MvShapes::parse(value)
                     .ok_or_else(|| format!("wgpu.mv: {value:?} is not a list of KIND=WGxRPW"))?
@@ -330,6 +335,8 @@ pub(crate) struct Context {
     /// Whether decode mat-vecs of Q4_K / Q6_K weights run over 8-bit activations (the `q8`
     /// option, with the mat-vec).
     pub q8: bool,
+    /// See [`Options::tile_prefetch`].
+    pub tile_prefetch: bool,
     pub limits: wgpu::Limits,
     /// Bytes one weight buffer holds at most: the largest buffer the adapter binds, or the
     /// `max_binding` option's figure if lower.
@@ -579,6 +586,7 @@ impl Context {
             f16,
             kv_f16,
             q8: opts.q8 && opts.matvec && subgroups,
+            tile_prefetch: opts.tile_prefetch,
             // Its workgroup memory is checked per head size when dispatched.
             attn_tile_min: if limits.max_compute_invocations_per_workgroup >= 128 {
                 opts.attn_tile_min

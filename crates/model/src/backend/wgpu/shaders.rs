@@ -219,9 +219,10 @@ pub fn compose(body: &str, ty: Option<GgmlType>, subgroups: bool, nt: u32) -> St
 }
 
 /// The tiled prompt matmul for weights of format `ty`, its tiles in f16 where `f16` (the adapter
-/// has `shader-f16`) or f32.
-pub fn matmul_tile(ty: GgmlType, f16: bool) -> String {
-    float_typed(&compose(MATMUL_TILE, Some(ty), false, 1), "{TILE}", f16)
+/// has `shader-f16`) or f32, the next step's loads before this step's sums where `prefetch`.
+pub fn matmul_tile(ty: GgmlType, f16: bool, prefetch: bool) -> String {
+    let src = compose(MATMUL_TILE, Some(ty), false, 1).replace("{PREFETCH}", &prefetch.to_string());
+    float_typed(&src, "{TILE}", f16)
 }
 
 /// Whether the decode mat-vec reads format `ty` by block dots.
@@ -469,8 +470,11 @@ pub fn all_modules() -> Vec<(String, String)> {
                 ));
             }
             if !sg {
-                for f16 in [false, true] {
-                    v.push((format!("matmul_tile/{ty}/f16={f16}"), matmul_tile(ty, f16)));
+                for (f16, pf) in [(false, false), (true, false), (false, true)] {
+                    v.push((
+                        format!("matmul_tile/{ty}/f16={f16}/prefetch={pf}"),
+                        matmul_tile(ty, f16, pf),
+                    ));
                 }
             }
             if sg {

@@ -48,49 +48,89 @@ fn out_at(k: u32, row: u32, t: u32) -> u32 {
     return t * select(p.rows2, p.rows1, k == 1u) + row;
 }
 
+// Decoding invocations: the 32 weights of step c of their row (zeros past the last row).
+fn fetch_w(kr: vec2<u32>, c: u32, row_words: u32, w: ptr<function, array<vec4<f32>, 8>>) {
+    if (kr.x < 3u) {
+        let blk = kr.y * row_words + (c / CPB) * BW;
+        if (kr.x == 0u) {
+            load_chunk0(blk, c % CPB, w);
+        } else if (kr.x == 1u) {
+            load_chunk1(blk, c % CPB, w);
+        } else {
+            load_chunk2(blk, c % CPB, w);
+        }
+    }
+}
+
+// Copying invocations (lid 64..127): their 8 of the 512 vec4s of step c's activations, 8 a
+// token, consecutive invocations reading consecutive ones.
+fn fetch_x(lid: u32, c: u32, t0: u32, xv: ptr<function, array<vec4<f32>, 8>>) {
+    let xw = p.cols / 4u;
+    for (var m = 0u; m < 8u; m++) {
+        let e = m * 64u + lid - 64u;
+        let t = e / 8u;
+        var v = vec4<f32>(0.0);
+        if (t0 + t < p.n) {
+            v = x[(t0 + t) * xw + c * 8u + e % 8u];
+        }
+        (*xv)[m] = v;
+    }
+}
+
+// PREFETCH: step c + 1's weights and activations are loaded into registers before step c's sums
+// (so their global loads are in flight meanwhile) and stored to workgroup memory after them;
+// else each step loads, stores, then sums.
+const PREFETCH: bool = {PREFETCH};
+
 @compute @workgroup_size(128)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let tile = wid.x + wid.z * 32768u;
     let t0 = wid.y * 64u;
     let n_chunk = p.cols / 32u;
     let row_words = (n_chunk / CPB) * BW;
-    let xw = p.cols / 4u;
     // Decoding invocations: their row.
     let kr = tile_row(tile, lid % 64u);
     // Accumulating invocations: rows i + 8a, tokens j + 16b.
     let i = lid / 16u;
     let j = lid % 16u;
     var acc: array<vec4<f32>, 8>;
-    for (var c = 0u; c < n_chunk; c++) {
+    var w: array<vec4<f32>, 8>;
+    var xv: array<vec4<f32>, 8>;
+    if (PREFETCH) {
         if (lid < 64u) {
-            var w: array<vec4<f32>, 8>;
-            if (kr.x < 3u) {
-                let blk = kr.y * row_words + (c / CPB) * BW;
-                if (kr.x == 0u) {
-                    load_chunk0(blk, c % CPB, &w);
-                } else if (kr.x == 1u) {
-                    load_chunk1(blk, c % CPB, &w);
-                } else {
-                    load_chunk2(blk, c % CPB, &w);
-                }
+            fetch_w(kr, 0u, row_words, &w);
+        } else {
+            fetch_x(lid, 0u, t0, &xv);
+        }
+    }
+    for (var c = 0u; c < n_chunk; c++) {
+        if (!PREFETCH) {
+            if (lid < 64u) {
+                fetch_w(kr, c, row_words, &w);
+            } else {
+                fetch_x(lid, c, t0, &xv);
             }
+        }
+        if (lid < 64u) {
             for (var q = 0u; q < 8u; q++) {
                 wt[lid * 8u + (q ^ (lid & 7u))] = vec4<{TILE}>(w[q]);
             }
         } else {
-            // 512 vec4s, 8 a token: consecutive invocations read consecutive ones.
             for (var m = 0u; m < 8u; m++) {
                 let e = m * 64u + lid - 64u;
                 let t = e / 8u;
                 let q = e % 8u;
-                var v = vec4<f32>(0.0);
-                if (t0 + t < p.n) {
-                    v = x[(t0 + t) * xw + c * 8u + q];
-                }
-                xt[t * 8u + (q ^ (t & 7u))] = vec4<{TILE}>(v);
+                xt[t * 8u + (q ^ (t & 7u))] = vec4<{TILE}>(xv[m]);
             }
         }
         workgroupBarrier();
+        if (PREFETCH && c + 1u < n_chunk) {
+            if (lid < 64u) {
+                fetch_w(kr, c + 1u, row_words, &w);
+            } else {
+                fetch_x(lid, c + 1u, t0, &xv);
+            }
+        }
         for (var q = 0u; q < 8u; q++) {
             let xq = q ^ (j & 7u);
             let x0 = xt[j * 8u + xq];
