@@ -77,8 +77,8 @@ one) # prep and ab in one call: the llama.cpp build runs niced beside the A/B (w
   ab; wait; cat $OUT/build.txt;;
 ab) ab;;
 q8) # the decode mat-vec over 8-bit activations (wgpu.q8) against the f32 one: kernel tests, greedy
-    # ids, tg128 in three rounds alternating, GPU time per kernel (files from a warm machine's
-    # prep or made here)
+    # ids, tg128 in three rounds alternating, GPU time per kernel; the tiles' prefetch
+    # (wgpu.tile_prefetch) A/B at pp512 (files from a warm machine's prep or made here)
   synth tinyllama-1.1b Q4_K_M tl-Q4_K_M; synth llama-7b Q4_K_M l7-Q4_K_M &
   tests; wait
   P="The history of the printing press begins in the fifteenth century, when movable type met oil-based ink and a wooden press."
@@ -88,6 +88,10 @@ q8) # the decode mat-vec over 8-bit activations (wgpu.q8) against the f32 one: k
   echo "greedy TinyLlama cpu | $(timeout 60 $B run -m $M/tl-Q4_K_M.gguf --backend cpu -p "$P" -n 32 --temp 0 2>/dev/null | md5sum | cut -c1-12)"
   for r in 1 2 3; do for s in tl l7; do for o in wgpu.q8=0 wgpu.q8=1; do
     echo "tg128 round $r | $s | $o | $(timeout 150 $B bench -m $M/$s-Q4_K_M.gguf --backend vulkan -p 0 -n 128 -r 2 --backend-opt $o --json 2>>$OUT/err.txt | num)" | tee -a $OUT/q8.txt
+  done; done; done
+  # The tiled matmul with the next step's loads before the sums (wgpu.tile_prefetch).
+  for r in 1 2; do for s in tl l7; do for o in wgpu.tile_prefetch=0 wgpu.tile_prefetch=1; do
+    echo "pp512 round $r | $s | $o | $(timeout 150 $B bench -m $M/$s-Q4_K_M.gguf --backend vulkan -p 512 -n 0 -r 2 --backend-opt $o --json 2>>$OUT/err.txt | num)" | tee -a $OUT/q8.txt
   done; done; done
   for s in tl l7; do
     RUSTORCH_WGPU_PROFILE=1 timeout 150 $B bench -m $M/$s-Q4_K_M.gguf --backend vulkan -p 0 -n 32 -r 1 --backend-opt wgpu.q8=1 > /dev/null 2> $OUT/profile.tmp
