@@ -587,20 +587,11 @@ impl Context {
             kv_f16,
             q8: opts.q8 && opts.matvec && subgroups,
             tile_prefetch: opts.tile_prefetch,
-            // Its workgroup memory is checked per head size when dispatched.
-            attn_tile_min: if limits.max_compute_invocations_per_workgroup >= 128 {
-                opts.attn_tile_min
-            } else {
-                0
-            },
-            // The tiles take 16 KiB of workgroup memory, WebGPU's default limit.
-            tile_min: if limits.max_compute_workgroup_storage_size >= 16384
-                && limits.max_compute_invocations_per_workgroup >= 128
-            {
-                opts.tile_min
-            } else {
-                0
-            },
+            // Every WebGPU adapter takes the tiled matmul's 128 invocations and 16 KiB of
+            // workgroup memory (the spec's minimum limits); the tiled attention's larger
+            // workgroup memory is checked per head size when dispatched.
+            attn_tile_min: opts.attn_tile_min,
+            tile_min: opts.tile_min,
             device,
             queue,
             kind: if cfg!(target_os = "macos") {
