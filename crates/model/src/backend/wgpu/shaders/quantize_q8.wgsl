@@ -1,4 +1,4 @@
-// The decode mat-vec's 8-bit activations (matvec.wgsl with `Q8`): one workgroup turns the row x
+// The decode mat-vec's 8-bit activations (shaders.rs's `matvec_q8`): one workgroup turns the row x
 // (cols values, a multiple of 32) into blocks of 32 signed bytes and a scale each, as ggml's q8_0:
 // d = max |v| / 127, q = round(v / d). Words 0..cols/4 of xq hold the bytes, four to a word in
 // order; word cols/4 + b the f32 bits of block b's d. With `norm`, v is the RMSNorm of x times
@@ -17,29 +17,20 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> xn: array<f32>; // (cols) with norm
 @group(0) @binding(4) var<storage, read_write> xq: array<u32>; // (cols / 4 + cols / 32)
 
-var<workgroup> red: array<f32, 256>;
-
-@compute @workgroup_size(256)
-fn main(@builtin(local_invocation_index) lid: u32) {
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_index) lid: u32 {SG_ARGS}) {
+    {SG_LETS}
     let nq = p.cols / 4u;
     var scale = 1.0;
     if (p.norm != 0u) {
         var ss = 0.0;
-        for (var j = lid; j < nq; j += 256u) {
+        for (var j = lid; j < nq; j += 64u) {
             let v = x[j];
             ss += dot(v, v);
         }
-        red[lid] = ss;
-        workgroupBarrier();
-        for (var s = 128u; s > 0u; s >>= 1u) {
-            if (lid < s) {
-                red[lid] += red[lid + s];
-            }
-            workgroupBarrier();
-        }
-        scale = 1.0 / sqrt(red[0] / f32(p.cols) + p.eps);
+        scale = 1.0 / sqrt(reduce_sum(ss, lid, sg_size, sg_lane) / f32(p.cols) + p.eps);
     }
-    for (var b = lid; b < nq / 8u; b += 256u) {
+    for (var b = lid; b < nq / 8u; b += 64u) {
         var v: array<vec4<f32>, 8>;
         var amax = 0.0;
         for (var i = 0u; i < 8u; i++) {
