@@ -326,7 +326,7 @@ fn matvec_body(
         .map(|k| match blk(fmts[k]) {
             Some(dot) => {
                 // The block dot and its helpers, once per weight.
-                let dot = ["dotblk", "q6f", "q6s", "q6x"]
+                let dot = ["dotblk", "q6f", "q6x"]
                     .iter()
                     .fold(rename(dot, "wq", &format!("w{k}")), |d, f| {
                         rename(&d, f, &format!("{f}{k}"))

@@ -18,17 +18,9 @@ fn dotblk(blk: u32, t: u32, xq: u32) -> vec2<f32> {
     let xl1 = x[il + 1u];
     let xh0 = x[ih];
     let xh1 = x[ih + 1u];
-    // Scale and min of sub-blocks 2g and 2g + 1 (ggml's get_scale_min_k4), branch-free: bytes
-    // 2g % 4 and +1 of the three scale words.
-    let sh = vec2<u32>(16u * (g % 2u), 16u * (g % 2u) + 8u);
-    let a0 = (vec2<u32>(sw0) >> sh) & vec2<u32>(255u);
-    let a1 = (vec2<u32>(sw1) >> sh) & vec2<u32>(255u);
-    let a2 = (vec2<u32>(sw2) >> sh) & vec2<u32>(255u);
-    let hi = g >= 2u;
-    let sc = select(a0 & vec2<u32>(63u), (a2 & vec2<u32>(15u)) | ((a0 >> vec2<u32>(6u)) << vec2<u32>(4u)), hi);
-    let mn = select(a1 & vec2<u32>(63u), (a2 >> vec2<u32>(4u)) | ((a1 >> vec2<u32>(6u)) << vec2<u32>(4u)), hi);
-    let d = dm.x * vec2<f32>(sc);
-    let m = dm.y * vec2<f32>(mn);
+    let sm = kscale_pair(sw0, sw1, sw2, g);
+    let d = dm.x * vec2<f32>(sm.xy);
+    let m = dm.y * vec2<f32>(sm.zw);
     let yl0 = xw(xl0, il);
     let yl1 = xw(xl1, il + 1u);
     let yh0 = xw(xh0, ih);

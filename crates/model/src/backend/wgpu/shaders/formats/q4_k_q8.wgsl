@@ -1,5 +1,5 @@
 // Q4_K block dot over 8-bit activations (quantize_q8.wgsl) for the decode mat-vec
-// (matvec_rowb.wgsl with `Q8`): the thread mapping of q4_k_blk.wgsl (sixteen invocations a
+// (matvec_rowb.wgsl, in shaders.rs's `matvec_q8`): the thread mapping of q4_k_blk.wgsl (sixteen invocations a
 // block; invocation t the low nibbles of qs words 8g + 2u and +1, sub-block 2g, and their high
 // nibbles, sub-block 2g + 1; g = t / 4, u = t % 4), but the nibbles stay bytes: each word's four
 // masked nibbles and the four activation bytes they meet are one packed 8-bit dot product, and
@@ -22,21 +22,15 @@ fn dotblk(blk: u32, t: u32, xq: u32) -> vec2<f32> {
     let xb1 = x[kb * 8u + 8u + 2u * u + 1u];
     let nq = p.cols / 4u;
     let dx = vec2<f32>(bitcast<f32>(x[nq + kb]), bitcast<f32>(x[nq + kb + 1u]));
-    let sh = vec2<u32>(16u * (g % 2u), 16u * (g % 2u) + 8u);
-    let a0 = (vec2<u32>(sw0) >> sh) & vec2<u32>(255u);
-    let a1 = (vec2<u32>(sw1) >> sh) & vec2<u32>(255u);
-    let a2 = (vec2<u32>(sw2) >> sh) & vec2<u32>(255u);
-    let hi = g >= 2u;
-    let sc = select(a0 & vec2<u32>(63u), (a2 & vec2<u32>(15u)) | ((a0 >> vec2<u32>(6u)) << vec2<u32>(4u)), hi);
-    let mn = select(a1 & vec2<u32>(63u), (a2 >> vec2<u32>(4u)) | ((a1 >> vec2<u32>(6u)) << vec2<u32>(4u)), hi);
+    let sm = kscale_pair(sw0, sw1, sw2, g);
     let lo4 = 0x0F0F0F0Fu;
     let ones = 0x01010101u;
     let dl = dot4I8Packed(qa & lo4, xa0) + dot4I8Packed(qb & lo4, xa1);
     let dh = dot4I8Packed((qa >> 4u) & lo4, xb0) + dot4I8Packed((qb >> 4u) & lo4, xb1);
     let sl = dot4I8Packed(ones, xa0) + dot4I8Packed(ones, xa1);
     let sh2 = dot4I8Packed(ones, xb0) + dot4I8Packed(ones, xb1);
-    let isc = vec2<i32>(sc);
-    let imn = vec2<i32>(mn);
+    let isc = vec2<i32>(sm.xy);
+    let imn = vec2<i32>(sm.zw);
     let v = dx.x * (dm.x * f32(isc.x * dl) - dm.y * f32(imn.x * sl))
         + dx.y * (dm.x * f32(isc.y * dh) - dm.y * f32(imn.y * sh2));
     return vec2<f32>(v, 0.0);

@@ -12,13 +12,6 @@ fn q6f(m: u32) -> vec4<f32> {
     return bitcast<vec4<f32>>(b | vec4<u32>(0x4B000000u)) - vec4<f32>(8388640.0);
 }
 
-// Signed bytes `sh / 8` and `sh / 8 + 2` of word `w` as floats.
-fn q6s(w: u32, sh: u32) -> vec2<f32> {
-    let a = bitcast<i32>(w << (24u - sh)) >> 24u;
-    let c = bitcast<i32>(w << (8u - sh)) >> 24u;
-    return vec2<f32>(f32(a), f32(c));
-}
-
 fn dotblk(blk: u32, t: u32, xq: u32) -> vec2<f32> {
     let h = t / 8u;
     let v = t % 8u;
@@ -37,12 +30,11 @@ fn dotblk(blk: u32, t: u32, xq: u32) -> vec2<f32> {
     let sh = 8u * (v / 4u);
     let s01 = q6s(sa, sh);
     let s23 = q6s(sb, sh);
-    let lo = 0x0F0F0F0Fu;
-    let hi = 0x30303030u;
-    let q0 = q6f((la & lo) | ((hq << 4u) & hi));
-    let q1 = q6f((lb & lo) | ((hq << 2u) & hi));
-    let q2 = q6f(((la >> 4u) & lo) | (hq & hi));
-    let q3 = q6f(((lb >> 4u) & lo) | ((hq >> 2u) & hi));
+    let qw = q6_words(la, lb, hq);
+    let q0 = q6f(qw.x);
+    let q1 = q6f(qw.y);
+    let q2 = q6f(qw.z);
+    let q3 = q6f(qw.w);
     let r = (s01.x * dot(q0, xw(x0, i0)) + s01.y * dot(q1, xw(x1, i0 + 8u)))
         + (s23.x * dot(q2, xw(x2, i0 + 16u)) + s23.y * dot(q3, xw(x3, i0 + 24u)));
     return vec2<f32>(d * r, (sq(x0) + sq(x1)) + (sq(x2) + sq(x3)));

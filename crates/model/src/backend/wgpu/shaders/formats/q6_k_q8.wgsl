@@ -4,12 +4,6 @@
 // put together a word (four bytes 0..63) at a time as there, and each word meets its four
 // activation bytes in one packed 8-bit dot product; the weights' offset of 32 is one more
 // against ones. `xq` is the vec4 index of the block's first activation. Returns (dot, 0).
-fn q6s(w: u32, sh: u32) -> vec2<f32> {
-    let a = bitcast<i32>(w << (24u - sh)) >> 24u;
-    let c = bitcast<i32>(w << (8u - sh)) >> 24u;
-    return vec2<f32>(f32(a), f32(c));
-}
-
 fn q6x(q: u32, xv: u32, dx: f32) -> f32 {
     return dx * f32(dot4I8Packed(q, xv) - 32 * dot4I8Packed(0x01010101u, xv));
 }
@@ -33,13 +27,8 @@ fn dotblk(blk: u32, t: u32, xq: u32) -> vec2<f32> {
     let sh = 8u * (v / 4u);
     let s01 = q6s(sa, sh);
     let s23 = q6s(sb, sh);
-    let lo = 0x0F0F0F0Fu;
-    let hi = 0x30303030u;
-    let q0 = (la & lo) | ((hq << 4u) & hi);
-    let q1 = (lb & lo) | ((hq << 2u) & hi);
-    let q2 = ((la >> 4u) & lo) | (hq & hi);
-    let q3 = ((lb >> 4u) & lo) | ((hq >> 2u) & hi);
-    let r = (s01.x * q6x(q0, x0, bitcast<f32>(x[nq + kb])) + s01.y * q6x(q1, x1, bitcast<f32>(x[nq + kb + 1u])))
-        + (s23.x * q6x(q2, x2, bitcast<f32>(x[nq + kb + 2u])) + s23.y * q6x(q3, x3, bitcast<f32>(x[nq + kb + 3u])));
+    let qw = q6_words(la, lb, hq);
+    let r = (s01.x * q6x(qw.x, x0, bitcast<f32>(x[nq + kb])) + s01.y * q6x(qw.y, x1, bitcast<f32>(x[nq + kb + 1u])))
+        + (s23.x * q6x(qw.z, x2, bitcast<f32>(x[nq + kb + 2u])) + s23.y * q6x(qw.w, x3, bitcast<f32>(x[nq + kb + 3u])));
     return vec2<f32>(d * r, 0.0);
 }
