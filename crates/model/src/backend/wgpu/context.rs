@@ -255,17 +255,16 @@ fn backends() -> wgpu::Backends {
 }
 
 fn instance() -> wgpu::Instance {
-    wgpu::Instance::new(&wgpu::InstanceDescriptor {
+    wgpu::Instance::new(wgpu::InstanceDescriptor {
         backends: backends(),
-        ..Default::default()
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
     })
 }
 
 /// Whether a hardware adapter is present: `--backend gpu` should not pick a software rasterizer
 /// (lavapipe), which `--backend vulkan` still can.
 pub(crate) fn present() -> bool {
-    instance()
-        .enumerate_adapters(backends())
+    pollster::block_on(instance().enumerate_adapters(backends()))
         .iter()
         .any(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
 }
@@ -453,7 +452,7 @@ impl Context {
         };
         let adapter = match &opts.adapter {
             Some(want) => {
-                let all = instance.enumerate_adapters(backends());
+                let all = pollster::block_on(instance.enumerate_adapters(backends()));
                 let names: Vec<String> = all.iter().map(|a| a.get_info().name).collect();
                 all.into_iter()
                     .find(|a| a.get_info().name.to_lowercase().contains(&want.to_lowercase()))
@@ -468,6 +467,7 @@ impl Context {
                 power_preference: wgpu::PowerPreference::HighPerformance,
                 force_fallback_adapter: false,
                 compatible_surface: None,
+                apply_limit_buckets: false,
             }))
             .map_err(|e| {
                 err(format!(
@@ -556,7 +556,7 @@ impl Context {
         }
         // A shape of several rows a workgroup needs whole subgroups a row (an unknown largest
         // subgroup counts as Vulkan's largest, 128).
-        let max_sg = match limits.max_subgroup_size {
+        let max_sg = match info.subgroup_max_size {
             0 => 128,
             s => s,
         };
@@ -664,7 +664,7 @@ impl Context {
                 max >> 20
             )));
         }
-        self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes,
@@ -674,7 +674,7 @@ impl Context {
                 | extra,
             mapped_at_creation: false,
         });
-        if let Some(e) = pollster::block_on(self.device.pop_error_scope()) {
+        if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(err(format!(
                 "{label}: out of GPU memory allocating {} MiB ({e})",
                 bytes >> 20
@@ -726,7 +726,7 @@ impl Context {
                 count: None,
             });
         }
-        self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(key),
             source: wgpu::ShaderSource::Wgsl(src().into()),
@@ -756,8 +756,8 @@ impl Context {
             .device
             .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                 label: Some(key),
-                bind_group_layouts: &[&layout],
-                push_constant_ranges: &[],
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
             });
         let pipeline = self
             .device
@@ -769,7 +769,7 @@ impl Context {
                 compilation_options: Default::default(),
                 cache: None,
             });
-        if let Some(e) = pollster::block_on(self.device.pop_error_scope()) {
+        if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(err(format!("shader '{key}' does not build: {e}")));
         }
         self.pipes.push(Pipe {
@@ -989,7 +989,9 @@ impl Context {
             return Err(err("cannot read the kernel timestamps back"));
         }
         {
-            let data = slice.get_mapped_range();
+            let data = slice
+                .get_mapped_range()
+                .map_err(|e| err(format!("cannot read the kernel timestamps back ({e})")))?;
             let ticks: &[u64] = bytemuck::cast_slice(&data);
             let mut first = u64::MAX;
             let mut last = 0;
@@ -1061,7 +1063,10 @@ impl Context {
             Ok(Err(e)) => return Err(err(format!("cannot read GPU memory back: {e}"))),
             Err(_) => return Err(err("the GPU read-back did not complete")),
         }
-        let data = slice.get_mapped_range().to_vec();
+        let data = slice
+            .get_mapped_range()
+            .map_err(|e| err(format!("cannot read GPU memory back: {e}")))?
+            .to_vec();
         staging.unmap();
         Ok(data)
     }
