@@ -11,6 +11,8 @@
 #                                            # (tg128), GPU time per kernel
 #   OUT=$OUT bash bench/wgpu/lease.sh table  # ~4 min: 3 rounds of llama.cpp CUDA, rustorch Vulkan
 #                                            # and CUDA alternating (gpu-compare bench)
+#   OUT=$OUT bash bench/wgpu/lease.sh next   # ~7 min: cooperative-matrix tiles, q8 decode and the
+#                                            # tiles' prefetch, each against the defaults
 # ROUNDS (2) rounds of the A/B, options alternating within a file; OPTS lists them ("|"-separated,
 # `default` for none).
 set -uo pipefail
@@ -97,8 +99,34 @@ q8) # the decode mat-vec over 8-bit activations (wgpu.q8) against the f32 one: k
     RUSTORCH_WGPU_PROFILE=1 timeout 150 $B bench -m $M/$s-Q4_K_M.gguf --backend vulkan -p 0 -n 32 -r 1 --backend-opt wgpu.q8=1 > /dev/null 2> $OUT/profile.tmp
     echo "== GPU time, $s, q8"; grep -E "^wgpu (profile|GPU time|kernel [^[]*$)" $OUT/profile.tmp | head -16 | tee -a $OUT/profile-q8.txt
   done;;
+next) # everything built since the H100 measurement, in one call (~7 min): kernel tests (the
+      # tiles by cooperative matrices on the hardware's), greedy ids and the adapter line per
+      # option; pp512 of default | wgpu.tile_prefetch=1 | wgpu.coop=1 (two rounds); tg128 of
+      # wgpu.q8=0 | 1 (three rounds); GPU time per kernel for a 512-token prompt with coop and
+      # for decode with q8
+  synth tinyllama-1.1b Q4_K_M tl-Q4_K_M; synth llama-7b Q4_K_M l7-Q4_K_M &
+  tests; wait
+  P="The history of the printing press begins in the fifteenth century, when movable type met oil-based ink and a wooden press."
+  for o in wgpu.coop=0 wgpu.coop=1 wgpu.q8=1 wgpu.tile_prefetch=1; do
+    echo "greedy TinyLlama vulkan | $o | $(timeout 60 $B run -m $M/tl-Q4_K_M.gguf --backend vulkan -p "$P" -n 32 --temp 0 --backend-opt $o 2>>$OUT/err.txt | md5sum | cut -c1-12)"
+  done
+  echo "greedy TinyLlama cpu | $(timeout 60 $B run -m $M/tl-Q4_K_M.gguf --backend cpu -p "$P" -n 32 --temp 0 2>/dev/null | md5sum | cut -c1-12)"
+  timeout 60 $B run -m $M/tl-Q4_K_M.gguf --backend vulkan -p "$P" -n 4 --temp 0 --backend-opt wgpu.coop=1 2>&1 >/dev/null | grep -E "^wgpu|rror" | head -3 | tee $OUT/adapter.txt
+  for r in 1 2; do for s in tl l7; do for o in wgpu.coop=0 wgpu.tile_prefetch=1 wgpu.coop=1; do
+    echo "pp512 round $r | $s | $o | $(timeout 150 $B bench -m $M/$s-Q4_K_M.gguf --backend vulkan -p 512 -n 0 -r 2 --backend-opt $o --json 2>>$OUT/err.txt | num)" | tee -a $OUT/next.txt
+  done; done; done
+  for r in 1 2 3; do for s in tl l7; do for o in wgpu.q8=0 wgpu.q8=1; do
+    echo "tg128 round $r | $s | $o | $(timeout 150 $B bench -m $M/$s-Q4_K_M.gguf --backend vulkan -p 0 -n 128 -r 2 --backend-opt $o --json 2>>$OUT/err.txt | num)" | tee -a $OUT/next.txt
+  done; done; done
+  for s in tl l7; do
+    for t in "-p 512 -n 0 --backend-opt wgpu.coop=1" "-p 0 -n 32 --backend-opt wgpu.q8=1"; do
+      RUSTORCH_WGPU_PROFILE=1 timeout 150 $B bench -m $M/$s-Q4_K_M.gguf --backend vulkan $t -r 1 > /dev/null 2> $OUT/profile.tmp
+      echo "== GPU time, $s, $t"; grep -E "^wgpu (profile|GPU time|kernel [^[]*$)" $OUT/profile.tmp | head -16 | tee -a $OUT/profile-next.txt
+    done
+  done
+  grep -v XDG $OUT/err.txt | sort | uniq -c | sort -rn | head -5;;
 table)
   for r in 1 2 3; do echo "== round $r"; OUT=/tmp/table-r$r BATCHED=0 bash .ref/gpu-compare.sh bench; done 2>&1 | tee $OUT/table.txt
   tar czf $OUT/table-json.tgz -C /tmp table-r1 table-r2 table-r3;;
-*) echo "usage: lease.sh prep|one|ab|table|q8"; exit 2;;
+*) echo "usage: lease.sh prep|one|ab|table|q8|next"; exit 2;;
 esac

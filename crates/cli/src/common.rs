@@ -46,7 +46,7 @@ pub struct RuntimeArgs {
     /// cuda.qgemm_sb, wgpu.adapter, wgpu.profile,
     /// wgpu.subgroups, wgpu.matvec, wgpu.checked, wgpu.timeout, wgpu.submit_every, wgpu.mv,
     /// wgpu.max_binding, wgpu.tile_min, wgpu.attn_tile_min, wgpu.f16, wgpu.kv_f16, wgpu.q8,
-    /// wgpu.tile_prefetch
+    /// wgpu.tile_prefetch, wgpu.coop
     #[arg(long = "backend-opt", value_name = "KEY=VALUE")]
     pub backend_opts: Vec<String>,
 }

@@ -7,7 +7,7 @@ use half::f16;
 use rustorch_gguf::GgmlType;
 use rustorch_model::config::RopeStyle;
 use rustorch_model::cpu::CpuWeight;
-use rustorch_model::wgpu::{shaders, MvShapes, Options, WgpuBackend, WgpuBuf};
+use rustorch_model::wgpu::{shaders, CoopMode, MvShapes, Options, WgpuBackend, WgpuBuf};
 use rustorch_model::{AttnShape, Backend, Batch, CpuBackend, KvSpec};
 use rustorch_quant::dispatch;
 
@@ -502,7 +502,10 @@ fn attention_matches_the_cpu_backend() {
 
 #[test]
 fn every_shader_translates_to_msl() {
-    for (name, src) in shaders::all_modules() {
+    // Every module to SPIR-V (Vulkan) and, but for the Vulkan-only ones, to MSL (Metal).
+    let metal = shaders::all_modules().into_iter().map(|m| (m, true));
+    let vulkan = shaders::vulkan_modules().into_iter().map(|m| (m, false));
+    for ((name, src), msl) in metal.chain(vulkan) {
         let module = naga::front::wgsl::parse_str(&src)
             .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
         let info = naga::valid::Validator::new(
@@ -511,6 +514,15 @@ fn every_shader_translates_to_msl() {
         )
         .validate(&module)
         .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
+        let spv = naga::back::spv::Options {
+            lang_version: (1, 3),
+            ..Default::default()
+        };
+        naga::back::spv::write_vec(&module, &info, &spv, None)
+            .unwrap_or_else(|e| panic!("{name}: SPIR-V: {e}"));
+        if !msl {
+            continue;
+        }
         let options = naga::back::msl::Options {
             lang_version: (2, 4),
             ..Default::default()
@@ -1422,28 +1434,61 @@ fn tiled_prompt_matmul_matches_the_reference() {
     // results within rounding (a backend with `tile_min` 0). With f32 tiles, and with f16 ones
     // where the adapter has `shader-f16` (lavapipe has): weights and activations rounded to f16
     // (2^-11 relative each), so within 2e-3 of the sum of |products| rather than 1e-5.
-    let opts =
-        |tile_min: usize, max_binding: Option<u64>, (f16, tile_prefetch): (bool, bool)| Options {
-            subgroups: false,
-            matvec: false,
-            tile_min,
-            max_binding,
-            f16,
-            tile_prefetch,
-            submit_every: 0,
-            ..Options::from_env()
-        };
+    // Also the tiles multiplied by cooperative matrices (`matmul_coop.wgsl`, f16 tiles too): by
+    // the hardware's where the adapter has them (not lavapipe: the device runs that), and by the
+    // emulation of 16 x 16 and 8 x 8 ones, which checks the kernel's tiles, modes and layouts.
+    let opts = |tile_min: usize,
+                max_binding: Option<u64>,
+                (f16, tile_prefetch, coop): (bool, bool, CoopMode)| Options {
+        subgroups: coop == CoopMode::On,
+        matvec: false,
+        tile_min,
+        max_binding,
+        f16,
+        tile_prefetch,
+        coop,
+        submit_every: 0,
+        ..Options::from_env()
+    };
     let mut rng = Rng(0x7a11);
     // The tiles with the next step's loads before the sums (`tile_prefetch`) too.
-    for (f16, pf) in [(false, false), (true, false), (false, true)] {
-        let mut b = WgpuBackend::new(opts(16, None, (f16, pf))).unwrap();
-        let mut plain = WgpuBackend::new(opts(0, None, (f16, pf))).unwrap();
-        let tol = if f16 { 2e-3 } else { 1e-5 };
+    for (f16, pf, coop) in [
+        (false, false, CoopMode::Off),
+        (true, false, CoopMode::Off),
+        (false, true, CoopMode::Off),
+        (false, false, CoopMode::Emulated(16)),
+        (false, false, CoopMode::Emulated(8)),
+        (false, false, CoopMode::On),
+    ] {
+        let variant = (f16, pf, coop);
+        let mut b = WgpuBackend::new(opts(16, None, variant)).unwrap();
+        let mut plain = WgpuBackend::new(opts(0, None, variant)).unwrap();
+        match (coop, b.coop()) {
+            (CoopMode::Off, None) => {}
+            (CoopMode::On, None) => {
+                println!(
+                    "tiled matmul by cooperative matrices not run: {} has none of f16 inputs \
+                     and f32 sums, or no subgroups of 32 (the emulated ones ran)",
+                    b.adapter()
+                );
+                continue;
+            }
+            (_, Some(c)) => println!("tiled matmul by cooperative matrices: {c:?}"),
+            (_, None) => panic!(
+                "{coop:?}: no emulated cooperative matrices on {}",
+                b.adapter()
+            ),
+        }
+        let tol = if f16 || coop != CoopMode::Off {
+            2e-3
+        } else {
+            1e-5
+        };
         let check = |what: &str, got: &[f32], want: &[f32], mags: &[f64]| {
             for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mags).enumerate() {
                 assert!(
                     ((g - w).abs() as f64) <= tol * m + 1e-6,
-                    "{what} (f16 {f16}, prefetch {pf}): element {i}: gpu {g} vs reference {w}"
+                    "{what} (f16 {f16}, prefetch {pf}, {coop:?}): element {i}: gpu {g} vs reference {w}"
                 );
             }
         };
@@ -1595,7 +1640,7 @@ fn tiled_prompt_matmul_matches_the_reference() {
         );
 
         // A weight in parts (4 KiB buffers: 14 Q4_K rows of 512 each, 3 parts of 37 rows).
-        let mut parted = WgpuBackend::new(opts(16, Some(SMALL_BINDING), (f16, pf))).unwrap();
+        let mut parted = WgpuBackend::new(opts(16, Some(SMALL_BINDING), variant)).unwrap();
         let (rows, cols, n) = (37, 512, 40);
         let bytes = quantize(GgmlType::Q4_K, &rng.vec(rows * cols), rows);
         let wd = dequantize(GgmlType::Q4_K, &bytes, rows, cols);

@@ -247,6 +247,11 @@ impl WgpuBackend {
         self.cx.subgroups
     }
 
+    /// The cooperative matrices the tiled prompt matmul uses, if any (see [`Options::coop`]).
+    pub fn coop(&self) -> Option<shaders::Coop> {
+        self.cx.coop
+    }
+
     /// Whether the KV cache holds f16 values (else f32).
     pub fn kv_f16(&self) -> bool {
         self.cx.kv_f16
@@ -337,12 +342,21 @@ impl WgpuBackend {
             .pipe(&format!("embed/{ty}"), &[false, false, true], || {
                 shaders::compose(shaders::EMBED, Some(ty), false, 1)
             })?;
+        // The tiled matmul: by cooperative matrices where the `coop` option has them, else by
+        // each invocation's sums (same bindings, grid and modes).
         let (f16, pf) = (self.cx.f16, self.cx.tile_prefetch);
-        let pt = self.cx.pipe(
-            &format!("matmul_tile/{ty}/f16={f16}/prefetch={pf}"),
-            &access,
-            || shaders::matmul_tile(ty, f16, pf),
-        )?;
+        let pt = match self.cx.coop {
+            Some(coop) => self
+                .cx
+                .pipe(&format!("matmul_coop/{ty}/{coop:?}"), &access, || {
+                    shaders::matmul_coop(ty, coop)
+                })?,
+            None => self.cx.pipe(
+                &format!("matmul_tile/{ty}/f16={f16}/prefetch={pf}"),
+                &access,
+                || shaders::matmul_tile(ty, f16, pf),
+            )?,
+        };
         if self.cx.matvec {
             // Built now rather than at the first token (mixed formats are built when first met).
             let blocks = shaders::has_block_dot(ty);

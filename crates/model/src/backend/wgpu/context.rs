@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::shaders::MvShape;
+use super::shaders::{self, MvShape};
 use crate::backend::Device;
 use crate::ModelError;
 
@@ -69,6 +69,13 @@ pub struct Options {
     /// The tiled matmul loads the next step's weights and activations before this step's sums
     /// (`matmul_tile.wgsl`'s PREFETCH). Off by default: not yet measured on a GPU.
     pub tile_prefetch: bool,
+    /// How the tiled matmul multiplies its tiles: `CoopMode::Off` (f32 or f16 sums by each
+    /// invocation, `matmul_tile.wgsl`), `On` (cooperative matrices, `matmul_coop.wgsl`, where the
+    /// adapter has them with f16 inputs and f32 sums, subgroups of 32 and the workgroup memory;
+    /// else off), or `Emulated(16 or 8)` (`matmul_coop.wgsl`'s arithmetic for matrices of that size
+    /// without the hardware's, where the adapter has `shader-f16`: for the tests).
+    /// Off by default: not yet measured on a GPU.
+    pub coop: CoopMode,
     /// Keep naga's run-time checks in the shaders (index clamping, loop bounding); off by default,
     /// see [`Context::pipe`].
     pub checked: bool,
@@ -77,6 +84,19 @@ pub struct Options {
     /// dispatch of its own; a lower figure than the adapter's runs that path on any adapter.
     pub max_binding: Option<u64>,
 }
+
+/// See [`Options::coop`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoopMode {
+    Off,
+    On,
+    /// Emulated matrices of this size (16 or 8).
+    Emulated(u32),
+}
+
+/// Bytes of workgroup memory `matmul_coop.wgsl` takes: two tiles of 64 x 40 f16s and the sums'
+/// 64 x 68 f32s.
+const COOP_WG_BYTES: u32 = 2 * 64 * 40 * 2 + 64 * 68 * 4;
 
 /// The decode mat-vec's workgroup shape per kind of dispatch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +205,7 @@ impl Default for Options {
             f16: false,
             q8: false,
             tile_prefetch: false,
+            coop: CoopMode::Off,
         }
     }
 }
@@ -205,7 +226,7 @@ impl Options {
 
     /// Sets one option by name (`rustorch --backend-opt wgpu.KEY=VALUE`): `adapter`, `profile`
     /// (`0`, `1`, `pass`), `subgroups`, `matvec`, `checked` (`0`/`1`), `timeout` (seconds),
-    /// `submit_every` (ops), `tile_min` and `attn_tile_min` (tokens, 0: off), `f16`, `kv_f16`, `q8` and `tile_prefetch` (`0`/`1`), `mv` (see [`MvShapes::parse`]), `max_binding` (bytes, see
+    /// `submit_every` (ops), `tile_min` and `attn_tile_min` (tokens, 0: off), `f16`, `kv_f16`, `q8` and `tile_prefetch` (`0`/`1`), `coop` (`0`, `1`, `emu`, `emu8`; see [`Options::coop`]), `mv` (see [`MvShapes::parse`]), `max_binding` (bytes, see
     /// [`Options::max_binding`]; `0`: the adapter's limit).
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         let flag = || match value {
@@ -236,6 +257,14 @@ impl Options {
             "kv_f16" => self.kv_f16 = flag()?,
             "q8" => self.q8 = flag()?,
             "tile_prefetch" => self.tile_prefetch = flag()?,
+            "coop" => {
+                self.coop = match value {
+                    "emu" => CoopMode::Emulated(16),
+                    "emu8" => CoopMode::Emulated(8),
+                    _ if flag()? => CoopMode::On,
+                    _ => CoopMode::Off,
+                }
+            }
             "mv" => {
                 self.matvec_shapes = MvShapes::parse(value)
                     .ok_or_else(|| format!("wgpu.mv: {value:?} is not a list of KIND=WGxRPW"))?
@@ -269,11 +298,67 @@ pub(crate) fn present() -> bool {
         .any(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
 }
 
+/// The cooperative matrices the tiled matmul takes on `adapter` for `mode`: the hardware's where
+/// it has S x S x S ones (16, else 8) of f16 inputs and f32 sums, subgroups (`subgroups`: asked
+/// for and present) of exactly 32 ([`subgroups_of_32`]) and `matmul_coop.wgsl`'s workgroup memory; else none (the tiles
+/// of `matmul_tile.wgsl`). Emulated: wherever the adapter has `shader-f16`.
+fn pick_coop(
+    mode: CoopMode,
+    adapter: &wgpu::Adapter,
+    subgroups: bool,
+    has_f16: bool,
+) -> Option<shaders::Coop> {
+    let memory = adapter.limits().max_compute_workgroup_storage_size >= COOP_WG_BYTES;
+    match mode {
+        CoopMode::Off => None,
+        CoopMode::Emulated(size) => (has_f16 && memory).then_some(shaders::Coop {
+            size,
+            emulated: true,
+        }),
+        CoopMode::On => {
+            let info = adapter.get_info();
+            if !(has_f16
+                && memory
+                && subgroups
+                && subgroups_of_32(&info)
+                && adapter
+                    .features()
+                    .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX))
+            {
+                return None;
+            }
+            let props = adapter.cooperative_matrix_properties();
+            [16, 8].into_iter().find_map(|size| {
+                props
+                    .iter()
+                    .any(|p| {
+                        p.m_size == size
+                            && p.n_size == size
+                            && p.k_size == size
+                            && p.ab_type == wgpu::CooperativeScalarType::F16
+                            && p.cr_type == wgpu::CooperativeScalarType::F32
+                    })
+                    .then_some(shaders::Coop {
+                        size,
+                        emulated: false,
+                    })
+            })
+        }
+    }
+}
+
+/// Whether every subgroup of the adapter has 32 invocations: Vulkan's says so by its range, Metal
+/// reports 4..64 for every GPU while Apple's run SIMD-groups of 32.
+fn subgroups_of_32(info: &wgpu::AdapterInfo) -> bool {
+    (info.subgroup_min_size == 32 && info.subgroup_max_size == 32)
+        || (info.backend == wgpu::Backend::Metal && info.name.starts_with("Apple"))
+}
+
 /// The largest storage buffer the adapter binds whole.
 fn max_binding(limits: &wgpu::Limits) -> u64 {
     limits
         .max_buffer_size
-        .min(limits.max_storage_buffer_binding_size as u64)
+        .min(limits.max_storage_buffer_binding_size)
 }
 
 fn err(msg: impl Into<String>) -> ModelError {
@@ -336,6 +421,9 @@ pub(crate) struct Context {
     pub q8: bool,
     /// See [`Options::tile_prefetch`].
     pub tile_prefetch: bool,
+    /// How the tiled matmul multiplies its tiles, where by cooperative matrices (see
+    /// [`Options::coop`]).
+    pub coop: Option<shaders::Coop>,
     pub limits: wgpu::Limits,
     /// Bytes one weight buffer holds at most: the largest buffer the adapter binds, or the
     /// `max_binding` option's figure if lower.
@@ -494,6 +582,13 @@ impl Context {
         if f16 || kv_f16 {
             features |= wgpu::Features::SHADER_F16;
         }
+        let coop = pick_coop(opts.coop, &adapter, subgroups, has_f16);
+        if coop.is_some() {
+            features |= wgpu::Features::SHADER_F16;
+        }
+        if coop.is_some_and(|c| !c.emulated) {
+            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        }
         let stamped = opts.profile && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         if stamped {
             features |= wgpu::Features::TIMESTAMP_QUERY;
@@ -503,6 +598,10 @@ impl Context {
             required_features: features,
             required_limits: limits.clone(),
             memory_hints: wgpu::MemoryHints::Performance,
+            // SAFETY: the one experimental feature asked for is the cooperative matrices, and
+            // only with `Options::coop` on (off by default); wgpu documents that its
+            // experimental features may have bugs, which the kernel tests are there to catch.
+            experimental_features: unsafe { wgpu::ExperimentalFeatures::enabled() },
             ..Default::default()
         }))
         .map_err(|e| err(format!("cannot open GPU '{}': {e}", info.name)))?;
@@ -587,6 +686,7 @@ impl Context {
             kv_f16,
             q8: opts.q8 && opts.matvec && subgroups,
             tile_prefetch: opts.tile_prefetch,
+            coop,
             // Every WebGPU adapter takes the tiled matmul's 128 invocations and 16 KiB of
             // workgroup memory (the spec's minimum limits); the tiled attention's larger
             // workgroup memory is checked per head size when dispatched.

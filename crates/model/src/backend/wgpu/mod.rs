@@ -63,7 +63,7 @@ use crate::runner::Model;
 use crate::ModelError;
 
 pub use backend::{WgpuBackend, WgpuBuf, WgpuKv, WgpuWeight};
-pub use context::{MvShapes, Options};
+pub use context::{CoopMode, MvShapes, Options};
 
 /// Whether a hardware GPU adapter of this platform's API (Metal or Vulkan) is present.
 pub fn present() -> bool {
@@ -81,10 +81,15 @@ pub fn load(
     let backend = WgpuBackend::new(opts.clone())?;
     // Which GPU and driver ran: worth one line, since wgpu may pick any adapter present.
     eprintln!(
-        "wgpu: {}, subgroups {}, KV cache {}",
+        "wgpu: {}, subgroups {}, KV cache {}{}",
         backend.adapter(),
         if backend.subgroups() { "on" } else { "off" },
-        if backend.kv_f16() { "f16" } else { "f32" }
+        if backend.kv_f16() { "f16" } else { "f32" },
+        match backend.coop() {
+            Some(c) if c.emulated => format!(", prompt tiles by emulated {0}x{0} matrices", c.size),
+            Some(c) => format!(", prompt tiles by {0}x{0} cooperative matrices", c.size),
+            None => String::new(),
+        }
     );
     crate::runner::boxed(backend, &file, config, size)
 }

@@ -20,6 +20,13 @@ pub const MATMUL: &str = concat!(
 /// The prompt matmul by 64-row x 64-token tiles in workgroup memory (same bindings and modes).
 pub const MATMUL_TILE: &str = concat!(
     include_str!("shaders/matmul_tile.wgsl"),
+    include_str!("shaders/matmul_tiles.wgsl"),
+    include_str!("shaders/matmul_params.wgsl")
+);
+/// The same tiles summed with cooperative matrices ([`matmul_coop`]).
+const MATMUL_COOP: &str = concat!(
+    include_str!("shaders/matmul_coop.wgsl"),
+    include_str!("shaders/matmul_tiles.wgsl"),
     include_str!("shaders/matmul_params.wgsl")
 );
 /// Decode mat-vec with a workgroup per row (adapters with subgroups only), completed by
@@ -225,6 +232,43 @@ pub fn matmul_tile(ty: GgmlType, f16: bool, prefetch: bool) -> String {
     float_typed(&src, "{TILE}", f16)
 }
 
+/// How [`matmul_coop`] multiplies its tiles: S x S x S cooperative matrices (`size` 16, or 8:
+/// Metal's only size) by the hardware, or the same arithmetic per invocation (`emulated`: adapters
+/// without them, for the tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Coop {
+    pub size: u32,
+    pub emulated: bool,
+}
+
+/// The tiled prompt matmul for weights of format `ty` with f16 tiles multiplied into f32 sums by
+/// cooperative matrices (`matmul_coop.wgsl`; the hardware's need the adapter's subgroups).
+pub fn matmul_coop(ty: GgmlType, coop: Coop) -> String {
+    let (mma, arg, id) = if coop.emulated {
+        (
+            include_str!("shaders/coop_emu.wgsl"),
+            "",
+            "let g = lid / 32u;",
+        )
+    } else {
+        (
+            include_str!("shaders/coop_hw.wgsl"),
+            ", @builtin(subgroup_id) g: u32",
+            "",
+        )
+    };
+    let enable = if coop.emulated {
+        "enable f16;\n"
+    } else {
+        "enable f16;\nenable wgpu_cooperative_matrix;\n"
+    };
+    let body = format!("{MATMUL_COOP}{mma}")
+        .replace("{S}", &coop.size.to_string())
+        .replace("{SG_ID_ARG}", arg)
+        .replace("{SG_ID_LET}", id);
+    format!("{enable}{}", compose(&body, Some(ty), false, 1))
+}
+
 /// Whether the decode mat-vec reads format `ty` by block dots.
 pub fn has_block_dot(ty: GgmlType) -> bool {
     block_dot(ty).is_some()
@@ -378,7 +422,7 @@ fn rename(src: &str, from: &str, to: &str) -> String {
 fn compose_formats(body: &str, fmts: Option<[GgmlType; 3]>, subgroups: bool, nt: u32) -> String {
     let mut s = String::new();
     let reduces = body.contains("reduce_sum(") || body.contains("reduce_max(");
-    // naga 27 takes subgroup operations without WGSL's `enable subgroups;` (which it rejects);
+    // naga (27 to 30) takes subgroup operations without `enable subgroups;` (which it rejects);
     // the device feature SUBGROUP is what allows them.
     s.push_str(COMMON);
     if reduces {
@@ -476,6 +520,11 @@ pub fn all_modules() -> Vec<(String, String)> {
                         matmul_tile(ty, f16, pf),
                     ));
                 }
+                // Metal's simdgroup matrices are 8 x 8 (16 x 16 ones: vulkan_modules).
+                for (size, emulated) in [(8, false), (8, true), (16, true)] {
+                    let coop = Coop { size, emulated };
+                    v.push((format!("matmul_coop/{ty}/{coop:?}"), matmul_coop(ty, coop)));
+                }
             }
             if sg {
                 for norm in [false, true] {
@@ -530,6 +579,21 @@ pub fn all_modules() -> Vec<(String, String)> {
         }
     }
     v
+}
+
+/// Modules only the Vulkan backend builds (no MSL translation): the tiled matmul by 16 x 16
+/// cooperative matrices, which Metal lacks. Tests translate each to SPIR-V.
+pub fn vulkan_modules() -> Vec<(String, String)> {
+    FORMATS
+        .iter()
+        .map(|&ty| {
+            let coop = Coop {
+                size: 16,
+                emulated: false,
+            };
+            (format!("matmul_coop/{ty}/{coop:?}"), matmul_coop(ty, coop))
+        })
+        .collect()
 }
 
 /// Weight bytes as the kernels read them: whole 32-bit words per block. Formats whose block is

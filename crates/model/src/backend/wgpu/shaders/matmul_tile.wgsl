@@ -22,61 +22,6 @@
 var<workgroup> wt: array<vec4<{TILE}>, 512>;
 var<workgroup> xt: array<vec4<{TILE}>, 512>;
 
-// Weight (0, 1, 2; 3: none) and row of row r of tile `tile`.
-fn tile_row(tile: u32, r: u32) -> vec2<u32> {
-    if (p.mode == 2u) {
-        let row = tile * 32u + r % 32u;
-        return vec2<u32>(select(3u, r / 32u, row < p.rows0), row);
-    }
-    var row = tile * 64u + r;
-    if (row < p.rows0) {
-        return vec2<u32>(0u, row);
-    }
-    row -= p.rows0;
-    if (row < p.rows1) {
-        return vec2<u32>(1u, row);
-    }
-    row -= p.rows1;
-    return vec2<u32>(select(3u, 2u, row < p.rows2), row);
-}
-
-// Where row `row` of weight k's output for token t goes.
-fn out_at(k: u32, row: u32, t: u32) -> u32 {
-    if (k == 0u) {
-        return t * p.stride0 + p.off0 + row;
-    }
-    return t * select(p.rows2, p.rows1, k == 1u) + row;
-}
-
-// Decoding invocations: the 32 weights of step c of their row (zeros past the last row).
-fn fetch_w(kr: vec2<u32>, c: u32, row_words: u32, w: ptr<function, array<vec4<f32>, 8>>) {
-    if (kr.x < 3u) {
-        let blk = kr.y * row_words + (c / CPB) * BW;
-        if (kr.x == 0u) {
-            load_chunk0(blk, c % CPB, w);
-        } else if (kr.x == 1u) {
-            load_chunk1(blk, c % CPB, w);
-        } else {
-            load_chunk2(blk, c % CPB, w);
-        }
-    }
-}
-
-// Copying invocations (lid 64..127): their 8 of the 512 vec4s of step c's activations, 8 a
-// token, consecutive invocations reading consecutive ones.
-fn fetch_x(lid: u32, c: u32, t0: u32, xv: ptr<function, array<vec4<f32>, 8>>) {
-    let xw = p.cols / 4u;
-    for (var m = 0u; m < 8u; m++) {
-        let e = m * 64u + lid - 64u;
-        let t = e / 8u;
-        var v = vec4<f32>(0.0);
-        if (t0 + t < p.n) {
-            v = x[(t0 + t) * xw + c * 8u + e % 8u];
-        }
-        (*xv)[m] = v;
-    }
-}
-
 // PREFETCH: step c + 1's weights and activations are loaded into registers before step c's sums
 // (so their global loads are in flight meanwhile) and stored to workgroup memory after them;
 // else each step loads, stores, then sums.
@@ -146,31 +91,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         workgroupBarrier();
     }
     for (var a = 0u; a < 8u; a++) {
-        let kr_a = tile_row(tile, i + 8u * a);
-        if (kr_a.x == 3u || (p.mode == 2u && a >= 4u)) {
-            continue;
-        }
         for (var b = 0u; b < 4u; b++) {
-            let t = t0 + j + 16u * b;
-            if (t >= p.n) {
-                continue;
-            }
-            let s = acc[a][b];
-            let o = out_at(kr_a.x, kr_a.y, t);
-            if (p.mode == 2u) {
-                let u = acc[a + 4u][b];
-                out0[o] = s / (1.0 + exp(-s)) * u;
-                out1[o] = u;
-            } else if (kr_a.x == 0u) {
-                out0[o] = s;
-                if (p.mode == 1u) {
-                    res[o] += s;
-                }
-            } else if (kr_a.x == 1u) {
-                out1[o] = s;
-            } else {
-                out2[o] = s;
-            }
+            put(tile, i + 8u * a, t0 + j + 16u * b, acc[a][b], acc[(a + 4u) % 8u][b]);
         }
     }
 }
