@@ -4,6 +4,8 @@
 // subgroup's 32 lanes, S * S / 32 consecutive elements (row-major) each.
 const EL: u32 = S * S / 32u;
 
+alias MatB = u32;
+
 struct MatC {
     v: array<f32, EL>,
 }

@@ -5,6 +5,7 @@
 // with `enable wgpu_cooperative_matrix;`: shaders::matmul_coop puts it there.)
 
 alias MatC = coop_mat{S}x{S}<f32, C>;
+alias MatB = coop_mat{S}x{S}<f16, B>;
 
 fn mma_zero(lane: u32) -> MatC {
     return coopLoad<MatC>(&ct[0], CS);
@@ -14,11 +15,11 @@ fn mma_a(o: u32) -> coop_mat{S}x{S}<f16, A> {
     return coopLoadT<coop_mat{S}x{S}<f16, A>>(&wt[o], WS);
 }
 
-fn mma_b(o: u32) -> coop_mat{S}x{S}<f16, B> {
-    return coopLoad<coop_mat{S}x{S}<f16, B>>(&xt[o], WS);
+fn mma_b(o: u32) -> MatB {
+    return coopLoad<MatB>(&xt[o], WS);
 }
 
-fn mma(a: coop_mat{S}x{S}<f16, A>, b: coop_mat{S}x{S}<f16, B>, c: MatC, lane: u32) -> MatC {
+fn mma(a: coop_mat{S}x{S}<f16, A>, b: MatB, c: MatC, lane: u32) -> MatC {
     return coopMultiplyAdd(a, b, c);
 }
 

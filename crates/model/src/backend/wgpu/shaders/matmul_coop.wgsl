@@ -4,10 +4,12 @@
 // decoded from their format 32 columns a step; shared parts in matmul_tiles.wgsl), held in f16
 // and multiplied S x S x S at a time into f32 sums, one subgroup of 32 per quarter of the tile.
 //
-// Subgroup g takes, in modes 0 and 1, rows 16g..16g + 15 for all 64 tokens; in mode 2, gate rows
-// 16(g % 2).. + 15 and their up rows (32 further on) for tokens 32(g / 2).. + 31, so that gate and
-// up sums meet in one place. At the end every subgroup stores its sums to workgroup memory (ct)
-// and the whole workgroup writes them out as matmul_tile.wgsl does.
+// Subgroup g takes 32 rows x 32 tokens (tokens 32(g / 2).. + 31): in modes 0 and 1 rows
+// 32(g % 2).. + 31, in mode 2 gate rows 16(g % 2).. + 15 and their up rows (32 further on), so
+// that gate and up sums meet in one place. The same shape in every mode keeps every loop over a
+// subgroup's matrices a constant one (unrolled, its sums indexed by constants: registers). At the
+// end every subgroup stores its sums to workgroup memory (ct) and the whole workgroup writes them
+// out as matmul_tile.wgsl does.
 //
 // {S} is 16 or 8 (Metal's only size); the matrix loads, multiply-adds and stores are mma_a,
 // mma_b, mma and mma_store, from coop_hw.wgsl (the hardware's) or coop_emu.wgsl (the same
@@ -19,8 +21,9 @@ const S: u32 = {S}u;
 // matrix starts at a multiple of 16 bytes, and rows fall across banks); f32s a token of ct.
 const WS: u32 = 40u;
 const CS: u32 = 68u;
-// Sums a subgroup holds: its 1024 of the tile's 4096, S x S a matrix.
-const NACC: u32 = 1024u / (S * S);
+// Row and token matrices of a subgroup (S x S each): 32 rows x 32 tokens.
+const NR: u32 = 32u / S;
+const NT: u32 = 32u / S;
 
 var<workgroup> wt: array<f16, 2560>; // 64 rows x WS
 var<workgroup> xt: array<f16, 2560>; // 64 tokens x WS
@@ -31,12 +34,12 @@ fn block_row(g: u32, r: u32) -> u32 {
     if (p.mode == 2u) {
         return 16u * (g % 2u) + (r % (16u / S)) * S + 32u * (r / (16u / S));
     }
-    return 16u * g + r * S;
+    return 32u * (g % 2u) + r * S;
 }
 
 // Token of the tile where subgroup g's token matrix t starts.
 fn block_tok(g: u32, t: u32) -> u32 {
-    return select(0u, 32u * (g / 2u), p.mode == 2u) + t * S;
+    return 32u * (g / 2u) + t * S;
 }
 
 @compute @workgroup_size(128)
@@ -48,16 +51,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let n_chunk = p.cols / 32u;
     let row_words = (n_chunk / CPB) * BW;
     let kr = tile_row(tile, lid % 64u);
-    // Row and token matrices of this subgroup: 16 rows x 64 tokens, or 32 rows x 32 tokens.
-    let nr = select(16u / S, 32u / S, p.mode == 2u);
-    let nt = NACC / nr;
     // The sums start from zeros loaded from ct, zeroed here.
     for (var e = lid; e < 4352u; e += 128u) {
         ct[e] = 0.0;
     }
     workgroupBarrier();
-    var acc: array<MatC, NACC>;
-    for (var m = 0u; m < NACC; m++) {
+    var acc: array<MatC, NR * NT>;
+    for (var m = 0u; m < NR * NT; m++) {
         acc[m] = mma_zero(lane);
     }
     var w: array<vec4<f32>, 8>;
@@ -87,19 +87,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         workgroupBarrier();
         for (var k = 0u; k < 32u; k += S) {
-            for (var r = 0u; r < nr; r++) {
+            var bm: array<MatB, NT>;
+            for (var t = 0u; t < NT; t++) {
+                bm[t] = mma_b(block_tok(g, t) * WS + k);
+            }
+            for (var r = 0u; r < NR; r++) {
                 let a = mma_a(block_row(g, r) * WS + k);
-                for (var t = 0u; t < nt; t++) {
-                    let b = mma_b(block_tok(g, t) * WS + k);
-                    acc[r * nt + t] = mma(a, b, acc[r * nt + t], lane);
+                for (var t = 0u; t < NT; t++) {
+                    acc[r * NT + t] = mma(a, bm[t], acc[r * NT + t], lane);
                 }
             }
         }
         workgroupBarrier();
     }
-    for (var r = 0u; r < nr; r++) {
-        for (var t = 0u; t < nt; t++) {
-            mma_store(acc[r * nt + t], block_tok(g, t) * CS + block_row(g, r), lane);
+    for (var r = 0u; r < NR; r++) {
+        for (var t = 0u; t < NT; t++) {
+            mma_store(acc[r * NT + t], block_tok(g, t) * CS + block_row(g, r), lane);
         }
     }
     workgroupBarrier();
