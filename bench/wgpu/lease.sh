@@ -101,19 +101,20 @@ q8) # the decode mat-vec over 8-bit activations (wgpu.q8) against the f32 one: k
   done;;
 next) # everything built since the H100 measurement, in one call (~7 min): kernel tests (the
       # tiles by cooperative matrices on the hardware's), greedy ids and the adapter line per
-      # option; pp512 of default | wgpu.tile_prefetch=1 | wgpu.coop=1 (two rounds); tg128 of
+      # option; pp512 of default | wgpu.tile_prefetch=1 | wgpu.coop=1 | both (two rounds); tg128 of
       # wgpu.q8=0 | 1 (three rounds); GPU time per kernel for a 512-token prompt with coop and
       # for decode with q8
   synth tinyllama-1.1b Q4_K_M tl-Q4_K_M; synth llama-7b Q4_K_M l7-Q4_K_M &
   tests; wait
   P="The history of the printing press begins in the fifteenth century, when movable type met oil-based ink and a wooden press."
-  for o in wgpu.coop=0 wgpu.coop=1 wgpu.q8=1 wgpu.tile_prefetch=1; do
+  for o in wgpu.coop=0 wgpu.coop=1 wgpu.q8=1 wgpu.tile_prefetch=1 wgpu.coop=emu; do
     echo "greedy TinyLlama vulkan | $o | $(timeout 60 $B run -m $M/tl-Q4_K_M.gguf --backend vulkan -p "$P" -n 32 --temp 0 --backend-opt $o 2>>$OUT/err.txt | md5sum | cut -c1-12)"
   done
   echo "greedy TinyLlama cpu | $(timeout 60 $B run -m $M/tl-Q4_K_M.gguf --backend cpu -p "$P" -n 32 --temp 0 2>/dev/null | md5sum | cut -c1-12)"
   timeout 60 $B run -m $M/tl-Q4_K_M.gguf --backend vulkan -p "$P" -n 4 --temp 0 --backend-opt wgpu.coop=1 2>&1 >/dev/null | grep -E "^wgpu|rror" | head -3 | tee $OUT/adapter.txt
-  for r in 1 2; do for s in tl l7; do for o in wgpu.coop=0 wgpu.tile_prefetch=1 wgpu.coop=1; do
-    echo "pp512 round $r | $s | $o | $(timeout 150 $B bench -m $M/$s-Q4_K_M.gguf --backend vulkan -p 512 -n 0 -r 2 --backend-opt $o --json 2>>$OUT/err.txt | num)" | tee -a $OUT/next.txt
+  for r in 1 2; do for s in tl l7; do for o in wgpu.coop=0 wgpu.tile_prefetch=1 wgpu.coop=1 "wgpu.coop=1 wgpu.tile_prefetch=1"; do
+    a=(); for kv in $o; do a+=(--backend-opt "$kv"); done
+    echo "pp512 round $r | $s | $o | $(timeout 150 $B bench -m $M/$s-Q4_K_M.gguf --backend vulkan -p 512 -n 0 -r 2 "${a[@]}" --json 2>>$OUT/err.txt | num)" | tee -a $OUT/next.txt
   done; done; done
   for r in 1 2 3; do for s in tl l7; do for o in wgpu.q8=0 wgpu.q8=1; do
     echo "tg128 round $r | $s | $o | $(timeout 150 $B bench -m $M/$s-Q4_K_M.gguf --backend vulkan -p 0 -n 128 -r 2 --backend-opt $o --json 2>>$OUT/err.txt | num)" | tee -a $OUT/next.txt

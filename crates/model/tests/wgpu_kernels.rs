@@ -1436,7 +1436,8 @@ fn tiled_prompt_matmul_matches_the_reference() {
     // (2^-11 relative each), so within 2e-3 of the sum of |products| rather than 1e-5.
     // Also the tiles multiplied by cooperative matrices (`matmul_coop.wgsl`, f16 tiles too): by
     // the hardware's where the adapter has them (not lavapipe: the device runs that), and by the
-    // emulation of 16 x 16 and 8 x 8 ones, which checks the kernel's tiles, modes and layouts.
+    // emulation of 16 x 16 and 8 x 8 ones (the latter with the prefetch), which checks the
+    // kernel's tiles, modes and layouts.
     let opts = |tile_min: usize,
                 max_binding: Option<u64>,
                 (f16, tile_prefetch, coop): (bool, bool, CoopMode)| Options {
@@ -1457,8 +1458,9 @@ fn tiled_prompt_matmul_matches_the_reference() {
         (true, false, CoopMode::Off),
         (false, true, CoopMode::Off),
         (false, false, CoopMode::Emulated(16)),
-        (false, false, CoopMode::Emulated(8)),
+        (false, true, CoopMode::Emulated(8)),
         (false, false, CoopMode::On),
+        (false, true, CoopMode::On),
     ] {
         let variant = (f16, pf, coop);
         let mut b = WgpuBackend::new(opts(16, None, variant)).unwrap();

@@ -346,11 +346,11 @@ impl WgpuBackend {
         // each invocation's sums (same bindings, grid and modes).
         let (f16, pf) = (self.cx.f16, self.cx.tile_prefetch);
         let pt = match self.cx.coop {
-            Some(coop) => self
-                .cx
-                .pipe(&format!("matmul_coop/{ty}/{coop:?}"), &access, || {
-                    shaders::matmul_coop(ty, coop)
-                })?,
+            Some(coop) => self.cx.pipe(
+                &format!("matmul_coop/{ty}/{coop:?}/prefetch={pf}"),
+                &access,
+                || shaders::matmul_coop(ty, coop, pf),
+            )?,
             None => self.cx.pipe(
                 &format!("matmul_tile/{ty}/f16={f16}/prefetch={pf}"),
                 &access,

@@ -242,8 +242,9 @@ pub struct Coop {
 }
 
 /// The tiled prompt matmul for weights of format `ty` with f16 tiles multiplied into f32 sums by
-/// cooperative matrices (`matmul_coop.wgsl`; the hardware's need the adapter's subgroups).
-pub fn matmul_coop(ty: GgmlType, coop: Coop) -> String {
+/// cooperative matrices (`matmul_coop.wgsl`; the hardware's need the adapter's subgroups), the
+/// next step's loads before this step's sums where `prefetch`.
+pub fn matmul_coop(ty: GgmlType, coop: Coop, prefetch: bool) -> String {
     let (mma, arg, id) = if coop.emulated {
         (
             include_str!("shaders/coop_emu.wgsl"),
@@ -265,7 +266,8 @@ pub fn matmul_coop(ty: GgmlType, coop: Coop) -> String {
     let body = format!("{MATMUL_COOP}{mma}")
         .replace("{S}", &coop.size.to_string())
         .replace("{SG_ID_ARG}", arg)
-        .replace("{SG_ID_LET}", id);
+        .replace("{SG_ID_LET}", id)
+        .replace("{PREFETCH}", &prefetch.to_string());
     format!("{enable}{}", compose(&body, Some(ty), false, 1))
 }
 
@@ -521,10 +523,21 @@ pub fn all_modules() -> Vec<(String, String)> {
                     ));
                 }
                 // Metal's simdgroup matrices are 8 x 8 (16 x 16 ones: vulkan_modules).
-                for (size, emulated) in [(8, false), (8, true), (16, true)] {
+                for (size, emulated, pf) in [(8, false, false), (8, false, true), (8, true, true)] {
                     let coop = Coop { size, emulated };
-                    v.push((format!("matmul_coop/{ty}/{coop:?}"), matmul_coop(ty, coop)));
+                    v.push((
+                        format!("matmul_coop/{ty}/{coop:?}/prefetch={pf}"),
+                        matmul_coop(ty, coop, pf),
+                    ));
                 }
+                let coop = Coop {
+                    size: 16,
+                    emulated: true,
+                };
+                v.push((
+                    format!("matmul_coop/{ty}/{coop:?}/prefetch=false"),
+                    matmul_coop(ty, coop, false),
+                ));
             }
             if sg {
                 for norm in [false, true] {
@@ -584,14 +597,19 @@ pub fn all_modules() -> Vec<(String, String)> {
 /// Modules only the Vulkan backend builds (no MSL translation): the tiled matmul by 16 x 16
 /// cooperative matrices, which Metal lacks. Tests translate each to SPIR-V.
 pub fn vulkan_modules() -> Vec<(String, String)> {
+    let coop = Coop {
+        size: 16,
+        emulated: false,
+    };
     FORMATS
         .iter()
-        .map(|&ty| {
-            let coop = Coop {
-                size: 16,
-                emulated: false,
-            };
-            (format!("matmul_coop/{ty}/{coop:?}"), matmul_coop(ty, coop))
+        .flat_map(|&ty| {
+            [false, true].map(|pf| {
+                (
+                    format!("matmul_coop/{ty}/{coop:?}/prefetch={pf}"),
+                    matmul_coop(ty, coop, pf),
+                )
+            })
         })
         .collect()
 }

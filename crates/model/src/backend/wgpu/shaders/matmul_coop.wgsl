@@ -62,9 +62,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     var w: array<vec4<f32>, 8>;
     var xv: array<vec4<f32>, 8>;
-    for (var c = 0u; c < n_chunk; c++) {
+    if (PREFETCH) {
         if (lid < 64u) {
-            fetch_w(kr, c, row_words, &w);
+            fetch_w(kr, 0u, row_words, &w);
+        } else {
+            fetch_x(lid, 0u, t0, &xv);
+        }
+    }
+    for (var c = 0u; c < n_chunk; c++) {
+        if (!PREFETCH) {
+            if (lid < 64u) {
+                fetch_w(kr, c, row_words, &w);
+            } else {
+                fetch_x(lid, c, t0, &xv);
+            }
+        }
+        if (lid < 64u) {
             for (var q = 0u; q < 8u; q++) {
                 let h = vec4<f16>(w[q]);
                 let o = lid * WS + q * 4u;
@@ -74,7 +87,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 wt[o + 3u] = h.w;
             }
         } else {
-            fetch_x(lid, c, t0, &xv);
             for (var m = 0u; m < 8u; m++) {
                 let e = m * 64u + lid - 64u;
                 let h = vec4<f16>(xv[m]);
@@ -83,6 +95,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 xt[o + 1u] = h.y;
                 xt[o + 2u] = h.z;
                 xt[o + 3u] = h.w;
+            }
+        }
+        workgroupBarrier();
+        if (PREFETCH && c + 1u < n_chunk) {
+            if (lid < 64u) {
+                fetch_w(kr, c + 1u, row_words, &w);
+            } else {
+                fetch_x(lid, c + 1u, t0, &xv);
             }
         }
         workgroupBarrier();

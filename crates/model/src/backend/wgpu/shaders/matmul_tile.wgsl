@@ -22,11 +22,6 @@
 var<workgroup> wt: array<vec4<{TILE}>, 512>;
 var<workgroup> xt: array<vec4<{TILE}>, 512>;
 
-// PREFETCH: step c + 1's weights and activations are loaded into registers before step c's sums
-// (so their global loads are in flight meanwhile) and stored to workgroup memory after them;
-// else each step loads, stores, then sums.
-const PREFETCH: bool = {PREFETCH};
-
 @compute @workgroup_size(128)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let tile = wid.x + wid.z * 32768u;

@@ -58,6 +58,11 @@ fn fetch_x(lid: u32, c: u32, t0: u32, xv: ptr<function, array<vec4<f32>, 8>>) {
     }
 }
 
+// PREFETCH: step c + 1's weights and activations are loaded into registers before step c's sums
+// (so their global loads are in flight meanwhile) and stored to workgroup memory after them;
+// else each step loads, stores, then sums. Both kernels take it (`tile_prefetch`).
+const PREFETCH: bool = {PREFETCH};
+
 // Row r of tile `tile` for token t, its sum s (in mode 2, s is the gate row's sum and u its up
 // row's, r < 32): written as the mode asks. Rows past the weights' and tokens past n are skipped.
 fn put(tile: u32, r: u32, t: u32, s: f32, u: f32) {
