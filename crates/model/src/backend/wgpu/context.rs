@@ -226,7 +226,9 @@ impl Options {
 
     /// Sets one option by name (`rustorch --backend-opt wgpu.KEY=VALUE`): `adapter`, `profile`
     /// (`0`, `1`, `pass`), `subgroups`, `matvec`, `checked` (`0`/`1`), `timeout` (seconds),
-    /// `submit_every` (ops), `tile_min` and `attn_tile_min` (tokens, 0: off), `f16`, `kv_f16`, `q8` and `tile_prefetch` (`0`/`1`), `coop` (`0`, `1`, `emu`, `emu8`; see [`Options::coop`]), `mv` (see [`MvShapes::parse`]), `max_binding` (bytes, see
+    /// `submit_every` (ops), `tile_min` and `attn_tile_min` (tokens, 0: off), `f16`, `kv_f16`,
+    /// `q8` and `tile_prefetch` (`0`/`1`), `coop` (`0`, `1`, `emu`, `emu8`; see
+    /// [`Options::coop`]), `mv` (see [`MvShapes::parse`]), `max_binding` (bytes, see
     /// [`Options::max_binding`]; `0`: the adapter's limit).
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         let flag = || match value {
@@ -300,8 +302,9 @@ pub(crate) fn present() -> bool {
 
 /// The cooperative matrices the tiled matmul takes on `adapter` for `mode`: the hardware's where
 /// it has S x S x S ones (16, else 8) of f16 inputs and f32 sums, subgroups (`subgroups`: asked
-/// for and present) of exactly 32 ([`subgroups_of_32`]) and `matmul_coop.wgsl`'s workgroup memory; else none (the tiles
-/// of `matmul_tile.wgsl`). Emulated: wherever the adapter has `shader-f16`.
+/// for and present) of exactly 32 ([`subgroups_of_32`]) and `matmul_coop.wgsl`'s workgroup
+/// memory; else none (the tiles of `matmul_tile.wgsl`). Emulated: wherever the adapter has
+/// `shader-f16` and the memory.
 fn pick_coop(
     mode: CoopMode,
     adapter: &wgpu::Adapter,
