@@ -37,19 +37,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var w: array<vec4<f32>, 8>;
     var xv: array<vec4<f32>, 8>;
     if (PREFETCH) {
-        if (lid < 64u) {
-            fetch_w(kr, 0u, row_words, &w);
-        } else {
-            fetch_x(lid, 0u, t0, &xv);
-        }
+        fetch_step(lid, kr, 0u, row_words, t0, &w, &xv);
     }
     for (var c = 0u; c < n_chunk; c++) {
         if (!PREFETCH) {
-            if (lid < 64u) {
-                fetch_w(kr, c, row_words, &w);
-            } else {
-                fetch_x(lid, c, t0, &xv);
-            }
+            fetch_step(lid, kr, c, row_words, t0, &w, &xv);
         }
         if (lid < 64u) {
             for (var q = 0u; q < 8u; q++) {
@@ -65,11 +57,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         workgroupBarrier();
         if (PREFETCH && c + 1u < n_chunk) {
-            if (lid < 64u) {
-                fetch_w(kr, c + 1u, row_words, &w);
-            } else {
-                fetch_x(lid, c + 1u, t0, &xv);
-            }
+            fetch_step(lid, kr, c + 1u, row_words, t0, &w, &xv);
         }
         for (var q = 0u; q < 8u; q++) {
             let xq = q ^ (j & 7u);

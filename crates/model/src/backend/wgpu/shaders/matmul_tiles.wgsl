@@ -58,6 +58,23 @@ fn fetch_x(lid: u32, c: u32, t0: u32, xv: ptr<function, array<vec4<f32>, 8>>) {
     }
 }
 
+// Step c's loads for invocation lid: its row's weights (lid < 64) or its share of the activations.
+fn fetch_step(
+    lid: u32,
+    kr: vec2<u32>,
+    c: u32,
+    row_words: u32,
+    t0: u32,
+    w: ptr<function, array<vec4<f32>, 8>>,
+    xv: ptr<function, array<vec4<f32>, 8>>,
+) {
+    if (lid < 64u) {
+        fetch_w(kr, c, row_words, w);
+    } else {
+        fetch_x(lid, c, t0, xv);
+    }
+}
+
 // PREFETCH: step c + 1's weights and activations are loaded into registers before step c's sums
 // (so their global loads are in flight meanwhile) and stored to workgroup memory after them;
 // else each step loads, stores, then sums. Both kernels take it (`tile_prefetch`).
